@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 machine: apt packages, kernel headers
+# for bcc, bpffs, and the venv. Called by `make setup` (and so by lab/test/bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(python3-bpfcc bpfcc-tools python3-venv linux-headers-amd64 tshark
+              iperf3 tcpdump netsniff-ng iproute2 ethtool)
+
+if [ "$(id -u)" != 0 ]; then
+    echo "setup: must run as root (apt, kernel headers, bpffs)" >&2
+    exit 1
+fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing apt packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    apt-get update -q
+    apt-get install -y -q "${missing[@]}"
+fi
+
+# bcc compiles against /lib/modules/$(uname -r)/build. Kernels without their
+# own headers (cloud/VM kernels) get Debian's generic tree: our programs use
+# only UAPI definitions, so any recent header tree is good enough.
+kdir=/lib/modules/$(uname -r)
+if [ ! -e "$kdir/build/include/uapi/linux/bpf.h" ]; then
+    arch=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n1)
+    common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n1)
+    if [ -z "$arch" ] || [ -z "$common" ]; then
+        echo "setup: no kernel headers for $(uname -r) and no Debian header tree in /usr/src" >&2
+        exit 1
+    fi
+    echo "setup: kernel $(uname -r) has no headers; linking $arch as build and $common as source under $kdir"
+    mkdir -p "$kdir"
+    ln -sfn "$arch" "$kdir/build"
+    ln -sfn "$common" "$kdir/source"
+fi
+
+if ! mountpoint -q /sys/fs/bpf; then
+    echo "setup: mounting bpffs on /sys/fs/bpf"
+    mount -t bpf bpf /sys/fs/bpf
+fi
+
+stamp=.venv/.installed
+if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ]; then
+    [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e '.[test]'
+    touch "$stamp"
+fi
+.venv/bin/python -c 'import bcc, pyroute2, cryptography, pydantic, typer' \
+    || { echo "setup: python dependencies do not import" >&2; exit 1; }
