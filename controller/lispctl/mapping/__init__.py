@@ -1,0 +1,1 @@
+"""Mappings: EID prefixes, locators, the local database and the map-cache."""

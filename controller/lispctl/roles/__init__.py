@@ -1,0 +1,1 @@
+"""Sans-IO protocol state machines: bytes and time in, effects out."""

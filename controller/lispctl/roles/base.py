@@ -1,0 +1,88 @@
+"""The contract between sans-IO roles and the asyncio daemon.
+
+A role never opens a socket or reads the clock. The daemon feeds it datagrams,
+data-plane miss events and the time, and carries out the effects it returns,
+in order. That keeps every protocol decision unit-testable without a kernel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Union
+
+from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
+
+CONTROL_PORT = 4342
+DATA_PORT = 4341
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    addr: IPAddress
+    port: int = CONTROL_PORT
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send payload to dst. src=None: from the control socket of dst's family
+    (port 4342). A src with an address asks for that source address (an RLOC)."""
+    payload: bytes
+    dst: Endpoint
+    src: Endpoint | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstallMapping:
+    """Put a mapping in the data plane's map-cache. Empty rlocs with an
+    action is a negative entry."""
+    eid: EidPrefix
+    rlocs: tuple[Rloc, ...]
+    action: MapAction = MapAction.NO_ACTION
+    ttl_s: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveMapping:
+    eid: EidPrefix
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """One line a person can follow (info), with optional packet detail (debug)."""
+    text: str
+    detail: str = ""
+
+
+Effect = Union[Send, InstallMapping, RemoveMapping, Log]
+
+
+@dataclass(frozen=True, slots=True)
+class MissEvent:
+    """A data-plane cache miss, as the ring buffer reports it."""
+    eid: EidPrefix          # destination as a host prefix (/32 or /128)
+    source: IPAddress
+
+
+class Role(Protocol):
+    def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
+        """A control datagram arrived (src is the sender, dst our local address)."""
+
+    def tick(self, now: float) -> list[Effect]:
+        """Run timers that are due at `now`."""
+
+    def next_deadline(self) -> float | None:
+        """When tick() next has work, or None."""
+
+    def snapshot(self) -> dict:
+        """JSON-able state for the local API (status, map-cache, sites...)."""
+
+
+@dataclass
+class Effects:
+    """Accumulator roles use internally."""
+    items: list = field(default_factory=list)
+
+    def send(self, payload: bytes, dst: Endpoint, src: Endpoint | None = None) -> None:
+        self.items.append(Send(payload, dst, src))
+
+    def log(self, text: str, detail: str = "") -> None:
+        self.items.append(Log(text, detail))
