@@ -1,0 +1,145 @@
+"""Device configuration: one TOML file per device, validated by pydantic.
+
+    cfg = lispctl.config.load("/etc/lispctl/xtr.toml")
+
+Every problem raises ConfigError, whose message names the file, the line and
+the key path, e.g. ``xtr.toml:14: database[0].locator[0].adress: unknown key``.
+See docs/config.md for every key.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from lispctl.config.lines import find_line, key_lines
+from lispctl.config.models import (AddressLocator, Config, DatabaseEntry, EtrConfig,
+                                   InterfacesConfig, ItrConfig, LocatorConfig, MapCacheEntry,
+                                   MapResolverConfig, MapServerConfig, MrConfig, MrForward,
+                                   MsConfig, SiteConfig, SiteEidPrefix, action_of)
+
+__all__ = [
+    "AddressLocator", "Config", "ConfigError", "ConfigProblem", "DatabaseEntry", "EtrConfig",
+    "InterfacesConfig", "ItrConfig", "LocatorConfig", "MapCacheEntry", "MapResolverConfig",
+    "MapServerConfig", "MrConfig", "MrForward", "MsConfig", "SiteConfig", "SiteEidPrefix",
+    "action_of", "load", "loads",
+]
+
+IMPLEMENTED_ROLES = {"xtr", "itr", "etr", "ms", "mr"}
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    path: str          # dotted key path, e.g. "database[0].eid-prefix"
+    line: int | None   # 1-based line in the TOML text, when found
+    message: str
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; .problems lists each finding."""
+
+    def __init__(self, source: str, problems: list[ConfigProblem]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(self._fmt(p) for p in problems))
+
+    def _fmt(self, p: ConfigProblem) -> str:
+        where = f"{self.source}:{p.line}" if p.line else self.source
+        return f"{where}: {p.path}: {p.message}" if p.path else f"{where}: {p.message}"
+
+
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), [ConfigProblem("", None, f"cannot read: {exc}")]) from None
+    return loads(text, source=str(p))
+
+
+def loads(text: str, source: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [ConfigProblem("", None, f"TOML syntax error: {exc}")]) from None
+    lines = key_lines(text)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            if err["type"] == "missing":
+                msg = "required key is missing"
+            problems.append(ConfigProblem(_dotted(loc), find_line(lines, loc), msg))
+        raise ConfigError(source, problems) from None
+    problems = [ConfigProblem(_dotted(loc), find_line(lines, loc) or find_line(lines, ("roles",)), msg)
+                for loc, msg in cross_check(cfg)]
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int) or (isinstance(part, str) and part.isdigit() and out):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def cross_check(cfg: Config) -> list[tuple[tuple, str]]:
+    """Rules that involve several keys; returns (key path, message) pairs."""
+    out: list[tuple[tuple, str]] = []
+    for role in cfg.roles:
+        if role not in IMPLEMENTED_ROLES:
+            out.append((("roles",), f"role {role!r} is not implemented yet"))
+    if cfg.is_etr:
+        if not cfg.database:
+            out.append((("database",), "an ETR (xtr) needs at least one [[database]] entry"))
+        if not cfg.map_server:
+            out.append((("map-server",), "an ETR (xtr) needs at least one [[map-server]]"))
+    elif cfg.database and not cfg.is_itr:
+        out.append((("database",), "[[database]] is only used by the xtr/etr roles"))
+    if cfg.is_itr:
+        if not cfg.map_resolver and not cfg.is_mr:
+            out.append((("map-resolver",), "an ITR (xtr) needs at least one [[map-resolver]]"))
+        if cfg.miss_action == "petr" and not cfg.proxy_etr:
+            out.append((("itr", "miss-action"), "miss-action 'petr' needs [[proxy-etr]]"))
+    if cfg.map_server and not cfg.is_etr:
+        out.append((("map-server",), "[[map-server]] is only used by the xtr/etr roles"))
+    if cfg.is_ms and not cfg.site:
+        out.append((("site",), "a Map-Server (ms) needs at least one [[site]]"))
+    if cfg.site and not cfg.is_ms:
+        out.append((("site",), "[[site]] is only used by the ms role"))
+    if cfg.mr.map_server and not cfg.is_mr:
+        out.append((("mr", "map-server"), "[[mr.map-server]] is only used by the mr role"))
+    if cfg.is_mr and not cfg.is_ms and not cfg.mr.map_server:
+        out.append((("mr", "map-server"),
+                    "a Map-Resolver without the ms role needs [[mr.map-server]] to forward to"))
+
+    seen: dict = {}
+    for i, entry in enumerate(cfg.database):
+        if entry.eid in seen:
+            out.append((("database", i, "eid-prefix"), f"{entry.eid} is also database[{seen[entry.eid]}]"))
+        seen.setdefault(entry.eid, i)
+    names: dict = {}
+    owners: dict = {}
+    for i, site in enumerate(cfg.site):
+        if site.name in names:
+            out.append((("site", i, "name"), f"site name {site.name!r} is also site[{names[site.name]}]"))
+        names.setdefault(site.name, i)
+        for j, sp in enumerate(site.eid_prefix):
+            if sp.eid in owners:
+                out.append((("site", i, "eid-prefix", j, "prefix"),
+                            f"{sp.eid} is already configured in site {owners[sp.eid]!r}"))
+            owners.setdefault(sp.eid, site.name)
+    for i, ms in enumerate(cfg.map_server):
+        if ms.address in {m.address for m in cfg.map_server[:i]}:
+            out.append((("map-server", i, "address"), f"{ms.address} is listed twice"))
+    return out

@@ -1,0 +1,289 @@
+"""Pydantic models for one device's TOML configuration.
+
+Keys are spelled with hyphens in TOML (`eid-prefix`) and with underscores in
+Python (`eid_prefix`). Every model forbids unknown keys, so a typo is an
+error instead of a silently ignored setting. Durations are seconds unless the
+key name says minutes (TTLs that travel on the wire are in minutes).
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      IPvAnyAddress, field_validator, model_validator)
+
+from lispctl.mapping.types import EidPrefix, IPAddress, IPNetwork, MapAction, Rloc
+
+
+def _hyphen(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=_hyphen,
+                              populate_by_name=True, frozen=True)
+
+
+def _network(value: object) -> IPNetwork:
+    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a prefix string such as '10.1.0.0/16' or '2001:db8::/32'")
+    try:
+        return ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid IP prefix ({exc})") from None
+
+
+def _eid_text(value: object) -> EidPrefix:
+    """'10.0.0.0/8' or '[5]10.0.0.0/8' (instance ID in brackets)."""
+    if isinstance(value, EidPrefix):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected an EID prefix string such as '[5]10.0.0.0/8'")
+    m = re.fullmatch(r"\s*(?:\[(\d+)\])?\s*(\S+)\s*", value)
+    if not m:
+        raise ValueError(f"{value!r} is not an EID prefix")
+    iid = int(m.group(1) or 0)
+    if iid >= 1 << 24:
+        raise ValueError(f"instance ID {iid} in {value!r} is not a 24-bit value")
+    return EidPrefix(iid, _network(m.group(2)))
+
+
+Address = IPvAnyAddress
+Prefix = Annotated[IPNetwork, BeforeValidator(_network)]
+EidText = Annotated[EidPrefix, BeforeValidator(_eid_text)]
+U8 = Annotated[int, Field(ge=0, le=255)]
+InstanceId = Annotated[int, Field(ge=0, lt=1 << 24)]
+Seconds = Annotated[float, Field(gt=0)]
+
+_ACTIONS = {
+    "no-action": MapAction.NO_ACTION,
+    "natively-forward": MapAction.NATIVELY_FORWARD,
+    "send-map-request": MapAction.SEND_MAP_REQUEST,
+    "drop": MapAction.DROP,
+    "drop-policy-denied": MapAction.DROP_POLICY_DENIED,
+    "drop-auth-failure": MapAction.DROP_AUTH_FAILURE,
+}
+ActionName = Literal["no-action", "natively-forward", "send-map-request", "drop",
+                     "drop-policy-denied", "drop-auth-failure"]
+
+
+def action_of(name: str) -> MapAction:
+    return _ACTIONS[name]
+
+
+def _unique(items: list) -> list:
+    seen = set()
+    for item in items:
+        if item in seen:
+            raise ValueError(f"{item} is listed twice")
+        seen.add(item)
+    return items
+
+
+# ---------------------------------------------------------------- locators
+
+class LocatorConfig(_Model):
+    """A locator by address, or by interface (its addresses, optionally of one family)."""
+    address: Address | None = None
+    interface: str | None = None
+    family: Literal["ipv4", "ipv6"] | None = None
+    priority: U8 = 1
+    weight: U8 = 100
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "LocatorConfig":
+        if (self.address is None) == (self.interface is None):
+            raise ValueError("give exactly one of 'address' or 'interface'")
+        if self.family is not None and self.interface is None:
+            raise ValueError("'family' only applies to a locator given by 'interface'")
+        return self
+
+    def rloc(self, address: IPAddress | None = None) -> Rloc:
+        addr = address if address is not None else self.address
+        if addr is None:
+            raise ValueError(f"locator on interface {self.interface} has no address yet")
+        return Rloc(addr, self.priority, self.weight)
+
+    def matches_family(self, addr: IPAddress) -> bool:
+        return self.family is None or (self.family == "ipv4") == (addr.version == 4)
+
+
+class AddressLocator(_Model):
+    """A locator that must be given by address (static map-cache, PETR)."""
+    address: Address
+    priority: U8 = 1
+    weight: U8 = 100
+
+    def rloc(self) -> Rloc:
+        return Rloc(self.address, self.priority, self.weight)
+
+
+# ---------------------------------------------------------------- xTR side
+
+class DatabaseEntry(_Model):
+    eid_prefix: Prefix
+    instance_id: InstanceId = 0
+    locator: list[LocatorConfig] = Field(min_length=1)
+
+    @property
+    def eid(self) -> EidPrefix:
+        return EidPrefix(self.instance_id, self.eid_prefix)
+
+
+class MapServerConfig(_Model):
+    address: Address
+    key: str = Field(min_length=1)
+    key_id: U8 = 0
+    algorithm: Literal["hmac-sha1", "hmac-sha256"] = "hmac-sha256"
+    want_map_notify: bool = True
+    proxy_reply: bool = False
+
+
+class MapResolverConfig(_Model):
+    address: Address
+
+
+class MapCacheEntry(_Model):
+    """A static map-cache entry: installed at start, never expires."""
+    eid_prefix: Prefix
+    instance_id: InstanceId = 0
+    locator: list[AddressLocator] = []
+    action: ActionName | None = None
+
+    @model_validator(mode="after")
+    def _positive_or_negative(self) -> "MapCacheEntry":
+        if not self.locator and self.action is None:
+            raise ValueError("a map-cache entry without locators needs an 'action'")
+        return self
+
+    @property
+    def eid(self) -> EidPrefix:
+        return EidPrefix(self.instance_id, self.eid_prefix)
+
+    @property
+    def map_action(self) -> MapAction:
+        return action_of(self.action) if self.action else MapAction.NO_ACTION
+
+
+class InterfacesConfig(_Model):
+    eid_facing: list[str] = []
+    rloc_facing: list[str] = []
+
+
+class ItrConfig(_Model):
+    # What the data plane does with a packet that misses the map-cache while
+    # we resolve it; "petr" needs [[proxy-etr]]. Default: petr if configured, else drop.
+    miss_action: Literal["drop", "natively-forward", "petr"] | None = None
+    map_request_interval: Seconds = 1.0       # first retry after this, per EID prefix
+    map_request_backoff: Annotated[float, Field(ge=1.0)] = 2.0
+    map_request_max_interval: Seconds = 30.0
+    map_request_retries: Annotated[int, Field(ge=0, le=20)] = 4
+    # Negative entry installed when the mapping system never answers.
+    unreachable_negative_ttl: Seconds = 60.0
+    # Refresh a used entry this many seconds before its TTL runs out.
+    refresh_before: Seconds = 30.0
+    # ITRs that asked us for our mapping within this window receive SMRs.
+    smr_window: Seconds = 900.0
+
+
+class EtrConfig(_Model):
+    register_interval: Seconds = 60.0
+    # First retry when no Map-Notify came; doubles up to register-interval.
+    register_retry: Seconds = 2.0
+    record_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1440
+    xtr_id: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{32}$")] | None = None
+    site_id: Annotated[int, Field(ge=0, lt=1 << 64)] = 0
+
+
+# ---------------------------------------------------------------- MS / MR side
+
+class SiteEidPrefix(_Model):
+    prefix: Prefix
+    instance_id: InstanceId = 0
+    accept_more_specifics: bool = False
+    proxy_reply: bool = False
+
+    @property
+    def eid(self) -> EidPrefix:
+        return EidPrefix(self.instance_id, self.prefix)
+
+
+class SiteConfig(_Model):
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    description: str = ""
+    keys: dict[U8, Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    eid_prefix: list[SiteEidPrefix] = Field(min_length=1)
+
+
+class MsConfig(_Model):
+    registration_timeout: Seconds = 180.0
+
+
+class MrForward(_Model):
+    """A remote Map-Server and the EID prefixes it is responsible for."""
+    address: Address
+    eid_prefix: list[EidText] = Field(min_length=1)
+
+
+class MrConfig(_Model):
+    non_eid_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 15
+    unregistered_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1
+    unregistered_action: Literal["send-map-request", "drop"] = "send-map-request"
+    map_server: list[MrForward] = []
+
+
+# ---------------------------------------------------------------- device
+
+RoleName = Literal["xtr", "itr", "etr", "ms", "mr", "rtr", "pitr", "petr", "mobile-node"]
+
+
+class Config(_Model):
+    instance: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    roles: Annotated[list[RoleName], AfterValidator(_unique)] = Field(min_length=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    control_addresses: list[Address] = Field(
+        default_factory=lambda: [ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::")],
+        min_length=1)
+    interfaces: InterfacesConfig = InterfacesConfig()
+    database: list[DatabaseEntry] = []
+    map_server: list[MapServerConfig] = []
+    map_resolver: list[MapResolverConfig] = []
+    proxy_etr: list[AddressLocator] = []
+    map_cache: list[MapCacheEntry] = []
+    itr: ItrConfig = ItrConfig()
+    etr: EtrConfig = EtrConfig()
+    ms: MsConfig = MsConfig()
+    mr: MrConfig = MrConfig()
+    site: list[SiteConfig] = []
+
+    @field_validator("control_addresses")
+    @classmethod
+    def _unique_addresses(cls, v: list) -> list:
+        return _unique(v)
+
+    # Role helpers: "xtr" is shorthand for itr + etr.
+    @property
+    def is_itr(self) -> bool:
+        return bool({"xtr", "itr", "mobile-node"} & set(self.roles))
+
+    @property
+    def is_etr(self) -> bool:
+        return bool({"xtr", "etr", "mobile-node"} & set(self.roles))
+
+    @property
+    def is_ms(self) -> bool:
+        return "ms" in self.roles
+
+    @property
+    def is_mr(self) -> bool:
+        return "mr" in self.roles
+
+    @property
+    def miss_action(self) -> str:
+        if self.itr.miss_action is not None:
+            return self.itr.miss_action
+        return "petr" if self.proxy_etr else "drop"
