@@ -1,0 +1,110 @@
+"""Test traffic without external tools: ICMP echo and a checked TCP transfer.
+
+The functions named *_here run in the caller's network namespace; use them
+through Lab.call(node, fn, ...). `python -m lispctl.lab.traffic sink PORT` is
+a TCP sink that answers each connection with the SHA-256 of what it received,
+so a sender knows every byte arrived intact (not just that bytes moved).
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import select
+import socket
+import struct
+import sys
+import time
+
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s = (s >> 16) + (s & 0xFFFF)
+    s += s >> 16
+    return ~s & 0xFFFF
+
+
+def ping_here(dst: str, count: int = 3, timeout: float = 1.0, size: int = 56) -> int:
+    """ICMP/ICMPv6 echo; returns how many replies came back."""
+    v6 = ipaddress.ip_address(dst).version == 6
+    if v6:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        req, rep = 128, 129
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        req, rep = 8, 0
+    ident = os.getpid() & 0xFFFF
+    got = 0
+    with sock:
+        for seq in range(count):
+            payload = os.urandom(size)
+            hdr = struct.pack("!BBHHH", req, 0, 0, ident, seq)
+            # the kernel fills in the ICMPv6 checksum (it needs the pseudo-header)
+            pkt = hdr + payload if v6 else struct.pack("!BBHHH", req, 0, _csum(hdr + payload), ident, seq) + payload
+            sock.sendto(pkt, (dst, 0))
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                if not select.select([sock], [], [], left)[0]:
+                    break
+                data = sock.recv(65535)
+                icmp = data if v6 else data[(data[0] & 0x0F) * 4:]
+                if len(icmp) >= 8:
+                    t, _, _, i, s = struct.unpack("!BBHHH", icmp[:8])
+                    if t == rep and i == ident and s == seq and icmp[8:] == payload:
+                        got += 1
+                        break
+    return got
+
+
+def tcp_send_here(dst: str, port: int, nbytes: int, timeout: float = 10.0) -> dict:
+    """Send nbytes to a sink; returns sent count, seconds and whether the sink's digest matched."""
+    block = os.urandom(1 << 16)
+    h = hashlib.sha256()
+    t0 = time.monotonic()
+    with socket.create_connection((dst, port), timeout=timeout) as s:
+        sent = 0
+        while sent < nbytes:
+            chunk = block[: min(len(block), nbytes - sent)]
+            s.sendall(chunk)
+            h.update(chunk)
+            sent += len(chunk)
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while len(reply) < 64:
+            part = s.recv(64 - len(reply))
+            if not part:
+                break
+            reply += part
+    return {"sent": sent, "seconds": time.monotonic() - t0, "intact": reply.decode() == h.hexdigest()}
+
+
+def sink(port: int) -> None:
+    srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    srv.bind(("::", port))
+    srv.listen(8)
+    print("ready", flush=True)
+    while True:
+        conn, peer = srv.accept()
+        with conn:
+            conn.settimeout(30)
+            h, n = hashlib.sha256(), 0
+            try:
+                while data := conn.recv(1 << 16):
+                    h.update(data)
+                    n += len(data)
+                conn.sendall(h.hexdigest().encode())
+            except OSError as exc:
+                print(f"{peer[0]}: {exc}", flush=True)
+                continue
+        print(f"{peer[0]}: {n} bytes", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "sink":
+        sink(int(sys.argv[2]))
+    else:
+        sys.exit("usage: python -m lispctl.lab.traffic sink PORT")
