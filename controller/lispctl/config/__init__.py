@@ -8,6 +8,7 @@ See docs/config.md for every key.
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,9 @@ def loads(text: str, source: str = "<config>") -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [ConfigProblem("", None, f"TOML syntax error: {exc}")]) from None
+        m = re.search(r"at line (\d+)", str(exc))
+        raise ConfigError(source, [ConfigProblem("", int(m.group(1)) if m else None,
+                                                 f"TOML syntax error: {exc}")]) from None
     lines = key_lines(text)
     try:
         cfg = Config.model_validate(data)

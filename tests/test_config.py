@@ -1,0 +1,189 @@
+"""Config loading: examples load, mistakes are reported with key path and line."""
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from lispctl.config import ConfigError, load, loads
+from lispctl.mapping.types import EidPrefix, MapAction
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+MINIMAL_XTR = """\
+instance = "x1"
+roles = ["xtr"]
+
+[[database]]
+eid-prefix = "10.1.0.0/16"
+[[database.locator]]
+address = "192.0.2.1"
+
+[[map-server]]
+address = "198.51.100.10"
+key = "k"
+
+[[map-resolver]]
+address = "198.51.100.10"
+"""
+
+
+def error_of(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        loads(text, source="t.toml")
+    return info.value
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.toml")))
+def test_every_example_loads(name):
+    cfg = load(EXAMPLES / name)
+    assert cfg.roles
+
+
+def test_xtr_example_values():
+    cfg = load(EXAMPLES / "xtr.toml")
+    assert cfg.is_itr and cfg.is_etr and not cfg.is_ms
+    assert cfg.database[0].eid == EidPrefix.parse("10.1.0.0/16")
+    loc = cfg.database[0].locator[1]
+    assert loc.interface == "wan0" and loc.family == "ipv6" and loc.priority == 2
+    assert cfg.map_server[0].algorithm == "hmac-sha256" and cfg.map_server[0].key_id == 1
+    assert cfg.miss_action == "petr"
+    assert cfg.map_cache[1].map_action is MapAction.DROP
+    assert cfg.interfaces.eid_facing == ["lan0"]
+
+
+def test_ms_mr_example_values():
+    cfg = load(EXAMPLES / "ms-mr.toml")
+    assert cfg.is_ms and cfg.is_mr and not cfg.is_itr
+    assert cfg.site[1].keys == {1: "site-b-secret", 2: "site-b-next-key"}
+    assert cfg.site[0].eid_prefix[0].accept_more_specifics is True
+    assert cfg.site[1].eid_prefix[0].proxy_reply is True
+    assert cfg.control_addresses == [ipaddress.ip_address("198.51.100.10")]
+
+
+def test_defaults():
+    cfg = loads(MINIMAL_XTR)
+    assert cfg.etr.register_interval == 60
+    assert cfg.ms.registration_timeout == 180
+    assert cfg.mr.non_eid_ttl_minutes == 15 and cfg.mr.unregistered_ttl_minutes == 1
+    assert [str(a) for a in cfg.control_addresses] == ["0.0.0.0", "::"]
+    assert cfg.map_server[0].want_map_notify is True
+    assert cfg.miss_action == "drop"
+    assert cfg.database[0].locator[0].priority == 1 and cfg.database[0].locator[0].weight == 100
+
+
+def test_unknown_key_names_key_and_line():
+    text = MINIMAL_XTR.replace('address = "192.0.2.1"', 'adress = "192.0.2.1"')
+    err = error_of(text)
+    assert "t.toml:7: database[0].locator[0].adress: unknown key" in str(err)
+
+
+def test_unknown_top_level_key_line():
+    err = error_of(MINIMAL_XTR.replace('roles = ["xtr"]', 'roles = ["xtr"]\nregister-intervall = 30'))
+    assert err.problems[0].path == "register-intervall"
+    assert err.problems[0].line == 3
+    # after a table header the same key belongs to that table
+    err = error_of(MINIMAL_XTR + "register-intervall = 30\n")
+    assert err.problems[0].path == "map-resolver[0].register-intervall"
+
+
+def test_unknown_key_in_second_array_element():
+    text = MINIMAL_XTR + '\n[[map-server]]\naddress = "198.51.100.11"\nkey = "k"\nkeyid = 3\n'
+    err = error_of(text)
+    p = err.problems[0]
+    assert p.path == "map-server[1].keyid"
+    assert text.splitlines()[p.line - 1] == "keyid = 3"
+
+
+def test_bad_address_is_clear():
+    err = error_of(MINIMAL_XTR.replace("198.51.100.10\"\nkey", "198.51.100.300\"\nkey"))
+    assert "t.toml:10: map-server[0].address" in str(err)
+    assert "not a valid IPv4 or IPv6 address" in str(err)
+
+
+def test_prefix_with_host_bits_rejected():
+    err = error_of(MINIMAL_XTR.replace("10.1.0.0/16", "10.1.0.1/16"))
+    assert "database[0].eid-prefix" in str(err) and "host bits set" in str(err)
+    assert err.problems[0].line == 5
+
+
+@pytest.mark.parametrize("old,new,path", [
+    ('address = "192.0.2.1"', 'address = "192.0.2.1"\npriority = 256', "database[0].locator[0].priority"),
+    ('address = "192.0.2.1"', 'address = "192.0.2.1"\nweight = -1', "database[0].locator[0].weight"),
+    ('eid-prefix = "10.1.0.0/16"', 'eid-prefix = "10.1.0.0/16"\ninstance-id = 16777216',
+     "database[0].instance-id"),
+    ('key = "k"', 'key = "k"\nalgorithm = "md5"', "map-server[0].algorithm"),
+    ('key = "k"', 'key = ""', "map-server[0].key"),
+    ('roles = ["xtr"]', 'roles = ["xtr", "bgp"]', "roles[1]"),
+])
+def test_range_and_enum_errors(old, new, path):
+    err = error_of(MINIMAL_XTR.replace(old, new))
+    assert path in [p.path for p in err.problems]
+
+
+def test_locator_needs_exactly_one_source():
+    err = error_of(MINIMAL_XTR.replace('address = "192.0.2.1"', 'address = "192.0.2.1"\ninterface = "eth0"'))
+    assert "exactly one of 'address' or 'interface'" in str(err)
+    assert err.problems[0].path == "database[0].locator[0]"
+    assert err.problems[0].line == 6
+
+
+@pytest.mark.parametrize("cut,path,words", [
+    ("[[database]]\neid-prefix = \"10.1.0.0/16\"\n[[database.locator]]\naddress = \"192.0.2.1\"\n",
+     "database", "needs at least one [[database]]"),
+    ("[[map-server]]\naddress = \"198.51.100.10\"\nkey = \"k\"\n", "map-server", "[[map-server]]"),
+    ("[[map-resolver]]\naddress = \"198.51.100.10\"\n", "map-resolver", "[[map-resolver]]"),
+])
+def test_xtr_cross_field_rules(cut, path, words):
+    err = error_of(MINIMAL_XTR.replace(cut, ""))
+    assert path in [p.path for p in err.problems]
+    assert words in str(err)
+    assert all(p.line for p in err.problems)
+
+
+def test_ms_needs_sites_and_site_needs_ms():
+    err = error_of('instance = "m"\nroles = ["ms"]\n')
+    assert "needs at least one [[site]]" in str(err) and err.problems[0].line == 3
+    err = error_of(MINIMAL_XTR + '[[site]]\nname = "a"\nkeys = {1 = "k"}\n'
+                   '[[site.eid-prefix]]\nprefix = "10.9.0.0/16"\n')
+    assert "only used by the ms role" in str(err)
+
+
+def test_petr_miss_action_needs_petr():
+    err = error_of(MINIMAL_XTR + '[itr]\nmiss-action = "petr"\n')
+    assert err.problems[0].path == "itr.miss-action"
+
+
+def test_duplicate_site_prefix_rejected():
+    text = ('instance = "m"\nroles = ["ms"]\n'
+            '[[site]]\nname = "a"\nkeys = {1 = "k"}\n[[site.eid-prefix]]\nprefix = "10.9.0.0/16"\n'
+            '[[site]]\nname = "b"\nkeys = {1 = "k"}\n[[site.eid-prefix]]\nprefix = "10.9.0.0/16"\n')
+    err = error_of(text)
+    assert err.problems[0].path == "site[1].eid-prefix[0].prefix"
+    assert err.problems[0].line == 12
+
+
+def test_mr_forward_prefixes_with_instance_id():
+    cfg = loads('instance = "r"\nroles = ["mr"]\n[[mr.map-server]]\naddress = "192.0.2.7"\n'
+                'eid-prefix = ["[5]10.0.0.0/8", "2001:db8::/32"]\n')
+    assert cfg.mr.map_server[0].eid_prefix == [EidPrefix.parse("[5]10.0.0.0/8"),
+                                               EidPrefix.parse("2001:db8::/32")]
+    err = error_of('instance = "r"\nroles = ["mr"]\n[[mr.map-server]]\naddress = "192.0.2.7"\n'
+                   'eid-prefix = ["[5]10.0.0.1/8"]\n')
+    assert err.problems[0].path == "mr.map-server[0].eid-prefix[0]" and err.problems[0].line == 5
+
+
+def test_toml_syntax_error_has_line():
+    err = error_of('instance = "x"\nroles = ["xtr"\nlog-level = 1\n')
+    assert "TOML syntax error" in str(err) and err.problems[0].line == 3
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "nope.toml")
+
+
+def test_multiline_array_does_not_confuse_lines():
+    text = MINIMAL_XTR.replace('roles = ["xtr"]', 'roles = [\n  "xtr",\n]\ncontrol-addresses = [\n "::1",\n]') \
+        + "bogus = 1\n"
+    err = error_of(text)
+    assert text.splitlines()[err.problems[0].line - 1] == "bogus = 1"
