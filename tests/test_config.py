@@ -142,7 +142,7 @@ def test_xtr_cross_field_rules(cut, path, words):
 
 def test_ms_needs_sites_and_site_needs_ms():
     err = error_of('instance = "m"\nroles = ["ms"]\n')
-    assert "needs at least one [[site]]" in str(err) and err.problems[0].line == 3
+    assert "needs at least one [[site]]" in str(err) and err.problems[0].line == 2
     err = error_of(MINIMAL_XTR + '[[site]]\nname = "a"\nkeys = {1 = "k"}\n'
                    '[[site.eid-prefix]]\nprefix = "10.9.0.0/16"\n')
     assert "only used by the ms role" in str(err)
