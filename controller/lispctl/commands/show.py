@@ -1,0 +1,123 @@
+"""Read-only views of a running device: status, map-cache, database, sites, counters."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from lispctl.api import render
+from lispctl.daemon.rundir import DEFAULT_RUN_DIR
+
+InstanceOpt = typer.Option(None, "--instance", "-i", help="Instance to ask (default: the only running one).")
+JsonOpt = typer.Option(False, "--json", help="Print the daemon's JSON answer.")
+RunDirOpt = typer.Option(DEFAULT_RUN_DIR, "--run-dir", help="Where the pidfile and API socket live.")
+
+
+def _ask(cmd: str, instance: str | None, run_dir: Path) -> Any:
+    from lispctl.api.client import ApiClient, ApiError
+    try:
+        return ApiClient.for_instance(instance, run_dir).call(cmd)
+    except ApiError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+
+
+def _show(cmd: str, instance, json_out: bool, run_dir: Path, human: Callable[[Any], str]) -> None:
+    result = _ask(cmd, instance, run_dir)
+    typer.echo(render.dump_json(result) if json_out else human(result))
+
+
+def _status_text(st: dict) -> str:
+    rows = [
+        ("instance", st.get("instance")), ("pid", st.get("pid")),
+        ("uptime", render.duration(st.get("uptime_s"))), ("started", st.get("started")),
+        ("roles", st.get("roles")), ("control", st.get("control")), ("api", st.get("api")),
+        ("data plane", "attached" if st.get("datapath") else "none"),
+        ("map-cache", f"{st.get('map_cache_entries', 0)} entries"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k.ljust(width)}  {render.cell(v)}" for k, v in rows]
+    for role, snap in (st.get("state") or {}).items():
+        summary = {k: v for k, v in (snap or {}).items()
+                   if not isinstance(v, (list, dict))}
+        if summary:
+            lines.append(f"{role.ljust(width)}  {render.cell(summary)}")
+    return "\n".join(lines)
+
+
+def _map_cache_text(entries: list) -> str:
+    return render.table(entries, [
+        ("EID", lambda e: e.get("eid")),
+        ("ACTION", lambda e: e.get("action") if not e.get("rlocs") else "forward"),
+        ("LOCATORS", lambda e: render.rlocs_cell(e.get("rlocs"))),
+        ("TTL", lambda e: render.duration(e.get("ttl_s"))),
+        ("EXPIRES", lambda e: render.duration(e.get("expires_in_s"))),
+        ("BY", lambda e: e.get("role")),
+    ], empty="map-cache is empty")
+
+
+def _generic(rows: list, first: tuple[str, ...], empty: str) -> str:
+    flat = []
+    for r in rows:
+        r = dict(r)
+        for key in ("rlocs", "locators"):
+            if isinstance(r.get(key), list) and all(isinstance(x, dict) for x in r[key]):
+                r[key] = render.rlocs_cell(r[key])
+        flat.append(r)
+    return render.table(flat, render.auto_columns(flat, first), empty=empty)
+
+
+def _counters_text(c: dict) -> str:
+    rows = []
+    for section in ("daemon", "datapath"):
+        for k, v in _flatten(c.get(section) or {}):
+            rows.append({"section": section, "counter": k, "value": v})
+    for role, counters in (c.get("roles") or {}).items():
+        for k, v in _flatten(counters):
+            rows.append({"section": role, "counter": k, "value": v})
+    return render.table(rows, [("SECTION", lambda r: r["section"]), ("COUNTER", lambda r: r["counter"]),
+                               ("VALUE", lambda r: r["value"])], empty="no counters")
+
+
+def _flatten(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def status(instance: Optional[str] = InstanceOpt, json_out: bool = JsonOpt, run_dir: Path = RunDirOpt) -> None:
+    """Instance, roles, sockets, uptime and a summary of each role's state."""
+    _show("status", instance, json_out, run_dir, _status_text)
+
+
+def map_cache(instance: Optional[str] = InstanceOpt, json_out: bool = JsonOpt, run_dir: Path = RunDirOpt) -> None:
+    """Mappings installed in the data plane (EID, locators, TTL)."""
+    _show("map-cache", instance, json_out, run_dir, _map_cache_text)
+
+
+def database(instance: Optional[str] = InstanceOpt, json_out: bool = JsonOpt, run_dir: Path = RunDirOpt) -> None:
+    """The ETR's local EID-prefixes and their locators."""
+    _show("database", instance, json_out, run_dir,
+          lambda rows: _generic(rows, ("eid", "eid_prefix", "rlocs", "locators"), "database is empty"))
+
+
+def sites(instance: Optional[str] = InstanceOpt, json_out: bool = JsonOpt, run_dir: Path = RunDirOpt) -> None:
+    """The Map-Server's sites and registrations."""
+    _show("sites", instance, json_out, run_dir,
+          lambda rows: _generic(rows, ("site", "name", "eid", "prefix", "registered"), "no sites"))
+
+
+def counters(instance: Optional[str] = InstanceOpt, json_out: bool = JsonOpt, run_dir: Path = RunDirOpt) -> None:
+    """Daemon, role and data-plane counters."""
+    _show("counters", instance, json_out, run_dir, _counters_text)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status)
+    app.command("map-cache")(map_cache)
+    app.command("database")(database)
+    app.command("sites")(sites)
+    app.command("counters")(counters)

@@ -1,0 +1,61 @@
+"""`lispctl up -c FILE`: run a device in the foreground until stopped."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lispctl.daemon.rundir import DEFAULT_RUN_DIR
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
+
+
+def up(
+    config: Path = typer.Option(..., "-c", "--config", help="Device configuration (TOML).",
+                                exists=False, dir_okay=False),
+    foreground: bool = typer.Option(True, "--foreground/--no-foreground", hidden=True,
+                                    help="Always foreground; accepted for compatibility."),
+    log_level: Optional[str] = typer.Option(None, "--log-level",
+                                            help="debug, info, warning or error (default: the config's log-level)."),
+    run_dir: Path = typer.Option(DEFAULT_RUN_DIR, "--run-dir", help="Where the pidfile and API socket live."),
+    control_port: Optional[int] = typer.Option(None, "--control-port", hidden=True,
+                                               help="Bind the control sockets to this port instead of 4342 (tests)."),
+) -> None:
+    """Start the device described by a config file and serve until SIGTERM, SIGINT or `lispctl down`.
+
+    Runs in the foreground and prints a line `ready` on stdout once it serves.
+    """
+    from lispctl.config import ConfigError, load
+    from lispctl.daemon.build import build_device
+    from lispctl.daemon.main import serve, setup_logging
+    from lispctl.daemon.rundir import AlreadyRunning, InstancePaths
+
+    if not foreground:
+        typer.echo("lispctl up always runs in the foreground; use systemd or & to background it", err=True)
+        raise typer.Exit(2)
+    try:
+        cfg = load(config)
+    except ConfigError as exc:
+        typer.echo(f"error: invalid configuration:\n{exc}", err=True)
+        raise typer.Exit(2)
+    level = (log_level or cfg.log_level).lower()
+    if level not in ("debug", "info", "warning", "error"):
+        typer.echo(f"error: --log-level {log_level!r}: use debug, info, warning or error", err=True)
+        raise typer.Exit(2)
+    setup_logging(level)
+    try:
+        status = serve(InstancePaths(run_dir, cfg.instance),
+                       lambda: build_device(cfg, control_port=control_port))
+    except AlreadyRunning as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    except PermissionError as exc:
+        typer.echo(f"error: {exc} (lispctl up needs root)", err=True)
+        raise typer.Exit(1)
+    except OSError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    raise typer.Exit(status)

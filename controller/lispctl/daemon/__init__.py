@@ -1,0 +1,1 @@
+"""The asyncio daemon: sockets, timers, miss events and the local API around sans-IO roles."""

@@ -1,0 +1,246 @@
+"""The event-loop core of a device: feeds roles, carries out their effects.
+
+Everything protocol-related happens in the roles (sans-IO); this module only
+moves bytes, time and miss events in, and Sends/mapping changes/log lines out,
+in the order the roles returned them. Nothing a peer sends and no bug in a
+role may stop it: bad datagrams are counted, role exceptions are logged with
+their traceback and counted.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from lispctl.mapping.types import EidPrefix, MapAction, Rloc
+from lispctl.roles.base import (CONTROL_PORT, Endpoint, InstallMapping, Log, MissEvent,
+                                RemoveMapping, Role, Send)
+
+from .udp import ControlSockets
+
+log = logging.getLogger("lispctl.daemon")
+proto_log = logging.getLogger("lispctl.proto")
+
+from lispctl.wire.errors import MalformedMessage
+
+
+@dataclass
+class CacheEntry:
+    """The daemon's own record of what it told the data plane (for the API)."""
+    eid: EidPrefix
+    rlocs: tuple[Rloc, ...]
+    action: MapAction
+    ttl_s: float
+    installed_at: float            # runtime clock
+    role: str
+
+    def to_json(self, now: float) -> dict:
+        return {
+            "eid": str(self.eid), "iid": self.eid.iid, "prefix": str(self.eid.prefix),
+            "action": self.action.name.lower().replace("_", "-"),
+            "rlocs": [{"address": str(r.address), "priority": r.priority, "weight": r.weight,
+                       "reachable": r.reachable} for r in self.rlocs],
+            "ttl_s": self.ttl_s,
+            "expires_in_s": round(max(0.0, self.installed_at + self.ttl_s - now), 1),
+            "role": self.role,
+        }
+
+
+class Runtime:
+    """Runs named roles on one event loop.
+
+    `datapath` is optional (an MS/MR-only device has none); when present it
+    must offer set_mapping, delete_mapping and, for miss events, miss_fd()
+    and poll_misses().
+    """
+
+    def __init__(self, roles: Iterable[tuple[str, Role]], *, datapath: Any = None,
+                 control_port: int = CONTROL_PORT,
+                 binds: Sequence[str] = ("0.0.0.0", "::")) -> None:
+        self.roles: list[tuple[str, Role]] = list(roles)
+        self.datapath = datapath
+        self.control_port = control_port
+        self.binds = [str(b) for b in binds]
+        self.counters: Counter[str] = Counter()
+        self.cache: dict[EidPrefix, CacheEntry] = {}
+        self.sockets: ControlSockets | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._miss_fd: int | None = None
+        self._last_tick = float("-inf")
+        self.started_wall = time.time()
+        self.started = 0.0
+
+    # -- lifecycle -------------------------------------------------------
+    def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.started = self.now()
+        self.started_wall = time.time()
+        self.sockets = ControlSockets(self.loop, self._datagram, port=self.control_port,
+                                      binds=self.binds)
+        if self.datapath is not None and any(hasattr(r, "on_miss") for _, r in self.roles):
+            fd_of = getattr(self.datapath, "miss_fd", None)
+            if fd_of is not None:
+                self._miss_fd = fd_of()
+                self.loop.add_reader(self._miss_fd, self._misses_ready)
+        self._reschedule()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._miss_fd is not None and self.loop is not None:
+            self.loop.remove_reader(self._miss_fd)
+            self._miss_fd = None
+        if self.sockets is not None:
+            self.sockets.close()
+            self.sockets = None
+
+    def now(self) -> float:
+        # Monotonic seconds: the loop's clock, so timer handles and roles agree.
+        return self.loop.time() if self.loop is not None else time.monotonic()
+
+    # -- inputs ----------------------------------------------------------
+    def _datagram(self, data: bytes, src: Endpoint, dst: Endpoint) -> None:
+        self.counters["datagrams_rx"] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("rx %d bytes %s:%d -> %s:%d: %s", len(data), src.addr, src.port,
+                      dst.addr, dst.port, data[:64].hex())
+        now = self.now()
+        malformed = False
+        for name, role in self.roles:
+            try:
+                effects = role.handle(data, src, dst, now)
+            except MalformedMessage as exc:
+                malformed = True
+                log.debug("%s: malformed datagram from %s:%d: %s", name, src.addr, src.port, exc)
+                continue
+            except Exception:
+                self.counters["role_errors"] += 1
+                log.exception("%s: error handling datagram from %s:%d", name, src.addr, src.port)
+                continue
+            self.apply(name, effects)
+        if malformed:
+            self.counters["malformed"] += 1
+        self._reschedule()
+
+    def _misses_ready(self) -> None:
+        try:
+            events = list(self.datapath.poll_misses())
+        except Exception:
+            self.counters["miss_read_errors"] += 1
+            log.exception("reading miss events failed")
+            return
+        for ev in events:
+            self.miss(ev)
+
+    def miss(self, event: MissEvent) -> None:
+        self.counters["misses"] += 1
+        log.debug("miss %s from %s", event.eid, event.source)
+        now = self.now()
+        for name, role in self.roles:
+            on_miss = getattr(role, "on_miss", None)
+            if on_miss is None:
+                continue
+            self._guarded(name, "miss", lambda: on_miss(event, now))
+        self._reschedule()
+
+    def _tick(self) -> None:
+        self._timer = None
+        now = self._last_tick = self.now()
+        for name, role in self.roles:
+            deadline = self._deadline(name, role)
+            if deadline is not None and deadline <= now:
+                self.counters["ticks"] += 1
+                self._guarded(name, "tick", lambda: role.tick(now))
+        self._reschedule()
+
+    def _guarded(self, name: str, what: str, call) -> None:
+        try:
+            effects = call()
+        except Exception:
+            self.counters["role_errors"] += 1
+            log.exception("%s: error in %s", name, what)
+            return
+        self.apply(name, effects)
+
+    # -- timers ----------------------------------------------------------
+    def _deadline(self, name: str, role: Role) -> float | None:
+        try:
+            return role.next_deadline()
+        except Exception:
+            self.counters["role_errors"] += 1
+            log.exception("%s: error in next_deadline", name)
+            return None
+
+    def _reschedule(self) -> None:
+        if self.loop is None or self.sockets is None:
+            return
+        deadlines = [d for d in (self._deadline(n, r) for n, r in self.roles) if d is not None]
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadlines:
+            # A role whose deadline stays in the past after its tick would spin
+            # the loop; 1 ms after the previous tick bounds that without delaying
+            # real deadlines noticeably.
+            at = max(min(deadlines), self._last_tick + 0.001)
+            self._timer = self.loop.call_at(at, self._tick)
+
+    # -- effects ---------------------------------------------------------
+    def apply(self, role: str, effects) -> None:
+        for eff in effects or ():
+            try:
+                self._apply_one(role, eff)
+            except Exception:
+                self.counters["effect_errors"] += 1
+                log.exception("%s: carrying out %r failed", role, type(eff).__name__)
+
+    def _apply_one(self, role: str, eff) -> None:
+        if isinstance(eff, Send):
+            self.counters["sends"] += 1
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("tx %d bytes -> %s:%d from %s: %s", len(eff.payload), eff.dst.addr,
+                          eff.dst.port, eff.src, eff.payload[:64].hex())
+            if self.sockets is not None and not self.sockets.send(eff.payload, eff.dst, eff.src):
+                self.counters["send_errors"] += 1
+        elif isinstance(eff, InstallMapping):
+            self.counters["installs"] += 1
+            if self.datapath is not None:
+                self.datapath.set_mapping(eff.eid, list(eff.rlocs), eff.action)
+            self.cache[eff.eid] = CacheEntry(eff.eid, tuple(eff.rlocs), MapAction(eff.action),
+                                             eff.ttl_s, self.now(), role)
+        elif isinstance(eff, RemoveMapping):
+            self.counters["removals"] += 1
+            if self.datapath is not None:
+                self.datapath.delete_mapping(eff.eid)
+            self.cache.pop(eff.eid, None)
+        elif isinstance(eff, Log):
+            proto_log.info("%s: %s", role, eff.text)
+            if eff.detail:
+                proto_log.debug("%s: %s", role, eff.detail)
+        else:
+            raise TypeError(f"unknown effect {eff!r}")
+
+    # -- views for the API -------------------------------------------------
+    def role_snapshots(self) -> dict[str, dict]:
+        out = {}
+        for name, role in self.roles:
+            try:
+                out[name] = role.snapshot()
+            except Exception:
+                self.counters["role_errors"] += 1
+                log.exception("%s: error in snapshot", name)
+                out[name] = {"error": "snapshot failed"}
+        return out
+
+    def map_cache(self) -> list[dict]:
+        now = self.now()
+        return [e.to_json(now) for e in sorted(self.cache.values(), key=lambda e: e.eid)]
+
+    def socket_counters(self) -> dict:
+        s = self.sockets.stats if self.sockets else None
+        return {"rx": s.rx, "tx": s.tx, "send_errors": s.send_errors} if s else {}
