@@ -42,10 +42,11 @@ def _mount(src: bytes | None, target: bytes, fstype: bytes | None, flags: int) -
 def remount_sys() -> None:
     """Private mount namespace with this netns's sysfs; keep bpffs visible."""
     keep = [p for p in ("/sys/fs/bpf", "/sys/kernel/tracing", "/sys/kernel/debug") if os.path.ismount(p)]
-    fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in keep}
     if _libc.unshare(CLONE_NEWNS) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
     _mount(b"none", b"/", None, MS_REC | MS_SLAVE)  # our mounts never leak to the host
+    # opened after unshare: a bind source must belong to our own mount namespace
+    fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in keep}
     _mount(b"sysfs", b"/sys", b"sysfs", 0)
     for p, fd in fds.items():
         _mount(f"/proc/self/fd/{fd}".encode(), p.encode(), None, MS_BIND | MS_REC)
