@@ -1,0 +1,109 @@
+"""Authentication data of Map-Register, Map-Notify, Map-Notify-Ack and
+Info-Request/Reply (RFC 9301 section 5.6; PROTOCOL-NOTES interop facts).
+
+The MAC is an HMAC over the whole message with the auth data zeroed, sent
+in FULL: 20 bytes for algorithm 1 (HMAC-SHA-1), 32 bytes for algorithm 2
+(HMAC-SHA-256). verify() works on raw bytes: the auth field sits at a fixed
+offset (16) in every authenticated message type, so no decode is needed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hmac as _py_hmac
+import struct
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as _hmac
+
+from .control import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_NONE, AUTH_DATA_LENGTHS, INFO, MAP_NOTIFY,
+                      MAP_NOTIFY_ACK, MAP_REGISTER)
+
+__all__ = ["ALG_NONE", "ALG_HMAC_SHA1", "ALG_HMAC_SHA256", "AUTH_DATA_LENGTHS", "AUTH_OFFSET",
+           "compute_mac", "sign", "signed", "verify", "auth_fields"]
+
+AUTH_TYPES = frozenset((MAP_REGISTER, MAP_NOTIFY, MAP_NOTIFY_ACK, INFO))
+AUTH_OFFSET = 16            # the auth data starts here in every AUTH_TYPES message
+_KEY_ALG_LEN = struct.Struct("!BBH")
+
+_HASHES = {ALG_HMAC_SHA1: hashes.SHA1, ALG_HMAC_SHA256: hashes.SHA256}
+
+
+def _key(key: str | bytes) -> bytes:
+    return key.encode("utf-8") if isinstance(key, str) else bytes(key)
+
+
+def compute_mac(alg_id: int, key: str | bytes, data: bytes) -> bytes:
+    """HMAC of data for algorithm 1 or 2 (full length)."""
+    h = _HASHES.get(alg_id)
+    if h is None:
+        raise ValueError(f"no MAC for algorithm {alg_id}")
+    m = _hmac.HMAC(_key(key), h())
+    m.update(data)
+    return m.finalize()
+
+
+def signed(msg, key: str | bytes):
+    """A copy of msg (Map-Register/Notify/Notify-Ack/Info) whose auth_data is
+    the MAC computed with key for msg.alg_id (empty for algorithm 0)."""
+    want = AUTH_DATA_LENGTHS.get(msg.alg_id)
+    if want is None:
+        raise ValueError(f"unknown algorithm {msg.alg_id}")
+    zeroed = dataclasses.replace(msg, auth_data=bytes(want))
+    if want == 0:
+        return zeroed
+    return dataclasses.replace(msg, auth_data=compute_mac(msg.alg_id, key, zeroed.encode()))
+
+
+def sign(msg, key: str | bytes) -> bytes:
+    """Wire bytes of msg with its MAC filled in (see signed())."""
+    want = AUTH_DATA_LENGTHS.get(msg.alg_id)
+    if want is None:
+        raise ValueError(f"unknown algorithm {msg.alg_id}")
+    raw = dataclasses.replace(msg, auth_data=bytes(want)).encode()
+    if want == 0:
+        return raw
+    mac = compute_mac(msg.alg_id, key, raw)
+    return raw[:AUTH_OFFSET] + mac + raw[AUTH_OFFSET + want:]
+
+
+def auth_fields(raw: bytes) -> tuple[int, int, bytes] | None:
+    """(key_id, alg_id, auth_data) of an authenticated message's raw bytes,
+    or None when raw is not one of those types or is too short."""
+    if len(raw) < AUTH_OFFSET or raw[0] >> 4 not in AUTH_TYPES:
+        return None
+    key_id, alg_id, alen = _KEY_ALG_LEN.unpack_from(raw, 12)
+    if AUTH_OFFSET + alen > len(raw):
+        return None
+    return key_id, alg_id, bytes(raw[AUTH_OFFSET:AUTH_OFFSET + alen])
+
+
+def verify(raw: bytes, key: str | bytes, *, alg_ids: tuple[int, ...] = (ALG_HMAC_SHA1, ALG_HMAC_SHA256)) -> bool:
+    """True iff raw (a received Map-Register/Notify/Notify-Ack/Info) carries a
+    correct full-length MAC for key under one of alg_ids. Algorithm 0,
+    truncated or over-long MACs, and unknown types give False. Constant-time."""
+    if len(raw) < AUTH_OFFSET or raw[0] >> 4 not in AUTH_TYPES:
+        return False
+    _, alg_id, alen = _KEY_ALG_LEN.unpack_from(raw, 12)
+    if alg_id not in alg_ids or alen != AUTH_DATA_LENGTHS.get(alg_id, -1) or alen == 0:
+        return False
+    end = AUTH_OFFSET + alen
+    if end > len(raw):
+        return False
+    raw = bytes(raw)
+    h = _HASHES.get(alg_id)
+    if h is None:
+        return False
+    m = _hmac.HMAC(_key(key), h())
+    m.update(raw[:AUTH_OFFSET])
+    m.update(bytes(alen))
+    m.update(raw[end:])
+    try:
+        m.verify(raw[AUTH_OFFSET:end])
+    except InvalidSignature:
+        return False
+    return True
+
+
+# Kept for callers that already hold two MACs (e.g. comparing a stored one).
+compare_digest = _py_hmac.compare_digest
