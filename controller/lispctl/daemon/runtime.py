@@ -64,7 +64,10 @@ class Runtime:
         self.datapath = datapath
         self.control_port = control_port
         self.binds = [str(b) for b in binds]
-        self.counters: Counter[str] = Counter()
+        # Listed up front so `lispctl counters` shows zeros instead of omitting them.
+        self.counters: Counter[str] = Counter(dict.fromkeys(
+            ("datagrams_rx", "malformed", "role_errors", "effect_errors", "sends", "send_errors",
+             "installs", "removals", "misses", "ticks"), 0))
         self.cache: dict[EidPrefix, CacheEntry] = {}
         self.sockets: ControlSockets | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
