@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import os
 import pickle
+import signal
 import traceback
 from typing import Any, Callable
 
@@ -68,6 +69,8 @@ def call_in_netns(name: str, fn: Callable[..., Any], *args: Any) -> Any:
     if pid == 0:  # child: never return into the caller's stack
         code = 0
         try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)  # the parent's handlers are not ours to run
             os.close(r)
             enter(name)
             try:

@@ -25,7 +25,8 @@ def start_time(pid: int) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])  # a zombie is already dead
 
 
 class LabProcess:
@@ -50,9 +51,10 @@ class LabProcess:
             return ""
 
     def wait_ready(self, word: str = "ready", timeout: float = 30.0) -> None:
+        """Until a line of output starts with `word`; raises if the process exits or time runs out."""
         deadline = time.monotonic() + timeout
         while True:
-            if any(line.strip() == word for line in self.output().splitlines()[1:]):
+            if any(line.strip().startswith(word) for line in self.output().splitlines()[1:]):
                 return
             if self.popen.poll() is not None:
                 raise ProcessError(f"{self.name} in {self.ns} exited with {self.popen.returncode} "

@@ -108,3 +108,41 @@ if __name__ == "__main__":
         sink(int(sys.argv[2]))
     else:
         sys.exit("usage: python -m lispctl.lab.traffic sink PORT")
+
+
+def iperf3(lab, client: str, server: str, dst: str, seconds: float = 2.0, *, udp: bool = False,
+           length: int | None = None, parallel: int = 1, bitrate: str | None = None,
+           port: int = 5201, extra: list[str] | None = None) -> dict:
+    """One iperf3 run from `client` to `server` (listening on dst); iperf3's JSON result.
+
+    Lab-level helper (not *_here): starts a one-shot server process in the
+    server node and runs the client in the client node.
+    """
+    import json as _json
+    name = f"iperf3-s-{port}"
+    lab.start(server, name, ["iperf3", "-s", "-1", "--forceflush", "-p", str(port)], ready="Server listening on", timeout=10)
+    try:
+        argv = ["iperf3", "-c", dst, "-p", str(port), "-t", str(seconds), "-J", "-P", str(parallel)]
+        if udp:
+            argv += ["-u", "-b", bitrate or "0"]
+        elif bitrate:
+            argv += ["-b", bitrate]
+        if length:
+            argv += ["-l", str(length)]
+        argv += extra or []
+        cp = lab.run(client, argv, timeout=seconds + 30)
+        try:
+            result = _json.loads(cp.stdout)
+        except ValueError:
+            raise RuntimeError(f"iperf3 gave no JSON ({cp.returncode}): {cp.stdout[-500:]}{cp.stderr[-500:]}")
+        if "error" in result:
+            raise RuntimeError(f"iperf3 {dst}: {result['error']}")
+        return result
+    finally:
+        lab.stop(server, name)
+
+
+def iperf3_gbps(result: dict) -> float:
+    end = result["end"]
+    summary = end.get("sum_received") or end.get("sum")
+    return summary["bits_per_second"] / 1e9
