@@ -10,7 +10,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from lispctl.mapping.database import rloc_dict
-from lispctl.mapping.lpm import LpmTable
+from lispctl.mapping.lpm import LpmTable, eid_sort_key
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 
 
@@ -123,7 +123,7 @@ class MapCache:
         return None
 
     def entries(self) -> list[CacheEntry]:
-        return sorted(self._table.values(), key=lambda e: e.eid)
+        return sorted(self._table.values(), key=lambda e: eid_sort_key(e.eid))
 
     def snapshot(self, now: float) -> list[dict]:
         return [e.to_dict(now) for e in self.entries()]

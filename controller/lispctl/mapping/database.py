@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lispctl.mapping.lpm import LpmTable
+from lispctl.mapping.lpm import LpmTable, eid_sort_key
 from lispctl.mapping.types import EidPrefix, IPAddress, Rloc
 
 
@@ -41,7 +41,7 @@ class LocalDatabase:
         return None if hit is None else hit[1]
 
     def __iter__(self):
-        return iter(sorted(self._table.values(), key=lambda m: m.eid))
+        return iter(sorted(self._table.values(), key=lambda m: eid_sort_key(m.eid)))
 
     def __len__(self) -> int:
         return len(self._table)

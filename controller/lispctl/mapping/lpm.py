@@ -164,3 +164,8 @@ def least_specific_uncovered(iid: int, addr: IPAddress, configured: "LpmTable") 
         if not configured.more_specifics(cand):
             return cand
     return None
+
+
+def eid_sort_key(eid: EidPrefix) -> tuple:
+    """Orders EID prefixes of mixed families (EidPrefix's own order cannot)."""
+    return (eid.iid, eid.prefix.version, int(eid.prefix.network_address), eid.prefix.prefixlen)

@@ -1,1 +1,87 @@
-"""Sans-IO protocol state machines: bytes and time in, effects out."""
+"""Sans-IO protocol state machines: bytes and time in, effects out.
+
+    roles = build_roles(cfg, interface_addresses={"wan0": [...]})
+    plan = datapath_plan(cfg, roles)
+
+build_roles returns (name, role) pairs in the order the daemon should feed
+them. Each role implements lispctl.roles.base.Role; the ITR adds on_miss()
+and on_used(), the ETR set_interface_addresses(). See docs/config.md.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from lispctl.config import Config
+from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
+from lispctl.roles.base import Role
+from lispctl.roles.common import nonce_source
+from lispctl.roles.etr import EtrRole
+from lispctl.roles.itr import ItrRole
+from lispctl.roles.local import LocalSite
+from lispctl.roles.mr import MapResolverRole
+from lispctl.roles.ms import MapServerRole
+
+__all__ = ["DatapathPlan", "EtrRole", "ItrRole", "LocalSite", "MapResolverRole", "MapServerRole",
+           "build_roles", "datapath_plan", "find_role"]
+
+
+def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAddress]] | None = None,
+                rng: random.Random | None = None) -> list[tuple[str, Role]]:
+    """The roles cfg asks for, as (name, role): "itr", "etr", "ms", "mr".
+
+    interface_addresses: addresses of the interfaces named by locators given
+    by interface (the daemon reads them; later changes go to
+    EtrRole.set_interface_addresses). rng: seeded for tests, None = OS RNG.
+    The ITR and ETR of one device share one LocalSite (database and RLOCs).
+    """
+    nonce = nonce_source(rng)
+    out: list[tuple[str, Role]] = []
+    site = LocalSite(cfg, interface_addresses) if (cfg.is_itr or cfg.is_etr) else None
+    if cfg.is_ms:
+        ms = MapServerRole(cfg, answer_ecm=not cfg.is_mr)
+        out.append(("ms", ms))
+    else:
+        ms = None
+    if cfg.is_mr:
+        out.append(("mr", MapResolverRole(cfg, ms)))
+    if cfg.is_etr:
+        out.append(("etr", EtrRole(cfg, site, nonce, answer_plain_ecm=not cfg.is_mr)))
+    if cfg.is_itr:
+        out.append(("itr", ItrRole(cfg, site, nonce)))
+    return out
+
+
+def find_role(roles: list[tuple[str, Role]], name: str):
+    return next((r for n, r in roles if n == name), None)
+
+
+@dataclass(frozen=True)
+class DatapathPlan:
+    """What the daemon puts into the data plane for this device."""
+    needed: bool                          # False: MS/MR only, load no BPF
+    eid_interfaces: tuple[str, ...]       # attach the ITR (encap) programs here
+    rloc_interfaces: tuple[str, ...]      # attach the ETR (decap) programs here
+    local_eids: tuple[EidPrefix, ...]     # Datapath.add_local_eid
+    local_rlocs: tuple[IPAddress, ...]    # Datapath.add_local_rloc
+    miss_action: MapAction                # DROP, NATIVELY_FORWARD, or NO_ACTION with petr
+    petr: tuple[Rloc, ...]                # non-empty: encapsulate misses to these
+
+
+def datapath_plan(cfg: Config, roles: list[tuple[str, Role]]) -> DatapathPlan:
+    etr = find_role(roles, "etr")
+    itr = find_role(roles, "itr")
+    site = (etr or itr).site if (etr or itr) else None
+    needed = cfg.is_itr or cfg.is_etr
+    ma = cfg.miss_action
+    return DatapathPlan(
+        needed=needed,
+        eid_interfaces=tuple(cfg.interfaces.eid_facing) if needed else (),
+        rloc_interfaces=tuple(cfg.interfaces.rloc_facing) if needed else (),
+        local_eids=tuple(site.eids()) if site else (),
+        local_rlocs=tuple(site.rlocs()) if site else (),
+        miss_action={"drop": MapAction.DROP, "natively-forward": MapAction.NATIVELY_FORWARD,
+                     "petr": MapAction.NO_ACTION}[ma],
+        petr=tuple(l.rloc() for l in cfg.proxy_etr) if ma == "petr" else (),
+    )

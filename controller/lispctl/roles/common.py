@@ -1,0 +1,69 @@
+"""Helpers shared by the roles: decoding once, nonces, reply addressing, counters."""
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections import Counter
+from typing import Callable
+
+from lispctl.mapping.types import IPAddress
+from lispctl.roles.base import CONTROL_PORT, Endpoint
+from lispctl.wire import decode_control
+
+# TTLs we hand to InstallMapping for entries that never expire (static
+# map-cache, TTL_INFINITE): finite so the API can print them as JSON.
+FOREVER_S = float(0xFFFFFFFF * 60)
+
+NonceSource = Callable[[], int]
+
+
+def nonce_source(rng: random.Random | None = None) -> NonceSource:
+    """64-bit nonces; pass a seeded random.Random in tests, None for the OS RNG."""
+    r = rng if rng is not None else random.SystemRandom()
+    return lambda: r.getrandbits(64)
+
+
+class Decoded:
+    """The daemon hands the same datagram to every role; decode it once.
+
+    Keeps the last (bytes object, message) pair; identity, not equality, so
+    two equal datagrams arriving back to back are still decoded separately
+    (cheap) and a memo can never outlive its bytes."""
+    __slots__ = ("_data", "_msg")
+
+    def __init__(self) -> None:
+        self._data: bytes | None = None
+        self._msg = None
+
+    def __call__(self, data: bytes):
+        if data is self._data:
+            return self._msg
+        msg = decode_control(data)       # raises MalformedMessage
+        self._data, self._msg = data, msg
+        return msg
+
+
+decode = Decoded()
+
+
+def ip_only(addrs) -> list[IPAddress]:
+    return [a for a in addrs if isinstance(a, (ipaddress.IPv4Address, ipaddress.IPv6Address))]
+
+
+def reply_target(itr_rlocs, port: int, prefer: list[IPAddress] | None = None) -> Endpoint | None:
+    """Where a Map-Reply goes: an ITR-RLOC (RFC 9301 5.2), preferring one of a
+    family we have a local RLOC in, at the port the request came from."""
+    ips = ip_only(itr_rlocs)
+    if not ips:
+        return None
+    if prefer:
+        fams = {a.version for a in prefer}
+        for a in ips:
+            if a.version in fams:
+                return Endpoint(a, port or CONTROL_PORT)
+    return Endpoint(ips[0], port or CONTROL_PORT)
+
+
+class Counters(Counter):
+    def snapshot(self) -> dict:
+        return dict(sorted(self.items()))

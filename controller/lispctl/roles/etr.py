@@ -1,0 +1,270 @@
+"""ETR: registers our EID prefixes with the Map-Servers and answers
+Map-Requests (direct, forwarded by a Map-Server, RLOC probes). When our own
+mapping changes it re-registers at once and sends SMRs to the ITRs that
+recently asked for it.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from lispctl.config import Config, MapServerConfig
+from lispctl.mapping.types import EidPrefix, IPAddress
+from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
+from lispctl.roles.common import Counters, NonceSource, decode, ip_only, reply_target
+from lispctl.roles.local import LocalSite
+from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, NO_ADDRESS, EncapsulatedControlMessage,
+                          MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest,
+                          eid_record, from_eid_prefix, record_prefix, request_record, rloc_to_locator,
+                          sign, verify)
+
+ALG_IDS = {"hmac-sha1": ALG_HMAC_SHA1, "hmac-sha256": ALG_HMAC_SHA256}
+_KEEP_NONCES = 4     # a late Map-Notify for one of the last few registers still counts
+
+
+@dataclass
+class _MsState:
+    cfg: MapServerConfig
+    next_at: float = 0.0                  # next Map-Register
+    nonces: list[int] = field(default_factory=list)
+    retry: float = 0.0                    # current back-off while no Map-Notify comes
+    last_register: float | None = None
+    last_notify: float | None = None
+    sent: int = 0
+    notifies: int = 0
+
+
+@dataclass
+class _Requester:
+    """An ITR that asked for one of our prefixes (SMR target)."""
+    last_seen: float
+    prefixes: set = field(default_factory=set)
+
+
+class EtrRole:
+    name = "etr"
+
+    def __init__(self, cfg: Config, site: LocalSite, nonce: NonceSource, *,
+                 answer_plain_ecm: bool = True) -> None:
+        self.cfg = cfg
+        self.site = site
+        self.nonce = nonce
+        # With the MR role in the same process, an ECM without the E bit is
+        # the MR's business; otherwise it may be a Map-Server forwarding with
+        # E clear (interop), which we answer.
+        self.answer_plain_ecm = answer_plain_ecm
+        self.ms = [_MsState(m, retry=cfg.etr.register_retry) for m in cfg.map_server]
+        self.requesters: dict[IPAddress, _Requester] = {}
+        self.counters = Counters()
+        self.started = False
+        self._now = 0.0
+
+    # ------------------------------------------------------------ timers
+    def start(self, now: float) -> list[Effect]:
+        """Register with every Map-Server now (tick() does this when not called)."""
+        self.started = True
+        self._now = now
+        out = Effects()
+        for ms in self.ms:
+            self._register(ms, now, out)
+        return out.items
+
+    def tick(self, now: float) -> list[Effect]:
+        if not self.started:
+            return self.start(now)
+        self._now = now
+        out = Effects()
+        for ms in self.ms:
+            if ms.next_at <= now:
+                self._register(ms, now, out)
+        cutoff = now - self.cfg.itr.smr_window
+        for addr in [a for a, r in self.requesters.items() if r.last_seen < cutoff]:
+            del self.requesters[addr]
+        return out.items
+
+    def next_deadline(self) -> float | None:
+        if not self.started:
+            return 0.0
+        return min((ms.next_at for ms in self.ms), default=None)
+
+    # ------------------------------------------------------------ registering
+    def _register(self, ms: _MsState, now: float, out: Effects) -> None:
+        interval = self.cfg.etr.register_interval
+        records = self._records()
+        if not records:
+            out.log(f"no locators for any EID prefix yet; not registering with {ms.cfg.address}")
+            ms.next_at = now + self.cfg.etr.register_retry
+            return
+        nonce = self.nonce()
+        xtr_id = int(self.cfg.etr.xtr_id, 16) if self.cfg.etr.xtr_id else None
+        msg = MapRegister(nonce, tuple(records), key_id=ms.cfg.key_id, alg_id=ALG_IDS[ms.cfg.algorithm],
+                          proxy_reply=ms.cfg.proxy_reply, want_map_notify=ms.cfg.want_map_notify,
+                          xtr_id=xtr_id, site_id=self.cfg.etr.site_id if xtr_id is not None else None)
+        out.send(sign(msg, ms.cfg.key), Endpoint(ms.cfg.address, CONTROL_PORT))
+        ms.nonces = (ms.nonces + [nonce])[-_KEEP_NONCES:]
+        ms.sent += 1
+        ms.last_register = now
+        self.counters["map_register_tx"] += 1
+        if ms.cfg.want_map_notify:
+            # Until a valid Map-Notify arrives, retry with exponential back-off
+            # (capped at the register interval); the notify resets it.
+            ms.next_at = now + min(ms.retry, interval)
+            ms.retry = min(ms.retry * 2, interval)
+        else:
+            ms.next_at = now + interval
+        out.log(f"Map-Register to {ms.cfg.address} for {len(records)} prefix(es)",
+                f"nonce {nonce:#018x} key-id {ms.cfg.key_id} {ms.cfg.algorithm}")
+
+    def _records(self, probed: IPAddress | None = None, only: list[EidPrefix] | None = None):
+        recs = []
+        for m in self.site.db:
+            if not m.rlocs or (only is not None and m.eid not in only):
+                continue
+            locs = tuple(rloc_to_locator(r, local=True, probed=(probed == r.address)) for r in m.rlocs)
+            recs.append(eid_record(m.eid, locs, ttl=self.cfg.etr.record_ttl_minutes, authoritative=True))
+        return recs
+
+    def _on_notify(self, data: bytes, msg: MapNotify, src: Endpoint, now: float, out: Effects) -> None:
+        for ms in self.ms:
+            if msg.nonce in ms.nonces:
+                break
+        else:
+            ms = None
+        if ms is None:
+            # Unsolicited (the MS tells us of a merge/change): must still authenticate.
+            signer = next((m for m in self.ms if m.cfg.address == src.addr and m.cfg.key_id == msg.key_id), None)
+            if signer is None or not verify(data, signer.cfg.key):
+                self.counters["map_notify_bad"] += 1
+                out.log(f"ignored Map-Notify from {src.addr}: unknown nonce or bad authentication")
+                return
+            self.counters["map_notify_unsolicited"] += 1
+            ack = MapNotifyAck(msg.nonce, msg.records, key_id=msg.key_id, alg_id=msg.alg_id,
+                               xtr_id=msg.xtr_id, site_id=msg.site_id)
+            out.send(sign(ack, signer.cfg.key), src)
+            return
+        if msg.key_id != ms.cfg.key_id or not verify(data, ms.cfg.key, alg_ids=(ALG_IDS[ms.cfg.algorithm],)):
+            self.counters["map_notify_bad"] += 1
+            out.log(f"ignored Map-Notify from {src.addr}: bad authentication")
+            return
+        self.counters["map_notify_rx"] += 1
+        ms.notifies += 1
+        first = ms.last_notify is None
+        ms.last_notify = now
+        ms.nonces.clear()
+        ms.retry = self.cfg.etr.register_retry
+        ms.next_at = (ms.last_register or now) + self.cfg.etr.register_interval
+        if first:
+            out.log(f"registered with Map-Server {ms.cfg.address}")
+
+    # ------------------------------------------------------------ Map-Requests
+    def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
+        self._now = now
+        msg = decode(data)
+        out = Effects()
+        if isinstance(msg, MapNotify):
+            self._on_notify(data, msg, src, now, out)
+        elif isinstance(msg, MapRequest):
+            if not msg.smr:         # SMRs are for the ITR
+                self._on_request(msg, src.port, src, dst, now, out, probe_dst=dst.addr)
+        elif isinstance(msg, EncapsulatedControlMessage) and isinstance(msg.message, MapRequest):
+            if msg.to_etr or self.answer_plain_ecm:
+                self._on_request(msg.message, msg.inner_sport, src, dst, now, out, probe_dst=None,
+                                 forwarded=True)
+        return out.items
+
+    def _on_request(self, req: MapRequest, port: int, src: Endpoint, dst: Endpoint, now: float,
+                    out: Effects, probe_dst: IPAddress | None, forwarded: bool = False) -> None:
+        matched = []
+        for rec in req.records:
+            try:
+                eid = record_prefix(rec)
+            except MalformedMessage:
+                continue                      # e.g. AFI 0 target of a probe
+            m = self.site.db.match(eid)
+            if m is not None and m.eid not in matched:
+                matched.append(m.eid)
+        if not matched:
+            if not req.probe:
+                self.counters["map_request_not_ours"] += 1
+                return
+            matched = [m.eid for m in self.site.db]   # probe with a wildcard target
+        target = reply_target(req.itr_rlocs, port, self.site.rlocs())
+        if target is None:
+            self.counters["map_request_no_itr_rloc"] += 1
+            return
+        records = self._records(probed=probe_dst if req.probe else None, only=matched)
+        if not records:
+            self.counters["map_request_no_locators"] += 1
+            return
+        reply = MapReply(req.nonce, tuple(records[:255]), probe=req.probe)
+        src_ep = None
+        if req.probe and probe_dst is not None and probe_dst.version == target.addr.version:
+            src_ep = Endpoint(probe_dst, CONTROL_PORT)   # answer a probe from the probed RLOC
+        out.send(reply.encode(), target, src_ep)
+        self.counters["rloc_probe_reply_tx" if req.probe else "map_reply_tx"] += 1
+        if forwarded:
+            self.counters["map_request_forwarded_rx"] += 1
+        # remember the asking ITR for SMRs
+        for a in ip_only(req.itr_rlocs)[:1]:
+            r = self.requesters.setdefault(a, _Requester(now))
+            r.last_seen = now
+            r.prefixes.update(matched)
+        out.log(f"{'RLOC-probe reply' if req.probe else 'Map-Reply'} to {target.addr}:{target.port} "
+                f"for {', '.join(str(e) for e in matched)}", f"nonce {req.nonce:#018x}")
+
+    # ------------------------------------------------------------ changes
+    def set_interface_addresses(self, ifname: str, addrs, now: float) -> list[Effect]:
+        """The daemon reports an interface's addresses (at start and on change)."""
+        changed = self.site.set_interface_addresses(ifname, addrs)
+        return self.mapping_changed(changed, now) if changed else []
+
+    def mapping_changed(self, prefixes: list[EidPrefix], now: float) -> list[Effect]:
+        """Our locator set for `prefixes` changed: re-register now, SMR the ITRs."""
+        self._now = now
+        out = Effects()
+        if self.started:
+            for ms in self.ms:
+                ms.retry = self.cfg.etr.register_retry
+                self._register(ms, now, out)
+        rlocs = self.site.rlocs()
+        if not rlocs:
+            return out.items
+        cutoff = now - self.cfg.itr.smr_window
+        for addr, r in list(self.requesters.items()):
+            if r.last_seen < cutoff:
+                continue
+            for eid in prefixes:
+                if eid not in r.prefixes:
+                    continue
+                src_eid, _ = from_eid_prefix(EidPrefix(eid.iid, eid.prefix))
+                smr = MapRequest(self.nonce(), (request_record(eid),), tuple(rlocs[:32]),
+                                 source_eid=src_eid, smr=True)
+                out.send(smr.encode(), Endpoint(addr, CONTROL_PORT))
+                self.counters["smr_tx"] += 1
+                out.log(f"SMR to {addr} for {eid}")
+        return out.items
+
+    # ------------------------------------------------------------ API
+    def _registered(self, ms: _MsState, now: float) -> bool | None:
+        """True while a verified Map-Notify is recent enough that the MS still
+        holds us; None when we never ask for notifies (we cannot know)."""
+        if not ms.cfg.want_map_notify:
+            return None
+        return ms.last_notify is not None and now - ms.last_notify < 3 * self.cfg.etr.register_interval
+
+    def snapshot(self) -> dict:
+        now = self._now
+        return {
+            "database": self.site.db.snapshot(),
+            "map_servers": [{
+                "address": str(ms.cfg.address), "registered": self._registered(ms, now),
+                "want_map_notify": ms.cfg.want_map_notify,
+                "registers_sent": ms.sent, "notifies": ms.notifies,
+                "last_notify_s_ago": None if ms.last_notify is None else round(now - ms.last_notify, 1),
+                "next_register_in_s": round(max(0.0, ms.next_at - now), 1),
+            } for ms in self.ms],
+            "smr_targets": [{"itr": str(a), "last_seen_s_ago": round(now - r.last_seen, 1),
+                             "prefixes": sorted(str(p) for p in r.prefixes)}
+                            for a, r in self.requesters.items()],
+            "counters": self.counters.snapshot(),
+        }

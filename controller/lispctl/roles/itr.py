@@ -1,0 +1,320 @@
+"""ITR: resolves map-cache misses through the Map-Resolver.
+
+A miss sends an ECM'd Map-Request to the Map-Resolver, at most one per
+destination at a time, retried with exponential back-off; after the last
+retry the destination is held down with a short entry following the miss
+action. A Map-Reply is accepted only with the nonce of an outstanding
+request and only for records covering what we asked. Entries expire at their
+TTL; entries the data plane reports as used are refreshed shortly before.
+An SMR makes us re-query (through the mapping system, never trusting the
+SMR's content) for entries we hold.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from lispctl.config import Config
+from lispctl.mapping.cache import CacheEntry, MapCache
+from lispctl.mapping.lpm import host_prefix
+from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
+from lispctl.roles.base import (CONTROL_PORT, Effect, Effects, Endpoint, InstallMapping, MissEvent,
+                                RemoveMapping)
+from lispctl.roles.common import FOREVER_S, Counters, NonceSource, decode, ip_only
+from lispctl.roles.local import LocalSite
+from lispctl.wire import (NO_ADDRESS, TTL_INFINITE, EncapsulatedControlMessage, MalformedMessage,
+                          MapReply, MapRequest, from_eid_prefix, locator_to_rloc, record_prefix,
+                          request_record)
+
+_MISS_ACTIONS = {"drop": MapAction.DROP, "natively-forward": MapAction.NATIVELY_FORWARD}
+
+
+@dataclass
+class _Pending:
+    eid: EidPrefix                 # what we ask for
+    source: IPAddress | None       # source EID of the packet that missed
+    kind: str                      # miss | refresh | smr
+    attempts: int = 0
+    next_at: float = 0.0
+    interval: float = 1.0
+    nonces: list[int] = field(default_factory=list)
+
+
+class ItrRole:
+    name = "itr"
+
+    def __init__(self, cfg: Config, site: LocalSite, nonce: NonceSource) -> None:
+        self.cfg = cfg
+        self.site = site
+        self.nonce = nonce
+        self.resolvers = [m.address for m in cfg.map_resolver]
+        self.cache = MapCache()
+        self.pending: dict[EidPrefix, _Pending] = {}
+        self.by_nonce: dict[int, EidPrefix] = {}
+        self.holddown: dict[EidPrefix, float] = {}     # gave up until
+        self.counters = Counters()
+        self.started = False
+        self._now = 0.0
+
+    # ------------------------------------------------------------ start / timers
+    def start(self, now: float) -> list[Effect]:
+        """Install the static map-cache (tick() does this when not called)."""
+        self.started = True
+        self._now = now
+        out = []
+        for entry in self.cfg.map_cache:
+            rlocs = tuple(l.rloc() for l in entry.locator)
+            self.cache.install(entry.eid, rlocs, entry.map_action, None, now, source="static")
+            out.append(InstallMapping(entry.eid, rlocs, entry.map_action, FOREVER_S))
+        return out
+
+    def next_deadline(self) -> float | None:
+        if not self.started:
+            return 0.0
+        times = [p.next_at for p in self.pending.values()]
+        exp = self.cache.next_expiry()
+        if exp is not None:
+            times.append(exp)
+        times.extend(t for t in (self._refresh_at(e) for e in self.cache.entries()) if t is not None)
+        return min(times, default=None)
+
+    def tick(self, now: float) -> list[Effect]:
+        if not self.started:
+            return self.start(now)
+        self._now = now
+        out = Effects()
+        for eid in [e for e, until in self.holddown.items() if until <= now]:
+            del self.holddown[eid]
+        for p in [p for p in self.pending.values() if p.next_at <= now]:
+            self._retry(p, now, out)
+        for e in self.cache.entries():
+            at = self._refresh_at(e)
+            if at is not None and at <= now:
+                self._maybe_refresh(e, now, out)
+        for e in self.cache.expire(now):
+            out.items.append(RemoveMapping(e.eid))
+            self.counters["expired"] += 1
+            out.log(f"map-cache entry {e.eid} expired")
+        return out.items
+
+    def _refresh_at(self, e: CacheEntry) -> float | None:
+        """When a used entry should be refreshed; None when not (any more)."""
+        if e.expires_at is None or e.refreshing or e.negative or e.source != "map-reply":
+            return None
+        ttl = e.expires_at - e.installed_at
+        return e.expires_at - min(self.cfg.itr.refresh_before, ttl / 2)
+
+    def _maybe_refresh(self, e: CacheEntry, now: float, out: Effects) -> None:
+        e.refreshing = True      # decided, one way or the other
+        if e.last_used is None or e.last_used < e.installed_at:
+            return               # idle: let it lapse
+        if e.eid not in self.pending:
+            self._ask(_Pending(e.eid, None, "refresh", interval=self.cfg.itr.map_request_interval), now, out)
+
+    # ------------------------------------------------------------ misses
+    def on_miss(self, event: MissEvent, now: float) -> list[Effect]:
+        """The data plane had no entry for event.eid (a host prefix)."""
+        self._now = now
+        self.counters["miss"] += 1
+        out = Effects()
+        addr = event.eid.prefix.network_address
+        entry = self.cache.lookup(event.eid.iid, addr)
+        if entry is not None and entry.action != MapAction.SEND_MAP_REQUEST:
+            # The data plane lost an entry we hold (e.g. restart): give it back.
+            out.items.append(InstallMapping(entry.eid, entry.rlocs, entry.action, self._ttl_left(entry, now)))
+            self.counters["miss_reinstalled"] += 1
+            return out.items
+        key = event.eid if entry is None else entry.eid
+        if key in self.pending or any(p.eid.prefix.version == addr.version and p.eid.iid == event.eid.iid
+                                      and addr in p.eid.prefix for p in self.pending.values()):
+            self.counters["miss_rate_limited"] += 1
+            return []
+        if key in self.holddown:
+            self.counters["miss_held_down"] += 1
+            return []
+        self._ask(_Pending(key, event.source, "miss", interval=self.cfg.itr.map_request_interval), now, out)
+        return out.items
+
+    def _ttl_left(self, e: CacheEntry, now: float) -> float:
+        left = e.ttl_left(now)
+        return FOREVER_S if left is None else left
+
+    def _ask(self, p: _Pending, now: float, out: Effects) -> None:
+        self.pending[p.eid] = p
+        self._send_request(p, now, out)
+
+    def _retry(self, p: _Pending, now: float, out: Effects) -> None:
+        if p.attempts > self.cfg.itr.map_request_retries:
+            self._give_up(p, now, out)
+            return
+        self._send_request(p, now, out)
+
+    def _give_up(self, p: _Pending, now: float, out: Effects) -> None:
+        self._drop_pending(p)
+        self.counters["map_request_gave_up"] += 1
+        out.log(f"no Map-Reply for {p.eid} after {p.attempts} Map-Requests")
+        if p.kind != "miss":
+            return                     # a refresh/SMR failure: the entry simply expires
+        ttl = self.cfg.itr.unreachable_negative_ttl
+        self.holddown[p.eid] = now + ttl
+        # Hold the destination down in the data plane too, as the miss action says.
+        if self.cfg.miss_action == "petr":
+            rlocs = tuple(l.rloc() for l in self.cfg.proxy_etr)
+            action = MapAction.NO_ACTION
+        else:
+            rlocs, action = (), _MISS_ACTIONS[self.cfg.miss_action]
+        self.cache.install(p.eid, rlocs, action, ttl, now, source="unreachable")
+        out.items.append(InstallMapping(p.eid, rlocs, action, ttl))
+
+    def _drop_pending(self, p: _Pending) -> None:
+        self.pending.pop(p.eid, None)
+        for n in p.nonces:
+            self.by_nonce.pop(n, None)
+
+    def _send_request(self, p: _Pending, now: float, out: Effects) -> None:
+        rlocs = self.site.rlocs()
+        if not self.resolvers:
+            self.counters["map_request_no_resolver"] += 1
+            self._drop_pending(p)
+            return
+        mr = self.resolvers[p.attempts % len(self.resolvers)]
+        inner_src = next((a for a in rlocs if a.version == mr.version), None)
+        if inner_src is None:
+            self.counters["map_request_no_rloc"] += 1
+            out.log(f"cannot ask for {p.eid}: no local RLOC of the Map-Resolver's family")
+            p.attempts += 1
+            p.next_at = now + p.interval
+            p.interval = min(p.interval * self.cfg.itr.map_request_backoff, self.cfg.itr.map_request_max_interval)
+            return
+        nonce = self.nonce()
+        source_eid = NO_ADDRESS
+        if p.source is not None:
+            source_eid, _ = from_eid_prefix(host_prefix(p.eid.iid, p.source))
+        req = MapRequest(nonce, (request_record(p.eid),), tuple(rlocs[:32]), source_eid=source_eid,
+                         smr_invoked=(p.kind == "smr"))
+        # Inner header: from our RLOC to the EID asked for when the families
+        # agree (RFC 9301 5.8), else to the Map-Resolver itself.
+        eid_addr = p.eid.prefix.network_address
+        inner_dst = eid_addr if eid_addr.version == inner_src.version else mr
+        ecm = EncapsulatedControlMessage(req, inner_src, inner_dst, CONTROL_PORT, CONTROL_PORT)
+        out.send(ecm.encode(), Endpoint(mr, CONTROL_PORT))
+        p.nonces.append(nonce)
+        self.by_nonce[nonce] = p.eid
+        p.attempts += 1
+        p.next_at = now + p.interval
+        p.interval = min(p.interval * self.cfg.itr.map_request_backoff, self.cfg.itr.map_request_max_interval)
+        self.counters["map_request_tx"] += 1
+        out.log(f"Map-Request for {p.eid} to {mr} ({p.kind}, try {p.attempts})", f"nonce {nonce:#018x}")
+
+    # ------------------------------------------------------------ datagrams
+    def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
+        self._now = now
+        msg = decode(data)
+        out = Effects()
+        if isinstance(msg, MapReply):
+            self._on_reply(msg, src, now, out)
+        elif isinstance(msg, MapRequest) and msg.smr:
+            self._on_smr(msg, src, now, out)
+        return out.items
+
+    def _on_reply(self, msg: MapReply, src: Endpoint, now: float, out: Effects) -> None:
+        key = self.by_nonce.get(msg.nonce)
+        p = self.pending.get(key) if key is not None else None
+        if p is None:
+            self.counters["map_reply_unknown_nonce"] += 1
+            out.log(f"ignored Map-Reply from {src.addr}: no outstanding request with that nonce")
+            return
+        self.counters["map_reply_rx"] += 1
+        accepted = False
+        for rec in msg.records:
+            try:
+                eid = record_prefix(rec)
+                rlocs = tuple(locator_to_rloc(l) for l in rec.locators)
+            except (MalformedMessage, ValueError):
+                self.counters["map_reply_bad_record"] += 1
+                continue
+            if not (eid.iid == p.eid.iid and eid.prefix.version == p.eid.prefix.version
+                    and p.eid.prefix.subnet_of(eid.prefix)):
+                # A record that does not cover what we asked could poison the cache.
+                self.counters["map_reply_record_not_asked"] += 1
+                continue
+            accepted = True
+            if rec.ttl == 0:
+                continue           # "do not cache"
+            ttl_s = FOREVER_S if rec.ttl == TTL_INFINITE else rec.ttl * 60.0
+            action = MapAction.NO_ACTION
+            if not rlocs:
+                try:
+                    action = MapAction(rec.act)
+                except ValueError:
+                    action = MapAction.DROP
+            if eid != p.eid and p.eid in self.holddown:
+                del self.holddown[p.eid]
+            self._install(eid, rlocs, action, ttl_s, now, out)
+        if accepted:
+            self._drop_pending(p)
+
+    def _install(self, eid: EidPrefix, rlocs: tuple[Rloc, ...], action: MapAction, ttl_s: float,
+                 now: float, out: Effects) -> None:
+        # A held-down host entry inside the new prefix is obsolete.
+        for old in list(self.cache.entries()):
+            if old.source == "unreachable" and old.eid != eid and old.eid.iid == eid.iid \
+                    and old.eid.prefix.version == eid.prefix.version and old.eid.prefix.subnet_of(eid.prefix):
+                self.cache.remove(old.eid)
+                self.holddown.pop(old.eid, None)
+                out.items.append(RemoveMapping(old.eid))
+        self.cache.install(eid, rlocs, action, ttl_s, now)
+        out.items.append(InstallMapping(eid, rlocs, action, ttl_s))
+        self.counters["installed"] += 1
+        what = ", ".join(str(r.address) for r in rlocs) if rlocs else f"negative, {action.name.lower()}"
+        out.log(f"map-cache {eid} -> {what} (TTL {ttl_s / 60:.0f} min)")
+
+    def _on_smr(self, msg: MapRequest, src: Endpoint, now: float, out: Effects) -> None:
+        self.counters["smr_rx"] += 1
+        for rec in msg.records:
+            try:
+                eid = record_prefix(rec)
+            except MalformedMessage:
+                continue
+            entry = self.cache.covering(eid) or next(
+                (e for e in self.cache.entries() if e.eid.iid == eid.iid
+                 and e.eid.prefix.version == eid.prefix.version and e.eid.prefix.subnet_of(eid.prefix)), None)
+            if entry is None or entry.static:
+                self.counters["smr_not_cached"] += 1
+                continue
+            if entry.eid in self.pending:
+                self.counters["smr_rate_limited"] += 1
+                continue
+            out.log(f"SMR from {src.addr} for {eid}: re-querying {entry.eid}")
+            self._ask(_Pending(entry.eid, None, "smr", interval=self.cfg.itr.map_request_interval), now, out)
+
+    # ------------------------------------------------------------ data-plane feedback
+    def on_used(self, eids, now: float) -> list[Effect]:
+        """The data plane saw traffic for these map-cache prefixes since the
+        last call. A used entry past its refresh point is refreshed now."""
+        self._now = now
+        out = Effects()
+        for eid in eids:
+            if not self.cache.mark_used(eid, now):
+                continue
+            e = self.cache.get(eid) or self.cache.covering(eid)
+            if e is not None and e.refreshing and e.eid not in self.pending and e.source == "map-reply" \
+                    and e.expires_at is not None and not e.negative:
+                at = e.expires_at - min(self.cfg.itr.refresh_before, (e.expires_at - e.installed_at) / 2)
+                if at <= now < e.expires_at:
+                    self._ask(_Pending(e.eid, None, "refresh", interval=self.cfg.itr.map_request_interval),
+                              now, out)
+        return out.items
+
+    # ------------------------------------------------------------ API
+    def snapshot(self) -> dict:
+        now = self._now
+        return {
+            "map_cache": self.cache.snapshot(now),
+            "pending": [{"eid": str(p.eid), "kind": p.kind, "attempts": p.attempts,
+                         "next_try_in_s": round(max(0.0, p.next_at - now), 2)}
+                        for p in self.pending.values()],
+            "held_down": [{"eid": str(e), "for_s": round(t - now, 1)} for e, t in self.holddown.items()],
+            "map_resolvers": [str(a) for a in self.resolvers],
+            "counters": self.counters.snapshot(),
+        }

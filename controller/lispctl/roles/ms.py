@@ -1,0 +1,295 @@
+"""Map-Server: authenticates Map-Registers per site, holds registrations
+(merged across the site's xTRs, expiring without refresh), sends Map-Notify
+when asked, and resolves ECM'd Map-Requests: forwarded to a registered ETR
+(as an ECM with the E bit, RFC 9301 section 5.8/8.2) or answered itself when
+the registration asked for proxy-reply.
+
+A Map-Register that fails authentication, uses an unknown key or claims a
+prefix outside its site gets no answer and changes nothing; it is counted.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from lispctl.config import Config, SiteConfig, SiteEidPrefix
+from lispctl.mapping.lpm import LpmTable, eid_sort_key, host_prefix, least_specific_uncovered
+from lispctl.mapping.types import EidPrefix, IPAddress, MapAction
+from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
+from lispctl.roles.common import Counters, decode, reply_target
+from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EidRecord, EncapsulatedControlMessage,
+                          LocatorRecord, MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply,
+                          MapRequest, eid_record, record_prefix, sign, verify)
+
+
+@dataclass
+class Registration:
+    """One xTR's registration of one prefix."""
+    registrant: str                  # xTR-ID (hex) or source RLOC
+    source: Endpoint                 # where the Map-Register came from
+    record: EidRecord
+    proxy_reply: bool
+    first_seen: float
+    last_seen: float
+    expires_at: float
+    xtr_id: int | None = None
+    site_id: int | None = None
+
+
+@dataclass
+class _Prefix:
+    site: "_Site"
+    cfg: SiteEidPrefix
+
+
+@dataclass
+class _Site:
+    cfg: SiteConfig
+    registrations: dict[EidPrefix, dict[str, Registration]] = field(default_factory=dict)
+    registers: int = 0
+    bad_auth: int = 0
+
+
+class MapServerRole:
+    name = "ms"
+
+    def __init__(self, cfg: Config, *, answer_ecm: bool = True) -> None:
+        self.cfg = cfg
+        # With the MR in the same process the MR calls resolve() itself.
+        self.answer_ecm = answer_ecm
+        self.sites = [_Site(s) for s in cfg.site]
+        self.configured: LpmTable[_Prefix] = LpmTable()
+        for site in self.sites:
+            for sp in site.cfg.eid_prefix:
+                self.configured.insert(sp.eid, _Prefix(site, sp))
+        self.registered: LpmTable[dict[str, Registration]] = LpmTable()
+        self.counters = Counters()
+        self._now = 0.0
+
+    # ------------------------------------------------------------ timers
+    def next_deadline(self) -> float | None:
+        return min((r.expires_at for regs in self.registered.values() for r in regs.values()), default=None)
+
+    def tick(self, now: float) -> list[Effect]:
+        self._now = now
+        out = Effects()
+        for eid, regs in list(self.registered.items()):
+            for key in [k for k, r in regs.items() if r.expires_at <= now]:
+                del regs[key]
+                self.counters["registration_expired"] += 1
+                out.log(f"registration of {eid} by {key} expired")
+            if not regs:
+                self._forget(eid)
+        return out.items
+
+    def _forget(self, eid: EidPrefix) -> None:
+        self.registered.remove(eid)
+        owner = self.configured.longest_covering(eid)
+        if owner is not None:
+            owner[1].site.registrations.pop(eid, None)
+
+    # ------------------------------------------------------------ datagrams
+    def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
+        self._now = now
+        msg = decode(data)
+        out = Effects()
+        if isinstance(msg, MapRegister):
+            self._on_register(data, msg, src, now, out)
+        elif isinstance(msg, MapNotifyAck):
+            self.counters["map_notify_ack_rx"] += 1      # accepted, nothing to do
+        elif (isinstance(msg, EncapsulatedControlMessage) and isinstance(msg.message, MapRequest)
+              and self.answer_ecm and not msg.to_etr):
+            self.counters["map_request_rx"] += 1
+            effects = self.resolve(msg, data, now)
+            if effects is None:
+                effects = self.negative_reply(msg, now, local_only=True)
+            out.items.extend(effects)
+        return out.items
+
+    def _site_of(self, eid: EidPrefix) -> _Prefix | None:
+        hit = self.configured.longest_covering(eid)
+        if hit is None:
+            return None
+        prefix, owner = hit
+        if prefix != eid and not owner.cfg.accept_more_specifics:
+            return None
+        return owner
+
+    def _on_register(self, data: bytes, msg: MapRegister, src: Endpoint, now: float, out: Effects) -> None:
+        self.counters["map_register_rx"] += 1
+        owners = []
+        for rec in msg.records:
+            try:
+                eid = record_prefix(rec)
+            except MalformedMessage:
+                owners.append(None)
+                continue
+            owners.append((eid, self._site_of(eid)))
+        if not owners or any(o is None or o[1] is None for o in owners):
+            self.counters["map_register_bad_prefix"] += 1
+            out.log(f"dropped Map-Register from {src.addr}: prefix not configured for any site")
+            return
+        sites = {id(o[1].site) for o in owners}
+        if len(sites) != 1:
+            self.counters["map_register_bad_prefix"] += 1
+            out.log(f"dropped Map-Register from {src.addr}: prefixes of several sites")
+            return
+        site = owners[0][1].site
+        key = site.cfg.keys.get(msg.key_id)
+        if key is None or not verify(data, key, alg_ids=(ALG_HMAC_SHA1, ALG_HMAC_SHA256)):
+            site.bad_auth += 1
+            self.counters["map_register_bad_auth"] += 1
+            out.log(f"dropped Map-Register from {src.addr} for site {site.cfg.name}: "
+                    f"{'unknown key-id ' + str(msg.key_id) if key is None else 'authentication failed'}")
+            return
+        site.registers += 1
+        registrant = f"{msg.xtr_id:032x}" if msg.xtr_id is not None else str(src.addr)
+        timeout = self.cfg.ms.registration_timeout
+        for (eid, owner), rec in zip(owners, msg.records):
+            regs = self.registered.get(eid)
+            if rec.ttl == 0:       # de-registration
+                if regs is not None and regs.pop(registrant, None) is not None and not regs:
+                    self._forget(eid)
+                continue
+            if regs is None:
+                regs = {}
+                self.registered.insert(eid, regs)
+                site.registrations[eid] = regs
+            old = regs.get(registrant)
+            regs[registrant] = Registration(
+                registrant, src, rec, msg.proxy_reply or owner.cfg.proxy_reply,
+                old.first_seen if old else now, now, now + timeout, msg.xtr_id, msg.site_id)
+            if old is None:
+                out.log(f"{eid} registered by {registrant} (site {site.cfg.name})")
+        self.counters["map_register_ok"] += 1
+        if msg.want_map_notify:
+            notify = MapNotify(msg.nonce, msg.records, key_id=msg.key_id, alg_id=msg.alg_id,
+                               xtr_id=msg.xtr_id, site_id=msg.site_id)
+            out.send(sign(notify, key), src)
+            self.counters["map_notify_tx"] += 1
+
+    # ------------------------------------------------------------ lookups
+    def merged_record(self, eid: EidPrefix, regs: dict[str, Registration]) -> EidRecord:
+        """The site's mapping: locators of every live registrant, de-duplicated."""
+        locs: dict = {}
+        ttl = None
+        for r in regs.values():
+            for loc in r.record.locators:
+                locs.setdefault(loc.address, dataclasses.replace(loc, local=False, probed=False))
+            ttl = r.record.ttl if ttl is None else min(ttl, r.record.ttl)
+        return eid_record(eid, tuple(locs.values()), ttl=1440 if ttl is None else ttl, authoritative=False)
+
+    def lookup(self, eid: EidPrefix) -> tuple[EidPrefix, dict[str, Registration]] | None:
+        hit = self.registered.longest_covering(eid)
+        if hit is None or not hit[1]:
+            return None
+        return hit
+
+    def resolve(self, ecm: EncapsulatedControlMessage, data: bytes, now: float) -> list[Effect] | None:
+        """Effects answering an ECM'd Map-Request for a registered EID, or None
+        when no registration covers it (the caller sends a negative reply)."""
+        self._now = now
+        req: MapRequest = ecm.message
+        if not req.records:
+            return []
+        try:
+            want = record_prefix(req.records[0])
+        except MalformedMessage:
+            self.counters["map_request_bad_eid"] += 1
+            return []
+        hit = self.lookup(want)
+        if hit is None:
+            return None
+        eid, regs = hit
+        out = Effects()
+        if any(r.proxy_reply for r in regs.values()):
+            target = reply_target(req.itr_rlocs, ecm.inner_sport)
+            if target is None:
+                self.counters["map_request_no_itr_rloc"] += 1
+                return []
+            reply = MapReply(req.nonce, (self.merged_record(eid, regs),))
+            out.send(reply.encode(), target)
+            self.counters["proxy_map_reply_tx"] += 1
+            out.log(f"proxy Map-Reply for {eid} to {target.addr}:{target.port}")
+            return out.items
+        # Forward to the most recently refreshed registrant's ETR.
+        reg = max(regs.values(), key=lambda r: r.last_seen)
+        fwd = dataclasses.replace(ecm, to_etr=True, to_ms=False)
+        out.send(fwd.encode(), Endpoint(reg.source.addr, CONTROL_PORT))
+        self.counters["map_request_forwarded"] += 1
+        out.log(f"forwarded Map-Request for {want} to ETR {reg.source.addr}")
+        return out.items
+
+    def negative_reply(self, ecm: EncapsulatedControlMessage, now: float, *,
+                       local_only: bool, extra_configured: LpmTable | None = None) -> list[Effect]:
+        """Negative Map-Reply for an EID no registration covers (RFC 9301 8.3)."""
+        return negative_reply(self.cfg, ecm, self.configured, extra_configured, self.counters)
+
+    # ------------------------------------------------------------ API
+    def snapshot(self) -> dict:
+        now = self._now
+        sites = []
+        for site in self.sites:
+            prefixes = []
+            for sp in site.cfg.eid_prefix:
+                regs = sorted(((e, r) for e, r in site.registrations.items()
+                              if e.iid == sp.eid.iid and e.prefix.version == sp.eid.prefix.version
+                              and e.prefix.subnet_of(sp.eid.prefix)), key=lambda x: eid_sort_key(x[0]))
+                prefixes.append({
+                    "prefix": str(sp.eid), "accept_more_specifics": sp.accept_more_specifics,
+                    "proxy_reply": sp.proxy_reply, "registered": any(r for _, r in regs),
+                    "registrations": [{
+                        "eid": str(e), "registrant": r.registrant, "source": str(r.source.addr),
+                        "rlocs": [{"address": str(l.address), "priority": l.priority, "weight": l.weight,
+                                   "reachable": l.reachable} for l in r.record.locators],
+                        "proxy_reply": r.proxy_reply, "expires_in_s": round(max(0.0, r.expires_at - now), 1),
+                        "registered_for_s": round(now - r.first_seen, 1),
+                    } for e, rs in regs for r in rs.values()],
+                })
+            sites.append({"name": site.cfg.name, "description": site.cfg.description,
+                          "registers": site.registers, "bad_auth": site.bad_auth, "eid_prefixes": prefixes})
+        return {"sites": sites, "counters": self.counters.snapshot()}
+
+
+def negative_reply(cfg: Config, ecm: EncapsulatedControlMessage, configured: LpmTable,
+                   extra: LpmTable | None, counters: Counters) -> list[Effect]:
+    """The Map-Resolver's answer for space nobody registered:
+    - inside a configured site prefix: ACT send-map-request (or drop), TTL 1 min;
+    - elsewhere: ACT natively-forward for the least specific prefix that
+      covers the EID and overlaps no configured prefix, TTL 15 min."""
+    req: MapRequest = ecm.message
+    out = Effects()
+    if not req.records:
+        return []
+    try:
+        want = record_prefix(req.records[0])
+    except MalformedMessage:
+        counters["map_request_bad_eid"] += 1
+        return []
+    target = reply_target(req.itr_rlocs, ecm.inner_sport)
+    if target is None:
+        counters["map_request_no_itr_rloc"] += 1
+        return []
+    addr = want.prefix.network_address
+    hit = configured.longest_covering(want) or (extra.longest_covering(want) if extra else None)
+    if hit is not None:
+        eid = hit[0]
+        act = MapAction.SEND_MAP_REQUEST if cfg.mr.unregistered_action == "send-map-request" else MapAction.DROP
+        ttl = cfg.mr.unregistered_ttl_minutes
+        counters["negative_reply_unregistered"] += 1
+    else:
+        union: LpmTable = LpmTable()
+        for table in (configured, extra):
+            for k, _ in (table.items() if table is not None else ()):
+                union.insert(k, None)
+        eid = least_specific_uncovered(want.iid, addr, union)
+        if eid is None or not eid.prefix.subnet_of(want.prefix) and not want.prefix.subnet_of(eid.prefix):
+            # the request itself is wider than a hole: answer for the host
+            eid = host_prefix(want.iid, addr)
+        act = MapAction.NATIVELY_FORWARD
+        ttl = cfg.mr.non_eid_ttl_minutes
+        counters["negative_reply_non_eid"] += 1
+    reply = MapReply(req.nonce, (eid_record(eid, (), ttl=ttl, act=int(act)),))
+    out.send(reply.encode(), target)
+    out.log(f"negative Map-Reply for {want}: {eid} {act.name.lower()} TTL {ttl} min")
+    return out.items
