@@ -21,8 +21,10 @@ _AUTH_TYPES = (w.MapRegister, w.MapNotify, w.MapNotifyAck, w.InfoRequest, w.Info
 
 
 def _time(ts_ns: int) -> float:
-    # Rounded so that the shortest float repr shows the captured digits only.
-    return round(ts_ns / 1e9, 9)
+    # Parsed from the decimal text so the float's shortest repr shows the
+    # captured digits (ts_ns / 1e9 would print 1700000000.0019999).
+    sec, ns = divmod(ts_ns, 1_000_000_000)
+    return float(f"{sec}.{ns:09d}")
 
 
 def _auth_result(msg: Any, raw: bytes, keys: Sequence[bytes]) -> str | None:
