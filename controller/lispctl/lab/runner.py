@@ -138,10 +138,10 @@ class Lab:
             with IPRoute(netns=self.ns(node)) as ipr:
                 for r in spec.routes:
                     self._add_route(ipr, node, r)
-        self._wait_settled()
+        self.wait_settled()
         self._built = True
 
-    def _wait_settled(self, timeout: float = 5.0) -> None:
+    def wait_settled(self, timeout: float = 5.0) -> None:
         """Until every link is up and no IPv6 address is tentative.
 
         Even without DAD, addresses added before carrier stay tentative until
@@ -154,7 +154,7 @@ class Lab:
                     tentative = [a.get("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET6)
                                  if (a.get("IFA_FLAGS") or a["flags"]) & IFA_F_TENTATIVE]
                     down = [l.get("IFLA_IFNAME") for l in ipr.get_links()
-                            if l.get("IFLA_IFNAME") != "lo" and l.get("IFLA_OPERSTATE") != "UP"]
+                            if l.get("IFLA_IFNAME") != "lo" and l.get("IFLA_OPERSTATE") not in ("UP", "UNKNOWN")]
                     if not tentative and not down:
                         break
                     if time.monotonic() > deadline:

@@ -43,7 +43,10 @@ def ping_here(dst: str, count: int = 3, timeout: float = 1.0, size: int = 56) ->
             hdr = struct.pack("!BBHHH", req, 0, 0, ident, seq)
             # the kernel fills in the ICMPv6 checksum (it needs the pseudo-header)
             pkt = hdr + payload if v6 else struct.pack("!BBHHH", req, 0, _csum(hdr + payload), ident, seq) + payload
-            sock.sendto(pkt, (dst, 0))
+            try:
+                sock.sendto(pkt, (dst, 0))
+            except OSError:  # no route / unreachable: no reply for this one
+                continue
             deadline = time.monotonic() + timeout
             while (left := deadline - time.monotonic()) > 0:
                 if not select.select([sock], [], [], left)[0]:
@@ -146,3 +149,28 @@ def iperf3_gbps(result: dict) -> float:
     end = result["end"]
     summary = end.get("sum_received") or end.get("sum")
     return summary["bits_per_second"] / 1e9
+
+
+def trafgen_config(src_mac: str, dst_mac: str, src: str, dst: str, payload: int = 64,
+                   dport: int = 9) -> str:
+    """A trafgen packet: UDP with `payload` bytes; the source port walks 1024..2047
+    so flow hashes (outer UDP source port, RSS, GRO) see many flows."""
+    if ":" in dst:
+        ip = f"ipv6(sa={src}, da={dst}, hl=64)"
+    else:
+        ip = f"ipv4(sa={src}, da={dst}, ttl=64, df)"
+    return (f"{{ eth(sa={src_mac}, da={dst_mac}), {ip}, "
+            f"udp(sp=dinc(1024, 2047), dp={dport}), fill(0x42, {payload}) }}\n")
+
+
+def link_stats(lab, node: str, ifname: str) -> dict:
+    """rx/tx packet and byte counters of an interface (netlink, no sysfs needed)."""
+    with lab.ipr(node) as ipr:
+        link = ipr.get_links(ipr.link_lookup(ifname=ifname)[0])[0]
+    st = link.get("IFLA_STATS64")
+    return {k: st[k] for k in ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped", "tx_dropped")}
+
+
+def mac_of(lab, node: str, ifname: str) -> str:
+    with lab.ipr(node) as ipr:
+        return ipr.get_links(ipr.link_lookup(ifname=ifname)[0])[0].get("IFLA_ADDRESS")
