@@ -152,7 +152,7 @@ class EtrRole:
         ms.last_notify = now
         ms.nonces.clear()
         ms.retry = self.cfg.etr.register_retry
-        ms.next_at = (ms.last_register or now) + self.cfg.etr.register_interval
+        ms.next_at = (now if ms.last_register is None else ms.last_register) + self.cfg.etr.register_interval
         if first:
             out.log(f"registered with Map-Server {ms.cfg.address}")
 
