@@ -1,0 +1,484 @@
+/* lispctl data plane: tc (clsact) programs.
+ *
+ *   lisp_itr_ingress  ingress of an EID-facing interface (router ITR)
+ *   lisp_itr_egress   egress of a host's EID device (mobile node, local traffic)
+ *   lisp_etr_ingress  ingress of an RLOC-facing interface (ETR, RTR re-encap)
+ *
+ * Why tc and not XDP: bpf_skb_adjust_room with the ENCAP flags keeps GSO/TSO
+ * super-packets intact (the kernel segments them as UDP tunnel packets), the
+ * same program type serves locally originated traffic, and decapsulated
+ * packets for this host go up the stack with a correct skb->protocol.
+ *
+ * The loader inlines the lisp_*.h includes textually (bcc only rewrites map
+ * accesses in the main file).
+ */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <linux/tcp.h>
+#include <linux/icmp.h>
+#include <linux/icmpv6.h>
+
+#include "lisp_maps.h"
+#include "lisp_parse.h"
+#include "lisp_encap.h"
+
+/* UAPI enum values of kernel >= 6.3, absent from the 6.1 headers we compile with */
+#define LISP_ADJ_DECAP_L3_IPV4 (1ULL << 7)
+#define LISP_ADJ_DECAP_L3_IPV6 (1ULL << 8)
+
+/* bcc 0.26 declares this helper with 3 arguments; the kernel takes 4. */
+static long (*lisp_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) =
+    (void *)BPF_FUNC_redirect_neigh;
+
+#define LISP_ICMP4_QUOTE 28     /* IPv4 header without options + 8 bytes */
+#define LISP_ICMP6_QUOTE 128    /* enough for the IPv6 header and the L4 ports */
+
+static __always_inline void count(__u32 idx)
+{
+    __u64 *c = counters.lookup(&idx);
+    if (c)
+        *c += 1;
+}
+
+static __always_inline int drop(__u32 reason)
+{
+    count(LISP_CNT_DROP_BASE + reason);
+    return TC_ACT_SHOT;
+}
+
+static __always_inline struct lisp_config *get_config(void)
+{
+    __u32 zero = 0;
+    return config.lookup(&zero);
+}
+
+static __always_inline struct lisp_mapping *cache_lookup(const struct lisp_flow *f, __u32 iid)
+{
+    if (f->family == 4) {
+        struct lisp_key4 k = {.prefixlen = 64, .iid = bpf_htonl(iid)};
+        __builtin_memcpy(k.addr, f->dst, 4);
+        return map_cache4.lookup(&k);
+    }
+    struct lisp_key6 k = {.prefixlen = 160, .iid = bpf_htonl(iid)};
+    __builtin_memcpy(k.addr, f->dst, 16);
+    return map_cache6.lookup(&k);
+}
+
+static __always_inline int local_eid(const struct lisp_flow *f, __u32 iid)
+{
+    if (f->family == 4) {
+        struct lisp_key4 k = {.prefixlen = 64, .iid = bpf_htonl(iid)};
+        __builtin_memcpy(k.addr, f->dst, 4);
+        return local_eid4.lookup(&k) != 0;
+    }
+    struct lisp_key6 k = {.prefixlen = 160, .iid = bpf_htonl(iid)};
+    __builtin_memcpy(k.addr, f->dst, 16);
+    return local_eid6.lookup(&k) != 0;
+}
+
+/* One ring-buffer event per (iid, destination) per miss_interval_ns. */
+static __always_inline void miss_event(const struct lisp_flow *f, __u32 iid, const struct lisp_config *c)
+{
+    struct lisp_miss_key k = {};
+    k.iid = iid;
+    k.family = f->family;
+    __builtin_memcpy(k.addr, f->dst, 16);
+    __u64 now = bpf_ktime_get_ns();
+    __u64 *last = miss_rl.lookup(&k);
+    if (last && now - *last < c->miss_interval_ns)
+        return;
+    miss_rl.update(&k, &now);
+    struct lisp_miss_event ev = {};
+    ev.iid = iid;
+    ev.family = f->family;
+    __builtin_memcpy(ev.dst, f->dst, 16);
+    __builtin_memcpy(ev.src, f->src, 16);
+    if (miss_events.ringbuf_output(&ev, sizeof(ev), 0) == 0)
+        count(LISP_CNT_MISS_EVENTS);
+    else
+        count(LISP_CNT_MISS_EVENTS_LOST);
+}
+
+/* Forward a packet whose L3 header starts at offset 14 using the FIB.
+ * Returns a tc verdict, or -1 when there is no route. */
+static __always_inline int fib_redirect(struct __sk_buff *skb, int v6, const __u8 *src, const __u8 *dst)
+{
+    struct bpf_fib_lookup p = {};
+    p.ifindex = skb->ifindex;
+    p.tot_len = skb->len - ETH_HLEN;
+    if (v6) {
+        p.family = AF_INET6;
+        __builtin_memcpy(p.ipv6_src, src, 16);
+        __builtin_memcpy(p.ipv6_dst, dst, 16);
+    } else {
+        p.family = AF_INET;
+        __builtin_memcpy(&p.ipv4_src, src, 4);
+        __builtin_memcpy(&p.ipv4_dst, dst, 4);
+    }
+    long rc = bpf_fib_lookup(skb, &p, sizeof(p), 0);
+    if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+        if (bpf_skb_store_bytes(skb, 0, p.dmac, ETH_ALEN, 0) ||
+            bpf_skb_store_bytes(skb, ETH_ALEN, p.smac, ETH_ALEN, 0))
+            return TC_ACT_SHOT;
+        return bpf_redirect(p.ifindex, 0);
+    }
+    if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+        return lisp_redirect_neigh(p.ifindex, 0, 0, 0);
+    return -1;
+}
+
+/* Turn the packet into an ICMP "fragmentation needed" / "packet too big"
+ * addressed to its source and send it back where it came from. The source of
+ * the ICMP is the original destination: it is never a local address of the
+ * receiving host (which would make it a martian) and routes back the same way. */
+static __always_inline int send_too_big(struct __sk_buff *skb, const struct lisp_flow *f, __u32 mtu, int egress)
+{
+    __u8 mac[2 * ETH_ALEN];
+    if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)))
+        return TC_ACT_SHOT;
+    if (f->family == 4) {
+        struct {
+            struct iphdr ip;
+            struct icmphdr icmp;
+            __u8 quote[LISP_ICMP4_QUOTE];
+        } __attribute__((packed)) r = {};
+        if (!f->ihl_ok || bpf_skb_load_bytes(skb, ETH_HLEN, r.quote, sizeof(r.quote)))
+            return TC_ACT_SHOT;
+        r.icmp.type = ICMP_DEST_UNREACH;
+        r.icmp.code = ICMP_FRAG_NEEDED;
+        r.icmp.un.frag.mtu = bpf_htons(mtu);
+        r.icmp.checksum = lisp_csum_fold(lisp_csum_add(0, &r.icmp, (sizeof(r.icmp) + sizeof(r.quote)) / 2));
+        r.ip.version = 4;
+        r.ip.ihl = 5;
+        r.ip.tos = 0xc0;
+        r.ip.tot_len = bpf_htons(sizeof(r));
+        r.ip.ttl = 64;
+        r.ip.protocol = IPPROTO_ICMP;
+        __builtin_memcpy(&r.ip.saddr, f->dst, 4);
+        __builtin_memcpy(&r.ip.daddr, f->src, 4);
+        r.ip.check = lisp_csum_fold(lisp_csum_add(0, &r.ip, 10));
+        if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(r), 0))
+            return TC_ACT_SHOT;
+        if (bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), 0))
+            return TC_ACT_SHOT;
+    } else {
+        struct {
+            struct ipv6hdr ip6;
+            struct icmp6hdr icmp6;
+            __u8 quote[LISP_ICMP6_QUOTE];
+        } __attribute__((packed)) r = {};
+        if (bpf_skb_load_bytes(skb, ETH_HLEN, r.quote, sizeof(r.quote)))
+            return TC_ACT_SHOT;
+        if (mtu < 1280)
+            mtu = 1280;
+        r.icmp6.icmp6_type = ICMPV6_PKT_TOOBIG;
+        r.icmp6.icmp6_mtu = bpf_htonl(mtu);
+        r.ip6.version = 6;
+        r.ip6.payload_len = bpf_htons(sizeof(r.icmp6) + sizeof(r.quote));
+        r.ip6.nexthdr = IPPROTO_ICMPV6;
+        r.ip6.hop_limit = 255;
+        __builtin_memcpy(&r.ip6.saddr, f->dst, 16);
+        __builtin_memcpy(&r.ip6.daddr, f->src, 16);
+        __u32 sum = lisp_csum_add(0, &r.ip6.saddr, 16);
+        sum += bpf_htons(sizeof(r.icmp6) + sizeof(r.quote)) + bpf_htons(IPPROTO_ICMPV6);
+        sum = lisp_csum_add(sum, &r.icmp6, (sizeof(r.icmp6) + sizeof(r.quote)) / 2);
+        r.icmp6.icmp6_cksum = lisp_csum_fold(sum);
+        if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(r), 0))
+            return TC_ACT_SHOT;
+        if (bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), 0))
+            return TC_ACT_SHOT;
+    }
+    /* swap the MAC addresses: the reply goes back to the sender's hop */
+    if (bpf_skb_store_bytes(skb, 0, mac + ETH_ALEN, ETH_ALEN, 0) ||
+        bpf_skb_store_bytes(skb, ETH_ALEN, mac, ETH_ALEN, 0))
+        return TC_ACT_SHOT;
+    count(LISP_CNT_ICMP_TOO_BIG);
+    count(LISP_CNT_DROP_BASE + LISP_DROP_TOO_BIG);
+    return bpf_redirect(skb->ifindex, egress ? BPF_F_INGRESS : 0);
+}
+
+/* Encapsulate toward one locator of ls and forward. */
+static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *f, __u32 iid,
+                                 const struct lisp_locset *ls, __u32 id,
+                                 const struct lisp_config *c, int egress)
+{
+    __u32 h = lisp_flow_hash(f);
+    int i = lisp_pick(ls, h);
+    if (i < 0 || i >= LISP_MAX_LOCATORS)
+        return drop(LISP_DROP_NO_LOCATOR);
+    const struct lisp_locator *loc = &ls->loc[i];
+    int v6 = loc->family == 6;
+    if (v6 ? !c->has_src6 : !c->has_src4)
+        return drop(LISP_DROP_NO_SOURCE);
+    __u32 olen = v6 ? LISP_OVERHEAD6 : LISP_OVERHEAD4;
+    __u32 inner_len = skb->len - ETH_HLEN;
+
+    /* A GSO super-packet is judged by its segments: bpf_skb_adjust_room
+     * shrinks gso_size by the overhead, so each outer segment keeps the
+     * size of the original inner segment. */
+    if (c->path_mtu) {
+        __u32 seg = skb->gso_size ? f->hdrlen + skb->gso_size : inner_len;
+        if (seg + (skb->gso_size ? 0 : olen) > c->path_mtu)
+            return send_too_big(skb, f, c->path_mtu > olen ? c->path_mtu - olen : 0, egress);
+    }
+
+    __u32 nonce = bpf_get_prandom_u32() & 0xffffff;
+    __u64 flags = BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct lisp_hdr));
+    __be16 proto;
+    int rc;
+    __u8 dst[16];
+    __builtin_memcpy(dst, loc->addr, 16);
+    if (v6) {
+        struct lisp_outer6 o = {};
+        lisp_build6(&o, f, c->src6, dst, inner_len, h, iid, ls->lsb, nonce);
+        if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6))
+            return drop(LISP_DROP_ENCAP_FAILED);
+        if (bpf_skb_store_bytes(skb, ETH_HLEN, &o, sizeof(o), 0))
+            return drop(LISP_DROP_ENCAP_FAILED);
+        proto = bpf_htons(ETH_P_IPV6);
+    } else {
+        struct lisp_outer4 o = {};
+        lisp_build4(&o, f, c->src4, dst, inner_len, h, iid, ls->lsb, nonce);
+        if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4))
+            return drop(LISP_DROP_ENCAP_FAILED);
+        if (bpf_skb_store_bytes(skb, ETH_HLEN, &o, sizeof(o), 0))
+            return drop(LISP_DROP_ENCAP_FAILED);
+        proto = bpf_htons(ETH_P_IP);
+    }
+    if (bpf_skb_store_bytes(skb, 2 * ETH_ALEN, &proto, sizeof(proto), 0))
+        return drop(LISP_DROP_ENCAP_FAILED);
+
+    count(LISP_CNT_ENCAPSULATED);
+    struct lisp_stats *st = map_stats.lookup(&id);
+    if (st) {
+        st->packets += 1;
+        st->bytes += inner_len;
+    }
+    rc = fib_redirect(skb, v6, v6 ? c->src6 : c->src4, dst);
+    if (rc < 0)
+        return drop(LISP_DROP_NO_ROUTE);
+    return rc;
+}
+
+static __always_inline int apply_miss(struct __sk_buff *skb, const struct lisp_flow *f, __u32 iid,
+                                      const struct lisp_config *c, int egress)
+{
+    count(LISP_CNT_MISS);
+    if (c->miss_action == LISP_MISS_NATIVE) {
+        count(LISP_CNT_NATIVE);
+        return TC_ACT_OK;
+    }
+    if (c->miss_action == LISP_MISS_PETR) {
+        __u32 id = LISP_PETR_SET;
+        struct lisp_locset *ls = locsets.lookup(&id);
+        if (ls) {
+            count(LISP_CNT_PETR);
+            return encap(skb, f, iid, ls, id, c, egress);
+        }
+    }
+    return drop(LISP_DROP_MISS);
+}
+
+/* Map-cache decision for an IP packet of instance iid. */
+static __always_inline int route(struct __sk_buff *skb, const struct lisp_flow *f, __u32 iid,
+                                 const struct lisp_config *c, int egress)
+{
+    struct lisp_mapping *m = cache_lookup(f, iid);
+    if (!m) {
+        miss_event(f, iid, c);
+        return apply_miss(skb, f, iid, c, egress);
+    }
+    switch (m->action) {
+    case LISP_ACT_NO_ACTION:
+        break;
+    case LISP_ACT_NATIVELY_FORWARD:
+        count(LISP_CNT_NATIVE);
+        return TC_ACT_OK;
+    case LISP_ACT_SEND_MAP_REQUEST:
+        miss_event(f, iid, c);
+        return apply_miss(skb, f, iid, c, egress);
+    case LISP_ACT_DROP_POLICY_DENIED:
+        return drop(LISP_DROP_POLICY_DENIED);
+    case LISP_ACT_DROP_AUTH_FAILURE:
+        return drop(LISP_DROP_AUTH_FAILURE);
+    default:
+        return drop(LISP_DROP_NEGATIVE);
+    }
+    __u32 id = m->id;
+    struct lisp_locset *ls = locsets.lookup(&id);
+    if (!ls) {
+        /* RFC 9301: no-action without locators means "do not encapsulate" */
+        count(LISP_CNT_NATIVE);
+        return TC_ACT_OK;
+    }
+    return encap(skb, f, iid, ls, id, c, egress);
+}
+
+static __always_inline int itr(struct __sk_buff *skb, int egress)
+{
+    void *data = (void *)(long)skb->data;
+    void *data_end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > data_end)
+        return TC_ACT_OK;
+    struct lisp_flow f = {};
+    if (lisp_parse_ip(eth + 1, data_end, eth->h_proto, &f) < 0)
+        return TC_ACT_OK;
+    if (lisp_special_dst(&f))
+        return TC_ACT_OK;
+    __u32 iid = 0, ifindex = skb->ifindex;
+    struct lisp_eid_if *ei = eid_ifaces.lookup(&ifindex);
+    if (ei)
+        iid = ei->iid & 0xffffff;
+    /* Traffic within the site (and to this router) is not encapsulated. */
+    if (local_eid(&f, iid))
+        return TC_ACT_OK;
+    struct lisp_config *c = get_config();
+    if (!c)
+        return TC_ACT_OK;
+    return route(skb, &f, iid, c, egress);
+}
+
+int lisp_itr_ingress(struct __sk_buff *skb)
+{
+    return itr(skb, 0);
+}
+
+int lisp_itr_egress(struct __sk_buff *skb)
+{
+    return itr(skb, 1);
+}
+
+static __always_inline int local_rloc(int v6, const void *addr)
+{
+    struct lisp_rloc_key k = {};
+    k.family = v6 ? 6 : 4;
+    __builtin_memcpy(k.addr, addr, v6 ? 16 : 4);
+    return local_rlocs.lookup(&k) != 0;
+}
+
+/* ETR: decapsulate UDP 4341 packets to a local RLOC; pass everything else. */
+int lisp_etr_ingress(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data;
+    void *data_end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > data_end)
+        return TC_ACT_OK;
+    __u32 olen;
+    __u8 outer_ttl;
+    __u32 l3_len;
+    struct udphdr *uh;
+    if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+        struct iphdr *ip = (void *)(eth + 1);
+        if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP)
+            return TC_ACT_OK;
+        /* Options and fragments are left to the stack. */
+        if (ip->ihl != 5 || (ip->frag_off & bpf_htons(LISP_IP_MF | LISP_IP_OFFSET)))
+            return TC_ACT_OK;
+        uh = (void *)(ip + 1);
+        if ((void *)(uh + 1) > data_end || uh->dest != bpf_htons(LISP_DATA_PORT))
+            return TC_ACT_OK;
+        if (!local_rloc(0, &ip->daddr))
+            return TC_ACT_OK;
+        olen = sizeof(*ip) + sizeof(*uh) + sizeof(struct lisp_hdr);
+        outer_ttl = ip->ttl;
+        l3_len = bpf_ntohs(ip->tot_len);
+    } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+        struct ipv6hdr *ip6 = (void *)(eth + 1);
+        if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_UDP)
+            return TC_ACT_OK;
+        uh = (void *)(ip6 + 1);
+        if ((void *)(uh + 1) > data_end || uh->dest != bpf_htons(LISP_DATA_PORT))
+            return TC_ACT_OK;
+        if (!local_rloc(1, &ip6->daddr))
+            return TC_ACT_OK;
+        olen = sizeof(*ip6) + sizeof(*uh) + sizeof(struct lisp_hdr);
+        outer_ttl = ip6->hop_limit;
+        l3_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+    } else {
+        return TC_ACT_OK;
+    }
+
+    /* From here on the packet is ours: anything wrong is a counted drop. */
+    __u32 ulen = bpf_ntohs(uh->len);
+    __u32 udp_off = olen - sizeof(struct udphdr) - sizeof(struct lisp_hdr);
+    if (l3_len + ETH_HLEN > skb->len || ulen + udp_off > l3_len ||
+        ulen < sizeof(struct udphdr) + sizeof(struct lisp_hdr) + sizeof(struct iphdr))
+        return drop(LISP_DROP_MALFORMED);
+    struct lisp_hdr *lh = (void *)(uh + 1);
+    if ((void *)(lh + 1) > data_end)
+        return drop(LISP_DROP_MALFORMED);
+    __u32 iid = 0;
+    if (lh->flags & LISP_F_I)
+        iid = bpf_ntohl(lh->iid_lsb) >> 8;
+    void *inner = (void *)(lh + 1);
+    if (inner + 1 > data_end)
+        return drop(LISP_DROP_MALFORMED);
+    __u8 ver = *(__u8 *)inner >> 4;
+    __be16 inner_proto = ver == 4 ? bpf_htons(ETH_P_IP) : ver == 6 ? bpf_htons(ETH_P_IPV6) : 0;
+    if (!inner_proto)
+        return drop(LISP_DROP_MALFORMED);
+    struct lisp_flow f = {};
+    if (lisp_parse_ip(inner, data_end, inner_proto, &f) < 0)
+        return drop(LISP_DROP_MALFORMED);
+    /* the inner packet must fill the UDP payload exactly, no more */
+    __u32 inner_len = ulen - sizeof(struct udphdr) - sizeof(struct lisp_hdr);
+    if (ver == 4) {
+        struct iphdr *iip = inner;
+        if ((void *)(iip + 1) > data_end || bpf_ntohs(iip->tot_len) != inner_len)
+            return drop(LISP_DROP_MALFORMED);
+    } else {
+        struct ipv6hdr *iip6 = inner;
+        if ((void *)(iip6 + 1) > data_end || bpf_ntohs(iip6->payload_len) + sizeof(*iip6) != inner_len)
+            return drop(LISP_DROP_MALFORMED);
+    }
+    if (!accepted_iids.lookup(&iid))
+        return drop(LISP_DROP_UNKNOWN_IID);
+    if (outer_ttl == 0)
+        return drop(LISP_DROP_TTL);
+    struct lisp_config *c = get_config();
+    if (!c)
+        return TC_ACT_OK;
+    int is_local = local_eid(&f, iid);
+    if (!is_local && !(c->flags & LISP_CFG_REENCAP))
+        return drop(LISP_DROP_NOT_LOCAL_EID);
+
+    /* RFC 9300 5.3: the inner TTL becomes min(inner, outer). */
+    __u32 inner_off = ETH_HLEN + olen;
+    if (outer_ttl < f.ttl) {
+        if (ver == 4) {
+            __u16 old = bpf_htons(((__u16)f.ttl << 8) | f.proto);
+            __u16 new = bpf_htons(((__u16)outer_ttl << 8) | f.proto);
+            bpf_l3_csum_replace(skb, inner_off + offsetof(struct iphdr, check), old, new, 2);
+            bpf_skb_store_bytes(skb, inner_off + offsetof(struct iphdr, ttl), &outer_ttl, 1, 0);
+        } else {
+            bpf_skb_store_bytes(skb, inner_off + offsetof(struct ipv6hdr, hop_limit), &outer_ttl, 1, 0);
+        }
+        f.ttl = outer_ttl;
+    }
+    /* trailing bytes after the UDP payload (Ethernet padding) go too */
+    if (skb->len > inner_off + inner_len &&
+        bpf_skb_change_tail(skb, inner_off + inner_len, 0))
+        return drop(LISP_DROP_DECAP_FAILED);
+    __u64 flags = ver == 4 ? LISP_ADJ_DECAP_L3_IPV4 : LISP_ADJ_DECAP_L3_IPV6;
+    if (bpf_skb_adjust_room(skb, -(__s32)olen, BPF_ADJ_ROOM_MAC, flags))
+        return drop(LISP_DROP_DECAP_FAILED);
+    if (bpf_skb_store_bytes(skb, 2 * ETH_ALEN, &inner_proto, sizeof(inner_proto), 0))
+        return drop(LISP_DROP_DECAP_FAILED);
+    count(LISP_CNT_DECAPSULATED);
+
+    if (!is_local) {
+        /* RTR / re-encapsulation: the map-cache decides the next locator. */
+        count(LISP_CNT_REENCAPSULATED);
+        return route(skb, &f, iid, c, 0);
+    }
+    int rc = fib_redirect(skb, ver == 6, f.src, f.dst);
+    /* no forwarding route (e.g. the EID is this host): let the stack deliver */
+    return rc < 0 ? TC_ACT_OK : rc;
+}

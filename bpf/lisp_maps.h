@@ -1,0 +1,179 @@
+/* Every map, key, value and enum of the lispctl data plane.
+ *
+ * Python never copies these layouts: it reads them back from the loaded
+ * program (bcc's ctypes Key/Leaf types) and parses the enums below from this
+ * file, so this header is the single source of truth.
+ *
+ * LISP_PIN_ROOT is defined by the loader (e.g. "/sys/fs/bpf/lispctl/xtr1"):
+ * every map except the ring buffer is pinned there, so a restarted controller
+ * loads new programs on the same maps and forwarding state survives.
+ */
+#ifndef LISP_MAPS_H
+#define LISP_MAPS_H
+
+#ifndef LISP_PIN_ROOT
+#error "LISP_PIN_ROOT must be defined by the loader"
+#endif
+#define LISP_PIN(name) LISP_PIN_ROOT "/" #name
+
+#define LISP_DATA_PORT 4341
+#define LISP_CTRL_PORT 4342
+#define LISP_MAX_LOCATORS 8     /* fits the 8 LSB bits that remain when I=1 */
+#define LISP_SLOTS 64           /* weight resolution of a slot table */
+#define LISP_LEVELS 4           /* priority levels precomputed per locator set */
+#define LISP_NO_LOCATOR 0xff    /* empty slot */
+#define LISP_MAX_MAPPINGS 65536
+#define LISP_PETR_SET 0         /* locator set id reserved for the Proxy-ETRs */
+
+/* Map-cache actions: the ACT values of RFC 9301 section 5.4. */
+enum lisp_action {
+    LISP_ACT_NO_ACTION = 0,
+    LISP_ACT_NATIVELY_FORWARD = 1,
+    LISP_ACT_SEND_MAP_REQUEST = 2,
+    LISP_ACT_DROP = 3,
+    LISP_ACT_DROP_POLICY_DENIED = 4,
+    LISP_ACT_DROP_AUTH_FAILURE = 5,
+};
+
+/* What the ITR does with a packet that has no usable map-cache entry. */
+enum lisp_miss_action {
+    LISP_MISS_DROP = 0,
+    LISP_MISS_NATIVE = 1,
+    LISP_MISS_PETR = 2,
+};
+
+/* Drop reasons; the counter of reason r lives at LISP_CNT_DROP_BASE + r. */
+enum lisp_drop_reason {
+    LISP_DROP_MALFORMED = 0,      /* LISP packet to a local RLOC that does not parse */
+    LISP_DROP_UNKNOWN_IID = 1,    /* ETR: instance ID not accepted */
+    LISP_DROP_NOT_LOCAL_EID = 2,  /* ETR: inner destination not in the local EID database */
+    LISP_DROP_NEGATIVE = 3,       /* map-cache entry says drop */
+    LISP_DROP_POLICY_DENIED = 4,
+    LISP_DROP_AUTH_FAILURE = 5,
+    LISP_DROP_MISS = 6,           /* no entry and the miss action is drop */
+    LISP_DROP_NO_LOCATOR = 7,     /* every locator down or priority 255 */
+    LISP_DROP_NO_SOURCE = 8,      /* no local RLOC of the locator's family */
+    LISP_DROP_NO_ROUTE = 9,       /* FIB has no route to the locator */
+    LISP_DROP_TOO_BIG = 10,       /* inner packet + overhead > path MTU */
+    LISP_DROP_ENCAP_FAILED = 11,  /* bpf_skb_adjust_room or store failed */
+    LISP_DROP_DECAP_FAILED = 12,
+    LISP_DROP_TTL = 13,           /* outer TTL/hop limit 0 */
+    LISP_DROP__MAX = 14,
+};
+
+enum lisp_counter {
+    LISP_CNT_ENCAPSULATED = 0,
+    LISP_CNT_DECAPSULATED = 1,
+    LISP_CNT_MISS = 2,            /* packets without a usable entry (incl. send-Map-Request) */
+    LISP_CNT_MISS_EVENTS = 3,     /* events actually written to the ring buffer */
+    LISP_CNT_MISS_EVENTS_LOST = 4,/* ring buffer full */
+    LISP_CNT_NATIVE = 5,          /* forwarded natively by a negative entry or miss action */
+    LISP_CNT_PETR = 6,            /* encapsulated to a Proxy-ETR on a miss */
+    LISP_CNT_REENCAPSULATED = 7,  /* RTR: decapsulated then encapsulated again */
+    LISP_CNT_ICMP_TOO_BIG = 8,    /* ICMP frag-needed / packet-too-big sent back */
+    LISP_CNT_DROP_BASE = 16,
+    LISP_CNT__MAX = 32,
+};
+
+/* LPM keys. prefixlen counts the 32 bits of iid first, so a lookup never
+ * crosses instances; iid is big-endian so the trie compares it bitwise. */
+struct lisp_key4 {
+    __u32 prefixlen;
+    __be32 iid;
+    __u8 addr[4];
+};
+
+struct lisp_key6 {
+    __u32 prefixlen;
+    __be32 iid;
+    __u8 addr[16];
+};
+
+/* Map-cache value. id names both the locator set and the counters. */
+struct lisp_mapping {
+    __u32 id;
+    __u8 action;               /* enum lisp_action; NO_ACTION = encapsulate */
+    __u8 pad[3];
+};
+
+struct lisp_locator {
+    __u8 addr[16];             /* IPv4 in the first 4 bytes */
+    __u8 family;               /* 4 or 6 */
+    __u8 priority;
+    __u8 weight;
+    __u8 up;                   /* 0: never picked, whatever the slot tables say */
+};
+
+/* slots[l * LISP_SLOTS + h % LISP_SLOTS] is the locator index for flow hash h
+ * at level l (one dimension: bcc's ctypes view drops inner array dimensions);
+ * level 0 is the best usable priority. Python fills them in proportion to the
+ * weights; the kernel walks the levels and skips locators that are not up. */
+struct lisp_locset {
+    __u8 count;
+    __u8 nlevels;
+    __u8 lsb;                  /* locator-status bits sent in the LISP header */
+    __u8 pad;
+    struct lisp_locator loc[LISP_MAX_LOCATORS];
+    __u8 slots[LISP_LEVELS * LISP_SLOTS];
+};
+
+struct lisp_rloc_key {
+    __u8 family;
+    __u8 pad[3];
+    __u8 addr[16];
+};
+
+struct lisp_eid_if {
+    __u32 iid;                 /* instance ID of packets entering on this interface */
+};
+
+#define LISP_CFG_REENCAP 1     /* re-encapsulate decapsulated packets for non-local EIDs */
+
+struct lisp_config {
+    __u32 path_mtu;            /* 0: no check */
+    __u32 miss_action;         /* enum lisp_miss_action */
+    __u64 miss_interval_ns;    /* at most one miss event per (iid, dst) per interval */
+    __u32 flags;
+    __u8 has_src4;
+    __u8 has_src6;
+    __u8 pad[2];
+    __u8 src4[4];              /* outer source of IPv4-encapsulated packets */
+    __u8 src6[16];
+};
+
+struct lisp_miss_key {
+    __u32 iid;
+    __u8 family;
+    __u8 pad[3];
+    __u8 addr[16];
+};
+
+struct lisp_miss_event {
+    __u32 iid;
+    __u8 family;
+    __u8 pad[3];
+    __u8 dst[16];
+    __u8 src[16];
+};
+
+struct lisp_stats {
+    __u64 packets;
+    __u64 bytes;
+};
+
+BPF_TABLE_PINNED("lpm_trie", struct lisp_key4, struct lisp_mapping, map_cache4, LISP_MAX_MAPPINGS, LISP_PIN(map_cache4), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lpm_trie", struct lisp_key6, struct lisp_mapping, map_cache6, LISP_MAX_MAPPINGS, LISP_PIN(map_cache6), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("hash", __u32, struct lisp_locset, locsets, LISP_MAX_MAPPINGS, LISP_PIN(locsets), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lpm_trie", struct lisp_key4, __u32, local_eid4, 4096, LISP_PIN(local_eid4), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lpm_trie", struct lisp_key6, __u32, local_eid6, 4096, LISP_PIN(local_eid6), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("hash", struct lisp_rloc_key, __u32, local_rlocs, 256, LISP_PIN(local_rlocs));
+BPF_TABLE_PINNED("hash", __u32, __u32, accepted_iids, 4096, LISP_PIN(accepted_iids));
+BPF_TABLE_PINNED("hash", __u32, struct lisp_eid_if, eid_ifaces, 256, LISP_PIN(eid_ifaces));
+BPF_TABLE_PINNED("array", __u32, struct lisp_config, config, 1, LISP_PIN(config));
+BPF_TABLE_PINNED("lru_hash", struct lisp_miss_key, __u64, miss_rl, 8192, LISP_PIN(miss_rl));
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, LISP_CNT__MAX, LISP_PIN(counters));
+BPF_TABLE_PINNED("percpu_hash", __u32, struct lisp_stats, map_stats, LISP_MAX_MAPPINGS, LISP_PIN(map_stats), BPF_F_NO_PREALLOC);
+/* Not pinned: events are transient, and a reloaded program gets a new one. */
+BPF_RINGBUF_OUTPUT(miss_events, 16);
+
+#endif

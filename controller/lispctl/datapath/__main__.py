@@ -1,0 +1,115 @@
+"""Static-mapping data plane, for the lab and for trying things by hand.
+
+    python -m lispctl.datapath --instance NAME --eid-if IF --rloc-if IF --static FILE.json
+
+Loads and attaches the programs, installs what FILE.json says (format in
+docs/datapath.md), prints "ready" and waits; SIGTERM/SIGINT detach and exit
+(unpinning the maps unless --keep-pins).
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import signal
+import sys
+import threading
+from typing import Any
+
+from lispctl.datapath.errors import DatapathError
+from lispctl.mapping.types import EidPrefix, MapAction, Rloc
+
+
+def parse_action(value: Any) -> MapAction:
+    if value is None:
+        return MapAction.NO_ACTION
+    if isinstance(value, int):
+        return MapAction(value)
+    name = str(value).strip().upper().replace("-", "_")
+    aliases = {"NATIVE": "NATIVELY_FORWARD", "FORWARD": "NATIVELY_FORWARD", "MAP_REQUEST": "SEND_MAP_REQUEST",
+               "NONE": "NO_ACTION", "ENCAP": "NO_ACTION", "PETR": "NO_ACTION"}
+    try:
+        return MapAction[aliases.get(name, name)]
+    except KeyError:
+        raise ValueError(f"unknown action {value!r}") from None
+
+
+def parse_rloc(obj: Any) -> Rloc:
+    if isinstance(obj, str):
+        return Rloc(ipaddress.ip_address(obj))
+    return Rloc(ipaddress.ip_address(obj["address"]), int(obj.get("priority", 1)),
+                int(obj.get("weight", 100)), bool(obj.get("reachable", True)))
+
+
+def load_static(dp, data: dict) -> None:
+    """Install a static configuration (the JSON format of docs/datapath.md)."""
+    for a in data.get("local_rlocs", []):
+        dp.add_local_rloc(ipaddress.ip_address(a))
+    for e in data.get("local_eids", []):
+        dp.add_local_eid(EidPrefix.parse(e) if isinstance(e, str) else EidPrefix.parse(e["eid"], int(e.get("iid", 0))))
+    for iid in data.get("accept_iids", []):
+        dp.accept_iid(int(iid))
+    for m in data.get("mappings", []):
+        eid = EidPrefix.parse(m["eid"], int(m.get("iid", 0)))
+        dp.set_mapping(eid, [parse_rloc(r) for r in m.get("rlocs", [])], parse_action(m.get("action")))
+    if "miss_action" in data or "petr" in data:
+        dp.set_miss_action(parse_action(data.get("miss_action", "drop")),
+                           [parse_rloc(r) for r in data.get("petr", [])])
+    if "path_mtu" in data:
+        dp.set_path_mtu(int(data["path_mtu"]))
+    if "miss_rate_limit_ms" in data:
+        dp.set_miss_rate_limit_ms(int(data["miss_rate_limit_ms"]))
+    if "reencap" in data:
+        dp.set_reencap(bool(data["reencap"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lispctl.datapath", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--instance", required=True)
+    ap.add_argument("--eid-if", action="append", default=[], help="EID-facing interface (ITR), repeatable")
+    ap.add_argument("--eid-dev", action="append", default=[], help="host EID device (mobile node, tc egress)")
+    ap.add_argument("--rloc-if", action="append", default=[], help="RLOC-facing interface (ETR), repeatable")
+    ap.add_argument("--iid", type=int, default=0, help="instance ID of packets from the EID interfaces")
+    ap.add_argument("--static", help="JSON file with local RLOCs/EIDs and mappings")
+    ap.add_argument("--pin-root", default=None, help="bpffs directory (default /sys/fs/bpf/lispctl)")
+    ap.add_argument("--keep-pins", action="store_true", help="leave maps pinned on exit")
+    args = ap.parse_args(argv)
+
+    from lispctl.datapath.datapath import Datapath
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        data = {}
+        if args.static:
+            with open(args.static) as fh:
+                data = json.load(fh)
+        dp = Datapath(args.instance, pin_root=args.pin_root)
+    except (DatapathError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        load_static(dp, data)
+        for ifname in args.eid_if:
+            dp.attach_eid_interface(ifname, args.iid)
+        for ifname in args.eid_dev:
+            dp.attach_eid_device(ifname, args.iid)
+        for ifname in args.rloc_if:
+            dp.attach_rloc_interface(ifname)
+        if "path_mtu" in data:
+            dp.set_path_mtu(int(data["path_mtu"]))
+        print("ready", flush=True)
+        while not stop.is_set():
+            for ev in dp.poll_misses(200):
+                print(f"miss {ev.eid} from {ev.source}", flush=True)
+    except (DatapathError, OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        dp.close(unpin=not args.keep_pins)
+        return 1
+    dp.close(unpin=not args.keep_pins)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,501 @@
+"""The Python face of the BPF data plane: load, attach, write maps, read
+counters and miss events. Map layouts come from the loaded program (bcc's
+Key/Leaf ctypes), never from a copy here."""
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import shutil
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from lispctl.datapath import attach as _attach
+from lispctl.datapath.errors import DatapathError
+from lispctl.datapath.loader import compile_bpf, header_define, header_enum
+from lispctl.datapath.locsets import build_locator_set
+from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
+from lispctl.roles.base import MissEvent
+
+DEFAULT_PIN_BASE = Path("/sys/fs/bpf/lispctl")
+DEFAULT_MISS_INTERVAL_MS = 1000
+CFG_REENCAP = 1
+
+MAX_LOCATORS = header_define("LISP_MAX_LOCATORS")
+SLOTS = header_define("LISP_SLOTS")
+LEVELS = header_define("LISP_LEVELS")
+NO_LOCATOR = header_define("LISP_NO_LOCATOR")
+MAX_MAPPINGS = header_define("LISP_MAX_MAPPINGS")
+PETR_SET = header_define("LISP_PETR_SET")
+
+
+def _enum_names(enum: str, prefix: str) -> dict[int, str]:
+    return {v: k[len(prefix):].lower() for k, v in header_enum(enum).items() if not k[len(prefix):].startswith("_")}
+
+
+DROP_REASONS = _enum_names("lisp_drop_reason", "LISP_DROP_")
+COUNTER_NAMES = _enum_names("lisp_counter", "LISP_CNT_")
+_CNT = header_enum("lisp_counter")
+_MISS = header_enum("lisp_miss_action")
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Sums over all CPUs. drops: reason name (enum lisp_drop_reason, lower
+    case, e.g. 'unknown_iid') -> packets; other: every remaining counter."""
+    encapsulated: int
+    decapsulated: int
+    miss: int
+    drops: dict[str, int] = field(default_factory=dict)
+    other: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_drops(self) -> int:
+        return sum(self.drops.values())
+
+
+def _set_bytes(arr, data: bytes) -> None:
+    ctypes.memmove(ctypes.addressof(arr), data, len(data))
+
+
+def _addr16(addr: IPAddress) -> bytes:
+    return addr.packed.ljust(16, b"\0")
+
+
+class Datapath:
+    """One loaded data plane instance, maps pinned at <pin_root>/<instance>.
+
+    Opening an instance whose maps are already pinned reuses them (entries and
+    counters survive a controller restart); programs are reloaded and
+    re-attached with replace semantics."""
+
+    def __init__(self, instance: str = "default", pin_root: str | os.PathLike | None = None,
+                 cflags: Sequence[str] = ()) -> None:
+        if not instance or "/" in instance or instance.startswith("."):
+            raise DatapathError(f"bad instance name {instance!r}")
+        if os.geteuid() != 0:
+            raise DatapathError("the BPF data plane needs root (CAP_BPF, CAP_NET_ADMIN)")
+        base = Path(pin_root) if pin_root is not None else DEFAULT_PIN_BASE
+        if not _on_bpffs(base):
+            raise DatapathError(f"{base} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)")
+        self.instance = instance
+        self.pin_dir = base / instance
+        self.pin_dir.mkdir(parents=True, exist_ok=True)
+        self._bpf, self._fns = compile_bpf(self.pin_dir, tuple(cflags))
+        self._t = {name: self._bpf[name] for name in (
+            "map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
+            "accepted_iids", "eid_ifaces", "config", "miss_rl", "counters", "map_stats")}
+        self._attachments: list[_attach.TcAttachment] = []
+        self._local_rlocs: list[IPAddress] = self._read_local_rlocs()
+        self._ids: dict[EidPrefix, int] = self._read_mapping_ids()
+        self._next_id = 1
+        self._ring_open = False
+        self._events: list[MissEvent] = []
+        self._closed = False
+        self._mtu_explicit = False
+        cfg = self._config()
+        if cfg.miss_interval_ns == 0 and not any(True for _ in self._t["map_cache4"].keys()):
+            cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
+            self._write_config(cfg)
+
+    # ---- program access (tests, benchmark) ----
+    def prog_fd(self, name: str) -> int:
+        """fd of lisp_itr_ingress, lisp_itr_egress or lisp_etr_ingress."""
+        return self._fns[name].fd
+
+    def table(self, name: str):
+        """The bcc table object of a map in bpf/lisp_maps.h (Key/Leaf ctypes)."""
+        return self._bpf[name]
+
+    # ---- attach ----
+    def attach_eid_interface(self, ifname: str, iid: int = 0) -> None:
+        """ITR on a router: tc ingress of an EID-facing interface; packets
+        entering there belong to instance `iid`."""
+        ifindex = _attach.ifindex_of(ifname)
+        self._set_eid_if(ifindex, iid)
+        self._attachments.append(_attach.attach_tc(ifname, self.prog_fd("lisp_itr_ingress"),
+                                                   "lisp_itr_ingress", _attach.INGRESS))
+
+    def attach_eid_device(self, ifname: str, iid: int = 0) -> None:
+        """Mobile node: tc egress of the host's EID device (dummy/veth; an
+        Ethernet-type device), so locally originated packets are encapsulated."""
+        ifindex = _attach.ifindex_of(ifname)
+        self._set_eid_if(ifindex, iid)
+        self._attachments.append(_attach.attach_tc(ifname, self.prog_fd("lisp_itr_egress"),
+                                                   "lisp_itr_egress", _attach.EGRESS))
+
+    def attach_rloc_interface(self, ifname: str) -> None:
+        """ETR: tc ingress of an RLOC-facing interface. Also sets the path MTU
+        from this interface's MTU unless set_path_mtu() was called."""
+        att = _attach.attach_tc(ifname, self.prog_fd("lisp_etr_ingress"), "lisp_etr_ingress", _attach.INGRESS)
+        self._attachments.append(att)
+        if not self._mtu_explicit:
+            mtu = _attach.link_mtu(att.ifindex)
+            cfg = self._config()
+            if cfg.path_mtu == 0 or mtu < cfg.path_mtu:
+                cfg.path_mtu = mtu
+                self._write_config(cfg)
+
+    def detach(self) -> None:
+        """Remove every filter this object attached (maps stay)."""
+        errors = []
+        for att in reversed(self._attachments):
+            try:
+                _attach.detach_tc(att)
+            except DatapathError as exc:
+                errors.append(str(exc))
+        self._attachments.clear()
+        if errors:
+            raise DatapathError("; ".join(errors))
+
+    def _set_eid_if(self, ifindex: int, iid: int) -> None:
+        t = self._t["eid_ifaces"]
+        leaf = t.Leaf()
+        leaf.iid = iid
+        t[t.Key(ifindex)] = leaf
+
+    # ---- local RLOCs and EIDs ----
+    def add_local_rloc(self, addr: IPAddress) -> None:
+        addr = ipaddress.ip_address(addr)
+        t = self._t["local_rlocs"]
+        t[self._rloc_key(addr)] = t.Leaf(1)
+        if addr not in self._local_rlocs:
+            self._local_rlocs.append(addr)
+        self._update_sources()
+
+    def remove_local_rloc(self, addr: IPAddress) -> None:
+        addr = ipaddress.ip_address(addr)
+        try:
+            del self._t["local_rlocs"][self._rloc_key(addr)]
+        except KeyError:
+            pass
+        if addr in self._local_rlocs:
+            self._local_rlocs.remove(addr)
+        self._update_sources()
+
+    def local_rlocs(self) -> list[IPAddress]:
+        return list(self._local_rlocs)
+
+    def add_local_eid(self, eid: EidPrefix) -> None:
+        """EID prefix of this site: decapsulated packets to it are delivered,
+        packets to it from the EID side are not encapsulated, and its instance
+        ID is accepted by the ETR."""
+        t = self._eid_table(eid, "local_eid")
+        key = self._lpm_key(t, eid)
+        new = key not in t
+        t[key] = t.Leaf(1)
+        if new:
+            self._iid_ref(eid.iid, +1)
+
+    def remove_local_eid(self, eid: EidPrefix) -> None:
+        t = self._eid_table(eid, "local_eid")
+        try:
+            del t[self._lpm_key(t, eid)]
+        except KeyError:
+            return
+        self._iid_ref(eid.iid, -1)
+
+    def accept_iid(self, iid: int, accept: bool = True) -> None:
+        """Accept decapsulation for an instance ID without a local EID (RTR)."""
+        self._iid_ref(iid, +1 if accept else -1)
+
+    # ---- map-cache ----
+    def set_mapping(self, eid: EidPrefix, rlocs: Sequence[Rloc], action: MapAction = MapAction.NO_ACTION) -> None:
+        """Install or replace a map-cache entry. Empty rlocs + action is a
+        negative entry; rlocs with NO_ACTION encapsulate. Counters of a prefix
+        survive replacement (the mapping id is kept)."""
+        t = self._eid_table(eid, "map_cache")
+        key = self._lpm_key(t, eid)
+        mid = self._ids.get(eid)
+        new = mid is None
+        if new:
+            mid = self._alloc_id()
+        if rlocs:
+            self._write_locset(mid, rlocs)
+        else:
+            self._del_locset(mid)
+        if new:
+            self._zero_stats(mid)
+        leaf = t.Leaf()
+        leaf.id = mid
+        leaf.action = int(action)
+        t[key] = leaf
+        self._ids[eid] = mid
+
+    def delete_mapping(self, eid: EidPrefix) -> None:
+        mid = self._ids.pop(eid, None)
+        t = self._eid_table(eid, "map_cache")
+        try:
+            del t[self._lpm_key(t, eid)]
+        except KeyError:
+            pass
+        if mid is not None:
+            self._del_locset(mid)
+            try:
+                del self._t["map_stats"][self._t["map_stats"].Key(mid)]
+            except KeyError:
+                pass
+
+    def mappings(self) -> dict[EidPrefix, int]:
+        """Installed prefixes -> mapping id."""
+        return dict(self._ids)
+
+    def set_miss_action(self, action: MapAction, petr: Sequence[Rloc] = ()) -> None:
+        """What to do on a miss (no entry, or a send-Map-Request entry): with
+        petr locators, encapsulate to them; otherwise NATIVELY_FORWARD or
+        NO_ACTION forward natively, anything else drops. A miss event is
+        emitted in every case."""
+        cfg = self._config()
+        if petr:
+            self._write_locset(PETR_SET, petr)
+            cfg.miss_action = _MISS["LISP_MISS_PETR"]
+        else:
+            self._del_locset(PETR_SET)
+            native = action in (MapAction.NATIVELY_FORWARD, MapAction.NO_ACTION)
+            cfg.miss_action = _MISS["LISP_MISS_NATIVE" if native else "LISP_MISS_DROP"]
+        self._write_config(cfg)
+
+    # ---- config ----
+    def set_path_mtu(self, mtu: int) -> None:
+        """Largest outer packet; 0 disables the check."""
+        if not 0 <= mtu < 1 << 32:
+            raise DatapathError(f"bad MTU {mtu}")
+        self._mtu_explicit = True
+        cfg = self._config()
+        cfg.path_mtu = mtu
+        self._write_config(cfg)
+
+    def set_miss_rate_limit_ms(self, ms: int) -> None:
+        """At most one miss event per (instance, destination) per `ms`."""
+        cfg = self._config()
+        cfg.miss_interval_ns = int(ms) * 1_000_000
+        self._write_config(cfg)
+
+    def set_reencap(self, enabled: bool) -> None:
+        """RTR/PITR: re-encapsulate decapsulated packets for non-local EIDs."""
+        cfg = self._config()
+        cfg.flags = (cfg.flags | CFG_REENCAP) if enabled else (cfg.flags & ~CFG_REENCAP)
+        self._write_config(cfg)
+
+    def config(self) -> dict:
+        cfg = self._config()
+        return {"path_mtu": cfg.path_mtu, "miss_action": cfg.miss_action,
+                "miss_interval_ms": cfg.miss_interval_ns // 1_000_000, "reencap": bool(cfg.flags & CFG_REENCAP),
+                "src4": str(ipaddress.IPv4Address(bytes(cfg.src4))) if cfg.has_src4 else None,
+                "src6": str(ipaddress.IPv6Address(bytes(cfg.src6))) if cfg.has_src6 else None}
+
+    # ---- counters ----
+    def counters(self) -> Counters:
+        t = self._t["counters"]
+        vals = {}
+        for idx, name in COUNTER_NAMES.items():
+            if name in ("drop_base",):
+                continue
+            vals[name] = int(t.sum(t.Key(idx)).value)
+        base = _CNT["LISP_CNT_DROP_BASE"]
+        drops = {name: int(t.sum(t.Key(base + r)).value) for r, name in DROP_REASONS.items()}
+        main = ("encapsulated", "decapsulated", "miss")
+        return Counters(vals["encapsulated"], vals["decapsulated"], vals["miss"], drops,
+                        {k: v for k, v in vals.items() if k not in main})
+
+    def mapping_counters(self, eid: EidPrefix) -> tuple[int, int]:
+        """(packets, bytes of inner packets) encapsulated with this mapping."""
+        mid = self._ids.get(eid)
+        if mid is None:
+            raise DatapathError(f"no mapping for {eid}")
+        t = self._t["map_stats"]
+        try:
+            per_cpu = t[t.Key(mid)]
+        except KeyError:
+            return (0, 0)
+        return (sum(int(v.packets) for v in per_cpu), sum(int(v.bytes) for v in per_cpu))
+
+    # ---- miss events ----
+    def miss_fd(self) -> int:
+        """A pollable fd (the ring buffer map): readable when events wait.
+        Call poll_misses(0) when it is."""
+        self._open_ring()
+        return self._bpf["miss_events"].map_fd
+
+    def poll_misses(self, timeout_ms: int = 0) -> list[MissEvent]:
+        self._open_ring()
+        if timeout_ms > 0:
+            self._bpf.ring_buffer_poll(timeout_ms)
+        self._bpf.ring_buffer_consume()
+        out, self._events = self._events, []
+        return out
+
+    def _open_ring(self) -> None:
+        if self._ring_open:
+            return
+        t = self._bpf["miss_events"]
+
+        def on_event(_ctx, data, _size):
+            self._events.append(_decode_miss(t.event(data)))
+            return 0
+
+        t.open_ring_buffer(on_event)
+        self._ring_open = True
+
+    # ---- lifecycle ----
+    def close(self, unpin: bool = False) -> None:
+        """Detach what we attached; with unpin, remove the pinned maps too (the
+        instance is gone). Without, maps stay for the next Datapath(instance)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.detach()
+        finally:
+            self._bpf.cleanup()
+            if unpin:
+                shutil.rmtree(self.pin_dir, ignore_errors=True)
+
+    def release(self) -> None:
+        """Drop our handles but leave programs attached and maps pinned, so
+        traffic keeps flowing until a new Datapath(instance) takes over."""
+        self._attachments.clear()
+        self.close(unpin=False)
+
+    def __enter__(self) -> "Datapath":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(unpin=False)
+
+    # ---- internals ----
+    def _config(self):
+        t = self._t["config"]
+        return t[t.Key(0)]
+
+    def _write_config(self, cfg) -> None:
+        t = self._t["config"]
+        t[t.Key(0)] = cfg
+
+    def _update_sources(self) -> None:
+        cfg = self._config()
+        v4 = [a for a in self._local_rlocs if a.version == 4]
+        v6 = [a for a in self._local_rlocs if a.version == 6]
+        cfg.has_src4 = 1 if v4 else 0
+        cfg.has_src6 = 1 if v6 else 0
+        _set_bytes(cfg.src4, v4[0].packed if v4 else bytes(4))
+        _set_bytes(cfg.src6, v6[0].packed if v6 else bytes(16))
+        self._write_config(cfg)
+
+    def _rloc_key(self, addr: IPAddress):
+        k = self._t["local_rlocs"].Key()
+        k.family = addr.version
+        _set_bytes(k.addr, _addr16(addr))
+        return k
+
+    def _eid_table(self, eid: EidPrefix, base: str):
+        return self._t[f"{base}{eid.prefix.version}"]
+
+    @staticmethod
+    def _lpm_key(t, eid: EidPrefix):
+        k = t.Key()
+        k.prefixlen = 32 + eid.prefix.prefixlen
+        k.iid = socket.htonl(eid.iid)
+        _set_bytes(k.addr, eid.prefix.network_address.packed)
+        return k
+
+    def _iid_ref(self, iid: int, delta: int) -> None:
+        t = self._t["accepted_iids"]
+        key = t.Key(iid)
+        cur = int(t[key].value) if key in t else 0
+        new = max(0, cur + delta)
+        if new:
+            t[key] = t.Leaf(new)
+        elif key in t:
+            del t[key]
+
+    def _alloc_id(self) -> int:
+        used = set(self._ids.values())
+        for _ in range(MAX_MAPPINGS):
+            mid = self._next_id
+            self._next_id = self._next_id % (MAX_MAPPINGS - 1) + 1
+            if mid not in used and mid != PETR_SET:
+                return mid
+        raise DatapathError(f"map-cache full ({MAX_MAPPINGS} mappings)")
+
+    def _write_locset(self, mid: int, rlocs: Sequence[Rloc]) -> None:
+        ls = build_locator_set(rlocs, MAX_LOCATORS, LEVELS, SLOTS)
+        t = self._t["locsets"]
+        leaf = t.Leaf()
+        leaf.count = len(ls.locators)
+        leaf.nlevels = len(ls.levels)
+        leaf.lsb = ls.lsb
+        for i, r in enumerate(ls.locators):
+            loc = leaf.loc[i]
+            _set_bytes(loc.addr, _addr16(r.address))
+            loc.family = r.address.version
+            loc.priority = r.priority
+            loc.weight = r.weight
+            loc.up = 1 if r.reachable else 0
+        flat = b"".join(bytes(ls.levels[lvl]) if lvl < len(ls.levels) else bytes([NO_LOCATOR]) * SLOTS
+                        for lvl in range(LEVELS))
+        _set_bytes(leaf.slots, flat)
+        t[t.Key(mid)] = leaf
+
+    def _del_locset(self, mid: int) -> None:
+        t = self._t["locsets"]
+        try:
+            del t[t.Key(mid)]
+        except KeyError:
+            pass
+
+    def _zero_stats(self, mid: int) -> None:
+        t = self._t["map_stats"]
+        t[t.Key(mid)] = t.Leaf()
+
+    def _read_local_rlocs(self) -> list[IPAddress]:
+        out: list[IPAddress] = []
+        for k in self._t["local_rlocs"].keys():
+            raw = bytes(k.addr)
+            out.append(ipaddress.IPv4Address(raw[:4]) if k.family == 4 else ipaddress.IPv6Address(raw))
+        return sorted(out, key=lambda a: (a.version, a.packed))
+
+    def _read_mapping_ids(self) -> dict[EidPrefix, int]:
+        ids: dict[EidPrefix, int] = {}
+        for ver in (4, 6):
+            t = self._t[f"map_cache{ver}"]
+            for k, v in t.items():
+                plen = k.prefixlen - 32
+                raw = bytes(k.addr)
+                net = ipaddress.ip_network((raw, plen))
+                ids[EidPrefix(socket.ntohl(k.iid), net)] = int(v.id)
+        return ids
+
+
+def _decode_miss(ev) -> MissEvent:
+    """ev: bcc's ctypes view of struct lisp_miss_event (derived from the program)."""
+    dst, src = bytes(ev.dst), bytes(ev.src)
+    if ev.family == 4:
+        d, s = ipaddress.IPv4Address(dst[:4]), ipaddress.IPv4Address(src[:4])
+        net: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.IPv4Network((d, 32))
+    else:
+        d, s = ipaddress.IPv6Address(dst), ipaddress.IPv6Address(src)
+        net = ipaddress.IPv6Network((d, 128))
+    return MissEvent(EidPrefix(int(ev.iid) & 0xFFFFFF, net), s)
+
+
+def _on_bpffs(path: Path) -> bool:
+    """True when path (or its nearest existing parent) is on bpffs."""
+    p = path
+    while not p.exists():
+        p = p.parent
+    # statfs f_type is not exposed by os; the mount table says it
+    best = ""
+    fstype = ""
+    try:
+        with open("/proc/self/mounts") as fh:
+            for line in fh:
+                parts = line.split()
+                mnt = parts[1]
+                if (str(p) == mnt or str(p).startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                    best, fstype = mnt, parts[2]
+    except OSError:
+        return False
+    return fstype == "bpf"

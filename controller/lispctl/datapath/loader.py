@@ -1,0 +1,108 @@
+"""Compile bpf/ with bcc and read back what the header defines.
+
+bcc rewrites map accesses (`map.lookup(&k)`) only in the main translation
+unit, so local `#include "lisp_*.h"` lines are inlined textually before
+compiling. Enum values are parsed from bpf/lisp_maps.h, so Python never holds
+a second copy of them.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from lispctl.datapath.errors import DatapathError
+
+BPF_DIR = Path(__file__).resolve().parents[3] / "bpf"
+MAIN_SOURCE = "lisp_datapath.c"
+MAPS_HEADER = "lisp_maps.h"
+PROGRAMS = ("lisp_itr_ingress", "lisp_itr_egress", "lisp_etr_ingress")
+
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
+
+
+def bpf_dir() -> Path:
+    override = os.environ.get("LISPCTL_BPF_DIR")
+    return Path(override) if override else BPF_DIR
+
+
+def inline_source(name: str = MAIN_SOURCE, seen: set[str] | None = None) -> str:
+    seen = set() if seen is None else seen
+    path = bpf_dir() / name
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise DatapathError(f"cannot read BPF source {path}: {exc}") from exc
+
+    def repl(m: re.Match) -> str:
+        inc = m.group(1)
+        if inc in seen:
+            return ""
+        seen.add(inc)
+        return f"/* ---- {inc} ---- */\n" + inline_source(inc, seen)
+
+    return _INCLUDE.sub(repl, text)
+
+
+@lru_cache(maxsize=None)
+def header_enum(enum_name: str) -> dict[str, int]:
+    """{'LISP_DROP_MALFORMED': 0, ...} for `enum <enum_name>` in lisp_maps.h."""
+    text = (bpf_dir() / MAPS_HEADER).read_text()
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    m = re.search(r"enum\s+" + re.escape(enum_name) + r"\s*\{(.*?)\}", text, re.S)
+    if not m:
+        raise DatapathError(f"enum {enum_name} not found in {MAPS_HEADER}")
+    values: dict[str, int] = {}
+    for item in m.group(1).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, val = item.partition("=")
+        values[name.strip()] = int(val.strip(), 0)
+    return values
+
+
+@lru_cache(maxsize=None)
+def header_define(name: str) -> int:
+    text = (bpf_dir() / MAPS_HEADER).read_text()
+    m = re.search(r"^#define\s+" + re.escape(name) + r"\s+(\w+)", text, re.M)
+    if not m:
+        raise DatapathError(f"#define {name} not found in {MAPS_HEADER}")
+    return int(m.group(1), 0)
+
+
+def compile_bpf(pin_dir: Path, extra_cflags: tuple[str, ...] = ()):
+    """Load the programs with maps pinned in pin_dir; returns the bcc BPF object.
+
+    Compiler diagnostics go to fd 2 from C++, not to sys.stderr, so fd 2 is
+    captured while compiling and its first error lines go into the exception.
+    """
+    try:
+        from bcc import BPF  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise DatapathError("bcc is not importable (install python3-bpfcc and use a venv with "
+                            "--system-site-packages)") from exc
+    text = inline_source()
+    cflags = [f'-DLISP_PIN_ROOT="{pin_dir}"', "-Wno-unused-function", *extra_cflags]
+    with tempfile.TemporaryFile(mode="w+b") as errf:
+        saved = os.dup(2)
+        os.dup2(errf.fileno(), 2)
+        try:
+            bpf = BPF(text=text, cflags=cflags)
+            fns = {name: bpf.load_func(name, BPF.SCHED_CLS) for name in PROGRAMS}
+        except Exception as exc:  # bcc raises bare Exception
+            os.dup2(saved, 2)
+            errf.seek(0)
+            log = errf.read().decode(errors="replace")
+            lines = [ln for ln in log.splitlines() if "error" in ln.lower()] or log.splitlines()
+            first = "\n".join(lines[:8])
+            hint = ""
+            if "No such file" in log and "linux/" in log:
+                hint = " (kernel headers missing: install linux-headers for the running kernel)"
+            raise DatapathError(f"BPF compile/load failed: {exc}{hint}\n{first}") from exc
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    return bpf, fns
