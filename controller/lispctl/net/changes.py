@@ -97,8 +97,12 @@ class NetChanges:
     async def add_route(self, *, replace: bool = False, **spec: Any) -> Change:
         """Add (or with replace=True, replace) a route; the undo deletes exactly that route."""
         await self._call("route", "replace" if replace else "add", spec)
-        keys = ("family", "dst", "dst_len", "table", "oif", "gateway", "priority", "type")
-        return self._record("route", {k: spec[k] for k in keys if k in spec})
+        keys = ("family", "dst", "dst_len", "table", "oif", "gateway", "priority", "type",
+                "proto", "prefsrc")
+        undo = {k: spec[k] for k in keys if k in spec}
+        # IPv4 deletes only match a route of the same scope; 255 (nowhere) matches any.
+        undo["scope"] = spec.get("scope", 255)
+        return self._record("route", undo)
 
     async def add_rule(self, **spec: Any) -> Change:
         await self._call("rule", "add", spec)
