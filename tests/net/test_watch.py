@@ -119,3 +119,29 @@ def test_async_iteration_and_fileno(ns):
                 loop = asyncio.get_running_loop()
                 assert not loop.remove_reader(w.fileno())
     run(main())
+
+
+def test_overflow_resyncs_and_reports_the_difference(ns):
+    async def main():
+        async with AsyncIPRoute(netns=ns, flags=0) as ipr:
+            await ipr.link("add", ifname="up0", kind="veth", peer={"ifname": "up0p"})
+            (up0,) = await _links(ipr, "up0")
+            # A tiny receive buffer, never drained while 200 addresses come and half go.
+            with InterfaceWatcher(ns, track_gateways=False, rcvbuf=1) as w:
+                for i in range(200):
+                    await ipr.addr("add", index=up0, address=f"10.77.{i}.1", prefixlen=24)
+                for i in range(0, 200, 2):
+                    await ipr.addr("del", index=up0, address=f"10.77.{i}.1", prefixlen=24)
+                events = w.drain()
+                assert w.resyncs >= 1
+                expected = {ip(f"10.77.{i}.1") for i in range(1, 200, 2)}
+                assert {a.address for a in w.view.addresses("up0")} == expected
+                # The events tell the same story as the view: replaying them gives the final set.
+                present = set()
+                for e in events:
+                    if isinstance(e, AddressAdded):
+                        present.add(e.address)
+                    elif isinstance(e, AddressRemoved):
+                        present.discard(e.address)
+                assert present == expected
+    run(main())

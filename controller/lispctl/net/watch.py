@@ -14,8 +14,9 @@ How the view stays right: the event socket is bound to the groups *before*
 the initial dump (made on a second socket), and queued events are applied
 on top of the dump in arrival order. Replaying events older than the dump
 can cause a transient flap but always converges on the kernel's state. If
-the kernel drops notifications (ENOBUFS), the watcher dumps again and
-reports the difference as events.
+the kernel drops notifications (ENOBUFS), the watcher discards what is still
+queued (it predates the loss), dumps again and reports the difference as
+events.
 """
 from __future__ import annotations
 
@@ -499,15 +500,28 @@ class InterfaceWatcher:
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     raise
-                # The kernel dropped notifications: the only safe view is a fresh dump.
+                # The kernel dropped notifications. What is still queued predates the
+                # loss, so replaying it on a fresh dump could resurrect stale state:
+                # throw it away, then dump. Everything queued from here on is newer.
                 log.warning("rtnetlink overflow; re-dumping interfaces")
                 self.resyncs += 1
+                self._discard_queued()
                 fresh = self._snapshot()
                 events += diff_views(self.view, fresh)
                 self.view = fresh
                 continue
             for msg in self._marshal.parse(data):
                 events += self._apply(msg)
+
+    def _discard_queued(self) -> None:
+        while True:
+            try:
+                self._sock.recv(1 << 20)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
 
     def _apply(self, msg) -> list[NetEvent]:
         mtype = msg["header"]["type"]
