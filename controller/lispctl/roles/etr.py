@@ -5,7 +5,6 @@ recently asked for it.
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
 from lispctl.config import Config, MapServerConfig
@@ -13,7 +12,7 @@ from lispctl.mapping.types import EidPrefix, IPAddress
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, NonceSource, decode, ip_only, reply_target
 from lispctl.roles.local import LocalSite
-from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, NO_ADDRESS, EncapsulatedControlMessage,
+from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EncapsulatedControlMessage,
                           MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest,
                           eid_record, from_eid_prefix, record_prefix, request_record, rloc_to_locator,
                           sign, verify)

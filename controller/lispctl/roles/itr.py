@@ -11,7 +11,6 @@ SMR's content) for entries we hold.
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
 from lispctl.config import Config
@@ -20,7 +19,7 @@ from lispctl.mapping.lpm import host_prefix
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import (CONTROL_PORT, Effect, Effects, Endpoint, InstallMapping, MissEvent,
                                 RemoveMapping)
-from lispctl.roles.common import FOREVER_S, Counters, NonceSource, decode, ip_only
+from lispctl.roles.common import FOREVER_S, Counters, NonceSource, decode
 from lispctl.roles.local import LocalSite
 from lispctl.wire import (NO_ADDRESS, TTL_INFINITE, EncapsulatedControlMessage, MalformedMessage,
                           MapReply, MapRequest, from_eid_prefix, locator_to_rloc, record_prefix,

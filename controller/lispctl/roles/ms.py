@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 from lispctl.config import Config, SiteConfig, SiteEidPrefix
 from lispctl.mapping.lpm import LpmTable, eid_sort_key, host_prefix, least_specific_uncovered
-from lispctl.mapping.types import EidPrefix, IPAddress, MapAction
+from lispctl.mapping.types import EidPrefix, MapAction
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, decode, reply_target
 from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EidRecord, EncapsulatedControlMessage,
-                          LocatorRecord, MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply,
+                          MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply,
                           MapRequest, eid_record, record_prefix, sign, verify)
 
 
@@ -102,7 +102,7 @@ class MapServerRole:
             self.counters["map_request_rx"] += 1
             effects = self.resolve(msg, data, now)
             if effects is None:
-                effects = self.negative_reply(msg, now, local_only=True)
+                effects = negative_reply(self.cfg, msg, self.configured, None, self.counters)
             out.items.extend(effects)
         return out.items
 
@@ -219,11 +219,6 @@ class MapServerRole:
         self.counters["map_request_forwarded"] += 1
         out.log(f"forwarded Map-Request for {want} to ETR {reg.source.addr}")
         return out.items
-
-    def negative_reply(self, ecm: EncapsulatedControlMessage, now: float, *,
-                       local_only: bool, extra_configured: LpmTable | None = None) -> list[Effect]:
-        """Negative Map-Reply for an EID no registration covers (RFC 9301 8.3)."""
-        return negative_reply(self.cfg, ecm, self.configured, extra_configured, self.counters)
 
     # ------------------------------------------------------------ API
     def snapshot(self) -> dict:
