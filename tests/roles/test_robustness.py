@@ -1,0 +1,59 @@
+"""Whatever arrives, a role either acts or raises MalformedMessage (which the
+daemon counts); it never crashes with anything else."""
+import random
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from lispctl.mapping.types import EidPrefix, Rloc
+from lispctl.wire import (ALG_HMAC_SHA256, EncapsulatedControlMessage, MalformedMessage, MapNotify,
+                          MapRegister, MapReply, MapRequest, eid_record, request_record, sign)
+
+from roles_helpers import MSMR, XTR, A, ep, make
+
+P = EidPrefix.parse
+REC = eid_record(P("10.1.0.0/16"), (Rloc(A("192.0.2.1")),))
+SEEDS = [
+    sign(MapRegister(1, (REC,), key_id=1, alg_id=ALG_HMAC_SHA256, want_map_notify=True), "secret-a"),
+    sign(MapNotify(1, (REC,), key_id=1, alg_id=ALG_HMAC_SHA256), "secret-a"),
+    MapReply(5, (REC,)).encode(),
+    MapRequest(5, (request_record(P("10.1.2.3/32")),), (A("203.0.113.5"),), smr=True).encode(),
+    EncapsulatedControlMessage(MapRequest(5, (request_record(P("10.1.2.3/32")),), (A("203.0.113.5"),)),
+                               A("203.0.113.5"), A("10.1.2.3"), 5555, 4342).encode(),
+]
+
+
+def all_roles():
+    roles = list(make(XTR.format(alg="hmac-sha256"), wan1=["192.0.2.2"])[1].values())
+    roles += list(make(MSMR.format(roles='["ms", "mr"]'))[1].values())
+    for r in roles:
+        r.tick(0.0)
+    return roles
+
+
+ROLES = all_roles()
+
+
+def feed(data: bytes, now: float) -> None:
+    for role in ROLES:
+        try:
+            role.handle(data, ep("203.0.113.5", 4342), ep("192.0.2.1"), now)
+        except MalformedMessage:
+            pass
+        role.tick(now)
+        role.snapshot()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(SEEDS), st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=6),
+       st.integers(0, 60))
+def test_mutated_messages(seed, flips, cut):
+    data = bytearray(seed)
+    for pos, val in flips:
+        data[pos % len(data)] = val
+    feed(bytes(data[:len(data) - cut] if cut < len(data) else data), 1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes(data):
+    feed(data, 2.0)
