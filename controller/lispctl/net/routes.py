@@ -50,7 +50,7 @@ class EidRoutes:
 
     async def add(self, prefix: PrefixLike, ifname: str, *, gateway: IPAddress | str | None = None,
                   src: IPAddress | str | None = None, table: int | None = None,
-                  metric: int | None = None, onlink: bool = False) -> dict:
+                  metric: int | None = None) -> dict:
         """Route `prefix` toward `ifname` (optionally via `gateway`, with source hint `src`).
 
         Fails with NetError(errno 17) if the kernel already has that exact
@@ -73,8 +73,6 @@ class EidRoutes:
             spec["priority"] = metric
         if gateway is not None:
             spec["gateway"] = str(gateway)
-            if onlink:
-                spec["flags"] = 4     # RTNH_F_ONLINK: gateway not in a connected prefix
         if src is not None:
             spec["prefsrc"] = str(src)
         change = await nc.add_route(**spec)
