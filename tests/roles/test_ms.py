@@ -162,3 +162,12 @@ def test_snapshot_lists_registrations(ms):
     (reg,) = site["eid_prefixes"][0]["registrations"]
     assert reg["registrant"] == f"{0xBEEF:032x}" and reg["rlocs"][0]["address"] == "192.0.2.1"
     assert snap["counters"]["map_register_bad_auth"] == 1
+
+
+def test_same_expiry_time_for_both_families(ms):
+    ms.handle(register("10.2.0.0/16", key="secret-b"), XTR1, ep("198.51.100.10"), 0.0)
+    ms.handle(register("2001:db8:b::/48", rlocs=("2001:db8::1",), key="secret-b"), XTR1, ep("198.51.100.10"), 0.0)
+    ms.handle(register("10.2.0.0/16", key="secret-b", nonce=5), XTR1, ep("198.51.100.10"), 0.0)
+    assert ms.next_deadline() == 180.0
+    ms.tick(180.0)
+    assert registered(ms) == {}

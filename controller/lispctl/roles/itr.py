@@ -11,6 +11,8 @@ SMR's content) for entries we hold.
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import dataclass, field
 
 from lispctl.config import Config
@@ -51,6 +53,9 @@ class ItrRole:
         self.pending: dict[EidPrefix, _Pending] = {}
         self.by_nonce: dict[int, EidPrefix] = {}
         self.holddown: dict[EidPrefix, float] = {}     # gave up until
+        # (refresh time, seq, eid, installed_at): checked lazily against the cache
+        self._refresh: list[tuple[float, int, EidPrefix, float]] = []
+        self._seq = itertools.count()
         self.counters = Counters()
         self.started = False
         self._now = 0.0
@@ -74,7 +79,13 @@ class ItrRole:
         exp = self.cache.next_expiry()
         if exp is not None:
             times.append(exp)
-        times.extend(t for t in (self._refresh_at(e) for e in self.cache.entries()) if t is not None)
+        while self._refresh:
+            at, _, eid, installed_at = self._refresh[0]
+            e = self.cache.get(eid)
+            if e is not None and e.installed_at == installed_at and self._refresh_at(e) is not None:
+                times.append(at)
+                break
+            heapq.heappop(self._refresh)       # stale: replaced, removed or decided
         return min(times, default=None)
 
     def tick(self, now: float) -> list[Effect]:
@@ -86,9 +97,10 @@ class ItrRole:
             del self.holddown[eid]
         for p in [p for p in self.pending.values() if p.next_at <= now]:
             self._retry(p, now, out)
-        for e in self.cache.entries():
-            at = self._refresh_at(e)
-            if at is not None and at <= now:
+        while self._refresh and self._refresh[0][0] <= now:
+            _, _, eid, installed_at = heapq.heappop(self._refresh)
+            e = self.cache.get(eid)
+            if e is not None and e.installed_at == installed_at and self._refresh_at(e) is not None:
                 self._maybe_refresh(e, now, out)
         for e in self.cache.expire(now):
             out.items.append(RemoveMapping(e.eid))
@@ -262,7 +274,10 @@ class ItrRole:
                 self.cache.remove(old.eid)
                 self.holddown.pop(old.eid, None)
                 out.items.append(RemoveMapping(old.eid))
-        self.cache.install(eid, rlocs, action, ttl_s, now)
+        entry = self.cache.install(eid, rlocs, action, ttl_s, now)
+        at = self._refresh_at(entry)
+        if at is not None:
+            heapq.heappush(self._refresh, (at, next(self._seq), eid, now))
         out.items.append(InstallMapping(eid, rlocs, action, ttl_s))
         self.counters["installed"] += 1
         what = ", ".join(str(r.address) for r in rlocs) if rlocs else f"negative, {action.name.lower()}"

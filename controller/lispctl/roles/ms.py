@@ -10,6 +10,8 @@ prefix outside its site gets no answer and changes nothing; it is counted.
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import itertools
 from dataclasses import dataclass, field
 
 from lispctl.config import Config, SiteConfig, SiteEidPrefix
@@ -63,21 +65,34 @@ class MapServerRole:
             for sp in site.cfg.eid_prefix:
                 self.configured.insert(sp.eid, _Prefix(site, sp))
         self.registered: LpmTable[dict[str, Registration]] = LpmTable()
+        # (expires_at, seq, eid, registrant), validated lazily against `registered`
+        self._expiry: list[tuple[float, int, EidPrefix, str]] = []
+        self._seq = itertools.count()
         self.counters = Counters()
         self._now = 0.0
 
     # ------------------------------------------------------------ timers
+    def _live(self, at: float, eid: EidPrefix, registrant: str) -> bool:
+        regs = self.registered.get(eid)
+        r = regs.get(registrant) if regs else None
+        return r is not None and r.expires_at == at
+
     def next_deadline(self) -> float | None:
-        return min((r.expires_at for regs in self.registered.values() for r in regs.values()), default=None)
+        while self._expiry and not self._live(self._expiry[0][0], *self._expiry[0][2:]):
+            heapq.heappop(self._expiry)        # refreshed or removed since
+        return self._expiry[0][0] if self._expiry else None
 
     def tick(self, now: float) -> list[Effect]:
         self._now = now
         out = Effects()
-        for eid, regs in list(self.registered.items()):
-            for key in [k for k, r in regs.items() if r.expires_at <= now]:
-                del regs[key]
-                self.counters["registration_expired"] += 1
-                out.log(f"registration of {eid} by {key} expired")
+        while self._expiry and self._expiry[0][0] <= now:
+            at, _, eid, key = heapq.heappop(self._expiry)
+            if not self._live(at, eid, key):
+                continue
+            regs = self.registered.get(eid)
+            del regs[key]
+            self.counters["registration_expired"] += 1
+            out.log(f"registration of {eid} by {key} expired")
             if not regs:
                 self._forget(eid)
         return out.items
@@ -159,6 +174,7 @@ class MapServerRole:
             regs[registrant] = Registration(
                 registrant, src, rec, msg.proxy_reply or owner.cfg.proxy_reply,
                 old.first_seen if old else now, now, now + timeout, msg.xtr_id, msg.site_id)
+            heapq.heappush(self._expiry, (now + timeout, next(self._seq), eid, registrant))
             if old is None:
                 out.log(f"{eid} registered by {registrant} (site {site.cfg.name})")
         self.counters["map_register_ok"] += 1
