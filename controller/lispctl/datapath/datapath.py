@@ -84,7 +84,7 @@ class Datapath:
         self.pin_dir = base / instance
         self.pin_dir.mkdir(parents=True, exist_ok=True)
         self._bpf, self._fns = compile_bpf(self.pin_dir, tuple(cflags))
-        self._t = {name: self._bpf[name] for name in (
+        self._t = {name: self._bpf[name.encode()] for name in (
             "map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
             "accepted_iids", "eid_ifaces", "config", "miss_rl", "counters", "map_stats")}
         self._attachments: list[_attach.TcAttachment] = []
@@ -107,7 +107,7 @@ class Datapath:
 
     def table(self, name: str):
         """The bcc table object of a map in bpf/lisp_maps.h (Key/Leaf ctypes)."""
-        return self._bpf[name]
+        return self._bpf[name.encode()]
 
     # ---- attach ----
     def attach_eid_interface(self, ifname: str, iid: int = 0) -> None:
@@ -279,6 +279,25 @@ class Datapath:
         cfg.flags = (cfg.flags | CFG_REENCAP) if enabled else (cfg.flags & ~CFG_REENCAP)
         self._write_config(cfg)
 
+    def reset(self) -> None:
+        """Empty every map and restore the default configuration (flush)."""
+        for name in ("map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
+                     "accepted_iids", "eid_ifaces", "miss_rl", "map_stats"):
+            t = self._t[name]
+            for k in list(t.keys()):
+                try:
+                    del t[k]
+                except KeyError:
+                    pass
+        self._t["counters"].clear()
+        t = self._t["config"]
+        cfg = t.Leaf()
+        cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
+        t[t.Key(0)] = cfg
+        self._ids.clear()
+        self._local_rlocs.clear()
+        self._mtu_explicit = False
+
     def config(self) -> dict:
         cfg = self._config()
         return {"path_mtu": cfg.path_mtu, "miss_action": cfg.miss_action,
@@ -317,7 +336,7 @@ class Datapath:
         """A pollable fd (the ring buffer map): readable when events wait.
         Call poll_misses(0) when it is."""
         self._open_ring()
-        return self._bpf["miss_events"].map_fd
+        return self._bpf[b"miss_events"].map_fd
 
     def poll_misses(self, timeout_ms: int = 0) -> list[MissEvent]:
         self._open_ring()
@@ -330,7 +349,7 @@ class Datapath:
     def _open_ring(self) -> None:
         if self._ring_open:
             return
-        t = self._bpf["miss_events"]
+        t = self._bpf[b"miss_events"]
 
         def on_event(_ctx, data, _size):
             self._events.append(_decode_miss(t.event(data)))

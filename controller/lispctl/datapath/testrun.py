@@ -52,7 +52,7 @@ XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
-class TestRunResult:
+class RunResult:
     retval: int
     data: bytes
     duration_ns: int      # mean per run, as the kernel measures it
@@ -68,8 +68,8 @@ def skb_ctx(**fields: int) -> bytes:
     return bytes(buf)
 
 
-def test_run(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes | None = None,
-             out_size: int | None = None) -> TestRunResult:
+def run_prog(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes | None = None,
+             out_size: int | None = None) -> RunResult:
     """Run prog_fd on data `repeat` times; raises OSError with the kernel's errno."""
     out_len = out_size if out_size is not None else len(data) + 4096
     din = ctypes.create_string_buffer(bytes(data), len(data))
@@ -89,4 +89,4 @@ def test_run(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes | None = Non
     if rc < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
-    return TestRunResult(attr.retval, dout.raw[: attr.data_size_out], attr.duration)
+    return RunResult(attr.retval, dout.raw[: attr.data_size_out], attr.duration)
