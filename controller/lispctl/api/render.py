@@ -54,6 +54,8 @@ def rlocs_cell(rlocs: list[dict]) -> str:
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    if seconds >= 10 * 365 * 86400:      # static entries carry a "forever" TTL
+        return "never"
     s = int(seconds)
     if s >= 86400:
         return f"{s // 86400}d{s % 86400 // 3600:02d}h"

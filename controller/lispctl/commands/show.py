@@ -68,6 +68,28 @@ def _generic(rows: list, first: tuple[str, ...], empty: str) -> str:
     return render.table(flat, render.auto_columns(flat, first), empty=empty)
 
 
+def _sites_text(sites: list) -> str:
+    """One row per registration (or per configured prefix without one)."""
+    if not all(isinstance(x, dict) and "eid_prefixes" in x for x in sites):
+        return _generic(sites, ("site", "name", "eid", "prefix", "registered"), "no sites")
+    rows = []
+    for site in sites:
+        for p in site["eid_prefixes"]:
+            regs = p.get("registrations") or [{}]
+            for r in regs:
+                rows.append({"site": site.get("name"), "prefix": p.get("prefix"),
+                             "registered": p.get("registered"), "eid": r.get("eid"),
+                             "rlocs": r.get("rlocs"), "from": r.get("source"),
+                             "expires": r.get("expires_in_s"), "proxy": r.get("proxy_reply")})
+    return render.table(rows, [
+        ("SITE", lambda r: r["site"]), ("PREFIX", lambda r: r["prefix"]),
+        ("REGISTERED", lambda r: r["registered"]), ("EID", lambda r: r["eid"]),
+        ("LOCATORS", lambda r: render.rlocs_cell(r["rlocs"]) if r["rlocs"] is not None else None),
+        ("FROM", lambda r: r["from"]), ("PROXY", lambda r: r["proxy"]),
+        ("EXPIRES", lambda r: render.duration(r["expires"])),
+    ], empty="no sites")
+
+
 def _counters_text(c: dict) -> str:
     rows = []
     for section in ("daemon", "datapath"):
@@ -106,8 +128,7 @@ def database(instance: Optional[str] = InstanceOpt, json_out: bool = JsonOpt, ru
 
 def sites(instance: Optional[str] = InstanceOpt, json_out: bool = JsonOpt, run_dir: Path = RunDirOpt) -> None:
     """The Map-Server's sites and registrations."""
-    _show("sites", instance, json_out, run_dir,
-          lambda rows: _generic(rows, ("site", "name", "eid", "prefix", "registered"), "no sites"))
+    _show("sites", instance, json_out, run_dir, _sites_text)
 
 
 def counters(instance: Optional[str] = InstanceOpt, json_out: bool = JsonOpt, run_dir: Path = RunDirOpt) -> None:

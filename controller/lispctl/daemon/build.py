@@ -1,14 +1,79 @@
-"""Turn a validated Config into a Device: roles, data plane, undo list."""
+"""Turn a validated Config into a Device: roles, data plane, undo list.
+
+Everything that changes the system (BPF programs attached, maps pinned) is
+registered on the Device's undo list right after it succeeds, so a failure
+half way through start-up leaves nothing behind.
+"""
 from __future__ import annotations
 
+import logging
+
+from lispctl.roles import build_roles, datapath_plan
 from lispctl.roles.base import CONTROL_PORT
 
 from .device import Device
 
+log = logging.getLogger("lispctl.daemon")
+
+
+def _interfaces_to_read(cfg) -> list[str]:
+    names = [loc.interface for entry in cfg.database for loc in entry.locator if loc.interface]
+    if cfg.is_itr or cfg.is_etr:
+        names += list(cfg.interfaces.rloc_facing)
+    return list(dict.fromkeys(names))
+
+
+def interface_addresses(names: list[str]) -> dict:
+    """Usable global addresses of the named interfaces, as the roles want them."""
+    if not names:
+        return {}
+    from lispctl.net.watch import InterfaceWatcher
+    with InterfaceWatcher(track_gateways=False) as w:
+        out = {}
+        for name in names:
+            if w.view.by_name(name) is None:
+                log.warning("interface %s does not exist (yet); its locators are empty", name)
+            out[name] = [a.address for a in w.view.addresses(name)]
+        return out
+
 
 def build_device(cfg, *, control_port: int | None = None) -> Device:
-    from lispctl.roles import build_roles  # lands with the roles
-    roles = build_roles(cfg)
-    return Device(instance=cfg.instance, roles=list(roles),
-                  binds=[str(a) for a in cfg.control_addresses],
-                  control_port=CONTROL_PORT if control_port is None else control_port)
+    roles = build_roles(cfg, interface_addresses=interface_addresses(_interfaces_to_read(cfg)))
+    device = Device(instance=cfg.instance, roles=list(roles),
+                    binds=[str(a) for a in cfg.control_addresses],
+                    control_port=CONTROL_PORT if control_port is None else control_port)
+    plan = datapath_plan(cfg, device.roles)
+    if not plan.needed:
+        return device
+    try:
+        _setup_datapath(device, plan)
+    except BaseException:
+        device.teardown()
+        raise
+    return device
+
+
+def _setup_datapath(device: Device, plan) -> None:
+    from lispctl.datapath import Datapath
+    dp = Datapath(instance=device.instance)
+    # close() detaches what this object attached and, with unpin, removes the
+    # instance's pinned maps: `down` means the device is gone.
+    device.on_stop("close data plane", lambda: dp.close(unpin=True))
+    device.datapath = dp
+    for ifname in plan.eid_interfaces:
+        dp.attach_eid_interface(ifname)
+    for ifname in plan.rloc_interfaces:
+        dp.attach_rloc_interface(ifname)
+    for addr in plan.local_rlocs:
+        dp.add_local_rloc(addr)
+    for eid in plan.local_eids:
+        dp.add_local_eid(eid)
+    dp.set_miss_action(plan.miss_action, plan.petr)
+    device.info["datapath_plan"] = {
+        "eid_interfaces": list(plan.eid_interfaces), "rloc_interfaces": list(plan.rloc_interfaces),
+        "local_rlocs": [str(a) for a in plan.local_rlocs], "local_eids": [str(e) for e in plan.local_eids],
+        "miss_action": plan.miss_action.name.lower(), "petr": [str(r.address) for r in plan.petr]}
+    log.info("data plane %s: EID interfaces %s, RLOC interfaces %s, miss action %s",
+             device.instance, ",".join(plan.eid_interfaces) or "-",
+             ",".join(plan.rloc_interfaces) or "-",
+             "petr" if plan.petr else plan.miss_action.name.lower())

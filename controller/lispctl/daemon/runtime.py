@@ -89,6 +89,11 @@ class Runtime:
             if fd_of is not None:
                 self._miss_fd = fd_of()
                 self.loop.add_reader(self._miss_fd, self._misses_ready)
+        now = self.now()
+        for name, role in self.roles:
+            start = getattr(role, "start", None)
+            if start is not None:
+                self._guarded(name, "start", lambda: start(now))
         self._reschedule()
 
     def close(self) -> None:
