@@ -148,12 +148,14 @@ struct lisp_miss_key {
     __u8 addr[16];
 };
 
+/* bcc spelling (u32/u8): bcc derives the event's ctypes class from this
+ * declaration and knows only its own type names there. */
 struct lisp_miss_event {
-    __u32 iid;
-    __u8 family;
-    __u8 pad[3];
-    __u8 dst[16];
-    __u8 src[16];
+    u32 iid;
+    u8 family;
+    u8 pad[3];
+    u8 dst[16];
+    u8 src[16];
 };
 
 struct lisp_stats {

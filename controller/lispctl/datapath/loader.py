@@ -90,8 +90,8 @@ def compile_bpf(pin_dir: Path, extra_cflags: tuple[str, ...] = ()):
         saved = os.dup(2)
         os.dup2(errf.fileno(), 2)
         try:
-            bpf = BPF(text=text, cflags=cflags)
-            fns = {name: bpf.load_func(name, BPF.SCHED_CLS) for name in PROGRAMS}
+            bpf = BPF(text=text.encode(), cflags=cflags)
+            fns = {name: bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in PROGRAMS}
         except Exception as exc:  # bcc raises bare Exception
             os.dup2(saved, 2)
             errf.seek(0)
