@@ -44,39 +44,76 @@ def site(lab: Lab, xtr: str) -> Site:
     return Site(xtr, eids, rlocs)
 
 
-def static_config(lab: Lab, xtr: str, rloc_family: int | dict[int, int] = 4, iid: int = 0,
-                  mappings: bool = True, miss_action: str = "drop") -> dict[str, Any]:
-    """Static-mapping JSON for one xTR: the peer site's EIDs mapped to the peer's RLOC.
-
-    rloc_family: 4 or 6 for both EID families, or {eid_family: rloc_family}.
-    """
-    me, peer = site(lab, xtr), site(lab, PEER[xtr])
+def prefix_mappings(lab: Lab, xtr: str, rloc_family: int | dict[int, int] = 4) -> list[tuple[str, int]]:
+    """The peer site's EID prefixes, each over an RLOC of the given family
+    (4 or 6 for both EID families, or {eid_family: rloc_family})."""
     fam = rloc_family if isinstance(rloc_family, dict) else {4: rloc_family, 6: rloc_family}
+    peer = site(lab, PEER[xtr])
+    return [(peer.eids[v], fam[v]) for v in (4, 6)]
+
+
+# host suffix -> RLOC family used for it in host_mappings (4: .2/::2, 6: .3/::3; .4/::4 unmapped)
+HOST_SUFFIX = {4: 2, 6: 3}
+UNMAPPED_SUFFIX = 4
+
+
+def host_eid(lab: Lab, host: str, eid_family: int, rloc_family: int | None) -> str:
+    """hostA/hostB's EID that is carried over `rloc_family` RLOCs (None: the unmapped one)."""
+    suffix = UNMAPPED_SUFFIX if rloc_family is None else HOST_SUFFIX[rloc_family]
+    xtr = {v: k for k, v in HOST.items()}[host]
+    net = ipaddress.ip_network(site(lab, xtr).eids[eid_family])
+    return str(net.network_address + suffix)
+
+
+def host_mappings(lab: Lab, xtr: str) -> list[tuple[str, int]]:
+    """Single-host mappings toward the peer's host: all four EID-family x RLOC-family
+    combinations at once, each on its own pair of host addresses."""
+    peer_host = HOST[PEER[xtr]]
+    out = []
+    for eid_v in (4, 6):
+        for rloc_v in (4, 6):
+            addr = host_eid(lab, peer_host, eid_v, rloc_v)
+            out.append((f"{addr}/{32 if eid_v == 4 else 128}", rloc_v))
+    return out
+
+
+def static_config(lab: Lab, xtr: str, mappings: list[tuple[str, int]], iid: int = 0,
+                  miss_action: str = "drop") -> dict[str, Any]:
+    """Static-mapping JSON (docs/datapath.md) for one xTR: (EID prefix, RLOC family) pairs
+    mapped to the peer xTR's RLOC of that family."""
+    me, peer = site(lab, xtr), site(lab, PEER[xtr])
     tag = f"[{iid}]" if iid else ""
     return {
         "local_rlocs": sorted(me.rlocs.values()),
         "local_eids": [tag + e for e in me.eids.values()],
+        "accept_iids": [iid],
         "mappings": [
-            {"eid": tag + peer.eids[v],
-             "rlocs": [{"address": peer.rlocs[fam[v]], "priority": 1, "weight": 100}],
+            {"eid": tag + eid, "rlocs": [{"address": peer.rlocs[fam], "priority": 1, "weight": 100}],
              "action": "no-action"}
-            for v in (4, 6)
-        ] if mappings else [],
+            for eid, fam in mappings
+        ],
         "miss_action": miss_action,
-        "petr": None,
+        "petr": [],
     }
 
 
 def start_datapaths(lab: Lab, rloc_family: int | dict[int, int] = 4, iid: int = 0,
-                    mappings: bool = True) -> dict[str, Path]:
-    """Write the static files and start the datapath on both xTRs (waits for 'ready')."""
+                    mappings: str = "prefix") -> dict[str, Path]:
+    """Write the static files and start the datapath on both xTRs (waits for 'ready').
+
+    mappings: "prefix" (peer EID prefixes over rloc_family), "hosts" (host_mappings) or "none"."""
     files = {}
     for xtr in ("xtr1", "xtr2"):
+        m = {"prefix": lambda: prefix_mappings(lab, xtr, rloc_family),
+             "hosts": lambda: host_mappings(lab, xtr), "none": lambda: []}[mappings]()
         path = lab.rundir / f"{xtr}-static-{next(_seq)}.json"
-        path.write_text(json.dumps(static_config(lab, xtr, rloc_family, iid, mappings), indent=1))
+        path.write_text(json.dumps(static_config(lab, xtr, m, iid), indent=1))
         files[xtr] = path
+    # both compile their BPF programs at once (bcc needs seconds per instance)
     for xtr, path in files.items():
-        lab.start_declared(xtr, "datapath", static=str(path))
+        lab.start_declared(xtr, "datapath", wait=False, static=str(path), iid=str(iid))
+    for xtr in files:
+        lab.wait_ready(xtr, "datapath")
     return files
 
 
@@ -85,14 +122,32 @@ def stop_datapaths(lab: Lab) -> None:
         lab.stop(xtr, "datapath")
 
 
+def counters_all(lab: Lab, xtrs: tuple[str, ...] = ("xtr1", "xtr2")) -> dict[str, dict[str, int]]:
+    """counters() of several xTRs at once: each is read in a forked child, because
+    opening an instance compiles for seconds and bcc must not compile in two
+    threads of one process (it crashes)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(len(xtrs)) as ex:
+        return dict(zip(xtrs, ex.map(lambda x: lab.call(x, _counters_here, lab.instance(x)), xtrs)))
+
+
 def counters(lab: Lab, xtr: str) -> dict[str, int]:
-    """The xTR's data-plane counters, read from its pinned maps."""
+    return lab.call(xtr, _counters_here, lab.instance(xtr))
+
+
+def _counters_here(instance: str) -> dict[str, int]:
+    """The xTR's data-plane counters, read from its pinned maps (flat: drops as drop_<reason>).
+
+    Opening the instance reuses its pinned maps and attaches nothing, so the
+    running datapath process is not disturbed.
+    """
     from lispctl.datapath import Datapath  # only when a datapath exists
-    dp = Datapath.open(instance=lab.instance(xtr))
-    try:
-        return {str(k): int(v) for k, v in dp.counters().items()}
-    finally:
-        dp.close(unpin=False)
+    with Datapath(instance) as d:
+        c = d.counters()
+    out = {"encapsulated": c.encapsulated, "decapsulated": c.decapsulated, "miss": c.miss}
+    out.update({f"drop_{k}": v for k, v in c.drops.items()})
+    out.update(c.other)
+    return out
 
 
 @contextlib.contextmanager

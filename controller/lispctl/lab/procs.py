@@ -43,6 +43,8 @@ class LabProcess:
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.pid = self.popen.pid
         self.started = start_time(self.pid)
+        self.ready_word: str | None = None
+        self.ready_timeout = 30.0
 
     def output(self) -> str:
         try:

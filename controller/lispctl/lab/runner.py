@@ -247,15 +247,31 @@ class Lab:
                 raise
         return p
 
-    def start_declared(self, node: str, name: str, **overrides: str) -> procs.LabProcess:
-        """Start a process declared in the topology file, with placeholder overrides."""
+    def start_declared(self, node: str, name: str, wait: bool = True, **overrides: str) -> procs.LabProcess:
+        """Start a process declared in the topology file, with placeholder overrides.
+
+        wait=False returns at once; call lab.wait_ready(node, name) later (start several in parallel)."""
         spec = next((p for p in self.topo.nodes[node].processes if p.name == name), None)
         if spec is None:
             raise KeyError(f"node {node} declares no process {name!r}")
         argv = [self.expand(node, a, spec, overrides) for a in spec.argv]
         uses_instance = any("{instance}" in a for a in spec.argv)
-        return self.start(node, name, argv, ready=spec.ready, timeout=spec.ready_timeout,
-                          sysfs=spec.remount_sys, pin_instance=self.instance(node) if uses_instance else None)
+        p = self.start(node, name, argv, ready=spec.ready if wait else None, timeout=spec.ready_timeout,
+                       sysfs=spec.remount_sys, pin_instance=self.instance(node) if uses_instance else None)
+        if not wait:
+            p.ready_word, p.ready_timeout = spec.ready, spec.ready_timeout
+        return p
+
+    def wait_ready(self, node: str, name: str) -> None:
+        """Wait for a process started with wait=False; stops it if it fails."""
+        p = self.procs[(node, name)]
+        if p.ready_word is None:
+            return
+        try:
+            p.wait_ready(p.ready_word, p.ready_timeout)
+        except procs.ProcessError:
+            self.stop(node, name)
+            raise
 
     def start_all(self, **overrides: str) -> None:
         for node, spec in self.topo.nodes.items():

@@ -26,8 +26,8 @@ def _csum(data: bytes) -> int:
     return ~s & 0xFFFF
 
 
-def ping_here(dst: str, count: int = 3, timeout: float = 1.0, size: int = 56) -> int:
-    """ICMP/ICMPv6 echo; returns how many replies came back."""
+def ping_here(dst: str, count: int = 3, timeout: float = 1.0, size: int = 56, src: str | None = None) -> int:
+    """ICMP/ICMPv6 echo (from `src` if given); returns how many replies came back."""
     v6 = ipaddress.ip_address(dst).version == 6
     if v6:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
@@ -37,6 +37,8 @@ def ping_here(dst: str, count: int = 3, timeout: float = 1.0, size: int = 56) ->
         req, rep = 8, 0
     ident = os.getpid() & 0xFFFF
     got = 0
+    if src:
+        sock.bind((src, 0))
     with sock:
         for seq in range(count):
             payload = os.urandom(size)
@@ -61,12 +63,13 @@ def ping_here(dst: str, count: int = 3, timeout: float = 1.0, size: int = 56) ->
     return got
 
 
-def tcp_send_here(dst: str, port: int, nbytes: int, timeout: float = 10.0) -> dict:
+def tcp_send_here(dst: str, port: int, nbytes: int, timeout: float = 10.0, src: str | None = None) -> dict:
     """Send nbytes to a sink; returns sent count, seconds and whether the sink's digest matched."""
     block = os.urandom(1 << 16)
     h = hashlib.sha256()
     t0 = time.monotonic()
-    with socket.create_connection((dst, port), timeout=timeout) as s:
+    with socket.create_connection((dst, port), timeout=timeout,
+                                  source_address=(src, 0) if src else None) as s:
         sent = 0
         while sent < nbytes:
             chunk = block[: min(len(block), nbytes - sent)]

@@ -1,0 +1,129 @@
+"""The eBPF data plane with static mappings, in the `dataplane` namespace lab.
+
+One lab and one pair of datapath processes serve the whole module (loading
+the BPF programs costs seconds): host-specific mappings put each
+EID-family x RLOC-family combination on its own pair of host addresses
+(see lispctl.lab.dataplane.host_mappings), and .4/::4 stay unmapped.
+"""
+from __future__ import annotations
+
+import ipaddress
+import sys
+
+import pytest
+
+from lispctl.lab import Lab, load
+from lispctl.lab import dataplane as dp
+from lispctl.lab.nsexec import enter
+from lispctl.lab.traffic import ping_here, tcp_send_here
+from tests.conftest import need_root
+
+IID = 7
+SINK_PORT = 5001
+ZERO_CSUM_V6 = "udp/udp.checksum_tree/_ws.expert: Illegal checksum value (0)"
+COMBOS = [(4, 4), (4, 6), (6, 4), (6, 6)]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    need_root()
+    with Lab(load("dataplane")) as lab:
+        a, b = dp.host_eid(lab, "hostA", 4, 4), dp.host_eid(lab, "hostB", 4, 4)
+        a6, b6 = dp.host_eid(lab, "hostA", 6, 6), dp.host_eid(lab, "hostB", 6, 6)
+        lab.before_lisp = (lab.call("hostA", ping_here, b, 1, 0.5, 56, a),
+                           lab.call("hostA", ping_here, b6, 1, 0.5, 56, a6))
+        dp.start_datapaths(lab, iid=IID, mappings="hosts")
+        lab.start("hostB", "sink", [sys.executable, "-m", "lispctl.lab.traffic", "sink", str(SINK_PORT)])
+        yield lab
+
+
+def test_underlay_alone_does_not_carry_eid_traffic(lab):
+    assert lab.before_lisp == (0, 0)
+
+
+def _layer(layers: dict, name: str) -> list[dict]:
+    v = layers.get(name, [])
+    return v if isinstance(v, list) else [v]
+
+
+def _ips(layers: dict) -> list[tuple[str, str]]:
+    """(src, dst) of each IP header, outer first (tshark lists layers in packet order)."""
+    out = []
+    for key in [k for k in layers if k in ("ip", "ipv6")]:
+        for hdr in _layer(layers, key):
+            if key == "ip":
+                out.append((hdr["ip.src"], hdr["ip.dst"]))
+            else:
+                out.append((hdr["ipv6.src"], hdr["ipv6.dst"]))
+    return out
+
+
+@pytest.mark.parametrize("eid_v, rloc_v", COMBOS, ids=[f"eid{e}-over-rloc{r}" for e, r in COMBOS])
+def test_ping_and_tcp_cross_as_valid_lisp(lab, eid_v, rloc_v):
+    src, dst = dp.host_eid(lab, "hostA", eid_v, rloc_v), dp.host_eid(lab, "hostB", eid_v, rloc_v)
+    rloc1, rloc2 = lab.addr("xtr1", rloc_v, "rloc0"), lab.addr("xtr2", rloc_v, "rloc0")
+    with dp.capture(lab, "router", "r1", "udp port 4341") as pcap:
+        assert lab.call("hostA", ping_here, dst, 3, 1.0, 56, src) == 3
+        result = lab.call("hostA", tcp_send_here, dst, SINK_PORT, 2_000_000, 20.0, src)
+        assert result["intact"] and result["sent"] == 2_000_000
+    packets = dp.tshark_json(pcap)
+    assert len(packets) >= 6 + 2_000_000 // 1500
+    for layers in packets:
+        assert "lisp-data" in layers, f"not decoded as LISP data: {list(layers)}"
+        lisp = layers["lisp-data"]
+        flags = lisp["lisp-data.flags_tree"]
+        assert flags["lisp-data.flags.iid"] == "1"
+        assert flags["lisp-data.flags.mv"] == "0"
+        assert int(lisp["lisp-data.iid"]) == IID
+        (osrc, odst), (isrc, idst) = _ips(layers)[:2]
+        # outer header of the RLOC family, between the two xTRs' RLOCs
+        assert {osrc, odst} == {rloc1, rloc2}
+        assert ipaddress.ip_address(osrc).version == rloc_v
+        # inner header: the two hosts' EIDs, untouched
+        assert {isrc, idst} == {src, dst}
+        problems = dp.expert_problems(layers)
+        if rloc_v == 6:
+            # RFC 9300 sec. 5.3 (with RFC 6935/6936): the outer UDP checksum SHOULD be
+            # zero for IPv6 too; tshark predates that and flags it. Only that item passes.
+            problems = [p for p in problems if p != ZERO_CSUM_V6]
+        assert problems == []
+
+
+@pytest.mark.parametrize("eid_v", [4, 6])
+def test_unmapped_destination_does_not_cross(lab, eid_v):
+    dst = dp.host_eid(lab, "hostB", eid_v, None)
+    src = dp.host_eid(lab, "hostA", eid_v, 4)  # a source the far side could answer
+    with dp.capture(lab, "router", "r1", "udp port 4341") as pcap:
+        assert lab.call("hostA", ping_here, dst, 2, 0.5, 56, src) == 0
+    assert dp.tshark_json(pcap) == []
+
+
+def _count_while_pinging(instance: str, host_ns: str, mapped: tuple[str, str], unmapped: tuple[str, str], n: int):
+    """In xtr1's namespace: open the data plane once, read counters, ping from
+    hostA, read again (one BPF compile instead of two)."""
+    from lispctl.datapath import Datapath
+    from lispctl.mapping.types import EidPrefix
+    with Datapath(instance) as d:
+        eid = EidPrefix.parse(f"{mapped[1]}/32", IID)
+        c0, m0 = d.counters(), d.mapping_counters(eid)
+        enter(host_ns)
+        replies = ping_here(mapped[1], n, 1.0, 56, mapped[0])
+        lost = ping_here(unmapped[1], n, 0.3, 56, unmapped[0])
+        c1, m1 = d.counters(), d.mapping_counters(eid)
+    return {"replies": replies, "lost_replies": lost,
+            "encapsulated": c1.encapsulated - c0.encapsulated,
+            "decapsulated": c1.decapsulated - c0.decapsulated,
+            "drop_miss": c1.drops["miss"] - c0.drops["miss"],
+            "mapping_packets": m1[0] - m0[0]}
+
+
+def test_counters_move_with_traffic(lab):
+    n = 5
+    mapped = (dp.host_eid(lab, "hostA", 4, 4), dp.host_eid(lab, "hostB", 4, 4))
+    unmapped = (dp.host_eid(lab, "hostA", 4, 4), dp.host_eid(lab, "hostB", 4, None))
+    d = lab.call("xtr1", _count_while_pinging, lab.instance("xtr1"), lab.ns("hostA"), mapped, unmapped, n)
+    assert d["replies"] == n and d["lost_replies"] == 0
+    assert n <= d["mapping_packets"] < n + 3          # this host mapping carried the echo requests
+    assert d["encapsulated"] >= n                     # requests out of xtr1
+    assert d["decapsulated"] >= n                     # replies into xtr1
+    assert d["drop_miss"] >= n                        # unmapped destination: dropped, counted
