@@ -1,6 +1,7 @@
 """`lispctl up -c FILE`: run a device in the foreground until stopped."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -55,7 +56,9 @@ def up(
     except PermissionError as exc:
         typer.echo(f"error: {exc} (lispctl up needs root)", err=True)
         raise typer.Exit(1)
-    except OSError as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except Exception as exc:       # start-up failed (bind, BPF load, attach...): undo already ran
+        if level == "debug":
+            logging.getLogger("lispctl.daemon").exception("start-up failed")
+        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1)
     raise typer.Exit(status)
