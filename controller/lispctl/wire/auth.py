@@ -9,6 +9,7 @@ offset (16) in every authenticated message type, so no decode is needed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hmac as _py_hmac
 import struct
 
@@ -33,12 +34,22 @@ def _key(key: str | bytes) -> bytes:
     return key.encode("utf-8") if isinstance(key, str) else bytes(key)
 
 
+@functools.lru_cache(maxsize=1024)
+def _keyed(alg_id: int, key: bytes) -> _hmac.HMAC:
+    # Keying an HMAC costs more than hashing a whole Map-Register; a Map-Server
+    # sees the same few site keys over and over, so key once and copy().
+    return _hmac.HMAC(key, _HASHES[alg_id]())
+
+
+def _new_mac(alg_id: int, key: str | bytes) -> _hmac.HMAC:
+    return _keyed(alg_id, _key(key)).copy()
+
+
 def compute_mac(alg_id: int, key: str | bytes, data: bytes) -> bytes:
     """HMAC of data for algorithm 1 or 2 (full length)."""
-    h = _HASHES.get(alg_id)
-    if h is None:
+    if alg_id not in _HASHES:
         raise ValueError(f"no MAC for algorithm {alg_id}")
-    m = _hmac.HMAC(_key(key), h())
+    m = _new_mac(alg_id, key)
     m.update(data)
     return m.finalize()
 
@@ -91,13 +102,10 @@ def verify(raw: bytes, key: str | bytes, *, alg_ids: tuple[int, ...] = (ALG_HMAC
     if end > len(raw):
         return False
     raw = bytes(raw)
-    h = _HASHES.get(alg_id)
-    if h is None:
+    if alg_id not in _HASHES:
         return False
-    m = _hmac.HMAC(_key(key), h())
-    m.update(raw[:AUTH_OFFSET])
-    m.update(bytes(alen))
-    m.update(raw[end:])
+    m = _new_mac(alg_id, key)
+    m.update(raw[:AUTH_OFFSET] + bytes(alen) + raw[end:])
     try:
         m.verify(raw[AUTH_OFFSET:end])
     except InvalidSignature:
