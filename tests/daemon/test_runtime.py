@@ -200,3 +200,26 @@ def test_miss_events_from_datapath_fd_reach_on_miss():
     misses = run(body, role=role, datapath=dp, binds=["127.0.0.1"])
     assert role.misses == [ev, ev] and misses == 2
     os.close(dp.r), os.close(dp.w)
+
+
+def test_used_mappings_are_reported_to_on_used(monkeypatch):
+    import lispctl.daemon.runtime as rt_mod
+    monkeypatch.setattr(rt_mod, "USAGE_POLL_S", 0.05)
+    dp = FakeDatapath()
+    packets = {}
+    dp.mapping_counters = lambda eid: (packets.get(eid, 0), 0)
+    role = FakeRole()
+    used_calls = []
+    role.on_used = lambda eids, now: used_calls.append(sorted(eids)) or []
+    a, b = EidPrefix.parse("10.2.0.0/16"), EidPrefix.parse("10.3.0.0/16")
+
+    async def body(rt):
+        to = ("127.0.0.1", rt.sockets.port)
+        await _quiet(b"install 10.2.0.0/16", to)
+        await _quiet(b"install 10.3.0.0/16", to)
+        await asyncio.sleep(0.12)
+        packets[b] = 7                      # traffic on b only
+        await asyncio.sleep(0.12)
+    run(body, role=role, datapath=dp, binds=["127.0.0.1"])
+    assert used_calls == [[b]]             # once: the counter moved once
+    os.close(dp.r), os.close(dp.w)

@@ -22,6 +22,9 @@ from lispctl.roles.base import (CONTROL_PORT, Endpoint, InstallMapping, Log, Mis
 from .udp import ControlSockets
 
 log = logging.getLogger("lispctl.daemon")
+
+# How often per-mapping data-plane counters are read to find used entries.
+USAGE_POLL_S = 5.0
 proto_log = logging.getLogger("lispctl.proto")
 
 from lispctl.wire.errors import MalformedMessage
@@ -74,6 +77,8 @@ class Runtime:
         self._timer: asyncio.TimerHandle | None = None
         self._miss_fd: int | None = None
         self._last_tick = float("-inf")
+        self._usage: dict[EidPrefix, int] = {}
+        self._usage_timer: asyncio.TimerHandle | None = None
         self.started_wall = time.time()
         self.started = 0.0
 
@@ -89,6 +94,9 @@ class Runtime:
             if fd_of is not None:
                 self._miss_fd = fd_of()
                 self.loop.add_reader(self._miss_fd, self._misses_ready)
+        if self.datapath is not None and hasattr(self.datapath, "mapping_counters") \
+                and any(hasattr(r, "on_used") for _, r in self.roles):
+            self._usage_timer = self.loop.call_later(USAGE_POLL_S, self._poll_usage)
         now = self.now()
         for name, role in self.roles:
             start = getattr(role, "start", None)
@@ -97,6 +105,9 @@ class Runtime:
         self._reschedule()
 
     def close(self) -> None:
+        if self._usage_timer is not None:
+            self._usage_timer.cancel()
+            self._usage_timer = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -144,6 +155,30 @@ class Runtime:
             return
         for ev in events:
             self.miss(ev)
+
+    def _poll_usage(self) -> None:
+        """Tell the ITR which installed mappings carried traffic since the last
+        poll (per-mapping packet counters), so it refreshes only used entries."""
+        self._usage_timer = self.loop.call_later(USAGE_POLL_S, self._poll_usage)
+        used = []
+        for eid in list(self.cache):
+            try:
+                packets, _ = self.datapath.mapping_counters(eid)
+            except Exception:
+                continue                     # e.g. removed meanwhile
+            if packets != self._usage.get(eid, 0):
+                used.append(eid)
+            self._usage[eid] = packets
+        for eid in [e for e in self._usage if e not in self.cache]:
+            del self._usage[eid]
+        if not used:
+            return
+        now = self.now()
+        for name, role in self.roles:
+            on_used = getattr(role, "on_used", None)
+            if on_used is not None:
+                self._guarded(name, "on_used", lambda: on_used(used, now))
+        self._reschedule()
 
     def miss(self, event: MissEvent) -> None:
         self.counters["misses"] += 1
