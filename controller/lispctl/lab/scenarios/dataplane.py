@@ -1,6 +1,7 @@
 """hostA -> hostB across two xTRs with static mappings: the `make lab` demonstration."""
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from .. import dataplane as dp
@@ -49,17 +50,23 @@ def run(lab: Lab, say: Callable[[str], None]) -> bool:
             ok = False
 
     say("\n[6/7] tshark on the underlay router (interface r1, capture filter 'udp port 4341')")
-    say("      frame | outer src | outer dst | outer v6 src | outer v6 dst | sport | dport | LISP flags | IID | nonce | proto | info")
+    say("      frame | IPv4 src (outer,inner) | IPv4 dst | IPv6 src (outer,inner) | IPv6 dst | UDP sport | dport | LISP flags | IID | nonce | inner proto | info")
     t = dp.live_decode(lab, "router", "r1", count=4)
+    out = ""
     try:
         dp.wait_capturing(t)
-        for dst in (b4, b6):
-            lab.call("hostA", ping_here, dst, 1, 1.0)
-        out, _ = t.communicate(timeout=10)
+        # keep a trickle of pings going until tshark has its packets
+        deadline = time.monotonic() + 15
+        while t.poll() is None and time.monotonic() < deadline:
+            for dst in (b4, b6):
+                lab.call("hostA", ping_here, dst, 1, 0.3)
+        out = t.communicate(timeout=5)[0]
     except Exception as exc:
-        t.kill()
-        out = ""
         say(f"      tshark: {exc}")
+    finally:
+        if t.poll() is None:
+            t.kill()
+            t.wait()
     lines = [line for line in out.splitlines() if line.strip()]
     for line in lines:
         say("      " + line)
