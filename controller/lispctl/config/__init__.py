@@ -18,17 +18,17 @@ from pydantic import ValidationError
 from lispctl.config.lines import find_line, key_lines
 from lispctl.config.models import (AddressLocator, Config, DatabaseEntry, EtrConfig,
                                    InterfacesConfig, ItrConfig, LocatorConfig, MapCacheEntry,
-                                   MapResolverConfig, MapServerConfig, MrConfig, MrForward,
-                                   MsConfig, SiteConfig, SiteEidPrefix, action_of)
+                                   MapResolverConfig, MapServerConfig, MobileNodeConfig, MrConfig,
+                                   MrForward, MsConfig, SiteConfig, SiteEidPrefix, action_of)
 
 __all__ = [
     "AddressLocator", "Config", "ConfigError", "ConfigProblem", "DatabaseEntry", "EtrConfig",
     "InterfacesConfig", "ItrConfig", "LocatorConfig", "MapCacheEntry", "MapResolverConfig",
-    "MapServerConfig", "MrConfig", "MrForward", "MsConfig", "SiteConfig", "SiteEidPrefix",
+    "MapServerConfig", "MobileNodeConfig", "MrConfig", "MrForward", "MsConfig", "SiteConfig", "SiteEidPrefix",
     "action_of", "load", "loads",
 ]
 
-IMPLEMENTED_ROLES = {"xtr", "itr", "etr", "ms", "mr"}
+IMPLEMENTED_ROLES = {"xtr", "itr", "etr", "ms", "mr", "mobile-node"}
 
 
 @dataclass(frozen=True)
@@ -145,4 +145,54 @@ def cross_check(cfg: Config) -> list[tuple[tuple, str]]:
     for i, ms in enumerate(cfg.map_server):
         if ms.address in {m.address for m in cfg.map_server[:i]}:
             out.append((("map-server", i, "address"), f"{ms.address} is listed twice"))
+    out += _pubsub_checks(cfg) + _mobile_node_checks(cfg)
+    return out
+
+
+def _pubsub_checks(cfg: Config) -> list[tuple[tuple, str]]:
+    out: list[tuple[tuple, str]] = []
+    if cfg.itr.xtr_id and cfg.etr.xtr_id and cfg.itr.xtr_id.lower() != cfg.etr.xtr_id.lower():
+        out.append((("itr", "xtr-id"), "differs from etr.xtr-id: one device has one xTR-ID"))
+    for i, mr in enumerate(cfg.map_resolver):
+        if mr.subscribe and cfg.xtr_id is None:
+            out.append((("map-resolver", i, "subscribe"),
+                        "subscribing needs an xTR-ID: set itr.xtr-id (or etr.xtr-id), 32 hex digits"))
+    ids: dict = {}
+    for i, site in enumerate(cfg.site):
+        if site.site_id is None:
+            continue
+        if site.site_id in ids:
+            out.append((("site", i, "site-id"), f"site-id {site.site_id} is also site[{ids[site.site_id]}]"))
+        ids.setdefault(site.site_id, i)
+    return out
+
+
+def _mobile_node_checks(cfg: Config) -> list[tuple[tuple, str]]:
+    out: list[tuple[tuple, str]] = []
+    if not cfg.is_mobile_node:
+        if "mobile_node" in cfg.model_fields_set:
+            out.append((("mobile-node",), "[mobile-node] is only used by the mobile-node role"))
+        return out
+    others = [r for r in cfg.roles if r != "mobile-node"]
+    if others:
+        out.append((("roles",), f"mobile-node is a complete xTR on a host; it cannot be combined with "
+                                f"{', '.join(repr(r) for r in others)}"))
+    if cfg.interfaces.eid_facing:
+        out.append((("interfaces", "eid-facing"),
+                    "a mobile node's EIDs live on its own EID device (mobile-node.eid-device), "
+                    "not on eid-facing interfaces"))
+    for i, entry in enumerate(cfg.database):
+        p = entry.eid_prefix
+        if p.prefixlen != p.max_prefixlen:
+            out.append((("database", i, "eid-prefix"),
+                        f"a mobile node's EID is one address (/{p.max_prefixlen}), not {p}"))
+        for j, loc in enumerate(entry.locator):
+            if loc.interface is None:
+                out.append((("database", i, "locator", j, "address"),
+                            "a mobile node's locators are its uplinks: give 'interface' (and 'family')"))
+            elif loc.interface == cfg.mobile_node.eid_device:
+                out.append((("database", i, "locator", j, "interface"),
+                            f"{loc.interface} is the EID device, not an uplink"))
+    if cfg.mobile_node.eid_device in cfg.interfaces.rloc_facing:
+        out.append((("interfaces", "rloc-facing"), f"{cfg.mobile_node.eid_device} is the EID device"))
     return out

@@ -58,6 +58,10 @@ EidText = Annotated[EidPrefix, BeforeValidator(_eid_text)]
 U8 = Annotated[int, Field(ge=0, le=255)]
 InstanceId = Annotated[int, Field(ge=0, lt=1 << 24)]
 Seconds = Annotated[float, Field(gt=0)]
+Algorithm = Literal["hmac-sha1", "hmac-sha256"]
+XtrId = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{32}$")]
+SiteId = Annotated[int, Field(ge=0, lt=1 << 64)]
+IfName = Annotated[str, Field(pattern=r"^[^\s/:]{1,15}$")]
 
 _ACTIONS = {
     "no-action": MapAction.NO_ACTION,
@@ -138,13 +142,27 @@ class MapServerConfig(_Model):
     address: Address
     key: str = Field(min_length=1)
     key_id: U8 = 0
-    algorithm: Literal["hmac-sha1", "hmac-sha256"] = "hmac-sha256"
+    algorithm: Algorithm = "hmac-sha256"
     want_map_notify: bool = True
     proxy_reply: bool = False
 
 
 class MapResolverConfig(_Model):
     address: Address
+    # RFC 9437 publish/subscribe: Map-Requests through this resolver carry the
+    # I and N bits; the Map-Server pushes changes as Map-Notify signed with
+    # this key (a configured PubSubKey, RFC 9437 section 7.1). Without it the
+    # ITR relies on SMRs from the remote ETRs.
+    subscribe: bool = False
+    key: Annotated[str, Field(min_length=1)] | None = None
+    key_id: U8 = 0
+    algorithm: Algorithm = "hmac-sha256"
+
+    @model_validator(mode="after")
+    def _key_for_subscribe(self) -> "MapResolverConfig":
+        if self.subscribe and self.key is None:
+            raise ValueError("'subscribe = true' needs the 'key' the Map-Server signs notifications with")
+        return self
 
 
 class MapCacheEntry(_Model):
@@ -188,6 +206,15 @@ class ItrConfig(_Model):
     refresh_before: Seconds = 30.0
     # ITRs that asked us for our mapping within this window receive SMRs.
     smr_window: Seconds = 900.0
+    # RLOC probing (RFC 9300 10.1 / RFC 9301): every interval, one probe per
+    # map-cache locator; `rloc-probe-retries` probes lost in a row (each
+    # unanswered for `rloc-probe-timeout`, retried at once) mark it unreachable.
+    rloc_probe_interval: Annotated[float, Field(ge=0)] = 0.0      # 0: off
+    rloc_probe_timeout: Seconds = 2.0
+    rloc_probe_retries: Annotated[int, Field(ge=1, le=20)] = 3
+    # xTR-ID / site-ID for publish/subscribe (I bit); default: those of [etr].
+    xtr_id: XtrId | None = None
+    site_id: SiteId | None = None
 
 
 class EtrConfig(_Model):
@@ -195,8 +222,14 @@ class EtrConfig(_Model):
     # First retry when no Map-Notify came; doubles up to register-interval.
     register_retry: Seconds = 2.0
     record_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1440
-    xtr_id: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{32}$")] | None = None
-    site_id: Annotated[int, Field(ge=0, lt=1 << 64)] = 0
+    xtr_id: XtrId | None = None
+    site_id: SiteId = 0
+    # SMRs to ITRs that asked for our mapping when our locators change: sent at
+    # once, then at most one burst per target per smr-min-interval, doubling
+    # while changes keep coming (up to smr-max-interval).
+    smr: bool = True
+    smr_min_interval: Seconds = 0.1
+    smr_max_interval: Seconds = 5.0
 
 
 # ---------------------------------------------------------------- MS / MR side
@@ -217,10 +250,31 @@ class SiteConfig(_Model):
     description: str = ""
     keys: dict[U8, Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     eid_prefix: list[SiteEidPrefix] = Field(min_length=1)
+    # Publish/subscribe: ITRs whose Map-Requests carry this site-ID may
+    # subscribe; their Map-Notifies are signed with keys[pubsub-key-id]
+    # (default: the lowest key ID).
+    site_id: SiteId | None = None
+    pubsub_key_id: U8 | None = None
+
+    @model_validator(mode="after")
+    def _pubsub_key(self) -> "SiteConfig":
+        if self.pubsub_key_id is not None and self.pubsub_key_id not in self.keys:
+            raise ValueError(f"pubsub-key-id {self.pubsub_key_id} is not one of the site's keys")
+        return self
+
+    @property
+    def pubsub_key(self) -> tuple[int, str]:
+        kid = self.pubsub_key_id if self.pubsub_key_id is not None else min(self.keys)
+        return kid, self.keys[kid]
 
 
 class MsConfig(_Model):
     registration_timeout: Seconds = 180.0
+    # RFC 9437: accept subscriptions (Map-Request N and I bits) and push
+    # changes as Map-Notify, retransmitted until a Map-Notify-Ack.
+    pubsub: bool = True
+    notify_interval: Seconds = 1.0          # first retransmission; doubles
+    notify_retries: Annotated[int, Field(ge=0, le=10)] = 3
 
 
 class MrForward(_Model):
@@ -234,6 +288,16 @@ class MrConfig(_Model):
     unregistered_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1
     unregistered_action: Literal["send-map-request", "drop"] = "send-map-request"
     map_server: list[MrForward] = []
+
+
+# ---------------------------------------------------------------- mobile node
+
+class MobileNodeConfig(_Model):
+    """The host-side EID device (lispctl.net.mobile.MobileNode)."""
+    eid_device: IfName = "lmn0"
+    mtu: Annotated[int, Field(ge=1280, le=65535)] = 1444
+    eid_table: Annotated[int, Field(ge=1, lt=1 << 31)] = 4341
+    uplink_table_base: Annotated[int, Field(ge=1, lt=1 << 31)] = 4342
 
 
 # ---------------------------------------------------------------- device
@@ -259,6 +323,7 @@ class Config(_Model):
     ms: MsConfig = MsConfig()
     mr: MrConfig = MrConfig()
     site: list[SiteConfig] = []
+    mobile_node: MobileNodeConfig = MobileNodeConfig()
 
     @field_validator("control_addresses")
     @classmethod
@@ -273,6 +338,20 @@ class Config(_Model):
     @property
     def is_etr(self) -> bool:
         return bool({"xtr", "etr", "mobile-node"} & set(self.roles))
+
+    @property
+    def is_mobile_node(self) -> bool:
+        return "mobile-node" in self.roles
+
+    @property
+    def xtr_id(self) -> int | None:
+        """The xTR-ID the ITR puts in subscriptions ([itr], else [etr])."""
+        text = self.itr.xtr_id or self.etr.xtr_id
+        return int(text, 16) if text else None
+
+    @property
+    def site_id(self) -> int:
+        return self.itr.site_id if self.itr.site_id is not None else self.etr.site_id
 
     @property
     def is_ms(self) -> bool:

@@ -7,7 +7,7 @@ in order. That keeps every protocol decision unit-testable without a kernel.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Union
+from typing import Callable, Protocol, Union
 
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 
@@ -78,10 +78,15 @@ class Role(Protocol):
 
 @dataclass
 class Effects:
-    """Accumulator roles use internally."""
+    """Accumulator roles use internally. default_src(dst) -> Endpoint | None
+    picks a source for sends that name none (a mobile node sends control
+    traffic from an RLOC, never from the EID device)."""
     items: list = field(default_factory=list)
+    default_src: Callable[[Endpoint], "Endpoint | None"] | None = None
 
     def send(self, payload: bytes, dst: Endpoint, src: Endpoint | None = None) -> None:
+        if src is None and self.default_src is not None:
+            src = self.default_src(dst)
         self.items.append(Send(payload, dst, src))
 
     def log(self, text: str, detail: str = "") -> None:

@@ -1,7 +1,11 @@
 """ETR: registers our EID prefixes with the Map-Servers and answers
 Map-Requests (direct, forwarded by a Map-Server, RLOC probes). When our own
-mapping changes it re-registers at once and sends SMRs to the ITRs that
-recently asked for it.
+mapping changes (an address appears or goes, a link goes down or up) it
+re-registers at once and sends SMRs to the ITRs that recently asked for it:
+the first burst to a target goes out immediately, later ones at most one per
+`smr-min-interval`, doubling while changes keep coming (a flapping link
+cannot flood anybody). Locators of a link that is down stay in the records
+with the R bit clear.
 """
 from __future__ import annotations
 
@@ -38,6 +42,9 @@ class _Requester:
     """An ITR that asked for one of our prefixes (SMR target)."""
     last_seen: float
     prefixes: set = field(default_factory=set)
+    last_smr: float | None = None         # last SMR burst
+    gap: float = 0.0                      # current minimum spacing of bursts
+    pending: set = field(default_factory=set)   # prefixes to SMR at the next burst
 
 
 class EtrRole:
@@ -54,6 +61,7 @@ class EtrRole:
         self.answer_plain_ecm = answer_plain_ecm
         self.ms = [_MsState(m, retry=cfg.etr.register_retry) for m in cfg.map_server]
         self.requesters: dict[IPAddress, _Requester] = {}
+        self._smr_due: dict[IPAddress, float] = {}     # deferred (rate-limited) SMR bursts
         self.counters = Counters()
         self.started = False
         self._now = 0.0
@@ -63,7 +71,7 @@ class EtrRole:
         """Register with every Map-Server now (tick() does this when not called)."""
         self.started = True
         self._now = now
-        out = Effects()
+        out = self._fx()
         for ms in self.ms:
             self._register(ms, now, out)
         return out.items
@@ -72,19 +80,35 @@ class EtrRole:
         if not self.started:
             return self.start(now)
         self._now = now
-        out = Effects()
+        out = self._fx()
         for ms in self.ms:
             if ms.next_at <= now:
                 self._register(ms, now, out)
+        for addr in [a for a, t in self._smr_due.items() if t <= now]:
+            r = self.requesters.get(addr)
+            del self._smr_due[addr]
+            if r is not None:
+                self._send_smrs(addr, r, now, out)
         cutoff = now - self.cfg.itr.smr_window
         for addr in [a for a, r in self.requesters.items() if r.last_seen < cutoff]:
             del self.requesters[addr]
+            self._smr_due.pop(addr, None)
         return out.items
 
     def next_deadline(self) -> float | None:
         if not self.started:
             return 0.0
-        return min((ms.next_at for ms in self.ms), default=None)
+        times = [ms.next_at for ms in self.ms]
+        if self._smr_due:
+            times.append(min(self._smr_due.values()))
+        return min(times, default=None)
+
+    def _fx(self) -> Effects:
+        return Effects(default_src=self._src_for if self.cfg.is_mobile_node else None)
+
+    def _src_for(self, dst: Endpoint) -> Endpoint | None:
+        addr = self.site.source_for(dst.addr)
+        return Endpoint(addr, CONTROL_PORT) if addr is not None else None
 
     # ------------------------------------------------------------ registering
     def _register(self, ms: _MsState, now: float, out: Effects) -> None:
@@ -130,6 +154,10 @@ class EtrRole:
         else:
             ms = None
         if ms is None:
+            if not self._about_us(msg):
+                # e.g. a publish/subscribe notification: the ITR's business
+                self.counters["map_notify_not_ours"] += 1
+                return
             # Unsolicited (the MS tells us of a merge/change): must still authenticate.
             signer = next((m for m in self.ms if m.cfg.address == src.addr and m.cfg.key_id == msg.key_id), None)
             if signer is None or not verify(data, signer.cfg.key):
@@ -155,11 +183,20 @@ class EtrRole:
         if first:
             out.log(f"registered with Map-Server {ms.cfg.address}")
 
+    def _about_us(self, msg: MapNotify) -> bool:
+        for rec in msg.records:
+            try:
+                if self.site.db.match(record_prefix(rec)) is not None:
+                    return True
+            except MalformedMessage:
+                continue
+        return False
+
     # ------------------------------------------------------------ Map-Requests
     def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
         self._now = now
         msg = decode(data)
-        out = Effects()
+        out = self._fx()
         if isinstance(msg, MapNotify):
             self._on_notify(data, msg, src, now, out)
         elif isinstance(msg, MapRequest):
@@ -187,7 +224,7 @@ class EtrRole:
                 self.counters["map_request_not_ours"] += 1
                 return
             matched = [m.eid for m in self.site.db]   # probe with a wildcard target
-        target = reply_target(req.itr_rlocs, port, self.site.rlocs())
+        target = reply_target(req.itr_rlocs, port, self.site.usable_rlocs())
         if target is None:
             self.counters["map_request_no_itr_rloc"] += 1
             return
@@ -217,31 +254,55 @@ class EtrRole:
         changed = self.site.set_interface_addresses(ifname, addrs)
         return self.mapping_changed(changed, now) if changed else []
 
+    def set_link_state(self, ifname: str, up: bool, now: float) -> list[Effect]:
+        """The daemon reports a link going down or up (LinkDown/LinkUp). Its
+        locators stay in our records with the R bit following the link."""
+        changed = self.site.set_link_state(ifname, up)
+        return self.mapping_changed(changed, now) if changed else []
+
     def mapping_changed(self, prefixes: list[EidPrefix], now: float) -> list[Effect]:
         """Our locator set for `prefixes` changed: re-register now, SMR the ITRs."""
         self._now = now
-        out = Effects()
+        out = self._fx()
         if self.started:
             for ms in self.ms:
                 ms.retry = self.cfg.etr.register_retry
                 self._register(ms, now, out)
-        rlocs = self.site.rlocs()
-        if not rlocs:
+        if not self.cfg.etr.smr:
             return out.items
         cutoff = now - self.cfg.itr.smr_window
-        for addr, r in list(self.requesters.items()):
+        for addr, r in self.requesters.items():
             if r.last_seen < cutoff:
                 continue
-            for eid in prefixes:
-                if eid not in r.prefixes:
-                    continue
-                src_eid, _ = from_eid_prefix(EidPrefix(eid.iid, eid.prefix))
-                smr = MapRequest(self.nonce(), (request_record(eid),), tuple(rlocs[:32]),
-                                 source_eid=src_eid, smr=True)
-                out.send(smr.encode(), Endpoint(addr, CONTROL_PORT))
-                self.counters["smr_tx"] += 1
-                out.log(f"SMR to {addr} for {eid}")
+            hits = [eid for eid in prefixes if eid in r.prefixes]
+            if not hits:
+                continue
+            r.pending.update(hits)
+            if addr in self._smr_due:
+                self.counters["smr_coalesced"] += 1      # joins the burst already scheduled
+            elif r.last_smr is None or now >= r.last_smr + r.gap:
+                self._send_smrs(addr, r, now, out)
+            else:
+                self._smr_due[addr] = r.last_smr + r.gap
+                self.counters["smr_deferred"] += 1
         return out.items
+
+    def _send_smrs(self, addr: IPAddress, r: _Requester, now: float, out: Effects) -> None:
+        rlocs = self.site.usable_rlocs()
+        if not rlocs or not r.pending:
+            return                          # nothing to tell / no way to be asked back yet
+        lo, hi = self.cfg.etr.smr_min_interval, self.cfg.etr.smr_max_interval
+        busy = r.last_smr is not None and now - r.last_smr < hi
+        r.gap = min(max(r.gap * 2, lo), hi) if busy else lo
+        r.last_smr = now
+        for eid in sorted(r.pending):
+            src_eid, _ = from_eid_prefix(EidPrefix(eid.iid, eid.prefix))
+            smr = MapRequest(self.nonce(), (request_record(eid),), tuple(rlocs[:32]),
+                             source_eid=src_eid, smr=True)
+            out.send(smr.encode(), Endpoint(addr, CONTROL_PORT))
+            self.counters["smr_tx"] += 1
+            out.log(f"SMR to {addr} for {eid}")
+        r.pending.clear()
 
     # ------------------------------------------------------------ API
     def _registered(self, ms: _MsState, now: float) -> bool | None:
@@ -263,7 +324,9 @@ class EtrRole:
                 "next_register_in_s": round(max(0.0, ms.next_at - now), 1),
             } for ms in self.ms],
             "smr_targets": [{"itr": str(a), "last_seen_s_ago": round(now - r.last_seen, 1),
-                             "prefixes": sorted(str(p) for p in r.prefixes)}
+                             "prefixes": sorted(str(p) for p in r.prefixes),
+                             "last_smr_s_ago": None if r.last_smr is None else round(now - r.last_smr, 3),
+                             "smr_pending": sorted(str(p) for p in r.pending)}
                             for a, r in self.requesters.items()],
             "counters": self.counters.snapshot(),
         }

@@ -1,7 +1,13 @@
 """This device's own mappings, built from [[database]] and the addresses
-the daemon finds on interfaces (locators may be given by interface name)."""
+the daemon finds on interfaces (locators may be given by interface name).
+
+Locators on an interface whose link is down stay in the mapping with
+reachable=False (R bit clear): peers learn that the locator exists but must
+not be used, and it comes back without a new address event when the link does.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from lispctl.config import Config
@@ -9,11 +15,34 @@ from lispctl.mapping.database import LocalDatabase, LocalMapping
 from lispctl.mapping.types import EidPrefix, IPAddress, Rloc
 
 
+@dataclass(frozen=True, slots=True)
+class UplinkSpec:
+    """A locator given by interface: the daemon turns it into
+    lispctl.net.watch.LocatorSpec(ifname, family, priority, weight), one per
+    family when family is None."""
+    ifname: str
+    family: int | None          # 4, 6, or None for both
+    priority: int
+    weight: int
+
+
+def uplink_specs(cfg: Config) -> list[UplinkSpec]:
+    """Every [[database.locator]] given by interface, in configuration order, de-duplicated."""
+    out: dict[UplinkSpec, None] = {}
+    for entry in cfg.database:
+        for loc in entry.locator:
+            if loc.interface is not None:
+                fam = {"ipv4": 4, "ipv6": 6}.get(loc.family or "")
+                out.setdefault(UplinkSpec(loc.interface, fam, loc.priority, loc.weight), None)
+    return list(out)
+
+
 class LocalSite:
     def __init__(self, cfg: Config, interface_addresses: Mapping[str, Iterable[IPAddress]] | None = None):
         self.cfg = cfg
         self.iface_addrs: dict[str, list[IPAddress]] = {
             k: list(v) for k, v in (interface_addresses or {}).items()}
+        self.link_up: dict[str, bool] = {}       # absent: up (the daemon reports changes)
         self.db = LocalDatabase()
         self._rebuild()
 
@@ -25,9 +54,14 @@ class LocalSite:
                 if loc.address is not None:
                     rlocs.append(loc.rloc())
                 else:
-                    rlocs.extend(loc.rloc(a) for a in self.iface_addrs.get(loc.interface, [])
-                                 if loc.matches_family(a))
-            out.append(LocalMapping(entry.eid, tuple(dict.fromkeys(rlocs))))
+                    up = self.link_up.get(loc.interface, True)
+                    rlocs.extend(Rloc(a, loc.priority, loc.weight, up)
+                                 for a in self.iface_addrs.get(loc.interface, []) if loc.matches_family(a))
+            # one locator per address: the first configuration wins
+            seen: dict[IPAddress, Rloc] = {}
+            for r in rlocs:
+                seen.setdefault(r.address, r)
+            out.append(LocalMapping(entry.eid, tuple(seen.values())))
         return out
 
     def _rebuild(self) -> list[EidPrefix]:
@@ -43,6 +77,12 @@ class LocalSite:
         self.iface_addrs[ifname] = list(addrs)
         return self._rebuild()
 
+    def set_link_state(self, ifname: str, up: bool) -> list[EidPrefix]:
+        """An interface went up or down (addresses unchanged); returns the
+        EID prefixes whose locators changed reachability."""
+        self.link_up[ifname] = bool(up)
+        return self._rebuild()
+
     def rlocs(self) -> list[IPAddress]:
         """Our RLOC addresses: database locators, else addresses of the
         RLOC-facing interfaces (an ITR without a database still needs some)."""
@@ -51,6 +91,33 @@ class LocalSite:
             for name in self.cfg.interfaces.rloc_facing:
                 out.extend(self.iface_addrs.get(name, []))
         return list(dict.fromkeys(out))
+
+    def usable_rlocs(self) -> list[IPAddress]:
+        """RLOCs to send from and to announce as ITR-RLOCs: those whose link
+        is up, else (nothing up) all of them."""
+        down = {r.address for m in self.db for r in m.rlocs if not r.reachable}
+        down -= {r.address for m in self.db for r in m.rlocs if r.reachable}
+        for name in self.cfg.interfaces.rloc_facing:
+            if not self.link_up.get(name, True):
+                down.update(self.iface_addrs.get(name, []))
+        every = self.rlocs()
+        up = [a for a in every if a not in down]
+        return up or every
+
+    def local_locators(self) -> list[Rloc]:
+        """Distinct local locators with their reachability (for the data
+        plane's locator-status bits)."""
+        seen: dict[IPAddress, Rloc] = {}
+        for m in self.db:
+            for r in m.rlocs:
+                if r.address not in seen or (r.reachable and not seen[r.address].reachable):
+                    seen[r.address] = r
+        return list(seen.values())
+
+    def source_for(self, dst: IPAddress) -> IPAddress | None:
+        """A usable local RLOC of dst's family (control traffic of a mobile
+        node must leave from an RLOC, never from the EID device)."""
+        return next((a for a in self.usable_rlocs() if a.version == dst.version), None)
 
     def eids(self) -> list[EidPrefix]:
         return [m.eid for m in self.db]
