@@ -6,7 +6,7 @@ fresh lab per mode, all in one run:
   vxlan  kernel VXLAN between xtr1 and xtr2 over the IPv4 RLOCs
   lisp   the eBPF xTRs with static mappings over the IPv4 RLOCs
 Figures: TCP Gbit/s (iperf3 -P 2, IPv4 and IPv6 EIDs) and 64-byte UDP
-packets/s delivered to hostB (trafgen on both cores in hostA; the rate is read
+packets/s delivered to hostB (trafgen on one core in hostA; the rate is read
 from hostB's interface counters over a window after warm-up).
 
 On veth the forwarding work of every hop runs in softirq context on the same
@@ -40,7 +40,7 @@ def udp_pps(lab: Lab, payload: int = 64) -> tuple[float, float]:
     cfg.write_text(trafgen_config(mac_of(lab, "hostA", "eth0"), mac_of(lab, "xtr1", "eid0"),
                                   lab.addr("hostA"), lab.addr("hostB"), payload))
     # sysfs=True: trafgen inspects the device under /sys/class/net
-    lab.start("hostA", "trafgen", ["trafgen", "-i", str(cfg), "-o", "eth0", "--cpus", "2", "-q"],
+    lab.start("hostA", "trafgen", ["trafgen", "-i", str(cfg), "-o", "eth0", "--cpus", "1", "-q"],
               ready=None, sysfs=True)
     try:
         time.sleep(UDP_WARMUP)
@@ -90,7 +90,7 @@ def run(rec) -> None:
                 rec.figure(f"throughput_{mode}_{k}", round(v, 3))
 
     rec.note("Same lab topology and host settings for every mode; fresh namespaces per mode; "
-             f"TCP: iperf3 -P 2 for {TCP_SECONDS} s; UDP: 64-byte payloads from trafgen on 2 CPUs, "
+             f"TCP: iperf3 -P 2 for {TCP_SECONDS} s; UDP: 64-byte payloads from trafgen on 1 CPU, "
              "delivered rate at hostB over a 2 s window.")
     rec.note("")
     rec.note("| mode | TCP IPv4 EIDs Gbit/s | TCP IPv6 EIDs Gbit/s | UDP 64 B sent pkt/s | UDP 64 B delivered pkt/s |")
