@@ -256,10 +256,11 @@ class Lab:
             raise KeyError(f"node {node} declares no process {name!r}")
         argv = [self.expand(node, a, spec, overrides) for a in spec.argv]
         uses_instance = any("{instance}" in a for a in spec.argv)
-        p = self.start(node, name, argv, ready=spec.ready if wait else None, timeout=spec.ready_timeout,
+        ready = spec.ready or None  # TOML has no null: "" means "do not wait"
+        p = self.start(node, name, argv, ready=ready if wait else None, timeout=spec.ready_timeout,
                        sysfs=spec.remount_sys, pin_instance=self.instance(node) if uses_instance else None)
         if not wait:
-            p.ready_word, p.ready_timeout = spec.ready, spec.ready_timeout
+            p.ready_word, p.ready_timeout = ready, spec.ready_timeout
         return p
 
     def wait_ready(self, node: str, name: str) -> None:
