@@ -156,7 +156,6 @@ class MapResolverConfig(_Model):
     subscribe: bool = False
     key: Annotated[str, Field(min_length=1)] | None = None
     key_id: U8 = 0
-    algorithm: Algorithm = "hmac-sha256"
 
     @model_validator(mode="after")
     def _key_for_subscribe(self) -> "MapResolverConfig":

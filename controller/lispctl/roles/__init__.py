@@ -5,7 +5,9 @@
 
 build_roles returns (name, role) pairs in the order the daemon should feed
 them. Each role implements lispctl.roles.base.Role; the ITR adds on_miss()
-and on_used(), the ETR set_interface_addresses(). See docs/config.md.
+and on_used(), the ETR set_interface_addresses() and set_link_state(). A
+mobile node ("mobile-node" role) is an ETR + ITR whose plan has a
+MobileNodePlan. See docs/config.md.
 """
 from __future__ import annotations
 
@@ -19,12 +21,12 @@ from lispctl.roles.base import Role
 from lispctl.roles.common import nonce_source
 from lispctl.roles.etr import EtrRole
 from lispctl.roles.itr import ItrRole
-from lispctl.roles.local import LocalSite
+from lispctl.roles.local import LocalSite, UplinkSpec, uplink_specs
 from lispctl.roles.mr import MapResolverRole
 from lispctl.roles.ms import MapServerRole
 
 __all__ = ["DatapathPlan", "EtrRole", "ItrRole", "LocalSite", "MapResolverRole", "MapServerRole",
-           "build_roles", "datapath_plan", "find_role"]
+           "MobileNodePlan", "UplinkSpec", "build_roles", "datapath_plan", "find_role", "uplink_specs"]
 
 
 def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAddress]] | None = None,
@@ -58,6 +60,17 @@ def find_role(roles: list[tuple[str, Role]], name: str):
 
 
 @dataclass(frozen=True)
+class MobileNodePlan:
+    """What the daemon sets up for a mobile node (lispctl.net.mobile.MobileNode)."""
+    eid_device: str                       # MobileNode(ifname=...); Datapath.attach_eid_device
+    eids: tuple[IPAddress, ...]           # MobileNode(eids): /32 and /128 on the EID device
+    uplinks: tuple[UplinkSpec, ...]       # -> net.watch.LocatorSpec; MobileNode.add_uplink per address
+    mtu: int
+    eid_table: int
+    uplink_table_base: int
+
+
+@dataclass(frozen=True)
 class DatapathPlan:
     """What the daemon puts into the data plane for this device."""
     needed: bool                          # False: MS/MR only, load no BPF
@@ -67,6 +80,9 @@ class DatapathPlan:
     local_rlocs: tuple[IPAddress, ...]    # Datapath.add_local_rloc
     miss_action: MapAction                # DROP, NATIVELY_FORWARD, or NO_ACTION with petr
     petr: tuple[Rloc, ...]                # non-empty: encapsulate misses to these
+    # Local locators with reachability (link up/down): locator-status bits.
+    local_locators: tuple[Rloc, ...] = ()
+    mobile_node: MobileNodePlan | None = None   # set: create the EID device, no eid_interfaces
 
 
 def datapath_plan(cfg: Config, roles: list[tuple[str, Role]]) -> DatapathPlan:
@@ -75,13 +91,25 @@ def datapath_plan(cfg: Config, roles: list[tuple[str, Role]]) -> DatapathPlan:
     site = (etr or itr).site if (etr or itr) else None
     needed = cfg.is_itr or cfg.is_etr
     ma = cfg.miss_action
+    mn = None
+    rloc_ifs = list(cfg.interfaces.rloc_facing) if needed else []
+    if cfg.is_mobile_node:
+        specs = uplink_specs(cfg)
+        mn = MobileNodePlan(
+            eid_device=cfg.mobile_node.eid_device,
+            eids=tuple(e.eid.prefix.network_address for e in cfg.database),
+            uplinks=tuple(specs), mtu=cfg.mobile_node.mtu, eid_table=cfg.mobile_node.eid_table,
+            uplink_table_base=cfg.mobile_node.uplink_table_base)
+        rloc_ifs = list(dict.fromkeys([s.ifname for s in specs] + rloc_ifs))
     return DatapathPlan(
         needed=needed,
         eid_interfaces=tuple(cfg.interfaces.eid_facing) if needed else (),
-        rloc_interfaces=tuple(cfg.interfaces.rloc_facing) if needed else (),
+        rloc_interfaces=tuple(rloc_ifs),
         local_eids=tuple(site.eids()) if site else (),
         local_rlocs=tuple(site.rlocs()) if site else (),
         miss_action={"drop": MapAction.DROP, "natively-forward": MapAction.NATIVELY_FORWARD,
                      "petr": MapAction.NO_ACTION}[ma],
         petr=tuple(l.rloc() for l in cfg.proxy_etr) if ma == "petr" else (),
+        local_locators=tuple(site.local_locators()) if site else (),
+        mobile_node=mn,
     )

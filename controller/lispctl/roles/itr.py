@@ -8,6 +8,21 @@ request and only for records covering what we asked. Entries expire at their
 TTL; entries the data plane reports as used are refreshed shortly before.
 An SMR makes us re-query (through the mapping system, never trusting the
 SMR's content) for entries we hold.
+
+Publish/subscribe (RFC 9437): through a [[map-resolver]] with `subscribe`,
+Map-Requests carry the N and I bits (our xTR-ID and site-ID). A Map-Notify is
+accepted only for a subscription we made (its nonce is the request's nonce or
+a later one, the Map-Server adds one per notification), only with a valid
+HMAC under that resolver's key and our xTR-ID; its records are installed at
+once (same coverage rules as a Map-Reply) and it is acknowledged. A
+retransmitted notification is acknowledged again but not reinstalled.
+Subscriptions end with the TTL of what they installed; refreshing a used
+entry renews them. SMRs keep working alongside (peers that do not support
+publish/subscribe).
+
+RLOC probing: see lispctl.roles.probe; the ITR re-installs every entry using
+a locator whose reachability changed, with that locator's reachable flag set
+accordingly.
 """
 from __future__ import annotations
 
@@ -15,7 +30,7 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 
-from lispctl.config import Config
+from lispctl.config import Config, MapResolverConfig
 from lispctl.mapping.cache import CacheEntry, MapCache
 from lispctl.mapping.lpm import host_prefix
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
@@ -23,9 +38,13 @@ from lispctl.roles.base import (CONTROL_PORT, Effect, Effects, Endpoint, Install
                                 RemoveMapping)
 from lispctl.roles.common import FOREVER_S, Counters, NonceSource, decode
 from lispctl.roles.local import LocalSite
+from lispctl.roles.probe import RlocProber
 from lispctl.wire import (NO_ADDRESS, TTL_INFINITE, EncapsulatedControlMessage, MalformedMessage,
-                          MapReply, MapRequest, from_eid_prefix, locator_to_rloc, record_prefix,
-                          request_record)
+                          MapNotify, MapNotifyAck, MapReply, MapRequest, from_eid_prefix,
+                          locator_to_rloc, record_prefix, request_record, sign, verify)
+
+_NONCE_MASK = (1 << 64) - 1
+_NOTIFY_WINDOW = 1 << 32      # notifications of one subscription: request nonce + 0 .. 2^32-1
 
 _MISS_ACTIONS = {"drop": MapAction.DROP, "natively-forward": MapAction.NATIVELY_FORWARD}
 
@@ -41,6 +60,19 @@ class _Pending:
     nonces: list[int] = field(default_factory=list)
 
 
+@dataclass
+class _Sub:
+    """A subscription we asked for (RFC 9437), keyed by the request's nonce."""
+    asked: EidPrefix
+    resolver: MapResolverConfig
+    base: int                      # nonce of the subscribing Map-Request
+    expires_at: float
+    last: int | None = None        # highest notification nonce accepted
+
+    def offset(self, nonce: int) -> int:
+        return (nonce - self.base) & _NONCE_MASK
+
+
 class ItrRole:
     name = "itr"
 
@@ -49,6 +81,11 @@ class ItrRole:
         self.site = site
         self.nonce = nonce
         self.resolvers = [m.address for m in cfg.map_resolver]
+        self.resolver_cfgs = list(cfg.map_resolver)
+        self.xtr_id = cfg.xtr_id
+        self.subs: dict[int, _Sub] = {}                # base nonce -> subscription
+        self._sub_of: dict[EidPrefix, int] = {}        # asked EID -> its newest subscription
+        self._sub_gc_at = 0.0
         self.cache = MapCache()
         self.pending: dict[EidPrefix, _Pending] = {}
         self.by_nonce: dict[int, EidPrefix] = {}
@@ -57,8 +94,44 @@ class ItrRole:
         self._refresh: list[tuple[float, int, EidPrefix, float]] = []
         self._seq = itertools.count()
         self.counters = Counters()
+        self.prober = RlocProber(cfg.itr, nonce, site.usable_rlocs, self.counters)
         self.started = False
         self._now = 0.0
+
+    def _fx(self) -> Effects:
+        return Effects(default_src=self._src_for if self.cfg.is_mobile_node else None)
+
+    def _src_for(self, dst: Endpoint) -> Endpoint | None:
+        addr = self.site.source_for(dst.addr)
+        return Endpoint(addr, CONTROL_PORT) if addr is not None else None
+
+    # ------------------------------------------------------------ map-cache + probing
+    def _cache_install(self, eid: EidPrefix, rlocs: tuple[Rloc, ...], action: MapAction,
+                       ttl_s: float | None, now: float, source: str = "map-reply") -> CacheEntry:
+        old = self.cache.get(eid)
+        entry = self.cache.install(eid, rlocs, action, ttl_s, now, source=source)
+        self.prober.track(eid, old.rlocs if old else (), rlocs, now)
+        return entry
+
+    def _cache_dropped(self, entry: CacheEntry) -> None:
+        self.prober.track(entry.eid, entry.rlocs, (), self._now)
+
+    def _rlocs_for_dp(self, rlocs) -> tuple[Rloc, ...]:
+        return self.prober.effective(rlocs) if self.prober.enabled else tuple(rlocs)
+
+    def _reachability_changed(self, addrs, now: float, out: Effects) -> None:
+        """Probing changed these locators' state: re-install the entries using them."""
+        eids: dict[EidPrefix, None] = {}
+        for a in addrs:
+            for eid in sorted(self.prober.users(a), key=lambda e: (e.iid, e.prefix.version,
+                                                                  int(e.prefix.network_address))):
+                eids.setdefault(eid, None)
+        for eid in eids:
+            e = self.cache.get(eid)
+            if e is None or not e.rlocs:
+                continue
+            out.items.append(InstallMapping(eid, self._rlocs_for_dp(e.rlocs), e.action, self._ttl_left(e, now)))
+            self.counters["reinstalled_reachability"] += 1
 
     # ------------------------------------------------------------ start / timers
     def start(self, now: float) -> list[Effect]:
@@ -68,8 +141,8 @@ class ItrRole:
         out = []
         for entry in self.cfg.map_cache:
             rlocs = tuple(l.rloc() for l in entry.locator)
-            self.cache.install(entry.eid, rlocs, entry.map_action, None, now, source="static")
-            out.append(InstallMapping(entry.eid, rlocs, entry.map_action, FOREVER_S))
+            self._cache_install(entry.eid, rlocs, entry.map_action, None, now, source="static")
+            out.append(InstallMapping(entry.eid, self._rlocs_for_dp(rlocs), entry.map_action, FOREVER_S))
         return out
 
     def next_deadline(self) -> float | None:
@@ -86,13 +159,16 @@ class ItrRole:
                 times.append(at)
                 break
             heapq.heappop(self._refresh)       # stale: replaced, removed or decided
+        probe = self.prober.next_deadline()
+        if probe is not None:
+            times.append(probe)
         return min(times, default=None)
 
     def tick(self, now: float) -> list[Effect]:
         if not self.started:
             return self.start(now)
         self._now = now
-        out = Effects()
+        out = self._fx()
         for eid in [e for e, until in self.holddown.items() if until <= now]:
             del self.holddown[eid]
         for p in [p for p in self.pending.values() if p.next_at <= now]:
@@ -103,9 +179,16 @@ class ItrRole:
             if e is not None and e.installed_at == installed_at and self._refresh_at(e) is not None:
                 self._maybe_refresh(e, now, out)
         for e in self.cache.expire(now):
+            self._cache_dropped(e)
             out.items.append(RemoveMapping(e.eid))
             self.counters["expired"] += 1
             out.log(f"map-cache entry {e.eid} expired")
+        if self.prober.enabled:
+            self._reachability_changed(self.prober.tick(now, out), now, out)
+        if now >= self._sub_gc_at:
+            self._sub_gc_at = now + 30.0
+            for base in [b for b, sub in self.subs.items() if sub.expires_at <= now]:
+                self._drop_sub(base)
         return out.items
 
     def _refresh_at(self, e: CacheEntry) -> float | None:
@@ -127,12 +210,13 @@ class ItrRole:
         """The data plane had no entry for event.eid (a host prefix)."""
         self._now = now
         self.counters["miss"] += 1
-        out = Effects()
+        out = self._fx()
         addr = event.eid.prefix.network_address
         entry = self.cache.lookup(event.eid.iid, addr)
         if entry is not None and entry.action != MapAction.SEND_MAP_REQUEST:
             # The data plane lost an entry we hold (e.g. restart): give it back.
-            out.items.append(InstallMapping(entry.eid, entry.rlocs, entry.action, self._ttl_left(entry, now)))
+            out.items.append(InstallMapping(entry.eid, self._rlocs_for_dp(entry.rlocs), entry.action,
+                                            self._ttl_left(entry, now)))
             self.counters["miss_reinstalled"] += 1
             return out.items
         key = event.eid if entry is None else entry.eid
@@ -174,8 +258,8 @@ class ItrRole:
             action = MapAction.NO_ACTION
         else:
             rlocs, action = (), _MISS_ACTIONS[self.cfg.miss_action]
-        self.cache.install(p.eid, rlocs, action, ttl, now, source="unreachable")
-        out.items.append(InstallMapping(p.eid, rlocs, action, ttl))
+        self._cache_install(p.eid, rlocs, action, ttl, now, source="unreachable")
+        out.items.append(InstallMapping(p.eid, self._rlocs_for_dp(rlocs), action, ttl))
 
     def _drop_pending(self, p: _Pending) -> None:
         self.pending.pop(p.eid, None)
@@ -183,12 +267,13 @@ class ItrRole:
             self.by_nonce.pop(n, None)
 
     def _send_request(self, p: _Pending, now: float, out: Effects) -> None:
-        rlocs = self.site.rlocs()
+        rlocs = self.site.usable_rlocs()
         if not self.resolvers:
             self.counters["map_request_no_resolver"] += 1
             self._drop_pending(p)
             return
-        mr = self.resolvers[p.attempts % len(self.resolvers)]
+        mr_cfg = self.resolver_cfgs[p.attempts % len(self.resolvers)]
+        mr = mr_cfg.address
         inner_src = next((a for a in rlocs if a.version == mr.version), None)
         if inner_src is None:
             self.counters["map_request_no_rloc"] += 1
@@ -197,12 +282,18 @@ class ItrRole:
             p.next_at = now + p.interval
             p.interval = min(p.interval * self.cfg.itr.map_request_backoff, self.cfg.itr.map_request_max_interval)
             return
-        nonce = self.nonce()
+        subscribe = mr_cfg.subscribe and self.xtr_id is not None
+        nonce = self._subscription_nonce(p.eid) if subscribe else self.nonce()
         source_eid = NO_ADDRESS
         if p.source is not None:
             source_eid, _ = from_eid_prefix(host_prefix(p.eid.iid, p.source))
         req = MapRequest(nonce, (request_record(p.eid),), tuple(rlocs[:32]), source_eid=source_eid,
-                         smr_invoked=(p.kind == "smr"))
+                         smr_invoked=(p.kind == "smr"), notification_requested=subscribe,
+                         xtr_id=self.xtr_id if subscribe else None,
+                         site_id=self.cfg.site_id if subscribe else None)
+        if subscribe:
+            # until an answer tells us the mapping's TTL, keep it as long as we may retry
+            self._add_sub(_Sub(p.eid, mr_cfg, nonce, now + max(120.0, self.cfg.itr.map_request_max_interval * 4)))
         # Inner header: from our RLOC to the EID asked for when the families
         # agree (RFC 9301 5.8), else to the Map-Resolver itself.
         eid_addr = p.eid.prefix.network_address
@@ -221,11 +312,19 @@ class ItrRole:
     def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
         self._now = now
         msg = decode(data)
-        out = Effects()
+        out = self._fx()
         if isinstance(msg, MapReply):
+            if msg.probe and self.prober.enabled:
+                consumed, changed = self.prober.on_reply(msg, src, now, out)
+                if changed is not None:
+                    self._reachability_changed([changed], now, out)
+                if consumed:
+                    return out.items
             self._on_reply(msg, src, now, out)
         elif isinstance(msg, MapRequest) and msg.smr:
             self._on_smr(msg, src, now, out)
+        elif isinstance(msg, MapNotify):
+            self._on_notify(data, msg, src, now, out)
         return out.items
 
     def _on_reply(self, msg: MapReply, src: Endpoint, now: float, out: Effects) -> None:
@@ -236,34 +335,116 @@ class ItrRole:
             out.log(f"ignored Map-Reply from {src.addr}: no outstanding request with that nonce")
             return
         self.counters["map_reply_rx"] += 1
+        accepted, ttl_s = self._accept_records(msg.records, p.eid, now, out, "map_reply")
+        if accepted:
+            self._drop_pending(p)
+            sub = self.subs.get(msg.nonce)
+            if sub is not None and ttl_s is not None:
+                sub.expires_at = now + ttl_s
+
+    def _accept_records(self, records, asked: EidPrefix, now: float, out: Effects,
+                        what: str) -> tuple[bool, float | None]:
+        """Install the records that cover `asked`; (any accepted, longest TTL installed)."""
         accepted = False
-        for rec in msg.records:
+        longest = None
+        for rec in records:
             try:
                 eid = record_prefix(rec)
                 rlocs = tuple(locator_to_rloc(l) for l in rec.locators)
             except (MalformedMessage, ValueError):
-                self.counters["map_reply_bad_record"] += 1
+                self.counters[f"{what}_bad_record"] += 1
                 continue
-            if not (eid.iid == p.eid.iid and eid.prefix.version == p.eid.prefix.version
-                    and p.eid.prefix.subnet_of(eid.prefix)):
+            if not (eid.iid == asked.iid and eid.prefix.version == asked.prefix.version
+                    and asked.prefix.subnet_of(eid.prefix)):
                 # A record that does not cover what we asked could poison the cache.
-                self.counters["map_reply_record_not_asked"] += 1
+                self.counters[f"{what}_record_not_asked"] += 1
                 continue
             accepted = True
             if rec.ttl == 0:
                 continue           # "do not cache"
             ttl_s = FOREVER_S if rec.ttl == TTL_INFINITE else rec.ttl * 60.0
+            longest = ttl_s if longest is None else max(longest, ttl_s)
             action = MapAction.NO_ACTION
             if not rlocs:
                 try:
                     action = MapAction(rec.act)
                 except ValueError:
                     action = MapAction.DROP
-            if eid != p.eid and p.eid in self.holddown:
-                del self.holddown[p.eid]
+            if eid != asked and asked in self.holddown:
+                del self.holddown[asked]
             self._install(eid, rlocs, action, ttl_s, now, out)
-        if accepted:
-            self._drop_pending(p)
+        return accepted, longest
+
+    # ------------------------------------------------------------ publish/subscribe
+    def _add_sub(self, sub: _Sub) -> None:
+        old = self._sub_of.get(sub.asked)
+        if old is not None:
+            self.subs.pop(old, None)       # the Map-Server keeps only the newest nonce
+        self.subs[sub.base] = sub
+        self._sub_of[sub.asked] = sub.base
+
+    def _drop_sub(self, base: int) -> None:
+        sub = self.subs.pop(base, None)
+        if sub is not None and self._sub_of.get(sub.asked) == base:
+            del self._sub_of[sub.asked]
+
+    def _subscription_nonce(self, eid: EidPrefix) -> int:
+        """RFC 9437 section 5: renewing a subscription uses the last nonce plus one."""
+        sub = self.subs.get(self._sub_of.get(eid, -1))
+        if sub is None:
+            return self.nonce()
+        last = sub.last if sub.last is not None else sub.base
+        nonce = (last + 1) & _NONCE_MASK
+        return nonce if nonce not in self.by_nonce and nonce not in self.subs else self.nonce()
+
+    def _find_sub(self, nonce: int) -> _Sub | None:
+        sub = self.subs.get(nonce)
+        if sub is not None:
+            return sub
+        best = None
+        for s in self.subs.values():
+            off = s.offset(nonce)
+            if off < _NOTIFY_WINDOW and (best is None or off < best.offset(nonce)):
+                best = s
+        return best
+
+    def _on_notify(self, data: bytes, msg: MapNotify, src: Endpoint, now: float, out: Effects) -> None:
+        prefixes = []
+        for rec in msg.records:
+            try:
+                prefixes.append(record_prefix(rec))
+            except MalformedMessage:
+                pass
+        if prefixes and all(self.site.db.match(p) is not None for p in prefixes):
+            return                          # about our own registration: the ETR's business
+        sub = self._find_sub(msg.nonce)
+        if sub is None or sub.expires_at <= now:
+            self.counters["pubsub_notify_unsolicited"] += 1
+            out.log(f"ignored Map-Notify from {src.addr}: no subscription with that nonce")
+            return
+        if msg.key_id != sub.resolver.key_id or not verify(data, sub.resolver.key):
+            self.counters["pubsub_notify_bad_auth"] += 1
+            out.log(f"ignored Map-Notify from {src.addr}: bad authentication")
+            return
+        if msg.xtr_id is not None and msg.xtr_id != self.xtr_id:
+            self.counters["pubsub_notify_wrong_xtr_id"] += 1
+            out.log(f"ignored Map-Notify from {src.addr}: not our xTR-ID")
+            return
+        duplicate = sub.last is not None and sub.offset(msg.nonce) <= sub.offset(sub.last)
+        if duplicate:
+            self.counters["pubsub_notify_duplicate"] += 1    # our ack was lost: ack again
+        else:
+            sub.last = msg.nonce
+            self.counters["pubsub_notify_rx"] += 1
+            accepted, ttl_s = self._accept_records(msg.records, sub.asked, now, out, "pubsub_notify")
+            if ttl_s is not None:
+                sub.expires_at = max(sub.expires_at, now + ttl_s)
+            out.log(f"Map-Notify from {src.addr} for subscription {sub.asked}"
+                    f"{'' if accepted else ' (no record for it)'}", f"nonce {msg.nonce:#018x}")
+        ack = MapNotifyAck(msg.nonce, msg.records, key_id=msg.key_id, alg_id=msg.alg_id,
+                           xtr_id=msg.xtr_id, site_id=msg.site_id)
+        out.send(sign(ack, sub.resolver.key), src)
+        self.counters["pubsub_notify_ack_tx"] += 1
 
     def _install(self, eid: EidPrefix, rlocs: tuple[Rloc, ...], action: MapAction, ttl_s: float,
                  now: float, out: Effects) -> None:
@@ -272,13 +453,14 @@ class ItrRole:
             if old.source == "unreachable" and old.eid != eid and old.eid.iid == eid.iid \
                     and old.eid.prefix.version == eid.prefix.version and old.eid.prefix.subnet_of(eid.prefix):
                 self.cache.remove(old.eid)
+                self._cache_dropped(old)
                 self.holddown.pop(old.eid, None)
                 out.items.append(RemoveMapping(old.eid))
-        entry = self.cache.install(eid, rlocs, action, ttl_s, now)
+        entry = self._cache_install(eid, rlocs, action, ttl_s, now)
         at = self._refresh_at(entry)
         if at is not None:
             heapq.heappush(self._refresh, (at, next(self._seq), eid, now))
-        out.items.append(InstallMapping(eid, rlocs, action, ttl_s))
+        out.items.append(InstallMapping(eid, self._rlocs_for_dp(rlocs), action, ttl_s))
         self.counters["installed"] += 1
         what = ", ".join(str(r.address) for r in rlocs) if rlocs else f"negative, {action.name.lower()}"
         out.log(f"map-cache {eid} -> {what} (TTL {ttl_s / 60:.0f} min)")
@@ -307,7 +489,7 @@ class ItrRole:
         """The data plane saw traffic for these map-cache prefixes since the
         last call. A used entry past its refresh point is refreshed now."""
         self._now = now
-        out = Effects()
+        out = self._fx()
         for eid in eids:
             if not self.cache.mark_used(eid, now):
                 continue
@@ -330,5 +512,10 @@ class ItrRole:
                         for p in self.pending.values()],
             "held_down": [{"eid": str(e), "for_s": round(t - now, 1)} for e, t in self.holddown.items()],
             "map_resolvers": [str(a) for a in self.resolvers],
+            "subscriptions": [{"eid": str(s.asked), "map_resolver": str(s.resolver.address),
+                               "notifications": 0 if s.last is None else s.offset(s.last) + 1,
+                               "expires_in_s": round(max(0.0, s.expires_at - now), 1)}
+                              for s in self.subs.values()],
+            "rloc_probes": self.prober.snapshot(now),
             "counters": self.counters.snapshot(),
         }

@@ -6,6 +6,18 @@ the registration asked for proxy-reply.
 
 A Map-Register that fails authentication, uses an unknown key or claims a
 prefix outside its site gets no answer and changes nothing; it is counted.
+
+Publish/subscribe (RFC 9437): an ECM'd Map-Request with the N and I bits
+subscribes its xTR-ID to the registered prefix that answers it (or, while
+nothing is registered, to the configured site prefix around it). The
+subscriber's site-ID selects the [[site]] whose pubsub key signs the
+notifications (a configured PubSubKey, RFC 9437 section 7.1; we do not derive
+one from LISP-SEC). The subscription is confirmed with a Map-Notify carrying
+the current mapping and the request's nonce; every later change of the
+merged locator set (a new registration, a locator added, removed or changing
+priority/weight/R bit) is pushed as a Map-Notify with the nonce incremented
+by one, retransmitted with back-off until the subscriber's Map-Notify-Ack.
+A subscription lasts the TTL of the mapping; the ITR renews it by asking again.
 """
 from __future__ import annotations
 
@@ -39,6 +51,37 @@ class Registration:
 
 
 @dataclass
+class Subscription:
+    key: EidPrefix                   # registered (or configured) prefix subscribed to
+    asked: EidPrefix                 # what the ITR asked for (inside key)
+    xtr_id: int
+    site_id: int
+    target: Endpoint                 # ITR-RLOC, port 4342
+    nonce: int                       # last nonce used towards the subscriber
+    key_id: int
+    secret: str
+    site_name: str
+    created: float
+    expires_at: float
+    notifies: int = 0
+    acked: int = 0
+    outstanding: tuple | None = None     # key of its unacknowledged Map-Notify
+
+
+@dataclass
+class _Outgoing:
+    sub: Subscription
+    payload: bytes
+    attempts: int
+    next_at: float
+    interval: float
+
+
+def _within(a: EidPrefix, b: EidPrefix) -> bool:
+    return a.iid == b.iid and a.prefix.version == b.prefix.version and a.prefix.subnet_of(b.prefix)
+
+
+@dataclass
 class _Prefix:
     site: "_Site"
     cfg: SiteEidPrefix
@@ -68,6 +111,10 @@ class MapServerRole:
         # (expires_at, seq, eid, registrant), validated lazily against `registered`
         self._expiry: list[tuple[float, int, EidPrefix, str]] = []
         self._seq = itertools.count()
+        self.subs: dict[tuple[EidPrefix, int], Subscription] = {}
+        self._sub_expiry: list[tuple[float, int, tuple[EidPrefix, int]]] = []
+        self.outgoing: dict[tuple[int, object], _Outgoing] = {}    # (nonce, ITR address)
+        self._site_by_id = {s.cfg.site_id: s for s in self.sites if s.cfg.site_id is not None}
         self.counters = Counters()
         self._now = 0.0
 
@@ -77,10 +124,19 @@ class MapServerRole:
         r = regs.get(registrant) if regs else None
         return r is not None and r.expires_at == at
 
+    def _sub_live(self, at: float, key: tuple[EidPrefix, int]) -> bool:
+        sub = self.subs.get(key)
+        return sub is not None and sub.expires_at == at
+
     def next_deadline(self) -> float | None:
         while self._expiry and not self._live(self._expiry[0][0], *self._expiry[0][2:]):
             heapq.heappop(self._expiry)        # refreshed or removed since
-        return self._expiry[0][0] if self._expiry else None
+        while self._sub_expiry and not self._sub_live(self._sub_expiry[0][0], self._sub_expiry[0][2]):
+            heapq.heappop(self._sub_expiry)
+        times = [h[0][0] for h in (self._expiry, self._sub_expiry) if h]
+        if self.outgoing:
+            times.append(min(o.next_at for o in self.outgoing.values()))
+        return min(times, default=None)
 
     def tick(self, now: float) -> list[Effect]:
         self._now = now
@@ -89,13 +145,38 @@ class MapServerRole:
             at, _, eid, key = heapq.heappop(self._expiry)
             if not self._live(at, eid, key):
                 continue
+            before = self._locator_view(eid)
             regs = self.registered.get(eid)
             del regs[key]
             self.counters["registration_expired"] += 1
             out.log(f"registration of {eid} by {key} expired")
             if not regs:
                 self._forget(eid)
+            elif self._locator_view(eid) != before:
+                self.publish(eid, now, out)
+        while self._sub_expiry and self._sub_expiry[0][0] <= now:
+            at, _, key = heapq.heappop(self._sub_expiry)
+            if self._sub_live(at, key):
+                self._drop_sub(key)
+                self.counters["subscription_expired"] += 1
+        for okey, o in [(k, o) for k, o in self.outgoing.items() if o.next_at <= now]:
+            if o.attempts > self.cfg.ms.notify_retries:
+                del self.outgoing[okey]
+                o.sub.outstanding = None
+                self.counters["pubsub_notify_gave_up"] += 1
+                out.log(f"no Map-Notify-Ack from {o.sub.target.addr} for {o.sub.key}")
+                continue
+            out.send(o.payload, o.sub.target)
+            o.attempts += 1
+            o.next_at = now + o.interval
+            o.interval *= 2
+            self.counters["pubsub_notify_retransmit"] += 1
         return out.items
+
+    def _drop_sub(self, key: tuple[EidPrefix, int]) -> None:
+        sub = self.subs.pop(key, None)
+        if sub is not None and sub.outstanding is not None:
+            self.outgoing.pop(sub.outstanding, None)
 
     def _forget(self, eid: EidPrefix) -> None:
         self.registered.remove(eid)
@@ -111,7 +192,16 @@ class MapServerRole:
         if isinstance(msg, MapRegister):
             self._on_register(data, msg, src, now, out)
         elif isinstance(msg, MapNotifyAck):
-            self.counters["map_notify_ack_rx"] += 1      # accepted, nothing to do
+            self.counters["map_notify_ack_rx"] += 1
+            o = self.outgoing.get((msg.nonce, src.addr))
+            if o is not None:                # a subscriber acknowledges a publication
+                if verify(data, o.sub.secret):
+                    del self.outgoing[(msg.nonce, src.addr)]
+                    o.sub.outstanding = None
+                    o.sub.acked += 1
+                    self.counters["pubsub_notify_ack_rx"] += 1
+                else:
+                    self.counters["pubsub_notify_ack_bad_auth"] += 1
         elif (isinstance(msg, EncapsulatedControlMessage) and isinstance(msg.message, MapRequest)
               and self.answer_ecm and not msg.to_etr):
             self.counters["map_request_rx"] += 1
@@ -160,29 +250,118 @@ class MapServerRole:
         site.registers += 1
         registrant = f"{msg.xtr_id:032x}" if msg.xtr_id is not None else str(src.addr)
         timeout = self.cfg.ms.registration_timeout
+        changed = []
         for (eid, owner), rec in zip(owners, msg.records):
-            regs = self.registered.get(eid)
-            if rec.ttl == 0:       # de-registration
-                if regs is not None and regs.pop(registrant, None) is not None and not regs:
-                    self._forget(eid)
-                continue
-            if regs is None:
-                regs = {}
-                self.registered.insert(eid, regs)
-                site.registrations[eid] = regs
-            old = regs.get(registrant)
-            regs[registrant] = Registration(
-                registrant, src, rec, msg.proxy_reply or owner.cfg.proxy_reply,
-                old.first_seen if old else now, now, now + timeout, msg.xtr_id, msg.site_id)
-            heapq.heappush(self._expiry, (now + timeout, next(self._seq), eid, registrant))
-            if old is None:
-                out.log(f"{eid} registered by {registrant} (site {site.cfg.name})")
+            before = self._locator_view(eid) if self.subs else None
+            self._apply_record(eid, owner, rec, registrant, msg, src, site, now, timeout, out)
+            if self.subs and self._locator_view(eid) != before:
+                changed.append(eid)
         self.counters["map_register_ok"] += 1
         if msg.want_map_notify:
             notify = MapNotify(msg.nonce, msg.records, key_id=msg.key_id, alg_id=msg.alg_id,
                                xtr_id=msg.xtr_id, site_id=msg.site_id)
             out.send(sign(notify, key), src)
             self.counters["map_notify_tx"] += 1
+        for eid in dict.fromkeys(changed):
+            self.publish(eid, now, out)
+
+    def _apply_record(self, eid: EidPrefix, owner: _Prefix, rec: EidRecord, registrant: str, msg: MapRegister,
+                      src: Endpoint, site: _Site, now: float, timeout: float, out: Effects) -> None:
+        regs = self.registered.get(eid)
+        if rec.ttl == 0:       # de-registration
+            if regs is not None and regs.pop(registrant, None) is not None and not regs:
+                self._forget(eid)
+            return
+        if regs is None:
+            regs = {}
+            self.registered.insert(eid, regs)
+            site.registrations[eid] = regs
+        old = regs.get(registrant)
+        regs[registrant] = Registration(
+            registrant, src, rec, msg.proxy_reply or owner.cfg.proxy_reply,
+            old.first_seen if old else now, now, now + timeout, msg.xtr_id, msg.site_id)
+        heapq.heappush(self._expiry, (now + timeout, next(self._seq), eid, registrant))
+        if old is None:
+            out.log(f"{eid} registered by {registrant} (site {site.cfg.name})")
+
+    # ------------------------------------------------------------ publish/subscribe
+    def _locator_view(self, eid: EidPrefix):
+        """What subscribers care about: the merged locator set (None: unregistered)."""
+        regs = self.registered.get(eid)
+        if not regs:
+            return None
+        return tuple(sorted((int(l.address), l.address.version, l.priority, l.weight, l.reachable)
+                            for l in self.merged_record(eid, regs).locators))
+
+    def _subscribe(self, asked: EidPrefix, hit, ecm: EncapsulatedControlMessage, now: float,
+                   out: Effects) -> None:
+        req: MapRequest = ecm.message
+        if not self.cfg.ms.pubsub:
+            self.counters["subscribe_disabled"] += 1
+            return
+        if req.xtr_id is None:
+            self.counters["subscribe_without_xtr_id"] += 1
+            return
+        site = self._site_by_id.get(req.site_id)
+        if site is None:
+            self.counters["subscribe_unknown_site"] += 1
+            out.log(f"subscription for {asked} from xTR-ID {req.xtr_id:032x} refused: "
+                    f"no [[site]] with site-id {req.site_id}")
+            return
+        target = reply_target(req.itr_rlocs, CONTROL_PORT)
+        if target is None:
+            self.counters["map_request_no_itr_rloc"] += 1
+            return
+        if hit is not None:
+            key_eid, regs = hit
+            record = self.merged_record(key_eid, regs)
+            ttl_s = 60.0 * max(1, min(record.ttl, 1440 * 7))
+        else:
+            owner = self.configured.longest_covering(asked)
+            if owner is None:
+                self.counters["subscribe_not_eid"] += 1
+                return
+            key_eid, record = owner[0], None
+            ttl_s = 60.0 * max(1, self.cfg.mr.unregistered_ttl_minutes)
+        kid, secret = site.cfg.pubsub_key
+        key = (key_eid, req.xtr_id)
+        self._drop_sub(key)                 # a renewal replaces the old state and nonce
+        sub = Subscription(key_eid, asked, req.xtr_id, req.site_id, target, req.nonce, kid, secret,
+                           site.cfg.name, now, now + ttl_s)
+        self.subs[key] = sub
+        heapq.heappush(self._sub_expiry, (sub.expires_at, next(self._seq), key))
+        self.counters["subscription_accepted"] += 1
+        out.log(f"{target.addr} (xTR-ID {req.xtr_id:032x}) subscribed to {key_eid}")
+        if record is not None:
+            self._notify(sub, record, req.nonce, now, out)   # confirms, with the current mapping
+
+    def publish(self, eid: EidPrefix, now: float, out: Effects) -> None:
+        """The registration of eid changed: push it to every subscriber it concerns."""
+        regs = self.registered.get(eid)
+        if not regs:
+            return
+        record = None
+        for sub in self.subs.values():
+            if sub.expires_at <= now or not _within(eid, sub.key) or not _within(sub.asked, eid):
+                continue
+            record = record or self.merged_record(eid, regs)
+            sub.nonce = (sub.nonce + 1) & 0xFFFFFFFFFFFFFFFF
+            self._notify(sub, record, sub.nonce, now, out)
+
+    def _notify(self, sub: Subscription, record: EidRecord, nonce: int, now: float, out: Effects) -> None:
+        if sub.outstanding is not None:      # superseded: only the newest mapping matters
+            self.outgoing.pop(sub.outstanding, None)
+        msg = MapNotify(nonce, (record,), key_id=sub.key_id, alg_id=ALG_HMAC_SHA256,
+                        xtr_id=sub.xtr_id, site_id=sub.site_id)
+        payload = sign(msg, sub.secret)
+        out.send(payload, sub.target)
+        interval = self.cfg.ms.notify_interval
+        sub.outstanding = (nonce, sub.target.addr)
+        self.outgoing[sub.outstanding] = _Outgoing(sub, payload, 1, now + interval, interval * 2)
+        sub.notifies += 1
+        self.counters["pubsub_notify_tx"] += 1
+        out.log(f"Map-Notify for {record_prefix(record)} to subscriber {sub.target.addr}",
+                f"nonce {nonce:#018x}")
 
     # ------------------------------------------------------------ lookups
     def merged_record(self, eid: EidPrefix, regs: dict[str, Registration]) -> EidRecord:
@@ -214,10 +393,19 @@ class MapServerRole:
             self.counters["map_request_bad_eid"] += 1
             return []
         hit = self.lookup(want)
+        subscribe = req.notification_requested
         if hit is None:
+            if subscribe:
+                self._subscribe(want, None, ecm, now, Effects())
             return None
         eid, regs = hit
         out = Effects()
+        if subscribe:
+            # answered below as usual; the subscription's confirming Map-Notify follows
+            sub_fx = Effects()
+            self._subscribe(want, hit, ecm, now, sub_fx)
+        else:
+            sub_fx = None
         if any(r.proxy_reply for r in regs.values()):
             target = reply_target(req.itr_rlocs, ecm.inner_sport)
             if target is None:
@@ -227,14 +415,14 @@ class MapServerRole:
             out.send(reply.encode(), target)
             self.counters["proxy_map_reply_tx"] += 1
             out.log(f"proxy Map-Reply for {eid} to {target.addr}:{target.port}")
-            return out.items
+            return out.items + (sub_fx.items if sub_fx else [])
         # Forward to the most recently refreshed registrant's ETR.
         reg = max(regs.values(), key=lambda r: r.last_seen)
         fwd = dataclasses.replace(ecm, to_etr=True, to_ms=False)
         out.send(fwd.encode(), Endpoint(reg.source.addr, CONTROL_PORT))
         self.counters["map_request_forwarded"] += 1
         out.log(f"forwarded Map-Request for {want} to ETR {reg.source.addr}")
-        return out.items
+        return out.items + (sub_fx.items if sub_fx else [])
 
     # ------------------------------------------------------------ API
     def snapshot(self) -> dict:
@@ -259,7 +447,12 @@ class MapServerRole:
                 })
             sites.append({"name": site.cfg.name, "description": site.cfg.description,
                           "registers": site.registers, "bad_auth": site.bad_auth, "eid_prefixes": prefixes})
-        return {"sites": sites, "counters": self.counters.snapshot()}
+        subs = [{"eid": str(s.key), "asked": str(s.asked), "xtr_id": f"{s.xtr_id:032x}",
+                 "site_id": s.site_id, "site": s.site_name, "itr": str(s.target.addr),
+                 "expires_in_s": round(max(0.0, s.expires_at - now), 1),
+                 "notifies": s.notifies, "acked": s.acked, "unacked": s.outstanding is not None}
+                for s in self.subs.values()]
+        return {"sites": sites, "subscriptions": subs, "counters": self.counters.snapshot()}
 
 
 def negative_reply(cfg: Config, ecm: EncapsulatedControlMessage, configured: LpmTable,
