@@ -132,6 +132,24 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, int v6, const __u
     return -1;
 }
 
+struct lisp_icmp4_reply {
+    struct iphdr ip;
+    struct icmphdr icmp;
+    __u8 quote[LISP_ICMP4_QUOTE];
+} __attribute__((packed));
+
+struct lisp_icmp6_reply {
+    struct ipv6hdr ip6;
+    struct icmp6hdr icmp6;
+    __u8 quote[LISP_ICMP6_QUOTE];
+} __attribute__((packed));
+
+static __always_inline struct lisp_scratch *get_scratch(void)
+{
+    __u32 zero = 0;
+    return scratch.lookup(&zero);
+}
+
 /* Turn the packet into an ICMP "fragmentation needed" / "packet too big"
  * addressed to its source and send it back where it came from. The source of
  * the ICMP is the original destination: it is never a local address of the
@@ -141,56 +159,53 @@ static __always_inline int send_too_big(struct __sk_buff *skb, const struct lisp
     __u8 mac[2 * ETH_ALEN];
     if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)))
         return TC_ACT_SHOT;
+    struct lisp_scratch *sc = get_scratch();
+    if (!sc)
+        return TC_ACT_SHOT;
     if (f->family == 4) {
-        struct {
-            struct iphdr ip;
-            struct icmphdr icmp;
-            __u8 quote[LISP_ICMP4_QUOTE];
-        } __attribute__((packed)) r = {};
-        if (!f->ihl_ok || bpf_skb_load_bytes(skb, ETH_HLEN, r.quote, sizeof(r.quote)))
+        struct lisp_icmp4_reply *r = (void *)sc->buf;
+        __builtin_memset(r, 0, sizeof(*r));
+        if (!f->ihl_ok || bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, sizeof(r->quote)))
             return TC_ACT_SHOT;
-        r.icmp.type = ICMP_DEST_UNREACH;
-        r.icmp.code = ICMP_FRAG_NEEDED;
-        r.icmp.un.frag.mtu = bpf_htons(mtu);
-        r.icmp.checksum = lisp_csum_fold(lisp_csum_add(0, &r.icmp, (sizeof(r.icmp) + sizeof(r.quote)) / 2));
-        r.ip.version = 4;
-        r.ip.ihl = 5;
-        r.ip.tos = 0xc0;
-        r.ip.tot_len = bpf_htons(sizeof(r));
-        r.ip.ttl = 64;
-        r.ip.protocol = IPPROTO_ICMP;
-        __builtin_memcpy(&r.ip.saddr, f->dst, 4);
-        __builtin_memcpy(&r.ip.daddr, f->src, 4);
-        r.ip.check = lisp_csum_fold(lisp_csum_add(0, &r.ip, 10));
-        if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(r), 0))
+        r->icmp.type = ICMP_DEST_UNREACH;
+        r->icmp.code = ICMP_FRAG_NEEDED;
+        r->icmp.un.frag.mtu = bpf_htons(mtu);
+        r->icmp.checksum = lisp_csum_fold(lisp_csum_add(0, &r->icmp, (sizeof(r->icmp) + sizeof(r->quote)) / 2));
+        r->ip.version = 4;
+        r->ip.ihl = 5;
+        r->ip.tos = 0xc0;
+        r->ip.tot_len = bpf_htons(sizeof(*r));
+        r->ip.ttl = 64;
+        r->ip.protocol = IPPROTO_ICMP;
+        __builtin_memcpy(&r->ip.saddr, f->dst, 4);
+        __builtin_memcpy(&r->ip.daddr, f->src, 4);
+        r->ip.check = lisp_csum_fold(lisp_csum_add(0, &r->ip, 10));
+        if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(*r), 0))
             return TC_ACT_SHOT;
-        if (bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), 0))
+        if (bpf_skb_store_bytes(skb, ETH_HLEN, r, sizeof(*r), 0))
             return TC_ACT_SHOT;
     } else {
-        struct {
-            struct ipv6hdr ip6;
-            struct icmp6hdr icmp6;
-            __u8 quote[LISP_ICMP6_QUOTE];
-        } __attribute__((packed)) r = {};
-        if (bpf_skb_load_bytes(skb, ETH_HLEN, r.quote, sizeof(r.quote)))
+        struct lisp_icmp6_reply *r = (void *)sc->buf;
+        __builtin_memset(r, 0, sizeof(*r));
+        if (bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, sizeof(r->quote)))
             return TC_ACT_SHOT;
         if (mtu < 1280)
             mtu = 1280;
-        r.icmp6.icmp6_type = ICMPV6_PKT_TOOBIG;
-        r.icmp6.icmp6_mtu = bpf_htonl(mtu);
-        r.ip6.version = 6;
-        r.ip6.payload_len = bpf_htons(sizeof(r.icmp6) + sizeof(r.quote));
-        r.ip6.nexthdr = IPPROTO_ICMPV6;
-        r.ip6.hop_limit = 255;
-        __builtin_memcpy(&r.ip6.saddr, f->dst, 16);
-        __builtin_memcpy(&r.ip6.daddr, f->src, 16);
-        __u32 sum = lisp_csum_add(0, &r.ip6.saddr, 16);
-        sum += bpf_htons(sizeof(r.icmp6) + sizeof(r.quote)) + bpf_htons(IPPROTO_ICMPV6);
-        sum = lisp_csum_add(sum, &r.icmp6, (sizeof(r.icmp6) + sizeof(r.quote)) / 2);
-        r.icmp6.icmp6_cksum = lisp_csum_fold(sum);
-        if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(r), 0))
+        r->icmp6.icmp6_type = ICMPV6_PKT_TOOBIG;
+        r->icmp6.icmp6_mtu = bpf_htonl(mtu);
+        r->ip6.version = 6;
+        r->ip6.payload_len = bpf_htons(sizeof(r->icmp6) + sizeof(r->quote));
+        r->ip6.nexthdr = IPPROTO_ICMPV6;
+        r->ip6.hop_limit = 255;
+        __builtin_memcpy(&r->ip6.saddr, f->dst, 16);
+        __builtin_memcpy(&r->ip6.daddr, f->src, 16);
+        __u32 sum = lisp_csum_add(0, &r->ip6.saddr, 16);
+        sum += bpf_htons(sizeof(r->icmp6) + sizeof(r->quote)) + bpf_htons(IPPROTO_ICMPV6);
+        sum = lisp_csum_add(sum, &r->icmp6, (sizeof(r->icmp6) + sizeof(r->quote)) / 2);
+        r->icmp6.icmp6_cksum = lisp_csum_fold(sum);
+        if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(*r), 0))
             return TC_ACT_SHOT;
-        if (bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), 0))
+        if (bpf_skb_store_bytes(skb, ETH_HLEN, r, sizeof(*r), 0))
             return TC_ACT_SHOT;
     }
     /* swap the MAC addresses: the reply goes back to the sender's hop */
@@ -200,6 +215,60 @@ static __always_inline int send_too_big(struct __sk_buff *skb, const struct lisp
     count(LISP_CNT_ICMP_TOO_BIG);
     count(LISP_CNT_DROP_BASE + LISP_DROP_TOO_BIG);
     return bpf_redirect(skb->ifindex, egress ? BPF_F_INGRESS : 0);
+}
+
+/* UDP checksum of an IPv6-encapsulated packet without reading the payload,
+ * the way Linux's local checksum offload (lco_csum) does it: an inner TCP,
+ * UDP or ICMP segment with a correct checksum sums to the complement of its
+ * pseudo-header sum (ICMPv4: to zero), and that holds as well when the
+ * checksum is still to be filled in by offload (CHECKSUM_PARTIAL). So the
+ * outer sum = outer pseudo header + UDP + LISP + inner IP header + that.
+ * Where it cannot be known (GSO, fragments, IPv6 extension headers, IPv4 UDP
+ * without checksum, other protocols) the RFC 6935 zero checksum stays. */
+static __always_inline __u16 outer6_udp_csum(struct __sk_buff *skb, const struct lisp_flow *f,
+                                             const struct lisp_outer6 *o, __u32 inner_len)
+{
+    if (skb->gso_size || f->frag || f->l3len != inner_len)
+        return 0;
+    __u8 proto = f->proto;
+    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP &&
+        !(f->family == 4 && proto == IPPROTO_ICMP) && !(f->family == 6 && proto == IPPROTO_ICMPV6))
+        return 0;
+    if (proto == IPPROTO_UDP && f->udp_nocsum && f->family == 4)
+        return 0;
+    struct lisp_scratch *sc = get_scratch();
+    if (!sc)
+        return 0;
+    __u8 *hdr = sc->buf;
+    __u32 sum = 0;
+    __u32 l4len;
+    if (f->family == 4) {
+        if (!f->ihl_ok || bpf_skb_load_bytes(skb, ETH_HLEN, hdr, 20))
+            return 0;
+        sum = lisp_csum_add(sum, hdr, 10);
+        l4len = inner_len - 20;
+        if (proto != IPPROTO_ICMP) {
+            __u32 ps = lisp_csum_add(0, f->src, 2);
+            ps = lisp_csum_add(ps, f->dst, 2);
+            ps += bpf_htons(proto) + bpf_htons(l4len);
+            sum += lisp_csum_fold(ps);           /* ~pseudo, folded */
+        }
+    } else {
+        if (bpf_skb_load_bytes(skb, ETH_HLEN, hdr, 40))
+            return 0;
+        sum = lisp_csum_add(sum, hdr, 20);
+        l4len = inner_len - 40;
+        __u32 ps = lisp_csum_add(0, f->src, 8);
+        ps = lisp_csum_add(ps, f->dst, 8);
+        ps += bpf_htons(l4len) + bpf_htons(proto);
+        sum += lisp_csum_fold(ps);
+    }
+    sum = lisp_csum_add(sum, &o->ip6.saddr, 16);
+    sum += o->ip6.payload_len + bpf_htons(IPPROTO_UDP);
+    sum = lisp_csum_add(sum, &o->udp, 4);
+    sum = lisp_csum_add(sum, &o->lisp, 4);
+    __u16 c = lisp_csum_fold(sum);
+    return c ? c : 0xffff;
 }
 
 /* Encapsulate toward one locator of ls and forward. */
@@ -236,6 +305,7 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
     if (v6) {
         struct lisp_outer6 o = {};
         lisp_build6(&o, f, c->src6, dst, inner_len, h, iid, ls->lsb, nonce);
+        o.udp.check = outer6_udp_csum(skb, f, &o, inner_len);
         if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6))
             return drop(LISP_DROP_ENCAP_FAILED);
         if (bpf_skb_store_bytes(skb, ETH_HLEN, &o, sizeof(o), 0))
@@ -332,9 +402,15 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
     if (lisp_special_dst(&f))
         return TC_ACT_OK;
     __u32 iid = 0, ifindex = skb->ifindex;
-    struct lisp_eid_if *ei = eid_ifaces.lookup(&ifindex);
-    if (ei)
-        iid = ei->iid & 0xffffff;
+    __u32 cb = skb->cb[0];
+    if (cb & LISP_CB_IID_VALID) {
+        iid = cb & 0xffffff;            /* re-encapsulation: iid of the LISP header */
+        skb->cb[0] = 0;
+    } else {
+        struct lisp_eid_if *ei = eid_ifaces.lookup(&ifindex);
+        if (ei)
+            iid = ei->iid & 0xffffff;
+    }
     /* Traffic within the site (and to this router) is not encapsulated. */
     if (local_eid(&f, iid))
         return TC_ACT_OK;
@@ -474,9 +550,11 @@ int lisp_etr_ingress(struct __sk_buff *skb)
     count(LISP_CNT_DECAPSULATED);
 
     if (!is_local) {
-        /* RTR / re-encapsulation: the map-cache decides the next locator. */
+        /* RTR / re-encapsulation: the ITR program decides the next locator. */
         count(LISP_CNT_REENCAPSULATED);
-        return route(skb, &f, iid, c, 0);
+        skb->cb[0] = iid | LISP_CB_IID_VALID;
+        tail_progs.call(skb, LISP_TAIL_ITR);
+        return drop(LISP_DROP_DECAP_FAILED);
     }
     int rc = fib_redirect(skb, ver == 6, f.src, f.dst);
     /* no forwarding route (e.g. the EID is this host): let the stack deliver */

@@ -175,6 +175,17 @@ BPF_TABLE_PINNED("array", __u32, struct lisp_config, config, 1, LISP_PIN(config)
 BPF_TABLE_PINNED("lru_hash", struct lisp_miss_key, __u64, miss_rl, 8192, LISP_PIN(miss_rl));
 BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, LISP_CNT__MAX, LISP_PIN(counters));
 BPF_TABLE_PINNED("percpu_hash", __u32, struct lisp_stats, map_stats, LISP_MAX_MAPPINGS, LISP_PIN(map_stats), BPF_F_NO_PREALLOC);
+/* Scratch space for buffers too big for the 512-byte BPF stack (ICMP
+ * replies, checksum input). Per CPU, used within one program run; not pinned. */
+struct lisp_scratch {
+    __u8 buf[256];
+};
+BPF_PERCPU_ARRAY(scratch, struct lisp_scratch, 1);
+/* lisp_etr_ingress tail-calls lisp_itr_ingress (slot LISP_TAIL_ITR) to
+ * re-encapsulate, with the instance ID in skb->cb[0] | LISP_CB_IID_VALID. */
+#define LISP_TAIL_ITR 0
+#define LISP_CB_IID_VALID 0x80000000
+BPF_PROG_ARRAY(tail_progs, 1);
 /* Not pinned: events are transient, and a reloaded program gets a new one. */
 BPF_RINGBUF_OUTPUT(miss_events, 16);
 

@@ -27,7 +27,10 @@ struct lisp_flow {
     __u8 tos;           /* IPv4 TOS / IPv6 traffic class */
     __u8 df;            /* IPv4 DF set; always 1 for IPv6 */
     __u8 ihl_ok;        /* IPv4 header without options (ICMP quoting needs it) */
+    __u8 frag;          /* a fragment: no L4 header to rely on */
+    __u8 udp_nocsum;    /* UDP with checksum 0 (allowed in IPv4) */
     __u16 hdrlen;       /* IP + TCP/UDP header bytes: the per-segment overhead of GSO */
+    __u16 l3len;        /* IP total length from the header */
     __be16 sport;
     __be16 dport;
     __u8 src[16];
@@ -53,9 +56,12 @@ static __always_inline int lisp_parse_ip(void *l3, void *end, __be16 proto, stru
         __builtin_memcpy(f->dst, &ip->daddr, 4);
         __u32 hl = ip->ihl * 4;
         f->hdrlen = hl;
+        f->l3len = bpf_ntohs(ip->tot_len);
         /* Fragments carry no ports (or not ours): hash them by addresses only. */
-        if (ip->frag_off & bpf_htons(LISP_IP_MF | LISP_IP_OFFSET))
+        if (ip->frag_off & bpf_htons(LISP_IP_MF | LISP_IP_OFFSET)) {
+            f->frag = 1;
             return 0;
+        }
         l4 = l3 + hl;
     } else if (proto == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = l3;
@@ -72,6 +78,7 @@ static __always_inline int lisp_parse_ip(void *l3, void *end, __be16 proto, stru
         __builtin_memcpy(f->src, &ip6->saddr, 16);
         __builtin_memcpy(f->dst, &ip6->daddr, 16);
         f->hdrlen = sizeof(*ip6);
+        f->l3len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
         l4 = l3 + sizeof(*ip6);
     } else {
         return -1;
@@ -89,6 +96,7 @@ static __always_inline int lisp_parse_ip(void *l3, void *end, __be16 proto, stru
             return 0;
         f->sport = uh->source;
         f->dport = uh->dest;
+        f->udp_nocsum = uh->check == 0;
         f->hdrlen += sizeof(*uh);
     }
     return 0;

@@ -86,13 +86,19 @@ def compile_bpf(pin_dir: Path, extra_cflags: tuple[str, ...] = ()):
                             "--system-site-packages)") from exc
     text = inline_source()
     cflags = [f'-DLISP_PIN_ROOT="{pin_dir}"', "-Wno-unused-function", *extra_cflags]
-    with tempfile.TemporaryFile(mode="w+b") as errf:
+    # A named file, not an anonymous one: LLVM exit()s on some errors (stack
+    # limit), and then this file is the only place the reason survives.
+    log_path = Path(tempfile.gettempdir()) / f"lispctl-bpf-compile-{os.getpid()}.log"
+    with open(log_path, "w+b") as errf:
         saved = os.dup(2)
         os.dup2(errf.fileno(), 2)
         try:
             bpf = BPF(text=text.encode(), cflags=cflags)
             fns = {name: bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in PROGRAMS}
-        except Exception as exc:  # bcc raises bare Exception
+            import ctypes
+            tail = bpf[b"tail_progs"]
+            tail[ctypes.c_int(header_define("LISP_TAIL_ITR"))] = ctypes.c_int(fns["lisp_itr_ingress"].fd)
+        except (Exception, SystemExit) as exc:  # bcc raises bare Exception, or exits
             os.dup2(saved, 2)
             errf.seek(0)
             log = errf.read().decode(errors="replace")
@@ -101,8 +107,10 @@ def compile_bpf(pin_dir: Path, extra_cflags: tuple[str, ...] = ()):
             hint = ""
             if "No such file" in log and "linux/" in log:
                 hint = " (kernel headers missing: install linux-headers for the running kernel)"
+            log_path.unlink(missing_ok=True)
             raise DatapathError(f"BPF compile/load failed: {exc}{hint}\n{first}") from exc
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+    log_path.unlink(missing_ok=True)
     return bpf, fns
