@@ -189,6 +189,8 @@ class ItrRole:
             self._sub_gc_at = now + 30.0
             for base in [b for b, sub in self.subs.items() if sub.expires_at <= now]:
                 self._drop_sub(base)
+            for eid in [e for e, b in self._sub_of.items() if b not in self.subs]:
+                del self._sub_of[eid]
         return out.items
 
     def _refresh_at(self, e: CacheEntry) -> float | None:
@@ -335,18 +337,19 @@ class ItrRole:
             out.log(f"ignored Map-Reply from {src.addr}: no outstanding request with that nonce")
             return
         self.counters["map_reply_rx"] += 1
-        accepted, ttl_s = self._accept_records(msg.records, p.eid, now, out, "map_reply")
+        accepted, ttl_s, eids = self._accept_records(msg.records, p.eid, now, out, "map_reply")
         if accepted:
             self._drop_pending(p)
             sub = self.subs.get(msg.nonce)
-            if sub is not None and ttl_s is not None:
-                sub.expires_at = now + ttl_s
+            if sub is not None:
+                self._sub_installed(sub, eids, ttl_s, now)
 
     def _accept_records(self, records, asked: EidPrefix, now: float, out: Effects,
-                        what: str) -> tuple[bool, float | None]:
-        """Install the records that cover `asked`; (any accepted, longest TTL installed)."""
+                        what: str) -> tuple[bool, float | None, list[EidPrefix]]:
+        """Install the records that cover `asked`; (any accepted, longest TTL, prefixes installed)."""
         accepted = False
         longest = None
+        installed = []
         for rec in records:
             try:
                 eid = record_prefix(rec)
@@ -373,15 +376,24 @@ class ItrRole:
             if eid != asked and asked in self.holddown:
                 del self.holddown[asked]
             self._install(eid, rlocs, action, ttl_s, now, out)
-        return accepted, longest
+            installed.append(eid)
+        return accepted, longest, installed
 
     # ------------------------------------------------------------ publish/subscribe
     def _add_sub(self, sub: _Sub) -> None:
         old = self._sub_of.get(sub.asked)
         if old is not None:
-            self.subs.pop(old, None)       # the Map-Server keeps only the newest nonce
+            self._drop_sub(old)            # the Map-Server keeps only the newest nonce
         self.subs[sub.base] = sub
         self._sub_of[sub.asked] = sub.base
+
+    def _sub_installed(self, sub: _Sub, eids: list[EidPrefix], ttl_s: float | None, now: float) -> None:
+        """A subscription's answer installed eids: it lives as long as they do,
+        and a refresh of one of them renews it (nonce + 1, RFC 9437 section 5)."""
+        if ttl_s is not None:
+            sub.expires_at = max(sub.expires_at, now + ttl_s)
+        for eid in eids:
+            self._sub_of[eid] = sub.base
 
     def _drop_sub(self, base: int) -> None:
         sub = self.subs.pop(base, None)
@@ -436,9 +448,11 @@ class ItrRole:
         else:
             sub.last = msg.nonce
             self.counters["pubsub_notify_rx"] += 1
-            accepted, ttl_s = self._accept_records(msg.records, sub.asked, now, out, "pubsub_notify")
-            if ttl_s is not None:
-                sub.expires_at = max(sub.expires_at, now + ttl_s)
+            accepted, ttl_s, eids = self._accept_records(msg.records, sub.asked, now, out, "pubsub_notify")
+            self._sub_installed(sub, eids, ttl_s, now)
+            p = self.pending.get(sub.asked)
+            if accepted and p is not None and sub.base in p.nonces:
+                self._drop_pending(p)      # the confirmation answered the request already
             out.log(f"Map-Notify from {src.addr} for subscription {sub.asked}"
                     f"{'' if accepted else ' (no record for it)'}", f"nonce {msg.nonce:#018x}")
         ack = MapNotifyAck(msg.nonce, msg.records, key_id=msg.key_id, alg_id=msg.alg_id,
