@@ -223,3 +223,18 @@ def test_used_mappings_are_reported_to_on_used(monkeypatch):
     run(body, role=role, datapath=dp, binds=["127.0.0.1"])
     assert used_calls == [[b]]             # once: the counter moved once
     os.close(dp.r), os.close(dp.w)
+
+
+def test_map_cache_view_orders_mixed_families():
+    # IPv4 and IPv6 entries together: EidPrefix's own order raises TypeError
+    # across families, which broke `lispctl map-cache` on every dual-stack xTR.
+    dp = FakeDatapath()
+
+    async def body(rt):
+        to = ("127.0.0.1", rt.sockets.port)
+        await _quiet(b"install fd00:2::/64", to)
+        await _quiet(b"install 10.2.0.0/16", to)
+        return rt.map_cache()
+    view = run(body, datapath=dp, binds=["127.0.0.1"])
+    assert [e["eid"] for e in view] == ["10.2.0.0/16", "fd00:2::/64"]
+    os.close(dp.r), os.close(dp.w)

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from lispctl.mapping.lpm import eid_sort_key
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
 from lispctl.roles.base import (CONTROL_PORT, Endpoint, InstallMapping, Log, MissEvent,
                                 RemoveMapping, Role, Send)
@@ -282,7 +283,7 @@ class Runtime:
 
     def map_cache(self) -> list[dict]:
         now = self.now()
-        return [e.to_json(now) for e in sorted(self.cache.values(), key=lambda e: e.eid)]
+        return [e.to_json(now) for e in sorted(self.cache.values(), key=lambda e: eid_sort_key(e.eid))]
 
     def socket_counters(self) -> dict:
         s = self.sockets.stats if self.sockets else None

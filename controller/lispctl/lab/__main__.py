@@ -35,7 +35,7 @@ def _sigterm(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lispctl.lab", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--topology", default="dataplane", help=f"one of: {', '.join(available())}")
+    ap.add_argument("--topology", default="control", help=f"one of: {', '.join(available())}")
     ap.add_argument("--keep", action="store_true", help="leave the lab running for inspection")
     ap.add_argument("--down", metavar="PREFIX", help="tear down a lab kept by an earlier run")
     ap.add_argument("--list", action="store_true", help="list topologies and kept labs")
