@@ -187,3 +187,73 @@ def test_multiline_array_does_not_confuse_lines():
         + "bogus = 1\n"
     err = error_of(text)
     assert text.splitlines()[err.problems[0].line - 1] == "bogus = 1"
+
+
+# ---------------------------------------------------------------- mobile node, pubsub, probing
+
+MN = (EXAMPLES / "mobile-node.toml").read_text()
+
+
+def test_mobile_node_example_values():
+    cfg = load(EXAMPLES / "mobile-node.toml")
+    assert cfg.is_mobile_node and cfg.is_itr and cfg.is_etr and not cfg.is_ms
+    assert cfg.mobile_node.eid_device == "lmn0" and cfg.mobile_node.mtu == 1444
+    assert [str(e.eid) for e in cfg.database] == ["10.9.0.7/32", "2001:db8:9::7/128"]
+    assert [(l.interface, l.family, l.priority) for l in cfg.database[0].locator] == [
+        ("eth0", "ipv4", 1), ("wlan0", "ipv4", 2), ("wlan0", "ipv6", 2)]
+    mr = cfg.map_resolver[0]
+    assert mr.subscribe and mr.key == "mn1-secret" and mr.key_id == 1
+    assert cfg.xtr_id == 0x0123456789ABCDEF0123456789ABCDEF and cfg.site_id == 9
+    assert cfg.itr.rloc_probe_interval == 10 and cfg.itr.rloc_probe_retries == 3
+    assert cfg.miss_action == "petr"
+
+
+def test_new_defaults_off_or_safe():
+    cfg = loads(MINIMAL_XTR)
+    assert cfg.itr.rloc_probe_interval == 0 and cfg.itr.rloc_probe_timeout == 2.0
+    assert cfg.map_resolver[0].subscribe is False
+    assert cfg.etr.smr is True and cfg.etr.smr_min_interval == 0.1
+    assert cfg.ms.pubsub is True and cfg.ms.notify_retries == 3
+    assert cfg.xtr_id is None and not cfg.is_mobile_node
+
+
+@pytest.mark.parametrize("old,new,path,words", [
+    ('eid-prefix = "10.9.0.7/32"', 'eid-prefix = "10.9.0.0/24"', "database[0].eid-prefix",
+     "one address (/32)"),
+    ('interface = "eth0"             # wired: preferred\nfamily = "ipv4"', 'address = "192.0.2.7"',
+     "database[0].locator[0].address", "give 'interface'"),
+    ('roles = ["mobile-node"]', 'roles = ["mobile-node", "xtr"]', "roles", "cannot be combined"),
+    ('roles = ["mobile-node"]', 'roles = ["mobile-node"]\n[interfaces]\neid-facing = ["lan0"]',
+     "interfaces.eid-facing", "EID device"),
+    ('interface = "wlan0"            # Wi-Fi', 'interface = "lmn0"            # Wi-Fi',
+     "database[0].locator[1].interface", "EID device"),
+    ('eid-device = "lmn0"', 'eid-device = "a/b"', "mobile-node.eid-device", "pattern"),
+    ('xtr-id = "0123456789abcdef0123456789abcdef"\n', '', "map-resolver[0].subscribe", "needs an xTR-ID"),
+    ('subscribe = true               # RFC 9437: the Map-Server pushes changes of what we ask for\nkey-id = 1\nkey = "mn1-secret"',
+     'subscribe = true', "map-resolver[0]", "needs the 'key'"),
+    ('rloc-probe-interval = 10', 'rloc-probe-interval = -1', "itr.rloc-probe-interval", "greater than or equal"),
+])
+def test_mobile_node_validation(old, new, path, words):
+    assert old in MN
+    err = error_of(MN.replace(old, new))
+    assert path in [p.path for p in err.problems], str(err)
+    assert words in str(err)
+
+
+def test_mobile_node_section_needs_the_role():
+    err = error_of(MINIMAL_XTR.replace('roles = ["xtr"]', 'roles = ["xtr"]\n[mobile-node]\nmtu = 1400'))
+    assert [p.path for p in err.problems] == ["mobile-node"]
+    assert "only used by the mobile-node role" in str(err)
+
+
+def test_site_pubsub_keys():
+    ms = (EXAMPLES / "ms-mr.toml").read_text()
+    cfg = loads(ms.replace('name = "site-b"', 'name = "site-b"\nsite-id = 2\npubsub-key-id = 2'))
+    assert cfg.site[1].site_id == 2 and cfg.site[1].pubsub_key == (2, "site-b-next-key")
+    cfg = loads(ms.replace('name = "site-a"', 'name = "site-a"\nsite-id = 1'))
+    assert cfg.site[0].pubsub_key == (1, "site-a-secret")
+    err = error_of(ms.replace('name = "site-b"', 'name = "site-b"\npubsub-key-id = 9'))
+    assert "pubsub-key-id 9 is not one of the site's keys" in str(err)
+    err = error_of(ms.replace('name = "site-b"', 'name = "site-b"\nsite-id = 1')
+                   .replace('name = "site-a"', 'name = "site-a"\nsite-id = 1'))
+    assert [p.path for p in err.problems] == ["site[1].site-id"]

@@ -66,8 +66,8 @@ class RlocProber:
         """The map-cache entry eid changed its locators from old to new."""
         if not self.enabled:
             return
-        new_addrs = {r.address for r in new}
-        for addr in {r.address for r in old} - new_addrs:
+        new_addrs = list(dict.fromkeys(r.address for r in new))
+        for addr in {r.address for r in old} - set(new_addrs):
             st = self.states.get(addr)
             if st is not None:
                 st.users.discard(eid)
