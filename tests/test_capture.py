@@ -13,7 +13,7 @@ from lispctl.capture.layers import (LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_L
                                     LINKTYPE_LINUX_SLL2, LINKTYPE_LOOP, LINKTYPE_NULL, LINKTYPE_RAW,
                                     LINKTYPE_RAW_14)
 
-from conftest import unavailable
+from tests.conftest import unavailable
 
 V4 = ("192.0.2.1", "198.51.100.2")
 V6 = ("2001:db8::1", "2001:db8:1::2")

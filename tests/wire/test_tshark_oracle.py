@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import unavailable
+from tests.conftest import unavailable
 from lispctl import wire as w
 from lispctl.capture import PcapWriter, ip_udp
 
