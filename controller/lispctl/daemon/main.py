@@ -20,6 +20,7 @@ from lispctl.api.protocol import ApiError
 
 from .api_server import ApiServer
 from .device import Device
+from .ifwatch import LocatorWatch
 from .rundir import InstancePaths, PidLock
 from .runtime import Runtime
 
@@ -57,6 +58,9 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO) -> Non
     runtime = Runtime(device.roles, datapath=device.datapath,
                       control_port=device.control_port, binds=device.binds)
     runtime.start()
+    watch = LocatorWatch.for_device(runtime, device)
+    if watch is not None:
+        watch.start(loop)
     api = ApiServer(paths.socket, _handlers(paths, device, runtime, lambda: loop.call_soon(stop.set)))
     try:
         await api.start()
@@ -73,6 +77,8 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO) -> Non
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await api.close()
+        if watch is not None:
+            watch.close()
         runtime.close()
 
 

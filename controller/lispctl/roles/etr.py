@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lispctl.config import Config, MapServerConfig
+from lispctl.mapping.lpm import eid_sort_key
 from lispctl.mapping.types import EidPrefix, IPAddress
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, NonceSource, decode, ip_only, reply_target
@@ -295,7 +296,7 @@ class EtrRole:
         busy = r.last_smr is not None and now - r.last_smr < hi
         r.gap = min(max(r.gap * 2, lo), hi) if busy else lo
         r.last_smr = now
-        for eid in sorted(r.pending):
+        for eid in sorted(r.pending, key=eid_sort_key):   # IPv4 and IPv6 do not compare
             src_eid, _ = from_eid_prefix(EidPrefix(eid.iid, eid.prefix))
             smr = MapRequest(self.nonce(), (request_record(eid),), tuple(rlocs[:32]),
                              source_eid=src_eid, smr=True)
