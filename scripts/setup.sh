@@ -28,7 +28,7 @@ fi
 # own headers (cloud/VM kernels) get Debian's generic tree: our programs use
 # only UAPI definitions, so any recent header tree is good enough.
 kdir=/lib/modules/$(uname -r)
-if [ ! -e "$kdir/build/include/uapi/linux/bpf.h" ]; then
+if [ ! -e "$kdir/build/Makefile" ]; then
     arch=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n1)
     common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n1)
     if [ -z "$arch" ] || [ -z "$common" ]; then
