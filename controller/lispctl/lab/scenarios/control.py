@@ -155,6 +155,12 @@ def map_cache(lab: Lab, node: str = "xtr1") -> dict[str, dict]:
     return {e["eid"]: e for e in api(lab, node, "map-cache")}
 
 
+def log_tail(lab: Lab, node: str, chars: int = 4000) -> str:
+    """The end of the node daemon's log (for failure messages)."""
+    p = lab.rundir / "logs" / f"{node}.{DAEMON}.log"
+    return p.read_text(errors="replace")[-chars:] if p.exists() else f"(no log {p})"
+
+
 def counters(lab: Lab, node: str) -> dict:
     return api(lab, node, "counters")
 
