@@ -21,6 +21,7 @@ from lispctl.api.protocol import ApiError
 from .api_server import ApiServer
 from .device import Device
 from .ifwatch import LocatorWatch
+from .mobile import MobileNodeWatch
 from .rundir import InstancePaths, PidLock
 from .runtime import Runtime
 
@@ -58,11 +59,14 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO) -> Non
     runtime = Runtime(device.roles, datapath=device.datapath,
                       control_port=device.control_port, binds=device.binds)
     runtime.start()
-    watch = LocatorWatch.for_device(runtime, device)
-    if watch is not None:
+    mobile = MobileNodeWatch.for_device(runtime, device)
+    watch = mobile or LocatorWatch.for_device(runtime, device)
+    if watch is not None and mobile is None:
         watch.start(loop)
     api = ApiServer(paths.socket, _handlers(paths, device, runtime, lambda: loop.call_soon(stop.set)))
     try:
+        if mobile is not None:
+            await mobile.setup(loop)     # EID device, uplinks, then the same watcher
         await api.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _on_signal, sig, stop)
@@ -77,7 +81,9 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO) -> Non
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await api.close()
-        if watch is not None:
+        if mobile is not None:
+            await mobile.restore()
+        elif watch is not None:
             watch.close()
         runtime.close()
 
