@@ -209,7 +209,7 @@ def _decoded_control(pcap: Path, limit: int = 14) -> list[str]:
         if len(parts) != 4:
             continue
         t, src, dst, info = parts
-        rows.append(f"{float(t or 0):7.3f}s  {src.split(',')[-1]:>15} -> {dst.split(',')[-1]:<15} {info}")
+        rows.append(f"{float(t or 0):7.3f}s  {src.split(',')[0]:>15} -> {dst.split(',')[0]:<15} {info}")
     return rows[:limit]
 
 
@@ -241,7 +241,8 @@ def run(lab: Lab, say: Callable[[str], None]) -> bool:
         _show(say, cli(lab, "msmr", "sites"))
 
         say("\n[4/7] Ping hostA -> hostB: the first packet misses in xtr1's map-cache (dropped),")
-        say("      xtr1 sends a Map-Request through the MR, the answer is installed, later packets flow")
+        say("      xtr1 sends a Map-Request through the MR, the answer is installed, later packets flow;")
+        say("      the first reply misses the same way at xtr2 (the MS proxy-replies for site1): 3/5 is expected")
         for src, dst in ((a4, b4), (a6, b6)):
             got = ping(lab, "hostA", dst, count=5, timeout=1.0)
             say(f"      ping {src} -> {dst}: {got}/5 replies")
@@ -287,4 +288,17 @@ def run(lab: Lab, say: Callable[[str], None]) -> bool:
         ok &= any("Request" in r for r in rows) and any("Reply" in r for r in rows)
     except Exception as exc:
         say(f"      tshark: {exc}")
+    if lab.keep:
+        _explain_poking(lab, say)
     return ok
+
+
+def _explain_poking(lab: Lab, say: Callable[[str], None]) -> None:
+    rd, py = run_dir(lab), lab.expand("xtr1", "{lispctl}")
+    say(f"\nThe daemons keep running. Their API sockets are files, so the show commands work from here:\n"
+        f"    export LISPCTL_RUN_DIR={rd}\n"
+        f"    {py} sites -i {lab.instance('msmr')}\n"
+        f"    {py} map-cache -i {lab.instance('xtr1')}\n"
+        f"    {py} counters -i {lab.instance('xtr2')}\n"
+        f"lig needs the node's routes:\n"
+        f"    nsenter --net=/run/netns/{lab.ns('xtr1')} {py} lig 10.2.0.2 --mr {MSMR_ADDR}")
