@@ -175,6 +175,16 @@ def wait_locator(lab: Lab, address: str, fam: int = 4, timeout: float = 10.0) ->
     return cp.eventually(ok, timeout, 0.02)
 
 
+def wait_usable(lab: Lab, addresses: Iterable[str], fam: int = 4, timeout: float = 10.0) -> dict | None:
+    """Until xtr2's entry for mn's EID uses exactly `addresses`."""
+    want = sorted(addresses)
+
+    def ok():
+        e = mn_entry(lab, fam)
+        return e if usable_locators(e) == want else None
+    return cp.eventually(ok, timeout, 0.02)
+
+
 # -- traffic processes ------------------------------------------------------------
 def _write_state(path: str, state: dict) -> None:
     tmp = path + ".tmp"
