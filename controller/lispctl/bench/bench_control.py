@@ -173,8 +173,7 @@ def _inner_dst_of_data(ip: bytes) -> tuple[str, bytes] | None:
     UDP/4341, ('req', EID) for an ECM'd Map-Request, ('rep', EID) for a Map-Reply."""
     v = ip[0] >> 4
     if v == 4:
-        hl, proto, l4 = (ip[0] & 0xF) * 4, ip[9], None
-        l4 = ip[hl:] if proto == 17 else None
+        l4 = ip[(ip[0] & 0xF) * 4:] if ip[9] == 17 else None
     elif v == 6:
         l4 = ip[40:] if ip[6] == 17 else None
     else:
