@@ -30,6 +30,18 @@
 /* UAPI enum values of kernel >= 6.3, absent from the 6.1 headers we compile with */
 #define LISP_ADJ_DECAP_L3_IPV4 (1ULL << 7)
 #define LISP_ADJ_DECAP_L3_IPV6 (1ULL << 8)
+/* Newer than 6.18 (bpf-next 2025): clears SKB_GSO_UDP_TUNNEL and
+ * skb->encapsulation of a decapsulated GSO packet. Older kernels reject the
+ * flag with -EINVAL before touching the packet, so it is tried first and
+ * dropped on failure. */
+#define LISP_ADJ_DECAP_L4_UDP (1ULL << 10)
+
+/* Packets built by AF_PACKET TX rings (trafgen) and by some drivers carry
+ * only the MAC header in the linear part of the skb, which is all that direct
+ * packet access sees; such packets are pulled up to what the parsers read.
+ * Only as much as needed: pulling a cloned skb (TCP keeps the original)
+ * copies its head. */
+#define LISP_L4_PULL 20         /* TCP header without options; covers UDP */
 
 /* bcc 0.26 declares this helper with 3 arguments; the kernel takes 4. */
 static long (*lisp_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) =
@@ -104,32 +116,66 @@ static __always_inline void miss_event(const struct lisp_flow *f, __u32 iid, con
         count(LISP_CNT_MISS_EVENTS_LOST);
 }
 
-/* Forward a packet whose L3 header starts at offset 14 using the FIB.
- * Returns a tc verdict, or -1 when there is no route. */
-static __always_inline int fib_redirect(struct __sk_buff *skb, int v6, const __u8 *src, const __u8 *dst)
+/* Make the first `want` bytes (or the whole packet if shorter) directly
+ * readable; the caller reloads data/data_end afterwards. */
+static __always_inline int pull_headers(struct __sk_buff *skb, __u32 want)
 {
-    struct bpf_fib_lookup p = {};
-    p.ifindex = skb->ifindex;
-    p.tot_len = skb->len - ETH_HLEN;
+    __u32 len = skb->len < want ? skb->len : want;
+    if ((void *)(long)skb->data + len <= (void *)(long)skb->data_end)
+        return 0;
+    return bpf_skb_pull_data(skb, len);
+}
+
+/* FIB lookup (forwarding mode, from the ingress interface) toward dst.
+ * Done before the packet is changed, so a packet without a route is dropped
+ * untouched, and the new MAC addresses go into the same store as the new
+ * headers. Returns the helper's code; only SUCCESS and NO_NEIGH forward.
+ * tot_len: l3 length of the packet as it will leave. For a GSO super-packet
+ * (up to 64 KB) it is 0, so the helper checks the skb against the egress
+ * device the GSO-aware way instead of failing its MTU check (FRAG_NEEDED);
+ * its segment size was checked against path_mtu already. */
+static __always_inline long fib_resolve(struct __sk_buff *skb, struct bpf_fib_lookup *p, int v6,
+                                        const __u8 *src, const __u8 *dst, __u32 tot_len)
+{
+    __builtin_memset(p, 0, sizeof(*p));
+    p->ifindex = skb->ifindex;
+    p->tot_len = skb->gso_size ? 0 : tot_len;
     if (v6) {
-        p.family = AF_INET6;
-        __builtin_memcpy(p.ipv6_src, src, 16);
-        __builtin_memcpy(p.ipv6_dst, dst, 16);
+        p->family = AF_INET6;
+        __builtin_memcpy(p->ipv6_src, src, 16);
+        __builtin_memcpy(p->ipv6_dst, dst, 16);
     } else {
-        p.family = AF_INET;
-        __builtin_memcpy(&p.ipv4_src, src, 4);
-        __builtin_memcpy(&p.ipv4_dst, dst, 4);
+        p->family = AF_INET;
+        __builtin_memcpy(&p->ipv4_src, src, 4);
+        __builtin_memcpy(&p->ipv4_dst, dst, 4);
     }
-    long rc = bpf_fib_lookup(skb, &p, sizeof(p), 0);
+    return bpf_fib_lookup(skb, p, sizeof(*p), 0);
+}
+
+static __always_inline int fib_ok(long rc)
+{
+    return rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH;
+}
+
+/* The Ethernet header of the forwarded packet: the FIB's MACs, or (NO_NEIGH:
+ * bpf_redirect_neigh fills them in) the packet's own. */
+static __always_inline void fib_eth(struct ethhdr *eth, long rc, const struct bpf_fib_lookup *p,
+                                    const __u8 *old_macs, __be16 proto)
+{
     if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-        if (bpf_skb_store_bytes(skb, 0, p.dmac, ETH_ALEN, 0) ||
-            bpf_skb_store_bytes(skb, ETH_ALEN, p.smac, ETH_ALEN, 0))
-            return TC_ACT_SHOT;
-        return bpf_redirect(p.ifindex, 0);
+        __builtin_memcpy(eth->h_dest, p->dmac, ETH_ALEN);
+        __builtin_memcpy(eth->h_source, p->smac, ETH_ALEN);
+    } else {
+        __builtin_memcpy(eth->h_dest, old_macs, 2 * ETH_ALEN);
     }
-    if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-        return lisp_redirect_neigh(p.ifindex, 0, 0, 0);
-    return -1;
+    eth->h_proto = proto;
+}
+
+static __always_inline int fib_send(long rc, const struct bpf_fib_lookup *p)
+{
+    if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+        return bpf_redirect(p->ifindex, 0);
+    return lisp_redirect_neigh(p->ifindex, 0, 0, 0);
 }
 
 struct lisp_icmp4_reply {
@@ -276,8 +322,8 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
                                  const struct lisp_locset *ls, __u32 id,
                                  const struct lisp_config *c, int egress)
 {
-    __u32 h = lisp_flow_hash(f);
-    int i = lisp_pick(ls, h);
+    __u32 hash = lisp_flow_hash(f);
+    int i = lisp_pick(ls, hash);
     if (i < 0 || i >= LISP_MAX_LOCATORS)
         return drop(LISP_DROP_NO_LOCATOR);
     const struct lisp_locator *loc = &ls->loc[i];
@@ -287,41 +333,61 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
     __u32 olen = v6 ? LISP_OVERHEAD6 : LISP_OVERHEAD4;
     __u32 inner_len = skb->len - ETH_HLEN;
 
-    /* A GSO super-packet is judged by its segments: bpf_skb_adjust_room
-     * shrinks gso_size by the overhead, so each outer segment keeps the
-     * size of the original inner segment. */
-    if (c->path_mtu) {
-        __u32 seg = skb->gso_size ? f->hdrlen + skb->gso_size : inner_len;
-        if (seg + (skb->gso_size ? 0 : olen) > c->path_mtu)
+    __u64 flags = BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct lisp_hdr));
+    /* A GSO super-packet is judged by its segments (headers + gso_size), the
+     * way a non-GSO packet is judged by its length. When an encapsulated
+     * segment fits the path, gso_size stays (FIXED_GSO: as many segments
+     * as without LISP); a TCP segment that fits only without the overhead
+     * gets gso_size lowered by it instead (the kernel does that without
+     * FIXED_GSO), so the outer segments keep the inner segments' size. */
+    if (skb->gso_size) {
+        __u32 seg = f->hdrlen + skb->gso_size;
+        if (!c->path_mtu || seg + olen <= c->path_mtu)
+            flags |= BPF_F_ADJ_ROOM_FIXED_GSO;
+        else if (f->proto != IPPROTO_TCP || seg > c->path_mtu)
             return send_too_big(skb, f, c->path_mtu > olen ? c->path_mtu - olen : 0, egress);
+        /* outer lengths are 16 bits; real GSO packets stay below 64 KB */
+        if (inner_len + olen > 0xffff)
+            return drop(LISP_DROP_ENCAP_FAILED);
+    } else if (c->path_mtu && inner_len + olen > c->path_mtu) {
+        return send_too_big(skb, f, c->path_mtu > olen ? c->path_mtu - olen : 0, egress);
     }
 
-    __u32 nonce = bpf_get_prandom_u32() & 0xffffff;
-    __u64 flags = BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct lisp_hdr));
-    __be16 proto;
-    int rc;
     __u8 dst[16];
     __builtin_memcpy(dst, loc->addr, 16);
-    if (v6) {
-        struct lisp_outer6 o = {};
-        lisp_build6(&o, f, c->src6, dst, inner_len, h, iid, ls->lsb, nonce);
-        o.udp.check = outer6_udp_csum(skb, f, &o, inner_len);
-        if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6))
-            return drop(LISP_DROP_ENCAP_FAILED);
-        if (bpf_skb_store_bytes(skb, ETH_HLEN, &o, sizeof(o), 0))
-            return drop(LISP_DROP_ENCAP_FAILED);
-        proto = bpf_htons(ETH_P_IPV6);
-    } else {
-        struct lisp_outer4 o = {};
-        lisp_build4(&o, f, c->src4, dst, inner_len, h, iid, ls->lsb, nonce);
-        if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4))
-            return drop(LISP_DROP_ENCAP_FAILED);
-        if (bpf_skb_store_bytes(skb, ETH_HLEN, &o, sizeof(o), 0))
-            return drop(LISP_DROP_ENCAP_FAILED);
-        proto = bpf_htons(ETH_P_IP);
-    }
-    if (bpf_skb_store_bytes(skb, 2 * ETH_ALEN, &proto, sizeof(proto), 0))
+    struct bpf_fib_lookup p;
+    long frc = fib_resolve(skb, &p, v6, v6 ? c->src6 : c->src4, dst, inner_len + olen);
+    if (!fib_ok(frc))
+        return drop(LISP_DROP_NO_ROUTE);
+    __u8 macs[2 * ETH_ALEN];
+    if (frc != BPF_FIB_LKUP_RET_SUCCESS && bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)))
         return drop(LISP_DROP_ENCAP_FAILED);
+
+    __u32 nonce = bpf_get_prandom_u32() & 0xffffff;
+    if (v6) {
+        struct {
+            __u8 pad[2];        /* keeps the outer IP header 4-byte aligned on the stack */
+            struct ethhdr eth;
+            struct lisp_outer6 o;
+        } __attribute__((packed, aligned(4))) h = {};
+        lisp_build6(&h.o, f, c->src6, dst, inner_len, hash, iid, ls->lsb, nonce);
+        h.o.udp.check = outer6_udp_csum(skb, f, &h.o, inner_len);
+        fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IPV6));
+        if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) ||
+            bpf_skb_store_bytes(skb, 0, &h.eth, sizeof(h) - sizeof(h.pad), 0))
+            return drop(LISP_DROP_ENCAP_FAILED);
+    } else {
+        struct {
+            __u8 pad[2];        /* keeps the outer IP header 4-byte aligned on the stack */
+            struct ethhdr eth;
+            struct lisp_outer4 o;
+        } __attribute__((packed, aligned(4))) h = {};
+        lisp_build4(&h.o, f, c->src4, dst, inner_len, hash, iid, ls->lsb, nonce);
+        fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IP));
+        if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) ||
+            bpf_skb_store_bytes(skb, 0, &h.eth, sizeof(h) - sizeof(h.pad), 0))
+            return drop(LISP_DROP_ENCAP_FAILED);
+    }
 
     count(LISP_CNT_ENCAPSULATED);
     struct lisp_stats *st = map_stats.lookup(&id);
@@ -329,10 +395,7 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
         st->packets += 1;
         st->bytes += inner_len;
     }
-    rc = fib_redirect(skb, v6, v6 ? c->src6 : c->src4, dst);
-    if (rc < 0)
-        return drop(LISP_DROP_NO_ROUTE);
-    return rc;
+    return fib_send(frc, &p);
 }
 
 static __always_inline int apply_miss(struct __sk_buff *skb, const struct lisp_flow *f, __u32 iid,
@@ -391,6 +454,13 @@ static __always_inline int route(struct __sk_buff *skb, const struct lisp_flow *
 
 static __always_inline int itr(struct __sk_buff *skb, int egress)
 {
+    __u32 want = ETH_HLEN + LISP_L4_PULL;
+    if (skb->protocol == bpf_htons(ETH_P_IP))
+        want += sizeof(struct iphdr);
+    else if (skb->protocol == bpf_htons(ETH_P_IPV6))
+        want += sizeof(struct ipv6hdr);
+    if (pull_headers(skb, want))
+        return TC_ACT_OK;       /* out of memory: the stack decides */
     void *data = (void *)(long)skb->data;
     void *data_end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
@@ -441,6 +511,11 @@ static __always_inline int local_rloc(int v6, const void *addr)
 /* ETR: decapsulate UDP 4341 packets to a local RLOC; pass everything else. */
 int lisp_etr_ingress(struct __sk_buff *skb)
 {
+    /* outer IP + UDP + LISP + an inner IPv6 header (the inner ports are not needed) */
+    __u32 want = ETH_HLEN + sizeof(struct udphdr) + sizeof(struct lisp_hdr) + sizeof(struct ipv6hdr);
+    want += skb->protocol == bpf_htons(ETH_P_IPV6) ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+    if (pull_headers(skb, want))
+        return TC_ACT_OK;
     void *data = (void *)(long)skb->data;
     void *data_end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
@@ -525,6 +600,17 @@ int lisp_etr_ingress(struct __sk_buff *skb)
     if (!is_local && !(c->flags & LISP_CFG_REENCAP))
         return drop(LISP_DROP_NOT_LOCAL_EID);
 
+    /* The next hop of the inner packet, looked up before anything changes;
+     * the new Ethernet header is written in one store after decapsulation. */
+    __u8 macs[2 * ETH_ALEN];
+    __builtin_memcpy(macs, eth, sizeof(macs));
+    struct bpf_fib_lookup p;
+    long frc = -1;
+    if (is_local)
+        frc = fib_resolve(skb, &p, ver == 6, f.src, f.dst, inner_len);
+    struct ethhdr neth;
+    fib_eth(&neth, frc, &p, macs, inner_proto);
+
     /* RFC 9300 5.3: the inner TTL becomes min(inner, outer). */
     __u32 inner_off = ETH_HLEN + olen;
     if (outer_ttl < f.ttl) {
@@ -542,10 +628,15 @@ int lisp_etr_ingress(struct __sk_buff *skb)
     if (skb->len > inner_off + inner_len &&
         bpf_skb_change_tail(skb, inner_off + inner_len, 0))
         return drop(LISP_DROP_DECAP_FAILED);
-    __u64 flags = ver == 4 ? LISP_ADJ_DECAP_L3_IPV4 : LISP_ADJ_DECAP_L3_IPV6;
-    if (bpf_skb_adjust_room(skb, -(__s32)olen, BPF_ADJ_ROOM_MAC, flags))
-        return drop(LISP_DROP_DECAP_FAILED);
-    if (bpf_skb_store_bytes(skb, 2 * ETH_ALEN, &inner_proto, sizeof(inner_proto), 0))
+    /* FIXED_GSO: a GSO packet's gso_size is the inner payload per segment,
+     * which removing the outer headers does not change. */
+    __u64 flags = (ver == 4 ? LISP_ADJ_DECAP_L3_IPV4 : LISP_ADJ_DECAP_L3_IPV6) | BPF_F_ADJ_ROOM_FIXED_GSO;
+    if (!skb->gso_size ||
+        bpf_skb_adjust_room(skb, -(__s32)olen, BPF_ADJ_ROOM_MAC, flags | LISP_ADJ_DECAP_L4_UDP)) {
+        if (bpf_skb_adjust_room(skb, -(__s32)olen, BPF_ADJ_ROOM_MAC, flags))
+            return drop(LISP_DROP_DECAP_FAILED);
+    }
+    if (bpf_skb_store_bytes(skb, 0, &neth, sizeof(neth), 0))
         return drop(LISP_DROP_DECAP_FAILED);
     count(LISP_CNT_DECAPSULATED);
 
@@ -556,7 +647,6 @@ int lisp_etr_ingress(struct __sk_buff *skb)
         tail_progs.call(skb, LISP_TAIL_ITR);
         return drop(LISP_DROP_DECAP_FAILED);
     }
-    int rc = fib_redirect(skb, ver == 6, f.src, f.dst);
     /* no forwarding route (e.g. the EID is this host): let the stack deliver */
-    return rc < 0 ? TC_ACT_OK : rc;
+    return fib_ok(frc) ? fib_send(frc, &p) : TC_ACT_OK;
 }

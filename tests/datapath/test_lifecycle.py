@@ -127,6 +127,7 @@ def test_static_runner_in_netns(lab, pin_root, tmp_path):
             {"eid": "10.9.0.0/16", "rlocs": [], "action": "drop"},
         ],
         "miss_action": "natively-forward",
+        "petr": None,          # null is accepted as "none" (it used to crash the runner)
     }
     f = tmp_path / "static.json"
     f.write_text(json.dumps(cfg))

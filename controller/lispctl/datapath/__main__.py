@@ -41,25 +41,38 @@ def parse_rloc(obj: Any) -> Rloc:
                 int(obj.get("weight", 100)), bool(obj.get("reachable", True)))
 
 
+def _items(obj: dict, key: str) -> list:
+    """A list-valued key; absent and null both mean empty."""
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{key!r} must be a list, not {type(value).__name__}")
+    return value
+
+
 def load_static(dp, data: dict) -> None:
-    """Install a static configuration (the JSON format of docs/datapath.md)."""
-    for a in data.get("local_rlocs", []):
+    """Install a static configuration (the JSON format of docs/datapath.md).
+    A key set to null counts as absent (lists: empty)."""
+    if not isinstance(data, dict):
+        raise ValueError("the static configuration must be a JSON object")
+    for a in _items(data, "local_rlocs"):
         dp.add_local_rloc(ipaddress.ip_address(a))
-    for e in data.get("local_eids", []):
-        dp.add_local_eid(EidPrefix.parse(e) if isinstance(e, str) else EidPrefix.parse(e["eid"], int(e.get("iid", 0))))
-    for iid in data.get("accept_iids", []):
+    for e in _items(data, "local_eids"):
+        dp.add_local_eid(EidPrefix.parse(e) if isinstance(e, str) else EidPrefix.parse(e["eid"], int(e.get("iid") or 0)))
+    for iid in _items(data, "accept_iids"):
         dp.accept_iid(int(iid))
-    for m in data.get("mappings", []):
-        eid = EidPrefix.parse(m["eid"], int(m.get("iid", 0)))
-        dp.set_mapping(eid, [parse_rloc(r) for r in m.get("rlocs", [])], parse_action(m.get("action")))
-    if "miss_action" in data or "petr" in data:
-        dp.set_miss_action(parse_action(data.get("miss_action", "drop")),
-                           [parse_rloc(r) for r in data.get("petr", [])])
-    if "path_mtu" in data:
+    for m in _items(data, "mappings"):
+        eid = EidPrefix.parse(m["eid"], int(m.get("iid") or 0))
+        dp.set_mapping(eid, [parse_rloc(r) for r in _items(m, "rlocs")], parse_action(m.get("action")))
+    if data.get("miss_action") is not None or data.get("petr") is not None:
+        dp.set_miss_action(parse_action(data.get("miss_action") or "drop"),
+                           [parse_rloc(r) for r in _items(data, "petr")])
+    if data.get("path_mtu") is not None:
         dp.set_path_mtu(int(data["path_mtu"]))
-    if "miss_rate_limit_ms" in data:
+    if data.get("miss_rate_limit_ms") is not None:
         dp.set_miss_rate_limit_ms(int(data["miss_rate_limit_ms"]))
-    if "reencap" in data:
+    if data.get("reencap") is not None:
         dp.set_reencap(bool(data["reencap"]))
 
 
@@ -97,13 +110,13 @@ def main(argv: list[str] | None = None) -> int:
             dp.attach_eid_device(ifname, args.iid)
         for ifname in args.rloc_if:
             dp.attach_rloc_interface(ifname)
-        if "path_mtu" in data:
+        if data.get("path_mtu") is not None:
             dp.set_path_mtu(int(data["path_mtu"]))
         print("ready", flush=True)
         while not stop.is_set():
             for ev in dp.poll_misses(200):
                 print(f"miss {ev.eid} from {ev.source}", flush=True)
-    except (DatapathError, OSError, ValueError, KeyError) as exc:
+    except (DatapathError, OSError, ValueError, KeyError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         dp.close(unpin=not args.keep_pins)
         return 1

@@ -123,27 +123,15 @@ def stop_datapaths(lab: Lab) -> None:
 
 
 def counters_all(lab: Lab, xtrs: tuple[str, ...] = ("xtr1", "xtr2")) -> dict[str, dict[str, int]]:
-    """counters() of several xTRs at once: each is read in a forked child, because
-    opening an instance compiles for seconds and bcc must not compile in two
-    threads of one process (it crashes)."""
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(len(xtrs)) as ex:
-        return dict(zip(xtrs, ex.map(lambda x: lab.call(x, _counters_here, lab.instance(x)), xtrs)))
+    return {x: counters(lab, x) for x in xtrs}
 
 
 def counters(lab: Lab, xtr: str) -> dict[str, int]:
-    return lab.call(xtr, _counters_here, lab.instance(xtr))
-
-
-def _counters_here(instance: str) -> dict[str, int]:
-    """The xTR's data-plane counters, read from its pinned maps (flat: drops as drop_<reason>).
-
-    Opening the instance reuses its pinned maps and attaches nothing, so the
-    running datapath process is not disturbed.
-    """
-    from lispctl.datapath import Datapath  # only when a datapath exists
-    with Datapath(instance) as d:
-        c = d.counters()
+    """The xTR's data-plane counters, read from its pinned maps (flat: drops as
+    drop_<reason>). No compile, nothing attached: the running datapath process
+    is not disturbed, and pins live on bpffs, outside any network namespace."""
+    from lispctl.datapath.pinned import read_counters
+    c = read_counters(lab.instance(xtr))
     out = {"encapsulated": c.encapsulated, "decapsulated": c.decapsulated, "miss": c.miss}
     out.update({f"drop_{k}": v for k, v in c.drops.items()})
     out.update(c.other)

@@ -1,0 +1,186 @@
+"""Read counters from an instance's pinned maps without compiling anything.
+
+Opening a Datapath compiles the BPF programs (seconds); a monitor, a test or
+the lab only wants numbers. This opens the pinned `counters` and `map_stats`
+maps with raw bpf(2) calls. Layouts: the counter indexes come from the enums
+of bpf/lisp_maps.h (as Datapath reads them), and the key and value sizes are
+checked against what the kernel reports for the loaded map
+(BPF_OBJ_GET_INFO_BY_FD), so a header that no longer matches the pinned maps
+is an error, never a misread.
+
+    from lispctl.datapath.pinned import read_counters, read_mapping_stats
+    read_counters("xtr1")                 # Counters, like Datapath.counters()
+    read_mapping_stats("xtr1")            # {mapping id: (packets, bytes)}
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import re
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+from lispctl.datapath.errors import DatapathError
+from lispctl.datapath.loader import MAPS_HEADER, bpf_dir, header_enum
+
+DEFAULT_PIN_BASE = Path("/sys/fs/bpf/lispctl")
+
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280}.get(platform.machine(), 321)
+BPF_MAP_LOOKUP_ELEM, BPF_MAP_GET_NEXT_KEY, BPF_OBJ_GET, BPF_OBJ_GET_INFO_BY_FD = 1, 4, 7, 15
+BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY = 5, 6
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _bpf(cmd: int, attr: bytes) -> int:
+    buf = ctypes.create_string_buffer(attr, 128)
+    rc = _libc.syscall(_SYS_BPF, cmd, buf, 128)
+    if rc < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return rc
+
+
+class _MapInfo(ctypes.Structure):
+    """The leading, stable part of UAPI struct bpf_map_info."""
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
+                ("map_flags", ctypes.c_uint32), ("name", ctypes.c_char * 16)]
+
+
+@lru_cache(maxsize=1)
+def possible_cpus() -> int:
+    """Per-CPU map values hold one slot per *possible* CPU."""
+    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    n = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
+class PinnedMap:
+    def __init__(self, path: Path) -> None:
+        pb = ctypes.create_string_buffer(str(path).encode())
+        try:
+            self.fd = _bpf(BPF_OBJ_GET, ctypes.addressof(pb).to_bytes(8, sys.byteorder))
+        except OSError as exc:
+            raise DatapathError(f"cannot open pinned map {path}: {exc.strerror}") from exc
+        info = _MapInfo()
+        attr = self.fd.to_bytes(4, sys.byteorder) + ctypes.sizeof(info).to_bytes(4, sys.byteorder) + \
+            ctypes.addressof(info).to_bytes(8, sys.byteorder)
+        _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+        self.type, self.key_size, self.value_size = info.type, info.key_size, info.value_size
+        self.max_entries = info.max_entries
+        self.percpu = info.type in (BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> "PinnedMap":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _elem_attr(self, key, value) -> bytes:
+        return (self.fd.to_bytes(4, sys.byteorder) + bytes(4) + ctypes.addressof(key).to_bytes(8, sys.byteorder)
+                + ctypes.addressof(value).to_bytes(8, sys.byteorder) + bytes(8))
+
+    def lookup(self, key: bytes) -> list[bytes] | None:
+        """The value (per-CPU maps: one bytes object per possible CPU), or None."""
+        stride = (self.value_size + 7) & ~7 if self.percpu else self.value_size
+        n = possible_cpus() if self.percpu else 1
+        k = ctypes.create_string_buffer(key, self.key_size)
+        v = ctypes.create_string_buffer(stride * n)
+        try:
+            _bpf(BPF_MAP_LOOKUP_ELEM, self._elem_attr(k, v))
+        except OSError as exc:
+            if exc.errno == 2:
+                return None
+            raise
+        raw = v.raw
+        return [raw[i * stride:i * stride + self.value_size] for i in range(n)]
+
+    def keys(self) -> list[bytes]:
+        out: list[bytes] = []
+        cur = None
+        while True:
+            k = ctypes.create_string_buffer(cur or bytes(self.key_size), self.key_size)
+            nxt = ctypes.create_string_buffer(self.key_size)
+            attr = (self.fd.to_bytes(4, sys.byteorder) + bytes(4)
+                    + (ctypes.addressof(k) if cur is not None else 0).to_bytes(8, sys.byteorder)
+                    + ctypes.addressof(nxt).to_bytes(8, sys.byteorder))
+            try:
+                _bpf(BPF_MAP_GET_NEXT_KEY, attr)
+            except OSError as exc:
+                if exc.errno == 2:
+                    return out
+                raise
+            cur = nxt.raw
+            out.append(cur)
+
+
+def _struct_u64_fields(name: str) -> list[str]:
+    """Field names of `struct name` in lisp_maps.h, which must be all __u64."""
+    text = re.sub(r"/\*.*?\*/", "", (bpf_dir() / MAPS_HEADER).read_text(), flags=re.S)
+    m = re.search(r"struct\s+" + name + r"\s*\{(.*?)\}", text, re.S)
+    if not m:
+        raise DatapathError(f"struct {name} not found in {MAPS_HEADER}")
+    fields = []
+    for decl in filter(None, (d.strip() for d in m.group(1).split(";"))):
+        typ, _, field = decl.rpartition(" ")
+        if typ.strip() not in ("__u64", "u64"):
+            raise DatapathError(f"struct {name}: {decl!r} is not a __u64")
+        fields.append(field)
+    return fields
+
+
+def _check(m: PinnedMap, what: str, key_size: int, value_size: int) -> None:
+    if (m.key_size, m.value_size) != (key_size, value_size):
+        raise DatapathError(f"pinned {what} has key/value sizes {m.key_size}/{m.value_size}, "
+                            f"{MAPS_HEADER} says {key_size}/{value_size}: programs and header differ")
+
+
+def _pin_dir(instance: str, pin_root) -> Path:
+    return (Path(pin_root) if pin_root is not None else DEFAULT_PIN_BASE) / instance
+
+
+def read_counters(instance: str, pin_root: str | os.PathLike | None = None):
+    """The instance's counters (sums over CPUs), as Datapath.counters() returns them."""
+    from lispctl.datapath.datapath import COUNTER_NAMES, DROP_REASONS, Counters
+    cnt = header_enum("lisp_counter")
+    with PinnedMap(_pin_dir(instance, pin_root) / "counters") as m:
+        _check(m, "counters", 4, 8)
+        if m.max_entries != cnt["LISP_CNT__MAX"]:
+            raise DatapathError(f"pinned counters has {m.max_entries} entries, header says {cnt['LISP_CNT__MAX']}")
+
+        def total(idx: int) -> int:
+            vals = m.lookup(idx.to_bytes(4, sys.byteorder)) or []
+            return sum(int.from_bytes(v, sys.byteorder) for v in vals)
+
+        vals = {name: total(idx) for idx, name in COUNTER_NAMES.items() if name != "drop_base"}
+        base = cnt["LISP_CNT_DROP_BASE"]
+        drops = {name: total(base + r) for r, name in DROP_REASONS.items()}
+    main = ("encapsulated", "decapsulated", "miss")
+    return Counters(vals["encapsulated"], vals["decapsulated"], vals["miss"], drops,
+                    {k: v for k, v in vals.items() if k not in main})
+
+
+def read_mapping_stats(instance: str, pin_root: str | os.PathLike | None = None) -> dict[int, tuple[int, int]]:
+    """{mapping id: (packets, inner bytes)} summed over CPUs (ids: Datapath.mappings())."""
+    fields = _struct_u64_fields("lisp_stats")
+    with PinnedMap(_pin_dir(instance, pin_root) / "map_stats") as m:
+        _check(m, "map_stats", 4, 8 * len(fields))
+        out = {}
+        for key in m.keys():
+            per_cpu = m.lookup(key) or []
+            sums = [sum(int.from_bytes(v[8 * i:8 * i + 8], sys.byteorder) for v in per_cpu) for i in range(len(fields))]
+            rec = dict(zip(fields, sums))
+            out[int.from_bytes(key, sys.byteorder)] = (rec["packets"], rec["bytes"])
+    return out
