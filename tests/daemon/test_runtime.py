@@ -238,3 +238,26 @@ def test_map_cache_view_orders_mixed_families():
     view = run(body, datapath=dp, binds=["127.0.0.1"])
     assert [e["eid"] for e in view] == ["10.2.0.0/16", "fd00:2::/64"]
     os.close(dp.r), os.close(dp.w)
+
+
+def test_deadline_moved_earlier_or_later_ticks_at_the_current_deadline():
+    # The armed timer is only moved when a deadline comes earlier; one that
+    # moved later must still not tick the role before it is due.
+    async def body(rt, first, second):
+        loop = asyncio.get_running_loop()
+        to = ("127.0.0.1", rt.sockets.port)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.setblocking(False)
+            t0 = loop.time()
+            s.sendto(b"timer %g" % first, to)
+            await asyncio.sleep(0.02)
+            s.sendto(b"timer %g" % second, to)
+            data = await asyncio.wait_for(loop.sock_recv(s, 100), 3.0)
+            return data, loop.time() - t0
+    role = FakeRole()
+    data, elapsed = run(lambda rt: body(rt, 5.0, 0.1), role=role, binds=["127.0.0.1"])
+    assert data == b"tick 1" and 0.1 <= elapsed < 1.0
+    role = FakeRole()
+    data, elapsed = run(lambda rt: body(rt, 0.05, 0.3), role=role, binds=["127.0.0.1"])
+    assert data == b"tick 1" and elapsed >= 0.3 and role.ticks == 1

@@ -14,6 +14,10 @@
    first encapsulated packet). Timestamps: the sender's clock before
    sendto() and the kernel's receive timestamps of an AF_PACKET socket on the
    router's side of xtr1's link (same host clock, CLOCK_REALTIME).
+
+LISPCTL_BENCH_CONTROL=ms (or =latency) runs only that part, e.g. while
+tuning the Map-Server; the section in docs/benchmarks.md then holds only
+that part's figures, so run both before committing it.
 """
 from __future__ import annotations
 
@@ -288,9 +292,25 @@ def _latency(rec) -> dict:
             "to_fwd": to_fwd, "p99": p99, "regs": n_regs, "map_request_tx": itr.get("map_request_tx", 0)}
 
 
+def _parts() -> set[str]:
+    want = {p.strip() for p in os.environ.get("LISPCTL_BENCH_CONTROL", "ms,latency").split(",") if p.strip()}
+    unknown = want - {"ms", "latency"}
+    if unknown or not want:
+        raise RuntimeError(f"LISPCTL_BENCH_CONTROL: parts are 'ms' and 'latency', not {sorted(unknown)}")
+    return want
+
+
 def run(rec) -> None:
     if os.geteuid() != 0:
         raise RuntimeError("needs root (network namespaces, BPF)")
+    parts = _parts()
+    if "ms" in parts:
+        _run_ms(rec)
+    if "latency" in parts:
+        _run_latency(rec)
+
+
+def _run_ms(rec) -> None:
     t = _ms_throughput(rec)
     rec.note("Map-Server daemon (`lispctl up`, roles ms, info logging off) pinned to CPU 0; "
              f"a load generator in another namespace pinned to CPU 1 keeps {WINDOW} pre-signed "
@@ -307,6 +327,9 @@ def run(rec) -> None:
              f"the rest is socket I/O, the event loop, the registration update and signing the "
              f"Map-Notify. {t['registered']} of {N_SITES} sites registered, {t['bad']} authentication failures.")
     rec.note("")
+
+
+def _run_latency(rec) -> None:
     lat = _latency(rec)
     p99 = lat["p99"]
     rec.note(f"Miss to first forwarded packet in the `control` lab, {lat['n']} fresh destinations "

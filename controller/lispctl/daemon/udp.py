@@ -30,8 +30,11 @@ IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 _IN_PKTINFO = struct.Struct("=I4s4s")      # ifindex, spec_dst, addr (header dst)
 _IN6_PKTINFO = struct.Struct("=16sI")      # addr, ifindex
 _MAX_DATAGRAM = 65535
+RX_BATCH = 64               # datagrams per readiness event before yielding to the loop
+_CACHE_MAX = 4096           # per-socket endpoint caches are cleared when they reach this
 
 Receiver = Callable[[bytes, Endpoint, Endpoint], None]
+BatchDone = Callable[[], None]
 
 
 @dataclass
@@ -62,10 +65,12 @@ class ControlSocket:
     """One UDP socket (one family) bound to a port; reports (data, src, dst)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, family: int, bind_addr: str,
-                 port: int, receiver: Receiver, stats: SocketStats) -> None:
+                 port: int, receiver: Receiver, stats: SocketStats,
+                 batch_done: BatchDone | None = None) -> None:
         self.family = family
         self.loop = loop
         self.receiver = receiver
+        self.batch_done = batch_done
         self.stats = stats
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -84,6 +89,11 @@ class ControlSocket:
             raise
         self.sock = sock
         self.local = Endpoint(ipaddress.ip_address(sock.getsockname()[0]), sock.getsockname()[1])
+        self._pktinfo_kind = ((socket.IPPROTO_IPV6, IPV6_PKTINFO) if family == socket.AF_INET6
+                              else (socket.IPPROTO_IP, IP_PKTINFO))
+        self._srcs: dict[tuple, Endpoint] = {}          # sockaddr -> Endpoint
+        self._dsts: dict[bytes, Endpoint] = {}          # pktinfo bytes -> Endpoint
+        self._sockaddrs: dict[Endpoint, tuple] = {}     # Endpoint -> sockaddr
         loop.add_reader(sock.fileno(), self._readable)
 
     @property
@@ -92,24 +102,82 @@ class ControlSocket:
 
     def _readable(self) -> None:
         # Drain what is queued, but yield to the loop after a batch so one busy
-        # socket cannot starve timers and the API.
-        for _ in range(64):
+        # socket cannot starve timers and the API. Endpoints are cached per
+        # sockaddr / pktinfo: parsing an address costs more than the rest of
+        # the receive path, and a server hears the same few peers over and over.
+        # batch_done (if any) runs once after the batch.
+        try:
+            self._drain()
+        finally:
+            if self.batch_done is not None:
+                self.batch_done()
+
+    def _drain(self) -> None:
+        if not self.local.addr.is_unspecified:
+            return self._drain_bound()
+        recvmsg, receiver, stats = self.sock.recvmsg, self.receiver, self.stats
+        srcs, dsts = self._srcs, self._dsts
+        for _ in range(RX_BATCH):
             try:
-                data, anc, _flags, addr = self.sock.recvmsg(_MAX_DATAGRAM, 256)
+                data, anc, _flags, addr = recvmsg(_MAX_DATAGRAM, 256)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:          # e.g. ICMP port unreachable reported late
                 log.debug("recvmsg on %s: %s", self.local, exc)
                 continue
-            self.stats.rx += 1
-            src = Endpoint(ipaddress.ip_address(addr[0].split("%", 1)[0]), addr[1])
-            dst_addr = _pktinfo_dst(self.family, anc) or self.local.addr
-            self.receiver(data, src, Endpoint(dst_addr, self.local.port))
+            stats.rx += 1
+            src = srcs.get(addr)
+            if src is None:
+                src = self._src_endpoint(addr)
+            dst = dsts.get(anc[0][2]) if len(anc) == 1 else None
+            if dst is None:
+                dst = self._dst_endpoint(anc)
+            receiver(data, src, dst)
+
+    def _drain_bound(self) -> None:
+        # Bound to one address: every datagram was sent to it, so the
+        # destination needs no IP_PKTINFO and recvfrom does.
+        recvfrom, receiver, stats = self.sock.recvfrom, self.receiver, self.stats
+        srcs, dst = self._srcs, self.local
+        for _ in range(RX_BATCH):
+            try:
+                data, addr = recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("recvfrom on %s: %s", self.local, exc)
+                continue
+            stats.rx += 1
+            src = srcs.get(addr)
+            if src is None:
+                src = self._src_endpoint(addr)
+            receiver(data, src, dst)
+
+    def _src_endpoint(self, addr: tuple) -> Endpoint:
+        if len(self._srcs) >= _CACHE_MAX:   # spoofed sources must not grow it without bound
+            self._srcs.clear()
+        ep = self._srcs[addr] = Endpoint(ipaddress.ip_address(addr[0].split("%", 1)[0]), addr[1])
+        return ep
+
+    def _dst_endpoint(self, anc) -> Endpoint:
+        ep = Endpoint(_pktinfo_dst(self.family, anc) or self.local.addr, self.local.port)
+        if len(anc) == 1 and len(self._dsts) < _CACHE_MAX:
+            level, ctype, cdata = anc[0]
+            if (level, ctype) == self._pktinfo_kind:
+                self._dsts[cdata] = ep
+        return ep
 
     def send(self, payload: bytes, dst: Endpoint, src_addr=None) -> bool:
-        anc = _src_cmsg(src_addr) if src_addr is not None and not src_addr.is_unspecified else []
+        to = self._sockaddrs.get(dst)
+        if to is None:
+            if len(self._sockaddrs) >= _CACHE_MAX:
+                self._sockaddrs.clear()
+            to = self._sockaddrs[dst] = (str(dst.addr), dst.port)
         try:
-            self.sock.sendmsg([payload], anc, 0, (str(dst.addr), dst.port))
+            if src_addr is None or src_addr.is_unspecified:
+                self.sock.sendto(payload, to)
+            else:
+                self.sock.sendmsg([payload], _src_cmsg(src_addr), 0, to)
         except OSError as exc:
             self.stats.send_errors += 1
             level = logging.DEBUG if exc.errno in (errno.ECONNREFUSED, errno.EAGAIN) else logging.WARNING
@@ -130,9 +198,13 @@ class ControlSockets:
     ports on demand (a Send whose src port is not the control port)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, receiver: Receiver, *,
-                 port: int = CONTROL_PORT, binds: Sequence[str] = ("0.0.0.0", "::")) -> None:
+                 port: int = CONTROL_PORT, binds: Sequence[str] = ("0.0.0.0", "::"),
+                 batch_done: BatchDone | None = None) -> None:
+        """receiver(data, src, dst) per datagram; batch_done() after each
+        batch read from one socket (the loop runs nothing in between)."""
         self.loop = loop
         self.receiver = receiver
+        self.batch_done = batch_done
         self.stats = SocketStats()
         self.sockets: list[ControlSocket] = []
         self.extra: dict[tuple[str, int], ControlSocket] = {}
@@ -142,7 +214,7 @@ class ControlSockets:
             for addr in binds:
                 family = socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
                 try:
-                    sock = ControlSocket(loop, family, str(addr), port, receiver, self.stats)
+                    sock = ControlSocket(loop, family, str(addr), port, receiver, self.stats, batch_done)
                 except OSError as exc:
                     # A host without IPv6 still serves IPv4 with the default binds.
                     if family == socket.AF_INET6 and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL) \
@@ -155,13 +227,24 @@ class ControlSockets:
         except Exception:
             self.close()
             raise
+        self._default: dict[int, ControlSocket] = {}
+        for version in (4, 6):
+            family = [s for s in self.sockets if s.local.addr.version == version]
+            wild = [s for s in family if s.local.addr.is_unspecified]
+            if family:
+                self._default[version] = (wild or family)[0]
 
     @property
     def port(self) -> int:
         return self.sockets[0].port
 
     def send(self, payload: bytes, dst: Endpoint, src: Endpoint | None = None) -> bool:
-        if src is not None and src.port not in (0, self.port):
+        if src is None:
+            # The common case (a reply, no source asked): the wildcard socket of
+            # dst's family, or the first one of that family; chosen at start.
+            sock = self._default.get(dst.addr.version)
+            return sock.send(payload, dst) if sock is not None else self._fail(dst)
+        if src.port not in (0, self.port):
             sock = self._extra_socket(src)
             return sock.send(payload, dst) if sock else self._fail(dst)
         family = [s for s in self.sockets if s.local.addr.version == dst.addr.version]
@@ -186,7 +269,7 @@ class ControlSockets:
             family = socket.AF_INET if src.addr.version == 4 else socket.AF_INET6
             try:
                 self.extra[key] = ControlSocket(self.loop, family, str(src.addr), src.port,
-                                                self.receiver, self.stats)
+                                                self.receiver, self.stats, self.batch_done)
             except OSError as exc:
                 log.warning("cannot bind %s port %d to send from it: %s", src.addr, src.port, exc)
                 return None
@@ -201,3 +284,4 @@ class ControlSockets:
             s.close()
         self.sockets.clear()
         self.extra.clear()
+        self._default = {}

@@ -8,7 +8,8 @@ from typing import Callable
 
 from lispctl.mapping.types import IPAddress
 from lispctl.roles.base import CONTROL_PORT, Endpoint
-from lispctl.wire import decode_control
+from lispctl.wire import MAP_REGISTER, decode_control
+from lispctl.wire.regmemo import RegisterMemo
 
 # TTLs we hand to InstallMapping for entries that never expire (static
 # map-cache, TTL_INFINITE): finite so the API can print them as JSON.
@@ -28,17 +29,22 @@ class Decoded:
 
     Keeps the last (bytes object, message) pair; identity, not equality, so
     two equal datagrams arriving back to back are still decoded separately
-    (cheap) and a memo can never outlive its bytes."""
-    __slots__ = ("_data", "_msg")
+    (cheap) and a memo can never outlive its bytes. Map-Registers go through
+    a RegisterMemo: a Map-Server mostly sees refreshes of unchanged records."""
+    __slots__ = ("_data", "_msg", "_registers")
 
     def __init__(self) -> None:
         self._data: bytes | None = None
         self._msg = None
+        self._registers = RegisterMemo()
 
     def __call__(self, data: bytes):
         if data is self._data:
             return self._msg
-        msg = decode_control(data)       # raises MalformedMessage
+        if type(data) is bytes and data and data[0] >> 4 == MAP_REGISTER:
+            msg = self._registers(data)  # same result (or error) as decode_control
+        else:
+            msg = decode_control(data)   # raises MalformedMessage
         self._data, self._msg = data, msg
         return msg
 

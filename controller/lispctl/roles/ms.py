@@ -34,6 +34,12 @@ from lispctl.roles.common import Counters, decode, reply_target
 from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EidRecord, EncapsulatedControlMessage,
                           MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply,
                           MapRequest, eid_record, record_prefix, sign, verify)
+from lispctl.wire.auth import map_notify_for
+
+# Bound of the (EID address, mask length) -> (EidPrefix, owner) memo of the
+# Map-Register path; cleared when full (accept-more-specifics lets a site
+# register many distinct prefixes).
+_OWNER_CACHE_MAX = 65536
 
 
 @dataclass
@@ -108,8 +114,13 @@ class MapServerRole:
             for sp in site.cfg.eid_prefix:
                 self.configured.insert(sp.eid, _Prefix(site, sp))
         self.registered: LpmTable[dict[str, Registration]] = LpmTable()
-        # (expires_at, seq, eid, registrant), validated lazily against `registered`
-        self._expiry: list[tuple[float, int, EidPrefix, str]] = []
+        # (expires_at, seq, eid, registrant, registration): one entry per
+        # Registration object, filed when it is created. A refresh updates the
+        # object in place; the entry is re-filed at the new time when it comes
+        # to the top (cheaper than a push per Map-Register, and bounded).
+        self._expiry: list[tuple[float, int, EidPrefix, str, Registration]] = []
+        self._owners: dict[tuple, tuple[EidPrefix, _Prefix]] = {}
+        self._addr_text: dict = {}          # registrant names of source addresses
         self._seq = itertools.count()
         self.subs: dict[tuple[EidPrefix, int], Subscription] = {}
         self._sub_expiry: list[tuple[float, int, tuple[EidPrefix, int]]] = []
@@ -119,32 +130,44 @@ class MapServerRole:
         self._now = 0.0
 
     # ------------------------------------------------------------ timers
-    def _live(self, at: float, eid: EidPrefix, registrant: str) -> bool:
-        regs = self.registered.get(eid)
-        r = regs.get(registrant) if regs else None
-        return r is not None and r.expires_at == at
+    def _expiry_top(self) -> float | None:
+        """The time of the earliest registration expiry, after dropping heap
+        entries of removed registrations and re-filing refreshed ones."""
+        heap = self._expiry
+        while heap:
+            at, _, eid, registrant, reg = heap[0]
+            if reg.expires_at == at:
+                regs = self.registered.get(eid)
+                if regs is not None and regs.get(registrant) is reg:
+                    return at
+                heapq.heappop(heap)                  # removed (de-registered, expired)
+            else:
+                # refreshed (or removed, and then dropped when it comes back up)
+                heapq.heapreplace(heap, (reg.expires_at, next(self._seq), eid, registrant, reg))
+        return None
 
     def _sub_live(self, at: float, key: tuple[EidPrefix, int]) -> bool:
         sub = self.subs.get(key)
         return sub is not None and sub.expires_at == at
 
     def next_deadline(self) -> float | None:
-        while self._expiry and not self._live(self._expiry[0][0], *self._expiry[0][2:]):
-            heapq.heappop(self._expiry)        # refreshed or removed since
-        while self._sub_expiry and not self._sub_live(self._sub_expiry[0][0], self._sub_expiry[0][2]):
-            heapq.heappop(self._sub_expiry)
-        times = [h[0][0] for h in (self._expiry, self._sub_expiry) if h]
-        if self.outgoing:
-            times.append(min(o.next_at for o in self.outgoing.values()))
-        return min(times, default=None)
+        best = self._expiry_top()
+        if self._sub_expiry or self.outgoing:
+            while self._sub_expiry and not self._sub_live(self._sub_expiry[0][0], self._sub_expiry[0][2]):
+                heapq.heappop(self._sub_expiry)
+            times = [best] if best is not None else []
+            if self._sub_expiry:
+                times.append(self._sub_expiry[0][0])
+            if self.outgoing:
+                times.append(min(o.next_at for o in self.outgoing.values()))
+            best = min(times, default=None)
+        return best
 
     def tick(self, now: float) -> list[Effect]:
         self._now = now
         out = Effects()
-        while self._expiry and self._expiry[0][0] <= now:
-            at, _, eid, key = heapq.heappop(self._expiry)
-            if not self._live(at, eid, key):
-                continue
+        while (at := self._expiry_top()) is not None and at <= now:
+            _, _, eid, key, _ = heapq.heappop(self._expiry)
             before = self._locator_view(eid)
             regs = self.registered.get(eid)
             del regs[key]
@@ -223,13 +246,21 @@ class MapServerRole:
     def _on_register(self, data: bytes, msg: MapRegister, src: Endpoint, now: float, out: Effects) -> None:
         self.counters["map_register_rx"] += 1
         owners = []
+        cache = self._owners
         for rec in msg.records:
-            try:
-                eid = record_prefix(rec)
-            except MalformedMessage:
-                owners.append(None)
-                continue
-            owners.append((eid, self._site_of(eid)))
+            hit = cache.get((rec.eid, rec.mask_len))
+            if hit is None:
+                try:
+                    eid = record_prefix(rec)
+                except MalformedMessage:
+                    owners.append(None)
+                    continue
+                hit = (eid, self._site_of(eid))
+                if hit[1] is not None:          # the configured sites never change
+                    if len(cache) >= _OWNER_CACHE_MAX:
+                        cache.clear()
+                    cache[(rec.eid, rec.mask_len)] = hit
+            owners.append(hit)
         if not owners or any(o is None or o[1] is None for o in owners):
             self.counters["map_register_bad_prefix"] += 1
             out.log(f"dropped Map-Register from {src.addr}: prefix not configured for any site")
@@ -248,7 +279,14 @@ class MapServerRole:
                     f"{'unknown key-id ' + str(msg.key_id) if key is None else 'authentication failed'}")
             return
         site.registers += 1
-        registrant = f"{msg.xtr_id:032x}" if msg.xtr_id is not None else str(src.addr)
+        if msg.xtr_id is not None:
+            registrant = f"{msg.xtr_id:032x}"
+        else:
+            registrant = self._addr_text.get(src.addr)
+            if registrant is None:
+                if len(self._addr_text) >= _OWNER_CACHE_MAX:
+                    self._addr_text.clear()
+                registrant = self._addr_text[src.addr] = str(src.addr)
         timeout = self.cfg.ms.registration_timeout
         changed = []
         for (eid, owner), rec in zip(owners, msg.records):
@@ -258,9 +296,8 @@ class MapServerRole:
                 changed.append(eid)
         self.counters["map_register_ok"] += 1
         if msg.want_map_notify:
-            notify = MapNotify(msg.nonce, msg.records, key_id=msg.key_id, alg_id=msg.alg_id,
-                               xtr_id=msg.xtr_id, site_id=msg.site_id)
-            out.send(sign(notify, key), src)
+            # == sign(MapNotify(nonce, records, key_id, alg_id, xtr_id, site_id), key)
+            out.send(map_notify_for(data, msg, key), src)
             self.counters["map_notify_tx"] += 1
         for eid in dict.fromkeys(changed):
             self.publish(eid, now, out)
@@ -277,12 +314,15 @@ class MapServerRole:
             self.registered.insert(eid, regs)
             site.registrations[eid] = regs
         old = regs.get(registrant)
-        regs[registrant] = Registration(
+        if old is not None:             # a refresh: its expiry entry is re-filed lazily
+            old.source, old.record, old.proxy_reply = src, rec, msg.proxy_reply or owner.cfg.proxy_reply
+            old.last_seen, old.expires_at, old.xtr_id, old.site_id = now, now + timeout, msg.xtr_id, msg.site_id
+            return
+        reg = regs[registrant] = Registration(
             registrant, src, rec, msg.proxy_reply or owner.cfg.proxy_reply,
-            old.first_seen if old else now, now, now + timeout, msg.xtr_id, msg.site_id)
-        heapq.heappush(self._expiry, (now + timeout, next(self._seq), eid, registrant))
-        if old is None:
-            out.log(f"{eid} registered by {registrant} (site {site.cfg.name})")
+            now, now, now + timeout, msg.xtr_id, msg.site_id)
+        heapq.heappush(self._expiry, (reg.expires_at, next(self._seq), eid, registrant, reg))
+        out.log(f"{eid} registered by {registrant} (site {site.cfg.name})")
 
     # ------------------------------------------------------------ publish/subscribe
     def _locator_view(self, eid: EidPrefix):

@@ -21,7 +21,7 @@ from .control import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_NONE, AUTH_DATA_LENGTH
                       MAP_NOTIFY_ACK, MAP_REGISTER)
 
 __all__ = ["ALG_NONE", "ALG_HMAC_SHA1", "ALG_HMAC_SHA256", "AUTH_DATA_LENGTHS", "AUTH_OFFSET",
-           "compute_mac", "sign", "signed", "verify", "auth_fields"]
+           "compute_mac", "sign", "signed", "verify", "auth_fields", "map_notify_for"]
 
 AUTH_TYPES = frozenset((MAP_REGISTER, MAP_NOTIFY, MAP_NOTIFY_ACK, INFO))
 AUTH_OFFSET = 16            # the auth data starts here in every AUTH_TYPES message
@@ -76,6 +76,38 @@ def sign(msg, key: str | bytes) -> bytes:
         return raw
     mac = compute_mac(msg.alg_id, key, raw)
     return raw[:AUTH_OFFSET] + mac + raw[AUTH_OFFSET + want:]
+
+
+_WORD = struct.Struct("!I")
+_NOTIFY_I = 0x08000000      # Map-Notify I bit (xTR-ID/site-ID follow the records)
+
+
+def map_notify_for(raw: bytes, register, key: str | bytes) -> bytes:
+    """The signed Map-Notify answering a Map-Register: the same bytes as
+    sign(MapNotify(register.nonce, register.records, key_id=register.key_id,
+    alg_id=register.alg_id, xtr_id=register.xtr_id, site_id=register.site_id), key),
+    where register = decode_control(raw). Built from raw's own bytes (records
+    and xTR-ID/site-ID as received, which is what re-encoding the decoded
+    records gives) instead of encoding the message again: a Map-Server sends
+    one for every Map-Register with the M bit."""
+    alen = len(register.auth_data)
+    has_xtr = register.xtr_id is not None
+    rec_start = AUTH_OFFSET + alen
+    tail_end = len(raw) - len(register.trailer)            # records, then xTR-ID/site-ID
+    rec_end = tail_end - 24 if has_xtr else tail_end
+    if (register.TYPE != MAP_REGISTER or alen != AUTH_DATA_LENGTHS.get(register.alg_id, -1)
+            or rec_end < rec_start or len(register.records) > 255):
+        raise ValueError("raw is not the encoding of register")
+    word = (MAP_NOTIFY << 28) | (_NOTIFY_I if has_xtr else 0) | len(register.records)
+    body = raw[rec_start:tail_end]
+    head = _WORD.pack(word) + raw[4:AUTH_OFFSET]             # nonce, key ID, alg ID, auth length
+    if alen == 0:
+        return head + body
+    m = _new_mac(register.alg_id, key)
+    m.update(head)
+    m.update(bytes(alen))
+    m.update(body)
+    return head + m.finalize() + body
 
 
 def auth_fields(raw: bytes) -> tuple[int, int, bytes] | None:
