@@ -39,6 +39,7 @@ def _one(lab: Lab, i: int, not_before: float) -> tuple[float | None, float]:
     """One handover; (latency ms or None, time of the return to up1)."""
     up2 = ",".join(m.UP["up2"].values())
     name = f"first-{i}"
+    time.sleep(max(0.0, not_before - time.monotonic() - 0.5))
     p = m.start_tool(lab, m.MN, name, "first-packet", "up2", up2, 5)
     time.sleep(max(0.0, not_before - time.monotonic()))
     t0 = m.set_access(lab, "up1", False)
