@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need_root
+from tests.datapath.interrupt import sigterm_runs_teardown  # noqa: F401
 
 PID = os.getpid()
 NS = f"ldp{PID}"
@@ -44,7 +45,11 @@ def lab():
     from pyroute2 import IPRoute, netns
 
     netns.create(NS)
-    netns.pushns(NS)
+    try:
+        netns.pushns(NS)
+    except BaseException:
+        netns.remove(NS)
+        raise
     try:
         with IPRoute() as ipr:
             for name, peer, macaddr in (("rl0", "rl0p", RLOC_MAC), ("eid0", "eid0p", EID_MAC)):

@@ -100,6 +100,23 @@ def test_compile_error_reports_compiler_lines(lab, pin_root, tmp_path, monkeypat
     monkeypatch.setenv("LISPCTL_BPF_DIR", str(tmp_path))
     with pytest.raises(DatapathError, match="undefined_symbol"):
         Datapath("bad", pin_root=pin_root)
+    assert not (pin_root / "bad").exists(), "a new instance that failed to load leaves no pins"
+
+
+def test_verifier_rejection_leaves_no_pins(lab, pin_root, tmp_path, monkeypatch):
+    """Maps are pinned before the programs load; a program the verifier
+    rejects must not leave the new instance's pins behind."""
+    from lispctl.datapath import Datapath
+    for f in bpf_dir().iterdir():
+        (tmp_path / f.name).write_text(f.read_text())
+    src = tmp_path / "lisp_datapath.c"
+    # compiles, but reads past the packet without a bounds check
+    src.write_text(src.read_text().replace("return itr(skb, 0);",
+                                           "return itr(skb, 0) + *(__u8 *)(long)(skb->data + 100);"))
+    monkeypatch.setenv("LISPCTL_BPF_DIR", str(tmp_path))
+    with pytest.raises(DatapathError):
+        Datapath("rejected", pin_root=pin_root)
+    assert not (pin_root / "rejected").exists()
 
 
 def test_attach_and_detach_tc(dp, lab):

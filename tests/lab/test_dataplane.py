@@ -18,6 +18,7 @@ from lispctl.lab import dataplane as dp
 from lispctl.lab.nsexec import enter
 from lispctl.lab.traffic import ping_here, tcp_send_here
 from tests.conftest import need_root
+from tests.datapath.interrupt import sigterm_as_interrupt
 
 IID = 7
 SINK_PORT = 5001
@@ -28,7 +29,7 @@ COMBOS = [(4, 4), (4, 6), (6, 4), (6, 6)]
 @pytest.fixture(scope="module")
 def lab():
     need_root()
-    with Lab(load("dataplane")) as lab:
+    with sigterm_as_interrupt(), Lab(load("dataplane")) as lab:
         a, b = dp.host_eid(lab, "hostA", 4, 4), dp.host_eid(lab, "hostB", 4, 4)
         a6, b6 = dp.host_eid(lab, "hostA", 6, 6), dp.host_eid(lab, "hostB", 6, 6)
         lab.before_lisp = (lab.call("hostA", ping_here, b, 1, 0.5, 56, a),

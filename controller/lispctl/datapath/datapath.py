@@ -82,8 +82,16 @@ class Datapath:
             raise DatapathError(f"{base} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)")
         self.instance = instance
         self.pin_dir = base / instance
+        fresh = not self.pin_dir.exists()
         self.pin_dir.mkdir(parents=True, exist_ok=True)
-        self._bpf, self._fns = compile_bpf(self.pin_dir, tuple(cflags))
+        try:
+            self._bpf, self._fns = compile_bpf(self.pin_dir, tuple(cflags))
+        except BaseException:
+            # bcc pins maps before loading programs: a new instance that failed
+            # leaves nothing behind (an existing one keeps its state)
+            if fresh:
+                shutil.rmtree(self.pin_dir, ignore_errors=True)
+            raise
         self._t = {name: self._bpf[name.encode()] for name in (
             "map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
             "accepted_iids", "eid_ifaces", "config", "miss_rl", "counters", "map_stats")}
