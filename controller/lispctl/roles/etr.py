@@ -6,6 +6,11 @@ the first burst to a target goes out immediately, later ones at most one per
 `smr-min-interval`, doubling while changes keep coming (a flapping link
 cannot flood anybody). Locators of a link that is down stay in the records
 with the R bit clear.
+
+A requester is remembered with all its ITR-RLOCs (up to
+_MAX_ITR_RLOCS): a node that loses every RLOC of one family (a mobile node
+whose IPv4 uplink went away) still reaches a dual-stack ITR through an
+ITR-RLOC of a family it has left, and sends the SMR from that family.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EncapsulatedControlMes
 
 ALG_IDS = {"hmac-sha1": ALG_HMAC_SHA1, "hmac-sha256": ALG_HMAC_SHA256}
 _KEEP_NONCES = 4     # a late Map-Notify for one of the last few registers still counts
+_MAX_ITR_RLOCS = 8   # ITR-RLOCs kept per requester (a request may carry up to 32)
 
 
 @dataclass
@@ -40,8 +46,11 @@ class _MsState:
 
 @dataclass
 class _Requester:
-    """An ITR that asked for one of our prefixes (SMR target)."""
+    """An ITR that asked for one of our prefixes (SMR target), keyed by the
+    ITR-RLOC it was first known by; `rlocs` are the ITR-RLOCs of its latest
+    request (where an SMR may go)."""
     last_seen: float
+    rlocs: tuple = ()
     prefixes: set = field(default_factory=set)
     last_smr: float | None = None         # last SMR burst
     gap: float = 0.0                      # current minimum spacing of bursts
@@ -241,13 +250,33 @@ class EtrRole:
         self.counters["rloc_probe_reply_tx" if req.probe else "map_reply_tx"] += 1
         if forwarded:
             self.counters["map_request_forwarded_rx"] += 1
-        # remember the asking ITR for SMRs
-        for a in ip_only(req.itr_rlocs)[:1]:
-            r = self.requesters.setdefault(a, _Requester(now))
-            r.last_seen = now
-            r.prefixes.update(matched)
+        self._remember(req, matched, now)
         out.log(f"{'RLOC-probe reply' if req.probe else 'Map-Reply'} to {target.addr}:{target.port} "
                 f"for {', '.join(str(e) for e in matched)}", f"nonce {req.nonce:#018x}")
+
+    def _remember(self, req: MapRequest, matched: list[EidPrefix], now: float) -> None:
+        """Remember the asking ITR (an SMR target) with all its ITR-RLOCs: one
+        entry per ITR even when it changes its ITR-RLOC list, found by any
+        address it shares with the list we know."""
+        rlocs = tuple(dict.fromkeys(ip_only(req.itr_rlocs)))[:_MAX_ITR_RLOCS]
+        if not rlocs:
+            return
+        key = next((a for a in rlocs if a in self.requesters), None)
+        if key is None:
+            key = next((k for k, r in self.requesters.items() if set(r.rlocs) & set(rlocs)), rlocs[0])
+        r = self.requesters.setdefault(key, _Requester(now))
+        r.last_seen = now
+        r.rlocs = rlocs
+        r.prefixes.update(matched)
+
+    def _smr_route(self, key: IPAddress, r: _Requester) -> tuple[Endpoint, Endpoint | None] | None:
+        """Where an SMR to this ITR goes and from where: its first ITR-RLOC of a
+        family we have a usable RLOC of, sent from that RLOC."""
+        for a in r.rlocs or (key,):
+            src = self.site.source_for(a)
+            if src is not None:
+                return Endpoint(a, CONTROL_PORT), Endpoint(src, CONTROL_PORT)
+        return None
 
     # ------------------------------------------------------------ changes
     def set_interface_addresses(self, ifname: str, addrs, now: float) -> list[Effect]:
@@ -292,6 +321,13 @@ class EtrRole:
         rlocs = self.site.usable_rlocs()
         if not rlocs or not r.pending:
             return                          # nothing to tell / no way to be asked back yet
+        route = self._smr_route(addr, r)
+        if route is None:
+            # none of its ITR-RLOCs is of a family we can send from
+            self.counters["smr_no_common_family"] += 1
+            r.pending.clear()
+            return
+        dst, src = route
         lo, hi = self.cfg.etr.smr_min_interval, self.cfg.etr.smr_max_interval
         busy = r.last_smr is not None and now - r.last_smr < hi
         r.gap = min(max(r.gap * 2, lo), hi) if busy else lo
@@ -300,9 +336,11 @@ class EtrRole:
             src_eid, _ = from_eid_prefix(EidPrefix(eid.iid, eid.prefix))
             smr = MapRequest(self.nonce(), (request_record(eid),), tuple(rlocs[:32]),
                              source_eid=src_eid, smr=True)
-            out.send(smr.encode(), Endpoint(addr, CONTROL_PORT))
+            # a mobile node's Effects give it src (its RLOC of dst's family);
+            # a fixed xTR leaves the choice to the kernel, as for every send
+            out.send(smr.encode(), dst)
             self.counters["smr_tx"] += 1
-            out.log(f"SMR to {addr} for {eid}")
+            out.log(f"SMR to {dst.addr} for {eid}", f"from {src.addr}")
         r.pending.clear()
 
     # ------------------------------------------------------------ API
@@ -324,7 +362,8 @@ class EtrRole:
                 "last_notify_s_ago": None if ms.last_notify is None else round(now - ms.last_notify, 1),
                 "next_register_in_s": round(max(0.0, ms.next_at - now), 1),
             } for ms in self.ms],
-            "smr_targets": [{"itr": str(a), "last_seen_s_ago": round(now - r.last_seen, 1),
+            "smr_targets": [{"itr": str(a), "itr_rlocs": [str(x) for x in r.rlocs],
+                             "last_seen_s_ago": round(now - r.last_seen, 1),
                              "prefixes": sorted(str(p) for p in r.prefixes),
                              "last_smr_s_ago": None if r.last_smr is None else round(now - r.last_smr, 3),
                              "smr_pending": sorted(str(p) for p in r.pending)}
