@@ -262,6 +262,19 @@ class Runtime:
     # -- effects ---------------------------------------------------------
     def apply(self, role: str, effects) -> None:
         for eff in effects or ():
+            if type(eff) is Send and eff.src is None and self.sockets is not None \
+                    and not log.isEnabledFor(logging.DEBUG):
+                # the common reply: no choice of source, nothing to log
+                self.counters["sends"] += 1
+                try:
+                    sent = self.sockets.send(eff.payload, eff.dst)
+                except Exception:
+                    self.counters["effect_errors"] += 1
+                    log.exception("%s: carrying out %r failed", role, type(eff).__name__)
+                    continue
+                if not sent:
+                    self.counters["send_errors"] += 1
+                continue
             try:
                 self._apply_one(role, eff)
             except Exception:

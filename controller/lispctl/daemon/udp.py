@@ -91,9 +91,10 @@ class ControlSocket:
         self.local = Endpoint(ipaddress.ip_address(sock.getsockname()[0]), sock.getsockname()[1])
         self._pktinfo_kind = ((socket.IPPROTO_IPV6, IPV6_PKTINFO) if family == socket.AF_INET6
                               else (socket.IPPROTO_IP, IP_PKTINFO))
-        self._srcs: dict[tuple, Endpoint] = {}          # sockaddr -> Endpoint
+        self._srcs: dict[tuple, tuple] = {}             # sockaddr -> (Endpoint, send sockaddr)
         self._dsts: dict[bytes, Endpoint] = {}          # pktinfo bytes -> Endpoint
         self._sockaddrs: dict[Endpoint, tuple] = {}     # Endpoint -> sockaddr
+        self._last: tuple = (None, None)                # (Endpoint, sockaddr) last received
         loop.add_reader(sock.fileno(), self._readable)
 
     @property
@@ -126,9 +127,11 @@ class ControlSocket:
                 log.debug("recvmsg on %s: %s", self.local, exc)
                 continue
             stats.rx += 1
-            src = srcs.get(addr)
-            if src is None:
-                src = self._src_endpoint(addr)
+            last = srcs.get(addr)
+            if last is None:
+                last = self._src_endpoint(addr)
+            self._last = last
+            src = last[0]
             dst = dsts.get(anc[0][2]) if len(anc) == 1 else None
             if dst is None:
                 dst = self._dst_endpoint(anc)
@@ -148,16 +151,20 @@ class ControlSocket:
                 log.debug("recvfrom on %s: %s", self.local, exc)
                 continue
             stats.rx += 1
-            src = srcs.get(addr)
-            if src is None:
-                src = self._src_endpoint(addr)
+            last = srcs.get(addr)
+            if last is None:
+                last = self._src_endpoint(addr)
+            self._last = last
+            src = last[0]
             receiver(data, src, dst)
 
-    def _src_endpoint(self, addr: tuple) -> Endpoint:
+    def _src_endpoint(self, addr: tuple) -> tuple[Endpoint, tuple]:
+        """(Endpoint, the sockaddr send() uses for it) of a sender."""
         if len(self._srcs) >= _CACHE_MAX:   # spoofed sources must not grow it without bound
             self._srcs.clear()
-        ep = self._srcs[addr] = Endpoint(ipaddress.ip_address(addr[0].split("%", 1)[0]), addr[1])
-        return ep
+        ep = Endpoint(ipaddress.ip_address(addr[0].split("%", 1)[0]), addr[1])
+        pair = self._srcs[addr] = (ep, (str(ep.addr), ep.port))
+        return pair
 
     def _dst_endpoint(self, anc) -> Endpoint:
         ep = Endpoint(_pktinfo_dst(self.family, anc) or self.local.addr, self.local.port)
@@ -168,7 +175,9 @@ class ControlSocket:
         return ep
 
     def send(self, payload: bytes, dst: Endpoint, src_addr=None) -> bool:
-        to = self._sockaddrs.get(dst)
+        last_src, last_to = self._last
+        # A reply to the datagram just received goes to that very Endpoint object.
+        to = last_to if dst is last_src else self._sockaddrs.get(dst)
         if to is None:
             if len(self._sockaddrs) >= _CACHE_MAX:
                 self._sockaddrs.clear()

@@ -40,6 +40,7 @@ from lispctl.wire.auth import map_notify_for
 # Map-Register path; cleared when full (accept-more-specifics lets a site
 # register many distinct prefixes).
 _OWNER_CACHE_MAX = 65536
+_REGISTER_ALGS = (ALG_HMAC_SHA1, ALG_HMAC_SHA256)
 
 
 @dataclass
@@ -119,7 +120,11 @@ class MapServerRole:
         # object in place; the entry is re-filed at the new time when it comes
         # to the top (cheaper than a push per Map-Register, and bounded).
         self._expiry: list[tuple[float, int, EidPrefix, str, Registration]] = []
-        self._owners: dict[tuple, tuple[EidPrefix, _Prefix]] = {}
+        # (EID address, mask length) -> [EidPrefix, owner, its registrations
+        # dict or None]. A registrations dict is never empty while it is in
+        # `registered` (it is forgotten when it empties), so a non-empty one
+        # here is the live one and spares the table lookup.
+        self._owners: dict[tuple, list] = {}
         self._addr_text: dict = {}          # registrant names of source addresses
         self._seq = itertools.count()
         self.subs: dict[tuple[EidPrefix, int], Subscription] = {}
@@ -244,37 +249,45 @@ class MapServerRole:
         return owner
 
     def _on_register(self, data: bytes, msg: MapRegister, src: Endpoint, now: float, out: Effects) -> None:
-        self.counters["map_register_rx"] += 1
+        counters = self.counters
+        counters["map_register_rx"] += 1
         owners = []
         cache = self._owners
+        site = None
+        unknown = not msg.records
+        several = False
         for rec in msg.records:
             hit = cache.get((rec.eid, rec.mask_len))
             if hit is None:
                 try:
                     eid = record_prefix(rec)
                 except MalformedMessage:
-                    owners.append(None)
+                    unknown = True
                     continue
-                hit = (eid, self._site_of(eid))
-                if hit[1] is not None:          # the configured sites never change
-                    if len(cache) >= _OWNER_CACHE_MAX:
-                        cache.clear()
-                    cache[(rec.eid, rec.mask_len)] = hit
+                hit = [eid, self._site_of(eid), None]
+                if hit[1] is None:
+                    unknown = True
+                    continue
+                if len(cache) >= _OWNER_CACHE_MAX:    # the configured sites never change
+                    cache.clear()
+                cache[(rec.eid, rec.mask_len)] = hit
             owners.append(hit)
-        if not owners or any(o is None or o[1] is None for o in owners):
-            self.counters["map_register_bad_prefix"] += 1
+            if site is None:
+                site = hit[1].site
+            elif hit[1].site is not site:
+                several = True
+        if unknown:
+            counters["map_register_bad_prefix"] += 1
             out.log(f"dropped Map-Register from {src.addr}: prefix not configured for any site")
             return
-        sites = {id(o[1].site) for o in owners}
-        if len(sites) != 1:
-            self.counters["map_register_bad_prefix"] += 1
+        if several:
+            counters["map_register_bad_prefix"] += 1
             out.log(f"dropped Map-Register from {src.addr}: prefixes of several sites")
             return
-        site = owners[0][1].site
         key = site.cfg.keys.get(msg.key_id)
-        if key is None or not verify(data, key, alg_ids=(ALG_HMAC_SHA1, ALG_HMAC_SHA256)):
+        if key is None or not verify(data, key, alg_ids=_REGISTER_ALGS):
             site.bad_auth += 1
-            self.counters["map_register_bad_auth"] += 1
+            counters["map_register_bad_auth"] += 1
             out.log(f"dropped Map-Register from {src.addr} for site {site.cfg.name}: "
                     f"{'unknown key-id ' + str(msg.key_id) if key is None else 'authentication failed'}")
             return
@@ -289,28 +302,33 @@ class MapServerRole:
                 registrant = self._addr_text[src.addr] = str(src.addr)
         timeout = self.cfg.ms.registration_timeout
         changed = []
-        for (eid, owner), rec in zip(owners, msg.records):
-            before = self._locator_view(eid) if self.subs else None
-            self._apply_record(eid, owner, rec, registrant, msg, src, site, now, timeout, out)
-            if self.subs and self._locator_view(eid) != before:
+        subs = self.subs
+        for entry, rec in zip(owners, msg.records):
+            eid = entry[0]
+            before = self._locator_view(eid) if subs else None
+            self._apply_record(entry, rec, registrant, msg, src, site, now, timeout, out)
+            if subs and self._locator_view(eid) != before:
                 changed.append(eid)
-        self.counters["map_register_ok"] += 1
+        counters["map_register_ok"] += 1
         if msg.want_map_notify:
             # == sign(MapNotify(nonce, records, key_id, alg_id, xtr_id, site_id), key)
             out.send(map_notify_for(data, msg, key), src)
-            self.counters["map_notify_tx"] += 1
-        for eid in dict.fromkeys(changed):
-            self.publish(eid, now, out)
+            counters["map_notify_tx"] += 1
+        if changed:
+            for eid in dict.fromkeys(changed):
+                self.publish(eid, now, out)
 
-    def _apply_record(self, eid: EidPrefix, owner: _Prefix, rec: EidRecord, registrant: str, msg: MapRegister,
+    def _apply_record(self, entry: list, rec: EidRecord, registrant: str, msg: MapRegister,
                       src: Endpoint, site: _Site, now: float, timeout: float, out: Effects) -> None:
-        regs = self.registered.get(eid)
+        eid, owner, regs = entry
+        if not regs:
+            regs = entry[2] = self.registered.get(eid)
         if rec.ttl == 0:       # de-registration
             if regs is not None and regs.pop(registrant, None) is not None and not regs:
                 self._forget(eid)
             return
         if regs is None:
-            regs = {}
+            regs = entry[2] = {}
             self.registered.insert(eid, regs)
             site.registrations[eid] = regs
         old = regs.get(registrant)

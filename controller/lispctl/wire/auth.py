@@ -41,8 +41,22 @@ def _keyed(alg_id: int, key: bytes) -> _hmac.HMAC:
     return _hmac.HMAC(key, _HASHES[alg_id]())
 
 
+# (alg_id, key as given) -> keyed HMAC: skips encoding the key and the
+# lru_cache wrapper on the per-message path; bounded like _keyed.
+_KEYED_BY_ARG: dict[tuple[int, str | bytes], _hmac.HMAC] = {}
+_ZEROS = {n: bytes(n) for n in AUTH_DATA_LENGTHS.values()}
+
+
 def _new_mac(alg_id: int, key: str | bytes) -> _hmac.HMAC:
-    return _keyed(alg_id, _key(key)).copy()
+    try:
+        keyed = _KEYED_BY_ARG.get((alg_id, key))
+    except TypeError:                   # an unhashable key (bytearray)
+        keyed = None
+    if keyed is None:
+        keyed = _keyed(alg_id, _key(key))
+        if type(key) in (str, bytes) and len(_KEYED_BY_ARG) < 1024:
+            _KEYED_BY_ARG[(alg_id, key)] = keyed
+    return keyed.copy()
 
 
 def compute_mac(alg_id: int, key: str | bytes, data: bytes) -> bytes:
@@ -105,7 +119,7 @@ def map_notify_for(raw: bytes, register, key: str | bytes) -> bytes:
         return head + body
     m = _new_mac(register.alg_id, key)
     m.update(head)
-    m.update(bytes(alen))
+    m.update(_ZEROS[alen])
     m.update(body)
     return head + m.finalize() + body
 
@@ -133,11 +147,14 @@ def verify(raw: bytes, key: str | bytes, *, alg_ids: tuple[int, ...] = (ALG_HMAC
     end = AUTH_OFFSET + alen
     if end > len(raw):
         return False
-    raw = bytes(raw)
+    if type(raw) is not bytes:
+        raw = bytes(raw)
     if alg_id not in _HASHES:
         return False
     m = _new_mac(alg_id, key)
-    m.update(raw[:AUTH_OFFSET] + bytes(alen) + raw[end:])
+    m.update(raw[:AUTH_OFFSET])
+    m.update(_ZEROS[alen])
+    m.update(raw[end:])
     try:
         m.verify(raw[AUTH_OFFSET:end])
     except InvalidSignature:
