@@ -37,6 +37,15 @@ def interface_addresses(names: list[str]) -> dict:
         return out
 
 
+def _existing(names) -> dict:
+    """ifname -> ifindex, or None for an interface that does not exist."""
+    if not names:
+        return {}
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        return {n: (ipr.link_lookup(ifname=n) or [None])[0] for n in names}
+
+
 def build_device(cfg, *, control_port: int | None = None) -> Device:
     roles = build_roles(cfg, interface_addresses=interface_addresses(_interfaces_to_read(cfg)))
     device = Device(instance=cfg.instance, roles=list(roles),
@@ -62,8 +71,17 @@ def _setup_datapath(device: Device, plan) -> None:
     device.datapath = dp
     for ifname in plan.eid_interfaces:
         dp.attach_eid_interface(ifname)
-    for ifname in plan.rloc_interfaces:
+    # An uplink may not exist yet (a USB modem, Wi-Fi coming up later): the
+    # interface watcher (daemon/ifwatch.py) attaches it when it appears, and
+    # again if it is re-created; it starts from the ifindexes attached here.
+    attached = {}
+    for ifname, index in _existing(plan.rloc_interfaces).items():
+        if index is None:
+            log.warning("RLOC interface %s does not exist (yet): attached when it appears", ifname)
+            continue
         dp.attach_rloc_interface(ifname)
+        attached[ifname] = index
+    device.info["rloc_ifindex"] = attached
     for addr in plan.local_rlocs:
         dp.add_local_rloc(addr)
     for eid in plan.local_eids:

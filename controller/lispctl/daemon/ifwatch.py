@@ -6,6 +6,15 @@ locator (or an RLOC-facing interface) gains or loses an address, or its
 link goes down or up, the ETR is told (it re-registers at once and sends
 SMRs to the ITRs that asked for our mapping) and the data plane's local
 RLOC set follows, so packets to a new RLOC are decapsulated.
+
+RLOC interfaces (the data plane's decapsulation side; a mobile node's
+uplinks) may appear after start or be re-created (a USB modem, a Wi-Fi
+interface): one that appears, or comes back with another ifindex, gets the
+ETR program attached before the ETR hears of its addresses; one that
+disappears loses its filter with it (the kernel removes it) and its
+locators go like any removed address. Attaching uses pyroute2's blocking
+IPRoute, which must not run on the loop's thread, so such changes are
+handled by one worker task (events stay in order).
 """
 from __future__ import annotations
 
@@ -30,6 +39,17 @@ class LocatorWatch:
         self.watcher = None
         self.known: dict[str, list] = {}
         self.link_up: dict[str, bool] = {}
+        # RLOC interfaces the data plane decapsulates on, and the ifindex each
+        # is attached at now (build.py attached the ones that existed).
+        self.rloc_names: list[str] = []
+        self.attached: dict[str, int] = {}
+        if device.datapath is not None:
+            from lispctl.roles import datapath_plan
+            self.rloc_names = list(datapath_plan(self.site.cfg, device.roles).rloc_interfaces)
+            self.attached = dict(device.info.get("rloc_ifindex", {}))
+        self._pending: list = []
+        self._worker: asyncio.Task | None = None
+        self.attach_errors = 0
 
     @classmethod
     def for_device(cls, runtime, device) -> "LocatorWatch | None":
@@ -45,9 +65,11 @@ class LocatorWatch:
         self.watcher = InterfaceWatcher(track_gateways=False).open()
         self.known = {n: list(self.site.iface_addrs.get(n, [])) for n in self.names}
         loop.add_reader(self.watcher.fileno(), self._ready)
-        self._sync([])        # anything that changed between build and now
+        self._enqueue([])     # anything that changed between build and now
 
     def close(self) -> None:
+        if self._worker is not None and not self._worker.done():
+            self._worker.cancel()
         if self.watcher is not None:
             try:
                 asyncio.get_running_loop().remove_reader(self.watcher.fileno())
@@ -63,7 +85,69 @@ class LocatorWatch:
             self.rt.counters["netwatch_errors"] += 1
             log.exception("reading interface changes failed")
             return
-        self._sync(events)
+        if events:
+            self._enqueue(events)
+
+    def _enqueue(self, events) -> None:
+        """Handle at once unless an RLOC interface needs (re)attaching or the
+        worker is busy: then in order, on the worker."""
+        if (self._worker is None or self._worker.done()) and not self._attach_needed():
+            self._sync(events)
+            return
+        self._pending.extend(events)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def _work(self) -> None:
+        while True:
+            await self.attach_rloc_interfaces()   # before the ETR announces its addresses
+            events, self._pending = self._pending, []
+            self._sync(events)
+            if not self._pending:
+                return              # a failed attach is retried at the next event
+
+    async def stop_worker(self) -> None:
+        if self._worker is not None and not self._worker.done():
+            self._worker.cancel()
+            try:
+                await self._worker
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._worker = None
+
+    # -- RLOC interfaces that come and go ----------------------------------------
+    def _attach_needed(self) -> bool:
+        if self.watcher is None:
+            return False
+        view = self.watcher.view
+        return any(view.index(n) != self.attached.get(n) for n in self.rloc_names)
+
+    async def attach_rloc_interfaces(self) -> None:
+        """Attach the data plane's ETR program to RLOC interfaces that appeared
+        (or were re-created); forget the ones that went (their filter went too)."""
+        dp = self.device.datapath
+        if dp is None or self.watcher is None:
+            return
+        loop = asyncio.get_running_loop()
+        for name in self.rloc_names:
+            index = self.watcher.view.index(name)
+            if index == self.attached.get(name):
+                continue
+            if index is None:
+                del self.attached[name]
+                log.info("RLOC interface %s is gone", name)
+                continue
+            try:
+                await loop.run_in_executor(None, dp.attach_rloc_interface, name)
+            except Exception:
+                # gone again already, or the kernel refused: the next event retries
+                self.attach_errors += 1
+                self.rt.counters["attach_errors"] += 1
+                log.exception("attaching the data plane to %s failed", name)
+                continue
+            self.attached[name] = index
+            self.rt.counters["rloc_interfaces_attached"] += 1
+            log.info("RLOC interface %s appeared (ifindex %d): data plane attached", name, index)
 
     def _sync(self, events) -> None:
         from lispctl.net.watch import LinkDown, LinkUp

@@ -12,7 +12,9 @@ change, in this order:
    local RLOC of a family is the outer source of encapsulated packets, so a
    dead one must not stay first even for a loop iteration;
 2. the uplink rules/tables follow (MobileNode.add_uplink/remove_uplink;
-   a gateway that appears later re-syncs the uplink);
+   a gateway that appears later re-syncs the uplink). Before that, an
+   uplink that did not exist at start (or was re-created) gets the data
+   plane's ETR program attached (LocatorWatch.attach_rloc_interfaces);
 3. only then the ETR is told (set_link_state / set_interface_addresses):
    it re-registers and sends SMRs at once, from a usable RLOC whose rule
    now exists (a Map-Register from a new RLOC sent before its rule would be
@@ -111,8 +113,6 @@ class MobileNodeWatch(LocatorWatch):
         self.specs = locator_specs(plan.uplinks)
         self.mn = None
         self.masked: FamilyMaskedDatapath | None = None
-        self._pending: list = []
-        self._worker: asyncio.Task | None = None
         self._gateways: dict[tuple[str, int], Any] = {}
         self.uplink_errors = 0
 
@@ -157,6 +157,7 @@ class MobileNodeWatch(LocatorWatch):
                     self.link_up[name] = False
                     self._tell("set_link_state", name, False, now)
             self._drop_unusable()
+            await self.attach_rloc_interfaces()   # uplinks that appeared since build
             await self._sync_uplinks()
             self._sync([])
             loop.add_reader(self.watcher.fileno(), self._ready)
@@ -170,14 +171,8 @@ class MobileNodeWatch(LocatorWatch):
 
     async def restore(self) -> None:
         """Close the watcher and undo the EID device and uplinks; idempotent."""
+        await self.stop_worker()
         self.close()
-        if self._worker is not None and not self._worker.done():
-            self._worker.cancel()
-            try:
-                await self._worker
-            except (asyncio.CancelledError, Exception):
-                pass
-        self._worker = None
         if self.masked is not None:
             self.rt.datapath = self.masked._dp
             self.masked = None
@@ -203,6 +198,8 @@ class MobileNodeWatch(LocatorWatch):
     async def _work(self) -> None:
         while self._pending:
             events, self._pending = self._pending, []
+            # a new or re-created uplink decapsulates before anything announces it
+            await self.attach_rloc_interfaces()
             try:
                 await self._sync_uplinks()
             except Exception:
@@ -251,7 +248,8 @@ class MobileNodeWatch(LocatorWatch):
         for key, rloc in want.items():
             gw = view.gateway(key[0], key[1])
             have = self.mn.uplinks.get(key)
-            if have is not None and have.rloc == rloc and self._gateways.get(key) == gw:
+            if (have is not None and have.rloc == rloc and self._gateways.get(key) == gw
+                    and have.ifindex == view.index(key[0])):     # not re-created meanwhile
                 continue
             await self.mn.add_uplink(key[0], rloc)
             self._gateways[key] = gw

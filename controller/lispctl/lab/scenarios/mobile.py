@@ -148,6 +148,42 @@ def add_address(lab: Lab, uplink: str, fam: int) -> None:
         restore_uplink_config(ipr, idx, uplink, (fam,))
 
 
+def delete_uplink_link(lab: Lab, uplink: str) -> bool:
+    """Remove mn's uplink veth (its access router's end goes with it), as
+    when a USB modem is unplugged. False if it was not there."""
+    with lab.ipr(MN) as ipr:
+        idx = ipr.link_lookup(ifname=uplink)
+        if not idx:
+            return False
+        ipr.link("del", index=idx[0])
+    return True
+
+
+def create_uplink_link(lab: Lab, uplink: str, *, configure: bool = True) -> int:
+    """(Re-)create mn's uplink veth to its access router (a modem plugged in),
+    down and unaddressed; with `configure` then brought up with the topology's
+    addresses and mn's default routes through it (what DHCP/SLAAC would do).
+    Returns mn's new ifindex. The caller removes it (delete_uplink_link) if
+    the lab's own teardown would not (same name: it does)."""
+    router = ACCESS[uplink]
+    with lab.ipr(MN) as ipr:
+        ipr.link("add", ifname=uplink, kind="veth", peer={"ifname": "acc", "net_ns_fd": lab.ns(router)})
+        idx = ipr.link_lookup(ifname=uplink)[0]
+        ipr.link("set", index=idx, mtu=1600)
+    with lab.ipr(router) as ipr:
+        ridx = ipr.link_lookup(ifname="acc")[0]
+        ipr.link("set", index=ridx, mtu=1600)
+        for fam in (4, 6):
+            addr = GATEWAY[uplink][fam]
+            ipr.addr("add", index=ridx, address=addr, prefixlen=PLEN[fam])
+        ipr.link("set", index=ridx, state="up")
+    if configure:
+        with lab.ipr(MN) as ipr:
+            ipr.link("set", index=idx, state="up")
+            restore_uplink_config(ipr, idx, uplink)
+    return idx
+
+
 def rx_packets(lab: Lab, uplink: str) -> int:
     from ..traffic import link_stats
     return int(link_stats(lab, MN, uplink)["rx_packets"])
