@@ -126,6 +126,8 @@ class MapServerRole:
         # here is the live one and spares the table lookup.
         self._owners: dict[tuple, list] = {}
         self._addr_text: dict = {}          # registrant names of source addresses
+        self._last_src: tuple = (None, None)     # (Endpoint, its registrant name)
+        self._owners_of: dict[int, tuple] = {}   # id(records) -> (records, owners, site)
         self._seq = itertools.count()
         self.subs: dict[tuple[EidPrefix, int], Subscription] = {}
         self._sub_expiry: list[tuple[float, int, tuple[EidPrefix, int]]] = []
@@ -248,15 +250,15 @@ class MapServerRole:
             return None
         return owner
 
-    def _on_register(self, data: bytes, msg: MapRegister, src: Endpoint, now: float, out: Effects) -> None:
-        counters = self.counters
-        counters["map_register_rx"] += 1
+    def _owners_for(self, records) -> tuple[list, _Site | None, bool, bool]:
+        """([EidPrefix, owner, registrations] per record, the site, some record
+        outside every site, records of several sites)."""
         owners = []
         cache = self._owners
         site = None
-        unknown = not msg.records
+        unknown = not records
         several = False
-        for rec in msg.records:
+        for rec in records:
             hit = cache.get((rec.eid, rec.mask_len))
             if hit is None:
                 try:
@@ -276,6 +278,25 @@ class MapServerRole:
                 site = hit[1].site
             elif hit[1].site is not site:
                 several = True
+        if not unknown and not several:
+            # keyed by identity, holding the tuple: its id stays unique while cached
+            if len(self._owners_of) >= _OWNER_CACHE_MAX:
+                self._owners_of.clear()
+            self._owners_of[id(records)] = (records, owners, site)
+        return owners, site, unknown, several
+
+    def _on_register(self, data: bytes, msg: MapRegister, src: Endpoint, now: float, out: Effects) -> None:
+        counters = self.counters
+        counters["map_register_rx"] += 1
+        records = msg.records
+        # The decode memo hands out the same records tuple for repeated record
+        # bytes, so the owners of a refresh are one identity lookup away.
+        known = self._owners_of.get(id(records))
+        if known is not None and known[0] is records:
+            _, owners, site = known
+            unknown = several = False
+        else:
+            owners, site, unknown, several = self._owners_for(records)
         if unknown:
             counters["map_register_bad_prefix"] += 1
             out.log(f"dropped Map-Register from {src.addr}: prefix not configured for any site")
@@ -294,12 +315,15 @@ class MapServerRole:
         site.registers += 1
         if msg.xtr_id is not None:
             registrant = f"{msg.xtr_id:032x}"
+        elif src is self._last_src[0]:      # the daemon hands out one Endpoint per peer
+            registrant = self._last_src[1]
         else:
             registrant = self._addr_text.get(src.addr)
             if registrant is None:
                 if len(self._addr_text) >= _OWNER_CACHE_MAX:
                     self._addr_text.clear()
                 registrant = self._addr_text[src.addr] = str(src.addr)
+            self._last_src = (src, registrant)
         timeout = self.cfg.ms.registration_timeout
         changed = []
         subs = self.subs
