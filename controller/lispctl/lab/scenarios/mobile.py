@@ -411,16 +411,23 @@ class TcpStream:
 
 # -- the demonstration --------------------------------------------------------------
 def run(lab: Lab, say: Callable[[str], None]) -> bool:
-    say("\n[2/5] Starting msmr (MS+MR), xtr2 (correspondent) and mn (`lispctl up`, roles = [\"mobile-node\"])")
+    """`make lab TOPO=mobile`: steps 2-7 after the runner's [1/7] (building the lab)."""
+    say("\n[2/7] Starting msmr (MS+MR), xtr2 (correspondent) and mn (`lispctl up`, roles = [\"mobile-node\"])")
     try:
         start(lab)
+    except Exception as exc:
+        say(f"      failed: {exc}")
+        return False
+    say("      both registered (mn from its RLOCs on up1 and up2)")
+    say(f"\n[3/7] Ping hostB -> mn's EIDs {MN_EID[4]}, {MN_EID[6]} until both map-caches are resolved")
+    try:
         warm_up(lab)
     except Exception as exc:
         say(f"      failed: {exc}")
         return False
     e = mn_entry(lab)
     say(f"      xtr2 reaches mn's EID {MN_EID[4]} via {usable_locators(e)} (up1 preferred)")
-    say("\n[3/5] A TCP stream hostB -> mn runs; mn's access network 1 goes away (carrier loss on up1)")
+    say("\n[4/7] A TCP stream hostB -> mn runs; mn's access network 1 goes away (carrier loss on up1)")
     tcp = TcpStream(lab)
     ok = tcp.grows(5)
     t0 = set_access(lab, "up1", False)
@@ -430,16 +437,26 @@ def run(lab: Lab, say: Callable[[str], None]) -> bool:
     ok &= bool(moved) and tcp.grows(10)
     say(f"      TCP stream still flowing: {tcp.received()} bytes received, no reset" if ok else
         "      TCP stream broke")
-    say("\n[4/5] Access network 1 comes back: traffic returns to up1")
+    say("\n[5/7] Access network 1 comes back: traffic returns to up1")
     set_access(lab, "up1", True)
     back = wait_locator(lab, UP["up1"][4], timeout=10)
     ok &= bool(back) and tcp.grows(10)
     res = tcp.stop()
     say(f"      map-cache: {usable_locators(back)}; stream closed cleanly: {res['closed_cleanly']}")
     ok &= res["closed_cleanly"]
-    say(f"\n[5/5] mn's view:   $ lispctl database -i {lab.instance(MN)}")
+    say(f"\n[6/7] mn's view:   $ lispctl database -i {lab.instance(MN)}")
     for line in cp.cli(lab, MN, "database").stdout.rstrip().splitlines():
         say("      " + line)
+    say(f"\n[7/7] xtr2's view:   $ lispctl map-cache -i {lab.instance(XTR)}, and the SMR counters")
+    for line in cp.cli(lab, XTR, "map-cache").stdout.rstrip().splitlines():
+        say("      " + line)
+    try:
+        etr = cp.counters(lab, MN)["roles"].get("etr", {})
+        itr = cp.counters(lab, XTR)["roles"].get("itr", {})
+        say(f"      mn: smr_tx {etr.get('smr_tx', 0)}, map_register_tx {etr.get('map_register_tx', 0)};"
+            f" xtr2: smr_rx {itr.get('smr_rx', 0)}")
+    except Exception as exc:          # the counters are decoration: the verdict is above
+        say(f"      (counters unavailable: {exc})")
     return ok
 
 
