@@ -3,6 +3,7 @@ a test run is stopped with `kill` or by a timeout, not only on Ctrl-C."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from typing import Iterator
@@ -10,7 +11,17 @@ from typing import Iterator
 import pytest
 
 
+_owner: list[int] = []
+
+
 def _raise(signum, frame):
+    # Forked children (pyroute2, lab helpers, subprocess before exec) inherit
+    # this handler; in them SIGTERM must kill as usual, or the child would
+    # unwind into pytest's teardown and remove the parent's namespaces.
+    if not _owner or os.getpid() != _owner[-1]:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -23,11 +34,13 @@ def sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _owner.append(os.getpid())
     old = signal.signal(signal.SIGTERM, _raise)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+        _owner.pop()
 
 
 @pytest.fixture(scope="session", autouse=True)
