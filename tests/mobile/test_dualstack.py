@@ -6,7 +6,8 @@ up1 keeps only its IPv4 address and up2 only its IPv6 address. Both EIDs
 correspondent then reaches the node over the other family's RLOC, and the
 node's own data plane uses only the correspondent's locators of the family
 it still has a source address for (no 'no_source' drops). xtr2 subscribes
-(publish/subscribe) here; see the fixture.
+either by publish/subscribe or by SMRs (the module runs once for each): the
+SMR to xtr2 goes to whichever of its ITR-RLOCs mn still has a family for.
 The last test stops the daemon and checks that it removed what it made.
 """
 from __future__ import annotations
@@ -23,18 +24,20 @@ pytestmark = pytest.mark.root
 V4, V6 = m.UP["up1"][4], m.UP["up2"][6]
 
 
-@pytest.fixture(scope="module")
-def lab():
+@pytest.fixture(scope="module", params=["pubsub", "smr"])
+def lab(request):
     need_root()
+    smr = request.param == "smr"
     with Lab(load("mobile")) as lab:
         m.remove_address(lab, "up1", 6)
         m.remove_address(lab, "up2", 4)
-        # xtr2 subscribes: an SMR from mn cannot reach xtr2's IPv4 RLOC (the
-        # one it asked from) once mn has no IPv4 RLOC left; the Map-Server's
-        # notification reaches it either way.
-        m.start(lab, mn_text=m.mn_config((("up1", 4, 1, 100), ("up2", 6, 1, 100))), tag="ds",
-                subscribe=True)
+        # pubsub: the Map-Server notifies xtr2. smr: mn's SMR must reach xtr2
+        # at the ITR-RLOC of the family mn has left (xtr2 asked from IPv4 or
+        # IPv6; mn remembers both).
+        m.start(lab, mn_text=m.mn_config((("up1", 4, 1, 100), ("up2", 6, 1, 100)), smr=smr),
+                tag=f"ds{request.param}", subscribe=not smr)
         m.warm_up(lab)
+        lab.variant = request.param
         yield lab
 
 
@@ -72,6 +75,10 @@ def test_either_uplink_can_go(lab, lost, left):
             assert m.wait_usable(lab, [V4, V6], fam), m.mn_entry(lab, fam)
         for s in tcp.values():
             assert s.grows(15), ("stream stalled after return", s.sink(), s.source())
+        if lab.variant == "smr":
+            etr = cp.counters(lab, m.MN)["roles"]["etr"]
+            assert etr.get("smr_tx", 0) > 0 and etr.get("smr_no_common_family", 0) == 0, etr
+            assert cp.counters(lab, m.XTR)["roles"]["itr"].get("smr_rx", 0) > 0
     finally:
         res = [s.stop() for s in tcp.values()]
     for r in res:

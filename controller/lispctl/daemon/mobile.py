@@ -90,9 +90,13 @@ class FamilyMaskedDatapath:
         self._installed.pop(eid, None)
         return self._dp.delete_mapping(eid, *args, **kw)
 
-    def families_changed(self) -> int:
-        """Re-install every mapping after our local families changed; returns how many."""
-        fams = {a.version for a in self._dp.local_rlocs()}
+    def families_changed(self, fams: set[int] | None = None) -> int:
+        """Re-install every mapping after our local families changed (or, with
+        `fams`, before they change to that: a family about to lose its last
+        RLOC is masked first, so no packet meets a locator it has no source
+        for); returns how many."""
+        if fams is None:
+            fams = {a.version for a in self._dp.local_rlocs()}
         if fams == self.families:
             return 0
         self.families = fams
@@ -222,11 +226,11 @@ class MobileNodeWatch(LocatorWatch):
         # Keep a dead RLOC only if it is the last of all: nothing to send from anyway.
         if gone and len(gone) < len(dp.local_rlocs()):
             try:
+                if self.masked is not None:
+                    self.masked.families_changed({a.version for a in dp.local_rlocs() if a not in gone})
                 for addr in gone:
                     dp.remove_local_rloc(addr)
                     log.info("RLOC %s no longer usable: removed from the data plane", addr)
-                if self.masked is not None:
-                    self.masked.families_changed()
             except Exception:
                 self.rt.counters["effect_errors"] += 1
                 log.exception("removing unusable RLOCs from the data plane failed")
@@ -263,6 +267,8 @@ class MobileNodeWatch(LocatorWatch):
         usable = self.site.usable_rlocs()
         want, have = set(usable), dp.local_rlocs()
         try:
+            if self.masked is not None:      # mask families about to go first
+                self.masked.families_changed({a.version for a in have if a in want})
             for addr in have:
                 if addr not in want:
                     dp.remove_local_rloc(addr)
