@@ -1,13 +1,15 @@
-/* lispctl data plane: tc (clsact) programs.
+/* lispctl data plane: tc (clsact) programs, and the XDP ETR (lisp_etr_xdp.c).
  *
  *   lisp_itr_ingress  ingress of an EID-facing interface (router ITR)
  *   lisp_itr_egress   egress of a host's EID device (mobile node, local traffic)
  *   lisp_etr_ingress  ingress of an RLOC-facing interface (ETR, RTR re-encap)
+ *   lisp_etr_xdp      XDP of an RLOC-facing NIC (ETR fast path, optional)
  *
- * Why tc and not XDP: bpf_skb_adjust_room with the ENCAP flags keeps GSO/TSO
+ * Why tc by default: bpf_skb_adjust_room with the ENCAP flags keeps GSO/TSO
  * super-packets intact (the kernel segments them as UDP tunnel packets), the
  * same program type serves locally originated traffic, and decapsulated
- * packets for this host go up the stack with a correct skb->protocol.
+ * packets for this host go up the stack with a correct skb->protocol. XDP
+ * is only the ETR of physical NICs, which deliver one frame at a time anyway.
  *
  * The loader inlines the lisp_*.h includes textually (bcc only rewrites map
  * accesses in the main file).
@@ -508,6 +510,121 @@ static __always_inline int local_rloc(int v6, const void *addr)
     return local_rlocs.lookup(&k) != 0;
 }
 
+/* What the ETR checks found out about a packet; shared by the tc and the
+ * XDP ETR so both apply exactly the same rules. */
+struct lisp_etr_pkt {
+    struct lisp_flow f;         /* the inner packet */
+    __u32 olen;                 /* outer IP + UDP + LISP header bytes */
+    __u32 inner_len;            /* inner IP packet bytes (from the UDP length) */
+    __u32 iid;
+    __u8 outer_ttl;
+    __u8 ver;                   /* inner IP version */
+    __u8 is_local;              /* inner destination in the local EID database */
+    __u8 outer6;
+    __be16 inner_proto;         /* ethertype of the inner packet */
+};
+
+#define LISP_ETR_PASS (-1)      /* not a LISP data packet for us: leave it untouched */
+#define LISP_ETR_DECAP (-2)     /* ours and well-formed: decapsulate */
+
+/* The ETR's header checks over [data, data_end) (starting at the Ethernet
+ * header; pkt_len: the whole frame). Returns LISP_ETR_PASS, LISP_ETR_DECAP
+ * (e filled in) or the enum lisp_drop_reason to count. Only UDP/4341 to a
+ * local RLOC is ours; from there on anything wrong is a drop. */
+static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, struct lisp_etr_pkt *e)
+{
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > data_end)
+        return LISP_ETR_PASS;
+    __u32 olen;
+    __u8 outer_ttl;
+    __u32 l3_len;
+    struct udphdr *uh;
+    if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+        struct iphdr *ip = (void *)(eth + 1);
+        if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP)
+            return LISP_ETR_PASS;
+        /* Options and fragments are left to the stack. */
+        if (ip->ihl != 5 || (ip->frag_off & bpf_htons(LISP_IP_MF | LISP_IP_OFFSET)))
+            return LISP_ETR_PASS;
+        uh = (void *)(ip + 1);
+        if ((void *)(uh + 1) > data_end || uh->dest != bpf_htons(LISP_DATA_PORT))
+            return LISP_ETR_PASS;
+        if (!local_rloc(0, &ip->daddr))
+            return LISP_ETR_PASS;
+        olen = sizeof(*ip) + sizeof(*uh) + sizeof(struct lisp_hdr);
+        outer_ttl = ip->ttl;
+        l3_len = bpf_ntohs(ip->tot_len);
+        e->outer6 = 0;
+    } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+        struct ipv6hdr *ip6 = (void *)(eth + 1);
+        if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_UDP)
+            return LISP_ETR_PASS;
+        uh = (void *)(ip6 + 1);
+        if ((void *)(uh + 1) > data_end || uh->dest != bpf_htons(LISP_DATA_PORT))
+            return LISP_ETR_PASS;
+        if (!local_rloc(1, &ip6->daddr))
+            return LISP_ETR_PASS;
+        olen = sizeof(*ip6) + sizeof(*uh) + sizeof(struct lisp_hdr);
+        outer_ttl = ip6->hop_limit;
+        l3_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+        e->outer6 = 1;
+    } else {
+        return LISP_ETR_PASS;
+    }
+
+    /* From here on the packet is ours: anything wrong is a counted drop. */
+    __u32 ulen = bpf_ntohs(uh->len);
+    __u32 udp_off = olen - sizeof(struct udphdr) - sizeof(struct lisp_hdr);
+    if (l3_len + ETH_HLEN > pkt_len || ulen + udp_off > l3_len ||
+        ulen < sizeof(struct udphdr) + sizeof(struct lisp_hdr) + sizeof(struct iphdr))
+        return LISP_DROP_MALFORMED;
+    struct lisp_hdr *lh = (void *)(uh + 1);
+    if ((void *)(lh + 1) > data_end)
+        return LISP_DROP_MALFORMED;
+    __u32 iid = 0;
+    if (lh->flags & LISP_F_I)
+        iid = bpf_ntohl(lh->iid_lsb) >> 8;
+    void *inner = (void *)(lh + 1);
+    if (inner + 1 > data_end)
+        return LISP_DROP_MALFORMED;
+    __u8 ver = *(__u8 *)inner >> 4;
+    __be16 inner_proto = ver == 4 ? bpf_htons(ETH_P_IP) : ver == 6 ? bpf_htons(ETH_P_IPV6) : 0;
+    if (!inner_proto)
+        return LISP_DROP_MALFORMED;
+    if (lisp_parse_ip(inner, data_end, inner_proto, &e->f) < 0)
+        return LISP_DROP_MALFORMED;
+    /* the inner packet must fill the UDP payload exactly, no more */
+    __u32 inner_len = ulen - sizeof(struct udphdr) - sizeof(struct lisp_hdr);
+    if (ver == 4) {
+        struct iphdr *iip = inner;
+        if ((void *)(iip + 1) > data_end || bpf_ntohs(iip->tot_len) != inner_len)
+            return LISP_DROP_MALFORMED;
+    } else {
+        struct ipv6hdr *iip6 = inner;
+        if ((void *)(iip6 + 1) > data_end || bpf_ntohs(iip6->payload_len) + sizeof(*iip6) != inner_len)
+            return LISP_DROP_MALFORMED;
+    }
+    if (!accepted_iids.lookup(&iid))
+        return LISP_DROP_UNKNOWN_IID;
+    if (outer_ttl == 0)
+        return LISP_DROP_TTL;
+    struct lisp_config *c = get_config();
+    if (!c)
+        return LISP_ETR_PASS;
+    int is_local = local_eid(&e->f, iid);
+    if (!is_local && !(c->flags & LISP_CFG_REENCAP))
+        return LISP_DROP_NOT_LOCAL_EID;
+    e->olen = olen;
+    e->inner_len = inner_len;
+    e->iid = iid;
+    e->outer_ttl = outer_ttl;
+    e->ver = ver;
+    e->is_local = is_local;
+    e->inner_proto = inner_proto;
+    return LISP_ETR_DECAP;
+}
+
 /* ETR: decapsulate UDP 4341 packets to a local RLOC; pass everything else. */
 int lisp_etr_ingress(struct __sk_buff *skb)
 {
@@ -518,87 +635,22 @@ int lisp_etr_ingress(struct __sk_buff *skb)
         return TC_ACT_OK;
     void *data = (void *)(long)skb->data;
     void *data_end = (void *)(long)skb->data_end;
+    struct lisp_etr_pkt e = {};
+    int rc = etr_check(data, data_end, skb->len, &e);
+    if (rc == LISP_ETR_PASS)
+        return TC_ACT_OK;
+    if (rc != LISP_ETR_DECAP)
+        return drop(rc);
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > data_end)
         return TC_ACT_OK;
-    __u32 olen;
-    __u8 outer_ttl;
-    __u32 l3_len;
-    struct udphdr *uh;
-    if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-        struct iphdr *ip = (void *)(eth + 1);
-        if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP)
-            return TC_ACT_OK;
-        /* Options and fragments are left to the stack. */
-        if (ip->ihl != 5 || (ip->frag_off & bpf_htons(LISP_IP_MF | LISP_IP_OFFSET)))
-            return TC_ACT_OK;
-        uh = (void *)(ip + 1);
-        if ((void *)(uh + 1) > data_end || uh->dest != bpf_htons(LISP_DATA_PORT))
-            return TC_ACT_OK;
-        if (!local_rloc(0, &ip->daddr))
-            return TC_ACT_OK;
-        olen = sizeof(*ip) + sizeof(*uh) + sizeof(struct lisp_hdr);
-        outer_ttl = ip->ttl;
-        l3_len = bpf_ntohs(ip->tot_len);
-    } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-        struct ipv6hdr *ip6 = (void *)(eth + 1);
-        if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_UDP)
-            return TC_ACT_OK;
-        uh = (void *)(ip6 + 1);
-        if ((void *)(uh + 1) > data_end || uh->dest != bpf_htons(LISP_DATA_PORT))
-            return TC_ACT_OK;
-        if (!local_rloc(1, &ip6->daddr))
-            return TC_ACT_OK;
-        olen = sizeof(*ip6) + sizeof(*uh) + sizeof(struct lisp_hdr);
-        outer_ttl = ip6->hop_limit;
-        l3_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
-    } else {
-        return TC_ACT_OK;
-    }
-
-    /* From here on the packet is ours: anything wrong is a counted drop. */
-    __u32 ulen = bpf_ntohs(uh->len);
-    __u32 udp_off = olen - sizeof(struct udphdr) - sizeof(struct lisp_hdr);
-    if (l3_len + ETH_HLEN > skb->len || ulen + udp_off > l3_len ||
-        ulen < sizeof(struct udphdr) + sizeof(struct lisp_hdr) + sizeof(struct iphdr))
-        return drop(LISP_DROP_MALFORMED);
-    struct lisp_hdr *lh = (void *)(uh + 1);
-    if ((void *)(lh + 1) > data_end)
-        return drop(LISP_DROP_MALFORMED);
-    __u32 iid = 0;
-    if (lh->flags & LISP_F_I)
-        iid = bpf_ntohl(lh->iid_lsb) >> 8;
-    void *inner = (void *)(lh + 1);
-    if (inner + 1 > data_end)
-        return drop(LISP_DROP_MALFORMED);
-    __u8 ver = *(__u8 *)inner >> 4;
-    __be16 inner_proto = ver == 4 ? bpf_htons(ETH_P_IP) : ver == 6 ? bpf_htons(ETH_P_IPV6) : 0;
-    if (!inner_proto)
-        return drop(LISP_DROP_MALFORMED);
-    struct lisp_flow f = {};
-    if (lisp_parse_ip(inner, data_end, inner_proto, &f) < 0)
-        return drop(LISP_DROP_MALFORMED);
-    /* the inner packet must fill the UDP payload exactly, no more */
-    __u32 inner_len = ulen - sizeof(struct udphdr) - sizeof(struct lisp_hdr);
-    if (ver == 4) {
-        struct iphdr *iip = inner;
-        if ((void *)(iip + 1) > data_end || bpf_ntohs(iip->tot_len) != inner_len)
-            return drop(LISP_DROP_MALFORMED);
-    } else {
-        struct ipv6hdr *iip6 = inner;
-        if ((void *)(iip6 + 1) > data_end || bpf_ntohs(iip6->payload_len) + sizeof(*iip6) != inner_len)
-            return drop(LISP_DROP_MALFORMED);
-    }
-    if (!accepted_iids.lookup(&iid))
-        return drop(LISP_DROP_UNKNOWN_IID);
-    if (outer_ttl == 0)
-        return drop(LISP_DROP_TTL);
-    struct lisp_config *c = get_config();
-    if (!c)
-        return TC_ACT_OK;
-    int is_local = local_eid(&f, iid);
-    if (!is_local && !(c->flags & LISP_CFG_REENCAP))
-        return drop(LISP_DROP_NOT_LOCAL_EID);
+    __u32 olen = e.olen;
+    __u8 outer_ttl = e.outer_ttl;
+    __u32 iid = e.iid;
+    __u8 ver = e.ver;
+    __u32 inner_len = e.inner_len;
+    __be16 inner_proto = e.inner_proto;
+    int is_local = e.is_local;
 
     /* The next hop of the inner packet, looked up before anything changes;
      * the new Ethernet header is written in one store after decapsulation. */
@@ -607,22 +659,22 @@ int lisp_etr_ingress(struct __sk_buff *skb)
     struct bpf_fib_lookup p;
     long frc = -1;
     if (is_local)
-        frc = fib_resolve(skb, &p, ver == 6, f.src, f.dst, inner_len);
+        frc = fib_resolve(skb, &p, ver == 6, e.f.src, e.f.dst, inner_len);
     struct ethhdr neth;
     fib_eth(&neth, frc, &p, macs, inner_proto);
 
     /* RFC 9300 5.3: the inner TTL becomes min(inner, outer). */
     __u32 inner_off = ETH_HLEN + olen;
-    if (outer_ttl < f.ttl) {
+    if (outer_ttl < e.f.ttl) {
         if (ver == 4) {
-            __u16 old = bpf_htons(((__u16)f.ttl << 8) | f.proto);
-            __u16 new = bpf_htons(((__u16)outer_ttl << 8) | f.proto);
+            __u16 old = bpf_htons(((__u16)e.f.ttl << 8) | e.f.proto);
+            __u16 new = bpf_htons(((__u16)outer_ttl << 8) | e.f.proto);
             bpf_l3_csum_replace(skb, inner_off + offsetof(struct iphdr, check), old, new, 2);
             bpf_skb_store_bytes(skb, inner_off + offsetof(struct iphdr, ttl), &outer_ttl, 1, 0);
         } else {
             bpf_skb_store_bytes(skb, inner_off + offsetof(struct ipv6hdr, hop_limit), &outer_ttl, 1, 0);
         }
-        f.ttl = outer_ttl;
+        e.f.ttl = outer_ttl;
     }
     /* trailing bytes after the UDP payload (Ethernet padding) go too */
     if (skb->len > inner_off + inner_len &&
@@ -650,3 +702,5 @@ int lisp_etr_ingress(struct __sk_buff *skb)
     /* no forwarding route (e.g. the EID is this host): let the stack deliver */
     return fib_ok(frc) ? fib_send(frc, &p) : TC_ACT_OK;
 }
+
+#include "lisp_etr_xdp.c"

@@ -71,6 +71,8 @@ enum lisp_counter {
     LISP_CNT_PETR = 6,            /* encapsulated to a Proxy-ETR on a miss */
     LISP_CNT_REENCAPSULATED = 7,  /* RTR: decapsulated then encapsulated again */
     LISP_CNT_ICMP_TOO_BIG = 8,    /* ICMP frag-needed / packet-too-big sent back */
+    LISP_CNT_XDP_DECAPSULATED = 9,/* of decapsulated: done by the XDP ETR */
+    LISP_CNT_XDP_TO_STACK = 10,   /* of those: passed to the stack (no neighbour / no redirect target) */
     LISP_CNT_DROP_BASE = 16,
     LISP_CNT__MAX = 32,
 };
@@ -171,6 +173,11 @@ BPF_TABLE_PINNED("lpm_trie", struct lisp_key6, __u32, local_eid6, 4096, LISP_PIN
 BPF_TABLE_PINNED("hash", struct lisp_rloc_key, __u32, local_rlocs, 256, LISP_PIN(local_rlocs));
 BPF_TABLE_PINNED("hash", __u32, __u32, accepted_iids, 4096, LISP_PIN(accepted_iids));
 BPF_TABLE_PINNED("hash", __u32, struct lisp_eid_if, eid_ifaces, 256, LISP_PIN(eid_ifaces));
+/* EID-facing interfaces the XDP ETR may XDP_REDIRECT into (ifindex -> 1).
+ * Redirecting into a device that cannot take XDP frames (a veth whose peer
+ * has neither an XDP program nor GRO) drops them silently, so any other
+ * egress gets the decapsulated packet through the stack instead (XDP_PASS). */
+BPF_TABLE_PINNED("hash", __u32, __u32, xdp_targets, 256, LISP_PIN(xdp_targets));
 BPF_TABLE_PINNED("array", __u32, struct lisp_config, config, 1, LISP_PIN(config));
 BPF_TABLE_PINNED("lru_hash", struct lisp_miss_key, __u64, miss_rl, 8192, LISP_PIN(miss_rl));
 BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, LISP_CNT__MAX, LISP_PIN(counters));

@@ -159,4 +159,14 @@ static __always_inline __u16 lisp_csum_fold(__u32 sum)
     return (__u16)~sum;
 }
 
+/* Checksum after one 16-bit word of the summed data changed from old to
+ * new (RFC 1624, eqn. 3); all values in network byte order. */
+static __always_inline __u16 lisp_csum_replace2(__u16 check, __u16 old, __u16 new)
+{
+    __u32 sum = (__u16)~check + (__u16)~old + (__u32)new;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return (__u16)~sum;
+}
+
 #endif

@@ -1,6 +1,7 @@
 """Static-mapping data plane, for the lab and for trying things by hand.
 
-    python -m lispctl.datapath --instance NAME --eid-if IF --rloc-if IF --static FILE.json
+    python -m lispctl.datapath --instance NAME --eid-if IF --rloc-if IF --static FILE.json \
+        [--rloc-mode tc|xdp|auto]
 
 Loads and attaches the programs, installs what FILE.json says (format in
 docs/datapath.md), prints "ready" and waits; SIGTERM/SIGINT detach and exit
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eid-if", action="append", default=[], help="EID-facing interface (ITR), repeatable")
     ap.add_argument("--eid-dev", action="append", default=[], help="host EID device (mobile node, tc egress)")
     ap.add_argument("--rloc-if", action="append", default=[], help="RLOC-facing interface (ETR), repeatable")
+    ap.add_argument("--rloc-mode", choices=("tc", "xdp", "auto"), default="tc",
+                    help="ETR hook of the RLOC interfaces: tc (default), xdp (XDP ETR in front of "
+                         "tc; native, else generic), auto (xdp on physical NICs, tc otherwise)")
     ap.add_argument("--iid", type=int, default=0, help="instance ID of packets from the EID interfaces")
     ap.add_argument("--static", help="JSON file with local RLOCs/EIDs and mappings")
     ap.add_argument("--pin-root", default=None, help="bpffs directory (default /sys/fs/bpf/lispctl)")
@@ -109,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         for ifname in args.eid_dev:
             dp.attach_eid_device(ifname, args.iid)
         for ifname in args.rloc_if:
-            dp.attach_rloc_interface(ifname)
+            used = dp.attach_rloc_interface(ifname, mode=args.rloc_mode)
+            if used != "tc":
+                print(f"{ifname}: {used}", file=sys.stderr, flush=True)
         if data.get("path_mtu") is not None:
             dp.set_path_mtu(int(data["path_mtu"]))
         print("ready", flush=True)

@@ -1,7 +1,12 @@
-"""tc clsact attach/detach with pyroute2 (no shelling out to tc)."""
+"""tc clsact and XDP attach/detach with pyroute2 (no shelling out to tc/ip)."""
 from __future__ import annotations
 
+import ctypes
 import errno
+import logging
+import os
+import platform
+import struct
 from dataclasses import dataclass
 
 from lispctl.datapath.errors import DatapathError
@@ -83,3 +88,166 @@ def detach_tc(att: TcAttachment) -> None:
                 ipr.tc("del", "clsact", att.ifindex)
             except NetlinkError:
                 pass
+
+
+# ---- XDP ----
+
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_MODES = {XDP_FLAGS_DRV_MODE: "native", XDP_FLAGS_SKB_MODE: "generic"}
+RLOC_MODES = ("tc", "xdp", "auto")
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class XdpAttachment:
+    ifname: str
+    ifindex: int
+    program: str
+    prog_id: int
+    flags: int              # XDP_FLAGS_DRV_MODE or XDP_FLAGS_SKB_MODE
+
+    @property
+    def mode(self) -> str:
+        return XDP_MODES.get(self.flags, hex(self.flags))
+
+
+def _xdp_state(ipr, ifindex: int) -> tuple[int, int]:
+    """(attached mode 0/1 native/2 generic, program id) of the device."""
+    link = ipr.get_links(ifindex)[0]
+    xdp = link.get_attr("IFLA_XDP")
+    if xdp is None:
+        return 0, 0
+    mode = xdp.get_attr("IFLA_XDP_ATTACHED") or 0
+    if isinstance(mode, str):     # pyroute2 names the modes
+        mode = {"xdp": 1, "xdpgeneric": 2, "xdpoffload": 3, "xdpmulti": 4}.get(mode, 0)
+    return int(mode), int(xdp.get_attr("IFLA_XDP_PROG_ID") or 0)
+
+
+def _set_xdp(ipr, ifindex: int, fd: int, flags: int) -> None:
+    ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]})
+
+
+def attach_xdp(ifname: str, prog_fd: int, prog_name: str) -> XdpAttachment:
+    """Attach prog_fd as the device's XDP program: native (driver) mode, or
+    generic (skb) mode with a warning when the driver refuses native XDP.
+
+    Replaces an XDP program of ours (same name: a restarted controller takes
+    over without a gap); refuses to replace anybody else's."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    ifindex = ifindex_of(ifname)
+    new_id = prog_id_of_fd(prog_fd)
+    with _ipr() as ipr:
+        mode, cur = _xdp_state(ipr, ifindex)
+        if cur and prog_name_of_id(cur) != prog_name:
+            raise DatapathError(f"{ifname} already has an XDP program ({prog_name_of_id(cur) or 'id %d' % cur}) "
+                                f"that is not ours; remove it first")
+        order = [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE]
+        if mode == 2:          # ours in generic mode: stay there (a mode switch needs a detach)
+            order = [XDP_FLAGS_SKB_MODE]
+        errors = []
+        for flags in order:
+            try:
+                _set_xdp(ipr, ifindex, prog_fd, flags)
+            except NetlinkError as exc:
+                errors.append(f"{XDP_MODES[flags]}: {exc}")
+                continue
+            if errors:
+                _log.warning("%s: native XDP refused (%s); %s attached in generic (skb) mode, "
+                             "which has none of native XDP's speed", ifname, errors[0], prog_name)
+            return XdpAttachment(ifname, ifindex, prog_name, new_id, flags)
+    raise DatapathError(f"cannot attach XDP program {prog_name} to {ifname}: " + "; ".join(errors))
+
+
+def detach_xdp(att: XdpAttachment) -> None:
+    """Remove our XDP program if it is still the one attached (a newer
+    instance may have replaced it). Missing interfaces are not an error."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with _ipr() as ipr:
+        try:
+            _mode, cur = _xdp_state(ipr, att.ifindex)
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return
+            raise DatapathError(f"cannot read XDP state of {att.ifname}: {exc}") from exc
+        if cur != att.prog_id:
+            return
+        try:
+            _set_xdp(ipr, att.ifindex, -1, att.flags)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENODEV, errno.ENOENT):
+                raise DatapathError(f"cannot detach XDP from {att.ifname}: {exc}") from exc
+
+
+def xdp_program_id(ifname: str) -> int:
+    """Id of the XDP program attached to ifname (0: none)."""
+    with _ipr() as ipr:
+        return _xdp_state(ipr, ifindex_of(ifname))[1]
+
+
+def is_physical(ifname: str) -> bool:
+    """A NIC with a driver of its own (PCI, virtio, ...): no rtnetlink kind
+    (veth, vxlan, dummy, bridge... all have one) and a parent bus device.
+    Asked over netlink, so it answers for the current network namespace
+    (/sys/class/net shows the namespace sysfs was mounted in)."""
+    with _ipr() as ipr:
+        link = ipr.get_links(ifindex_of(ifname))[0]
+    info = link.get_attr("IFLA_LINKINFO")
+    if info is not None and info.get_attr("IFLA_INFO_KIND"):
+        return False
+    return bool(link.get_attr("IFLA_PARENT_DEV_NAME"))
+
+
+def resolve_rloc_mode(ifname: str, mode: str) -> str:
+    """"tc" or "xdp" for attach_rloc_interface's mode ("auto": XDP on
+    physical NICs, tc on virtual devices, where XDP would cost GSO)."""
+    if mode not in RLOC_MODES:
+        raise DatapathError(f"bad RLOC interface mode {mode!r} (one of {', '.join(RLOC_MODES)})")
+    if mode != "auto":
+        return mode
+    return "xdp" if is_physical(ifname) else "tc"
+
+
+# ---- BPF program ids (bpf(2), no bcc) ----
+
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280}.get(platform.machine(), 321)
+BPF_PROG_GET_FD_BY_ID, BPF_OBJ_GET_INFO_BY_FD = 13, 15
+_PROG_INFO_SIZE = 80        # struct bpf_prog_info up to and including name[16]
+_PROG_INFO_ID, _PROG_INFO_NAME = 4, 64
+
+
+def _bpf(cmd: int, attr: bytes) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    buf = ctypes.create_string_buffer(attr, 128)
+    rc = libc.syscall(_SYS_BPF, cmd, buf, 128)
+    if rc < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return rc
+
+
+def _prog_info(fd: int) -> bytes:
+    info = ctypes.create_string_buffer(_PROG_INFO_SIZE)
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, struct.pack("=IIQ", fd, _PROG_INFO_SIZE, ctypes.addressof(info)))
+    return info.raw
+
+
+def prog_id_of_fd(fd: int) -> int:
+    return struct.unpack_from("=I", _prog_info(fd), _PROG_INFO_ID)[0]
+
+
+def prog_name_of_id(prog_id: int) -> str:
+    """The name of a loaded program ("" if it is gone)."""
+    try:
+        fd = _bpf(BPF_PROG_GET_FD_BY_ID, struct.pack("=I", prog_id))
+    except OSError:
+        return ""
+    try:
+        raw = _prog_info(fd)
+    finally:
+        os.close(fd)
+    return raw[_PROG_INFO_NAME:_PROG_INFO_NAME + 16].split(b"\0", 1)[0].decode(errors="replace")

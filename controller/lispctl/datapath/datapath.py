@@ -94,8 +94,8 @@ class Datapath:
             raise
         self._t = {name: self._bpf[name.encode()] for name in (
             "map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
-            "accepted_iids", "eid_ifaces", "config", "miss_rl", "counters", "map_stats")}
-        self._attachments: list[_attach.TcAttachment] = []
+            "accepted_iids", "eid_ifaces", "config", "miss_rl", "counters", "map_stats", "xdp_targets")}
+        self._attachments: list[_attach.TcAttachment | _attach.XdpAttachment] = []
         self._local_rlocs: list[IPAddress] = self._read_local_rlocs()
         self._ids: dict[EidPrefix, int] = self._read_mapping_ids()
         self._next_id = 1
@@ -110,7 +110,8 @@ class Datapath:
 
     # ---- program access (tests, benchmark) ----
     def prog_fd(self, name: str) -> int:
-        """fd of lisp_itr_ingress, lisp_itr_egress or lisp_etr_ingress."""
+        """fd of lisp_itr_ingress, lisp_itr_egress, lisp_etr_ingress (tc) or
+        lisp_etr_xdp (XDP)."""
         return self._fns[name].fd
 
     def table(self, name: str):
@@ -118,13 +119,18 @@ class Datapath:
         return self._bpf[name.encode()]
 
     # ---- attach ----
-    def attach_eid_interface(self, ifname: str, iid: int = 0) -> None:
+    def attach_eid_interface(self, ifname: str, iid: int = 0, xdp_redirect: bool | None = None) -> None:
         """ITR on a router: tc ingress of an EID-facing interface; packets
-        entering there belong to instance `iid`."""
+        entering there belong to instance `iid`.
+
+        xdp_redirect: whether the XDP ETR may XDP_REDIRECT decapsulated
+        packets out of this interface (see set_xdp_redirect); None decides by
+        the device: yes for physical NICs, no for virtual ones."""
         ifindex = _attach.ifindex_of(ifname)
         self._set_eid_if(ifindex, iid)
         self._attachments.append(_attach.attach_tc(ifname, self.prog_fd("lisp_itr_ingress"),
                                                    "lisp_itr_ingress", _attach.INGRESS))
+        self.set_xdp_redirect(ifname, _attach.is_physical(ifname) if xdp_redirect is None else xdp_redirect)
 
     def attach_eid_device(self, ifname: str, iid: int = 0) -> None:
         """Mobile node: tc egress of the host's EID device (dummy/veth; an
@@ -134,24 +140,54 @@ class Datapath:
         self._attachments.append(_attach.attach_tc(ifname, self.prog_fd("lisp_itr_egress"),
                                                    "lisp_itr_egress", _attach.EGRESS))
 
-    def attach_rloc_interface(self, ifname: str) -> None:
+    def attach_rloc_interface(self, ifname: str, mode: str = "tc") -> str:
         """ETR: tc ingress of an RLOC-facing interface. Also sets the path MTU
-        from this interface's MTU unless set_path_mtu() was called."""
+        from this interface's MTU unless set_path_mtu() was called.
+
+        mode "xdp" also attaches the XDP ETR (lisp_etr_xdp) in native mode,
+        or generic mode with a logged warning when the driver has no native
+        XDP; the tc ETR stays behind it for what XDP passes on
+        (re-encapsulation). "auto": "xdp" on physical NICs, "tc" on virtual
+        devices (veth, where XDP would cost GSO/TSO). Returns the mode used:
+        "tc", "xdp-native" or "xdp-generic"."""
+        resolved = _attach.resolve_rloc_mode(ifname, mode)
         att = _attach.attach_tc(ifname, self.prog_fd("lisp_etr_ingress"), "lisp_etr_ingress", _attach.INGRESS)
         self._attachments.append(att)
+        used = "tc"
+        if resolved == "xdp":
+            xatt = _attach.attach_xdp(ifname, self.prog_fd("lisp_etr_xdp"), "lisp_etr_xdp")
+            self._attachments.append(xatt)
+            used = f"xdp-{xatt.mode}"
         if not self._mtu_explicit:
             mtu = _attach.link_mtu(att.ifindex)
             cfg = self._config()
             if cfg.path_mtu == 0 or mtu < cfg.path_mtu:
                 cfg.path_mtu = mtu
                 self._write_config(cfg)
+        return used
+
+    def set_xdp_redirect(self, ifname: str, enabled: bool) -> None:
+        """Allow (or not) the XDP ETR to XDP_REDIRECT into ifname. Only for
+        devices that take XDP frames: a NIC driver with ndo_xdp_xmit, or a
+        veth whose peer has an XDP program or GRO on (otherwise the kernel
+        drops redirected frames without a trace). Packets that may not be
+        redirected go to the stack decapsulated (XDP_PASS), which forwards them."""
+        t = self._t["xdp_targets"]
+        key = t.Key(_attach.ifindex_of(ifname))
+        if enabled:
+            t[key] = t.Leaf(1)
+        elif key in t:
+            del t[key]
 
     def detach(self) -> None:
-        """Remove every filter this object attached (maps stay)."""
+        """Remove every filter and XDP program this object attached (maps stay)."""
         errors = []
         for att in reversed(self._attachments):
             try:
-                _attach.detach_tc(att)
+                if isinstance(att, _attach.XdpAttachment):
+                    _attach.detach_xdp(att)
+                else:
+                    _attach.detach_tc(att)
             except DatapathError as exc:
                 errors.append(str(exc))
         self._attachments.clear()
@@ -290,7 +326,7 @@ class Datapath:
     def reset(self) -> None:
         """Empty every map and restore the default configuration (flush)."""
         for name in ("map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
-                     "accepted_iids", "eid_ifaces", "miss_rl", "map_stats"):
+                     "accepted_iids", "eid_ifaces", "miss_rl", "map_stats", "xdp_targets"):
             t = self._t[name]
             for k in list(t.keys()):
                 try:

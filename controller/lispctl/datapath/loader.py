@@ -18,7 +18,8 @@ from lispctl.datapath.errors import DatapathError
 BPF_DIR = Path(__file__).resolve().parents[3] / "bpf"
 MAIN_SOURCE = "lisp_datapath.c"
 MAPS_HEADER = "lisp_maps.h"
-PROGRAMS = ("lisp_itr_ingress", "lisp_itr_egress", "lisp_etr_ingress")
+PROGRAMS = ("lisp_itr_ingress", "lisp_itr_egress", "lisp_etr_ingress")   # tc (SCHED_CLS)
+XDP_PROGRAMS = ("lisp_etr_xdp",)
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
 
@@ -95,6 +96,7 @@ def compile_bpf(pin_dir: Path, extra_cflags: tuple[str, ...] = ()):
         try:
             bpf = BPF(text=text.encode(), cflags=cflags)
             fns = {name: bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in PROGRAMS}
+            fns.update({name: bpf.load_func(name.encode(), BPF.XDP) for name in XDP_PROGRAMS})
             import ctypes
             tail = bpf[b"tail_progs"]
             tail[ctypes.c_int(header_define("LISP_TAIL_ITR"))] = ctypes.c_int(fns["lisp_itr_ingress"].fd)

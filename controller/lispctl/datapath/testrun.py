@@ -68,6 +68,12 @@ def skb_ctx(**fields: int) -> bytes:
     return bytes(buf)
 
 
+def xdp_ctx(data_len: int, ingress_ifindex: int = 0, rx_queue_index: int = 0) -> bytes:
+    """A struct xdp_md for the run: data = 0, data_end = the frame's length
+    (the kernel insists), and the receiving device (0: loopback)."""
+    return struct.pack("=IIIIII", 0, data_len, 0, ingress_ifindex, rx_queue_index, 0)
+
+
 def run_prog(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes | None = None,
              out_size: int | None = None) -> RunResult:
     """Run prog_fd on data `repeat` times; raises OSError with the kernel's errno."""

@@ -1,0 +1,115 @@
+/* lispctl data plane: the XDP ETR, for RLOC-facing NICs.
+ *
+ *   lisp_etr_xdp   XDP (native, or generic as a fallback) of an RLOC-facing interface
+ *
+ * Compiled as part of lisp_datapath.c (included at its end): it uses the same
+ * maps and the same header checks (etr_check) as the tc ETR, so both accept,
+ * pass and drop exactly the same packets, counted in the same counters.
+ *
+ * A NIC hands XDP one MTU-sized frame before any skb or GRO exists, so
+ * decapsulating there and redirecting straight out of the EID-facing
+ * interface skips the skb allocation and the stack for the common case.
+ * What it does not do (see docs/datapath.md):
+ *   - re-encapsulation (RTR): such packets go on untouched to the tc ETR,
+ *     which stays attached behind this program;
+ *   - GSO: XDP frames are single packets; on veth the tc ETR is the better
+ *     choice (an XDP program there disables the peer's TSO).
+ */
+
+/* Kernel >= 5.18; not declared by bcc 0.26. Without XDP frags (we do not set
+ * BPF_F_XDP_HAS_FRAGS) it is data_end - data, which the verifier does not
+ * let a program compute from packet pointers. */
+static __u64 (*lisp_xdp_buff_len)(struct xdp_md *ctx) = (void *)BPF_FUNC_xdp_get_buff_len;
+
+static __always_inline int xdp_drop(__u32 reason)
+{
+    count(LISP_CNT_DROP_BASE + reason);
+    return XDP_DROP;
+}
+
+int lisp_etr_xdp(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    __u32 pkt_len = lisp_xdp_buff_len(ctx);
+    struct lisp_etr_pkt e = {};
+    int rc = etr_check(data, data_end, pkt_len, &e);
+    if (rc == LISP_ETR_PASS)
+        return XDP_PASS;
+    if (rc != LISP_ETR_DECAP)
+        return xdp_drop(rc);
+    /* RTR re-encapsulation needs the tc ITR (GSO-aware encapsulation, tail
+     * call): the tc ETR behind us handles the packet as it is. */
+    if (!e.is_local)
+        return XDP_PASS;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > data_end)
+        return XDP_PASS;
+    __u8 macs[2 * ETH_ALEN];
+    __builtin_memcpy(macs, eth, sizeof(macs));
+
+    /* Next hop of the inner packet, looked up before anything changes. */
+    struct bpf_fib_lookup p = {};
+    p.ifindex = ctx->ingress_ifindex;
+    p.tot_len = e.inner_len;
+    if (e.ver == 6) {
+        p.family = AF_INET6;
+        __builtin_memcpy(p.ipv6_src, e.f.src, 16);
+        __builtin_memcpy(p.ipv6_dst, e.f.dst, 16);
+    } else {
+        p.family = AF_INET;
+        __builtin_memcpy(&p.ipv4_src, e.f.src, 4);
+        __builtin_memcpy(&p.ipv4_dst, e.f.dst, 4);
+    }
+    long frc = bpf_fib_lookup(ctx, &p, sizeof(p), 0);
+    __u32 out_if = p.ifindex;
+    /* Redirect only with a resolved neighbour and into a device known to
+     * take XDP frames; otherwise the stack forwards (and resolves, fragments
+     * or delivers locally) the decapsulated packet. */
+    int redirect = frc == BPF_FIB_LKUP_RET_SUCCESS && xdp_targets.lookup(&out_if) != 0;
+
+    /* trailing bytes after the UDP payload (Ethernet padding) go first */
+    __u32 keep = ETH_HLEN + e.olen + e.inner_len;
+    if (pkt_len > keep && bpf_xdp_adjust_tail(ctx, (int)keep - (int)pkt_len))
+        return xdp_drop(LISP_DROP_DECAP_FAILED);
+    if (bpf_xdp_adjust_head(ctx, (int)e.olen))
+        return xdp_drop(LISP_DROP_DECAP_FAILED);
+    data = (void *)(long)ctx->data;
+    data_end = (void *)(long)ctx->data_end;
+    eth = data;
+    if ((void *)(eth + 1) > data_end)
+        return xdp_drop(LISP_DROP_DECAP_FAILED);
+    if (redirect) {
+        __builtin_memcpy(eth->h_dest, p.dmac, ETH_ALEN);
+        __builtin_memcpy(eth->h_source, p.smac, ETH_ALEN);
+    } else {
+        /* to the stack: the frame must still be addressed to this interface
+         * (another destination MAC makes it PACKET_OTHERHOST, never routed) */
+        __builtin_memcpy(eth, macs, sizeof(macs));
+    }
+    eth->h_proto = e.inner_proto;
+
+    /* RFC 9300 5.3: the inner TTL becomes min(inner, outer). */
+    if (e.outer_ttl < e.f.ttl) {
+        if (e.ver == 4) {
+            struct iphdr *ip = (void *)(eth + 1);
+            if ((void *)(ip + 1) > data_end)
+                return xdp_drop(LISP_DROP_DECAP_FAILED);
+            __u16 old = bpf_htons(((__u16)e.f.ttl << 8) | e.f.proto);
+            __u16 new = bpf_htons(((__u16)e.outer_ttl << 8) | e.f.proto);
+            ip->check = lisp_csum_replace2(ip->check, old, new);
+            ip->ttl = e.outer_ttl;
+        } else {
+            struct ipv6hdr *ip6 = (void *)(eth + 1);
+            if ((void *)(ip6 + 1) > data_end)
+                return xdp_drop(LISP_DROP_DECAP_FAILED);
+            ip6->hop_limit = e.outer_ttl;
+        }
+    }
+    count(LISP_CNT_DECAPSULATED);
+    count(LISP_CNT_XDP_DECAPSULATED);
+    if (redirect)
+        return bpf_redirect(out_if, 0);
+    count(LISP_CNT_XDP_TO_STACK);
+    return XDP_PASS;
+}
