@@ -1,6 +1,7 @@
 """Per-packet cost of the BPF programs, measured in the kernel with
 BPF_PROG_TEST_RUN (no NIC, no stack), next to a program that only returns
-TC_ACT_OK. Runs in a namespace of its own so FIB lookups hit known routes."""
+TC_ACT_OK (tc) or XDP_PASS (XDP). Runs in a namespace of its own so FIB
+lookups hit known routes."""
 from __future__ import annotations
 
 import ipaddress
@@ -12,21 +13,22 @@ SECTION = "Data plane programs (BPF_PROG_TEST_RUN)"
 RUNS = 50_000
 
 
-def _mean_ns(fd: int, frame: bytes) -> float:
+def _mean_ns(fd: int, frame: bytes, ctx: bytes | None = None) -> float:
     """Mean in-kernel duration of single runs. repeat=N would reuse one skb,
     and after the first run it is no longer the packet we meant (encapsulated
     or decapsulated already), so every run gets a fresh copy instead."""
     from lispctl.datapath.testrun import run_prog
     total = 0
     for _ in range(RUNS):
-        total += run_prog(fd, frame).duration_ns
+        total += run_prog(fd, frame, ctx=ctx).duration_ns
     return total / RUNS
 
 
-def _trivial_fd():
+def _trivial_fds():
     from bcc import BPF
-    b = BPF(text=b"int pass(struct __sk_buff *skb) { return 0; }")
-    return b, b.load_func(b"pass", BPF.SCHED_CLS).fd
+    b = BPF(text=b"int pass(struct __sk_buff *skb) { return 0; }\n"
+                 b"int xpass(struct xdp_md *ctx) { return XDP_PASS; }")
+    return b, b.load_func(b"pass", BPF.SCHED_CLS).fd, b.load_func(b"xpass", BPF.XDP).fd
 
 
 def _lab(ns: str) -> None:
@@ -75,7 +77,7 @@ def run(rec) -> None:
     from pyroute2 import netns
 
     from lispctl.datapath import Datapath
-    from lispctl.datapath.testrun import TC_ACT_REDIRECT, run_prog
+    from lispctl.datapath.testrun import TC_ACT_REDIRECT, XDP_REDIRECT, run_prog, xdp_ctx
     from lispctl.mapping.types import EidPrefix, Rloc
 
     ns = f"lbench{os.getpid()}"
@@ -93,13 +95,21 @@ def run(rec) -> None:
             for i in range(1000):   # a non-trivial map-cache
                 dp.set_mapping(EidPrefix.parse(f"172.{16 + i // 256}.{i % 256}.0/24"),
                                [Rloc(ipaddress.ip_address("192.0.2.2"))])
+            # as for a NIC: the XDP ETR may redirect into the EID interface
+            dp.set_xdp_redirect("eid0", True)
             enc, dec = _frames()
+            from pyroute2 import IPRoute
+            with IPRoute() as ipr:
+                xctx = xdp_ctx(len(dec), ipr.link_lookup(ifname="rl0")[0])
             assert run_prog(dp.prog_fd("lisp_itr_ingress"), enc).retval == TC_ACT_REDIRECT
             assert run_prog(dp.prog_fd("lisp_etr_ingress"), dec).retval == TC_ACT_REDIRECT
-            holder, trivial = _trivial_fd()
+            assert run_prog(dp.prog_fd("lisp_etr_xdp"), dec, ctx=xctx).retval == XDP_REDIRECT
+            holder, trivial, trivial_xdp = _trivial_fds()
             base = _mean_ns(trivial, enc)
             e = _mean_ns(dp.prog_fd("lisp_itr_ingress"), enc)
             d = _mean_ns(dp.prog_fd("lisp_etr_ingress"), dec)
+            xbase = _mean_ns(trivial_xdp, dec, xctx)
+            xd = _mean_ns(dp.prog_fd("lisp_etr_xdp"), dec, xctx)
             holder.cleanup()
         finally:
             dp.close(unpin=True)
@@ -108,11 +118,16 @@ def run(rec) -> None:
         netns.remove(ns)
         shutil.rmtree(pin, ignore_errors=True)
     base = max(base, 1.0)
+    xbase = max(xbase, 1.0)
     rec.figure("datapath_trivial_tc_ns_per_pkt", base)
     rec.figure("datapath_encap_ns_per_pkt", e)
     rec.figure("datapath_decap_ns_per_pkt", d)
     rec.figure("datapath_encap_vs_trivial_ratio", e / base)
     rec.figure("datapath_decap_vs_trivial_ratio", d / base)
+    rec.figure("datapath_trivial_xdp_ns_per_pkt", xbase)
+    rec.figure("datapath_xdp_decap_ns_per_pkt", xd)
+    rec.figure("datapath_xdp_decap_vs_trivial_xdp_ratio", xd / xbase)
+    rec.figure("datapath_xdp_decap_vs_tc_decap_ratio", xd / d if d else 0.0)
     rec.note(f"BPF_PROG_TEST_RUN, mean of {RUNS:,} single runs each (a fresh skb per run; the "
              "kernel's timer overhead is in every figure, trivial program included), 64-byte UDP "
              "payload, IPv4 in IPv4, 1,001 map-cache entries; includes FIB lookup and redirect.")
@@ -122,3 +137,14 @@ def run(rec) -> None:
     rec.note(f"| trivial (return TC_ACT_OK) | {base:.0f} | 1.00 |")
     rec.note(f"| ITR encapsulation (lisp_itr_ingress) | {e:.0f} | {e / base:.2f} |")
     rec.note(f"| ETR decapsulation (lisp_etr_ingress) | {d:.0f} | {d / base:.2f} |")
+    rec.note("")
+    rec.note("XDP ETR on the same LISP frame (ingress rl0, redirect target eid0, as for a NIC):")
+    rec.note("")
+    rec.note("| program | ns/packet | x trivial XDP program | x tc ETR |")
+    rec.note("|---|---:|---:|---:|")
+    rec.note(f"| trivial (return XDP_PASS) | {xbase:.0f} | 1.00 | {xbase / d:.2f} |")
+    rec.note(f"| XDP ETR decapsulation (lisp_etr_xdp) | {xd:.0f} | {xd / xbase:.2f} | {xd / d:.2f} |")
+    rec.note("")
+    rec.note("Test runs measure the program only: the XDP figure leaves out the skb allocation and "
+             "GRO that a real NIC's tc path pays before the tc ETR runs, so on hardware the "
+             "difference is larger than this ratio.")
