@@ -79,7 +79,7 @@ def test_xdp_passes_decapsulated_to_stack_without_redirect_target(dp, lab, case)
     inner, frame = decap_case(case)
     res = xdp(dp, lab, frame)
     assert res.retval == XDP_PASS
-    assert res.data == frame[:12] + inner_eth(RLOC_MAC, RLOC_MAC, inner)[12:] + inner
+    assert res.data == frame[:12] + struct.pack("!H", P.ETH_IP if inner[0] >> 4 == 4 else P.ETH_IP6) + inner
     c = dp.counters()
     assert c.decapsulated == 1 and c.other["xdp_decapsulated"] == 1 and c.other["xdp_to_stack"] == 1
 
