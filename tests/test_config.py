@@ -257,3 +257,11 @@ def test_site_pubsub_keys():
     err = error_of(ms.replace('name = "site-b"', 'name = "site-b"\nsite-id = 1')
                    .replace('name = "site-a"', 'name = "site-a"\nsite-id = 1'))
     assert [p.path for p in err.problems] == ["site[1].site-id"]
+
+
+def test_rloc_mode_defaults_to_auto_and_is_checked():
+    assert loads(MINIMAL_XTR, source="t.toml").interfaces.rloc_mode == "auto"
+    cfg = loads(MINIMAL_XTR + '\n[interfaces]\nrloc-mode = "xdp"\n', source="t.toml")
+    assert cfg.interfaces.rloc_mode == "xdp"
+    err = error_of(MINIMAL_XTR + '\n[interfaces]\nrloc-mode = "ebpf"\n')
+    assert "interfaces.rloc-mode" in str(err) and "t.toml:17" in str(err)

@@ -36,9 +36,10 @@ address = "192.0.2.10"
 
 class FakeDatapath:
     def __init__(self, log):
-        self.log, self.rlocs = log, []
+        self.log, self.rlocs, self.modes = log, [], {}
 
-    def attach_rloc_interface(self, name):
+    def attach_rloc_interface(self, name, mode="tc"):
+        self.modes[name] = mode
         self.log.append(("attach", name))
 
     def local_rlocs(self):
@@ -111,7 +112,8 @@ def make():
     dp = FakeDatapath(log)
     dp.rlocs = [A("198.51.100.1")]
     # build.py attached wan0 (ifindex 2); wan1 did not exist
-    w = LocatorWatch(FakeRuntime(), Device(roles, dp, {"rloc_ifindex": {"wan0": 2}}), ["wan0", "wan1"])
+    w = LocatorWatch(FakeRuntime(), Device(roles, dp, {"rloc_ifindex": {"wan0": 2}, "rloc_mode": "xdp"}),
+                     ["wan0", "wan1"])
     w.watcher = FakeWatcher()
     w.watcher.set([link(2, "wan0", "198.51.100.1")], [])
     w.known = {"wan0": [A("198.51.100.1")], "wan1": []}
@@ -136,6 +138,7 @@ def test_interface_appearing_is_attached_before_the_etr_hears_of_it():
         assert log.index(("attach", "wan1")) < log.index(("etr", "wan1", ("203.0.113.7",)))
         assert ("rloc+", "203.0.113.7") in log
         assert w.attached == {"wan0": 2, "wan1": 5}
+        assert w.device.datapath.modes["wan1"] == "xdp"     # the configured interfaces.rloc-mode
         assert w.rt.counters["rloc_interfaces_attached"] == 1
         assert A("203.0.113.7") in etr.site.rlocs()
 
@@ -161,7 +164,7 @@ def test_failed_attach_is_counted_and_retried_at_the_next_event():
         w, log, _ = make()
         fails = [True]
 
-        def attach(name):
+        def attach(name, mode="tc"):
             if fails.pop(0) if fails else False:
                 raise RuntimeError("device vanished")
             log.append(("attach", name))

@@ -189,6 +189,9 @@ class MapCacheEntry(_Model):
 class InterfacesConfig(_Model):
     eid_facing: list[str] = []
     rloc_facing: list[str] = []
+    # Where the ETR decapsulates: XDP on physical NICs (one frame at a time,
+    # before the stack), tc on virtual devices where XDP would defeat GSO.
+    rloc_mode: Literal["auto", "tc", "xdp"] = "auto"
 
 
 class ItrConfig(_Model):

@@ -52,6 +52,7 @@ def build_device(cfg, *, control_port: int | None = None) -> Device:
                     binds=[str(a) for a in cfg.control_addresses],
                     control_port=CONTROL_PORT if control_port is None else control_port)
     plan = datapath_plan(cfg, device.roles)
+    device.info["rloc_mode"] = cfg.interfaces.rloc_mode
     if not plan.needed:
         return device
     try:
@@ -79,7 +80,7 @@ def _setup_datapath(device: Device, plan) -> None:
         if index is None:
             log.warning("RLOC interface %s does not exist (yet): attached when it appears", ifname)
             continue
-        dp.attach_rloc_interface(ifname)
+        dp.attach_rloc_interface(ifname, mode=device.info["rloc_mode"])
         attached[ifname] = index
     device.info["rloc_ifindex"] = attached
     for addr in plan.local_rlocs:

@@ -19,6 +19,7 @@ handled by one worker task (events stay in order).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from lispctl.roles import find_role
@@ -138,7 +139,8 @@ class LocatorWatch:
                 log.info("RLOC interface %s is gone", name)
                 continue
             try:
-                await loop.run_in_executor(None, dp.attach_rloc_interface, name)
+                await loop.run_in_executor(None, functools.partial(
+                    dp.attach_rloc_interface, name, mode=self.device.info.get("rloc_mode", "auto")))
             except Exception:
                 # gone again already, or the kernel refused: the next event retries
                 self.attach_errors += 1
