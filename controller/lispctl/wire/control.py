@@ -83,6 +83,54 @@ def _auth_len(alg_id: int, alen: int, off: int) -> None:
         raise MalformedMessage(f"auth data length {alen} does not match algorithm {alg_id} ({want})", off + 1)
 
 
+def _encode_authed(w: int, m, body: list) -> bytes:
+    """The layout every authenticated message shares: first word, nonce, Key ID,
+    Algorithm ID, auth data length, auth data, then body, then m.trailer."""
+    if len(m.auth_data) > 0xFFFF:
+        raise ValueError("auth data exceeds 65535 bytes")
+    try:
+        head = _AUTH_HDR.pack(w, _nonce(m.nonce), m.key_id, m.alg_id, len(m.auth_data))
+    except struct.error:
+        raise ValueError(f"key ID {m.key_id} / algorithm ID {m.alg_id} must be 8-bit values") from None
+    return b"".join([head, bytes(m.auth_data), *body, bytes(m.trailer)])
+
+
+def _encode_registration(w: int, m, tail: bytes = b"") -> bytes:
+    """Map-Register, Map-Notify, Map-Notify-Ack: w holds type, flags and
+    reserved bits except I; then records, xTR-ID/site-ID, tail."""
+    if len(m.records) > 255:
+        raise ValueError("more than 255 records")
+    body = [encode_eid_records(m.records)]
+    if m.xtr_id is not None:
+        body.append(_xtr_bytes(m.xtr_id, m.site_id))
+    if tail:
+        body.append(tail)
+    return _encode_authed(w | len(m.records), m, body)
+
+
+def _decode_authed(buf: bytes, what: str, i_bit: int | None):
+    """(w, nonce, key_id, alg_id, auth_data, records, xtr_id, site_id, offset)
+    of an authenticated message. i_bit is where the type keeps I: records and
+    xTR-ID/site-ID follow the auth data (Map-Register/Notify/Notify-Ack); None
+    reads the header only (Info)."""
+    end = len(buf)
+    if end < 16:
+        raise MalformedMessage(f"truncated {what} header", 0)
+    w, nonce, key_id, alg_id, alen = _AUTH_HDR.unpack_from(buf, 0)
+    if AUTH_DATA_LENGTHS.get(alg_id) != alen:
+        _auth_len(alg_id, alen, 13)
+    off = 16 + alen
+    if off > end:
+        raise MalformedMessage("truncated authentication data", 16)
+    if i_bit is None:
+        return w, nonce, key_id, alg_id, buf[16:off], (), None, None, off
+    recs, p = decode_eid_records(buf, off, end, w & 0xFF)
+    if w & i_bit:
+        xtr, site, p = _read_xtr(buf, p, end)
+        return w, nonce, key_id, alg_id, buf[16:off], recs, xtr, site, p
+    return w, nonce, key_id, alg_id, buf[16:off], recs, None, None, p
+
+
 class _Message:
     __slots__ = ()
     TYPE = 0
@@ -217,26 +265,6 @@ _MREG_P, _MREG_S, _MREG_I, _MREG_M = 0x08000000, 0x04000000, 0x02000000, 0x00000
 MAP_REGISTER_RESERVED_MASK = 0x01FFFE00
 
 
-def _encode_authed(w: int, m) -> list:
-    if len(m.auth_data) > 0xFFFF:
-        raise ValueError("auth data exceeds 65535 bytes")
-    try:
-        return [_AUTH_HDR.pack(w, _nonce(m.nonce), m.key_id, m.alg_id, len(m.auth_data)), bytes(m.auth_data)]
-    except struct.error:
-        raise ValueError(f"key ID {m.key_id} / algorithm ID {m.alg_id} must be 8-bit values") from None
-
-
-def _decode_auth_header(buf: bytes, what: str) -> tuple[int, int, int, int, bytes, int]:
-    end = len(buf)
-    if end < 16:
-        raise MalformedMessage(f"truncated {what} header", 0)
-    w, nonce, key_id, alg_id, alen = _AUTH_HDR.unpack_from(buf, 0)
-    _auth_len(alg_id, alen, 13)
-    if 16 + alen > end:
-        raise MalformedMessage("truncated authentication data", 16)
-    return w, nonce, key_id, alg_id, buf[16:16 + alen], 16 + alen
-
-
 @dataclass(frozen=True, slots=True)
 class MapRegister(_Message):
     """RFC 9301 5.6 (Key ID and Algorithm ID are separate bytes). I is set
@@ -256,29 +284,16 @@ class MapRegister(_Message):
     TYPE = MAP_REGISTER
 
     def encode(self) -> bytes:
-        if len(self.records) > 255:
-            raise ValueError("more than 255 records")
-        w = ((MAP_REGISTER << 28) | _check_word(self.reserved, MAP_REGISTER_RESERVED_MASK, "Map-Register")
-             | len(self.records))
+        w = (MAP_REGISTER << 28) | _check_word(self.reserved, MAP_REGISTER_RESERVED_MASK, "Map-Register")
         if self.proxy_reply: w |= _MREG_P
         if self.security: w |= _MREG_S
         if self.xtr_id is not None: w |= _MREG_I
         if self.want_map_notify: w |= _MREG_M
-        parts = _encode_authed(w, self)
-        parts.append(encode_eid_records(self.records))
-        if self.xtr_id is not None:
-            parts.append(_xtr_bytes(self.xtr_id, self.site_id))
-        parts.append(bytes(self.trailer))
-        return b"".join(parts)
+        return _encode_registration(w, self)
 
 
 def _decode_map_register(buf: bytes) -> MapRegister:
-    w, nonce, key_id, alg_id, auth, off = _decode_auth_header(buf, "Map-Register")
-    end = len(buf)
-    recs, off = decode_eid_records(buf, off, end, w & 0xFF)
-    xtr = site = None
-    if w & _MREG_I:
-        xtr, site, off = _read_xtr(buf, off, end)
+    w, nonce, key_id, alg_id, auth, recs, xtr, site, off = _decode_authed(buf, "Map-Register", _MREG_I)
     return MapRegister(nonce, recs, key_id, alg_id, auth, bool(w & _MREG_P), bool(w & _MREG_S),
                        bool(w & _MREG_M), xtr, site, w & MAP_REGISTER_RESERVED_MASK, buf[off:])
 
@@ -308,18 +323,10 @@ class MapNotify(_Message):
     TYPE = MAP_NOTIFY
 
     def encode(self) -> bytes:
-        if len(self.records) > 255:
-            raise ValueError("more than 255 records")
-        w = ((self.TYPE << 28) | _check_word(self.reserved, MAP_NOTIFY_RESERVED_MASK, type(self).__name__)
-             | len(self.records))
+        w = (self.TYPE << 28) | _check_word(self.reserved, MAP_NOTIFY_RESERVED_MASK, type(self).__name__)
         if self.xtr_id is not None: w |= _MNOT_I
         if self.rtr: w |= _MNOT_R
-        parts = _encode_authed(w, self)
-        parts.append(encode_eid_records(self.records))
-        if self.xtr_id is not None:
-            parts.append(_xtr_bytes(self.xtr_id, self.site_id))
-        parts.append(bytes(self.trailer))
-        return b"".join(parts)
+        return _encode_registration(w, self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,12 +348,7 @@ class MapNotifyAck(_Message):
 
 
 def _decode_map_notify(buf: bytes, cls=MapNotify):
-    w, nonce, key_id, alg_id, auth, off = _decode_auth_header(buf, cls.__name__)
-    end = len(buf)
-    recs, off = decode_eid_records(buf, off, end, w & 0xFF)
-    xtr = site = None
-    if w & _MNOT_I:
-        xtr, site, off = _read_xtr(buf, off, end)
+    w, nonce, key_id, alg_id, auth, recs, xtr, site, off = _decode_authed(buf, cls.__name__, _MNOT_I)
     return cls(nonce, recs, key_id, alg_id, auth, bool(w & _MNOT_R), xtr, site,
                w & MAP_NOTIFY_RESERVED_MASK, buf[off:])
 
@@ -393,16 +395,14 @@ def _encode_info(m, reply: bool, last: Address | None) -> bytes:
     w = (INFO << 28) | _check_word(m.reserved, INFO_RESERVED_MASK, type(m).__name__)
     if reply:
         w |= _INFO_R
-    parts = _encode_authed(w, m)
     try:
-        parts.append(_TTL_EID.pack(m.ttl, m.eid_reserved, m.eid_mask_len))
+        body = [_TTL_EID.pack(m.ttl, m.eid_reserved, m.eid_mask_len)]
     except struct.error:
         raise ValueError("Info TTL / reserved / mask length out of range") from None
-    parts.append(encode_address(m.eid_prefix))
+    body.append(encode_address(m.eid_prefix))
     if last is not None:
-        parts.append(encode_address(last))
-    parts.append(bytes(m.trailer))
-    return b"".join(parts)
+        body.append(encode_address(last))
+    return _encode_authed(w, m, body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,7 +448,7 @@ class InfoReply(_Message):
 
 
 def _decode_info(buf: bytes):
-    w, nonce, key_id, alg_id, auth, off = _decode_auth_header(buf, "Info")
+    w, nonce, key_id, alg_id, auth, _, _, _, off = _decode_authed(buf, "Info", None)
     end = len(buf)
     if off + 6 > end:
         raise MalformedMessage("truncated Info TTL/EID", off)
