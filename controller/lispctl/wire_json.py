@@ -170,14 +170,18 @@ def message(m: Any) -> dict[str, Any]:
                 "record_count": len(m.records), "nonce": _hex(m.nonce, 64),
                 "records": [eid_record(r) for r in m.records]}
     elif t is w.MapRegister:
-        body = {"flags": {"P": m.proxy_reply, "S": m.security, "I": m.xtr_id is not None,
-                          "M": m.want_map_notify},
-                "record_count": len(m.records), "nonce": _hex(m.nonce, 64), **_auth(m),
+        flags = {"P": m.proxy_reply, "S": m.security, "I": m.xtr_id is not None, "M": m.want_map_notify}
+        if m.rtr:               # NAT-traversal draft; shown only when set, as before the field existed
+            flags["R"] = True
+        body = {"flags": flags, "record_count": len(m.records), "nonce": _hex(m.nonce, 64), **_auth(m),
                 "records": [eid_record(r) for r in m.records], **_xtr(m)}
     elif t is w.MapNotify or t is w.MapNotifyAck:
         body = {"flags": {"I": m.xtr_id is not None, "R": m.rtr},
                 "record_count": len(m.records), "nonce": _hex(m.nonce, 64), **_auth(m),
                 "records": [eid_record(r) for r in m.records], **_xtr(m)}
+        if m.ms_rtr_key_id is not None:
+            body.update(ms_rtr_key_id=m.ms_rtr_key_id, ms_rtr_auth_data_length=len(m.ms_rtr_auth_data),
+                        ms_rtr_auth_data=m.ms_rtr_auth_data.hex())
     elif t is w.MapReferral:
         body = {"record_count": len(m.records), "nonce": _hex(m.nonce, 64),
                 "records": [referral_record(r) for r in m.records]}

@@ -133,7 +133,7 @@ def map_registers(draw):
     k, a, d = draw(auth())
     return w.MapRegister(draw(u64), draw(records), k, a, d, draw(st.booleans()), draw(st.booleans()),
                          draw(st.booleans()), xtr, site, draw(_reserved(w.control.MAP_REGISTER_RESERVED_MASK)),
-                         draw(trailers))
+                         draw(trailers), rtr=draw(st.booleans()))
 
 
 def _notify(cls):
@@ -141,8 +141,14 @@ def _notify(cls):
     def gen(draw):
         xtr, site = draw(_xtr())
         k, a, d = draw(auth())
-        return cls(draw(u64), draw(records), k, a, d, draw(st.booleans()), xtr, site,
-                   draw(_reserved(w.control.MAP_NOTIFY_RESERVED_MASK)), draw(trailers))
+        rtr = draw(st.booleans())
+        # R: MS-RTR authentication (draft-ietf-lisp-nat-traversal), or none at all
+        ms_key = draw(st.one_of(st.none(), u16)) if rtr else None
+        ms_auth = b"" if ms_key is None else draw(st.binary(max_size=40))
+        trailer = b"" if rtr and ms_key is None else draw(trailers)
+        return cls(draw(u64), draw(records), k, a, d, rtr, xtr, site,
+                   draw(_reserved(w.control.MAP_NOTIFY_RESERVED_MASK)), trailer,
+                   ms_rtr_key_id=ms_key, ms_rtr_auth_data=ms_auth)
     return gen()
 
 

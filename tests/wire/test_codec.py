@@ -156,6 +156,34 @@ def test_notify_with_xtr_id_but_no_i_bit():
     assert m.encode() == raw
 
 
+def test_notify_r_bit_ms_rtr_authentication():
+    # draft-ietf-lisp-nat-traversal: MS-RTR Key ID, length, data after the xTR-ID/site-ID
+    m = w.MapNotify(5, samples.RECORDS[:1], 1, 1, bytes(20), True, 7, 8, trailer=b"\xee",
+                    ms_rtr_key_id=0x0102, ms_rtr_auth_data=b"mac!")
+    raw = m.encode()
+    assert raw[-33:] == (7).to_bytes(16, "big") + (8).to_bytes(8, "big") + bytes.fromhex("01020004") + b"mac!\xee"
+    assert w.decode_control(raw) == m
+    assert "MS-RTR" in malformed(raw[:-4]).reason             # declared length beyond the message
+    assert "MS-RTR" in malformed(raw[:-33 + 24 + 3]).reason    # header cut short
+    bare = w.MapNotify(5, (), rtr=True)                        # R without the MS-RTR fields: accepted
+    assert w.decode_control(bare.encode()) == bare
+    with pytest.raises(ValueError):
+        w.MapNotify(5, (), ms_rtr_key_id=1).encode()           # MS-RTR fields need R
+    with pytest.raises(ValueError):
+        w.MapNotify(5, (), rtr=True, trailer=b"x").encode()    # would decode as MS-RTR fields
+    with pytest.raises(ValueError):
+        w.MapNotify(5, (), rtr=True, ms_rtr_key_id=1 << 16).encode()
+
+
+def test_register_r_bit_is_a_flag_not_reserved():
+    raw = w.MapRegister(1, (), rtr=True).encode()
+    assert struct.unpack_from("!I", raw)[0] == 0x31000000     # Wireshark lisp.mreg.flags.rtr
+    m = w.decode_control(raw)
+    assert m.rtr and m.reserved == 0 and m.encode() == raw
+    with pytest.raises(ValueError):
+        w.MapRegister(1, (), reserved=0x01000000).encode()
+
+
 def test_notify_ack_without_records():
     raw = w.MapNotifyAck(77, (), 1, 2, bytes(32)).encode()
     m = w.decode_control(raw)

@@ -102,13 +102,16 @@ def map_replies(draw):
 def map_registers(draw):
     x, s = draw(_xtr())
     return w.MapRegister(draw(ws.u64), draw(_records()), *draw(_auth()), *draw(st.tuples(*[st.booleans()] * 3)),
-                         xtr_id=x, site_id=s)
+                         xtr_id=x, site_id=s, rtr=draw(st.booleans()))
 
 
 @st.composite
 def map_notifies(draw):
     x, s = draw(_xtr())
-    return w.MapNotify(draw(ws.u64), draw(_records()), *draw(_auth()), False, x, s)
+    if not draw(st.booleans()):
+        return w.MapNotify(draw(ws.u64), draw(_records()), *draw(_auth()), False, x, s)
+    return w.MapNotify(draw(ws.u64), draw(_records()), *draw(_auth()), True, x, s, ms_rtr_key_id=draw(ws.u16),
+                       ms_rtr_auth_data=draw(st.binary(min_size=1, max_size=32)))
 
 
 @st.composite
@@ -183,7 +186,6 @@ R4 = w.EidRecord(V4("10.1.0.0"), 16, (w.LocatorRecord(A, 1, 100, 255, 0, True, F
                                       w.LocatorRecord(C, 2, 50, 1, 1, False, True, False)), 1440, 0, True, 7)
 R6 = w.EidRecord(w.InstanceId(5, V6("fd00:1::")), 48, (w.LocatorRecord(B, 1, 100),), 60, 2)
 R4I = w.EidRecord(w.InstanceId(0xABCDEF, V4("10.2.0.0")), 24, (w.LocatorRecord(D, 254, 1),), w.TTL_INFINITE, 1)
-MS_RTR_AUTH = bytes.fromhex("0102") + (20).to_bytes(2, "big") + bytes(range(20))
 REQ = w.MapRequest(0x0123456789ABCDEF, (w.RequestRecord(V4("10.1.0.0"), 24),), (A, C), V4("10.1.0.1"))
 
 
@@ -199,11 +201,15 @@ def hand_built() -> list:
         w.signed(w.MapRegister(6, (R4, R6), 1, w.ALG_HMAC_SHA1, want_map_notify=True), "k"),
         w.signed(w.MapRegister(7, (R4I,), 2, w.ALG_HMAC_SHA256, proxy_reply=True, security=True,
                                xtr_id=(1 << 127) | 9, site_id=1), "k"),
+        w.signed(w.MapRegister(14, (R6,), 1, w.ALG_HMAC_SHA256, want_map_notify=True, xtr_id=3, site_id=4,
+                               rtr=True), "k"),
         w.signed(w.MapNotify(8, (R4, R6), 1, w.ALG_HMAC_SHA256, xtr_id=5, site_id=6), "k"),
-        # R: built for an RTR (draft-ietf-lisp-nat-traversal); the MS-RTR
-        # authentication that follows is kept by our codec as the trailer.
+        # R: sent by the MS to an RTR for an xTR (draft-ietf-lisp-nat-traversal),
+        # MS-RTR authentication after the xTR-ID/site-ID, or after the records.
         w.MapNotify(9, (R4I,), 3, w.ALG_HMAC_SHA1, bytes(20), rtr=True, xtr_id=5, site_id=6,
-                    trailer=MS_RTR_AUTH),
+                    ms_rtr_key_id=0x0102, ms_rtr_auth_data=bytes(range(20))),
+        w.signed(w.MapNotify(15, (R4,), 1, w.ALG_HMAC_SHA256, rtr=True, ms_rtr_key_id=7,
+                             ms_rtr_auth_data=bytes(range(32))), "k"),
         w.MapReferral(10, (w.ReferralRecord(V4("10.0.0.0"), 8, (w.LocatorRecord(A), w.LocatorRecord(C)),
                                             60, 1, True, True, 0),
                            w.ReferralRecord(w.InstanceId(7, V6("fd00::")), 16, (), 1, 4))),
@@ -385,7 +391,7 @@ def check_xtr(lisp: dict, m) -> None:
 
 def check_control(lisp: dict, m) -> None:
     assert "data" not in lisp, "tshark left bytes undissected"
-    assert not getattr(m, "trailer", b"") or isinstance(m, w.MapNotify)
+    assert not getattr(m, "trailer", b"")
     assert lisp["lisp.type"] == str(m.TYPE)
     assert lisp["lisp.nonce"] == f"0x{m.nonce:016x}"
     if isinstance(m, w.MapRequest):
@@ -422,7 +428,7 @@ def check_control(lisp: dict, m) -> None:
         check_records(lisp, m.records)
     elif isinstance(m, w.MapRegister):
         assert [lisp[f"lisp.mreg.flags.{k}"] for k in ("pmr", "sec", "xtrid", "rtr", "wmn")] == \
-            [b(m.proxy_reply), b(m.security), b(m.xtr_id is not None), "0", b(m.want_map_notify)]
+            [b(m.proxy_reply), b(m.security), b(m.xtr_id is not None), b(m.rtr), b(m.want_map_notify)]
         assert lisp["lisp.mreg.res"] == "0x000000"
         check_auth(lisp, m)
         check_records(lisp, m.records)
@@ -436,9 +442,10 @@ def check_control(lisp: dict, m) -> None:
         if m.rtr:
             # tshark reads an MS-RTR Key ID (16 bits), length and auth data after
             # the xTR-ID when R is set, as draft-ietf-lisp-nat-traversal does.
-            assert m.trailer == MS_RTR_AUTH
             assert (lisp["lisp.msrtr.keyid"], lisp["lisp.msrtr.authlen"], lisp["lisp.msrtr.auth"]) == \
-                ("0x0102", "20", colon_hex(MS_RTR_AUTH[4:]))
+                (f"0x{m.ms_rtr_key_id:04x}", str(len(m.ms_rtr_auth_data)), colon_hex(m.ms_rtr_auth_data))
+        else:
+            assert "lisp.msrtr.keyid" not in lisp
     elif isinstance(m, w.MapReferral):
         assert lisp["lisp.mref.res"] == "0x000000"
         check_records(lisp, m.records)
@@ -590,6 +597,25 @@ def test_where_tshark_4_lags_the_rfcs(oracle):
     # Map-Notify-Ack: only the type is dissected.
     assert as_list(lack["lisp"])[0]["lisp.type"] == "5"
     assert "lisp.nonce" not in lack["lisp"]
+
+
+def test_map_notify_with_r_bit(oracle, tshark, tmp_path):
+    """Map-Notify with R (MS -> RTR): the MS-RTR Key ID, length and auth data
+    are typed fields, and tshark dissects them without a malformed mark. An
+    R notify without them (what this codec wrote before it knew the fields)
+    is what tshark calls malformed; it still round-trips."""
+    frames = [(m, layers) for m, layers in _frames(oracle, "control", w.MapNotify) if m.rtr]
+    assert {m.xtr_id is None for m, _ in frames} == {True, False}      # after the records, after the xTR-ID
+    for m, layers in frames:
+        assert not problems(layers), problems(layers)
+        assert w.decode_control(m.encode()) == m
+        assert layers["lisp"]["lisp.msrtr.keyid"] == f"0x{m.ms_rtr_key_id:04x}"
+    bare = w.MapNotify(16, (R4,), 1, w.ALG_HMAC_SHA1, bytes(20), rtr=True)
+    assert w.decode_control(bare.encode()) == bare
+    path = tmp_path / "bare.pcap"
+    with open(path, "wb") as f:
+        PcapWriter(f).write_udp(*OUTER, 4342, 4342, bare.encode())
+    assert problems(run_tshark(tshark, path)[0])
 
 
 def test_the_problem_detector_sees_tshark_complaints(tshark, tmp_path):

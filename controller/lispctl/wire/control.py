@@ -12,7 +12,7 @@ not separate fields.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from .addresses import NO_ADDRESS, Address, _decode, encode_address
 from .errors import MalformedMessage
@@ -261,8 +261,10 @@ def _decode_map_reply(buf: bytes) -> MapReply:
 
 # ---------------------------------------------------------------- Map-Register
 
-_MREG_P, _MREG_S, _MREG_I, _MREG_M = 0x08000000, 0x04000000, 0x02000000, 0x00000100
-MAP_REGISTER_RESERVED_MASK = 0x01FFFE00
+# R ("built for an RTR", draft-ietf-lisp-nat-traversal) sits after I, where
+# Wireshark decodes it (lisp.mreg.flags.rtr); RFC 9301 shows it as reserved.
+_MREG_P, _MREG_S, _MREG_I, _MREG_R, _MREG_M = 0x08000000, 0x04000000, 0x02000000, 0x01000000, 0x00000100
+MAP_REGISTER_RESERVED_MASK = 0x00FFFE00
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +283,7 @@ class MapRegister(_Message):
     site_id: int | None = None
     reserved: int = 0
     trailer: bytes = b""
+    rtr: bool = False                  # R (draft-ietf-lisp-nat-traversal), after trailer: new
     TYPE = MAP_REGISTER
 
     def encode(self) -> bytes:
@@ -288,6 +291,7 @@ class MapRegister(_Message):
         if self.proxy_reply: w |= _MREG_P
         if self.security: w |= _MREG_S
         if self.xtr_id is not None: w |= _MREG_I
+        if self.rtr: w |= _MREG_R
         if self.want_map_notify: w |= _MREG_M
         return _encode_registration(w, self)
 
@@ -295,7 +299,7 @@ class MapRegister(_Message):
 def _decode_map_register(buf: bytes) -> MapRegister:
     w, nonce, key_id, alg_id, auth, recs, xtr, site, off = _decode_authed(buf, "Map-Register", _MREG_I)
     return MapRegister(nonce, recs, key_id, alg_id, auth, bool(w & _MREG_P), bool(w & _MREG_S),
-                       bool(w & _MREG_M), xtr, site, w & MAP_REGISTER_RESERVED_MASK, buf[off:])
+                       bool(w & _MREG_M), xtr, site, w & MAP_REGISTER_RESERVED_MASK, buf[off:], bool(w & _MREG_R))
 
 
 # ---------------------------------------------------------------- Map-Notify / Ack
@@ -304,12 +308,16 @@ def _decode_map_register(buf: bytes) -> MapRegister:
 # them (lispers.net NAT traversal); RFC 9301 shows these bits as reserved.
 _MNOT_I, _MNOT_R = 0x08000000, 0x04000000
 MAP_NOTIFY_RESERVED_MASK = 0x03FFFF00
+_MS_RTR = struct.Struct("!HH")        # MS-RTR Key ID, MS-RTR auth data length
 
 
 @dataclass(frozen=True, slots=True)
 class MapNotify(_Message):
     """RFC 9301 5.7: Map-Register layout; I bit means xTR-ID/site-ID follow
-    the records, R marks a notify to/from an RTR."""
+    the records. R marks a notify sent by a Map-Server to an RTR on behalf of
+    an xTR (draft-ietf-lisp-nat-traversal): after the xTR-ID/site-ID it
+    carries the MS-RTR Key ID (16 bits), auth data length (16 bits) and auth
+    data, present iff ms_rtr_key_id is not None (which needs rtr)."""
     nonce: int
     records: tuple[EidRecord, ...]
     key_id: int = 0
@@ -320,13 +328,31 @@ class MapNotify(_Message):
     site_id: int | None = None
     reserved: int = 0
     trailer: bytes = b""
+    _: KW_ONLY
+    ms_rtr_key_id: int | None = None
+    ms_rtr_auth_data: bytes = b""
     TYPE = MAP_NOTIFY
 
     def encode(self) -> bytes:
         w = (self.TYPE << 28) | _check_word(self.reserved, MAP_NOTIFY_RESERVED_MASK, type(self).__name__)
         if self.xtr_id is not None: w |= _MNOT_I
-        if self.rtr: w |= _MNOT_R
-        return _encode_registration(w, self)
+        if not self.rtr:
+            if self.ms_rtr_key_id is not None or self.ms_rtr_auth_data:
+                raise ValueError("MS-RTR authentication is only carried with the R bit (rtr=True)")
+            return _encode_registration(w, self)
+        w |= _MNOT_R
+        if self.ms_rtr_key_id is None:
+            if self.ms_rtr_auth_data or self.trailer:
+                # a decoder would read these bytes as the MS-RTR fields
+                raise ValueError("an R Map-Notify with auth data or a trailer needs ms_rtr_key_id")
+            return _encode_registration(w, self)
+        if len(self.ms_rtr_auth_data) > 0xFFFF:
+            raise ValueError("MS-RTR auth data exceeds 65535 bytes")
+        try:
+            ms_rtr = _MS_RTR.pack(self.ms_rtr_key_id, len(self.ms_rtr_auth_data))
+        except struct.error:
+            raise ValueError(f"MS-RTR key ID {self.ms_rtr_key_id} is not a 16-bit value") from None
+        return _encode_registration(w, self, ms_rtr + bytes(self.ms_rtr_auth_data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +368,9 @@ class MapNotifyAck(_Message):
     site_id: int | None = None
     reserved: int = 0
     trailer: bytes = b""
+    _: KW_ONLY
+    ms_rtr_key_id: int | None = None
+    ms_rtr_auth_data: bytes = b""
     TYPE = MAP_NOTIFY_ACK
 
     encode = MapNotify.encode
@@ -349,8 +378,18 @@ class MapNotifyAck(_Message):
 
 def _decode_map_notify(buf: bytes, cls=MapNotify):
     w, nonce, key_id, alg_id, auth, recs, xtr, site, off = _decode_authed(buf, cls.__name__, _MNOT_I)
-    return cls(nonce, recs, key_id, alg_id, auth, bool(w & _MNOT_R), xtr, site,
-               w & MAP_NOTIFY_RESERVED_MASK, buf[off:])
+    rtr = bool(w & _MNOT_R)
+    if rtr and off < len(buf):
+        # R: MS-RTR authentication follows (nothing at all is accepted too:
+        # an R notify without it, as this codec used to write them)
+        if off + 4 > len(buf):
+            raise MalformedMessage("truncated MS-RTR authentication", off)
+        ms_key, ms_len = _MS_RTR.unpack_from(buf, off)
+        if off + 4 + ms_len > len(buf):
+            raise MalformedMessage(f"MS-RTR auth data length {ms_len} exceeds the message", off + 2)
+        return cls(nonce, recs, key_id, alg_id, auth, True, xtr, site, w & MAP_NOTIFY_RESERVED_MASK,
+                   buf[off + 4 + ms_len:], ms_rtr_key_id=ms_key, ms_rtr_auth_data=buf[off + 4:off + 4 + ms_len])
+    return cls(nonce, recs, key_id, alg_id, auth, rtr, xtr, site, w & MAP_NOTIFY_RESERVED_MASK, buf[off:])
 
 
 # ---------------------------------------------------------------- Map-Referral

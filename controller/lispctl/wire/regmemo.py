@@ -14,7 +14,7 @@ misses).
 from __future__ import annotations
 
 from .codec import decode_control
-from .control import (_AUTH_HDR, _MREG_M, _MREG_P, _MREG_S, AUTH_DATA_LENGTHS, MAP_REGISTER,
+from .control import (_AUTH_HDR, _MREG_M, _MREG_P, _MREG_R, _MREG_S, AUTH_DATA_LENGTHS, MAP_REGISTER,
                       MAP_REGISTER_RESERVED_MASK, MapRegister, _decode_map_register)
 
 __all__ = ["RegisterMemo"]
@@ -49,4 +49,4 @@ class RegisterMemo:
         records, xtr_id, site_id, trailer = hit
         return MapRegister(nonce, records, key_id, alg_id, buf[16:start], bool(w & _MREG_P),
                            bool(w & _MREG_S), bool(w & _MREG_M), xtr_id, site_id,
-                           w & MAP_REGISTER_RESERVED_MASK, trailer)
+                           w & MAP_REGISTER_RESERVED_MASK, trailer, bool(w & _MREG_R))
