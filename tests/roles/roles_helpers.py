@@ -59,6 +59,25 @@ prefix = "2001:db8:b::/48"
 """
 
 
+def xtr_text(name: str, eid: str, key: str, ms: str, resolver: str = "", tail: str = "") -> str:
+    """An xTR config with one interface (wan0) locator and one host as MS and
+    MR; resolver: more lines of [[map-resolver]]; tail: more sections."""
+    return f"""
+instance = "{name}"
+roles = ["xtr"]
+[[database]]
+eid-prefix = "{eid}"
+[[database.locator]]
+interface = "wan0"
+[[map-server]]
+address = "{ms}"
+key-id = 1
+key = "{key}"
+[[map-resolver]]
+address = "{ms}"
+{resolver}{tail}"""
+
+
 def make(text: str, seed: int = 1, **iface):
     cfg = loads(text)
     roles = build_roles(cfg, interface_addresses={k: [A(a) for a in v] for k, v in iface.items()},

@@ -9,7 +9,7 @@ from lispctl.mapping.types import EidPrefix, MapAction, Rloc
 from lispctl.wire import (EncapsulatedControlMessage, MapNotify, MapNotifyAck, MapRegister, MapReply,
                           MapRequest, decode_control, eid_record, record_prefix, sign, verify)
 
-from roles_helpers import MSMR, A, ep, installs, make, only_send, sends
+from roles_helpers import MSMR, A, ep, installs, make, only_send, sends, xtr_text
 from test_system import MS_ADDR, Net
 
 P = EidPrefix.parse
@@ -23,27 +23,9 @@ def ms_text(pubsub=True):
 
 
 def xtr(name, eid, key, xtr_id, site_id, subscribe, smr=True):
-    return f"""
-instance = "{name}"
-roles = ["xtr"]
-[[database]]
-eid-prefix = "{eid}"
-[[database.locator]]
-interface = "wan0"
-[[map-server]]
-address = "{MS_ADDR}"
-key-id = 1
-key = "{key}"
-[[map-resolver]]
-address = "{MS_ADDR}"
-subscribe = {str(subscribe).lower()}
-key-id = 1
-key = "{key}"
-[etr]
-xtr-id = "{xtr_id}"
-site-id = {site_id}
-smr = {str(smr).lower()}
-"""
+    return xtr_text(name, eid, key, MS_ADDR,
+                    resolver=f'subscribe = {str(subscribe).lower()}\nkey-id = 1\nkey = "{key}"\n',
+                    tail=f'[etr]\nxtr-id = "{xtr_id}"\nsite-id = {site_id}\nsmr = {str(smr).lower()}\n')
 
 
 def build(pubsub=True, smr=False):

@@ -3,35 +3,21 @@ resolution through MR -> MS -> ETR, proxy-reply, and an SMR after a locator chan
 Every datagram goes through the wire encoders/decoders; no sockets."""
 import heapq
 import itertools
-import random
 
 from lispctl.config import loads
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
-from lispctl.roles import build_roles, datapath_plan
+from lispctl.roles import datapath_plan
 from lispctl.roles.base import Endpoint, InstallMapping, MissEvent, RemoveMapping, Send
 
-from roles_helpers import MSMR, A
+import roles_helpers
+from roles_helpers import MSMR, A, make
 
 P = EidPrefix.parse
 MS_ADDR = "198.51.100.10"
 
 
-def xtr_text(name, eid, rloc, extra=""):
-    return f"""
-instance = "{name}"
-roles = ["xtr"]
-[[database]]
-eid-prefix = "{eid}"
-[[database.locator]]
-interface = "wan0"
-[[map-server]]
-address = "{MS_ADDR}"
-key-id = 1
-key = "{'secret-a' if eid.startswith('10.1') else 'secret-b'}"
-{extra}
-[[map-resolver]]
-address = "{MS_ADDR}"
-"""
+def xtr_text(name, eid, rloc):
+    return roles_helpers.xtr_text(name, eid, "secret-a" if eid.startswith("10.1") else "secret-b", MS_ADDR)
 
 
 class Net:
@@ -45,8 +31,8 @@ class Net:
         self.log = []
 
     def add(self, name, text, addrs, seed):
-        cfg = loads(text)
-        roles = build_roles(cfg, interface_addresses={"wan0": [A(a) for a in addrs]}, rng=random.Random(seed))
+        cfg, by_name = make(text, seed, wan0=addrs)
+        roles = list(by_name.items())
         for a in addrs:
             self.devices[A(a)] = (name, roles)
         self.installed[name] = {}
