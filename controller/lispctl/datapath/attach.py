@@ -5,11 +5,11 @@ import ctypes
 import errno
 import logging
 import os
-import platform
 import struct
 from dataclasses import dataclass
 
 from lispctl.datapath.errors import DatapathError
+from lispctl.datapath.syscall import bpf
 
 INGRESS = "ffff:fff2"
 EGRESS = "ffff:fff3"
@@ -213,21 +213,12 @@ def resolve_rloc_mode(ifname: str, mode: str) -> str:
 
 # ---- BPF program ids (bpf(2), no bcc) ----
 
-_SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280}.get(platform.machine(), 321)
 BPF_PROG_GET_FD_BY_ID, BPF_OBJ_GET_INFO_BY_FD = 13, 15
 _PROG_INFO_SIZE = 80        # struct bpf_prog_info up to and including name[16]
 _PROG_INFO_ID, _PROG_INFO_NAME = 4, 64
 
 
-def _bpf(cmd: int, attr: bytes) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    buf = ctypes.create_string_buffer(attr, 128)
-    rc = libc.syscall(_SYS_BPF, cmd, buf, 128)
-    if rc < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return rc
+_bpf = bpf
 
 
 def _prog_info(fd: int) -> bytes:

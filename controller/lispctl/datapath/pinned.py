@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import re
 import sys
 from functools import lru_cache
@@ -24,24 +23,14 @@ from pathlib import Path
 
 from lispctl.datapath.errors import DatapathError
 from lispctl.datapath.loader import MAPS_HEADER, bpf_dir, header_enum
+from lispctl.datapath.syscall import bpf
 
 DEFAULT_PIN_BASE = Path("/sys/fs/bpf/lispctl")
 
-_SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280}.get(platform.machine(), 321)
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_GET_NEXT_KEY, BPF_OBJ_GET, BPF_OBJ_GET_INFO_BY_FD = 1, 4, 7, 15
 BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY = 5, 6
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-def _bpf(cmd: int, attr: bytes) -> int:
-    buf = ctypes.create_string_buffer(attr, 128)
-    rc = _libc.syscall(_SYS_BPF, cmd, buf, 128)
-    if rc < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return rc
+_bpf = bpf
 
 
 class _MapInfo(ctypes.Structure):

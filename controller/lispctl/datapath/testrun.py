@@ -6,17 +6,12 @@ the kernel, without any interface, and get the verdict and output bytes.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import os
-import platform
 import struct
 from dataclasses import dataclass
 
-BPF_PROG_TEST_RUN = 10
-_SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280}.get(platform.machine(), 321)
+from lispctl.datapath.syscall import bpf
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+BPF_PROG_TEST_RUN = 10
 
 
 class _TestAttr(ctypes.Structure):
@@ -91,8 +86,8 @@ def run_prog(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes | None = Non
         cin = ctypes.create_string_buffer(ctx, len(ctx))
         attr.ctx_size_in = len(ctx)
         attr.ctx_in = ctypes.addressof(cin)
-    rc = _libc.syscall(_SYS_BPF, BPF_PROG_TEST_RUN, ctypes.byref(attr), ctypes.sizeof(attr))
-    if rc < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
+    try:
+        bpf(BPF_PROG_TEST_RUN, attr)
+    except OSError as exc:
+        raise OSError(exc.errno, f"BPF_PROG_TEST_RUN: {exc.strerror}") from None
     return RunResult(attr.retval, dout.raw[: attr.data_size_out], attr.duration)
