@@ -144,7 +144,7 @@ def capture(lab: Lab, node: str, ifname: str, bpf_filter: str = "udp port 4341",
     """tcpdump into a pcap in the run directory while the block runs."""
     path = lab.rundir / f"{node}-{ifname}-{next(_seq)}.pcap"
     name = f"tcpdump-{path.stem}"
-    argv = ["tcpdump", "-Z", "root", "-U", "-n", "-i", ifname, "-w", str(path)]
+    argv = ["tcpdump", "-Z", "root", "-U", "--immediate-mode", "-n", "-i", ifname, "-w", str(path)]
     if count:
         argv += ["-c", str(count)]
     lab.start(node, name, argv + [bpf_filter], ready="tcpdump: listening on", timeout=10)
