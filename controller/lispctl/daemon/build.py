@@ -65,11 +65,20 @@ def build_device(cfg, *, control_port: int | None = None) -> Device:
 
 def _setup_datapath(device: Device, plan) -> None:
     from lispctl.datapath import Datapath
+    from lispctl.datapath.datapath import DEFAULT_PIN_BASE
+    adopted = (DEFAULT_PIN_BASE / device.instance).is_dir()
     dp = Datapath(instance=device.instance)
     # close() detaches what this object attached and, with unpin, removes the
-    # instance's pinned maps: `down` means the device is gone.
-    device.on_stop("close data plane", lambda: dp.close(unpin=True))
+    # instance's pinned maps: `down` means the device is gone. A planned
+    # restart (`down --keep-datapath`) releases instead: programs stay
+    # attached, maps pinned, and the next `up` adopts them.
+    device.on_stop("close data plane",
+                   lambda: dp.release() if device.keep_datapath else dp.close(unpin=True))
     device.datapath = dp
+    device.info["datapath_adopted"] = adopted
+    if adopted:
+        log.info("data plane %s: adopting the pinned maps and attached programs of a previous "
+                 "daemon (programs replaced in place, map-cache kept)", device.instance)
     for ifname in plan.eid_interfaces:
         dp.attach_eid_interface(ifname)
     # An uplink may not exist yet (a USB modem, Wi-Fi coming up later): the
@@ -87,6 +96,8 @@ def _setup_datapath(device: Device, plan) -> None:
         dp.add_local_rloc(addr)
     for eid in plan.local_eids:
         dp.add_local_eid(eid)
+    if adopted:
+        _drop_stale_locals(dp, plan)
     dp.set_miss_action(plan.miss_action, plan.petr)
     device.info["datapath_plan"] = {
         "eid_interfaces": list(plan.eid_interfaces), "rloc_interfaces": list(plan.rloc_interfaces),
@@ -96,3 +107,24 @@ def _setup_datapath(device: Device, plan) -> None:
              device.instance, ",".join(plan.eid_interfaces) or "-",
              ",".join(plan.rloc_interfaces) or "-",
              "petr" if plan.petr else plan.miss_action.name.lower())
+
+
+def _drop_stale_locals(dp, plan) -> None:
+    """After adopting pinned maps: local RLOCs and EIDs come from this config
+    only (added first above, so the ones that stay never leave)."""
+    import ipaddress
+    import socket
+
+    from lispctl.mapping.types import EidPrefix
+    keep_rlocs = {ipaddress.ip_address(a) for a in plan.local_rlocs}
+    for addr in dp.local_rlocs():
+        if addr not in keep_rlocs:
+            dp.remove_local_rloc(addr)
+            log.info("data plane %s: stale local RLOC %s removed", dp.instance, addr)
+    keep_eids = set(plan.local_eids)
+    for ver, size in ((4, 4), (6, 16)):
+        for k in list(dp.table(f"local_eid{ver}").keys()):
+            eid = EidPrefix(socket.ntohl(k.iid), ipaddress.ip_network((bytes(k.addr)[:size], k.prefixlen - 32)))
+            if eid not in keep_eids:
+                dp.remove_local_eid(eid)
+                log.info("data plane %s: stale local EID %s removed", dp.instance, eid)

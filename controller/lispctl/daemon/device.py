@@ -20,6 +20,9 @@ class Device:
     # Undo actions (detach programs, remove routes...), run newest first at stop.
     cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
     info: dict = field(default_factory=dict)  # extra facts for `lispctl status`
+    # `lispctl down --keep-datapath`: leave programs attached and maps pinned
+    # at stop, for the next `up` of the instance to adopt.
+    keep_datapath: bool = False
 
     def on_stop(self, what: str, fn: Callable[[], None]) -> None:
         self.cleanups.append((what, fn))

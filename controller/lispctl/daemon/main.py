@@ -131,9 +131,11 @@ def _handlers(paths: InstancePaths, device: Device, rt: Runtime, request_stop) -
                 raise ApiError(f"reading data-plane counters failed: {exc}") from None
         return out
 
-    def stop(_req):
+    def stop(req):
+        # keep_datapath: a planned restart; the next `up` adopts programs and maps
+        device.keep_datapath = bool(req.get("keep_datapath")) and device.datapath is not None
         request_stop()
-        return {"stopping": True, "pid": os.getpid()}
+        return {"stopping": True, "pid": os.getpid(), "keep_datapath": device.keep_datapath}
 
     return {
         "status": status,

@@ -20,6 +20,7 @@ from lispctl.mapping.types import EidPrefix, MapAction, Rloc
 from lispctl.roles.base import (CONTROL_PORT, Endpoint, InstallMapping, Log, MissEvent,
                                 RemoveMapping, Role, Send)
 
+from .adopt import ADOPT_GRACE_S, ADOPTED_ROLE, host_of, inherited_mappings
 from .udp import ControlSockets
 
 log = logging.getLogger("lispctl.daemon")
@@ -81,6 +82,8 @@ class Runtime:
         self._last_tick = float("-inf")
         self._usage: dict[EidPrefix, int] = {}
         self._usage_timer: asyncio.TimerHandle | None = None
+        self._adopt_timer: asyncio.TimerHandle | None = None
+        self.adopt_grace_s = ADOPT_GRACE_S
         self.started_wall = time.time()
         self.started = 0.0
 
@@ -106,9 +109,55 @@ class Runtime:
             start = getattr(role, "start", None)
             if start is not None:
                 self._guarded(name, "start", lambda: start(now))
+        self._adopt()
         self._reschedule()
 
+    def _adopt(self) -> None:
+        """Map-cache entries a previous daemon left in the pinned maps keep
+        forwarding; the roles are asked to resolve each again (a miss on the
+        prefix's first address), and what no role re-installs within
+        adopt_grace_s is removed (_drop_unclaimed)."""
+        if self.datapath is None:
+            return
+        try:
+            inherited = inherited_mappings(self.datapath, self.cache)
+        except Exception:
+            self.counters["adopt_errors"] += 1
+            log.exception("reading the inherited map-cache failed")
+            return
+        if not inherited:
+            return
+        now = self.now()
+        for eid, (action, rlocs) in inherited.items():
+            self.cache[eid] = CacheEntry(eid, rlocs, action, self.adopt_grace_s, now, ADOPTED_ROLE)
+        self.counters["adopted"] += len(inherited)
+        log.info("adopted %d map-cache entries from the pinned data plane; re-resolving them "
+                 "(removed after %.0f s unless re-learnt)", len(inherited), self.adopt_grace_s)
+        self._adopt_timer = self.loop.call_later(self.adopt_grace_s, self._drop_unclaimed)
+        for eid in inherited:
+            event = MissEvent(host_of(eid), None)
+            for name, role in self.roles:
+                on_miss = getattr(role, "on_miss", None)
+                if on_miss is not None:
+                    self._guarded(name, "adopt", lambda: on_miss(event, now))
+
+    def _drop_unclaimed(self) -> None:
+        self._adopt_timer = None
+        for eid in [e for e, c in self.cache.items() if c.role == ADOPTED_ROLE]:
+            try:
+                self.datapath.delete_mapping(eid)
+            except Exception:
+                self.counters["effect_errors"] += 1
+                log.exception("removing adopted entry %s failed", eid)
+                continue
+            del self.cache[eid]
+            self.counters["adopted_dropped"] += 1
+            log.info("adopted map-cache entry %s not re-learnt: removed", eid)
+
     def close(self) -> None:
+        if self._adopt_timer is not None:
+            self._adopt_timer.cancel()
+            self._adopt_timer = None
         if self._usage_timer is not None:
             self._usage_timer.cancel()
             self._usage_timer = None
