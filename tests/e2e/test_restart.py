@@ -111,7 +111,7 @@ def _relearnt(lab) -> dict | None:
     return e if e and e["role"] == "itr" else None
 
 
-def _check_works_normally(lab, adopted_before: int) -> None:
+def _check_works_normally(lab) -> None:
     status = cp.api(lab, "xtr1", "status")
     assert status["datapath_adopted"] is True
     c = cp.counters(lab, "xtr1")["daemon"]
@@ -168,7 +168,7 @@ def test_killed_daemon_keeps_forwarding_and_restart_adopts(lab):
     # the stream spans the whole absence of the controller and the restart
     assert res["sent"] >= (res["t"]["ready"] - res["t"]["stop"]) / INTERVAL_S * 0.5
     assert res["lost"] == [], _report("SIGKILL + up", res)
-    _check_works_normally(lab, 0)
+    _check_works_normally(lab)
 
 
 def test_planned_restart_keeps_forwarding_and_plain_down_removes_everything(lab):
@@ -180,7 +180,7 @@ def test_planned_restart_keeps_forwarding_and_plain_down_removes_everything(lab)
     res = _restart_and_measure(lab, planned)
     print(_report("down --keep-datapath + up", res))
     assert res["lost"] == [], _report("down --keep-datapath + up", res)
-    _check_works_normally(lab, 0)
+    _check_works_normally(lab)
     # plain `down` still means the device is gone: no pins, nothing forwarded
     out = cp.cli(lab, "xtr1", "down")
     assert out.returncode == 0, out.stdout + out.stderr
