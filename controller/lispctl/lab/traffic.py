@@ -118,17 +118,22 @@ if __name__ == "__main__":
 
 def iperf3(lab, client: str, server: str, dst: str, seconds: float = 2.0, *, udp: bool = False,
            length: int | None = None, parallel: int = 1, bitrate: str | None = None,
-           port: int = 5201, extra: list[str] | None = None) -> dict:
+           port: int = 5201, extra: list[str] | None = None,
+           cpus: tuple[int, int] | None = None) -> dict:
     """One iperf3 run from `client` to `server` (listening on dst); iperf3's JSON result.
 
     Lab-level helper (not *_here): starts a one-shot server process in the
-    server node and runs the client in the client node.
+    server node and runs the client in the client node. cpus=(client, server)
+    pins each process to one CPU (taskset), so a comparison does not depend
+    on where the scheduler happens to put them.
     """
     import json as _json
     name = f"iperf3-s-{port}"
-    lab.start(server, name, ["iperf3", "-s", "-1", "--forceflush", "-p", str(port)], ready="Server listening on", timeout=10)
+    pin_c, pin_s = ([["taskset", "-c", str(c)] for c in cpus] if cpus else [[], []])
+    lab.start(server, name, pin_s + ["iperf3", "-s", "-1", "--forceflush", "-p", str(port)],
+              ready="Server listening on", timeout=10)
     try:
-        argv = ["iperf3", "-c", dst, "-p", str(port), "-t", str(seconds), "-J", "-P", str(parallel)]
+        argv = pin_c + ["iperf3", "-c", dst, "-p", str(port), "-t", str(seconds), "-J", "-P", str(parallel)]
         if udp:
             argv += ["-u", "-b", bitrate or "0"]
         elif bitrate:
