@@ -31,6 +31,8 @@ the way. Compare modes by ratio, never by absolute numbers across machines.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import statistics
 import time
 from typing import Callable
@@ -64,20 +66,39 @@ TESTS: dict[str, tuple[int, str | None]] = {
 }
 
 
+def stop_group(pgid: int) -> None:
+    """Stop trafgen with its worker: trafgen forks one sender per CPU, and a
+    signal to the parent alone leaves the sender running (and taking a
+    whole CPU from every later sample). The lab starts each program as a
+    session leader, so its process group is exactly trafgen and its workers."""
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        for _ in range(20):
+            time.sleep(0.05)
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+
+
 def udp_pps(lab: Lab, payload: int = 64) -> tuple[float, float]:
     """(sent, delivered) packets/s of 64-byte UDP from hostA to hostB."""
     cfg = lab.rundir / "udp64.trafgen"
     cfg.write_text(trafgen_config(mac_of(lab, "hostA", "eth0"), mac_of(lab, "xtr1", "eid0"),
                                   lab.addr("hostA"), lab.addr("hostB"), payload))
     # sysfs=True: trafgen inspects the device under /sys/class/net
-    lab.start("hostA", "trafgen", ["taskset", "-c", str(UDP_CPU), "trafgen", "-i", str(cfg), "-o", "eth0",
-                                   "--cpus", "1", "-q"], ready=None, sysfs=True)
+    proc = lab.start("hostA", "trafgen", ["taskset", "-c", str(UDP_CPU), "trafgen", "-i", str(cfg), "-o", "eth0",
+                                          "--cpus", "1", "-q"], ready=None, sysfs=True)
     try:
         time.sleep(UDP_WARMUP)
         a0, b0, t0 = link_stats(lab, "hostA", "eth0"), link_stats(lab, "hostB", "eth0"), time.monotonic()
         time.sleep(UDP_WINDOW)
         a1, b1, t1 = link_stats(lab, "hostA", "eth0"), link_stats(lab, "hostB", "eth0"), time.monotonic()
     finally:
+        stop_group(proc.pid)
         lab.stop("hostA", "trafgen")
     dt = t1 - t0
     return (a1["tx_packets"] - a0["tx_packets"]) / dt, (b1["rx_packets"] - b0["rx_packets"]) / dt
@@ -95,6 +116,7 @@ def wait_quiet(window: float = 0.5, limit: float = QUIET_BUSY, patience: float =
     load would decide the result, not the data path); returns the busy
     fraction of the last window (above `limit`: gave up after `patience` s)."""
     deadline = time.monotonic() + patience
+    said = False
     while True:
         b0, t0 = _cpu_times()
         time.sleep(window)
@@ -102,7 +124,9 @@ def wait_quiet(window: float = 0.5, limit: float = QUIET_BUSY, patience: float =
         busy = (b1 - b0) / max(t1 - t0, 1)
         if busy <= limit or time.monotonic() > deadline:
             return busy
-        print(f"  machine busy ({busy:.0%}), waiting")
+        if not said:
+            print(f"  machine busy ({busy:.0%}), waiting up to {patience:.0f} s")
+            said = True
 
 
 def prepare(lab: Lab, mode: str) -> None:
