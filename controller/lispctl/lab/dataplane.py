@@ -144,7 +144,9 @@ def capture(lab: Lab, node: str, ifname: str, bpf_filter: str = "udp port 4341",
     """tcpdump into a pcap in the run directory while the block runs."""
     path = lab.rundir / f"{node}-{ifname}-{next(_seq)}.pcap"
     name = f"tcpdump-{path.stem}"
-    argv = ["tcpdump", "-Z", "root", "-U", "--immediate-mode", "-n", "-i", ifname, "-w", str(path)]
+    # A large buffer: with immediate mode, 45 KB GSO frames at line rate would
+    # otherwise overflow the default 2 MB one and lose packets under load.
+    argv = ["tcpdump", "-Z", "root", "-U", "--immediate-mode", "-B", "65536", "-n", "-i", ifname, "-w", str(path)]
     if count:
         argv += ["-c", str(count)]
     lab.start(node, name, argv + [bpf_filter], ready="tcpdump: listening on", timeout=10)
