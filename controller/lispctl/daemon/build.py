@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from lispctl.datapath.attach import CHECKSUM_MODES
 from lispctl.roles import build_roles, datapath_plan
 from lispctl.roles.base import CONTROL_PORT
 
@@ -53,6 +54,7 @@ def build_device(cfg, *, control_port: int | None = None) -> Device:
                     control_port=CONTROL_PORT if control_port is None else control_port)
     plan = datapath_plan(cfg, device.roles)
     device.info["rloc_mode"] = cfg.interfaces.rloc_mode
+    device.info["rloc_checksum"] = cfg.interfaces.rloc_checksum
     if not plan.needed:
         return device
     try:
@@ -89,7 +91,8 @@ def _setup_datapath(device: Device, plan) -> None:
         if index is None:
             log.warning("RLOC interface %s does not exist (yet): attached when it appears", ifname)
             continue
-        dp.attach_rloc_interface(ifname, mode=device.info["rloc_mode"])
+        dp.attach_rloc_interface(ifname, mode=device.info["rloc_mode"],
+                                 complete_checksums=CHECKSUM_MODES[device.info["rloc_checksum"]])
         attached[ifname] = index
     device.info["rloc_ifindex"] = attached
     for addr in plan.local_rlocs:

@@ -22,6 +22,7 @@ import asyncio
 import functools
 import logging
 
+from lispctl.datapath.attach import CHECKSUM_MODES
 from lispctl.roles import find_role
 
 from .build import _interfaces_to_read
@@ -140,7 +141,8 @@ class LocatorWatch:
                 continue
             try:
                 await loop.run_in_executor(None, functools.partial(
-                    dp.attach_rloc_interface, name, mode=self.device.info.get("rloc_mode", "auto")))
+                    dp.attach_rloc_interface, name, mode=self.device.info.get("rloc_mode", "auto"),
+                    complete_checksums=CHECKSUM_MODES[self.device.info.get("rloc_checksum", "auto")]))
             except Exception:
                 # gone again already, or the kernel refused: the next event retries
                 self.attach_errors += 1

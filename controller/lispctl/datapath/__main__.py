@@ -1,7 +1,7 @@
 """Static-mapping data plane, for the lab and for trying things by hand.
 
     python -m lispctl.datapath --instance NAME --eid-if IF --rloc-if IF --static FILE.json \
-        [--rloc-mode tc|xdp|auto]
+        [--rloc-mode tc|xdp|auto] [--rloc-checksum auto|complete|offload]
 
 Loads and attaches the programs, installs what FILE.json says (format in
 docs/datapath.md), prints "ready" and waits; SIGTERM/SIGINT detach and exit
@@ -19,6 +19,7 @@ from typing import Any
 
 from lispctl.datapath.errors import DatapathError
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
+from lispctl.datapath.attach import CHECKSUM_MODES
 
 
 def parse_action(value: Any) -> MapAction:
@@ -86,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rloc-mode", choices=("tc", "xdp", "auto"), default="tc",
                     help="ETR hook of the RLOC interfaces: tc (default), xdp (XDP ETR in front of "
                          "tc; native, else generic), auto (xdp on physical NICs, tc otherwise)")
+    ap.add_argument("--rloc-checksum", choices=tuple(CHECKSUM_MODES), default="auto",
+                    help="complete: tx checksum offload off on the RLOC interfaces, so inner checksums "
+                         "are complete on the wire for any ETR; offload: keep it (GSO super-packets "
+                         "cross veth whole; only kernel ETRs then); auto: complete on virtual devices")
     ap.add_argument("--iid", type=int, default=0, help="instance ID of packets from the EID interfaces")
     ap.add_argument("--static", help="JSON file with local RLOCs/EIDs and mappings")
     ap.add_argument("--pin-root", default=None, help="bpffs directory (default /sys/fs/bpf/lispctl)")
@@ -113,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         for ifname in args.eid_dev:
             dp.attach_eid_device(ifname, args.iid)
         for ifname in args.rloc_if:
-            used = dp.attach_rloc_interface(ifname, mode=args.rloc_mode)
+            used = dp.attach_rloc_interface(ifname, mode=args.rloc_mode,
+                                            complete_checksums=CHECKSUM_MODES[args.rloc_checksum])
             if used != "tc":
                 print(f"{ifname}: {used}", file=sys.stderr, flush=True)
         if data.get("path_mtu") is not None:

@@ -95,7 +95,7 @@ class Datapath:
         self._t = {name: self._bpf[name.encode()] for name in (
             "map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
             "accepted_iids", "eid_ifaces", "config", "miss_rl", "counters", "map_stats", "xdp_targets")}
-        self._attachments: list[_attach.TcAttachment | _attach.XdpAttachment] = []
+        self._attachments: list[_attach.TcAttachment | _attach.XdpAttachment | _attach.TxCsumAttachment] = []
         self._local_rlocs: list[IPAddress] = self._read_local_rlocs()
         self._ids: dict[EidPrefix, int] = self._read_mapping_ids()
         self._next_id = 1
@@ -140,7 +140,7 @@ class Datapath:
         self._attachments.append(_attach.attach_tc(ifname, self.prog_fd("lisp_itr_egress"),
                                                    "lisp_itr_egress", _attach.EGRESS))
 
-    def attach_rloc_interface(self, ifname: str, mode: str = "tc") -> str:
+    def attach_rloc_interface(self, ifname: str, mode: str = "tc", complete_checksums: bool | None = None) -> str:
         """ETR: tc ingress of an RLOC-facing interface. Also sets the path MTU
         from this interface's MTU unless set_path_mtu() was called.
 
@@ -149,8 +149,20 @@ class Datapath:
         XDP; the tc ETR stays behind it for what XDP passes on
         (re-encapsulation). "auto": "xdp" on physical NICs, "tc" on virtual
         devices (veth, where XDP would cost GSO/TSO). Returns the mode used:
-        "tc", "xdp-native" or "xdp-generic"."""
+        "tc", "xdp-native" or "xdp-generic".
+
+        complete_checksums: switch the device's tx checksum offload off (and
+        back on at detach), so every inner TCP/UDP checksum is complete on
+        the wire whoever decapsulates (see attach.tx_checksum_off). None: on
+        virtual devices (veth never completes a partial checksum), not on
+        physical NICs (they complete it). False keeps offloads, and GSO
+        super-packets whole across veth, for underlays whose ETRs are all
+        kernel ones (lispctl), as the lab's throughput figures want."""
         resolved = _attach.resolve_rloc_mode(ifname, mode)
+        if complete_checksums is None:
+            complete_checksums = not _attach.is_physical(ifname)
+        if complete_checksums:
+            self._attachments.append(_attach.tx_checksum_off(ifname))
         att = _attach.attach_tc(ifname, self.prog_fd("lisp_etr_ingress"), "lisp_etr_ingress", _attach.INGRESS)
         self._attachments.append(att)
         used = "tc"
@@ -186,6 +198,8 @@ class Datapath:
             try:
                 if isinstance(att, _attach.XdpAttachment):
                     _attach.detach_xdp(att)
+                elif isinstance(att, _attach.TxCsumAttachment):
+                    _attach.restore_tx_checksum(att)
                 else:
                     _attach.detach_tc(att)
             except DatapathError as exc:
