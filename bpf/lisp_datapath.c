@@ -95,6 +95,23 @@ static __always_inline int local_eid(const struct lisp_flow *f, __u32 iid)
     return local_eid6.lookup(&k) != 0;
 }
 
+/* Locator-status bits of the local mapping the packet's source matches
+ * (RFC 9300 5.3), or LISP_LSB_NONE when the source is no EID of ours. */
+static __always_inline __u64 source_lsb(const struct lisp_flow *f, __u32 iid)
+{
+    __u32 *v;
+    if (f->family == 4) {
+        struct lisp_key4 k = {.prefixlen = 64, .iid = bpf_htonl(iid)};
+        __builtin_memcpy(k.addr, f->src, 4);
+        v = local_eid4.lookup(&k);
+    } else {
+        struct lisp_key6 k = {.prefixlen = 160, .iid = bpf_htonl(iid)};
+        __builtin_memcpy(k.addr, f->src, 16);
+        v = local_eid6.lookup(&k);
+    }
+    return v ? *v : LISP_LSB_NONE;
+}
+
 /* One ring-buffer event per (iid, destination) per miss_interval_ns. */
 static __always_inline void miss_event(const struct lisp_flow *f, __u32 iid, const struct lisp_config *c)
 {
@@ -319,11 +336,40 @@ static __always_inline __u16 outer6_udp_csum(struct __sk_buff *skb, const struct
     return c ? c : 0xffff;
 }
 
+/* A router forwarding the packet decrements its TTL / hop limit: the ITR
+ * on an EID-facing interface and the ETR redirecting to the site are that
+ * router (the stack fallback decrements on its own). l3_off: the IP header.
+ * Returns 0, or -1 when the TTL is <= 1: the caller hands the packet to the
+ * stack, which drops it and sends ICMP Time Exceeded (rate limited). */
+static __always_inline int ttl_decrement(struct __sk_buff *skb, __u32 l3_off, struct lisp_flow *f)
+{
+    if (f->ttl <= 1) {
+        count(LISP_CNT_TTL_TO_STACK);
+        return -1;
+    }
+    __u8 ttl = f->ttl - 1;
+    if (f->family == 4) {
+        __u16 old = bpf_htons(((__u16)f->ttl << 8) | f->proto);
+        __u16 new = bpf_htons(((__u16)ttl << 8) | f->proto);
+        bpf_l3_csum_replace(skb, l3_off + offsetof(struct iphdr, check), old, new, 2);
+        bpf_skb_store_bytes(skb, l3_off + offsetof(struct iphdr, ttl), &ttl, 1, 0);
+    } else {
+        bpf_skb_store_bytes(skb, l3_off + offsetof(struct ipv6hdr, hop_limit), &ttl, 1, 0);
+    }
+    f->ttl = ttl;
+    return 0;
+}
+
 /* Encapsulate toward one locator of ls and forward. */
-static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *f, __u32 iid,
+static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
                                  const struct lisp_locset *ls, __u32 id,
                                  const struct lisp_config *c, int egress)
 {
+    /* a router hop: TTL 1 goes to the stack for its Time Exceeded */
+    if (!egress && f->ttl <= 1) {
+        count(LISP_CNT_TTL_TO_STACK);
+        return TC_ACT_OK;
+    }
     __u32 hash = lisp_flow_hash(f);
     int i = lisp_pick(ls, hash);
     if (i < 0 || i >= LISP_MAX_LOCATORS)
@@ -333,7 +379,20 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
     if (v6 ? !c->has_src6 : !c->has_src4)
         return drop(LISP_DROP_NO_SOURCE);
     __u32 olen = v6 ? LISP_OVERHEAD6 : LISP_OVERHEAD4;
+    /* The inner packet's own length, not the frame's: a short frame's
+     * Ethernet padding must not travel inside (the ETR would see a UDP
+     * payload longer than the inner packet). A GSO packet has no padding
+     * and its headers may not give its length (IPv6 BIG TCP). */
     __u32 inner_len = skb->len - ETH_HLEN;
+    if (!skb->gso_size) {
+        if (f->l3len > inner_len)
+            return drop(LISP_DROP_MALFORMED);
+        if (f->l3len < inner_len) {
+            if (bpf_skb_change_tail(skb, ETH_HLEN + f->l3len, 0))
+                return drop(LISP_DROP_ENCAP_FAILED);
+            inner_len = f->l3len;
+        }
+    }
 
     __u64 flags = BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct lisp_hdr));
     /* A GSO super-packet is judged by its segments (headers + gso_size), the
@@ -365,6 +424,9 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
     if (frc != BPF_FIB_LKUP_RET_SUCCESS && bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)))
         return drop(LISP_DROP_ENCAP_FAILED);
 
+    if (!egress && ttl_decrement(skb, ETH_HLEN, f))
+        return TC_ACT_OK;
+    __u64 lsb = source_lsb(f, iid);
     __u32 nonce = bpf_get_prandom_u32() & 0xffffff;
     if (v6) {
         struct {
@@ -372,7 +434,7 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
             struct ethhdr eth;
             struct lisp_outer6 o;
         } __attribute__((packed, aligned(4))) h = {};
-        lisp_build6(&h.o, f, c->src6, dst, inner_len, hash, iid, ls->lsb, nonce);
+        lisp_build6(&h.o, f, c->src6, dst, inner_len, hash, iid, lsb, nonce);
         h.o.udp.check = outer6_udp_csum(skb, f, &h.o, inner_len);
         fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IPV6));
         if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) ||
@@ -384,7 +446,7 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
             struct ethhdr eth;
             struct lisp_outer4 o;
         } __attribute__((packed, aligned(4))) h = {};
-        lisp_build4(&h.o, f, c->src4, dst, inner_len, hash, iid, ls->lsb, nonce);
+        lisp_build4(&h.o, f, c->src4, dst, inner_len, hash, iid, lsb, nonce);
         fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IP));
         if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) ||
             bpf_skb_store_bytes(skb, 0, &h.eth, sizeof(h) - sizeof(h.pad), 0))
@@ -400,7 +462,7 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
     return fib_send(frc, &p);
 }
 
-static __always_inline int apply_miss(struct __sk_buff *skb, const struct lisp_flow *f, __u32 iid,
+static __always_inline int apply_miss(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
                                       const struct lisp_config *c, int egress)
 {
     count(LISP_CNT_MISS);
@@ -420,7 +482,7 @@ static __always_inline int apply_miss(struct __sk_buff *skb, const struct lisp_f
 }
 
 /* Map-cache decision for an IP packet of instance iid. */
-static __always_inline int route(struct __sk_buff *skb, const struct lisp_flow *f, __u32 iid,
+static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
                                  const struct lisp_config *c, int egress)
 {
     struct lisp_mapping *m = cache_lookup(f, iid);
@@ -446,11 +508,12 @@ static __always_inline int route(struct __sk_buff *skb, const struct lisp_flow *
     }
     __u32 id = m->id;
     struct lisp_locset *ls = locsets.lookup(&id);
-    if (!ls) {
-        /* RFC 9301: no-action without locators means "do not encapsulate" */
-        count(LISP_CNT_NATIVE);
-        return TC_ACT_OK;
-    }
+    /* Python installs "no-action without locators" (RFC 9301: do not
+     * encapsulate) as NATIVELY_FORWARD, and writes a locator set before the
+     * entry naming it; an entry without one is inconsistent: never let EID
+     * traffic out unencapsulated because of it. */
+    if (!ls)
+        return drop(LISP_DROP_NO_LOCATOR_SET);
     return encap(skb, f, iid, ls, id, c, egress);
 }
 
@@ -518,6 +581,7 @@ struct lisp_etr_pkt {
     __u32 inner_len;            /* inner IP packet bytes (from the UDP length) */
     __u32 iid;
     __u8 outer_ttl;
+    __u8 inner_ecn;             /* the inner ECN field after RFC 6040 decapsulation */
     __u8 ver;                   /* inner IP version */
     __u8 is_local;              /* inner destination in the local EID database */
     __u8 outer6;
@@ -537,15 +601,22 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
     if ((void *)(eth + 1) > data_end)
         return LISP_ETR_PASS;
     __u32 olen;
-    __u8 outer_ttl;
+    __u8 outer_ttl, outer_ecn;
     __u32 l3_len;
     struct udphdr *uh;
     if (eth->h_proto == bpf_htons(ETH_P_IP)) {
         struct iphdr *ip = (void *)(eth + 1);
         if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP)
             return LISP_ETR_PASS;
-        /* Options and fragments are left to the stack. */
-        if (ip->ihl != 5 || (ip->frag_off & bpf_htons(LISP_IP_MF | LISP_IP_OFFSET)))
+        /* Options and fragments are left to the stack; fragments of LISP
+         * packets to a local RLOC are reassembled there and reach the
+         * userspace ETR on UDP 4341 (docs/datapath.md, fragmentation). */
+        if (ip->frag_off & bpf_htons(LISP_IP_MF | LISP_IP_OFFSET)) {
+            if (local_rloc(0, &ip->daddr))
+                count(LISP_CNT_FRAG_TO_STACK);
+            return LISP_ETR_PASS;
+        }
+        if (ip->ihl != 5)
             return LISP_ETR_PASS;
         uh = (void *)(ip + 1);
         if ((void *)(uh + 1) > data_end || uh->dest != bpf_htons(LISP_DATA_PORT))
@@ -554,11 +625,18 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
             return LISP_ETR_PASS;
         olen = sizeof(*ip) + sizeof(*uh) + sizeof(struct lisp_hdr);
         outer_ttl = ip->ttl;
+        outer_ecn = ip->tos & 3;
         l3_len = bpf_ntohs(ip->tot_len);
         e->outer6 = 0;
     } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = (void *)(eth + 1);
-        if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_UDP)
+        if ((void *)(ip6 + 1) > data_end)
+            return LISP_ETR_PASS;
+        if (ip6->nexthdr == IPPROTO_FRAGMENT && local_rloc(1, &ip6->daddr)) {
+            count(LISP_CNT_FRAG_TO_STACK);
+            return LISP_ETR_PASS;
+        }
+        if (ip6->nexthdr != IPPROTO_UDP)
             return LISP_ETR_PASS;
         uh = (void *)(ip6 + 1);
         if ((void *)(uh + 1) > data_end || uh->dest != bpf_htons(LISP_DATA_PORT))
@@ -567,6 +645,7 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
             return LISP_ETR_PASS;
         olen = sizeof(*ip6) + sizeof(*uh) + sizeof(struct lisp_hdr);
         outer_ttl = ip6->hop_limit;
+        outer_ecn = (ip6->flow_lbl[0] >> 4) & 3;
         l3_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
         e->outer6 = 1;
     } else {
@@ -598,7 +677,8 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
     __u32 inner_len = ulen - sizeof(struct udphdr) - sizeof(struct lisp_hdr);
     if (ver == 4) {
         struct iphdr *iip = inner;
-        if ((void *)(iip + 1) > data_end || bpf_ntohs(iip->tot_len) != inner_len)
+        if ((void *)(iip + 1) > data_end || bpf_ntohs(iip->tot_len) != inner_len ||
+            iip->ihl * 4 > inner_len)
             return LISP_DROP_MALFORMED;
     } else {
         struct ipv6hdr *iip6 = inner;
@@ -609,6 +689,11 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
         return LISP_DROP_UNKNOWN_IID;
     if (outer_ttl == 0)
         return LISP_DROP_TTL;
+    if (e->f.ttl == 0)
+        return LISP_DROP_INNER_TTL;
+    int ecn = lisp_ecn_decap(e->f.tos, outer_ecn);
+    if (ecn < 0)
+        return LISP_DROP_ECN;
     struct lisp_config *c = get_config();
     if (!c)
         return LISP_ETR_PASS;
@@ -619,10 +704,40 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
     e->inner_len = inner_len;
     e->iid = iid;
     e->outer_ttl = outer_ttl;
+    e->inner_ecn = ecn;
     e->ver = ver;
     e->is_local = is_local;
     e->inner_proto = inner_proto;
     return LISP_ETR_DECAP;
+}
+
+/* The inner header after decapsulation: TTL / hop limit `ttl` and the
+ * RFC 6040 ECN field (e->inner_ecn); the IPv4 checksum follows (RFC 1624). */
+static __always_inline void etr_inner_fix(struct __sk_buff *skb, __u32 off, const struct lisp_etr_pkt *e, __u8 ttl)
+{
+    if (e->inner_ecn != (e->f.tos & 3)) {
+        __u8 b[2];
+        if (bpf_skb_load_bytes(skb, off, b, 2) == 0) {
+            __u8 nb = e->ver == 4 ? (b[1] & ~3) | e->inner_ecn : (b[1] & ~0x30) | (e->inner_ecn << 4);
+            if (e->ver == 4) {
+                __u16 old = bpf_htons(((__u16)b[0] << 8) | b[1]);
+                __u16 new = bpf_htons(((__u16)b[0] << 8) | nb);
+                bpf_l3_csum_replace(skb, off + offsetof(struct iphdr, check), old, new, 2);
+            }
+            bpf_skb_store_bytes(skb, off + 1, &nb, 1, 0);
+            count(LISP_CNT_ECN_MARKED);
+        }
+    }
+    if (ttl == e->f.ttl)
+        return;
+    if (e->ver == 4) {
+        __u16 old = bpf_htons(((__u16)e->f.ttl << 8) | e->f.proto);
+        __u16 new = bpf_htons(((__u16)ttl << 8) | e->f.proto);
+        bpf_l3_csum_replace(skb, off + offsetof(struct iphdr, check), old, new, 2);
+        bpf_skb_store_bytes(skb, off + offsetof(struct iphdr, ttl), &ttl, 1, 0);
+    } else {
+        bpf_skb_store_bytes(skb, off + offsetof(struct ipv6hdr, hop_limit), &ttl, 1, 0);
+    }
 }
 
 /* ETR: decapsulate UDP 4341 packets to a local RLOC; pass everything else. */
@@ -660,22 +775,24 @@ int lisp_etr_ingress(struct __sk_buff *skb)
     long frc = -1;
     if (is_local)
         frc = fib_resolve(skb, &p, ver == 6, e.f.src, e.f.dst, inner_len);
+    /* RFC 9300 5.3: the inner TTL becomes min(inner, outer); redirected to
+     * the site, it is routed by us: one less, and at 1 the stack takes it
+     * (Time Exceeded). Re-encapsulation decrements in the ITR. */
+    __u8 ttl = outer_ttl < e.f.ttl ? outer_ttl : e.f.ttl;
+    int fwd = is_local && fib_ok(frc);
+    if (fwd) {
+        if (ttl <= 1) {
+            count(LISP_CNT_TTL_TO_STACK);
+            fwd = 0;
+            frc = -1;
+        } else {
+            ttl -= 1;
+        }
+    }
     struct ethhdr neth;
     fib_eth(&neth, frc, &p, macs, inner_proto);
-
-    /* RFC 9300 5.3: the inner TTL becomes min(inner, outer). */
     __u32 inner_off = ETH_HLEN + olen;
-    if (outer_ttl < e.f.ttl) {
-        if (ver == 4) {
-            __u16 old = bpf_htons(((__u16)e.f.ttl << 8) | e.f.proto);
-            __u16 new = bpf_htons(((__u16)outer_ttl << 8) | e.f.proto);
-            bpf_l3_csum_replace(skb, inner_off + offsetof(struct iphdr, check), old, new, 2);
-            bpf_skb_store_bytes(skb, inner_off + offsetof(struct iphdr, ttl), &outer_ttl, 1, 0);
-        } else {
-            bpf_skb_store_bytes(skb, inner_off + offsetof(struct ipv6hdr, hop_limit), &outer_ttl, 1, 0);
-        }
-        e.f.ttl = outer_ttl;
-    }
+    etr_inner_fix(skb, inner_off, &e, ttl);
     /* trailing bytes after the UDP payload (Ethernet padding) go too */
     if (skb->len > inner_off + inner_len &&
         bpf_skb_change_tail(skb, inner_off + inner_len, 0))
@@ -699,8 +816,8 @@ int lisp_etr_ingress(struct __sk_buff *skb)
         tail_progs.call(skb, LISP_TAIL_ITR);
         return drop(LISP_DROP_DECAP_FAILED);
     }
-    /* no forwarding route (e.g. the EID is this host): let the stack deliver */
-    return fib_ok(frc) ? fib_send(frc, &p) : TC_ACT_OK;
+    /* no forwarding route (e.g. the EID is this host), or TTL 1: the stack */
+    return fwd ? fib_send(frc, &p) : TC_ACT_OK;
 }
 
 #include "lisp_etr_xdp.c"

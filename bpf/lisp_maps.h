@@ -58,7 +58,10 @@ enum lisp_drop_reason {
     LISP_DROP_ENCAP_FAILED = 11,  /* bpf_skb_adjust_room or store failed */
     LISP_DROP_DECAP_FAILED = 12,
     LISP_DROP_TTL = 13,           /* outer TTL/hop limit 0 */
-    LISP_DROP__MAX = 14,
+    LISP_DROP_NO_LOCATOR_SET = 14,/* no-action entry whose locator set is missing (never forwarded natively) */
+    LISP_DROP_INNER_TTL = 15,     /* ETR: inner TTL/hop limit 0 */
+    LISP_DROP_ECN = 16,           /* ETR: outer CE over a not-ECT inner packet (RFC 6040) */
+    LISP_DROP__MAX = 17,
 };
 
 enum lisp_counter {
@@ -73,8 +76,12 @@ enum lisp_counter {
     LISP_CNT_ICMP_TOO_BIG = 8,    /* ICMP frag-needed / packet-too-big sent back */
     LISP_CNT_XDP_DECAPSULATED = 9,/* of decapsulated: done by the XDP ETR */
     LISP_CNT_XDP_TO_STACK = 10,   /* of those: passed to the stack (no neighbour / no redirect target) */
+    LISP_CNT_TTL_TO_STACK = 11,   /* routed packet with TTL/hop limit <= 1: the stack sends Time Exceeded */
+    LISP_CNT_FRAG_TO_STACK = 12,  /* outer fragment to a local RLOC: left to the stack to reassemble */
+    LISP_CNT_FRAGMENTED = 13,     /* ITR: DF=0 IPv4 packet too big for the path, sent as inner fragments */
+    LISP_CNT_ECN_MARKED = 14,     /* ETR: outer CE (or ECT(1)) copied into the inner header (RFC 6040) */
     LISP_CNT_DROP_BASE = 16,
-    LISP_CNT__MAX = 32,
+    LISP_CNT__MAX = 48,
 };
 
 /* LPM keys. prefixlen counts the 32 bits of iid first, so a lookup never
@@ -113,7 +120,7 @@ struct lisp_locator {
 struct lisp_locset {
     __u8 count;
     __u8 nlevels;
-    __u8 lsb;                  /* locator-status bits sent in the LISP header */
+    __u8 lsb;                  /* unused: the LSBs sent are the source site's (local_eid4/6) */
     __u8 pad;
     struct lisp_locator loc[LISP_MAX_LOCATORS];
     __u8 slots[LISP_LEVELS * LISP_SLOTS];
@@ -168,6 +175,9 @@ struct lisp_stats {
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key4, struct lisp_mapping, map_cache4, LISP_MAX_MAPPINGS, LISP_PIN(map_cache4), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key6, struct lisp_mapping, map_cache6, LISP_MAX_MAPPINGS, LISP_PIN(map_cache6), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", __u32, struct lisp_locset, locsets, LISP_MAX_MAPPINGS, LISP_PIN(locsets), BPF_F_NO_PREALLOC);
+/* Local EID database: prefix -> locator-status bits of that prefix's own
+ * mapping (bit i: the site's locator i, in the order of its mapping, is up).
+ * The ITR sends them for packets whose source matches (RFC 9300 5.3). */
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key4, __u32, local_eid4, 4096, LISP_PIN(local_eid4), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key6, __u32, local_eid6, 4096, LISP_PIN(local_eid6), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", struct lisp_rloc_key, __u32, local_rlocs, 256, LISP_PIN(local_rlocs));

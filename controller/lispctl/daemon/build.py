@@ -97,8 +97,9 @@ def _setup_datapath(device: Device, plan) -> None:
     device.info["rloc_ifindex"] = attached
     for addr in plan.local_rlocs:
         dp.add_local_rloc(addr)
+    lsb = dict(plan.local_lsb)
     for eid in plan.local_eids:
-        dp.add_local_eid(eid)
+        dp.add_local_eid(eid, lsb.get(eid, 1))
     if adopted:
         _drop_stale_locals(dp, plan)
     dp.set_miss_action(plan.miss_action, plan.petr)

@@ -236,14 +236,22 @@ class Datapath:
     def local_rlocs(self) -> list[IPAddress]:
         return list(self._local_rlocs)
 
-    def add_local_eid(self, eid: EidPrefix) -> None:
+    def add_local_eid(self, eid: EidPrefix, lsb: int = 1) -> None:
         """EID prefix of this site: decapsulated packets to it are delivered,
         packets to it from the EID side are not encapsulated, and its instance
-        ID is accepted by the ETR."""
+        ID is accepted by the ETR.
+
+        lsb: the locator-status bits the ITR sends for packets from this
+        prefix (RFC 9300 5.3): bit i set when locator i of this prefix's own
+        mapping (in its order, as registered) is up; see local_lsb(). Calling
+        again with another value updates them. Packets whose source is no
+        local EID (RTR, PITR) are sent with L=0."""
+        if not 0 <= lsb < 1 << 32:
+            raise DatapathError(f"bad locator-status bits {lsb:#x}")
         t = self._eid_table(eid, "local_eid")
         key = self._lpm_key(t, eid)
         new = key not in t
-        t[key] = t.Leaf(1)
+        t[key] = t.Leaf(lsb)
         if new:
             self._iid_ref(eid.iid, +1)
 
@@ -262,27 +270,36 @@ class Datapath:
     # ---- map-cache ----
     def set_mapping(self, eid: EidPrefix, rlocs: Sequence[Rloc], action: MapAction = MapAction.NO_ACTION) -> None:
         """Install or replace a map-cache entry. Empty rlocs + action is a
-        negative entry; rlocs with NO_ACTION encapsulate. Counters of a prefix
-        survive replacement (the mapping id is kept)."""
+        negative entry (no-action without locators: forward natively, RFC
+        9301); rlocs with NO_ACTION encapsulate. Counters of a prefix survive
+        replacement (the mapping id is kept).
+
+        Atomic for the packets in flight: a locator set is written before the
+        entry that needs it (a hash map update replaces the old one whole)
+        and deleted only after the entry stopped needing it, so no packet
+        ever sees an encapsulating entry without locators (the kernel drops
+        such a packet, counted no_locator_set, rather than leak it)."""
         t = self._eid_table(eid, "map_cache")
         key = self._lpm_key(t, eid)
         mid = self._ids.get(eid)
         new = mid is None
         if new:
             mid = self._alloc_id()
+            self._zero_stats(mid)
         if rlocs:
             self._write_locset(mid, rlocs)
-        else:
-            self._del_locset(mid)
-        if new:
-            self._zero_stats(mid)
+        elif action == MapAction.NO_ACTION:
+            action = MapAction.NATIVELY_FORWARD
         leaf = t.Leaf()
         leaf.id = mid
         leaf.action = int(action)
         t[key] = leaf
         self._ids[eid] = mid
+        if not rlocs:
+            self._del_locset(mid)
 
     def delete_mapping(self, eid: EidPrefix) -> None:
+        """Remove an entry (then its locator set: never the other way round)."""
         mid = self._ids.pop(eid, None)
         t = self._eid_table(eid, "map_cache")
         try:
@@ -503,7 +520,6 @@ class Datapath:
         leaf = t.Leaf()
         leaf.count = len(ls.locators)
         leaf.nlevels = len(ls.levels)
-        leaf.lsb = ls.lsb
         for i, r in enumerate(ls.locators):
             loc = leaf.loc[i]
             _set_bytes(loc.addr, _addr16(r.address))
