@@ -168,9 +168,10 @@ def test_inner_checksums_complete_for_a_socket_reader(dp, topo, inner_v, outer_v
         syn = _in_ns(NS_H, _send_syn, dst)
         _in_ns(NS_H, _send_udp, dst, 300)
         # A UDP GSO super-packet (UDP_SEGMENT) stands in for TSO, which needs a
-        # TCP peer. Inner IPv6 UDP GSO is lost after encapsulation whatever the
-        # offloads (a separate defect, see docs/datapath.md), so IPv4 only.
-        seg, nseg = 1000, 6 if inner_v == 4 else 0
+        # TCP peer. UDP GSO with an IPv6 inner or outer header is lost after
+        # encapsulation whatever the offloads (a separate defect, see
+        # docs/datapath.md Limits), so 4-in-4 only.
+        seg, nseg = 1000, 6 if (inner_v, outer_v) == (4, 4) else 0
         if nseg:
             _in_ns(NS_H, _send_udp, dst, seg * nseg, seg)
         got = _read(socks, 2 + nseg)
@@ -180,7 +181,7 @@ def test_inner_checksums_complete_for_a_socket_reader(dp, topo, inner_v, outer_v
         for s in socks:
             s.close()
     c = dp.counters()
-    assert c.encapsulated >= 3, (c, dp.counters().drops)
+    assert c.encapsulated >= 2 + (nseg > 0), (c, c.drops)
     inners = [g[8:] for g in got]
     protos = [_l4_ok(i)[0] for i in inners]
     assert P.TCP in protos and protos.count(P.UDP) >= 1 + nseg, (protos, c)
