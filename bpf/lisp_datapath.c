@@ -360,6 +360,89 @@ static __always_inline int ttl_decrement(struct __sk_buff *skb, __u32 l3_off, st
     return 0;
 }
 
+/* RFC 9300 7.1, stateless MTU handling: an IPv4 packet without DF that does
+ * not fit the path once encapsulated is sent as inner fragments, each
+ * encapsulated on its own (the destination host reassembles). A program
+ * cannot make two packets out of one, so the packet peels itself: a clone of
+ * the whole packet goes back into this program (same hook, bpf_clone_redirect)
+ * marked in tc_index with the size of the first fragment, and this packet is
+ * cut down to that first fragment and encapsulated; the clone, when it comes
+ * back, drops those bytes (lisp_peel) and is handled like any packet, so a
+ * rest that still does not fit is split again. tc_index: nothing else uses
+ * it on kernels with the tcindex classifier and dsmark qdisc gone (6.3+). */
+#define LISP_TC_PEEL 0x8000     /* tc_index: peel (low 15 bits) * 8 payload bytes */
+
+/* Whether the L4 checksum of a whole IPv4 datagram is still the partial
+ * (pseudo-header) sum of CHECKSUM_PARTIAL, which only the offload can
+ * complete, over the whole datagram: such a packet cannot be fragmented here
+ * (a false positive, 1 in 65536, only costs a frag-needed). */
+static __always_inline int l4_csum_partial(struct __sk_buff *skb, const struct lisp_flow *f)
+{
+    __u32 off;
+    if (f->proto == IPPROTO_TCP)
+        off = 16;
+    else if (f->proto == IPPROTO_UDP)
+        off = 6;
+    else
+        return 0;
+    __u16 field;
+    if (bpf_skb_load_bytes(skb, ETH_HLEN + 20 + off, &field, 2))
+        return 1;
+    __u32 ps = lisp_csum_add(0, f->src, 2);
+    ps = lisp_csum_add(ps, f->dst, 2);
+    ps += bpf_htons(f->proto) + bpf_htons(f->l3len - 20);
+    return field == (__u16)~lisp_csum_fold(ps);
+}
+
+/* Cut the packet to its first fragment of `chunk` payload bytes after
+ * sending a clone of the whole packet back to peel the rest. */
+static __always_inline int split_first(struct __sk_buff *skb, struct lisp_flow *f, __u32 chunk, int egress)
+{
+    skb->tc_index = LISP_TC_PEEL | (chunk >> 3);
+    long rc = bpf_clone_redirect(skb, skb->ifindex, egress ? 0 : BPF_F_INGRESS);
+    skb->tc_index = 0;
+    if (rc)
+        return -1;
+    __be16 w[2];                /* tot_len, id */
+    __be16 fo;
+    if (bpf_skb_load_bytes(skb, ETH_HLEN + 2, w, 4) || bpf_skb_load_bytes(skb, ETH_HLEN + 6, &fo, 2))
+        return -1;
+    __be16 tot = bpf_htons(20 + chunk);
+    __be16 nfo = fo | bpf_htons(LISP_IP_MF);
+    __u32 ck = ETH_HLEN + offsetof(struct iphdr, check);
+    if (bpf_l3_csum_replace(skb, ck, w[0], tot, 2) || bpf_l3_csum_replace(skb, ck, fo, nfo, 2) ||
+        bpf_skb_store_bytes(skb, ETH_HLEN + 2, &tot, 2, 0) || bpf_skb_store_bytes(skb, ETH_HLEN + 6, &nfo, 2, 0) ||
+        bpf_skb_change_tail(skb, ETH_HLEN + 20 + chunk, 0))
+        return -1;
+    f->l3len = 20 + chunk;
+    f->frag = 1;
+    count(LISP_CNT_FRAGMENTED);
+    return 0;
+}
+
+/* The clone of split_first: drop the `chunk` payload bytes its first
+ * fragment carried; what remains is the next fragment (offset moved on, MF
+ * as the original had it). */
+static __always_inline int lisp_peel(struct __sk_buff *skb, __u32 chunk)
+{
+    __be16 tot, fo;
+    if (bpf_skb_load_bytes(skb, ETH_HLEN + 2, &tot, 2) || bpf_skb_load_bytes(skb, ETH_HLEN + 6, &fo, 2))
+        return -1;
+    __u32 len = bpf_ntohs(tot);
+    if (len <= 20 + chunk)
+        return -1;
+    __be16 ntot = bpf_htons(len - chunk);
+    __u16 h = bpf_ntohs(fo);
+    __be16 nfo = bpf_htons((h & ~LISP_IP_OFFSET) | (((h & LISP_IP_OFFSET) + (chunk >> 3)) & LISP_IP_OFFSET));
+    if (bpf_skb_adjust_room(skb, -(__s32)chunk, BPF_ADJ_ROOM_NET, 0))
+        return -1;
+    __u32 ck = ETH_HLEN + offsetof(struct iphdr, check);
+    if (bpf_l3_csum_replace(skb, ck, tot, ntot, 2) || bpf_l3_csum_replace(skb, ck, fo, nfo, 2) ||
+        bpf_skb_store_bytes(skb, ETH_HLEN + 2, &ntot, 2, 0) || bpf_skb_store_bytes(skb, ETH_HLEN + 6, &nfo, 2, 0))
+        return -1;
+    return 0;
+}
+
 /* Encapsulate toward one locator of ls and forward. */
 static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
                                  const struct lisp_locset *ls, __u32 id,
@@ -411,7 +494,14 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
         if (inner_len + olen > 0xffff)
             return drop(LISP_DROP_ENCAP_FAILED);
     } else if (c->path_mtu && inner_len + olen > c->path_mtu) {
-        return send_too_big(skb, f, c->path_mtu > olen ? c->path_mtu - olen : 0, egress);
+        __u32 room = c->path_mtu > olen ? c->path_mtu - olen : 0;
+        __u32 chunk = room > 20 ? (room - 20) & ~7 : 0;
+        /* DF set, IPv6, options, a checksum only the offload can finish: ICMP */
+        if (f->family != 4 || f->df || !f->ihl_ok || chunk < 8 || (!f->frag && l4_csum_partial(skb, f)))
+            return send_too_big(skb, f, room, egress);
+        if (split_first(skb, f, chunk, egress))
+            return drop(LISP_DROP_ENCAP_FAILED);
+        inner_len = f->l3len;
     }
 
     __u8 dst[16];
@@ -524,6 +614,12 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
         want += sizeof(struct iphdr);
     else if (skb->protocol == bpf_htons(ETH_P_IPV6))
         want += sizeof(struct ipv6hdr);
+    if (skb->tc_index & LISP_TC_PEEL) {
+        __u32 chunk = (skb->tc_index & ~LISP_TC_PEEL) << 3;
+        skb->tc_index = 0;
+        if (lisp_peel(skb, chunk))
+            return drop(LISP_DROP_ENCAP_FAILED);
+    }
     if (pull_headers(skb, want))
         return TC_ACT_OK;       /* out of memory: the stack decides */
     void *data = (void *)(long)skb->data;

@@ -1,0 +1,106 @@
+"""RFC 9300 section 7 (issue 8 item 15), through the real kernel path.
+
+ITR: an IPv4 packet without DF that does not fit the path once encapsulated
+is sent as inner fragments, each encapsulated (the destination reassembles),
+instead of being refused with frag-needed. The packet enters eid0 from
+eid0p (a raw socket, so its checksum is complete), the ITR splits it, and a
+packet socket on rl0p sees what left.
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+import time
+
+import pytest
+
+from lispctl.mapping.types import EidPrefix, Rloc
+from tests.datapath import packets as P
+from tests.datapath.conftest import EID_MAC
+
+DST = "10.2.0.5"
+
+
+@pytest.fixture
+def via_itr(lab):
+    """DST reached through eid0p, so packets sent here enter eid0 (the ITR)."""
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        peer = ipr.link_lookup(ifname="eid0p")[0]
+        ipr.neigh("add", dst=DST, lladdr=EID_MAC, ifindex=peer, state=0x80)
+        ipr.route("add", dst=f"{DST}/32", oif=peer, prefsrc="10.1.0.254")
+    try:
+        yield
+    finally:
+        with IPRoute() as ipr:
+            ipr.route("del", dst=f"{DST}/32", oif=peer)
+            ipr.neigh("del", dst=DST, lladdr=EID_MAC, ifindex=peer)
+
+
+def _lisp_frames(cap: socket.socket, want: int, timeout: float = 3.0) -> list[bytes]:
+    """Inner packets of the LISP frames seen on the capture socket."""
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < want and time.monotonic() < deadline:
+        cap.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            fr = cap.recv(1 << 16)
+        except TimeoutError:
+            break
+        if struct.unpack("!H", fr[12:14])[0] == P.ETH_IP and fr[23] == P.UDP and \
+                struct.unpack("!H", fr[36:38])[0] == 4341:
+            out.append(fr[14 + 20 + 16:])
+    return out
+
+
+def _reassemble(frags: list[bytes]) -> tuple[bytes, list[tuple[int, int, int]]]:
+    """(IPv4 payload, [(offset, MF, length)]) of the fragments of one datagram."""
+    parts = []
+    for f in frags:
+        assert P.csum(f[:20]) == 0, "fragment header checksum"
+        fo = struct.unpack("!H", f[6:8])[0]
+        assert not fo & 0x4000, "DF stays clear"
+        parts.append(((fo & 0x1FFF) * 8, bool(fo & 0x2000), f[20:struct.unpack("!H", f[2:4])[0]]))
+    parts.sort()
+    data = b""
+    for off, _mf, payload in parts:
+        assert off == len(data), f"gap or overlap at {off}"
+        data += payload
+    assert [mf for _, mf, _ in parts] == [True] * (len(parts) - 1) + [False]
+    return data, [(o, mf, len(p)) for o, mf, p in parts]
+
+
+@pytest.mark.parametrize("path_mtu, nfrags", [(1500, 2), (600, 3)])
+def test_df_clear_packet_too_big_is_sent_as_inner_fragments(dp, lab, via_itr, path_mtu, nfrags):
+    dp.set_path_mtu(path_mtu)
+    dp.set_mapping(EidPrefix.parse("10.2.0.0/16"), [Rloc(ipaddress.ip_address("192.0.2.2"))])
+    dp.attach_eid_interface("eid0")
+    payload = bytes(range(256)) * 6 + b"end" * 20
+    udp = P.udp("10.1.0.254", DST, 5555, 9, payload[:1460])
+    pkt = P.ipv4("10.1.0.254", DST, udp, df=False, ident=0x1234)
+    cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    cap.bind(("rl0p", 0))
+    with cap, socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
+        raw.sendto(pkt, (DST, 0))
+        frags = _lisp_frames(cap, nfrags)
+    c = dp.counters()
+    assert c.other["icmp_too_big"] == 0 and c.drops["too_big"] == 0
+    assert len(frags) == nfrags, (len(frags), c)
+    assert c.other["fragmented"] == nfrags - 1 and c.encapsulated == nfrags
+    data, layout = _reassemble(frags)
+    assert data == udp, layout
+    for f in frags:
+        assert len(f) + 36 <= path_mtu
+        assert f[4:6] == b"\x12\x34" and f[8] == 63, "same id, one router hop"
+
+
+def test_df_set_still_gets_frag_needed(dp, lab):
+    from lispctl.datapath.testrun import TC_ACT_REDIRECT, run_prog
+    from tests.datapath.conftest import HOST_MAC
+    dp.set_path_mtu(1400)
+    dp.set_mapping(EidPrefix.parse("10.2.0.0/16"), [Rloc(ipaddress.ip_address("192.0.2.2"))])
+    big = P.ip_packet("10.1.0.10", DST, b"a" * 1400)
+    res = run_prog(dp.prog_fd("lisp_itr_ingress"), P.eth(P.mac(EID_MAC), P.mac(HOST_MAC), P.ETH_IP) + big)
+    assert res.retval == TC_ACT_REDIRECT and res.data[14 + 20] == 3
+    assert dp.counters().other["fragmented"] == 0
