@@ -104,3 +104,107 @@ def test_df_set_still_gets_frag_needed(dp, lab):
     res = run_prog(dp.prog_fd("lisp_itr_ingress"), P.eth(P.mac(EID_MAC), P.mac(HOST_MAC), P.ETH_IP) + big)
     assert res.retval == TC_ACT_REDIRECT and res.data[14 + 20] == 3
     assert dp.counters().other["fragmented"] == 0
+
+
+# ---------- ETR: outer fragments are reassembled by the stack, then decapsulated ----------
+
+def _frag4(l3: bytes, split: int) -> list[bytes]:
+    """Two IPv4 fragments of a datagram (split: payload bytes in the first, multiple of 8)."""
+    hdr, payload = bytearray(l3[:20]), l3[20:]
+    out = []
+    for off, part, mf in ((0, payload[:split], 1), (split, payload[split:], 0)):
+        h = bytearray(hdr)
+        struct.pack_into("!HHH", h, 2, 20 + len(part), 0x4242, (mf << 13) | (off // 8))
+        h[10:12] = b"\0\0"
+        h[10:12] = struct.pack("!H", P.csum(bytes(h)))
+        out.append(bytes(h) + part)
+    return out
+
+
+def _frag6(l3: bytes, split: int) -> list[bytes]:
+    """Two IPv6 fragments (fragment header after the fixed header)."""
+    fixed, payload = l3[:40], l3[40:]
+    out = []
+    for off, part, mf in ((0, payload[:split], 1), (split, payload[split:], 0)):
+        fh = struct.pack("!BBHI", P.UDP, 0, off | mf, 0x4242)
+        h = bytearray(fixed)
+        struct.pack_into("!H", h, 4, len(fh) + len(part))
+        h[6] = 44
+        out.append(bytes(h) + fh + part)
+    return out
+
+
+@pytest.fixture
+def etr_rx(dp, lab):
+    """The tc ETR on rl0 and the reassembly receiver, served by a thread."""
+    import select
+    import threading
+    dp.attach_rloc_interface("rl0", complete_checksums=False)
+    rx = dp.open_reassembly()
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            ready, _, _ = select.select(rx.fds(), [], [], 0.05)
+            for fd in ready:
+                rx.handle(fd)
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield rx
+    finally:
+        stop.set()
+        t.join()
+        rx.close()
+
+
+@pytest.mark.parametrize("outer", ["192.0.2.2", "2001:db8:1::2"])
+@pytest.mark.parametrize("inner_src, inner_dst", [("10.2.0.5", "10.1.0.10"), ("fd00:2::5", "fd00:1::10")])
+def test_outer_fragments_are_reassembled_and_decapsulated(dp, lab, etr_rx, outer, inner_src, inner_dst):
+    from tests.datapath.conftest import PEER_MAC, RLOC_MAC
+    local = "192.0.2.1" if ":" not in outer else "2001:db8:1::1"
+    inner = P.ip_packet(inner_src, inner_dst, bytes(range(200)) * 3, ttl=40) if ":" not in inner_src else \
+        P.ip_packet(inner_src, inner_dst, bytes(range(200)) * 3, hlim=40)
+    l3 = P.lisp_packet(outer, local, inner, ttl=30)
+    frags = _frag4(l3, 304) if ":" not in outer else _frag6(l3, 304)
+    et = P.ETH_IP if ":" not in outer else P.ETH_IP6
+    cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    cap.bind(("eid0p", 0))
+    tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    tx.bind(("rl0p", 0))
+    with cap, tx:
+        for f in frags:
+            tx.send(P.eth(P.mac(RLOC_MAC), P.mac(PEER_MAC[outer]), et) + f)
+        got = None
+        deadline = time.monotonic() + 3
+        while got is None and time.monotonic() < deadline:
+            cap.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                fr = cap.recv(1 << 16)
+            except TimeoutError:
+                break
+            if fr[14:] [:1] and fr[14] >> 4 == inner[0] >> 4 and len(fr) - 14 >= len(inner) and \
+                    fr[14 + (16 if inner[0] >> 4 == 4 else 24):][:4] == inner[(16 if inner[0] >> 4 == 4 else 24):][:4]:
+                got = fr[14:14 + len(inner)]
+    assert dp.counters().other["frag_to_stack"] == 2
+    assert got is not None, dict(etr_rx.counters)
+    # min(inner 40, outer 30), one router hop
+    assert got == P.hop(P.ip_packet(inner_src, inner_dst, bytes(range(200)) * 3, ttl=30) if ":" not in inner_src
+                        else P.ip_packet(inner_src, inner_dst, bytes(range(200)) * 3, hlim=30))
+    assert etr_rx.counters["decapsulated"] == 1
+
+
+def test_reassembled_packets_follow_the_etr_rules():
+    """The userspace decision, for what the programs would drop."""
+    from lispctl.datapath.reassembled import decapsulate
+    inner = P.ip_packet("10.2.0.5", "10.1.0.10")
+    ok = (lambda iid: iid == 0), (lambda iid, a: str(a).startswith("10.1."))
+    lisp = P.lisp()
+    assert decapsulate(lisp + inner, 64, 0, *ok)[1] == "ok"
+    assert decapsulate(P.lisp(iid=9) + inner, 64, 0, *ok)[1] == "unknown_iid"
+    assert decapsulate(lisp + P.ip_packet("10.2.0.5", "10.9.0.1"), 64, 0, *ok)[1] == "not_local_eid"
+    assert decapsulate(lisp + P.ip_packet("10.2.0.5", "10.1.0.10", ttl=0), 64, 0, *ok)[1] == "inner_ttl"
+    assert decapsulate(lisp + inner[:-1], 64, 0, *ok)[1] == "malformed"
+    assert decapsulate(lisp + inner, 64, 3, *ok)[1] == "ecn"          # CE over not-ECT
+    out, _ = decapsulate(lisp + P.ip_packet("10.2.0.5", "10.1.0.10", tos=2), 64, 3, *ok)
+    assert out[1] & 3 == 3 and P.csum(out[:20]) == 0

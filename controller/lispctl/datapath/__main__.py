@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import select
 import signal
 import sys
 import threading
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     from lispctl.datapath.datapath import Datapath
 
     stop = threading.Event()
+    rx = None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
@@ -124,14 +126,23 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{ifname}: {used}", file=sys.stderr, flush=True)
         if data.get("path_mtu") is not None:
             dp.set_path_mtu(int(data["path_mtu"]))
+        # outer fragments to our RLOCs: reassembled by the stack, decapsulated here
+        rx = dp.open_reassembly() if args.rloc_if else None
+        fds = [dp.miss_fd(), *(rx.fds() if rx else ())]
         print("ready", flush=True)
         while not stop.is_set():
-            for ev in dp.poll_misses(200):
+            ready, _, _ = select.select(fds, [], [], 0.2)
+            for ev in dp.poll_misses(0):
                 print(f"miss {ev.eid} from {ev.source}", flush=True)
+            for fd in ready:
+                if rx is not None and fd in rx.fds():
+                    rx.handle(fd)
     except (DatapathError, OSError, ValueError, KeyError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         dp.close(unpin=not args.keep_pins)
         return 1
+    if rx is not None:
+        rx.close()
     dp.close(unpin=not args.keep_pins)
     return 0
 

@@ -263,6 +263,32 @@ class Datapath:
             return
         self._iid_ref(eid.iid, -1)
 
+    def iid_accepted(self, iid: int) -> bool:
+        """Whether the ETR decapsulates instance `iid` (the kernel's rule)."""
+        t = self._t["accepted_iids"]
+        return t.Key(iid) in t
+
+    def is_local_eid(self, iid: int, addr: IPAddress) -> bool:
+        """Whether addr of instance iid is in the local EID database (LPM)."""
+        t = self._t[f"local_eid{addr.version}"]
+        k = t.Key()
+        k.prefixlen = 32 + addr.max_prefixlen
+        k.iid = socket.htonl(iid)
+        _set_bytes(k.addr, addr.packed)
+        try:
+            t[k]
+        except KeyError:
+            return False
+        return True
+
+    def open_reassembly(self):
+        """The ETR's path for outer fragments, which the programs leave to
+        the stack: a ReassemblyReceiver on UDP 4341 deciding with this data
+        plane's maps (see lispctl.datapath.reassembled). The caller polls
+        its fds() and calls handle(fd)."""
+        from lispctl.datapath.reassembled import ReassemblyReceiver
+        return ReassemblyReceiver(self.iid_accepted, self.is_local_eid)
+
     def accept_iid(self, iid: int, accept: bool = True) -> None:
         """Accept decapsulation for an instance ID without a local EID (RTR)."""
         self._iid_ref(iid, +1 if accept else -1)
