@@ -444,10 +444,14 @@ static __always_inline int lisp_peel(struct __sk_buff *skb, __u32 chunk)
 }
 
 /* Encapsulate toward one locator of ls and forward. */
+#define LISP_MODE_EGRESS 1      /* lisp_itr_egress: locally originated */
+#define LISP_MODE_REENCAP 2     /* tail-called by the ETR: the packet came in on an RLOC interface */
+
 static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
                                  const struct lisp_locset *ls, __u32 id,
-                                 const struct lisp_config *c, int egress)
+                                 const struct lisp_config *c, int mode)
 {
+    int egress = mode & LISP_MODE_EGRESS;
     /* a router hop: TTL 1 goes to the stack for its Time Exceeded */
     if (!egress && f->ttl <= 1) {
         count(LISP_CNT_TTL_TO_STACK);
@@ -496,8 +500,11 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
     } else if (c->path_mtu && inner_len + olen > c->path_mtu) {
         __u32 room = c->path_mtu > olen ? c->path_mtu - olen : 0;
         __u32 chunk = room > 20 ? (room - 20) & ~7 : 0;
-        /* DF set, IPv6, options, a checksum only the offload can finish: ICMP */
-        if (f->family != 4 || f->df || !f->ihl_ok || chunk < 8 || (!f->frag && l4_csum_partial(skb, f)))
+        /* DF set, IPv6, options, a checksum only the offload can finish: ICMP.
+         * Re-encapsulated packets too: a clone sent back to the RLOC
+         * interface would meet the ETR there, not this program. */
+        if (f->family != 4 || f->df || !f->ihl_ok || chunk < 8 || (mode & LISP_MODE_REENCAP) ||
+            (!f->frag && l4_csum_partial(skb, f)))
             return send_too_big(skb, f, room, egress);
         if (split_first(skb, f, chunk, egress))
             return drop(LISP_DROP_ENCAP_FAILED);
@@ -553,7 +560,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
 }
 
 static __always_inline int apply_miss(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
-                                      const struct lisp_config *c, int egress)
+                                      const struct lisp_config *c, int mode)
 {
     count(LISP_CNT_MISS);
     if (c->miss_action == LISP_MISS_NATIVE) {
@@ -565,7 +572,7 @@ static __always_inline int apply_miss(struct __sk_buff *skb, struct lisp_flow *f
         struct lisp_locset *ls = locsets.lookup(&id);
         if (ls) {
             count(LISP_CNT_PETR);
-            return encap(skb, f, iid, ls, id, c, egress);
+            return encap(skb, f, iid, ls, id, c, mode);
         }
     }
     return drop(LISP_DROP_MISS);
@@ -573,12 +580,12 @@ static __always_inline int apply_miss(struct __sk_buff *skb, struct lisp_flow *f
 
 /* Map-cache decision for an IP packet of instance iid. */
 static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
-                                 const struct lisp_config *c, int egress)
+                                 const struct lisp_config *c, int mode)
 {
     struct lisp_mapping *m = cache_lookup(f, iid);
     if (!m) {
         miss_event(f, iid, c);
-        return apply_miss(skb, f, iid, c, egress);
+        return apply_miss(skb, f, iid, c, mode);
     }
     switch (m->action) {
     case LISP_ACT_NO_ACTION:
@@ -588,7 +595,7 @@ static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u
         return TC_ACT_OK;
     case LISP_ACT_SEND_MAP_REQUEST:
         miss_event(f, iid, c);
-        return apply_miss(skb, f, iid, c, egress);
+        return apply_miss(skb, f, iid, c, mode);
     case LISP_ACT_DROP_POLICY_DENIED:
         return drop(LISP_DROP_POLICY_DENIED);
     case LISP_ACT_DROP_AUTH_FAILURE:
@@ -604,7 +611,7 @@ static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u
      * traffic out unencapsulated because of it. */
     if (!ls)
         return drop(LISP_DROP_NO_LOCATOR_SET);
-    return encap(skb, f, iid, ls, id, c, egress);
+    return encap(skb, f, iid, ls, id, c, mode);
 }
 
 static __always_inline int itr(struct __sk_buff *skb, int egress)
@@ -634,9 +641,11 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
         return TC_ACT_OK;
     __u32 iid = 0, ifindex = skb->ifindex;
     __u32 cb = skb->cb[0];
+    int mode = egress ? LISP_MODE_EGRESS : 0;
     if (cb & LISP_CB_IID_VALID) {
         iid = cb & 0xffffff;            /* re-encapsulation: iid of the LISP header */
         skb->cb[0] = 0;
+        mode |= LISP_MODE_REENCAP;
     } else {
         struct lisp_eid_if *ei = eid_ifaces.lookup(&ifindex);
         if (ei)
@@ -648,7 +657,7 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
     struct lisp_config *c = get_config();
     if (!c)
         return TC_ACT_OK;
-    return route(skb, &f, iid, c, egress);
+    return route(skb, &f, iid, c, mode);
 }
 
 int lisp_itr_ingress(struct __sk_buff *skb)

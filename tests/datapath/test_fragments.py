@@ -208,3 +208,20 @@ def test_reassembled_packets_follow_the_etr_rules():
     assert decapsulate(lisp + inner, 64, 3, *ok)[1] == "ecn"          # CE over not-ECT
     out, _ = decapsulate(lisp + P.ip_packet("10.2.0.5", "10.1.0.10", tos=2), 64, 3, *ok)
     assert out[1] & 3 == 3 and P.csum(out[:20]) == 0
+
+
+def test_reencapsulation_does_not_split(dp, lab):
+    """An RTR's packet came in on an RLOC interface: a clone sent back there
+    would meet the ETR, not the ITR, so it gets frag-needed instead."""
+    from lispctl.datapath.testrun import TC_ACT_REDIRECT, run_prog, skb_ctx
+    from tests.datapath.conftest import PEER_MAC, RLOC_MAC
+    dp.set_reencap(True)
+    dp.set_path_mtu(1000)
+    dp.set_mapping(EidPrefix.parse("10.30.0.0/16"), [Rloc(ipaddress.ip_address("192.0.2.4"))])
+    inner = P.ip_packet("10.2.0.5", "10.30.0.1", b"r" * 1200, df=False)
+    frame = P.eth(P.mac(RLOC_MAC), P.mac(PEER_MAC["192.0.2.2"]), P.ETH_IP) + \
+        P.lisp_packet("192.0.2.2", "192.0.2.1", inner)
+    res = run_prog(dp.prog_fd("lisp_etr_ingress"), frame, ctx=skb_ctx(ifindex=lab.rl_if))
+    assert res.retval == TC_ACT_REDIRECT and res.data[14 + 20] == 3     # ICMP frag-needed
+    c = dp.counters()
+    assert c.other["fragmented"] == 0 and c.other["icmp_too_big"] == 1
