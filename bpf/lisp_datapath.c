@@ -215,11 +215,17 @@ static __always_inline struct lisp_scratch *get_scratch(void)
     return scratch.lookup(&zero);
 }
 
-/* Turn the packet into an ICMP "fragmentation needed" / "packet too big"
- * addressed to its source and send it back where it came from. The source of
- * the ICMP is the original destination: it is never a local address of the
- * receiving host (which would make it a martian) and routes back the same way. */
-static __always_inline int send_too_big(struct __sk_buff *skb, const struct lisp_flow *f, __u32 mtu, int egress)
+/* Turn the packet into an ICMP error addressed to its source and send it
+ * back where it came from: "fragmentation needed" / "packet too big" (mtu),
+ * or with `exceeded` "time exceeded in transit" (RFC 792 / RFC 4443). The
+ * source of the ICMP is the original destination: it is never a local
+ * address of the receiving host (which would make it a martian) and routes
+ * back the same way. The quote is the packet's first 28 (IPv4) / 128 (IPv6)
+ * bytes, or all of a shorter one. */
+#define LISP_ICMP_MIN_INTERVAL_NS 10000000ULL   /* Time Exceeded: at most 100/s per CPU */
+
+static __always_inline int send_icmp(struct __sk_buff *skb, const struct lisp_flow *f, __u32 mtu,
+                                     int exceeded, int egress)
 {
     __u8 mac[2 * ETH_ALEN];
     if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)))
@@ -227,59 +233,109 @@ static __always_inline int send_too_big(struct __sk_buff *skb, const struct lisp
     struct lisp_scratch *sc = get_scratch();
     if (!sc)
         return TC_ACT_SHOT;
+    if (exceeded) {
+        __u64 now = bpf_ktime_get_ns();
+        if (now - sc->icmp_exceeded_ns < LISP_ICMP_MIN_INTERVAL_NS)
+            return TC_ACT_SHOT;
+        sc->icmp_exceeded_ns = now;
+    }
+    __u32 avail = skb->len - ETH_HLEN;
     if (f->family == 4) {
         struct lisp_icmp4_reply *r = (void *)sc->buf;
         __builtin_memset(r, 0, sizeof(*r));
-        if (!f->ihl_ok || bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, sizeof(r->quote)))
+        __u32 q = avail < LISP_ICMP4_QUOTE ? avail : LISP_ICMP4_QUOTE;
+        asm volatile("" : "+r"(q));     /* hide q's range from clang, or it drops the mask */
+        q &= 0x1f;          /* no-op (q <= 28); bounds the helper's length for the verifier */
+        if (q < 20 || !f->ihl_ok || bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, q))
             return TC_ACT_SHOT;
-        r->icmp.type = ICMP_DEST_UNREACH;
-        r->icmp.code = ICMP_FRAG_NEEDED;
-        r->icmp.un.frag.mtu = bpf_htons(mtu);
+        if (exceeded) {
+            r->icmp.type = ICMP_TIME_EXCEEDED;
+            r->icmp.code = ICMP_EXC_TTL;
+        } else {
+            r->icmp.type = ICMP_DEST_UNREACH;
+            r->icmp.code = ICMP_FRAG_NEEDED;
+            r->icmp.un.frag.mtu = bpf_htons(mtu);
+        }
+        /* the zeroed bytes after the quote add nothing to the sum */
         r->icmp.checksum = lisp_csum_fold(lisp_csum_add(0, &r->icmp, (sizeof(r->icmp) + sizeof(r->quote)) / 2));
+        __u32 len = sizeof(r->ip) + sizeof(r->icmp) + q;
         r->ip.version = 4;
         r->ip.ihl = 5;
         r->ip.tos = 0xc0;
-        r->ip.tot_len = bpf_htons(sizeof(*r));
+        r->ip.tot_len = bpf_htons(len);
         r->ip.ttl = 64;
         r->ip.protocol = IPPROTO_ICMP;
         __builtin_memcpy(&r->ip.saddr, f->dst, 4);
         __builtin_memcpy(&r->ip.daddr, f->src, 4);
         r->ip.check = lisp_csum_fold(lisp_csum_add(0, &r->ip, 10));
-        if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(*r), 0))
+        if (bpf_skb_change_tail(skb, ETH_HLEN + len, 0))
             return TC_ACT_SHOT;
-        if (bpf_skb_store_bytes(skb, ETH_HLEN, r, sizeof(*r), 0))
+        asm volatile("" : "+r"(len));
+        len &= 0xff;        /* no-op (len <= sizeof(*r)); bounds it for the verifier */
+        if (len < sizeof(struct iphdr) || bpf_skb_store_bytes(skb, ETH_HLEN, r, len, 0))
             return TC_ACT_SHOT;
     } else {
         struct lisp_icmp6_reply *r = (void *)sc->buf;
         __builtin_memset(r, 0, sizeof(*r));
-        if (bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, sizeof(r->quote)))
+        __u32 q = avail < LISP_ICMP6_QUOTE ? avail : LISP_ICMP6_QUOTE;
+        asm volatile("" : "+r"(q));
+        q &= 0xff;          /* no-op (q <= 128); bounds the length (scratch has room) */
+        if (q < 40 || bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, q))
             return TC_ACT_SHOT;
-        if (mtu < 1280)
-            mtu = 1280;
-        r->icmp6.icmp6_type = ICMPV6_PKT_TOOBIG;
-        r->icmp6.icmp6_mtu = bpf_htonl(mtu);
+        if (exceeded) {
+            r->icmp6.icmp6_type = ICMPV6_TIME_EXCEED;
+            r->icmp6.icmp6_code = ICMPV6_EXC_HOPLIMIT;
+        } else {
+            if (mtu < 1280)
+                mtu = 1280;
+            r->icmp6.icmp6_type = ICMPV6_PKT_TOOBIG;
+            r->icmp6.icmp6_mtu = bpf_htonl(mtu);
+        }
+        __u32 plen = sizeof(r->icmp6) + q;
         r->ip6.version = 6;
-        r->ip6.payload_len = bpf_htons(sizeof(r->icmp6) + sizeof(r->quote));
+        r->ip6.payload_len = bpf_htons(plen);
         r->ip6.nexthdr = IPPROTO_ICMPV6;
         r->ip6.hop_limit = 255;
         __builtin_memcpy(&r->ip6.saddr, f->dst, 16);
         __builtin_memcpy(&r->ip6.daddr, f->src, 16);
         __u32 sum = lisp_csum_add(0, &r->ip6.saddr, 16);
-        sum += bpf_htons(sizeof(r->icmp6) + sizeof(r->quote)) + bpf_htons(IPPROTO_ICMPV6);
+        sum += bpf_htons(plen) + bpf_htons(IPPROTO_ICMPV6);
         sum = lisp_csum_add(sum, &r->icmp6, (sizeof(r->icmp6) + sizeof(r->quote)) / 2);
         r->icmp6.icmp6_cksum = lisp_csum_fold(sum);
-        if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(*r), 0))
+        __u32 len = sizeof(r->ip6) + plen;
+        if (bpf_skb_change_tail(skb, ETH_HLEN + len, 0))
             return TC_ACT_SHOT;
-        if (bpf_skb_store_bytes(skb, ETH_HLEN, r, sizeof(*r), 0))
+        asm volatile("" : "+r"(len));
+        len &= 0xff;        /* no-op (len <= sizeof(*r)); bounds it for the verifier */
+        if (len < sizeof(struct iphdr) || bpf_skb_store_bytes(skb, ETH_HLEN, r, len, 0))
             return TC_ACT_SHOT;
     }
     /* swap the MAC addresses: the reply goes back to the sender's hop */
     if (bpf_skb_store_bytes(skb, 0, mac + ETH_ALEN, ETH_ALEN, 0) ||
         bpf_skb_store_bytes(skb, ETH_ALEN, mac, ETH_ALEN, 0))
         return TC_ACT_SHOT;
-    count(LISP_CNT_ICMP_TOO_BIG);
-    count(LISP_CNT_DROP_BASE + LISP_DROP_TOO_BIG);
+    if (exceeded) {
+        count(LISP_CNT_ICMP_TIME_EXCEEDED);
+    } else {
+        count(LISP_CNT_ICMP_TOO_BIG);
+        count(LISP_CNT_DROP_BASE + LISP_DROP_TOO_BIG);
+    }
     return bpf_redirect(skb->ifindex, egress ? BPF_F_INGRESS : 0);
+}
+
+static __always_inline int send_too_big(struct __sk_buff *skb, const struct lisp_flow *f, __u32 mtu, int egress)
+{
+    return send_icmp(skb, f, mtu, 0, egress);
+}
+
+/* A routed packet whose TTL / hop limit would reach 0 here: dropped
+ * (counted ttl_expired), and answered with Time Exceeded (rate limited).
+ * Not left to the stack: without a route to the EID (xTRs have none) it
+ * would answer "net unreachable" instead. */
+static __always_inline int send_time_exceeded(struct __sk_buff *skb, const struct lisp_flow *f, int egress)
+{
+    count(LISP_CNT_DROP_BASE + LISP_DROP_TTL_EXPIRED);
+    return send_icmp(skb, f, 0, 1, egress);
 }
 
 /* UDP checksum of an IPv6-encapsulated packet without reading the payload,
@@ -452,11 +508,9 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
                                  const struct lisp_config *c, int mode)
 {
     int egress = mode & LISP_MODE_EGRESS;
-    /* a router hop: TTL 1 goes to the stack for its Time Exceeded */
-    if (!egress && f->ttl <= 1) {
-        count(LISP_CNT_TTL_TO_STACK);
-        return TC_ACT_OK;
-    }
+    /* a router hop: TTL 1 expires here */
+    if (!egress && f->ttl <= 1)
+        return send_time_exceeded(skb, f, egress);
     __u32 hash = lisp_flow_hash(f);
     int i = lisp_pick(ls, hash);
     if (i < 0 || i >= LISP_MAX_LOCATORS)
@@ -522,7 +576,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
         return drop(LISP_DROP_ENCAP_FAILED);
 
     if (!egress && ttl_decrement(skb, ETH_HLEN, f))
-        return TC_ACT_OK;
+        return send_time_exceeded(skb, f, egress);
     __u64 lsb = source_lsb(f, iid);
     __u32 nonce = bpf_get_prandom_u32() & 0xffffff;
     if (v6) {

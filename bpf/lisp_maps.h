@@ -61,7 +61,8 @@ enum lisp_drop_reason {
     LISP_DROP_NO_LOCATOR_SET = 14,/* no-action entry whose locator set is missing (never forwarded natively) */
     LISP_DROP_INNER_TTL = 15,     /* ETR: inner TTL/hop limit 0 */
     LISP_DROP_ECN = 16,           /* ETR: outer CE over a not-ECT inner packet (RFC 6040) */
-    LISP_DROP__MAX = 17,
+    LISP_DROP_TTL_EXPIRED = 17,   /* ITR: routed packet with TTL/hop limit <= 1 (Time Exceeded sent, rate limited) */
+    LISP_DROP__MAX = 18,
 };
 
 enum lisp_counter {
@@ -76,10 +77,11 @@ enum lisp_counter {
     LISP_CNT_ICMP_TOO_BIG = 8,    /* ICMP frag-needed / packet-too-big sent back */
     LISP_CNT_XDP_DECAPSULATED = 9,/* of decapsulated: done by the XDP ETR */
     LISP_CNT_XDP_TO_STACK = 10,   /* of those: passed to the stack (no neighbour / no redirect target) */
-    LISP_CNT_TTL_TO_STACK = 11,   /* routed packet with TTL/hop limit <= 1: the stack sends Time Exceeded */
+    LISP_CNT_TTL_TO_STACK = 11,   /* ETR: decapsulated packet with TTL/hop limit <= 1: the stack sends Time Exceeded */
     LISP_CNT_FRAG_TO_STACK = 12,  /* outer fragment to a local RLOC: left to the stack to reassemble */
     LISP_CNT_FRAGMENTED = 13,     /* ITR: DF=0 IPv4 packet too big for the path, sent as inner fragments */
     LISP_CNT_ECN_MARKED = 14,     /* ETR: outer CE (or ECT(1)) copied into the inner header (RFC 6040) */
+    LISP_CNT_ICMP_TIME_EXCEEDED = 15, /* ITR: ICMP Time Exceeded sent back */
     LISP_CNT_DROP_BASE = 16,
     LISP_CNT__MAX = 48,
 };
@@ -195,7 +197,8 @@ BPF_TABLE_PINNED("percpu_hash", __u32, struct lisp_stats, map_stats, LISP_MAX_MA
 /* Scratch space for buffers too big for the 512-byte BPF stack (ICMP
  * replies, checksum input). Per CPU, used within one program run; not pinned. */
 struct lisp_scratch {
-    __u8 buf[256];
+    __u8 buf[512];             /* room beyond the largest use, so masked lengths stay inside */
+    __u64 icmp_exceeded_ns;    /* last Time Exceeded sent from this CPU (rate limit) */
 };
 BPF_PERCPU_ARRAY(scratch, struct lisp_scratch, 1);
 /* lisp_etr_ingress tail-calls lisp_itr_ingress (slot LISP_TAIL_ITR) to

@@ -209,19 +209,40 @@ def test_etr_drops_bad_inner_packets(dp, kind, fam, reason):
 # ---------- issue 13 section 4: TTL where we route ----------
 
 @pytest.mark.parametrize("fam", [4, 6])
-def test_itr_hands_ttl_1_to_the_stack(dp, fam):
+def test_itr_answers_ttl_1_with_time_exceeded(dp, fam):
     src, dst, prefix, rloc = (("10.1.0.10", "10.2.0.5", "10.2.0.0/16", "192.0.2.2") if fam == 4 else
                               ("fd00:1::10", "fd00:2::5", "fd00:2::/32", "2001:db8:1::2"))
     dp.set_mapping(E(prefix), [Rloc(ip(rloc))])
     one = P.ip_packet(src, dst, ttl=1) if fam == 4 else P.ip_packet(src, dst, hlim=1)
     res = itr(dp, one)
-    # untouched, to the stack: it answers Time Exceeded (its own rate limit)
-    assert res.retval == TC_ACT_OK and res.data[14:] == one
+    # back to the sender's hop: ICMP Time Exceeded quoting the packet (all of it, it is short)
+    assert res.retval == TC_ACT_REDIRECT
+    assert res.data[:6] == P.mac(HOST_MAC) and res.data[6:12] == P.mac(EID_MAC)
+    out = res.data[14:]
+    if fam == 4:
+        assert P.csum(out[:20]) == 0 and out[9] == P.ICMP
+        assert ip(out[12:16]) == ip(dst) and ip(out[16:20]) == ip(src)
+        icmp = out[20:]
+        assert (icmp[0], icmp[1]) == (11, 0) and P.csum(icmp) == 0 and icmp[8:] == one[:28]
+    else:
+        assert out[6] == P.ICMP6 and ip(out[8:24]) == ip(dst) and ip(out[24:40]) == ip(src)
+        icmp = out[40:]
+        assert (icmp[0], icmp[1]) == (3, 0) and icmp[8:] == one
+        assert P.csum(out[8:40] + struct.pack("!I3xB", len(icmp), P.ICMP6) + icmp) == 0
     two = P.ip_packet(src, dst, ttl=2) if fam == 4 else P.ip_packet(src, dst, hlim=2)
     o = P.split_encap(itr(dp, two).data)
     assert o.inner == P.hop(two) and o.ttl == 1
     c = dp.counters()
-    assert c.other["ttl_to_stack"] == 1 and c.encapsulated == 1
+    assert c.other["icmp_time_exceeded"] == 1 and c.drops["ttl_expired"] == 1 and c.encapsulated == 1
+
+
+def test_time_exceeded_is_rate_limited(dp):
+    dp.set_mapping(E("10.2.0.0/16"), [Rloc(ip("192.0.2.2"))])
+    one = P.ip_packet("10.1.0.10", "10.2.0.5", ttl=1)
+    sent = sum(itr(dp, one).retval == TC_ACT_REDIRECT for _ in range(200))
+    c = dp.counters()
+    assert c.drops["ttl_expired"] == 200
+    assert c.other["icmp_time_exceeded"] == sent and 1 <= sent < 200
 
 
 def test_egress_itr_does_not_decrement(dp):
