@@ -53,5 +53,5 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q -e '.[test]'
     touch "$stamp"
 fi
-.venv/bin/python -c 'import bcc, pyroute2, cryptography, pydantic, typer' \
+.venv/bin/python -c 'import bcc, pyroute2, cryptography, pydantic, typer, prometheus_client' \
     || { echo "setup: python dependencies do not import" >&2; exit 1; }

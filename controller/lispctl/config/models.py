@@ -302,6 +302,35 @@ class MobileNodeConfig(_Model):
     uplink_table_base: Annotated[int, Field(ge=1, lt=1 << 31)] = 4342
 
 
+# ---------------------------------------------------------------- operations
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'127.0.0.1:9342', '[::1]:9342', ':9342' (every address) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: expected ADDRESS:PORT, e.g. '127.0.0.1:9342' or '[::1]:9342'")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{text!r}: {host!r} is not an IPv4 or IPv6 address") from None
+    return host or "::", int(port)
+
+
+class MetricsConfig(_Model):
+    """Prometheus endpoint (docs/metrics.md); off unless `listen` is given."""
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _address_port(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_listen(v)
+        return v
+
+
 # ---------------------------------------------------------------- device
 
 RoleName = Literal["xtr", "itr", "etr", "ms", "mr", "rtr", "pitr", "petr", "mobile-node"]
@@ -326,6 +355,7 @@ class Config(_Model):
     mr: MrConfig = MrConfig()
     site: list[SiteConfig] = []
     mobile_node: MobileNodeConfig = MobileNodeConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @field_validator("control_addresses")
     @classmethod

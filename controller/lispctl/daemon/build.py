@@ -50,7 +50,8 @@ def build_device(cfg, *, control_port: int | None = None) -> Device:
     roles = build_roles(cfg, interface_addresses=interface_addresses(_interfaces_to_read(cfg)))
     device = Device(instance=cfg.instance, roles=list(roles),
                     binds=[str(a) for a in cfg.control_addresses],
-                    control_port=CONTROL_PORT if control_port is None else control_port)
+                    control_port=CONTROL_PORT if control_port is None else control_port,
+                    metrics_listen=cfg.metrics.listen)
     plan = datapath_plan(cfg, device.roles)
     device.info["rloc_mode"] = cfg.interfaces.rloc_mode
     if not plan.needed:

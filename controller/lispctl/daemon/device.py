@@ -23,6 +23,7 @@ class Device:
     # `lispctl down --keep-datapath`: leave programs attached and maps pinned
     # at stop, for the next `up` of the instance to adopt.
     keep_datapath: bool = False
+    metrics_listen: str | None = None         # [metrics] listen: Prometheus endpoint
 
     def on_stop(self, what: str, fn: Callable[[], None]) -> None:
         self.cleanups.append((what, fn))

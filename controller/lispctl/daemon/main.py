@@ -64,10 +64,15 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO) -> Non
     if watch is not None and mobile is None:
         watch.start(loop)
     api = ApiServer(paths.socket, _handlers(paths, device, runtime, lambda: loop.call_soon(stop.set)))
+    metrics = None
     try:
         if mobile is not None:
             await mobile.setup(loop)     # EID device, uplinks, then the same watcher
         await api.start()
+        if device.metrics_listen:
+            from .metrics import Metrics
+            metrics = Metrics(device.instance, runtime, device.datapath)
+            device.info["metrics"] = await metrics.start(device.metrics_listen)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _on_signal, sig, stop)
         log.info("instance %s serving: roles %s, control %s, API %s, data plane %s",
@@ -81,6 +86,8 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO) -> Non
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await api.close()
+        if metrics is not None:
+            await metrics.close()
         if mobile is not None:
             await mobile.restore()
         elif watch is not None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lispctl.config import Config, MapResolverConfig
@@ -58,6 +59,8 @@ class _Pending:
     next_at: float = 0.0
     interval: float = 1.0
     nonces: list[int] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)    # per nonce, for the RTT
+    created: float = 0.0
 
 
 @dataclass
@@ -97,6 +100,9 @@ class ItrRole:
         self.prober = RlocProber(cfg.itr, nonce, site.usable_rlocs, self.counters)
         self.started = False
         self._now = 0.0
+        # observe(name, seconds): "map_request_rtt" for each accepted Map-Reply,
+        # "miss_to_install" when a miss's mapping is installed (daemon metrics).
+        self.observe: Callable[[str, float], None] | None = None
 
     def _fx(self) -> Effects:
         return Effects(default_src=self._src_for if self.cfg.is_mobile_node else None)
@@ -237,6 +243,7 @@ class ItrRole:
         return FOREVER_S if left is None else left
 
     def _ask(self, p: _Pending, now: float, out: Effects) -> None:
+        p.created = now
         self.pending[p.eid] = p
         self._send_request(p, now, out)
 
@@ -303,6 +310,7 @@ class ItrRole:
         ecm = EncapsulatedControlMessage(req, inner_src, inner_dst, CONTROL_PORT, CONTROL_PORT)
         out.send(ecm.encode(), Endpoint(mr, CONTROL_PORT))
         p.nonces.append(nonce)
+        p.sent_at.append(now)
         self.by_nonce[nonce] = p.eid
         p.attempts += 1
         p.next_at = now + p.interval
@@ -340,6 +348,10 @@ class ItrRole:
         accepted, ttl_s, eids = self._accept_records(msg.records, p.eid, now, out, "map_reply")
         if accepted:
             self._drop_pending(p)
+            if self.observe is not None:
+                self.observe("map_request_rtt", now - p.sent_at[p.nonces.index(msg.nonce)])
+                if p.kind == "miss" and eids:
+                    self.observe("miss_to_install", now - p.created)
             sub = self.subs.get(msg.nonce)
             if sub is not None:
                 self._sub_installed(sub, eids, ttl_s, now)
