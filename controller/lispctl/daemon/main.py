@@ -1,8 +1,9 @@
 """The life of one daemon process: lock, build, serve, tear down.
 
-`lispctl up` runs in the foreground (systemd Type=simple and the lab runner
-both want that). When the API socket answers and the control sockets are
-bound it prints a line containing only `ready` on stdout; SIGTERM, SIGINT or
+`lispctl up` runs in the foreground (systemd and the lab runner both want
+that). When the API socket answers and the control sockets are bound it
+prints a line containing only `ready` on stdout and, under systemd
+(Type=notify), sends READY=1 (daemon/sdnotify.py); SIGTERM, SIGINT or
 the API `stop` command end it, after which programs are detached, routes
 removed, sockets closed and the pidfile and API socket deleted.
 """
@@ -24,6 +25,7 @@ from .ifwatch import LocatorWatch
 from .mobile import MobileNodeWatch
 from .rundir import InstancePaths, PidLock
 from .runtime import Runtime
+from .sdnotify import JournalFormatter, Notifier, under_journal
 
 log = logging.getLogger("lispctl.daemon")
 
@@ -33,6 +35,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), format=LOG_FORMAT,
                         stream=sys.stderr, force=True)
+    if under_journal(sys.stderr):       # systemd: the journal stamps lines and wants priorities
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JournalFormatter())
 
 
 def serve(paths: InstancePaths, build: Callable[[], Device], *,
@@ -41,19 +46,24 @@ def serve(paths: InstancePaths, build: Callable[[], Device], *,
     anything when the instance is taken; returns the exit status otherwise."""
     lock = PidLock(paths)
     lock.acquire()
+    notifier = Notifier.from_env()
     try:
+        notifier.status("starting: loading the data plane")
         device = build()
         try:
-            asyncio.run(_serve(paths, device, ready_out or sys.stdout))
+            asyncio.run(_serve(paths, device, ready_out or sys.stdout, notifier))
         finally:
             failed = device.teardown()
         return 1 if failed else 0
     finally:
         lock.release()
+        notifier.close()
         log.info("stopped")
 
 
-async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO) -> None:
+async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
+                 notifier: Notifier | None = None) -> None:
+    notifier = notifier or Notifier(None)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     runtime = Runtime(device.roles, datapath=device.datapath,
@@ -80,7 +90,9 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO) -> Non
                  " ".join(runtime.sockets.describe()), paths.socket,
                  "attached" if device.datapath is not None else "none")
         print("ready", file=ready_out, flush=True)
+        notifier.ready(f"serving: roles {','.join(n for n, _ in device.roles)}, API {paths.socket}")
         await stop.wait()
+        notifier.stopping()
         log.info("stopping")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
