@@ -49,7 +49,8 @@ def up(
     setup_logging(level)
     try:
         status = serve(InstancePaths(run_dir, cfg.instance),
-                       lambda: build_device(cfg, control_port=control_port))
+                       lambda: build_device(cfg, control_port=control_port,
+                                            config_path=config.resolve()))
     except AlreadyRunning as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)

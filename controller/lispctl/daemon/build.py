@@ -46,12 +46,12 @@ def _existing(names) -> dict:
         return {n: (ipr.link_lookup(ifname=n) or [None])[0] for n in names}
 
 
-def build_device(cfg, *, control_port: int | None = None) -> Device:
+def build_device(cfg, *, control_port: int | None = None, config_path=None) -> Device:
     roles = build_roles(cfg, interface_addresses=interface_addresses(_interfaces_to_read(cfg)))
     device = Device(instance=cfg.instance, roles=list(roles),
                     binds=[str(a) for a in cfg.control_addresses],
                     control_port=CONTROL_PORT if control_port is None else control_port,
-                    metrics_listen=cfg.metrics.listen)
+                    metrics_listen=cfg.metrics.listen, config=cfg, config_path=config_path)
     plan = datapath_plan(cfg, device.roles)
     device.info["rloc_mode"] = cfg.interfaces.rloc_mode
     if not plan.needed:

@@ -24,6 +24,8 @@ class Device:
     # at stop, for the next `up` of the instance to adopt.
     keep_datapath: bool = False
     metrics_listen: str | None = None         # [metrics] listen: Prometheus endpoint
+    config: Any = None                        # the running Config (lispctl reload compares)
+    config_path: Any = None                   # the file it came from (Path), reread by reload
 
     def on_stop(self, what: str, fn: Callable[[], None]) -> None:
         self.cleanups.append((what, fn))

@@ -23,6 +23,7 @@ from .api_server import ApiServer
 from .device import Device
 from .ifwatch import LocatorWatch
 from .mobile import MobileNodeWatch
+from .reload import Reloader
 from .rundir import InstancePaths, PidLock
 from .runtime import Runtime
 from .sdnotify import JournalFormatter, Notifier, under_journal
@@ -85,6 +86,7 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
             device.info["metrics"] = await metrics.start(device.metrics_listen)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _on_signal, sig, stop)
+        loop.add_signal_handler(signal.SIGHUP, _on_sighup, Reloader(device, runtime))
         log.info("instance %s serving: roles %s, control %s, API %s, data plane %s",
                  device.instance, ",".join(n for n, _ in device.roles),
                  " ".join(runtime.sockets.describe()), paths.socket,
@@ -95,7 +97,7 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
         notifier.stopping()
         log.info("stopping")
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await api.close()
         if metrics is not None:
@@ -110,6 +112,14 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
 def _on_signal(sig: int, stop: asyncio.Event) -> None:
     log.info("%s received", signal.Signals(sig).name)
     stop.set()
+
+
+def _on_sighup(reloader: Reloader) -> None:
+    log.info("SIGHUP received: reloading %s", reloader.device.config_path)
+    try:
+        reloader.reload()
+    except ApiError as exc:
+        log.error("reload refused: %s", exc)
 
 
 def _handlers(paths: InstancePaths, device: Device, rt: Runtime, request_stop) -> dict:
@@ -163,6 +173,7 @@ def _handlers(paths: InstancePaths, device: Device, rt: Runtime, request_stop) -
         "sites": lambda _r: collect("sites"),
         "counters": counters,
         "stop": stop,
+        "reload": lambda _r: Reloader(device, rt).reload(),
     }
 
 

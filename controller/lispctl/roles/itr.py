@@ -529,6 +529,31 @@ class ItrRole:
         return out.items
 
     # ------------------------------------------------------------ API
+    def reconfigure(self, cfg: Config, now: float) -> list[Effect]:
+        """A new configuration (lispctl reload): the Map-Resolver list (used
+        from the next Map-Request on) and the static map-cache (entries
+        removed, added or changed are removed/installed at once)."""
+        self._now = now
+        old = {e.eid: e for e in self.cfg.map_cache}
+        self.cfg = cfg
+        self.resolvers = [m.address for m in cfg.map_resolver]
+        self.resolver_cfgs = list(cfg.map_resolver)
+        if not self.started:
+            return []
+        out = self._fx()
+        new = {e.eid: e for e in cfg.map_cache}
+        for eid in old.keys() - new.keys():
+            entry = self.cache.remove(eid)
+            if entry is not None:
+                self._cache_dropped(entry)
+            out.items.append(RemoveMapping(eid))
+        for eid, e in new.items():
+            if old.get(eid) != e:
+                rlocs = tuple(l.rloc() for l in e.locator)
+                self._cache_install(eid, rlocs, e.map_action, None, now, source="static")
+                out.items.append(InstallMapping(eid, self._rlocs_for_dp(rlocs), e.map_action, FOREVER_S))
+        return out.items
+
     def snapshot(self) -> dict:
         now = self._now
         return {
