@@ -88,6 +88,16 @@ class LispctlCollector(Collector):
                                 ("send_errors", "lispctl_control_send_errors", "Control datagrams not sent")):
             if key in sock:
                 yield CounterMetricFamily(name, text, value=sock[key])
+        queues = {k[len("queue_drops_"):]: v for k, v in sock.items() if k.startswith("queue_drops_")}
+        if queues:
+            fam = CounterMetricFamily("lispctl_control_queue_drops", "Datagrams the kernel dropped because a "
+                                      "control socket's receive queue was full", labels=["queue"])
+            for queue, value in sorted(queues.items()):
+                fam.add_metric([queue], value)
+            yield fam
+        if "request_sockets" in sock:
+            yield GaugeMetricFamily("lispctl_control_request_sockets", "Sockets Map-Requests are steered to",
+                                    value=sock["request_sockets"])
 
     def _roles(self):
         fam = CounterMetricFamily("lispctl_role_events", "Protocol event counters of each role "
