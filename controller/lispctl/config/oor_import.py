@@ -32,7 +32,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .confuse import Section, Value, parse
+from .confuse import Section, parse
 
 __all__ = ["Conversion", "Note", "OorImportError", "convert"]
 
