@@ -182,3 +182,17 @@ def test_installed_unit_verifies(tmp_path):
     res = subprocess.run([analyze, "verify", str(tmp_path / "lispctl@t.service")],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+
+
+def test_journal_stream_errors_of_up_carry_error_priority(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('instance = "x"\nroles = ["ms"]\n')
+    log_path = tmp_path / "log"
+    with open(log_path, "w") as log:
+        st = os.fstat(log.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        rc = subprocess.run([sys.executable, "-m", "lispctl.cli", "up", "-c", str(cfg), "--run-dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=log, env=env, timeout=60).returncode
+    lines = log_path.read_text().splitlines()
+    assert rc == 2 and lines and all(line.startswith("<3>") for line in lines), lines
+    assert any("site: a Map-Server (ms) needs at least one [[site]]" in line for line in lines)
