@@ -340,6 +340,7 @@ class Config(_Model):
     instance: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
     roles: Annotated[list[RoleName], AfterValidator(_unique)] = Field(min_length=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics: MetricsConfig = MetricsConfig()
     control_addresses: list[Address] = Field(
         default_factory=lambda: [ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::")],
         min_length=1)
@@ -355,7 +356,6 @@ class Config(_Model):
     mr: MrConfig = MrConfig()
     site: list[SiteConfig] = []
     mobile_node: MobileNodeConfig = MobileNodeConfig()
-    metrics: MetricsConfig = MetricsConfig()
 
     @field_validator("control_addresses")
     @classmethod

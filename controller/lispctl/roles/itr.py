@@ -55,12 +55,12 @@ class _Pending:
     eid: EidPrefix                 # what we ask for
     source: IPAddress | None       # source EID of the packet that missed
     kind: str                      # miss | refresh | smr
+    created: float = 0.0           # first asked (miss-to-install metric)
+    sent_at: list[float] = field(default_factory=list)    # per nonce, for the RTT metric
     attempts: int = 0
     next_at: float = 0.0
     interval: float = 1.0
     nonces: list[int] = field(default_factory=list)
-    sent_at: list[float] = field(default_factory=list)    # per nonce, for the RTT
-    created: float = 0.0
 
 
 @dataclass
