@@ -305,7 +305,8 @@ class MobileNodeConfig(_Model):
 # ---------------------------------------------------------------- operations
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """'127.0.0.1:9342', '[::1]:9342', ':9342' (every address) -> (host, port)."""
+    """'127.0.0.1:9342', '[::1]:9342', ':9342' -> (host, port); host '' is every
+    address, IPv4 and IPv6."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r}: expected ADDRESS:PORT, e.g. '127.0.0.1:9342' or '[::1]:9342'")
@@ -316,7 +317,7 @@ def parse_listen(text: str) -> tuple[str, int]:
             ipaddress.ip_address(host)
         except ValueError:
             raise ValueError(f"{text!r}: {host!r} is not an IPv4 or IPv6 address") from None
-    return host or "::", int(port)
+    return host, int(port)
 
 
 class MetricsConfig(_Model):

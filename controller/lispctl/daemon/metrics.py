@@ -225,9 +225,11 @@ class Metrics:
 
     async def start(self, listen: str) -> str:
         host, port = parse_listen(listen)
-        self._server = await asyncio.start_server(self._client, host, port, limit=MAX_REQUEST,
+        # host None: one socket per family (asyncio makes IPv6 sockets V6ONLY)
+        self._server = await asyncio.start_server(self._client, host or None, port, limit=MAX_REQUEST,
                                                   reuse_address=True)
-        where = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in self._server.sockets)
+        where = ", ".join(f"[{n[0]}]:{n[1]}" if ":" in n[0] else f"{n[0]}:{n[1]}"
+                          for n in (s.getsockname() for s in self._server.sockets))
         log.info("metrics on http://%s/metrics", where)
         return where
 

@@ -85,7 +85,13 @@ class Reloader:
         changed = _changed(old, new)
         if not changed:
             return {"config": str(path), "changed": []}
-        self._apply(old, new)
+        try:
+            self._apply(old, new)
+        except Exception as exc:
+            # a bug, not a configuration problem: say so; the roles may hold part of the new config
+            log.exception("applying %s failed half way", path)
+            raise ApiError(f"applying {path} failed half way ({type(exc).__name__}: {exc}); "
+                           "see the daemon log and restart the device") from None
         self.device.config = new
         log.info("reloaded %s: %s", path, ", ".join(changed))
         return {"config": str(path), "changed": changed}
