@@ -175,6 +175,8 @@ def test_rtr():
 def test_names_what_it_cannot_convert():
     conv = convert("""
 operating-mode = xTR
+include("other.conf")
+ipv6-scope = SITE
 encapsulation = VXLAN-GPE
 nat_traversal_support = on
 map-resolver = { mr.example.net }
