@@ -77,7 +77,7 @@ def test_invalid_file_is_refused_with_ups_messages(daemon):
 @pytest.mark.parametrize("edit, expected", [
     (lambda t: t.replace('roles = ["ms", "mr"]', 'roles = ["ms"]'), "roles: ['ms', 'mr'] -> ['ms']"),
     (lambda t: t.replace('instance = "rl', 'instance = "other'), "that is another device"),
-    (lambda t: t.replace('prefix = "10.1.0.0/16"', 'prefix = "10.2.0.0/16"'), "site: changed; it cannot be applied live"),
+    (lambda t: t + "[ms]\nregistration-timeout = 30\n", "ms: changed; it cannot be applied live"),
 ])
 def test_changes_needing_a_restart_are_refused(daemon, edit, expected):
     _, cfg, run_dir = daemon
@@ -94,6 +94,10 @@ def test_live_change_and_sighup(daemon):
     cfg.write_text(cfg.read_text().replace('log-level = "info"', 'log-level = "debug"'))
     out = _reload(run_dir)
     assert out.returncode == 0 and out.stdout.strip().endswith(": log-level"), out.stdout
+    cfg.write_text(cfg.read_text().replace('prefix = "10.1.0.0/16"', 'prefix = "10.2.0.0/16"'))
+    out = _reload(run_dir)
+    assert out.returncode == 0 and out.stdout.strip().endswith(": site"), out.stdout
+    assert _sites(run_dir)[0]["eid_prefixes"][0]["prefix"] == "10.2.0.0/16"
     # SIGHUP: the same path; a refused reload is logged, the daemon keeps serving
     cfg.write_text(cfg.read_text().replace('roles = ["ms", "mr"]', 'roles = ["ms"]'))
     p.send_signal(signal.SIGHUP)

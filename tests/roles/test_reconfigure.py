@@ -86,3 +86,41 @@ def test_itr_resolvers_and_static_map_cache():
         ("10.97.0.0/16", []), ("10.99.0.0/16", ["203.0.113.10"])]
     assert [str(a) for a in itr.resolvers] == ["198.51.100.30"]
     assert itr.cache.get(EidPrefix.parse("10.98.0.0/16")) is None
+
+
+def _register(ms, eid: str, key: str, now: float, src="192.0.2.1"):
+    from lispctl.mapping.types import Rloc
+    from lispctl.wire import MapRegister, eid_record, rloc_to_locator, sign
+    rec = eid_record(EidPrefix.parse(eid), (rloc_to_locator(Rloc(A(src), 1, 100), local=True),), ttl=10)
+    msg = MapRegister(now_nonce(now), (rec,), key_id=1, alg_id=2, want_map_notify=True)
+    return ms.handle(sign(msg, key), ep(src), ep("198.51.100.10"), now)
+
+
+def now_nonce(now: float) -> int:
+    return int(now * 1000) + 1
+
+
+def test_map_server_sites_keep_what_they_still_accept():
+    from roles_helpers import MSMR
+    _, roles = make(MSMR.format(roles='["ms", "mr"]'))
+    ms = roles["ms"]
+    assert sends(_register(ms, "10.1.5.0/24", "secret-a", 1.0))           # more specific of site-a
+    assert sends(_register(ms, "10.2.0.0/16", "secret-b", 1.0, src="192.0.2.2"))
+    # site-a: the prefix stays but more specifics are no longer accepted; site-b: now 10.3.0.0/16
+    new = (MSMR.format(roles='["ms", "mr"]').replace("accept-more-specifics = true\n", "")
+           .replace('prefix = "10.2.0.0/16"', 'prefix = "10.3.0.0/16"'))
+    cfg = loads(new)
+    ms.reconfigure(cfg, 2.0)
+    snap = {s["name"]: s for s in ms.snapshot()["sites"]}
+    assert [p["registrations"] for p in snap["site-a"]["eid_prefixes"]] == [[]]
+    assert [p["prefix"] for p in snap["site-b"]["eid_prefixes"]] == ["10.3.0.0/16", "2001:db8:b::/48"]
+    assert ms.counters["registration_dropped_by_reload"] == 2
+    assert snap["site-a"]["registers"] == 1                                # counters kept by name
+    # the new configuration authenticates and accepts from now on
+    assert sends(_register(ms, "10.3.0.0/16", "secret-b", 3.0, src="192.0.2.2"))
+    assert not sends(_register(ms, "10.1.5.0/24", "secret-a", 3.0))       # more specific refused now
+    # a registration the new config still accepts stays
+    assert sends(_register(ms, "10.1.0.0/16", "secret-a", 4.0))
+    ms.reconfigure(loads(new.replace('secret-a', 'rotated')), 5.0)
+    snap = {s["name"]: s for s in ms.snapshot()["sites"]}
+    assert [r["eid"] for r in snap["site-a"]["eid_prefixes"][0]["registrations"]] == ["10.1.0.0/16"]

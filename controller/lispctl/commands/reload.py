@@ -21,7 +21,7 @@ def reload(
     """Re-read the device's config file and apply what changed (same as SIGHUP).
 
     Applied live: [[database]] prefixes, locators, priorities and weights (re-register,
-    SMRs), [[map-server]], [[map-resolver]], [[map-cache]] and log-level. An invalid
+    SMRs), [[map-server]], [[map-resolver]], [[map-cache]], [[site]] and log-level. An invalid
     file, or a change that needs a restart (roles, instance, interfaces...), is refused
     and the running configuration stays (exit status 1).
     """

@@ -6,9 +6,10 @@ the new configuration is compared with the running one, section by section:
 
 * applied live: `[[database]]` (prefixes added or removed, locators, their
   priority and weight), `[[map-server]]`, `[[map-resolver]]`, `[[map-cache]]`
-  (static entries) and `log-level`. The roles do the protocol work
+  (static entries), `[[site]]` and `log-level`. The roles do the protocol work
   (EtrRole.reconfigure: de-register removed prefixes, re-register, SMR;
-  ItrRole.reconfigure: resolvers, static entries), the data plane's local
+  ItrRole.reconfigure: resolvers, static entries; MapServerRole.reconfigure:
+  sites, keeping the registrations they still accept), the data plane's local
   EIDs and RLOCs follow; new ones are added before the roles' effects run and
   old ones removed after, so traffic to what stays is never dropped.
 * refused, with the reason: `instance` and `roles` (another device),
@@ -27,7 +28,7 @@ from lispctl.config import Config, ConfigError, load
 
 log = logging.getLogger("lispctl.daemon")
 
-LIVE = ("database", "map_server", "map_resolver", "map_cache", "log_level")
+LIVE = ("database", "map_server", "map_resolver", "map_cache", "site", "log_level")
 
 
 def _key(field: str) -> str:
