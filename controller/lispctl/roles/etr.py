@@ -288,11 +288,16 @@ class EtrRole:
         self._now = now
         out = self._fx()
         old_db = {m.eid: m for m in self.site.db}
-        old_ms = {m.cfg: m for m in self.ms}
+        old_ms = list(self.ms)
         self.cfg = cfg
         changed = self.site.set_config(cfg)
         # a Map-Server whose settings are unchanged keeps its state
-        self.ms = [old_ms.pop(c, None) or _MsState(c, retry=cfg.etr.register_retry) for c in cfg.map_server]
+        self.ms = []
+        for c in cfg.map_server:
+            prev = next((m for m in old_ms if m.cfg == c), None)
+            if prev is not None:
+                old_ms.remove(prev)
+            self.ms.append(prev or _MsState(c, retry=cfg.etr.register_retry))
         removed = [old_db[e] for e in changed if e in old_db and self.site.db.get(e) is None]
         if not self.started:
             return []
