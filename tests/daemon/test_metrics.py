@@ -200,7 +200,7 @@ def test_every_served_metric_is_documented(lab):
     names = {re.sub(r"_(total|count|sum|bucket|created)$", "", n) for s in (_scrape(MS_URL), _scrape(XTR_URL))
              for n, _ in s}
     missing = sorted(n for n in names if f"`{n}" not in doc)
-    assert not missing, f"not in docs/metrics.md: {missing}"
+    assert not missing, f"not in docs/metrics.md (add them there): {missing}"
 
 
 def test_http_edges(lab):
