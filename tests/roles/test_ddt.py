@@ -311,10 +311,25 @@ def test_ms_down_gives_up_and_forgets_cached_referral():
     while mr.pending:
         t += 1.0
         net.tick(t)
-    assert mr.counters["resolution_failed"] == 1
+    # the cached MS-REFERRAL failed: once more from the root (root -> ms23 again), then give up
+    assert mr.counters["restart_from_root"] == 1 and mr.counters["resolution_failed"] == 1
+    assert [d for f, d in net.log if f == MR] == ["192.0.2.23", "192.0.2.1", "192.0.2.23"]
     assert not any(e["eid"] == "10.2.0.0/16" for e in mr.snapshot()["referral_cache"])
     # the other branch is unaffected
     assert ask(net, "10.1.1.7/32", 11, now=t)[0][0] == "198.51.100.1"
+
+
+def test_stale_cached_referral_not_authoritative_restarts_at_root():
+    net, mr = tree()
+    ask(net, "10.1.1.7/32", 30)
+    # both Map-Servers of 10.1.1.0/24 stop serving it (re-delegated elsewhere)
+    for a in ("192.0.2.21", "192.0.2.22"):
+        net.roles[a] = make(MS.format(name="x", auth="10.9.0.0/16", site="10.9.0.0/24", proxy="false"))[1]["ms"]
+    assert ask(net, "10.1.1.8/32", 31, now=2.0) == []
+    hops = [d for f, d in net.log if f == MR]
+    assert hops[0] in ("192.0.2.21", "192.0.2.22") and hops[1] == "192.0.2.1"    # cache, then the root
+    assert mr.counters["restart_from_root"] == 1 and mr.counters["resolution_failed"] == 1
+    assert not mr.pending
 
 
 def test_referral_only_from_the_node_asked_and_with_its_nonce():

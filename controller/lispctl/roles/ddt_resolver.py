@@ -6,8 +6,11 @@ Per resolution ("pending request", keyed by the ITR's nonce):
 - start at the longest unexpired referral-cache entry covering the EID, or
   at the configured root nodes;
 - send to one node of the current referral set; no answer within
-  request-timeout: the next node of the set; a set exhausted, or
-  max-attempts requests sent: give up (counted; the ITR retries on its own);
+  request-timeout: the next node of the set. A set exhausted: its cached
+  referral is dropped and a walk that began in the cache starts once more
+  at the roots; otherwise, or after max-attempts requests, give up (counted;
+  no negative reply, which would black-hole the EID for its TTL: the ITR's
+  retries and its own short unreachable entry take over);
 - NODE-REFERRAL / MS-REFERRAL: cache the referral (unless the I bit says its
   set is incomplete, or its TTL is 0) and ask its nodes. A referral must be
   strictly more specific than the one it follows (else it is a loop) and
@@ -20,9 +23,9 @@ Per resolution ("pending request", keyed by the ITR's nonce):
 - DELEGATION-HOLE: a negative Map-Reply (natively-forward, the hole and its
   TTL) to the ITR; the hole is cached, so the next request inside it is
   answered at once;
-- NOT-AUTHORITATIVE: a misconfigured or stale node; the cached referral that
-  led there is dropped and the next node of the set is asked (none left:
-  give up).
+- NOT-AUTHORITATIVE: a stale cached referral (the walk began in the cache:
+  drop it, start once more at the roots) or a misconfigured node (the next
+  node of the set; none left: give up).
 
 A Map-Referral is taken only from the node the request went to, with the
 nonce it carried; anything else is counted and ignored. Both tables are
@@ -76,6 +79,7 @@ class Pending:
     referrals: int = 0
     not_registered: EidPrefix | None = None
     not_registered_ttl: int = 1
+    from_root: bool = False              # this walk started at the roots (no restart left)
 
 
 class DdtResolverRole:
@@ -183,7 +187,7 @@ class DdtResolverRole:
             self.counters["referral_cache_miss"] += 1
             at, targets = None, list(self.roots)
         p = Pending(req.nonce, want, ecm, dataclasses.replace(ecm, ddt=True, to_ms=False).encode(), now, at,
-                    ref.eid if ref is not None else None, targets)
+                    ref.eid if ref is not None else None, targets, from_root=ref is None)
         self.pending[req.nonce] = p
         self._next_target(p, now, out)
         return out.items
@@ -199,12 +203,15 @@ class DdtResolverRole:
                 self._negative(p.ecm, p.not_registered, self._unregistered_action(), p.not_registered_ttl, out)
                 self.counters["negative_not_registered"] += 1
                 return
+            if p.at is not None:
+                # every node of this referral failed: forget it, so later
+                # requests ask higher up the tree (and see a re-delegation)
+                self._uncache(p.at)
+            if not p.from_root and p.attempts < self.max_attempts:
+                self._restart(p, now, out)
+                return
             self._finish(p)
             self.counters["resolution_failed"] += 1
-            if p.cached is not None and p.targets:
-                # every node of a cached referral failed: forget it, so the
-                # next request asks higher up the tree (a re-delegation shows)
-                self._uncache(p.cached)
             out.log(f"DDT resolution of {p.want} failed after {p.attempts} requests")
             return
         # spread load over the set, deterministically per request
@@ -216,6 +223,14 @@ class DdtResolverRole:
         out.send(p.ddt_bytes, Endpoint(target, CONTROL_PORT))
         self.counters["ddt_request_tx"] += 1
         out.log(f"DDT Map-Request for {p.want} to {target}", f"nonce {p.nonce:#018x} attempt {p.attempts}")
+
+    def _restart(self, p: Pending, now: float, out: Effects) -> None:
+        """A walk that began at a cached referral went nowhere: once more from the roots."""
+        self.counters["restart_from_root"] += 1
+        p.at, p.cached, p.targets, p.tried, p.current = None, None, list(self.roots), set(), None
+        p.from_root = True
+        out.log(f"DDT resolution of {p.want}: cached referral failed, asking the root")
+        self._next_target(p, now, out)
 
     def _finish(self, p: Pending) -> None:
         self.pending.pop(p.nonce, None)
@@ -298,11 +313,16 @@ class DdtResolverRole:
             self._negative(p.ecm, eid, MapAction.NATIVELY_FORWARD, rec.ttl, out)
             self.counters["negative_delegation_hole"] += 1
         else:                                # NOT-AUTHORITATIVE, or an action we do not know
-            if p.cached is not None:
-                self._uncache(p.cached)
-                p.cached = None
             out.log(f"{src.addr} is not authoritative for {w}")
-            self._next_target(p, now, out)
+            if not p.from_root:
+                # a stale cached referral, most likely: drop it and start over at the root
+                for eid in (p.cached, p.at):
+                    if eid is not None:
+                        self._uncache(eid)
+                p.current = None
+                self._restart(p, now, out)
+            else:
+                self._next_target(p, now, out)
         return out.items
 
     # ------------------------------------------------------------ API
