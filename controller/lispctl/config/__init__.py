@@ -153,6 +153,12 @@ def cross_check(cfg: Config) -> list[tuple[tuple, str]]:
     for i, ms in enumerate(cfg.map_server):
         if ms.address in {m.address for m in cfg.map_server[:i]}:
             out.append((("map-server", i, "address"), f"{ms.address} is listed twice"))
+    if cfg.is_etr and cfg.map_server and all(ms.eid_prefix for ms in cfg.map_server):
+        for i, entry in enumerate(cfg.database):
+            if not any(entry.eid.iid == p.iid and entry.eid.prefix.version == p.prefix.version
+                       and entry.eid.prefix.subnet_of(p.prefix) for ms in cfg.map_server for p in ms.eid_prefix):
+                out.append((("database", i, "eid-prefix"),
+                            f"{entry.eid} is inside no [[map-server]]'s eid-prefix: it would never be registered"))
     out += _pubsub_checks(cfg) + _mobile_node_checks(cfg)
     return out
 

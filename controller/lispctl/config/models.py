@@ -145,6 +145,9 @@ class MapServerConfig(_Model):
     algorithm: Algorithm = "hmac-sha256"
     want_map_notify: bool = True
     proxy_reply: bool = False
+    # Register only the database prefixes inside these (several mapping
+    # systems at once; "[5]0.0.0.0/0" = all of instance 5). Empty: all.
+    eid_prefix: list[EidText] = []
 
 
 class MapResolverConfig(_Model):
@@ -156,6 +159,9 @@ class MapResolverConfig(_Model):
     subscribe: bool = False
     key: Annotated[str, Field(min_length=1)] | None = None
     key_id: U8 = 0
+    # Resolve only EIDs inside these through this resolver (the most specific
+    # scope covering an EID wins; unscoped resolvers serve the rest). Empty: any.
+    eid_prefix: list[EidText] = []
 
     @model_validator(mode="after")
     def _key_for_subscribe(self) -> "MapResolverConfig":
@@ -202,6 +208,10 @@ class ItrConfig(_Model):
     map_request_backoff: Annotated[float, Field(ge=1.0)] = 2.0
     map_request_max_interval: Seconds = 30.0
     map_request_retries: Annotated[int, Field(ge=0, le=20)] = 4
+    # A Map-Resolver with a request unanswered this long is skipped for
+    # map-resolver-holddown seconds (the next one of its set is asked first).
+    map_resolver_timeout: Seconds = 3.0
+    map_resolver_holddown: Seconds = 60.0
     # Negative entry installed when the mapping system never answers.
     unreachable_negative_ttl: Seconds = 60.0
     # Refresh a used entry this many seconds before its TTL runs out.
