@@ -58,6 +58,8 @@ class _Resolver:
     waiting_since: float | None = None     # oldest request unanswered since the last answer
     down_until: float = 0.0
     down_count: int = 0
+    requests: int = 0
+    answers: int = 0
 
 
 class ResolverSet:
@@ -93,6 +95,7 @@ class ResolverSet:
 
     def sent(self, mr: MapResolverConfig, nonce: int, now: float) -> None:
         r = self.by_addr[mr.address]
+        r.requests += 1
         if r.waiting_since is None:
             r.waiting_since = now
         self._nonces[nonce] = r
@@ -102,10 +105,14 @@ class ResolverSet:
     def answered(self, nonce: int) -> None:
         r = self._nonces.pop(nonce, None)
         if r is not None:
+            r.answers += 1
             r.waiting_since = None
             r.down_until = 0.0
 
     def snapshot(self, now: float) -> list[dict]:
+        for r in self.all:
+            self._down(r, now)
         return [{"address": str(r.cfg.address), "eid_prefix": [str(p) for p in r.cfg.eid_prefix],
-                 "skipped_for_s": round(max(0.0, r.down_until - now), 1), "times_skipped": r.down_count}
+                 "skipped_for_s": round(max(0.0, r.down_until - now), 1), "times_skipped": r.down_count,
+                 "requests": r.requests, "answers": r.answers}
                 for r in self.all]
