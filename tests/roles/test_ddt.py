@@ -424,6 +424,9 @@ def test_config_checks():
     with pytest.raises(ConfigError, match=r"\[mr.ddt\] is only used"):
         loads('instance = "x"\nroles = ["ddt-node"]\n[ddt]\nauthoritative-prefix = ["10.0.0.0/8"]\n'
               '[mr.ddt]\nroot = ["192.0.2.1"]\n')
+    with pytest.raises(ConfigError, match="cannot share a process"):
+        loads(MS.format(name="x", auth="10.0.0.0/8", site="10.1.0.0/24", proxy="false")
+              .replace('roles = ["ms"]', 'roles = ["ms", "ddt-node"]'))
     with pytest.raises(ConfigError, match="only used by the ddt-node and ms roles"):
         loads('instance = "x"\nroles = ["mr"]\n[ddt]\nauthoritative-prefix = ["10.0.0.0/8"]\n'
               '[mr.ddt]\nroot = ["192.0.2.1"]\n')

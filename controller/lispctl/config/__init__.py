@@ -167,6 +167,9 @@ def _ddt_checks(cfg: Config) -> list[tuple[tuple, str]]:
     out: list[tuple[tuple, str]] = []
     if "ddt" in cfg.model_fields_set and not (cfg.is_ddt_node or cfg.is_ms):
         out.append((("ddt",), "[ddt] is only used by the ddt-node and ms roles"))
+    if cfg.is_ddt_node and cfg.is_ms:
+        out.append((("roles",), "ddt-node and ms cannot share a process (both would answer a DDT Map-Request); "
+                                "a Map-Server answers for its sites and ddt.authoritative-prefix by itself"))
     if cfg.is_ddt_node and not (cfg.ddt.authoritative_prefix or cfg.ddt.delegation):
         out.append((("ddt",), "a DDT node needs ddt.authoritative-prefix or [[ddt.delegation]]"))
     if cfg.ddt.delegation and not cfg.is_ddt_node:
