@@ -430,3 +430,16 @@ def test_config_checks():
     with pytest.raises(ConfigError, match="only used by the ddt-node and ms roles"):
         loads('instance = "x"\nroles = ["mr"]\n[ddt]\nauthoritative-prefix = ["10.0.0.0/8"]\n'
               '[mr.ddt]\nroot = ["192.0.2.1"]\n')
+
+
+def test_plain_map_resolver_leaves_ddt_requests_to_the_map_server():
+    # before: the MR of an ms+mr process also answered a DDT Map-Request
+    # (a second, negative Map-Reply to the ITR next to the Map-Server's referral)
+    from roles_helpers import MSMR
+    roles = make(MSMR.format(roles='["ms", "mr"]'))[1]
+    eff = []
+    for name in ("ms", "mr"):
+        eff += roles[name].handle(request("10.2.9.9/32").encode(), ep(MR), ep("198.51.100.10"), 1.0)
+    (s,) = sends(eff)
+    assert s.dst == ep(MR) and isinstance(decode_control(s.payload), MapReferral)
+    assert roles["mr"].counters["map_request_rx"] == 0
