@@ -266,9 +266,11 @@ def test_delegation_hole_negative_and_cached():
     assert dst == ITR and isinstance(reply, MapReply)
     (rec,) = reply.records
     assert (str(record_prefix(rec)), MapAction(rec.act), rec.ttl) == ("10.3.0.0/16", MapAction.NATIVELY_FORWARD, 15)
-    ask(net, "10.3.200.1/32", 5, now=2.0)
+    (_, reply), = ask(net, "10.3.200.1/32", 5, now=2.0)
     assert [d for f, d in net.log if f == MR] == [ITR]            # answered from the cache
-    assert mr.counters["negative_from_cache"] == 1
+    assert mr.counters["negative_from_cache"] == 1 and reply.records[0].ttl == 15
+    (_, reply), = ask(net, "10.3.0.9/32", 6, now=1.0 + 10.5 * 60)
+    assert reply.records[0].ttl == 5                              # what is left of it
 
 
 def test_not_registered_asks_every_ms_then_negative():

@@ -174,7 +174,9 @@ class DdtResolverRole:
         if ref is not None and ref.act == DELEGATION_HOLE:
             ref.hits += 1
             self.counters["negative_from_cache"] += 1
-            self._negative(ecm, ref.eid, MapAction.NATIVELY_FORWARD, ref.ttl, out)
+            # what is left of the hole's TTL, in whole minutes (at least one)
+            left = max(1, min(ref.ttl, int((ref.expires_at - now) // 60) + 1))
+            self._negative(ecm, ref.eid, MapAction.NATIVELY_FORWARD, left, out)
             return out.items
         if len(self.pending) >= self.max_pending:
             self.counters["pending_full"] += 1
