@@ -23,9 +23,9 @@ from lispctl.config.models import (AddressLocator, Config, DatabaseEntry, DdtCon
 
 __all__ = [
     "AddressLocator", "Config", "ConfigError", "ConfigProblem", "DatabaseEntry", "DdtConfig", "DdtDelegation",
-    "EtrConfig",
-    "InterfacesConfig", "ItrConfig", "LocatorConfig", "MapCacheEntry", "MapResolverConfig",
-    "MapServerConfig", "MobileNodeConfig", "MrConfig", "MrDdtConfig", "MrForward", "MsConfig", "SiteConfig", "SiteEidPrefix",
+    "EtrConfig", "InterfacesConfig", "ItrConfig", "LocatorConfig", "MapCacheEntry", "MapResolverConfig",
+    "MapServerConfig", "MobileNodeConfig", "MrConfig", "MrDdtConfig", "MrForward", "MsConfig", "SiteConfig",
+    "SiteEidPrefix",
     "action_of", "load", "loads",
 ]
 
