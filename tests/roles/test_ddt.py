@@ -445,3 +445,54 @@ def test_plain_map_resolver_leaves_ddt_requests_to_the_map_server():
     (s,) = sends(eff)
     assert s.dst == ep(MR) and isinstance(decode_control(s.payload), MapReferral)
     assert roles["mr"].counters["map_request_rx"] == 0
+
+
+def test_ipv6_underlay_and_instance_id():
+    root = make("""instance = "r6"
+roles = ["ddt-node"]
+[ddt]
+authoritative-prefix = ["[7]0.0.0.0/0", "[7]::/0"]
+[[ddt.delegation]]
+eid-prefix = "[7]10.0.0.0/8"
+type = "map-server"
+address = ["2001:db8::23"]
+[[ddt.delegation]]
+eid-prefix = "[7]2001:db8:e::/48"
+type = "map-server"
+address = ["2001:db8::23"]
+""")[1]["ddt-node"]
+    ms = make("""instance = "m6"
+roles = ["ms"]
+[[site]]
+name = "s"
+keys = { 1 = "k" }
+[[site.eid-prefix]]
+prefix = "10.0.0.0/8"
+instance-id = 7
+proxy-reply = true
+[[site.eid-prefix]]
+prefix = "2001:db8:e::/48"
+instance-id = 7
+proxy-reply = true
+""")[1]["ms"]
+    for eid in ("[7]10.0.0.0/8", "[7]2001:db8:e::/48"):
+        rec = eid_record(P(eid), (Rloc(A("2001:db8::99")),), ttl=1440, authoritative=True)
+        ms.handle(sign(MapRegister(1, (rec,), key_id=1, alg_id=ALG_HMAC_SHA256), "k"), ep("2001:db8::99"),
+                  ep("2001:db8::23"), 0.0)
+    mr = make('instance = "mr6"\nroles = ["mr"]\n[mr.ddt]\nroot = ["2001:db8::1"]\n')[1]["mr"]
+    net = Net({"2001:db8::1": root, "2001:db8::23": ms, "2001:db8::100": mr})
+    itr6 = "2001:db8::5"
+    for n, eid in enumerate(("[7]10.1.2.3/32", "[7]2001:db8:e::7/128")):
+        e = P(eid)
+        req = MapRequest(40 + n, (request_record(e),), (A(itr6),))
+        # an IPv4 EID asked over IPv6: the inner header goes to the resolver (RFC 9301 5.8)
+        inner_dst = e.prefix.network_address if e.prefix.version == 6 else A("2001:db8::100")
+        ecm = EncapsulatedControlMessage(req, A(itr6), inner_dst, 50000, 4342)
+        net.outside.clear()
+        net.run([Send(ecm.encode(), ep("2001:db8::100"))], itr6, 1.0 + n)
+        (s,) = net.outside
+        reply = decode_control(s.payload)
+        assert s.dst == ep(itr6, 50000) and isinstance(reply, MapReply) and reply.nonce == 40 + n
+        assert str(record_prefix(reply.records[0])) == ("[7]10.0.0.0/8", "[7]2001:db8:e::/48")[n]
+    assert mr.counters["resolved"] == 2
+    assert {e["eid"] for e in mr.snapshot()["referral_cache"]} == {"[7]10.0.0.0/8", "[7]2001:db8:e::/48"}
