@@ -146,7 +146,7 @@ class MapServerConfig(_Model):
     want_map_notify: bool = True
     proxy_reply: bool = False
     # Register only the database prefixes inside these (several mapping
-    # systems at once; "[5]0.0.0.0/0" = all of instance 5). Empty: all.
+    # systems at once; "[5]0.0.0.0/0" + "[5]::/0" = all of instance 5). Empty: all.
     eid_prefix: list[EidText] = []
 
 
