@@ -1,8 +1,8 @@
 """Several mapping systems at once in one xTR, and Map-Resolver failover.
 
 A [[map-server]] or [[map-resolver]] with `eid-prefix` serves only those EID
-prefixes (per instance ID: "[5]0.0.0.0/0" and "[5]::/0"); one without serves everything
-else. The ETR registers each database prefix with the Map-Servers whose
+prefixes (a whole instance ID: "[5]0.0.0.0/0" and "[5]::/0"); one without
+serves everything else. The ETR registers each database prefix with the Map-Servers whose
 scope covers it most specifically (else with the unscoped ones); the ITR
 resolves an EID through the resolvers chosen the same way.
 
