@@ -331,7 +331,8 @@ class DdtConfig(_Model):
     referral_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1440
     hole_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 15
     not_registered_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1
-    # Map-Referrals sent per second at most (a token bucket of one second); excess requests are counted and dropped.
+    # Map-Referrals sent per second at most (a token bucket of one second);
+    # excess requests are counted and dropped.
     max_referral_rate: Annotated[float, Field(gt=0)] = 10000.0
 
 
