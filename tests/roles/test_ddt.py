@@ -496,3 +496,29 @@ proxy-reply = true
         assert str(record_prefix(reply.records[0])) == ("[7]10.0.0.0/8", "[7]2001:db8:e::/48")[n]
     assert mr.counters["resolved"] == 2
     assert {e["eid"] for e in mr.snapshot()["referral_cache"]} == {"[7]10.0.0.0/8", "[7]2001:db8:e::/48"}
+
+
+def test_ms_peers_make_a_complete_set():
+    ms = make(MS.format(name="ms", auth="10.1.1.0/24", site="10.1.1.0/26", proxy="false")
+              .replace("[[site]]", 'ms-peers = ["192.0.2.22", "192.0.2.29"]\n[[site]]'))[1]["ms"]
+    assert referral_of(ms, "10.1.1.5/32") == ("10.1.1.0/26", MS_NOT_REGISTERED, 1, False,
+                                               ["192.0.2.1", "192.0.2.22", "192.0.2.29"])
+    register(ms, "10.1.1.0/26")
+    eff = ms.handle(request("10.1.1.5/32").encode(), ep(MR), ep("192.0.2.21"), 1.0)
+    (rec,) = next(m for m in (decode_control(s.payload) for s in sends(eff)) if isinstance(m, MapReferral)).records
+    assert (rec.act, rec.incomplete, [str(r.address) for r in rec.referrals]) == \
+        (MS_ACK, False, ["192.0.2.21", "192.0.2.22", "192.0.2.29"])
+
+
+def test_not_registered_peers_are_asked_too():
+    mr = make(DDT_MR)[1]["mr"]
+    mr.handle(request("10.1.1.5/32", nonce=50, ddt=False).encode(), ep(ITR), ep(MR), 1.0)
+    mr.handle(MapReferral(50, (referral_record_for("10.1.1.0/24", MS_REFERRAL, ["192.0.2.21"]),)).encode(),
+              ep("192.0.2.1"), ep(MR), 1.1)
+    nreg = referral_record_for("10.1.1.0/26", MS_NOT_REGISTERED, ["192.0.2.21", "192.0.2.22"], ttl=1)
+    (s,) = sends(mr.handle(MapReferral(50, (nreg,)).encode(), ep("192.0.2.21"), ep(MR), 1.2))
+    assert s.dst == ep("192.0.2.22")                     # the peer it named
+    (s,) = sends(mr.handle(MapReferral(50, (nreg,)).encode(), ep("192.0.2.22"), ep(MR), 1.3))
+    reply = decode_control(s.payload)
+    assert s.dst == ep(ITR, 50123) and isinstance(reply, MapReply)
+    assert (str(record_prefix(reply.records[0])), reply.records[0].ttl) == ("10.1.1.0/26", 1)

@@ -172,6 +172,8 @@ def _ddt_checks(cfg: Config) -> list[tuple[tuple, str]]:
                                 "a Map-Server answers for its sites and ddt.authoritative-prefix by itself"))
     if cfg.is_ddt_node and not (cfg.ddt.authoritative_prefix or cfg.ddt.delegation):
         out.append((("ddt",), "a DDT node needs ddt.authoritative-prefix or [[ddt.delegation]]"))
+    if cfg.ddt.ms_peers and not cfg.is_ms:
+        out.append((("ddt", "ms-peers"), "ddt.ms-peers is only used by the ms role"))
     if cfg.ddt.delegation and not cfg.is_ddt_node:
         out.append((("ddt", "delegation"), "[[ddt.delegation]] is only used by the ddt-node role"))
     seen: dict = {}

@@ -331,6 +331,9 @@ class DdtConfig(_Model):
     referral_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1440
     hole_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 15
     not_registered_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1
+    # (ms) the other Map-Servers of the same sites: MS-ACK and MS-NOT-REGISTERED
+    # then list this one and these, with the I bit clear (a complete set).
+    ms_peers: Annotated[list[Address], AfterValidator(_unique)] = Field(default=[], max_length=31)
     # Map-Referrals sent per second at most (a token bucket of one second);
     # excess requests are counted and dropped.
     max_referral_rate: Annotated[float, Field(gt=0)] = 10000.0

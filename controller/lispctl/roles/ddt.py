@@ -9,14 +9,15 @@ referral says (sections 6.4 and 8):
     ACT                 sent when                                  TTL    I  referral set
     NODE-REFERRAL       a delegation to child DDT nodes covers it  1440   0  the child nodes
     MS-REFERRAL         a delegation to Map-Servers covers it      1440   0  the Map-Servers
-    MS-ACK              (Map-Server) an ETR registered it          1440   1  -
-    MS-NOT-REGISTERED   (Map-Server) a site holds it, unregistered 1      1  -
+    MS-ACK              (Map-Server) an ETR registered it          1440   1* -*
+    MS-NOT-REGISTERED   (Map-Server) a site holds it, unregistered 1      1* -*
     DELEGATION-HOLE     authoritative, but nothing delegated       15     0  -
     NOT-AUTHORITATIVE   not authoritative for it                   0      1  -
+    *: with ddt.ms-peers, I clear and the set is this Map-Server and its peers
 
-The Map-Server sends MS-ACK/MS-NOT-REGISTERED with the I bit because it does
-not know the full set of its peer Map-Servers for the prefix (the MR keeps
-the set from the MS-REFERRAL it followed). A DELEGATION-HOLE names the least
+The Map-Server sends MS-ACK/MS-NOT-REGISTERED with the I bit unless it is
+told its peers (ddt.ms-peers): then the referral set is itself and them, I
+clear. (The MR has the set from the MS-REFERRAL it followed anyway.) A DELEGATION-HOLE names the least
 specific prefix around the EID, inside the authoritative prefix, that
 overlaps no delegation (or site): the MR and the ITR cache the whole hole.
 NOT-AUTHORITATIVE names the requested EID itself, TTL 0 (section 6.4).
@@ -201,9 +202,18 @@ class MapServerDdt:
         self.ms = ms                      # lispctl.roles.ms.MapServerRole
         self.authority = Authority(cfg)
         self.not_registered_ttl = cfg.ddt.not_registered_ttl_minutes
+        self.peers = tuple(cfg.ddt.ms_peers)
         self.bucket = TokenBucket(cfg.ddt.max_referral_rate)
 
-    def handle(self, ecm: EncapsulatedControlMessage, data: bytes, src: Endpoint, now: float) -> list[Effect]:
+    def _ms_set(self, here: IPAddress) -> tuple[tuple[IPAddress, ...], bool]:
+        """(referral set, incomplete) of MS-ACK / MS-NOT-REGISTERED: this
+        Map-Server and its configured peers, or nothing and the I bit."""
+        if not self.peers:
+            return (), True
+        return tuple(dict.fromkeys((here, *self.peers))), False
+
+    def handle(self, ecm: EncapsulatedControlMessage, data: bytes, src: Endpoint, dst: Endpoint,
+               now: float) -> list[Effect]:
         ms = self.ms
         counters = ms.counters
         counters["ddt_map_request_rx"] += 1
@@ -220,11 +230,14 @@ class MapServerDdt:
         if hit is not None:
             # the ETR gets a plain (D bit clear) ECM, as without DDT
             out.items.extend(ms.resolve(dataclasses.replace(ecm, ddt=False), data, now) or [])
-            rec = referral_record(hit[0], MS_ACK, self.authority.ttl, incomplete=True)
+            peers, incomplete = self._ms_set(dst.addr)
+            rec = referral_record(hit[0], MS_ACK, self.authority.ttl, peers, incomplete=incomplete)
         else:
             site = ms.configured.longest_covering(want)
             if site is not None:
-                rec = referral_record(site[0], MS_NOT_REGISTERED, self.not_registered_ttl, incomplete=True)
+                peers, incomplete = self._ms_set(dst.addr)
+                rec = referral_record(site[0], MS_NOT_REGISTERED, self.not_registered_ttl, peers,
+                                      incomplete=incomplete)
             else:
                 rec = self.authority.referral(want, ms.configured)
         send_referral(out, req, rec, src, counters)

@@ -307,6 +307,10 @@ class DdtResolverRole:
             out.log(f"{w} resolved through Map-Server {src.addr} ({eid})")
         elif act == MS_NOT_REGISTERED:
             p.not_registered, p.not_registered_ttl = eid, rec.ttl
+            # peers it names that the referral we followed did not: ask them too
+            for t in ip_only([r.address for r in rec.referrals if r.priority != 255]):
+                if t not in p.targets and len(p.targets) < 32:
+                    p.targets.append(t)
             self._next_target(p, now, out)
         elif act == DELEGATION_HOLE:
             self._finish(p)

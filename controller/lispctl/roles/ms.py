@@ -235,7 +235,7 @@ class MapServerRole:
                 else:
                     self.counters["pubsub_notify_ack_bad_auth"] += 1
         elif is_ddt_request(msg):
-            out.items.extend(self.ddt.handle(msg, data, src, now))
+            out.items.extend(self.ddt.handle(msg, data, src, dst, now))
         elif (isinstance(msg, EncapsulatedControlMessage) and isinstance(msg.message, MapRequest)
               and self.answer_ecm and not msg.to_etr):
             self.counters["map_request_rx"] += 1
