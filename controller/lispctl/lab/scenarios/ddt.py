@@ -25,15 +25,41 @@ HOST = {"hostA": "10.1.0.2", "hostB": "10.2.0.2", "hostC": "10.3.0.2"}
 
 
 def start_ddt(lab: Lab, xtrs=XTRS) -> None:
-    """Every DDT node, Map-Server and the MR (quick), then the xTRs in parallel."""
-    for n in INFRA:
+    """Every DDT node, Map-Server, the MR and the xTRs, all at once (an xTR
+    compiles its BPF programs for seconds; its first Map-Register is retried
+    if its Map-Server is not up yet)."""
+    for n in (*INFRA, *xtrs):
         cp.start_node(lab, n, wait=False)
-    for n in INFRA:
+    for n in (*INFRA, *xtrs):
         cp.wait_node(lab, n)
-    for n in xtrs:
-        cp.start_node(lab, n, wait=False)
-    for n in xtrs:
-        cp.wait_node(lab, n)
+
+
+def register_site(lab: Lab, k: int, timeout: float = 5.0) -> None:
+    """Register site k's 10.k.0.0/24 with ms k from xtrk's namespace, with the
+    P bit (the Map-Server answers for it): a site without an xTR daemon."""
+    if not lab.call(f"xtr{k}", _register_here, k, timeout):
+        raise ProcessError(f"ms{k} did not acknowledge site{k}'s Map-Register")
+
+
+def _register_here(k: int, timeout: float) -> bool:
+    import ipaddress
+    import select
+    import socket
+    import time
+
+    from lispctl import wire as w
+    rloc = ipaddress.IPv4Address(f"172.16.3{k}.2")
+    rec = w.EidRecord(ipaddress.IPv4Address(f"10.{k}.0.0"), 24, (w.LocatorRecord(rloc, 1, 100),), 1440, 0, True)
+    msg = w.sign(w.MapRegister(k, (rec,), 1, w.ALG_HMAC_SHA256, proxy_reply=True, want_map_notify=True),
+                 f"site{k}-secret")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((str(rloc), 0))
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            s.sendto(msg, (f"172.16.1{k}.2", 4342))
+            if select.select([s], [], [], 0.5)[0] and s.recv(2048)[0] >> 4 == 4:
+                return True
+    return False
 
 
 def wait_registered(lab: Lab, sites=(1, 2, 3), timeout: float = 20.0) -> None:
