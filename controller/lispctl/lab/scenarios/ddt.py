@@ -34,29 +34,36 @@ def start_ddt(lab: Lab, xtrs=XTRS) -> None:
         cp.wait_node(lab, n)
 
 
-def register_site(lab: Lab, k: int, timeout: float = 5.0) -> None:
+def register_site(lab: Lab, k: int) -> None:
     """Register site k's 10.k.0.0/24 with ms k from xtrk's namespace, with the
     P bit (the Map-Server answers for it): a site without an xTR daemon."""
-    if not lab.call(f"xtr{k}", _register_here, k, timeout):
-        raise ProcessError(f"ms{k} did not acknowledge site{k}'s Map-Register")
+    register_proxied(lab, f"xtr{k}", f"172.16.1{k}.2", f"10.{k}.0.0/24", f"site{k}-secret", f"172.16.3{k}.2")
 
 
-def _register_here(k: int, timeout: float) -> bool:
+def register_proxied(lab: Lab, node: str, ms: str, prefix: str, key: str, rloc: str,
+                     timeout: float = 5.0) -> None:
+    """One signed Map-Register (key-id 1, P and M bits) for prefix -> rloc
+    from node's namespace, repeated until the Map-Server's Map-Notify."""
+    if not lab.call(node, _register_here, ms, prefix, key, rloc, timeout):
+        raise ProcessError(f"{ms} did not acknowledge the Map-Register for {prefix}")
+
+
+def _register_here(ms: str, prefix: str, key: str, rloc: str, timeout: float) -> bool:
     import ipaddress
     import select
     import socket
     import time
 
     from lispctl import wire as w
-    rloc = ipaddress.IPv4Address(f"172.16.3{k}.2")
-    rec = w.EidRecord(ipaddress.IPv4Address(f"10.{k}.0.0"), 24, (w.LocatorRecord(rloc, 1, 100),), 1440, 0, True)
-    msg = w.sign(w.MapRegister(k, (rec,), 1, w.ALG_HMAC_SHA256, proxy_reply=True, want_map_notify=True),
-                 f"site{k}-secret")
+    net = ipaddress.ip_network(prefix)
+    rec = w.EidRecord(net.network_address, net.prefixlen,
+                      (w.LocatorRecord(ipaddress.ip_address(rloc), 1, 100),), 1440, 0, True)
+    msg = w.sign(w.MapRegister(1, (rec,), 1, w.ALG_HMAC_SHA256, proxy_reply=True, want_map_notify=True), key)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((str(rloc), 0))
+        s.bind((rloc, 0))
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            s.sendto(msg, (f"172.16.1{k}.2", 4342))
+            s.sendto(msg, (ms, 4342))
             if select.select([s], [], [], 0.5)[0] and s.recv(2048)[0] >> 4 == 4:
                 return True
     return False
