@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+import subprocess
+
 from lispctl.lab import Lab, load
+from lispctl.lab import dataplane as dp
 from lispctl.lab.scenarios import control as cp
 from lispctl.lab.scenarios import ddt
 from tests.conftest import need_root
@@ -33,9 +36,26 @@ def _rx(lab, node, role) -> int:
     return ddt.role_counters(lab, node, role).get("ddt_map_request_rx", 0)
 
 
+def _tshark_rows(pcap) -> list[tuple[str, ...]]:
+    out = subprocess.run(["tshark", "-r", str(pcap), "-n", "-Y", "lisp", "-T", "fields", "-E", "separator=|",
+                          "-e", "ip.src", "-e", "ip.dst", "-e", "lisp.type", "-e", "lisp.ecm.flags.ddt",
+                          "-e", "lisp.mapping.act", "-e", "lisp.referral.incomplete"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return [tuple(line.split("|")) for line in out.splitlines()]
+
+
 def test_resolution_walks_the_tree(lab):
-    got = cp.ping(lab, "hostA", ddt.HOST["hostB"], count=5, timeout=1.0)
+    with dp.capture(lab, "router", "rmr", "udp port 4342") as pcap:
+        got = cp.ping(lab, "hostA", ddt.HOST["hostB"], count=5, timeout=1.0)
     assert got >= 3, cp.log_tail(lab, "mr")
+    # tshark reads our DDT Map-Requests (D bit) and Map-Referrals (ACT, I bit) without complaint
+    assert not [p for layers in dp.tshark_json(pcap) for p in dp.expert_problems(layers)]
+    rows = _tshark_rows(pcap)
+    referrals = sorted((src.split(",")[0], act, inc) for src, _, typ, _, act, inc in rows if typ == "6")
+    assert referrals == sorted([("172.16.1.2", "0", "0"), ("172.16.2.2", "1", "0"), ("172.16.12.2", "2", "1"),
+                                ("172.16.1.2", "0", "0"), ("172.16.2.2", "1", "0"), ("172.16.11.2", "2", "1")])
+    ddt_requests = [r for r in rows if r[2].startswith("8") and r[1].split(",")[0] != ddt.MR_ADDR]
+    assert len(ddt_requests) == 6 and all(r[3] in ("1", "True") for r in ddt_requests), rows
     assert cp.eventually(lambda: "10.2.0.0/24" in cp.map_cache(lab, "xtr1"), 5)
     # xtr1 -> hostB: root -> ddt1 -> ms2; the reply's way back (xtr2 -> hostA):
     # root -> ddt1 -> ms1; each asked once, the other branch never
