@@ -140,6 +140,25 @@ def test_ms_mr():
     notes = _notes(conv)
     assert "ms-static-registered-site: not converted" in notes
     assert "control-iface: not converted" in notes
+    assert [str(a) for a in cfg.ddt.ms_peers] == ["192.0.2.11", "192.0.2.12"]
+
+
+def test_ddt_node():
+    conv = _convert("ddt.conf")
+    cfg = loads(conv.toml)
+    assert cfg.roles == ["ddt-node"]
+    assert [str(p) for p in cfg.ddt.authoritative_prefix] == ["10.0.0.0/8", "fd00::/8"]
+    assert [(str(d.eid_prefix), d.type, [str(a) for a in d.address]) for d in cfg.ddt.delegation] == [
+        ("10.1.0.0/16", "ddt-node", ["192.0.2.21", "192.0.2.22"]),
+        ("10.2.0.0/16", "map-server", ["192.0.2.31"]),
+        ("[5]10.5.0.0/16", "map-server", ["2001:db8::31"])]
+    assert [n.what for n in conv.notes] == ["control-iface"]
+
+
+def test_ddt_map_resolver():
+    conv = _convert("ddtmr.conf")
+    cfg = loads(conv.toml)
+    assert cfg.roles == ["mr"] and [str(a) for a in cfg.mr.ddt.root] == ["192.0.2.1", "2001:db8::1"]
 
 
 def test_pxtr_border_xtr():
@@ -202,7 +221,6 @@ database-mapping { eid-prefix = 10.2.0.0/24  ttl = 20  rloc-iface { interface = 
 
 @pytest.mark.parametrize("text, msg", [
     ("debug = 1\n", "no operating-mode"),
-    ("operating-mode = DDT\n", "LISP-DDT"),
     ("operating-mode = router\n", "unknown"),
     ("operating-mode = xTR\nmap-server {\n", "not a libConfuse file: line 2"),
 ])
@@ -216,7 +234,7 @@ def test_cli(tmp_path):
                           "--instance", "ms1"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert loads(out.stdout).instance == "ms1"
-    assert "msmr.conf: line 30: ms-static-registered-site: not converted" in out.stderr
+    assert "msmr.conf: line 31: ms-static-registered-site: not converted" in out.stderr
     bad = tmp_path / "bad.conf"
     bad.write_text("operating-mode = xTR\nx {\n")
     out = subprocess.run([sys.executable, "-m", "lispctl.cli", "import-oor", str(bad)],
@@ -226,3 +244,16 @@ def test_cli(tmp_path):
         out = subprocess.run([sys.executable, "-m", "lispctl.cli", "import-oor", str(OOR / "rtr.conf")],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 1 and "does not pass validation" in out.stderr and "roles" in out.stdout
+
+
+def test_ddt_delegation_problems_are_named():
+    conv = convert("""
+operating-mode = DDT
+ddt-auth-site { eid-prefix = 10.0.0.0/8 }
+ddt-deleg-site { eid-prefix = 10.1.0.0/16  delegation-type = SIDEWAYS  deleg-nodes = { 192.0.2.1 } }
+ddt-deleg-site { eid-prefix = 10.2.0.0/16  delegation-type = CHILD_DDT_NODE  deleg-nodes = { ddt.example } }
+""", instance="t")
+    notes = _notes(conv)
+    assert "delegation-type = sideways: must be CHILD_DDT_NODE or MAP_SERVER_DDT_NODE" in notes
+    assert "deleg-nodes ddt.example: a name" in notes and "no deleg-nodes address" in notes
+    assert not loads(conv.toml).ddt.delegation and loads(conv.toml).ddt.authoritative_prefix

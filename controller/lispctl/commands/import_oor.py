@@ -27,7 +27,7 @@ def import_oor(
     rloc_facing: List[str] = typer.Option([], "--rloc-facing",
                                           help="Underlay interface (repeat); added to those named by rloc-iface."),
 ) -> None:
-    """Convert an OOR (xTR, MN, MS, RTR) configuration into lispctl's TOML on stdout."""
+    """Convert an OOR (xTR, MN, MS, RTR, DDT, DDT-MR) configuration into lispctl's TOML on stdout."""
     from lispctl.config import ConfigError, loads
     from lispctl.config.oor_import import OorImportError, convert
 

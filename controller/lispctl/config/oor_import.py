@@ -36,7 +36,8 @@ from .confuse import Section, parse
 
 __all__ = ["Conversion", "Note", "OorImportError", "convert"]
 
-MODES = {"xtr": ["xtr"], "mn": ["mobile-node"], "ms": ["ms", "mr"], "rtr": ["rtr"]}
+MODES = {"xtr": ["xtr"], "mn": ["mobile-node"], "ms": ["ms", "mr"], "rtr": ["rtr"], "ddt": ["ddt-node"],
+         "ddt-mr": ["mr"]}
 
 # OOR 1.3 defaults (oor/defs.h) where they matter to the converted behaviour.
 OOR_RECORD_TTL_MIN = 10
@@ -194,10 +195,8 @@ def convert(text: str, *, instance: str, eid_facing: list[str] | None = None,
     r = _Reader()
     mode_v = r.string(root, "operating-mode")
     if mode_v is None:
-        raise OorImportError("no operating-mode (xTR, MN, MS or RTR)")
+        raise OorImportError("no operating-mode (xTR, MN, MS, RTR, DDT or DDT-MR)")
     mode = mode_v.lower()
-    if mode in ("ddt", "ddt-mr"):
-        raise OorImportError(f"operating-mode {mode_v}: LISP-DDT devices are not converted")
     if mode not in MODES:
         raise OorImportError(f"operating-mode {mode_v}: unknown (OOR knows xTR, MN, MS, RTR, DDT, DDT-MR)")
     roles = MODES[mode]
@@ -217,6 +216,8 @@ _USED = {
     "rtr": _TR_COMMON | {"rtr-ifaces", "rtr-ms-node", "rtr-database-mapping", "rtr-data-iface"},
     "ms": {"control-iface", "lisp-site", "ms-static-registered-site", "ms-rtr-node",
            "ms-rtrs-set", "ms-advertised-rtrs-set"},
+    "ddt": {"control-iface", "ddt-auth-site", "ddt-deleg-site"},
+    "ddt-mr": {"control-iface", "ddt-root-addresses"},
 }
 _GENERAL = {"operating-mode", "debug", "log-file", "ipv6-scope", "control-port"}
 # Converted by the functions below, per option; everything else used by the
@@ -237,7 +238,7 @@ _WHY = {
     "rtr-database-mapping": "the RTR's own mappings are not supported by lispctl yet",
     "rtr-data-iface": "not supported by lispctl",
     "control-iface": "lispctl binds control-addresses (default every address); set them to this "
-                     "interface's addresses if the Map-Server must listen on it only",
+                     "interface's addresses to listen on it only",
     "ms-static-registered-site": "lispctl's Map-Server has no static registrations",
     "ms-rtr-node": "NAT traversal (RTRs announced by the Map-Server) is not implemented by lispctl yet",
     "ms-rtrs-set": "NAT traversal (RTRs announced by the Map-Server) is not implemented by lispctl yet",
@@ -246,9 +247,6 @@ _WHY = {
     "explicit-locator-path": "explicit locator paths (ELP) are not supported by lispctl",
     "replication-list": "replication lists (multicast) are not supported by lispctl",
     "multicast-info": "multicast mappings are not supported by lispctl",
-    "ddt-auth-site": "LISP-DDT is not converted",
-    "ddt-deleg-site": "LISP-DDT is not converted",
-    "ddt-root-addresses": "LISP-DDT is not converted",
 }
 
 
@@ -274,6 +272,10 @@ class _Converter:
             self._xtr()
         elif self.mode == "rtr":
             self._rtr()
+        elif self.mode == "ddt":
+            self._ddt_node()
+        elif self.mode == "ddt-mr":
+            self._ddt_mr()
         else:
             self._ms()
         return d
@@ -573,6 +575,7 @@ class _Converter:
     def _ms(self) -> None:
         d, r = self.doc, self.r
         sites: dict[tuple[int, str], dict] = {}
+        peers: list[str] = []
         for sec in self.root.sections("lisp-site"):
             eid = r.prefix(sec)
             if eid is None:
@@ -599,9 +602,15 @@ class _Converter:
                 r.note(sec.line, f"lisp-site {eid}", "listed twice: the first one is kept")
                 continue
             site["prefixes"].append(pref)
-            if sec.get("ddt-ms-peers") is not None:
-                r.note(sec.get("ddt-ms-peers").line, f"lisp-site {eid} ddt-ms-peers",  # type: ignore[union-attr]
-                       "LISP-DDT is not converted")
+            peers_v = sec.get("ddt-ms-peers")
+            for item in (peers_v.items() if peers_v else ()):
+                addr = r.address(item, peers_v.line, f"lisp-site {eid} ddt-ms-peers")   # type: ignore[union-attr]
+                if addr is not None and addr not in peers:
+                    peers.append(addr)
+            if r.boolean(sec, "ddt-ms-peers-complete") is False:
+                r.note(sec.get("ddt-ms-peers-complete").line,                          # type: ignore[union-attr]
+                       f"lisp-site {eid} ddt-ms-peers-complete = false",
+                       "lispctl announces ddt.ms-peers as the complete set (I bit clear)")
         for n, ((_kt, key), site) in enumerate(sites.items(), 1):
             d.table("[[site]]", f"lisp-site sections sharing one key, from line {site['line']}")
             d.kv("name", f"site-{n}")
@@ -613,3 +622,60 @@ class _Converter:
                     d.kv(k, v)
         if not sites:
             r.note(None, "lisp-site", "no site could be converted; a Map-Server needs at least one")
+        if peers:
+            d.table("[ddt]", "ddt-ms-peers of the lisp-sites: the other Map-Servers of these sites "
+                    "(one list for the whole Map-Server in lispctl)")
+            d.kv("ms-peers", peers)
+
+    # -- DDT node and DDT Map-Resolver (RFC 8111)
+    def _iid_prefix(self, sec: Section) -> str | None:
+        eid = self.r.prefix(sec)
+        if eid is None:
+            return None
+        iid = self.r.integer(sec, "iid", 0, (1 << 24) - 1) or 0
+        return f"[{iid}]{eid}" if iid else eid
+
+    def _ddt_node(self) -> None:
+        d, r = self.doc, self.r
+        auth = [p for p in (self._iid_prefix(sec) for sec in self.root.sections("ddt-auth-site")) if p]
+        delegations = []
+        for sec in self.root.sections("ddt-deleg-site"):
+            eid = self._iid_prefix(sec)
+            kind = (r.string(sec, "delegation-type") or "").lower()
+            types = {"child_ddt_node": "ddt-node", "map_server_ddt_node": "map-server"}
+            if eid is None:
+                continue
+            if kind not in types:
+                r.note(sec.line, f"ddt-deleg-site {eid} delegation-type = {kind or '(none)'}",
+                       "must be CHILD_DDT_NODE or MAP_SERVER_DDT_NODE: skipped")
+                continue
+            nodes_v = sec.get("deleg-nodes")
+            nodes = []
+            for item in (nodes_v.items() if nodes_v else ()):
+                addr = r.address(item, nodes_v.line, f"ddt-deleg-site {eid} deleg-nodes")  # type: ignore[union-attr]
+                if addr is not None and addr not in nodes:
+                    nodes.append(addr)
+            if not nodes:
+                r.note(sec.line, f"ddt-deleg-site {eid}", "no deleg-nodes address could be converted: skipped")
+                continue
+            delegations.append((sec.line, eid, types[kind], nodes[:32]))
+        d.table("[ddt]")
+        d.kv("authoritative-prefix", auth)
+        for line, eid, kind, nodes in delegations:
+            d.table("[[ddt.delegation]]", f"ddt-deleg-site at line {line}")
+            d.kv("eid-prefix", eid)
+            d.kv("type", kind)
+            d.kv("address", nodes)
+
+    def _ddt_mr(self) -> None:
+        d, r = self.doc, self.r
+        v = self.root.get("ddt-root-addresses")
+        roots = []
+        for item in (v.items() if v else ()):
+            addr = r.address(item, v.line, "ddt-root-addresses")       # type: ignore[union-attr]
+            if addr is not None and addr not in roots:
+                roots.append(addr)
+        if not roots:
+            r.note(v.line if v else None, "ddt-root-addresses", "no root address could be converted")
+        d.table("[mr.ddt]", "a Map-Resolver that resolves through the DDT tree from these roots")
+        d.kv("root", roots)
