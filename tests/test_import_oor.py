@@ -257,3 +257,30 @@ ddt-deleg-site { eid-prefix = 10.2.0.0/16  delegation-type = CHILD_DDT_NODE  del
     assert "delegation-type = sideways: must be CHILD_DDT_NODE or MAP_SERVER_DDT_NODE" in notes
     assert "deleg-nodes ddt.example: a name" in notes and "no deleg-nodes address" in notes
     assert not loads(conv.toml).ddt.delegation and loads(conv.toml).ddt.authoritative_prefix
+
+
+@pytest.mark.parametrize("name", ["msmr.conf", "ddt.conf", "ddtmr.conf"])
+def test_converted_devices_without_data_plane_start(tmp_path, name):
+    """No BPF needed for these: `up` on an ephemeral control port, no root."""
+    import os
+    import signal
+    import socket
+    conv = convert((OOR / name).read_text(), instance=f"oi{os.getpid()}-{name.split('.')[0]}")
+    cfg = tmp_path / "device.toml"
+    # bind loopback only (a top-level key, before the first table)
+    cfg.write_text(conv.toml.replace("log-level = ", 'control-addresses = ["127.0.0.1"]\nlog-level = ', 1))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([sys.executable, "-m", "lispctl.cli", "up", "-c", str(cfg), "--run-dir", str(tmp_path),
+                          "--control-port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready", p.stderr.read() if p.poll() is not None else ""
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+        p.stderr.close()
