@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import ipaddress
 import itertools
+from ipaddress import IPv4Address, IPv6Address
 from dataclasses import dataclass, field
 
 from lispctl.config import Config, SiteConfig, SiteEidPrefix
@@ -41,6 +43,8 @@ from lispctl.wire.auth import map_notify_for
 # register many distinct prefixes).
 _OWNER_CACHE_MAX = 65536
 _REGISTER_ALGS = (ALG_HMAC_SHA1, ALG_HMAC_SHA256)
+# Per site: how many replaced Map-Register MACs are remembered to refuse replays.
+_SUPERSEDED_MAX = 4096
 
 
 @dataclass
@@ -55,6 +59,12 @@ class Registration:
     expires_at: float
     xtr_id: int | None = None
     site_id: int | None = None
+    # Where forwarded Map-Requests (and Map-Notifies to a source that is not
+    # an RLOC) go: an RLOC of the record, never an unauthenticated address.
+    etr: Endpoint | None = None
+    mac: bytes = b""                 # authentication data of its latest message
+    nonce: int = 0                   # and its nonce
+    nonces_vary: bool = False        # seen with two nonces: repeats are replays
 
 
 @dataclass
@@ -100,6 +110,16 @@ class _Site:
     registrations: dict[EidPrefix, dict[str, Registration]] = field(default_factory=dict)
     registers: int = 0
     bad_auth: int = 0
+    # MACs of messages a registrant replaced by one with another nonce (oldest
+    # first, bounded): such bytes arriving again are replays.
+    superseded: dict[bytes, None] = field(default_factory=dict)
+
+
+def _supersede(site: _Site, mac: bytes) -> None:
+    superseded = site.superseded
+    if len(superseded) >= _SUPERSEDED_MAX:
+        del superseded[next(iter(superseded))]
+    superseded[mac] = None
 
 
 class MapServerRole:
@@ -125,8 +145,7 @@ class MapServerRole:
         # `registered` (it is forgotten when it empties), so a non-empty one
         # here is the live one and spares the table lookup.
         self._owners: dict[tuple, list] = {}
-        self._addr_text: dict = {}          # registrant names of source addresses
-        self._last_src: tuple = (None, None)     # (Endpoint, its registrant name)
+        self._rloc_memo: dict = {}          # record locators -> (registrant name, RLOC set, ETR)
         self._owners_of: dict[int, tuple] = {}   # id(records) -> (records, owners, site)
         self._seq = itertools.count()
         self.subs: dict[tuple[EidPrefix, int], Subscription] = {}
@@ -174,10 +193,15 @@ class MapServerRole:
         self._now = now
         out = Effects()
         while (at := self._expiry_top()) is not None and at <= now:
-            _, _, eid, key, _ = heapq.heappop(self._expiry)
+            _, _, eid, key, reg = heapq.heappop(self._expiry)
             before = self._locator_view(eid)
             regs = self.registered.get(eid)
             del regs[key]
+            if reg.nonces_vary:
+                # an ETR that varies its nonce never sends these bytes again
+                owner = self.configured.longest_covering(eid)
+                if owner is not None:
+                    _supersede(owner[1].site, reg.mac)
             self.counters["registration_expired"] += 1
             out.log(f"registration of {eid} by {key} expired")
             if not regs:
@@ -299,72 +323,150 @@ class MapServerRole:
             owners, site, unknown, several = self._owners_for(records)
         if unknown:
             counters["map_register_bad_prefix"] += 1
-            out.log(f"dropped Map-Register from {src.addr}: prefix not configured for any site")
+            out.log(f"dropped Map-Register from {src.addr}: prefix not configured for any site",
+                    kind="map-register-bad-prefix", peer=src.addr)
             return
         if several:
             counters["map_register_bad_prefix"] += 1
-            out.log(f"dropped Map-Register from {src.addr}: prefixes of several sites")
+            out.log(f"dropped Map-Register from {src.addr}: prefixes of several sites",
+                    kind="map-register-bad-prefix", peer=src.addr)
             return
         key = site.cfg.keys.get(msg.key_id)
         if key is None or not verify(data, key, alg_ids=_REGISTER_ALGS):
             site.bad_auth += 1
             counters["map_register_bad_auth"] += 1
             out.log(f"dropped Map-Register from {src.addr} for site {site.cfg.name}: "
-                    f"{'unknown key-id ' + str(msg.key_id) if key is None else 'authentication failed'}")
+                    f"{'unknown key-id ' + str(msg.key_id) if key is None else 'authentication failed'}",
+                    kind="map-register-auth-failed", peer=src.addr)
+            return
+        mac = msg.auth_data
+        if mac in site.superseded:
+            # An authentic message the registrant has since replaced by one
+            # with another nonce: a replay (the ETR itself never goes back).
+            counters["map_register_replayed"] += 1
+            out.log(f"dropped replayed Map-Register from {src.addr} for site {site.cfg.name}",
+                    kind="map-register-replayed", peer=src.addr)
             return
         site.registers += 1
-        if msg.xtr_id is not None:
-            registrant = f"{msg.xtr_id:032x}"
-        elif src is self._last_src[0]:      # the daemon hands out one Endpoint per peer
-            registrant = self._last_src[1]
-        else:
-            registrant = self._addr_text.get(src.addr)
-            if registrant is None:
-                if len(self._addr_text) >= _OWNER_CACHE_MAX:
-                    self._addr_text.clear()
-                registrant = self._addr_text[src.addr] = str(src.addr)
-            self._last_src = (src, registrant)
+        xtr = f"{msg.xtr_id:032x}" if msg.xtr_id is not None else None
         timeout = self.cfg.ms.registration_timeout
         changed = []
         subs = self.subs
-        for entry, rec in zip(owners, msg.records):
+        from_rloc = False
+        reg = None
+        repeat = True
+        for entry, rec in zip(owners, records):
             eid = entry[0]
+            rlocs = self._rlocs(rec)
+            from_rloc = from_rloc or src.addr in rlocs[1]
             before = self._locator_view(eid) if subs else None
-            self._apply_record(entry, rec, registrant, msg, src, site, now, timeout, out)
+            r, rep = self._apply_record(entry, rec, xtr or rlocs[0], rlocs, msg, src, site, now, timeout, out)
+            reg = reg or r
+            repeat = repeat and rep
             if subs and self._locator_view(eid) != before:
                 changed.append(eid)
-        counters["map_register_ok"] += 1
+        if not repeat:
+            counters["map_register_ok"] += 1
+        elif reg is not None and reg.nonces_vary:
+            counters["map_register_repeat_ignored"] += 1     # a replay of its latest message
+        else:
+            counters["map_register_ok"] += 1
+            counters["map_register_repeated"] += 1
         if msg.want_map_notify:
-            # == sign(MapNotify(nonce, records, key_id, alg_id, xtr_id, site_id), key)
-            out.send(map_notify_for(data, msg, key), src)
-            counters["map_notify_tx"] += 1
+            # To the registrant, never blindly to the source: the source of a
+            # Map-Register is not authenticated, its RLOCs are. A source that is
+            # one of them keeps its port (lispers.net registers from an
+            # ephemeral port); any other gets the notify at the registrant's RLOC.
+            if from_rloc:
+                to = src
+            elif reg is not None and reg.etr is not None and not (repeat and reg.nonces_vary):
+                to = reg.etr
+            else:
+                to = None
+            if to is not None:
+                # == sign(MapNotify(nonce, records, key_id, alg_id, xtr_id, site_id), key)
+                out.send(map_notify_for(data, msg, key), to)
+                counters["map_notify_tx"] += 1
         if changed:
             for eid in dict.fromkeys(changed):
                 self.publish(eid, now, out)
 
-    def _apply_record(self, entry: list, rec: EidRecord, registrant: str, msg: MapRegister,
-                      src: Endpoint, site: _Site, now: float, timeout: float, out: Effects) -> None:
+    def _rlocs(self, rec: EidRecord) -> tuple[str, frozenset, Endpoint | None]:
+        """(registrant name, set of RLOC addresses, where its ETR listens) of a
+        record: what the MAC covers, so what a registration is bound to."""
+        locs = rec.locators
+        hit = self._rloc_memo.get(locs)
+        if hit is None:
+            addrs = [l.address for l in locs if type(l.address) in (IPv4Address, IPv6Address)]
+            usable = sorted((l for l in locs if type(l.address) in (IPv4Address, IPv6Address)),
+                            key=lambda l: (not l.reachable, l.priority == 255, l.priority))
+            etr = Endpoint(usable[0].address, CONTROL_PORT) if usable else None
+            name = ",".join(sorted({str(a) for a in addrs},
+                                   key=lambda t: (":" in t, ipaddress.ip_address(t)))) or "no-rloc"
+            if len(self._rloc_memo) >= _OWNER_CACHE_MAX:
+                self._rloc_memo.clear()
+            hit = self._rloc_memo[locs] = (name, frozenset(addrs), etr)
+        return hit
+
+    def _apply_record(self, entry: list, rec: EidRecord, registrant: str, rlocs: tuple, msg: MapRegister,
+                      src: Endpoint, site: _Site, now: float, timeout: float,
+                      out: Effects) -> tuple[Registration | None, bool]:
+        """(the registration, whether the message only repeated its latest one)."""
         eid, owner, regs = entry
         if not regs:
             regs = entry[2] = self.registered.get(eid)
+        old = regs.get(registrant) if regs else None
+        if old is None and regs and msg.xtr_id is None:
+            # An xTR without xTR-ID whose RLOCs changed: its registration is
+            # the one last refreshed from this very source address. Only a new,
+            # authentic message reaches here (replays are dropped above).
+            for k, r in regs.items():
+                if r.xtr_id is None and r.source.addr == src.addr:
+                    old = regs.pop(k)
+                    old.registrant = registrant
+                    regs[registrant] = old
+                    heapq.heappush(self._expiry, (old.expires_at, next(self._seq), eid, registrant, old))
+                    break
+        mac, nonce = msg.auth_data, msg.nonce
+        if old is not None:
+            if mac == old.mac:
+                # The very bytes of its latest message: an ETR that reuses its
+                # nonce refreshes this way; a replay does the same, and changes
+                # nothing else. A registrant known to vary its nonce is not even
+                # refreshed by it.
+                if not old.nonces_vary:
+                    old.last_seen, old.expires_at = now, now + timeout
+                    if src.addr in rlocs[1]:
+                        old.source = src
+                return old, True
+            if nonce != old.nonce:
+                old.nonces_vary = True
+                _supersede(site, old.mac)
         if rec.ttl == 0:       # de-registration
-            if regs is not None and regs.pop(registrant, None) is not None and not regs:
-                self._forget(eid)
-            return
+            if old is not None:
+                del regs[registrant]
+                if not regs:
+                    self._forget(eid)
+                out.log(f"{eid} de-registered by {registrant} (site {site.cfg.name})")
+            return None, False
         if regs is None:
             regs = entry[2] = {}
             self.registered.insert(eid, regs)
             site.registrations[eid] = regs
-        old = regs.get(registrant)
+        etr = Endpoint(src.addr, CONTROL_PORT) if src.addr in rlocs[1] else rlocs[2]
         if old is not None:             # a refresh: its expiry entry is re-filed lazily
-            old.source, old.record, old.proxy_reply = src, rec, msg.proxy_reply or owner.cfg.proxy_reply
+            old.record, old.proxy_reply = rec, msg.proxy_reply or owner.cfg.proxy_reply
             old.last_seen, old.expires_at, old.xtr_id, old.site_id = now, now + timeout, msg.xtr_id, msg.site_id
-            return
+            old.mac, old.nonce, old.etr = mac, nonce, etr
+            if src.addr in rlocs[1]:
+                old.source = src
+            return old, False
         reg = regs[registrant] = Registration(
             registrant, src, rec, msg.proxy_reply or owner.cfg.proxy_reply,
-            now, now, now + timeout, msg.xtr_id, msg.site_id)
+            now, now, now + timeout, msg.xtr_id, msg.site_id, etr, mac, nonce)
         heapq.heappush(self._expiry, (reg.expires_at, next(self._seq), eid, registrant, reg))
         out.log(f"{eid} registered by {registrant} (site {site.cfg.name})")
+        return reg, False
 
     # ------------------------------------------------------------ publish/subscribe
     def _locator_view(self, eid: EidPrefix):
@@ -498,12 +600,18 @@ class MapServerRole:
             self.counters["proxy_map_reply_tx"] += 1
             out.log(f"proxy Map-Reply for {eid} to {target.addr}:{target.port}")
             return out.items + (sub_fx.items if sub_fx else [])
-        # Forward to the most recently refreshed registrant's ETR.
-        reg = max(regs.values(), key=lambda r: r.last_seen)
+        # Forward to the most recently refreshed registrant's ETR, at an RLOC
+        # its (authenticated) record names: never at whatever address its
+        # Map-Registers came from, which anyone replaying them can choose.
+        reg = max((r for r in regs.values() if r.etr is not None), key=lambda r: r.last_seen, default=None)
+        if reg is None:
+            self.counters["map_request_no_etr_rloc"] += 1
+            return out.items + (sub_fx.items if sub_fx else [])
         fwd = dataclasses.replace(ecm, to_etr=True, to_ms=False)
-        out.send(fwd.encode(), Endpoint(reg.source.addr, CONTROL_PORT))
+        out.send(fwd.encode(), reg.etr)
         self.counters["map_request_forwarded"] += 1
-        out.log(f"forwarded Map-Request for {want} to ETR {reg.source.addr}")
+        out.log(f"forwarded Map-Request for {want} to ETR {reg.etr.addr}",
+                kind="map-request-forwarded", peer=reg.etr.addr)
         return out.items + (sub_fx.items if sub_fx else [])
 
     # ------------------------------------------------------------ API
@@ -521,6 +629,7 @@ class MapServerRole:
                     "proxy_reply": sp.proxy_reply, "registered": any(r for _, r in regs),
                     "registrations": [{
                         "eid": str(e), "registrant": r.registrant, "source": str(r.source.addr),
+                        "etr": str(r.etr.addr) if r.etr is not None else None,
                         "rlocs": [{"address": str(l.address), "priority": l.priority, "weight": l.weight,
                                    "reachable": l.reachable} for l in r.record.locators],
                         "proxy_reply": r.proxy_reply, "expires_in_s": round(max(0.0, r.expires_at - now), 1),
