@@ -8,7 +8,7 @@ from lispctl.mapping.lpm import LpmTable
 from lispctl.mapping.types import IPAddress
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, decode
-from lispctl.roles.ms import MapServerRole, negative_reply
+from lispctl.roles.ms import MapServerRole, multicast_sg, negative_reply
 from lispctl.wire import EncapsulatedControlMessage, MalformedMessage, MapRequest, record_prefix
 
 
@@ -47,6 +47,8 @@ class MapResolverRole:
             want = record_prefix(msg.message.records[0]) if msg.message.records else None
         except MalformedMessage:
             want = None
+            if multicast_sg(msg.message.records[0]):
+                return negative_reply(self.cfg, msg, LpmTable(), None, self.counters)
         if want is None:
             self.counters["map_request_bad_eid"] += 1
             return []
@@ -58,7 +60,8 @@ class MapResolverRole:
             out.log(f"Map-Request for {want} forwarded to Map-Server {hit[1]}")
             return out.items
         configured = self.ms.configured if self.ms is not None else LpmTable()
-        return negative_reply(self.cfg, msg, configured, self.forward, self.counters)
+        registered = self.ms.registered if self.ms is not None else None
+        return negative_reply(self.cfg, msg, configured, self.forward, self.counters, registered)
 
     def snapshot(self) -> dict:
         return {"forward": [{"eid": str(e), "map_server": str(a)} for e, a in self.forward.items()],

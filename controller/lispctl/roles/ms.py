@@ -33,10 +33,12 @@ from lispctl.mapping.lpm import LpmTable, eid_sort_key, host_prefix, least_speci
 from lispctl.mapping.types import EidPrefix, MapAction
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, decode, reply_target
-from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EidRecord, EncapsulatedControlMessage,
-                          MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply,
+from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, MAP_REGISTER, EidRecord,
+                          EncapsulatedControlMessage, InstanceId, MalformedMessage, SourceDestKey, UnknownLcaf, MapNotify, MapNotifyAck, MapRegister, MapReply,
                           MapRequest, eid_record, record_prefix, sign, verify)
 from lispctl.wire.auth import map_notify_for
+from lispctl.wire.control import _AUTH_HDR
+from lispctl.wire.records import decode_eid_records
 
 # Bound of the (EID address, mask length) -> (EidPrefix, owner) memo of the
 # Map-Register path; cleared when full (accept-more-specifics lets a site
@@ -241,8 +243,13 @@ class MapServerRole:
     # ------------------------------------------------------------ datagrams
     def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
         self._now = now
-        msg = decode(data)
         out = Effects()
+        try:
+            msg = decode(data)
+        except MalformedMessage:
+            if not self._bad_mac_length(data, src, out):
+                raise
+            return out.items
         if isinstance(msg, MapRegister):
             self._on_register(data, msg, src, now, out)
         elif isinstance(msg, MapNotifyAck):
@@ -261,9 +268,37 @@ class MapServerRole:
             self.counters["map_request_rx"] += 1
             effects = self.resolve(msg, data, now)
             if effects is None:
-                effects = negative_reply(self.cfg, msg, self.configured, None, self.counters)
+                effects = negative_reply(self.cfg, msg, self.configured, None, self.counters, self.registered)
             out.items.extend(effects)
         return out.items
+
+    def _bad_mac_length(self, data: bytes, src: Endpoint, out: Effects) -> bool:
+        """A Map-Register whose authentication data is not the full MAC of its
+        algorithm (e.g. HMAC-SHA-1-96 truncated to 12 bytes) does not decode;
+        it is an authentication failure, not line noise: counted and logged
+        as one (for its site when its records can be read)."""
+        if len(data) < 16 or data[0] >> 4 != MAP_REGISTER:
+            return False
+        w, _, key_id, alg_id, alen = _AUTH_HDR.unpack_from(data, 0)
+        if AUTH_DATA_LENGTHS.get(alg_id) == alen:
+            return False                     # malformed for another reason
+        site = None
+        try:
+            recs, _ = decode_eid_records(data, 16 + alen, len(data), w & 0xFF)
+            _, site, unknown, several = self._owners_for(recs)
+            if unknown or several:
+                site = None
+        except MalformedMessage:
+            pass
+        self.counters["map_register_bad_auth"] += 1
+        self.counters["map_register_bad_mac_length"] += 1
+        if site is not None:
+            site.bad_auth += 1
+        out.log(f"dropped Map-Register from {src.addr}"
+                f"{' for site ' + site.cfg.name if site is not None else ''}: authentication failed "
+                f"({alen}-byte MAC for algorithm {alg_id}, key-id {key_id})",
+                kind="map-register-auth-failed", peer=src.addr)
+        return True
 
     def _site_of(self, eid: EidPrefix) -> _Prefix | None:
         hit = self.configured.longest_covering(eid)
@@ -574,6 +609,8 @@ class MapServerRole:
         try:
             want = record_prefix(req.records[0])
         except MalformedMessage:
+            if multicast_sg(req.records[0]):
+                return None                  # nothing registered: a negative reply
             self.counters["map_request_bad_eid"] += 1
             return []
         hit = self.lookup(want)
@@ -646,29 +683,76 @@ class MapServerRole:
         return {"sites": sites, "subscriptions": subs, "counters": self.counters.snapshot()}
 
 
+def multicast_sg(record) -> bool:
+    """Is this Map-Request record a multicast (S,G) EID: a Source/Dest LCAF
+    whose destination is a group (RFC 8378; lispers.net asks for these), or a
+    Multicast-Info LCAF (RFC 8060 type 9), possibly inside an Instance-ID?"""
+    eid = record.eid
+    if type(eid) is InstanceId:
+        eid = eid.address
+    if type(eid) is SourceDestKey:
+        return type(eid.dest) in (IPv4Address, IPv6Address) and eid.dest.is_multicast
+    return type(eid) is UnknownLcaf and eid.lcaf_type == 9
+
+
+def _gap(want: EidPrefix, inside: EidPrefix, tables) -> EidPrefix:
+    """The least specific prefix holding want's address, inside `inside`,
+    that overlaps nothing in `tables` except prefixes covering it: the hole
+    of an unregistered EID between registered (or configured) more-specifics."""
+    addr = want.prefix.network_address
+    bits = addr.max_prefixlen
+    for n in range(inside.prefix.prefixlen, bits + 1):
+        cand = EidPrefix(want.iid, ipaddress.ip_network((int(addr) >> (bits - n) << (bits - n), n)
+                                                        if addr.version == 4 else
+                                                        ipaddress.IPv6Network((int(addr) >> (bits - n) << (bits - n), n))))
+        if not any(e != cand and e.prefix.subnet_of(cand.prefix)
+                   for t in tables if t is not None for e, _ in t.more_specifics(cand)):
+            if want.prefix.subnet_of(cand.prefix) or cand.prefix.subnet_of(want.prefix):
+                return cand
+            break
+    return host_prefix(want.iid, addr)
+
+
 def negative_reply(cfg: Config, ecm: EncapsulatedControlMessage, configured: LpmTable,
-                   extra: LpmTable | None, counters: Counters) -> list[Effect]:
+                   extra: LpmTable | None, counters: Counters,
+                   registered: LpmTable | None = None) -> list[Effect]:
     """The Map-Resolver's answer for space nobody registered:
-    - inside a configured site prefix: ACT send-map-request (or drop), TTL 1 min;
+    - inside a configured site prefix: ACT send-map-request (or drop), TTL 1 min,
+      for the widest prefix around the EID that covers no registered or
+      configured more-specific prefix (so it never shadows a registered site);
     - elsewhere: ACT natively-forward for the least specific prefix that
-      covers the EID and overlaps no configured prefix, TTL 15 min."""
+      covers the EID and overlaps no configured prefix, TTL 15 min;
+    - a multicast (S,G) EID (we hold no replication lists): ACT
+      natively-forward for exactly the (S,G) asked, TTL 1 min."""
     req: MapRequest = ecm.message
     out = Effects()
     if not req.records:
         return []
+    target = reply_target(req.itr_rlocs, ecm.inner_sport)
     try:
         want = record_prefix(req.records[0])
     except MalformedMessage:
-        counters["map_request_bad_eid"] += 1
-        return []
-    target = reply_target(req.itr_rlocs, ecm.inner_sport)
+        rec = req.records[0]
+        if not multicast_sg(rec):
+            counters["map_request_bad_eid"] += 1
+            return []
+        if target is None:
+            counters["map_request_no_itr_rloc"] += 1
+            return []
+        ttl = cfg.mr.unregistered_ttl_minutes
+        reply = MapReply(req.nonce, (EidRecord(rec.eid, rec.mask_len, (), ttl, int(MapAction.NATIVELY_FORWARD)),))
+        out.send(reply.encode(), target)
+        counters["negative_reply_multicast"] += 1
+        out.log(f"negative Map-Reply for multicast (S,G) {rec.eid} natively-forward TTL {ttl} min",
+                kind="negative-map-reply", peer=target.addr)
+        return out.items
     if target is None:
         counters["map_request_no_itr_rloc"] += 1
         return []
     addr = want.prefix.network_address
     hit = configured.longest_covering(want) or (extra.longest_covering(want) if extra else None)
     if hit is not None:
-        eid = hit[0]
+        eid = _gap(want, hit[0], (registered, configured, extra))
         act = MapAction.SEND_MAP_REQUEST if cfg.mr.unregistered_action == "send-map-request" else MapAction.DROP
         ttl = cfg.mr.unregistered_ttl_minutes
         counters["negative_reply_unregistered"] += 1
@@ -686,5 +770,6 @@ def negative_reply(cfg: Config, ecm: EncapsulatedControlMessage, configured: Lpm
         counters["negative_reply_non_eid"] += 1
     reply = MapReply(req.nonce, (eid_record(eid, (), ttl=ttl, act=int(act)),))
     out.send(reply.encode(), target)
-    out.log(f"negative Map-Reply for {want}: {eid} {act.name.lower()} TTL {ttl} min")
+    out.log(f"negative Map-Reply for {want}: {eid} {act.name.lower()} TTL {ttl} min",
+            kind="negative-map-reply", peer=target.addr)
     return out.items
