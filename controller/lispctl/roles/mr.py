@@ -8,12 +8,15 @@ from lispctl.mapping.lpm import LpmTable
 from lispctl.mapping.types import IPAddress
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, decode
-from lispctl.roles.ms import MapServerRole, multicast_sg, negative_reply
-from lispctl.wire import EncapsulatedControlMessage, MalformedMessage, MapRequest, record_prefix
+from lispctl.roles.ms import MapServerRole, multicast_sg, negative_reply, rate_limited
+from lispctl.roles.ratelimit import RateLimiter
+from lispctl.wire import ECM, EncapsulatedControlMessage, MalformedMessage, MapRequest, record_prefix
 
 
 class MapResolverRole:
     name = "mr"
+    # what the daemon hands to handle() (its message registry, by type)
+    message_types = frozenset({EncapsulatedControlMessage.TYPE})
 
     def __init__(self, cfg: Config, ms: MapServerRole | None = None) -> None:
         self.cfg = cfg
@@ -23,6 +26,7 @@ class MapResolverRole:
             for eid in fwd.eid_prefix:
                 self.forward.insert(eid, fwd.address)
         self.counters = Counters()
+        self.limit = RateLimiter(cfg.mr.request_rate_per_source, cfg.mr.request_rate)
 
     def next_deadline(self) -> float | None:
         return None
@@ -31,6 +35,9 @@ class MapResolverRole:
         return []
 
     def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
+        # Before decoding: under a flood the refusals must cost next to nothing.
+        if data and data[0] >> 4 == ECM and (over := self.limit.allow(src.addr, now)) is not None:
+            return rate_limited(self.counters, over, src)
         msg = decode(data)
         if not (isinstance(msg, EncapsulatedControlMessage) and isinstance(msg.message, MapRequest)
                 and not msg.to_etr):

@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from lispctl.config import Config, SiteConfig, SiteEidPrefix
 from lispctl.mapping.lpm import LpmTable, eid_sort_key, host_prefix, least_specific_uncovered
 from lispctl.mapping.types import EidPrefix, MapAction
-from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
+from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint, Log
 from lispctl.roles.common import Counters, decode, reply_target
-from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, MAP_REGISTER, EidRecord,
+from lispctl.roles.ratelimit import PER_KEY, RateLimiter
+from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, ECM, MAP_REGISTER, EidRecord,
                           EncapsulatedControlMessage, InstanceId, MalformedMessage, SourceDestKey, UnknownLcaf, MapNotify, MapNotifyAck, MapRegister, MapReply,
                           MapRequest, eid_record, record_prefix, sign, verify)
 from lispctl.wire.auth import map_notify_for
@@ -156,6 +157,10 @@ class MapServerRole:
         self._site_by_id = {s.cfg.site_id: s for s in self.sites if s.cfg.site_id is not None}
         self.counters = Counters()
         self._now = 0.0
+        self.limit = RateLimiter(cfg.mr.request_rate_per_source, cfg.mr.request_rate)
+        # what the daemon hands to handle() (its message registry, by type)
+        self.message_types = frozenset({MapRegister.TYPE, MapNotifyAck.TYPE}
+                                       | ({EncapsulatedControlMessage.TYPE} if answer_ecm else set()))
 
     # ------------------------------------------------------------ timers
     def _expiry_top(self) -> float | None:
@@ -243,6 +248,9 @@ class MapServerRole:
     # ------------------------------------------------------------ datagrams
     def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
         self._now = now
+        if (self.answer_ecm and data and data[0] >> 4 == ECM
+                and (over := self.limit.allow(src.addr, now)) is not None):
+            return rate_limited(self.counters, over, src)     # before decoding: cheap under a flood
         out = Effects()
         try:
             msg = decode(data)
@@ -681,6 +689,13 @@ class MapServerRole:
                  "notifies": s.notifies, "acked": s.acked, "unacked": s.outstanding is not None}
                 for s in self.subs.values()]
         return {"sites": sites, "subscriptions": subs, "counters": self.counters.snapshot()}
+
+
+def rate_limited(counters: Counters, over: str, src: Endpoint) -> list[Effect]:
+    """Count (and log, summarised by the daemon) an ECM refused by the limiter."""
+    counters[f"map_request_rate_limited_{'source' if over == PER_KEY else 'total'}"] += 1
+    return [Log(f"Map-Requests from {src.addr} over the {over} rate limit: dropped",
+                kind=f"map-request-rate-limited-{over}", peer=src.addr)]
 
 
 def multicast_sg(record) -> bool:
