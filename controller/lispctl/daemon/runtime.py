@@ -431,4 +431,9 @@ class Runtime:
 
     def socket_counters(self) -> dict:
         s = self.sockets.stats if self.sockets else None
-        return {"rx": s.rx, "tx": s.tx, "send_errors": s.send_errors} if s else {}
+        if not s:
+            return {}
+        drops = self.sockets.queue_drops()
+        return {"rx": s.rx, "tx": s.tx, "send_errors": s.send_errors,
+                "queue_drops_control": drops["control"], "queue_drops_requests": drops["requests"],
+                "request_sockets": len(self.sockets.request_sockets)}
