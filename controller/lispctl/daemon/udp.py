@@ -6,16 +6,19 @@ ETR answers from the RLOC that was asked) and a chosen source address on send
 (ECM'd Map-Requests and probes leave from a given RLOC). So the sockets are
 plain non-blocking sockets registered with loop.add_reader.
 
-Map-Requests get their own socket. Each control address is served by two
-sockets in one SO_REUSEPORT group, and a classic BPF program attached to the
-group steers by the first byte of the UDP payload (the message type):
-Map-Requests and ECMs to the "requests" socket, everything else
-(Map-Registers, Notify-Acks, Map-Replies, ...) to the "control" socket. Each
-has its own kernel receive queue, so a Map-Request flood fills only its own
-queue and can never push a Map-Register out; and every batch read from the
-requests socket is preceded by a drain of the control socket, so registrations
-are handled first. Where the kernel refuses the program (checked once at
-start), one socket serves both and a warning says so.
+Map-Requests get their own sockets. Each control address is served by one
+"control" socket and REQUEST_QUEUES "requests" sockets in one SO_REUSEPORT
+group, and a classic BPF program attached to the group steers each datagram
+by the first byte of its UDP payload (the message type): Map-Requests and
+ECMs to a requests socket chosen by a hash of the source address, everything
+else (Map-Registers, Notify-Acks, Map-Replies, ...) to the control socket.
+Each socket has its own kernel receive queue, so a Map-Request flood fills
+only the queue of its source's hash and can never push a Map-Register out,
+nor the requests of sources hashed elsewhere; every batch read from a requests
+socket is preceded by a drain of the control socket, so registrations are
+handled first; the loop serves the ready sockets in turn, one batch each.
+Where the kernel refuses the program (checked once at start), one socket
+serves everything and a warning says so.
 """
 from __future__ import annotations
 
@@ -43,26 +46,52 @@ SO_ATTACH_REUSEPORT_CBPF = getattr(socket, "SO_ATTACH_REUSEPORT_CBPF", 51)
 SO_MEMINFO = 55
 _SK_MEMINFO_DROPS = 8
 
-# Classic BPF for the reuseport group (the program sees the UDP payload at
-# offset 0): A = payload[0] >> 4; types 1 (Map-Request) and 8 (ECM) -> socket
-# 1, anything else (and an empty datagram: the load fails, 0) -> socket 0.
-_STEER = (
-    (0x30, 0, 0, 0),        # ldb [0]
-    (0x74, 0, 0, 4),        # rsh #4
-    (0x15, 2, 0, 1),        # jeq #1, to ret #1
-    (0x15, 1, 0, 8),        # jeq #8, to ret #1
-    (0x06, 0, 0, 0),        # ret #0   control socket
-    (0x06, 0, 0, 1),        # ret #1   requests socket
-)
-REQUEST_TYPES = (1, 8)
+# Classic BPF for the reuseport group. The program sees the UDP payload at
+# offset 0 and the IP header at SKF_NET_OFF; it returns the index of the
+# socket in the group (in the order they were bound): 0 control, 1..n requests.
+REQUEST_QUEUES = 4
+_SKF_NET_OFF = 0xFFF00000             # -0x100000 as u32
 
 
-def _attach_steering(sock: socket.socket) -> None:
-    """Attach _STEER to sock's reuseport group (raises OSError when refused)."""
-    filt = (ctypes.c_uint64 * len(_STEER))()
-    for i, (code, jt, jf, k) in enumerate(_STEER):
+def _steer_program(family: int, queues: int = REQUEST_QUEUES) -> tuple:
+    """A = payload[0] >> 4; types 1 (Map-Request) and 8 (ECM): return
+    1 + fold(last 32 bits of the source address) % queues; anything else,
+    or an empty datagram (the load fails: 0), returns 0."""
+    src_word = _SKF_NET_OFF + (12 if family == socket.AF_INET else 20)
+    return (
+        (0x30, 0, 0, 0),            # ldb [0]
+        (0x74, 0, 0, 4),            # rsh #4
+        (0x15, 2, 0, 1),            # jeq #1 -> request
+        (0x15, 1, 0, 8),            # jeq #8 -> request
+        (0x06, 0, 0, 0),            # ret #0: control socket
+        (0x20, 0, 0, src_word),     # request: ld [net + source address]
+        (0x07, 0, 0, 0),            # tax
+        (0x74, 0, 0, 16),           # rsh #16
+        (0xAC, 0, 0, 0),            # xor x
+        (0x07, 0, 0, 0),            # tax
+        (0x74, 0, 0, 8),            # rsh #8
+        (0xAC, 0, 0, 0),            # xor x
+        (0x94, 0, 0, queues),       # mod #queues
+        (0x04, 0, 0, 1),            # add #1
+        (0x16, 0, 0, 0),            # ret a
+    )
+
+
+def request_queue_of(addr: ipaddress._BaseAddress, queues: int = REQUEST_QUEUES) -> int:
+    """The requests socket (1..queues) _steer_program picks for a source."""
+    a = int(addr) & 0xFFFFFFFF
+    a ^= a >> 16
+    a ^= a >> 8
+    return 1 + a % queues
+
+
+def _attach_steering(sock: socket.socket, family: int) -> None:
+    """Attach the steering program to sock's reuseport group (OSError when refused)."""
+    prog = _steer_program(family)
+    filt = (ctypes.c_uint64 * len(prog))()
+    for i, (code, jt, jf, k) in enumerate(prog):
         filt[i] = struct.unpack("=Q", struct.pack("=HBBI", code, jt, jf, k))[0]
-    fprog = struct.pack("@HP", len(_STEER), ctypes.addressof(filt))
+    fprog = struct.pack("@HP", len(prog), ctypes.addressof(filt))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
 
 
@@ -272,7 +301,7 @@ class ControlSockets:
         self.batch_done = batch_done
         self.stats = SocketStats()
         self.sockets: list[ControlSocket] = []
-        self.request_sockets: list[ControlSocket] = []   # one per control socket that has a pair
+        self.request_sockets: list[ControlSocket] = []   # REQUEST_QUEUES per control socket
         self.extra: dict[tuple[str, int], ControlSocket] = {}
         if not binds:
             raise ValueError("no control address configured")
@@ -303,21 +332,20 @@ class ControlSockets:
                 self._default[version] = (wild or family)[0]
 
     def _pair(self, control: ControlSocket, family: int, addr: str, port: int) -> None:
-        """A requests socket beside control, with the steering program."""
+        """The requests sockets beside control, and the steering program."""
+        reqs: list[ControlSocket] = []
         try:
-            req = ControlSocket(self.loop, family, addr, port, self.receiver, self.stats,
-                                self.batch_done, reuseport=True, first=control)
+            for _ in range(REQUEST_QUEUES):
+                reqs.append(ControlSocket(self.loop, family, addr, port, self.receiver, self.stats,
+                                          self.batch_done, reuseport=True, first=control))
+            _attach_steering(control.sock, family)
         except OSError as exc:
-            log.warning("Map-Requests share the control socket on %s port %d: %s", addr, port, exc)
-            return
-        try:
-            _attach_steering(control.sock)
-        except OSError as exc:
-            req.close()
-            log.warning("Map-Requests share the control socket on %s port %d (no reuseport BPF: %s)",
+            for r in reqs:
+                r.close()
+            log.warning("Map-Requests share the control socket on %s port %d (no reuseport BPF steering: %s)",
                         addr, port, exc)
             return
-        self.request_sockets.append(req)
+        self.request_sockets.extend(reqs)
 
     def queue_drops(self) -> dict[str, int]:
         """Datagrams the kernel dropped for a full receive queue, per kind."""
