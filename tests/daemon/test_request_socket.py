@@ -31,7 +31,7 @@ def _run(body, binds=("127.0.0.1",)):
 
 def test_each_control_address_gets_a_request_socket_and_both_reach_the_roles():
     async def body(rt):
-        assert len(rt.sockets.request_sockets) == 4 and len(rt.sockets.sockets) == 1
+        assert len(rt.sockets.request_sockets) == 8 and len(rt.sockets.sockets) == 1
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for d in (b"\x30reg", b"\x80ecm", b"\x10req"):
                 s.sendto(d, ("127.0.0.1", rt.sockets.port))
@@ -39,7 +39,7 @@ def test_each_control_address_gets_a_request_socket_and_both_reach_the_roles():
         return rt.socket_counters()
     role, counters = _run(body)
     assert sorted(d for d, _, _ in role.seen) == [b"\x10req", b"\x30reg", b"\x80ecm"]
-    assert counters["request_sockets"] == 4
+    assert counters["request_sockets"] == 8
 
 
 def test_a_request_flood_that_overflows_its_queue_loses_no_register_and_registers_go_first():

@@ -49,7 +49,7 @@ _SK_MEMINFO_DROPS = 8
 # Classic BPF for the reuseport group. The program sees the UDP payload at
 # offset 0 and the IP header at SKF_NET_OFF; it returns the index of the
 # socket in the group (in the order they were bound): 0 control, 1..n requests.
-REQUEST_QUEUES = 4
+REQUEST_QUEUES = 8
 _SKF_NET_OFF = 0xFFF00000             # -0x100000 as u32
 
 
