@@ -6,6 +6,10 @@ the registration asked for proxy-reply.
 
 A Map-Register that fails authentication, uses an unknown key or claims a
 prefix outside its site gets no answer and changes nothing; it is counted.
+Registrations are bound to what the MAC covers (the xTR-ID, else the record's
+RLOCs), never to the packet's source: replays from anywhere add no
+registrant, and Map-Notifies and forwarded Map-Requests go only to RLOCs the
+message names (docs/ms-security.md).
 
 Publish/subscribe (RFC 9437): an ECM'd Map-Request with the N and I bits
 subscribes its xTR-ID to the registered prefix that answers it (or, while
@@ -35,8 +39,9 @@ from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint, Log
 from lispctl.roles.common import Counters, decode, reply_target
 from lispctl.roles.ratelimit import PER_KEY, RateLimiter
 from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, ECM, MAP_REGISTER, EidRecord,
-                          EncapsulatedControlMessage, InstanceId, MalformedMessage, SourceDestKey, UnknownLcaf, MapNotify, MapNotifyAck, MapRegister, MapReply,
-                          MapRequest, eid_record, record_prefix, sign, verify)
+                          EncapsulatedControlMessage, InstanceId, MalformedMessage, MapNotify, MapNotifyAck,
+                          MapRegister, MapReply, MapRequest, SourceDestKey, UnknownLcaf, eid_record,
+                          record_prefix, sign, verify)
 from lispctl.wire.auth import map_notify_for
 from lispctl.wire.control import _AUTH_HDR
 from lispctl.wire.records import decode_eid_records
