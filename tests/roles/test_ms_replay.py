@@ -122,3 +122,17 @@ def test_xtr_without_xtr_id_changing_its_rlocs_replaces_its_registration():
 def test_notify_of_a_register_from_an_rloc_keeps_its_ephemeral_port():
     s, notify = only_send(_ms().handle(register(rlocs=("192.0.2.1",)), ep("192.0.2.1", 61000), MS_ADDR, 0.0))
     assert s.dst == ep("192.0.2.1", 61000)
+
+
+def test_lispers_style_refreshes_same_nonce_new_ephemeral_port_each_time():
+    # lispers.net (tests fixture lispers-xtr.pcapng, seen on the wire): the
+    # same nonce and records every minute, each time from a new ephemeral
+    # port of its RLOC; each refresh is answered at the port it came from
+    ms = _ms()
+    raw = register(rlocs=("192.0.2.1",), nonce=0x01DFDFDFDDCCBBAA)
+    for t, port in ((0.0, 38686), (44.0, 58816), (104.0, 40001)):
+        s, notify = only_send(ms.handle(raw, ep("192.0.2.1", port), MS_ADDR, t))
+        assert s.dst == ep("192.0.2.1", port) and notify.nonce == 0x01DFDFDFDDCCBBAA
+    ms.tick(104.0 + 179.0)
+    assert registered(ms) == {"10.1.0.0/16": ["192.0.2.1"]}
+    assert ms.counters["map_register_ok"] == 3 and ms.counters["map_register_replayed"] == 0
