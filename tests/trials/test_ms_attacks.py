@@ -276,6 +276,8 @@ def test_map_request_flood_keeps_sites_registered_and_requests_answered(lab):
     # queue shares its losses (the limit of the design, documented).
     assert request_queue_of(ip_address("203.0.113.5")) != request_queue_of(ip_address("198.51.100.66"))
     api = lab["api"]
+    ms_log = lab["run_dir"] / "ms.log"
+    log_lines = len(ms_log.read_text().splitlines())
     payload = _ecm("10.200.0.1/32", 0x1234, "198.51.100.66", 4342)
     # FLOOD_PROCS senders from the same address (one Python process does not
     # reach 50k/s on a busy 2-core machine), each paced to its share
@@ -317,3 +319,9 @@ def test_map_request_flood_keeps_sites_registered_and_requests_answered(lab):
     assert answers["locators"] == ["192.0.2.1"]
     assert worst_api < 1.0
     assert mr["map_request_rate_limited_source"] > 0
+    # issue 9.6: the log does not grow with the flood (info level: the first
+    # event of each kind, then one summary per kind every 10 s)
+    _eventually(lambda: "more in the last 10 s" in ms_log.read_text(), 12.0)
+    new = ms_log.read_text().splitlines()[log_lines:]
+    assert len(new) < 40, "\n".join(new[:60])
+    print(f"MS log: {len(new)} lines during the flood, e.g.: {[l for l in new if 'more in the last' in l][:2]}")

@@ -64,7 +64,8 @@ class MapResolverRole:
             out = Effects()
             out.send(data, Endpoint(hit[1], CONTROL_PORT))   # the ECM as received
             self.counters["forwarded_to_ms"] += 1
-            out.log(f"Map-Request for {want} forwarded to Map-Server {hit[1]}")
+            out.log(f"Map-Request for {want} forwarded to Map-Server {hit[1]}",
+                    kind="map-request-forwarded", peer=src.addr)
             return out.items
         configured = self.ms.configured if self.ms is not None else LpmTable()
         registered = self.ms.registered if self.ms is not None else None

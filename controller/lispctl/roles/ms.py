@@ -648,7 +648,8 @@ class MapServerRole:
             reply = MapReply(req.nonce, (self.merged_record(eid, regs),))
             out.send(reply.encode(), target)
             self.counters["proxy_map_reply_tx"] += 1
-            out.log(f"proxy Map-Reply for {eid} to {target.addr}:{target.port}")
+            out.log(f"proxy Map-Reply for {eid} to {target.addr}:{target.port}",
+                    kind="proxy-map-reply", peer=target.addr)
             return out.items + (sub_fx.items if sub_fx else [])
         # Forward to the most recently refreshed registrant's ETR, at an RLOC
         # its (authenticated) record names: never at whatever address its
