@@ -89,3 +89,26 @@ def test_a_flood_from_one_source_fills_only_its_own_request_queue():
     role, counters = _run(body)
     assert legit_seen(role) == 20
     assert counters["queue_drops_requests"] > 0
+
+
+def test_ipv6_requests_are_steered_too():
+    import pytest
+    from .test_runtime import _has_ipv6_loopback
+    if not _has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback")
+
+    def registers(role):
+        return sum(1 for d, _, _ in role.seen if d[0] == 0x30)
+
+    async def body(rt):
+        assert len(rt.sockets.request_sockets) == 8
+        to = ("::1", rt.sockets.port)
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            for i in range(5000):               # overflows the request queue of ::1
+                s.sendto(b"\x80flood %d" % i, to)
+            for i in range(20):
+                s.sendto(b"\x30register %d" % i, to)
+        await _until(lambda: registers(rt.roles[0][1]) == 20)
+        return rt.socket_counters()
+    role, counters = _run(body, binds=("::1",))
+    assert registers(role) == 20 and counters["queue_drops_requests"] > 0
