@@ -29,6 +29,7 @@ import dataclasses
 import heapq
 import ipaddress
 import itertools
+from collections import OrderedDict
 from ipaddress import IPv4Address, IPv6Address
 from dataclasses import dataclass, field
 
@@ -120,13 +121,13 @@ class _Site:
     bad_auth: int = 0
     # MACs of messages a registrant replaced by one with another nonce (oldest
     # first, bounded): such bytes arriving again are replays.
-    superseded: dict[bytes, None] = field(default_factory=dict)
+    superseded: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
 
 
 def _supersede(site: _Site, mac: bytes) -> None:
     superseded = site.superseded
     if len(superseded) >= _SUPERSEDED_MAX:
-        del superseded[next(iter(superseded))]
+        superseded.popitem(last=False)      # O(1), unlike deleting a plain dict's first key
     superseded[mac] = None
 
 
@@ -406,9 +407,11 @@ class MapServerRole:
         for entry, rec in zip(owners, records):
             eid = entry[0]
             rlocs = self._rlocs(rec)
-            from_rloc = from_rloc or src.addr in rlocs[1]
+            in_rlocs = src.addr in rlocs[1]
+            from_rloc = from_rloc or in_rlocs
             before = self._locator_view(eid) if subs else None
-            r, rep = self._apply_record(entry, rec, xtr or rlocs[0], rlocs, msg, src, site, now, timeout, out)
+            r, rep = self._apply_record(entry, rec, xtr or rlocs[0], rlocs, in_rlocs, msg, src, site, now,
+                                        timeout, out)
             reg = reg or r
             repeat = repeat and rep
             if subs and self._locator_view(eid) != before:
@@ -443,21 +446,24 @@ class MapServerRole:
         """(registrant name, set of RLOC addresses, where its ETR listens) of a
         record: what the MAC covers, so what a registration is bound to."""
         locs = rec.locators
-        hit = self._rloc_memo.get(locs)
-        if hit is None:
-            addrs = [l.address for l in locs if type(l.address) in (IPv4Address, IPv6Address)]
-            usable = sorted((l for l in locs if type(l.address) in (IPv4Address, IPv6Address)),
-                            key=lambda l: (not l.reachable, l.priority == 255, l.priority))
-            etr = Endpoint(usable[0].address, CONTROL_PORT) if usable else None
-            name = ",".join(sorted({str(a) for a in addrs},
-                                   key=lambda t: (":" in t, ipaddress.ip_address(t)))) or "no-rloc"
-            if len(self._rloc_memo) >= _OWNER_CACHE_MAX:
-                self._rloc_memo.clear()
-            hit = self._rloc_memo[locs] = (name, frozenset(addrs), etr)
+        # keyed by identity (the decode memo hands out the same tuple for the
+        # same bytes), holding the tuple so its id stays unique while cached
+        hit = self._rloc_memo.get(id(locs))
+        if hit is not None and hit[3] is locs:
+            return hit
+        addrs = [l.address for l in locs if type(l.address) in (IPv4Address, IPv6Address)]
+        usable = sorted((l for l in locs if type(l.address) in (IPv4Address, IPv6Address)),
+                        key=lambda l: (not l.reachable, l.priority == 255, l.priority))
+        etr = Endpoint(usable[0].address, CONTROL_PORT) if usable else None
+        name = ",".join(sorted({str(a) for a in addrs},
+                               key=lambda t: (":" in t, ipaddress.ip_address(t)))) or "no-rloc"
+        if len(self._rloc_memo) >= _OWNER_CACHE_MAX:
+            self._rloc_memo.clear()
+        hit = self._rloc_memo[id(locs)] = (name, frozenset(addrs), etr, locs)
         return hit
 
-    def _apply_record(self, entry: list, rec: EidRecord, registrant: str, rlocs: tuple, msg: MapRegister,
-                      src: Endpoint, site: _Site, now: float, timeout: float,
+    def _apply_record(self, entry: list, rec: EidRecord, registrant: str, rlocs: tuple, in_rlocs: bool,
+                      msg: MapRegister, src: Endpoint, site: _Site, now: float, timeout: float,
                       out: Effects) -> tuple[Registration | None, bool]:
         """(the registration, whether the message only repeated its latest one)."""
         eid, owner, regs = entry
@@ -484,7 +490,7 @@ class MapServerRole:
                 # refreshed by it.
                 if not old.nonces_vary:
                     old.last_seen, old.expires_at = now, now + timeout
-                    if src.addr in rlocs[1]:
+                    if in_rlocs:
                         old.source = src
                 return old, True
             if nonce != old.nonce:
@@ -501,12 +507,12 @@ class MapServerRole:
             regs = entry[2] = {}
             self.registered.insert(eid, regs)
             site.registrations[eid] = regs
-        etr = Endpoint(src.addr, CONTROL_PORT) if src.addr in rlocs[1] else rlocs[2]
+        etr = Endpoint(src.addr, CONTROL_PORT) if in_rlocs else rlocs[2]
         if old is not None:             # a refresh: its expiry entry is re-filed lazily
             old.record, old.proxy_reply = rec, msg.proxy_reply or owner.cfg.proxy_reply
             old.last_seen, old.expires_at, old.xtr_id, old.site_id = now, now + timeout, msg.xtr_id, msg.site_id
             old.mac, old.nonce, old.etr = mac, nonce, etr
-            if src.addr in rlocs[1]:
+            if in_rlocs:
                 old.source = src
             return old, False
         reg = regs[registrant] = Registration(
