@@ -398,7 +398,7 @@ class Runtime:
             return
         line = self.logsum.offer(role, kind, src.addr, text, now)
         if line is not None:
-            log.info("%s", line)
+            proto_log.info("%s", line)       # where its summary goes too
             self._arm_logsum()
 
     def _arm_logsum(self) -> None:
