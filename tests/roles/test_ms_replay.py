@@ -136,3 +136,25 @@ def test_lispers_style_refreshes_same_nonce_new_ephemeral_port_each_time():
     ms.tick(104.0 + 179.0)
     assert registered(ms) == {"10.1.0.0/16": ["192.0.2.1"]}
     assert ms.counters["map_register_ok"] == 3 and ms.counters["map_register_replayed"] == 0
+
+
+def _two_family_register(nonce=1):
+    from lispctl.mapping.types import Rloc
+    from lispctl.wire import ALG_HMAC_SHA256, MapRegister, eid_record, sign
+    from roles_helpers import A
+    recs = (eid_record(P("10.2.0.0/16"), (Rloc(A("203.0.113.2")), Rloc(A("203.0.113.66"))), authoritative=True),
+            eid_record(P("2001:db8:b::/48"), (Rloc(A("2001:db8:2::2")),), authoritative=True))
+    return sign(MapRegister(nonce, recs, key_id=1, alg_id=ALG_HMAC_SHA256, want_map_notify=True), "secret-b")
+
+
+@pytest.mark.parametrize("src,etr", [("203.0.113.66", "203.0.113.66"),     # from one of its RLOCs
+                                     ("198.51.100.7", "203.0.113.2")])     # elsewhere: its best IPv4 RLOC
+def test_ipv6_eids_on_ipv6_rlocs_registered_over_ipv4_are_forwarded_over_ipv4(src, etr):
+    # an IPv4-only Map-Server (the probe lab): the message is authenticated as
+    # a whole, so its IPv4 RLOCs reach the ETR of its IPv6 EIDs too
+    ms = _ms()
+    s, _ = only_send(ms.handle(_two_family_register(), ep(src, 4342), MS_ADDR, 0.0))
+    assert s.dst.addr == ep(etr).addr
+    req = ecm_request("2001:db8:b::5/128", itr="2001:db8:9::1")
+    s, fwd = only_send(ms.handle(req.encode(), ep("198.51.100.20"), MS_ADDR, 1.0))
+    assert s.dst == ep(etr, 4342) and fwd.to_etr

@@ -401,16 +401,24 @@ class MapServerRole:
         timeout = self.cfg.ms.registration_timeout
         changed = []
         subs = self.subs
-        from_rloc = False
         reg = None
         repeat = True
-        for entry, rec in zip(owners, records):
+        rlocs_of = [self._rlocs(rec) for rec in records]
+        # The whole message is authenticated: any RLOC of any of its records
+        # is the registrant's. Its ETR is the source when that is one of them
+        # (the address we know reaches it), else an RLOC of the source's
+        # family (an IPv4-only MS with a site's IPv6 EIDs on IPv6 RLOCs).
+        from_rloc = any(src.addr in r[1] for r in rlocs_of)
+        if from_rloc:
+            etr = Endpoint(src.addr, CONTROL_PORT)
+        else:
+            usable = [a for r in rlocs_of for a in r[2]]
+            best = next((a for a in usable if a.version == src.addr.version), usable[0] if usable else None)
+            etr = Endpoint(best, CONTROL_PORT) if best is not None else None
+        for entry, rec, rlocs in zip(owners, records, rlocs_of):
             eid = entry[0]
-            rlocs = self._rlocs(rec)
-            in_rlocs = src.addr in rlocs[1]
-            from_rloc = from_rloc or in_rlocs
             before = self._locator_view(eid) if subs else None
-            r, rep = self._apply_record(entry, rec, xtr or rlocs[0], rlocs, in_rlocs, msg, src, site, now,
+            r, rep = self._apply_record(entry, rec, xtr or rlocs[0], from_rloc, etr, msg, src, site, now,
                                         timeout, out)
             reg = reg or r
             repeat = repeat and rep
@@ -442,9 +450,10 @@ class MapServerRole:
             for eid in dict.fromkeys(changed):
                 self.publish(eid, now, out)
 
-    def _rlocs(self, rec: EidRecord) -> tuple[str, frozenset, Endpoint | None]:
-        """(registrant name, set of RLOC addresses, where its ETR listens) of a
-        record: what the MAC covers, so what a registration is bound to."""
+    def _rlocs(self, rec: EidRecord) -> tuple[str, frozenset, tuple, tuple]:
+        """(registrant name, set of RLOC addresses, usable RLOC addresses best
+        first, the locators) of a record: what the MAC covers, so what a
+        registration is bound to."""
         locs = rec.locators
         # keyed by identity (the decode memo hands out the same tuple for the
         # same bytes), holding the tuple so its id stays unique while cached
@@ -454,17 +463,16 @@ class MapServerRole:
         addrs = [l.address for l in locs if type(l.address) in (IPv4Address, IPv6Address)]
         usable = sorted((l for l in locs if type(l.address) in (IPv4Address, IPv6Address)),
                         key=lambda l: (not l.reachable, l.priority == 255, l.priority))
-        etr = Endpoint(usable[0].address, CONTROL_PORT) if usable else None
         name = ",".join(sorted({str(a) for a in addrs},
                                key=lambda t: (":" in t, ipaddress.ip_address(t)))) or "no-rloc"
         if len(self._rloc_memo) >= _OWNER_CACHE_MAX:
             self._rloc_memo.clear()
-        hit = self._rloc_memo[id(locs)] = (name, frozenset(addrs), etr, locs)
+        hit = self._rloc_memo[id(locs)] = (name, frozenset(addrs), tuple(l.address for l in usable), locs)
         return hit
 
-    def _apply_record(self, entry: list, rec: EidRecord, registrant: str, rlocs: tuple, in_rlocs: bool,
-                      msg: MapRegister, src: Endpoint, site: _Site, now: float, timeout: float,
-                      out: Effects) -> tuple[Registration | None, bool]:
+    def _apply_record(self, entry: list, rec: EidRecord, registrant: str, in_rlocs: bool,
+                      etr: Endpoint | None, msg: MapRegister, src: Endpoint, site: _Site, now: float,
+                      timeout: float, out: Effects) -> tuple[Registration | None, bool]:
         """(the registration, whether the message only repeated its latest one)."""
         eid, owner, regs = entry
         if not regs:
@@ -507,7 +515,6 @@ class MapServerRole:
             regs = entry[2] = {}
             self.registered.insert(eid, regs)
             site.registrations[eid] = regs
-        etr = Endpoint(src.addr, CONTROL_PORT) if in_rlocs else rlocs[2]
         if old is not None:             # a refresh: its expiry entry is re-filed lazily
             old.record, old.proxy_reply = rec, msg.proxy_reply or owner.cfg.proxy_reply
             old.last_seen, old.expires_at, old.xtr_id, old.site_id = now, now + timeout, msg.xtr_id, msg.site_id
