@@ -8,9 +8,9 @@ from lispctl.mapping.lpm import LpmTable
 from lispctl.mapping.types import IPAddress
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, decode
-from lispctl.roles.ms import MapServerRole, multicast_sg, negative_reply, rate_limited
+from lispctl.roles.ms import MapServerRole, multicast_sg, negative_reply, rate_limited, resolver_ecm
 from lispctl.roles.ratelimit import RateLimiter
-from lispctl.wire import ECM, EncapsulatedControlMessage, MalformedMessage, MapRequest, record_prefix
+from lispctl.wire import EncapsulatedControlMessage, MalformedMessage, MapRequest, record_prefix
 
 
 class MapResolverRole:
@@ -36,11 +36,11 @@ class MapResolverRole:
 
     def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
         # Before decoding: under a flood the refusals must cost next to nothing.
-        if data and data[0] >> 4 == ECM and (over := self.limit.allow(src.addr, now)) is not None:
+        if resolver_ecm(data) and (over := self.limit.allow(src.addr, now)) is not None:
             return rate_limited(self.counters, over, src)
         msg = decode(data)
         if not (isinstance(msg, EncapsulatedControlMessage) and isinstance(msg.message, MapRequest)
-                and not msg.to_etr):
+                and not msg.to_etr and not msg.ddt):     # D bit: for a DDT node or Map-Server
             return []
         self.counters["map_request_rx"] += 1
         if msg.message.smr_invoked:

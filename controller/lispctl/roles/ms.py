@@ -38,6 +38,7 @@ from lispctl.mapping.lpm import LpmTable, eid_sort_key, host_prefix, least_speci
 from lispctl.mapping.types import EidPrefix, MapAction
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint, Log
 from lispctl.roles.common import Counters, decode, reply_target
+from lispctl.roles.ddt import MapServerDdt, is_ddt_request
 from lispctl.roles.ratelimit import PER_KEY, RateLimiter
 from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, ECM, MAP_REGISTER, EidRecord,
                           EncapsulatedControlMessage, InstanceId, MalformedMessage, MapNotify, MapNotifyAck,
@@ -164,9 +165,10 @@ class MapServerRole:
         self.counters = Counters()
         self._now = 0.0
         self.limit = RateLimiter(cfg.mr.request_rate_per_source, cfg.mr.request_rate)
-        # what the daemon hands to handle() (its message registry, by type)
-        self.message_types = frozenset({MapRegister.TYPE, MapNotifyAck.TYPE}
-                                       | ({EncapsulatedControlMessage.TYPE} if answer_ecm else set()))
+        # what the daemon hands to handle() (its message registry, by type):
+        # ECMs too, for DDT Map-Requests even when the MR answers the others
+        self.message_types = frozenset({MapRegister.TYPE, MapNotifyAck.TYPE, EncapsulatedControlMessage.TYPE})
+        self.ddt = MapServerDdt(cfg, self)       # DDT Map-Requests (RFC 8111): roles/ddt.py
 
     # ------------------------------------------------------------ timers
     def _expiry_top(self) -> float | None:
@@ -254,8 +256,7 @@ class MapServerRole:
     # ------------------------------------------------------------ datagrams
     def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
         self._now = now
-        if (self.answer_ecm and data and data[0] >> 4 == ECM
-                and (over := self.limit.allow(src.addr, now)) is not None):
+        if self.answer_ecm and resolver_ecm(data) and (over := self.limit.allow(src.addr, now)) is not None:
             return rate_limited(self.counters, over, src)     # before decoding: cheap under a flood
         out = Effects()
         try:
@@ -277,6 +278,8 @@ class MapServerRole:
                     self.counters["pubsub_notify_ack_rx"] += 1
                 else:
                     self.counters["pubsub_notify_ack_bad_auth"] += 1
+        elif is_ddt_request(msg):
+            out.items.extend(self.ddt.handle(msg, data, src, dst, now))
         elif (isinstance(msg, EncapsulatedControlMessage) and isinstance(msg.message, MapRequest)
               and self.answer_ecm and not msg.to_etr):
             self.counters["map_request_rx"] += 1
@@ -708,6 +711,13 @@ class MapServerRole:
                  "notifies": s.notifies, "acked": s.acked, "unacked": s.outstanding is not None}
                 for s in self.subs.values()]
         return {"sites": sites, "subscriptions": subs, "counters": self.counters.snapshot()}
+
+
+def resolver_ecm(data: bytes) -> bool:
+    """Is data an ECM for a Map-Resolver, by its first byte: type 8 with
+    neither D (DDT-originated: for a DDT node or Map-Server, limited there) nor
+    E (for an ETR) set (RFC 9301 5.8, RFC 8111)."""
+    return bool(data) and data[0] >> 4 == ECM and not data[0] & 0x06
 
 
 def rate_limited(counters: Counters, over: str, src: Endpoint) -> list[Effect]:
