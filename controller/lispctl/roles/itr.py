@@ -79,6 +79,8 @@ class _Sub:
 
 class ItrRole:
     name = "itr"
+    # what the daemon hands to handle() (its message registry, by type)
+    message_types = frozenset({MapReply.TYPE, MapRequest.TYPE, MapNotify.TYPE})
 
     def __init__(self, cfg: Config, site: LocalSite, nonce: NonceSource) -> None:
         self.cfg = cfg
