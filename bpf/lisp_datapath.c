@@ -424,6 +424,11 @@ static __always_inline int route(struct __sk_buff *skb, const struct lisp_flow *
                                  const struct lisp_config *c, int egress)
 {
     struct lisp_mapping *m = cache_lookup(f, iid);
+    if (!m && (c->flags & LISP_CFG_PITR)) {
+        /* PITR: outside the EID aggregates; the host's own Internet traffic */
+        count(LISP_CNT_PITR_PASSED);
+        return TC_ACT_OK;
+    }
     if (!m) {
         miss_event(f, iid, c);
         return apply_miss(skb, f, iid, c, egress);
@@ -510,6 +515,67 @@ static __always_inline int local_rloc(int v6, const void *addr)
     return local_rlocs.lookup(&k) != 0;
 }
 
+/* ---- Proxy-ETR (RFC 6832 section 6) ------------------------------------
+ * A PETR decapsulates for any destination, not only local EIDs, and hands
+ * the inner packet to the FIB. Because that makes it a relay for whoever
+ * can reach its RLOC, two rules apply before anything is changed: an inner
+ * address that is only meaningful on one link or host is never forwarded,
+ * and with petr.accept-eids only sources inside those prefixes are. */
+
+/* Loopback, unspecified, link-local, multicast/broadcast/reserved (v4 >= 224),
+ * and IPv4-mapped IPv6 (a way around IPv4 rules). */
+static __always_inline int lisp_local_only(const __u8 *a, int family)
+{
+    if (family == 4)
+        return a[0] == 0 || a[0] == 127 || a[0] >= 224 || (a[0] == 169 && a[1] == 254);
+    if (a[0] == 0xff || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80))
+        return 1;
+    __u32 w0, w1, w2, w3;
+    __builtin_memcpy(&w0, a, 4);
+    __builtin_memcpy(&w1, a + 4, 4);
+    __builtin_memcpy(&w2, a + 8, 4);
+    __builtin_memcpy(&w3, a + 12, 4);
+    if (w0 || w1)
+        return 0;
+    if (w2 == bpf_htonl(0xffff))
+        return 1;                               /* ::ffff:0:0/96 */
+    return !w2 && (w3 == 0 || w3 == bpf_htonl(1));  /* :: and ::1 */
+}
+
+static __always_inline int petr_src_accepted(const struct lisp_flow *f, __u32 iid)
+{
+    if (f->family == 4) {
+        struct lisp_key4 k = {.prefixlen = 64, .iid = bpf_htonl(iid)};
+        __builtin_memcpy(k.addr, f->src, 4);
+        return petr_accept4.lookup(&k) != 0;
+    }
+    struct lisp_key6 k = {.prefixlen = 160, .iid = bpf_htonl(iid)};
+    __builtin_memcpy(k.addr, f->src, 16);
+    return petr_accept6.lookup(&k) != 0;
+}
+
+/* 0: the PETR may forward this inner packet; else the drop reason. */
+static __always_inline int petr_check(const struct lisp_flow *f, __u32 iid, const struct lisp_config *c)
+{
+    if (lisp_local_only(f->dst, f->family) || lisp_local_only(f->src, f->family))
+        return LISP_DROP_PETR_LOCAL_ONLY;
+    if ((c->flags & LISP_CFG_PETR_ACL) && !petr_src_accepted(f, iid))
+        return LISP_DROP_PETR_SRC_DENIED;
+    return 0;
+}
+
+/* The FIB's verdict on a PETR packet, taken before decapsulation: forward
+ * (SUCCESS/NO_NEIGH), let the stack forward it (FRAG_NEEDED: it fragments
+ * or sends the ICMP error), or drop. NOT_FWDED means no route or a
+ * destination on this host (the helper does not tell which): a PETR relays,
+ * it does not deliver to itself. */
+static __always_inline int petr_fib_verdict(long frc)
+{
+    if (fib_ok(frc) || frc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+        return 0;
+    return LISP_DROP_NO_ROUTE;
+}
+
 /* What the ETR checks found out about a packet; shared by the tc and the
  * XDP ETR so both apply exactly the same rules. */
 struct lisp_etr_pkt {
@@ -522,6 +588,7 @@ struct lisp_etr_pkt {
     __u8 is_local;              /* inner destination in the local EID database */
     __u8 outer6;
     __be16 inner_proto;         /* ethertype of the inner packet */
+    __u8 petr;                  /* not local, Proxy-ETR: forward natively */
 };
 
 #define LISP_ETR_PASS (-1)      /* not a LISP data packet for us: leave it untouched */
@@ -613,8 +680,14 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
     if (!c)
         return LISP_ETR_PASS;
     int is_local = local_eid(&e->f, iid);
-    if (!is_local && !(c->flags & LISP_CFG_REENCAP))
+    if (!is_local && (c->flags & LISP_CFG_PETR)) {
+        int bad = petr_check(&e->f, iid, c);
+        if (bad)
+            return bad;
+        e->petr = 1;
+    } else if (!is_local && !(c->flags & LISP_CFG_REENCAP)) {
         return LISP_DROP_NOT_LOCAL_EID;
+    }
     e->olen = olen;
     e->inner_len = inner_len;
     e->iid = iid;
@@ -658,8 +731,13 @@ int lisp_etr_ingress(struct __sk_buff *skb)
     __builtin_memcpy(macs, eth, sizeof(macs));
     struct bpf_fib_lookup p;
     long frc = -1;
-    if (is_local)
+    if (is_local || e.petr)
         frc = fib_resolve(skb, &p, ver == 6, e.f.src, e.f.dst, inner_len);
+    if (e.petr) {
+        int bad = petr_fib_verdict(frc);
+        if (bad)
+            return drop(bad);
+    }
     struct ethhdr neth;
     fib_eth(&neth, frc, &p, macs, inner_proto);
 
@@ -692,6 +770,10 @@ int lisp_etr_ingress(struct __sk_buff *skb)
         return drop(LISP_DROP_DECAP_FAILED);
     count(LISP_CNT_DECAPSULATED);
 
+    if (e.petr) {
+        count(LISP_CNT_PETR_FORWARDED);
+        return fib_ok(frc) ? fib_send(frc, &p) : TC_ACT_OK;
+    }
     if (!is_local) {
         /* RTR / re-encapsulation: the ITR program decides the next locator. */
         count(LISP_CNT_REENCAPSULATED);
