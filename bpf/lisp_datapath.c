@@ -400,26 +400,17 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
     return fib_send(frc, &p);
 }
 
-static __always_inline int apply_miss(struct __sk_buff *skb, const struct lisp_flow *f, __u32 iid,
-                                      const struct lisp_config *c, int egress)
+/* The Proxy-ETRs' locator set when the ITR uses them (miss action petr). */
+static __always_inline struct lisp_locset *petr_set(const struct lisp_config *c)
 {
-    count(LISP_CNT_MISS);
-    if (c->miss_action == LISP_MISS_NATIVE) {
-        count(LISP_CNT_NATIVE);
-        return TC_ACT_OK;
-    }
-    if (c->miss_action == LISP_MISS_PETR) {
-        __u32 id = LISP_PETR_SET;
-        struct lisp_locset *ls = locsets.lookup(&id);
-        if (ls) {
-            count(LISP_CNT_PETR);
-            return encap(skb, f, iid, ls, id, c, egress);
-        }
-    }
-    return drop(LISP_DROP_MISS);
+    if (c->miss_action != LISP_MISS_PETR)
+        return 0;
+    __u32 id = LISP_PETR_SET;
+    return locsets.lookup(&id);
 }
 
-/* Map-cache decision for an IP packet of instance iid. */
+/* Map-cache decision for an IP packet of instance iid. One encap() call
+ * site: the program is inlined, and a second copy costs verifier budget. */
 static __always_inline int route(struct __sk_buff *skb, const struct lisp_flow *f, __u32 iid,
                                  const struct lisp_config *c, int egress)
 {
@@ -429,32 +420,48 @@ static __always_inline int route(struct __sk_buff *skb, const struct lisp_flow *
         count(LISP_CNT_PITR_PASSED);
         return TC_ACT_OK;
     }
-    if (!m) {
-        miss_event(f, iid, c);
-        return apply_miss(skb, f, iid, c, egress);
-    }
-    switch (m->action) {
+    __u32 id = LISP_PETR_SET;
+    struct lisp_locset *ls;
+    __u8 action = m ? m->action : LISP_ACT_SEND_MAP_REQUEST;
+    switch (action) {
     case LISP_ACT_NO_ACTION:
+        id = m ? m->id : 0;
+        ls = locsets.lookup(&id);
+        if (!ls) {
+            /* RFC 9301: no-action without locators means "do not encapsulate" */
+            count(LISP_CNT_NATIVE);
+            return TC_ACT_OK;
+        }
         break;
     case LISP_ACT_NATIVELY_FORWARD:
-        count(LISP_CNT_NATIVE);
-        return TC_ACT_OK;
+        /* RFC 6832 section 6: with Proxy-ETRs, traffic to non-LISP
+         * destinations goes to them (the source is an EID the Internet may
+         * not route, or a provider filters it: the PETR forwards it instead) */
+        ls = petr_set(c);
+        if (!ls) {
+            count(LISP_CNT_NATIVE);
+            return TC_ACT_OK;
+        }
+        count(LISP_CNT_PETR);
+        break;
     case LISP_ACT_SEND_MAP_REQUEST:
         miss_event(f, iid, c);
-        return apply_miss(skb, f, iid, c, egress);
+        count(LISP_CNT_MISS);
+        if (c->miss_action == LISP_MISS_NATIVE) {
+            count(LISP_CNT_NATIVE);
+            return TC_ACT_OK;
+        }
+        ls = petr_set(c);
+        if (!ls)
+            return drop(LISP_DROP_MISS);
+        count(LISP_CNT_PETR);
+        break;
     case LISP_ACT_DROP_POLICY_DENIED:
         return drop(LISP_DROP_POLICY_DENIED);
     case LISP_ACT_DROP_AUTH_FAILURE:
         return drop(LISP_DROP_AUTH_FAILURE);
     default:
         return drop(LISP_DROP_NEGATIVE);
-    }
-    __u32 id = m->id;
-    struct lisp_locset *ls = locsets.lookup(&id);
-    if (!ls) {
-        /* RFC 9301: no-action without locators means "do not encapsulate" */
-        count(LISP_CNT_NATIVE);
-        return TC_ACT_OK;
     }
     return encap(skb, f, iid, ls, id, c, egress);
 }
