@@ -9,14 +9,20 @@ docs/interworking.md). Withdrawing is deleting the routes: the daemon's
 netlink listener sees that at once.
 
 Routes in (table, protocol) belong to us: at start anything left there by a
-daemon that died without cleaning up is removed, and withdraw_all() at stop
+daemon that died without cleaning up is removed, and close() at stop
 removes what we added.
+
+pyroute2's synchronous IPRoute runs an asyncio loop of its own, which cannot
+run inside the daemon's: every netlink call goes to one worker thread, which
+also keeps announcements and withdrawals in the order they were made.
+set() returns at once; close() waits for what is queued.
 """
 from __future__ import annotations
 
 import errno
 import logging
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 from ..mapping.types import EidPrefix
@@ -30,13 +36,29 @@ _GONE = (errno.ESRCH, errno.ENOENT)
 
 
 class RouteAnnouncer:
-    def __init__(self, table: int = DEFAULT_TABLE, protocol: int = DEFAULT_PROTOCOL,
-                 netns: str | None = None) -> None:
-        from pyroute2 import IPRoute, NetNS
+    def __init__(self, table: int = DEFAULT_TABLE, protocol: int = DEFAULT_PROTOCOL) -> None:
         self.table = table
         self.protocol = protocol
-        self._ipr = NetNS(netns) if netns else IPRoute()
         self.installed: set[EidPrefix] = set()
+        self.errors = 0
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="announce")
+        self._ipr = self._worker.submit(self._open).result()
+
+    @staticmethod
+    def _open():
+        from pyroute2 import IPRoute
+        return IPRoute()
+
+    def _run(self, fn, *args):
+        """fn on the worker; errors are logged and counted (a failed
+        announcement must not stop the daemon)."""
+        def call():
+            try:
+                return fn(*args)
+            except Exception:
+                self.errors += 1
+                log.exception("announcement route change failed")
+        return self._worker.submit(call)
 
     def _args(self, eid: EidPrefix) -> dict:
         net = eid.prefix
@@ -46,6 +68,9 @@ class RouteAnnouncer:
 
     def flush_stale(self) -> int:
         """Remove every route of our (table, protocol): a previous daemon's."""
+        return self._run(self._flush).result() or 0
+
+    def _flush(self) -> int:
         n = 0
         for fam in (socket.AF_INET, socket.AF_INET6):
             for r in self._ipr.get_routes(family=fam, table=self.table):
@@ -66,6 +91,9 @@ class RouteAnnouncer:
         return n
 
     def set(self, prefixes: Iterable[EidPrefix], up: bool) -> None:
+        self._run(self._set, tuple(prefixes), up)
+
+    def _set(self, prefixes: tuple[EidPrefix, ...], up: bool) -> None:
         for eid in prefixes:
             if eid.iid != 0:
                 continue                          # the Internet has no instance IDs
@@ -83,12 +111,17 @@ class RouteAnnouncer:
                 raise
         self.installed.discard(eid)
 
-    def withdraw_all(self) -> None:
+    def _withdraw_all(self) -> None:
         for eid in list(self.installed):
             self._delete(eid)
 
+    def wait(self) -> None:
+        """Until every change queued so far is done."""
+        self._run(lambda: None).result()
+
     def close(self) -> None:
         try:
-            self.withdraw_all()
+            self._run(self._withdraw_all).result()
+            self._run(self._ipr.close).result()
         finally:
-            self._ipr.close()
+            self._worker.shutdown(wait=True)
