@@ -30,7 +30,7 @@ from tests.datapath import packets as P
 pytestmark = pytest.mark.root
 
 XTR1_RLOC = "198.51.100.1"
-FAM = {4: (iw.HOST4, iw.LEGACY4), 6: (iw.HOST6, iw.LEGACY6)}
+FAM = iw.PATHS          # family -> (site host, legacy node, legacy address)
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +99,11 @@ def test_pitr_map_requests_p_bit_source_eid_afi_0(lab):
 
 @pytest.mark.parametrize("fam", [4, 6])
 def test_legacy_to_site_through_the_pitr(lab, fam):
-    host, legacy = FAM[fam]
-    _warm(lab, "legacy", host)
+    host, node, legacy = FAM[fam]
+    _warm(lab, node, host)
     before = _dp(lab)
     with capture(lab, "core", "c3", f"udp dst port 4341 and src host {iw.PXTR_RLOC}") as pcap:
-        assert cp.ping(lab, "legacy", host, count=5, timeout=1.0) == 5
+        assert cp.ping(lab, node, host, count=5, timeout=1.0) == 5
     rows = _tshark(pcap, ["ip.src", "ip.dst", "ipv6.src", "ipv6.dst"], "lisp-data")
     assert len(rows) >= 5
     for s4, d4, s6, d6 in rows:
@@ -119,7 +119,7 @@ def test_legacy_to_site_through_the_pitr(lab, fam):
 
 @pytest.mark.parametrize("fam", [4, 6])
 def test_site_to_legacy_through_the_petr(lab, fam):
-    host, legacy = FAM[fam]
+    host, _node, legacy = FAM[fam]
     _warm(lab, "hostA", legacy)
     before = _dp(lab)
     with capture(lab, "core", "c3", f"udp dst port 4341 and dst host {iw.PXTR_RLOC}") as enc, \
@@ -141,8 +141,8 @@ def test_site_to_legacy_through_the_petr(lab, fam):
 
 
 def test_tcp_both_ways_both_families(lab):
-    for src, dst_node, dst in (("legacy", "hostA", iw.HOST4), ("legacy", "hostA", iw.HOST6),
-                               ("hostA", "legacy", iw.LEGACY4), ("hostA", "legacy", iw.LEGACY6)):
+    for src, dst_node, dst in (("legacy", "hostA", iw.HOST4), ("legacy6", "hostA", iw.HOST6),
+                               ("hostA", "legacy", iw.LEGACY4), ("hostA", "legacy6", iw.LEGACY6)):
         r = cp.tcp_transfer(lab, src, dst_node, dst, 256 * 1024)
         assert r["intact"] and r["sent"] == 256 * 1024, (src, dst, r)
 
@@ -201,6 +201,6 @@ def test_pitr_stop_withdraws_within_3s_and_start_reannounces(lab):
     assert cp.ping(lab, "legacy", iw.HOST4, count=1, timeout=0.5) == 0     # no route any more
     cp.start_node(lab, "pxtr")
     iw.wait_bgp(lab, iw.AGGREGATES, timeout=20)
-    for fam in (4, 6):
-        _warm(lab, "legacy", FAM[fam][0])
-        assert cp.ping(lab, "legacy", FAM[fam][0], count=3, timeout=1.0) == 3
+    for host, node, _ in FAM.values():
+        _warm(lab, node, host)
+        assert cp.ping(lab, node, host, count=3, timeout=1.0) == 3

@@ -25,7 +25,9 @@ from . import control as cp
 
 AGGREGATES = ("10.1.0.0/16", "fd00:1::/48")
 HOST4, HOST6 = "10.1.0.2", "fd00:1::2"
-LEGACY4, LEGACY6 = "198.18.0.2", "2001:db8:18::2"
+LEGACY4, LEGACY6 = "198.18.0.2", "2001:db8:18::2"     # on legacy (IPv4 only), legacy6 (IPv6 only)
+# family -> (site host EID, legacy node, its address)
+PATHS = {4: (HOST4, "legacy", LEGACY4), 6: (HOST6, "legacy6", LEGACY6)}
 PXTR_RLOC = "203.0.113.20"
 RTPROT_BIRD = 12
 
@@ -114,14 +116,15 @@ def run(lab: Lab, say: Callable[[str], None]) -> bool:
     for line in birdc(lab, "inet", "show", "route").stdout.rstrip().splitlines():
         say("      " + line)
     check(f"inet learnt {', '.join(AGGREGATES)} over BGP ({took:.1f} s)", True)
-    say("[4/7] legacy -> PITR -> site and site -> PETR -> legacy: pings (IPv6 EIDs over the site's IPv4 RLOC)")
-    for src, dst in (("legacy", HOST4), ("legacy", HOST6), ("hostA", LEGACY4), ("hostA", LEGACY6)):
+    say("[4/7] legacy -> PITR -> site and site -> PETR -> legacy: pings (the IPv6-only legacy host "
+        "and the site's IPv6 EIDs over its IPv4-only provider)")
+    for src, dst in (("legacy", HOST4), ("legacy6", HOST6), ("hostA", LEGACY4), ("hostA", LEGACY6)):
         ping(lab, src, dst, count=2, timeout=0.5)          # first packets resolve the mapping
         got = ping(lab, src, dst, count=5, timeout=1.0)
         check(f"{src} -> {dst}: {got}/5 replies", got == 5)
     say("[5/7] Checked 1 MB TCP transfers both ways, both families")
-    for src, dst_node, dst in (("legacy", "hostA", HOST4), ("legacy", "hostA", HOST6),
-                               ("hostA", "legacy", LEGACY4), ("hostA", "legacy", LEGACY6)):
+    for src, dst_node, dst in (("legacy", "hostA", HOST4), ("legacy6", "hostA", HOST6),
+                               ("hostA", "legacy", LEGACY4), ("hostA", "legacy6", LEGACY6)):
         r = tcp_transfer(lab, src, dst_node, dst, 1 << 20)
         check(f"{src} -> {dst}: {r['sent']} bytes, intact={r['intact']}", bool(r["intact"]))
     c = counters(lab, "pxtr")["datapath"]
