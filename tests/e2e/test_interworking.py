@@ -42,7 +42,7 @@ def lab():
             unavailable(f"{tool} not installed (scripts/setup.sh)")
     with Lab(load("interworking")) as lab:
         iw.start(lab)
-        cp.wait_registered(lab, ("site1",))
+        cp.wait_registered(lab, ("site1", "mn"))
         iw.wait_bgp(lab, iw.AGGREGATES)
         yield lab
 
@@ -140,6 +140,25 @@ def test_site_to_legacy_through_the_petr(lab, fam):
     assert cp.counters(lab, "xtr1")["datapath"]["other"]["petr"] >= 5
 
 
+@pytest.mark.parametrize("fam", [4, 6])
+def test_mobile_node_and_legacy_hosts_through_the_pxtr(lab, fam):
+    """The mobile node (IPv4-only uplink) reaches the legacy host through the
+    PETR and is reached through the PITR, whose aggregate covers its EID."""
+    mn, node, legacy = (iw.MN4, "legacy", iw.LEGACY4) if fam == 4 else (iw.MN6, "legacy6", iw.LEGACY6)
+    _warm(lab, "mn", legacy)
+    _warm(lab, node, mn)
+    before = _dp(lab)
+    assert cp.ping(lab, "mn", legacy, count=3, timeout=1.0) == 3
+    assert cp.ping(lab, node, mn, count=3, timeout=1.0) == 3
+    after = _dp(lab)
+    assert after["other"]["petr_forwarded"] >= before["other"]["petr_forwarded"] + 6   # requests + replies
+    assert after["encapsulated"] >= before["encapsulated"] + 6
+    entry = cp.entry_for(cp.map_cache(lab, "pxtr"), mn)
+    assert [r["address"] for r in entry["rlocs"]] == ["192.0.2.130"], entry
+    r = cp.tcp_transfer(lab, node, "mn", mn, 128 * 1024)
+    assert r["intact"], r
+
+
 def test_tcp_both_ways_both_families(lab):
     for src, dst_node, dst in (("legacy", "hostA", iw.HOST4), ("legacy6", "hostA", iw.HOST6),
                                ("hostA", "legacy", iw.LEGACY4), ("hostA", "legacy6", iw.LEGACY6)):
@@ -187,7 +206,7 @@ def test_every_map_resolver_silent_withdraws_and_answer_reannounces(lab):
     assert not cp.api(lab, "pxtr", "status")["state"]["pitr"]["pitr"]["announced"]
     cp.start_node(lab, "msmr")
     iw.wait_bgp(lab, iw.AGGREGATES, timeout=10)
-    cp.wait_registered(lab, ("site1",))
+    cp.wait_registered(lab, ("site1", "mn"))
     _warm(lab, "legacy", iw.HOST4)
 
 

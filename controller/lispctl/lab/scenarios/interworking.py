@@ -25,6 +25,8 @@ from . import control as cp
 
 AGGREGATES = ("10.1.0.0/16", "fd00:1::/48")
 HOST4, HOST6 = "10.1.0.2", "fd00:1::2"
+MN4, MN6 = "10.1.9.9", "fd00:1:0:9::9"          # the mobile node's EIDs
+LISP_NODES = ("xtr1", "mn", "pxtr")
 LEGACY4, LEGACY6 = "198.18.0.2", "2001:db8:18::2"     # on legacy (IPv4 only), legacy6 (IPv6 only)
 # family -> (site host EID, legacy node, its address)
 PATHS = {4: (HOST4, "legacy", LEGACY4), 6: (HOST6, "legacy6", LEGACY6)}
@@ -49,12 +51,13 @@ def start_bird(lab: Lab) -> None:
 
 
 def start(lab: Lab) -> None:
-    """BIRD on inet and pxtr, then the MS/MR, then the xTR and the PxTR (in parallel)."""
+    """BIRD on inet and pxtr, then the MS/MR, then the xTR, the mobile node
+    and the PxTR (in parallel: each compiles its BPF programs)."""
     start_bird(lab)
     cp.start_node(lab, "msmr")
-    for n in ("xtr1", "pxtr"):
+    for n in LISP_NODES:
         cp.start_node(lab, n, wait=False)
-    for n in ("xtr1", "pxtr"):
+    for n in LISP_NODES:
         cp.wait_node(lab, n)
 
 
@@ -108,9 +111,9 @@ def run(lab: Lab, say: Callable[[str], None]) -> bool:
         ok = ok and good
         say(f"      {'ok  ' if good else 'FAIL'} {what}")
 
-    say("[2/7] Starting BIRD on inet and pxtr, the MS/MR, the site's xTR and the PxTR")
+    say("[2/7] Starting BIRD on inet and pxtr, the MS/MR, the site's xTR, the mobile node and the PxTR")
     start(lab)
-    cp.wait_registered(lab, ("site1",))
+    cp.wait_registered(lab, ("site1", "mn"))
     say("[3/7] The PITR announces its EID aggregates once a Map-Resolver answers; BIRD on inet learns them")
     took = wait_bgp(lab, AGGREGATES)
     for line in birdc(lab, "inet", "show", "route").stdout.rstrip().splitlines():
@@ -118,7 +121,8 @@ def run(lab: Lab, say: Callable[[str], None]) -> bool:
     check(f"inet learnt {', '.join(AGGREGATES)} over BGP ({took:.1f} s)", True)
     say("[4/7] legacy -> PITR -> site and site -> PETR -> legacy: pings (the IPv6-only legacy host "
         "and the site's IPv6 EIDs over its IPv4-only provider)")
-    for src, dst in (("legacy", HOST4), ("legacy6", HOST6), ("hostA", LEGACY4), ("hostA", LEGACY6)):
+    for src, dst in (("legacy", HOST4), ("legacy6", HOST6), ("hostA", LEGACY4), ("hostA", LEGACY6),
+                     ("legacy", MN4), ("legacy6", MN6), ("mn", LEGACY4), ("mn", LEGACY6)):
         ping(lab, src, dst, count=2, timeout=0.5)          # first packets resolve the mapping
         got = ping(lab, src, dst, count=5, timeout=1.0)
         check(f"{src} -> {dst}: {got}/5 replies", got == 5)
