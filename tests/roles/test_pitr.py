@@ -133,3 +133,25 @@ def test_config_rejects_pitr_with_xtr_and_iid_aggregates():
         loads(PITR.replace('internet-facing = ["inet0"]', 'internet-facing = ["core0"]'))
     with pytest.raises(ConfigError, match="only used by the petr role"):
         loads(PITR + '\n[petr]\naccept-eids = ["10.1.0.0/16"]\n')
+
+
+def test_resolutions_bounded_against_internet_sources():
+    text = PITR.replace("health-timeout = 2.5", "health-timeout = 2.5\nmax-pending = 5\nmap-request-rate = 10")
+    _, roles = make(text, core0=["192.0.2.5"])
+    pitr = roles["pitr"]
+    pitr.tick(0.0)
+    sent = sum(len(sends(pitr.on_miss(MissEvent(P(f"10.1.0.{i}/32"), A("203.0.113.7")), 0.5)))
+               for i in range(1, 50))
+    assert sent == 5 and len(pitr.pending) == 5
+    assert pitr.counters["miss_pending_full"] == 44
+    # rate: a fresh role with room for many pending, 10 new resolutions per second
+    text = PITR.replace("health-timeout = 2.5", "health-timeout = 2.5\nmap-request-rate = 10")
+    _, roles = make(text, core0=["192.0.2.5"])
+    pitr = roles["pitr"]
+    pitr.tick(0.0)
+    sent = sum(len(sends(pitr.on_miss(MissEvent(P(f"10.1.1.{i}/32"), A("203.0.113.7")), 5.0)))
+               for i in range(1, 50))
+    assert sent == 10 and pitr.counters["miss_rate_limited_global"] == 39
+    sent = sum(len(sends(pitr.on_miss(MissEvent(P(f"10.1.2.{i}/32"), A("203.0.113.7")), 5.5)))
+               for i in range(1, 50))
+    assert sent == 5                                  # half a second refills five tokens

@@ -258,6 +258,11 @@ class PitrConfig(_Model):
     # itself) every health-interval; serving = one answered within health-timeout.
     health_interval: Seconds = 1.0
     health_timeout: Seconds = 2.5
+    # Anyone on the Internet picks the destinations a PITR resolves: at most
+    # this many resolutions at a time, and this many new ones per second
+    # (token bucket, burst of one second's worth); the rest are dropped (counted).
+    max_pending: Annotated[int, Field(ge=1, le=1 << 20)] = 1024
+    map_request_rate: Annotated[float, Field(gt=0)] = 100.0
 
 
 # ---------------------------------------------------------------- MS / MR side

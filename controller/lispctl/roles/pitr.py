@@ -13,6 +13,10 @@ state machine (lispctl.roles.itr) with four differences:
   follows the miss action) until a more specific answer is cached; an
   aggregate is never removed from the data plane, only replaced.
 - Misses outside the aggregates are ignored (the data plane sends none).
+  The sources are the whole Internet, so resolutions are bounded: at most
+  `max-pending` at a time and `map-request-rate` new ones per second (a
+  token bucket); misses beyond that are counted and dropped (the data plane
+  rate-limits miss events per destination, not over all destinations).
 - Serving state: every health-interval each Map-Resolver is asked about its
   own address, which is not an EID, so the resolver answers itself (a
   negative Map-Reply) without involving any ETR. The aggregates are announced
@@ -51,6 +55,8 @@ class PitrRole(ItrRole):
         self._next_health = 0.0
         self.announced = False
         self._announced_at: float | None = None
+        self._tokens = cfg.pitr.map_request_rate
+        self._tokens_at = 0.0
 
     # ------------------------------------------------------------ aggregates
     def _covered(self, eid: EidPrefix) -> bool:
@@ -109,6 +115,16 @@ class PitrRole(ItrRole):
         if not self._covered(event.eid):
             self.counters["miss_outside_aggregates"] += 1
             return []
+        if len(self.pending) >= self.pcfg.max_pending:
+            self.counters["miss_pending_full"] += 1
+            return []
+        rate = self.pcfg.map_request_rate
+        self._tokens = min(rate, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            self.counters["miss_rate_limited_global"] += 1
+            return []
+        self._tokens -= 1.0
         # The source is a non-LISP host: the Map-Request carries no Source-EID (AFI 0).
         return self._keep_aggregates(super().on_miss(MissEvent(event.eid, None), now))
 
