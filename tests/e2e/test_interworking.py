@@ -21,7 +21,7 @@ import time
 import pytest
 
 from lispctl.lab import Lab, load
-from lispctl.lab.dataplane import capture
+from lispctl.lab.dataplane import capture, expert_problems, tshark_json
 from lispctl.lab.scenarios import control as cp
 from lispctl.lab.scenarios import interworking as iw
 from tests.conftest import need_root, unavailable
@@ -111,6 +111,8 @@ def test_legacy_to_site_through_the_pitr(lab, fam):
         assert s4.split(",")[0] == iw.PXTR_RLOC and d4.split(",")[0] == XTR1_RLOC
         inner_src, inner_dst = (s4.split(",")[1], d4.split(",")[1]) if fam == 4 else (s6, d6)
         assert (inner_src, inner_dst) == (legacy, host)
+    # no malformed packet or expert warning anywhere in what the PITR sent
+    assert [p for layers in tshark_json(pcap) for p in expert_problems(layers)] == []
     after = _dp(lab)
     assert after["encapsulated"] >= before["encapsulated"] + 5
     entry = cp.entry_for(cp.map_cache(lab, "pxtr"), host)
@@ -130,6 +132,7 @@ def test_site_to_legacy_through_the_petr(lab, fam):
     for s4, d4, d6 in rows:
         assert s4.split(",")[0] == XTR1_RLOC and d4.split(",")[0] == iw.PXTR_RLOC
         assert (d4.split(",")[1] if fam == 4 else d6) == legacy
+    assert [p for layers in tshark_json(native) for p in expert_problems(layers)] == []
     nat = _tshark(native, ["ip.dst", "ipv6.dst", "udp.port"])
     assert len(nat) >= 5 and all((r[0] or r[1]) == legacy and not r[2] for r in nat), nat  # not LISP
     after = _dp(lab)
