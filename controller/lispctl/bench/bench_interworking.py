@@ -252,8 +252,8 @@ def run(rec) -> None:
     if "lisp" in med and "plain" in med:
         ratios = {k: (med["lisp"][k] / med["plain"][k] if med["plain"][k] else 0.0) for k in keys}
         for k, v in ratios.items():
-            rec.figure(f"interworking_lisp_vs_plain_{k.replace('_gbit_per_s', '').replace('_delivered_pps', '')}_ratio",
-                       round(v, 3))
+            short = k.replace("_gbit_per_s", "").replace("_delivered_pps", "")
+            rec.figure(f"interworking_lisp_vs_plain_{short}_ratio", round(v, 3))
         rec.note("| LISP / plain | " + " | ".join(f"{ratios[k]:.2f}" for k in keys) + " |")
     if counters:
         rec.note("")
