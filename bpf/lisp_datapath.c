@@ -583,6 +583,20 @@ static __always_inline int petr_fib_verdict(long frc)
     return LISP_DROP_NO_ROUTE;
 }
 
+/* What the ETR leaves alone. On a PITR whose Internet-facing interface is
+ * also its RLOC interface (one uplink), that is the Internet traffic the
+ * ITR program must see: it gets it by tail call, instance ID from
+ * eid_ifaces (the ITR passes whatever no map-cache entry covers). */
+static __always_inline int etr_pass(struct __sk_buff *skb)
+{
+    struct lisp_config *c = get_config();
+    if (c && (c->flags & LISP_CFG_PITR)) {
+        skb->cb[0] = 0;
+        tail_progs.call(skb, LISP_TAIL_ITR);
+    }
+    return TC_ACT_OK;
+}
+
 /* What the ETR checks found out about a packet; shared by the tc and the
  * XDP ETR so both apply exactly the same rules. */
 struct lisp_etr_pkt {
@@ -718,7 +732,7 @@ int lisp_etr_ingress(struct __sk_buff *skb)
     struct lisp_etr_pkt e = {};
     int rc = etr_check(data, data_end, skb->len, &e);
     if (rc == LISP_ETR_PASS)
-        return TC_ACT_OK;
+        return etr_pass(skb);
     if (rc != LISP_ETR_DECAP)
         return drop(rc);
     struct ethhdr *eth = data;

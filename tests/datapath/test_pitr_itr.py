@@ -66,3 +66,34 @@ def test_natively_forward_answers_go_to_the_petr(dp, lab):
     # other negative actions still drop
     dp.set_mapping(E("198.18.0.0/15"), [], MapAction.DROP)
     assert itr(dp, lab, inner).retval == TC_ACT_SHOT
+
+
+def test_pitr_on_one_uplink_etr_hands_internet_traffic_to_the_itr(dp, lab):
+    """PITR whose Internet-facing interface is its RLOC interface: the ETR
+    program passes what is not LISP for us to the ITR program (tail call)."""
+    from tests.datapath.conftest import PEER_MAC, RLOC_MAC
+    dp.set_pitr(True)
+    try:
+        dp.set_mapping(E("10.50.0.0/16"), [], MapAction.SEND_MAP_REQUEST)
+        dp.set_mapping(E("10.50.1.0/24"), [Rloc(ip("192.0.2.2"))])
+
+        def etr(inner: bytes):
+            frame = P.eth(P.mac(RLOC_MAC), P.mac(PEER_MAC["192.0.2.3"]), P.ETH_IP) + inner
+            return run_prog(dp.prog_fd("lisp_etr_ingress"), frame, ctx=skb_ctx(ifindex=lab.rl_if))
+        inner = P.ip_packet("203.0.113.7", "10.50.1.2")
+        res = etr(inner)
+        assert res.retval == TC_ACT_REDIRECT
+        o = P.split_encap(res.data)
+        assert o.dst == ip("192.0.2.2") and o.inner == inner
+        other = P.ip_packet("203.0.113.7", "192.0.2.1")           # to this host: untouched
+        res = etr(other)
+        assert res.retval == TC_ACT_OK and res.data[14:] == other
+        c = dp.counters()
+        assert c.encapsulated == 1 and c.other["pitr_passed"] == 1 and c.decapsulated == 0
+    finally:
+        dp.set_pitr(False)
+    # not a PITR: the ETR leaves non-LISP packets alone, without the ITR
+    res = run_prog(dp.prog_fd("lisp_etr_ingress"),
+                   P.eth(P.mac(RLOC_MAC), P.mac(PEER_MAC["192.0.2.3"]), P.ETH_IP) +
+                   P.ip_packet("203.0.113.7", "10.50.1.2"), ctx=skb_ctx(ifindex=lab.rl_if))
+    assert res.retval == TC_ACT_OK and dp.counters().encapsulated == 1

@@ -130,8 +130,14 @@ def test_config_rejects_pitr_with_xtr_and_iid_aggregates():
         loads(PITR.replace('roles = ["pitr"]', 'roles = ["pitr", "itr"]'))
     with pytest.raises(ConfigError, match="instance IDs"):
         loads(PITR.replace('"10.1.0.0/16", "fd00', '"[5]10.1.0.0/16", "fd00'))
-    with pytest.raises(ConfigError, match="also rloc-facing"):
-        loads(PITR.replace('internet-facing = ["inet0"]', 'internet-facing = ["core0"]'))
+    with pytest.raises(ConfigError, match="also eid-facing"):
+        loads(PITR.replace('rloc-facing = ["core0"]', 'rloc-facing = ["core0"]\neid-facing = ["inet0"]'))
+    # one uplink for both: allowed (the ETR program hands non-LISP packets to the ITR)
+    cfg = loads(PITR.replace('internet-facing = ["inet0"]', 'internet-facing = ["core0"]'))
+    _, roles = make(PITR.replace('internet-facing = ["inet0"]', 'internet-facing = ["core0"]'), core0=["192.0.2.5"])
+    from lispctl.roles import datapath_plan
+    plan = datapath_plan(cfg, list(roles.items()))
+    assert plan.eid_interfaces == ("core0",) and plan.rloc_interfaces == ("core0",) and plan.proxy_itr
     with pytest.raises(ConfigError, match="only used by the petr role"):
         loads(PITR + '\n[petr]\naccept-eids = ["10.1.0.0/16"]\n')
 

@@ -172,9 +172,8 @@ def _proxy_checks(cfg: Config) -> list[tuple[tuple, str]]:
                 out.append((("pitr", "eid-prefixes", i), f"{eid}: the Internet side has no instance IDs; "
                                                          "aggregates are in instance 0"))
         for name in cfg.pitr.internet_facing:
-            if name in cfg.interfaces.rloc_facing:
-                out.append((("pitr", "internet-facing"),
-                            f"{name} is also rloc-facing: one tc ingress program per interface"))
+            if name in cfg.interfaces.eid_facing:
+                out.append((("pitr", "internet-facing"), f"{name} is also eid-facing"))
     if (cfg.is_pitr or cfg.is_petr) and not cfg.interfaces.rloc_facing and not cfg.database:
         out.append((("interfaces", "rloc-facing"),
                     "a PITR/PETR needs interfaces.rloc-facing (its RLOCs are their addresses)"))

@@ -87,7 +87,10 @@ def _setup_datapath(device: Device, plan) -> None:
     dp.set_pitr(plan.proxy_itr)
     dp.set_petr(plan.proxy_etr, plan.proxy_etr_accept)
     for ifname in plan.eid_interfaces:
-        dp.attach_eid_interface(ifname)
+        if ifname in plan.rloc_interfaces:
+            dp.set_eid_interface(ifname)      # PITR on one uplink: the ETR hands over
+        else:
+            dp.attach_eid_interface(ifname)
     # An uplink may not exist yet (a USB modem, Wi-Fi coming up later): the
     # interface watcher (daemon/ifwatch.py) attaches it when it appears, and
     # again if it is re-created; it starts from the ifindexes attached here.

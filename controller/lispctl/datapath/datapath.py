@@ -137,6 +137,13 @@ class Datapath:
                                                    "lisp_itr_ingress", _attach.INGRESS))
         self.set_xdp_redirect(ifname, _attach.is_physical(ifname) if xdp_redirect is None else xdp_redirect)
 
+    def set_eid_interface(self, ifname: str, iid: int = 0) -> None:
+        """Instance ID of packets entering ifname, without attaching the ITR
+        there: a PITR whose Internet-facing interface is also an RLOC
+        interface, where the ETR program hands what is not LISP to the ITR
+        program (PITR mode)."""
+        self._set_eid_if(_attach.ifindex_of(ifname), iid)
+
     def attach_eid_device(self, ifname: str, iid: int = 0) -> None:
         """Mobile node: tc egress of the host's EID device (dummy/veth; an
         Ethernet-type device), so locally originated packets are encapsulated."""
