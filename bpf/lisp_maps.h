@@ -82,6 +82,9 @@ enum lisp_counter {
     LISP_CNT__MAX = 48,           /* room for 32 drop reasons */
 };
 
+/* Every drop reason has its counter slot. */
+_Static_assert(LISP_CNT_DROP_BASE + LISP_DROP__MAX <= LISP_CNT__MAX, "counters too small for the drop reasons");
+
 /* LPM keys. prefixlen counts the 32 bits of iid first, so a lookup never
  * crosses instances; iid is big-endian so the trie compares it bitwise. */
 struct lisp_key4 {
