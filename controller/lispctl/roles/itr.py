@@ -77,6 +77,8 @@ class _Sub:
 class ItrRole:
     name = "itr"
     pitr_bit = False               # Map-Request p bit (lispctl.roles.pitr sets it)
+    # what the daemon hands to handle() (its message registry, by type)
+    message_types = frozenset({MapReply.TYPE, MapRequest.TYPE, MapNotify.TYPE})
 
     def __init__(self, cfg: Config, site: LocalSite, nonce: NonceSource) -> None:
         self.cfg = cfg
