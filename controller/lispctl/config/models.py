@@ -244,6 +244,37 @@ class EtrConfig(_Model):
     smr_max_interval: Seconds = 5.0
 
 
+# ---------------------------------------------------------------- PITR / PETR (RFC 6832)
+
+class PetrConfig(_Model):
+    # Inner source EID prefixes this Proxy-ETR forwards for; anything else is
+    # dropped and counted (petr_src_denied). Absent: any source, which makes
+    # the PETR an open relay for whoever can reach its RLOCs.
+    accept_eids: list[EidText] | None = None
+
+
+class PitrConfig(_Model):
+    # The EID aggregates this Proxy-ITR attracts from the Internet (announced
+    # through BGP while it can serve them) and encapsulates toward the sites.
+    eid_prefixes: Annotated[list[EidText], AfterValidator(_unique)] = Field(min_length=1)
+    # Where non-LISP traffic arrives: the ITR program runs on their ingress.
+    internet_facing: Annotated[list[IfName], AfterValidator(_unique)] = Field(min_length=1)
+    # Kernel routing table the aggregates are installed in (blackhole routes,
+    # protocol route-protocol) while the PITR can serve; a BGP daemon exports
+    # that table (docs/interworking.md). 0: install nothing.
+    announce_table: Annotated[int, Field(ge=0, lt=1 << 31)] = 4343
+    route_protocol: Annotated[int, Field(ge=5, le=254)] = 218
+    # Each Map-Resolver is asked about its own address (a non-EID: it answers
+    # itself) every health-interval; serving = one answered within health-timeout.
+    health_interval: Seconds = 1.0
+    health_timeout: Seconds = 2.5
+    # Anyone on the Internet picks the destinations a PITR resolves: at most
+    # this many resolutions at a time, and this many new ones per second
+    # (token bucket, burst of one second's worth); the rest are dropped (counted).
+    max_pending: Annotated[int, Field(ge=1, le=1 << 20)] = 1024
+    map_request_rate: Annotated[float, Field(gt=0)] = 100.0
+
+
 # ---------------------------------------------------------------- MS / MR side
 
 class SiteEidPrefix(_Model):
@@ -411,6 +442,8 @@ class Config(_Model):
     site: list[SiteConfig] = []
     ddt: DdtConfig = DdtConfig()
     mobile_node: MobileNodeConfig = MobileNodeConfig()
+    pitr: PitrConfig | None = None
+    petr: PetrConfig = PetrConfig()
 
     @field_validator("control_addresses")
     @classmethod
@@ -425,6 +458,14 @@ class Config(_Model):
     @property
     def is_etr(self) -> bool:
         return bool({"xtr", "etr", "mobile-node"} & set(self.roles))
+
+    @property
+    def is_pitr(self) -> bool:
+        return "pitr" in self.roles
+
+    @property
+    def is_petr(self) -> bool:
+        return "petr" in self.roles
 
     @property
     def is_mobile_node(self) -> bool:

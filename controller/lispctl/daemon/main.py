@@ -69,6 +69,7 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
     stop = asyncio.Event()
     runtime = Runtime(device.roles, datapath=device.datapath,
                       control_port=device.control_port, binds=device.binds)
+    runtime.announcer = device.announcer
     runtime.start()
     mobile = MobileNodeWatch.for_device(runtime, device)
     watch = mobile or LocatorWatch.for_device(runtime, device)

@@ -79,6 +79,7 @@ class _Sub:
 
 class ItrRole:
     name = "itr"
+    pitr_bit = False               # Map-Request p bit (lispctl.roles.pitr sets it)
     # what the daemon hands to handle() (its message registry, by type)
     message_types = frozenset({MapReply.TYPE, MapRequest.TYPE, MapNotify.TYPE})
 
@@ -301,7 +302,7 @@ class ItrRole:
         if p.source is not None:
             source_eid, _ = from_eid_prefix(host_prefix(p.eid.iid, p.source))
         req = MapRequest(nonce, (request_record(p.eid),), tuple(rlocs[:32]), source_eid=source_eid,
-                         smr_invoked=(p.kind == "smr"), notification_requested=subscribe,
+                         smr_invoked=(p.kind == "smr"), notification_requested=subscribe, pitr=self.pitr_bit,
                          xtr_id=self.xtr_id if subscribe else None,
                          site_id=self.cfg.site_id if subscribe else None)
         if subscribe:
