@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+import time
 
 import pytest
 
@@ -214,6 +215,7 @@ def test_itr_answers_ttl_1_with_time_exceeded(dp, fam):
                               ("fd00:1::10", "fd00:2::5", "fd00:2::/32", "2001:db8:1::2"))
     dp.set_mapping(E(prefix), [Rloc(ip(rloc))])
     one = P.ip_packet(src, dst, ttl=1) if fam == 4 else P.ip_packet(src, dst, hlim=1)
+    time.sleep(0.02)        # an earlier test's Time Exceeded: its 10 ms rate-limit window is over
     res = itr(dp, one)
     # back to the sender's hop: ICMP Time Exceeded quoting the packet (all of it, it is short)
     assert res.retval == TC_ACT_REDIRECT
