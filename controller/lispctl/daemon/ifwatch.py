@@ -201,6 +201,11 @@ class LocatorWatch:
                 dp.add_local_rloc(addr)
             for addr in have - want:
                 dp.remove_local_rloc(addr)
+            # the locator-status bits the ITR sends follow our links (RFC 9300 5.3)
+            add_eid = getattr(dp, "add_local_eid", None)
+            if add_eid is not None:
+                for eid, lsb in self.site.locator_status_bits().items():
+                    add_eid(eid, lsb)
         except Exception:
             self.rt.counters["effect_errors"] += 1
             log.exception("updating the data plane's local RLOCs failed")
