@@ -62,7 +62,10 @@ def load_static(dp, data: dict) -> None:
     for a in _items(data, "local_rlocs"):
         dp.add_local_rloc(ipaddress.ip_address(a))
     for e in _items(data, "local_eids"):
-        dp.add_local_eid(EidPrefix.parse(e) if isinstance(e, str) else EidPrefix.parse(e["eid"], int(e.get("iid") or 0)))
+        if isinstance(e, str):
+            dp.add_local_eid(EidPrefix.parse(e))
+        else:       # {"eid", "iid", "lsb"}: lsb = our locator-status bits for that prefix
+            dp.add_local_eid(EidPrefix.parse(e["eid"], int(e.get("iid") or 0)), int(e.get("lsb", 1)))
     for iid in _items(data, "accept_iids"):
         dp.accept_iid(int(iid))
     for m in _items(data, "mappings"):
