@@ -289,8 +289,8 @@ class ItrRole:
         source_eid = NO_ADDRESS
         if p.source is not None:
             source_eid, _ = from_eid_prefix(host_prefix(p.eid.iid, p.source))
-        req = MapRequest(nonce, (request_record(p.eid),), tuple(rlocs[:32]), source_eid=source_eid,
-                         smr_invoked=(p.kind == "smr"), notification_requested=subscribe,
+        req = MapRequest(nonce, (request_record(p.eid, notify=subscribe),), tuple(rlocs[:32]),
+                         source_eid=source_eid, smr_invoked=(p.kind == "smr"),
                          xtr_id=self.xtr_id if subscribe else None,
                          site_id=self.cfg.site_id if subscribe else None)
         if subscribe:

@@ -18,7 +18,7 @@ from .convert import (eid_record, from_eid_prefix, locator_to_rloc, record_prefi
 from .data import DATA_HEADER_LEN, DataHeader, decode_data_header
 from .ecm import EncapsulatedControlMessage
 from .errors import MalformedMessage
-from .records import (TTL_INFINITE, EidRecord, LocatorRecord, ReferralRecord, RequestRecord, Signature)
+from .records import (REQUEST_RECORD_N, TTL_INFINITE, EidRecord, LocatorRecord, ReferralRecord, RequestRecord, Signature)
 
 # RFC 8111 referral ACT values.
 NODE_REFERRAL, MS_REFERRAL, MS_ACK, MS_NOT_REGISTERED, DELEGATION_HOLE, NOT_AUTHORITATIVE = range(6)

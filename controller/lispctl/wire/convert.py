@@ -14,7 +14,7 @@ from lispctl.mapping.types import EidPrefix, Rloc
 
 from .addresses import Address, InstanceId
 from .errors import MalformedMessage
-from .records import EidRecord, LocatorRecord, RequestRecord
+from .records import REQUEST_RECORD_N, EidRecord, LocatorRecord, RequestRecord
 
 
 def to_eid_prefix(address: Address, mask_len: int) -> EidPrefix:
@@ -57,9 +57,10 @@ def record_prefix(record: EidRecord | RequestRecord) -> EidPrefix:
     return to_eid_prefix(record.eid, record.mask_len)
 
 
-def request_record(prefix: EidPrefix, iid_lcaf: bool | None = None) -> RequestRecord:
+def request_record(prefix: EidPrefix, iid_lcaf: bool | None = None, *, notify: bool = False) -> RequestRecord:
+    """notify: set RFC 9437's N bit (subscribe to this prefix)."""
     addr, ml = from_eid_prefix(prefix, iid_lcaf)
-    return RequestRecord(addr, ml)
+    return RequestRecord(addr, ml, REQUEST_RECORD_N if notify else 0)
 
 
 def eid_record(prefix: EidPrefix, locators=(), *, ttl: int = 1440, act: int = 0,
