@@ -202,6 +202,9 @@ class ItrConfig(_Model):
     map_request_backoff: Annotated[float, Field(ge=1.0)] = 2.0
     map_request_max_interval: Seconds = 30.0
     map_request_retries: Annotated[int, Field(ge=0, le=20)] = 4
+    # Overall cap on Map-Requests sent (misses, retries, refreshes, SMR-invoked),
+    # per second; one per destination per second regardless (RFC 9301 5.3).
+    map_request_rate: Annotated[float, Field(gt=0, le=100000)] = 100.0
     # Negative entry installed when the mapping system never answers.
     unreachable_negative_ttl: Seconds = 60.0
     # Refresh a used entry this many seconds before its TTL runs out.

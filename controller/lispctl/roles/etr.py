@@ -25,7 +25,7 @@ from lispctl.roles.local import LocalSite
 from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EncapsulatedControlMessage,
                           MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest,
                           eid_record, from_eid_prefix, record_prefix, request_record, rloc_to_locator,
-                          sign, verify)
+                          sign, source_eid_prefix, verify)
 
 ALG_IDS = {"hmac-sha1": ALG_HMAC_SHA1, "hmac-sha256": ALG_HMAC_SHA256}
 _KEEP_NONCES = 4     # a late Map-Notify for one of the last few registers still counts
@@ -55,6 +55,7 @@ class _Requester:
     last_smr: float | None = None         # last SMR burst
     gap: float = 0.0                      # current minimum spacing of bursts
     pending: set = field(default_factory=set)   # prefixes to SMR at the next burst
+    eid: EidPrefix | None = None          # its EID: the Source-EID of its latest request that had one
 
 
 class EtrRole:
@@ -268,6 +269,12 @@ class EtrRole:
         r.last_seen = now
         r.rlocs = rlocs
         r.prefixes.update(matched)
+        try:
+            eid = source_eid_prefix(req.source_eid)
+        except MalformedMessage:
+            eid = None
+        if eid is not None:
+            r.eid = eid
 
     def _smr_route(self, key: IPAddress, r: _Requester) -> tuple[Endpoint, Endpoint | None] | None:
         """Where an SMR to this ITR goes and from where: its first ITR-RLOC of a
@@ -333,9 +340,14 @@ class EtrRole:
         r.gap = min(max(r.gap * 2, lo), hi) if busy else lo
         r.last_smr = now
         for eid in sorted(r.pending, key=eid_sort_key):   # IPv4 and IPv6 do not compare
+            # Source-EID: our changed prefix; record: the ITR's own EID (RFC
+            # 9301 6.1: an SMR goes to the sites whose mappings we cache; OOR
+            # acts only on SMRs whose record is one of its EIDs). Without a
+            # known EID of that ITR, our prefix in the record (lispctl ITRs
+            # act on both forms).
             src_eid, _ = from_eid_prefix(EidPrefix(eid.iid, eid.prefix))
-            smr = MapRequest(self.nonce(), (request_record(eid),), tuple(rlocs[:32]),
-                             source_eid=src_eid, smr=True)
+            smr = MapRequest(self.nonce(), (request_record(r.eid if r.eid is not None else eid),),
+                             tuple(rlocs[:32]), source_eid=src_eid, smr=True)
             # a mobile node's Effects give it src (its RLOC of dst's family);
             # a fixed xTR leaves the choice to the kernel, as for every send
             out.send(smr.encode(), dst)

@@ -14,7 +14,7 @@ from .control import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_NONE, AUTH_DATA_LENGTH
                       InfoReply, InfoRequest, MapNotify, MapNotifyAck, MapReferral, MapRegister, MapReply,
                       MapRequest, SharedExtension)
 from .convert import (eid_record, from_eid_prefix, locator_to_rloc, record_prefix, request_record,
-                      rloc_to_locator, to_eid_prefix)
+                      rloc_to_locator, source_eid_prefix, to_eid_prefix)
 from .data import DATA_HEADER_LEN, DataHeader, decode_data_header
 from .ecm import EncapsulatedControlMessage
 from .errors import MalformedMessage

@@ -52,6 +52,17 @@ def from_eid_prefix(prefix: EidPrefix, iid_lcaf: bool | None = None) -> tuple[Ad
     return addr, prefix.prefix.prefixlen
 
 
+def source_eid_prefix(address: Address) -> EidPrefix | None:
+    """A Map-Request's Source-EID (an address, plain or in an Instance-ID
+    LCAF) as a host EidPrefix; None for AFI 0 or anything else."""
+    inner = address.address if type(address) is InstanceId else address
+    if type(inner) is IPv4Address:
+        return to_eid_prefix(address, 32)
+    if type(inner) is IPv6Address:
+        return to_eid_prefix(address, 128)
+    return None
+
+
 def record_prefix(record: EidRecord | RequestRecord) -> EidPrefix:
     """The EidPrefix of an EID record or Map-Request record."""
     return to_eid_prefix(record.eid, record.mask_len)
