@@ -130,3 +130,58 @@ def test_ipv6_only_itr_uses_ipv4_map_resolver():
     # inner header: same family on both ends (the host EID that missed -> the EID asked for)
     assert ecm.inner_src == A("10.1.0.7") and ecm.inner_dst == A("10.2.3.4")
     assert itr.counters["map_request_no_rloc"] == 0
+
+
+def fill(itr, n, now):
+    """n destinations learnt one after another (10.50.i.0/24 -> 203.0.113.2)."""
+    for i in range(n):
+        (req,) = requests(itr.on_miss(miss(f"10.50.{i}.1/32"), now + i * 1.0))
+        answer(itr, req, [eid_record(P(f"10.50.{i}.0/24"), (rloc_to_locator(Rloc(A("203.0.113.2"))),))],
+               now + i * 1.0 + 0.01)
+
+
+def test_full_map_cache_evicts_least_recently_used():
+    """9.5: a freshly resolved destination is always installed; the least
+    recently used dynamic entry makes room, static entries never do."""
+    text = XTR.format(alg="hmac-sha256") + """
+[[map-cache]]
+eid-prefix = "10.60.0.0/16"
+[[map-cache.locator]]
+address = "203.0.113.60"
+"""
+    _, roles = make(text, wan1=["192.0.2.2"])
+    itr = roles["itr"]
+    itr.start(0.0)
+    itr.capacity = 4                              # 1 static + 3 dynamic
+    fill(itr, 3, 1.0)
+    itr.on_used([P("10.50.0.0/24")], 10.0)        # 10.50.0.0/24 used: 10.50.1.0/24 is now the LRU
+    (req,) = requests(itr.on_miss(miss("10.50.9.1/32"), 11.0))
+    eff = answer(itr, req, [eid_record(P("10.50.9.0/24"), (rloc_to_locator(Rloc(A("203.0.113.2"))),))], 11.1)
+    assert RemoveMapping(P("10.50.1.0/24")) in eff
+    assert eff.index(RemoveMapping(P("10.50.1.0/24"))) < eff.index(installs(eff)[0])
+    assert installs(eff)[0].eid == P("10.50.9.0/24")
+    assert len(itr.cache) == 4 and itr.cache.get(P("10.60.0.0/16")) is not None
+    assert itr.counters["evicted_lru"] == 1
+    logs = [e for e in eff if type(e).__name__ == "Log" and "evicted" in e.text]
+    assert len(logs) == 1
+
+
+def test_static_entries_beyond_capacity_are_refused(tmp_path):
+    """9.5: the config is refused when its static entries exceed what the data plane holds."""
+    from lispctl.daemon.build import MapCacheTooSmall, _limit_map_cache
+    from lispctl.daemon.device import Device
+    text = XTR.format(alg="hmac-sha256") + "".join(f"""
+[[map-cache]]
+eid-prefix = "10.60.{i}.0/24"
+[[map-cache.locator]]
+address = "203.0.113.60"
+""" for i in range(5))
+    _, roles = make(text, wan1=["192.0.2.2"])
+
+    class Loaded:                                 # what Datapath.capacity reports
+        capacity = 4
+    with pytest.raises(MapCacheTooSmall, match="5 static"):
+        _limit_map_cache(Device(instance="t", roles=list(roles.items())), Loaded())
+    Loaded.capacity = 5
+    _limit_map_cache(Device(instance="t", roles=list(roles.items())), Loaded())
+    assert roles["itr"].capacity == 5

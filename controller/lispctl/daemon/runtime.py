@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 from lispctl.mapping.lpm import eid_sort_key
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
+from lispctl.datapath.errors import DatapathError
 from lispctl.roles.base import (CONTROL_PORT, Endpoint, InstallMapping, Log, MissEvent,
                                 RemoveMapping, Role, Send)
 
@@ -326,6 +327,11 @@ class Runtime:
                 continue
             try:
                 self._apply_one(role, eff)
+            except DatapathError as exc:
+                # e.g. a full map: one line, no traceback (it can repeat per entry)
+                self.counters["effect_errors"] += 1
+                self.counters["datapath_errors"] += 1
+                log.warning("%s: %s %s failed: %s", role, type(eff).__name__, getattr(eff, "eid", ""), exc)
             except Exception:
                 self.counters["effect_errors"] += 1
                 log.exception("%s: carrying out %r failed", role, type(eff).__name__)

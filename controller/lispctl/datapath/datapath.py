@@ -282,6 +282,14 @@ class Datapath:
             except KeyError:
                 pass
 
+    @property
+    def capacity(self) -> int:
+        """Map-cache entries the data plane can hold, IPv4 and IPv6 together:
+        each takes a locator-set id and PETR_SET's is reserved (read from the
+        loaded maps, so it follows LISP_MAX_MAPPINGS in bpf/lisp_maps.h)."""
+        return min(int(self._t["locsets"].max_entries) - 1, int(self._t["map_cache4"].max_entries),
+                   int(self._t["map_cache6"].max_entries))
+
     def mappings(self) -> dict[EidPrefix, int]:
         """Installed prefixes -> mapping id."""
         return dict(self._ids)

@@ -28,6 +28,13 @@ Subscriptions end with the TTL of what they installed; refreshing a used
 entry renews them. SMRs keep working alongside (peers that do not support
 publish/subscribe).
 
+Map-cache capacity: the daemon sets `capacity` to what the loaded data plane
+holds. Installing a new prefix into a full cache first evicts the least
+recently used dynamic entry (used = reported by the data plane, or installed
+or refreshed); static entries are never evicted (a config with more static
+entries than the capacity is refused at start). One log line and a counter
+per eviction.
+
 RLOC probing: see lispctl.roles.probe; the ITR re-installs every entry using
 a locator whose reachability changed, with that locator's reachable flag set
 accordingly.
@@ -98,6 +105,8 @@ class ItrRole:
         self._sub_of: dict[EidPrefix, int] = {}        # asked EID -> its newest subscription
         self._sub_gc_at = 0.0
         self.cache = MapCache()
+        self.capacity: int | None = None               # set by the daemon from the data plane
+        self._lru: dict[EidPrefix, None] = {}          # dynamic entries, least recently used first
         self.pending: dict[EidPrefix, _Pending] = {}
         self._pending_wide: set[EidPrefix] = set()     # pending prefixes that are not host prefixes
         self._asked: dict[EidPrefix, float] = {}       # last Map-Request per EID, oldest first
@@ -121,13 +130,34 @@ class ItrRole:
 
     # ------------------------------------------------------------ map-cache + probing
     def _cache_install(self, eid: EidPrefix, rlocs: tuple[Rloc, ...], action: MapAction,
-                       ttl_s: float | None, now: float, source: str = "map-reply") -> CacheEntry:
+                       ttl_s: float | None, now: float, source: str = "map-reply",
+                       out: Effects | None = None) -> CacheEntry:
         old = self.cache.get(eid)
+        if old is None and self.capacity is not None and out is not None:
+            self._make_room(eid, out)
         entry = self.cache.install(eid, rlocs, action, ttl_s, now, source=source)
         self.prober.track(eid, old.rlocs if old else (), rlocs, now)
+        self._lru.pop(eid, None)
+        if ttl_s is not None:
+            self._lru[eid] = None
         return entry
 
+    def _make_room(self, eid: EidPrefix, out: Effects) -> None:
+        while len(self.cache) >= self.capacity and self._lru:
+            victim = next(iter(self._lru))
+            old = self.cache.remove(victim)
+            del self._lru[victim]
+            if old is None:
+                continue
+            self._cache_dropped(old)
+            self.holddown.pop(victim, None)
+            out.items.append(RemoveMapping(victim))
+            self.counters["evicted_lru"] += 1
+            out.log(f"map-cache full ({self.capacity} entries): evicted least recently used {victim} "
+                    f"for {eid}")
+
     def _cache_dropped(self, entry: CacheEntry) -> None:
+        self._lru.pop(entry.eid, None)
         self.prober.track(entry.eid, entry.rlocs, (), self._now)
 
     def _rlocs_for_dp(self, rlocs) -> tuple[Rloc, ...]:
@@ -293,7 +323,7 @@ class ItrRole:
             action = MapAction.NO_ACTION
         else:
             rlocs, action = (), _MISS_ACTIONS[self.cfg.miss_action]
-        self._cache_install(p.eid, rlocs, action, ttl, now, source="unreachable")
+        self._cache_install(p.eid, rlocs, action, ttl, now, source="unreachable", out=out)
         out.items.append(InstallMapping(p.eid, self._rlocs_for_dp(rlocs), action, ttl))
 
     def _drop_pending(self, p: _Pending) -> None:
@@ -540,14 +570,16 @@ class ItrRole:
     def _install(self, eid: EidPrefix, rlocs: tuple[Rloc, ...], action: MapAction, ttl_s: float,
                  now: float, out: Effects) -> None:
         # A held-down host entry inside the new prefix is obsolete.
-        for old in list(self.cache.entries()):
-            if old.source == "unreachable" and old.eid != eid and old.eid.iid == eid.iid \
-                    and old.eid.prefix.version == eid.prefix.version and old.eid.prefix.subnet_of(eid.prefix):
+        # (held-down entries are the unreachable ones: far fewer than the cache)
+        for held in [h for h in self.holddown if h != eid and h.iid == eid.iid
+                     and h.prefix.version == eid.prefix.version and h.prefix.subnet_of(eid.prefix)]:
+            old = self.cache.get(held)
+            if old is not None and old.source == "unreachable":
                 self.cache.remove(old.eid)
                 self._cache_dropped(old)
                 self.holddown.pop(old.eid, None)
                 out.items.append(RemoveMapping(old.eid))
-        entry = self._cache_install(eid, rlocs, action, ttl_s, now)
+        entry = self._cache_install(eid, rlocs, action, ttl_s, now, out=out)
         at = self._refresh_at(entry)
         if at is not None:
             heapq.heappush(self._refresh, (at, next(self._seq), eid, now))
@@ -600,6 +632,9 @@ class ItrRole:
             if not self.cache.mark_used(eid, now):
                 continue
             e = self.cache.get(eid) or self.cache.covering(eid)
+            if e is not None and e.eid in self._lru:
+                del self._lru[e.eid]
+                self._lru[e.eid] = None          # most recently used now
             if e is not None and e.refreshing and e.eid not in self.pending and e.source == "map-reply" \
                     and e.expires_at is not None and not e.negative:
                 at = e.expires_at - min(self.cfg.itr.refresh_before, (e.expires_at - e.installed_at) / 2)
