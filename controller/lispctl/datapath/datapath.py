@@ -29,6 +29,7 @@ LEVELS = header_define("LISP_LEVELS")
 NO_LOCATOR = header_define("LISP_NO_LOCATOR")
 MAX_MAPPINGS = header_define("LISP_MAX_MAPPINGS")
 PETR_SET = header_define("LISP_PETR_SET")
+MISS_BATCH = 256        # miss events returned by one poll_misses() at most
 
 
 def _enum_names(enum: str, prefix: str) -> dict[int, str]:
@@ -405,7 +406,10 @@ class Datapath:
 
         def on_event(_ctx, data, _size):
             self._events.append(_decode_miss(t.event(data)))
-            return 0
+            # A negative return stops libbpf's consume loop (this event is
+            # already taken): under a miss storm it would otherwise go on as
+            # long as the producer does and starve the event loop.
+            return -1 if len(self._events) >= MISS_BATCH else 0
 
         t.open_ring_buffer(on_event)
         self._ring_open = True

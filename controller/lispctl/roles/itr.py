@@ -265,6 +265,10 @@ class ItrRole:
         addr = event.eid.prefix.network_address
         entry = self.cache.lookup(event.eid.iid, addr)
         if entry is not None and entry.action != MapAction.SEND_MAP_REQUEST:
+            if now - entry.installed_at < _PER_EID_INTERVAL:
+                # reported before the entry reached the data plane (a burst in the ring)
+                self.counters["miss_just_installed"] += 1
+                return []
             # The data plane lost an entry we hold (e.g. restart): give it back.
             out.items.append(InstallMapping(entry.eid, self._rlocs_for_dp(entry.rlocs), entry.action,
                                             self._ttl_left(entry, now)))
