@@ -133,6 +133,8 @@ def test_negative_reply_installed_with_action(itr):
     assert installs(eff) == [InstallMapping(P("192.0.0.0/8"), (), MapAction.NATIVELY_FORWARD, 900.0)]
     # another destination inside the negative prefix is answered from the cache
     assert sends(itr.on_miss(miss(dst="192.0.2.99"), 2.0)) == []
+    assert itr.counters["miss_just_installed"] == 1       # reported before the install landed
+    assert sends(itr.on_miss(miss(dst="192.0.2.99"), 3.0)) == []
     assert itr.counters["miss_reinstalled"] == 1
 
 
