@@ -91,9 +91,11 @@ def test_one_map_request_per_destination_per_second_smr_included(itr):
         sent += reqs
         for r in reqs:        # answered at once, so "pending" alone would not hold them back
             answer(itr, r, [eid_record(P("10.2.0.0/16"), (rloc_to_locator(Rloc(A("203.0.113.2"))),))], now)
-    assert len(sent) == 1 and itr.counters["smr_rate_limited"] == 35
-    smr = MapRequest(999, (request_record(P("10.2.0.0/16")),), (A("203.0.113.2"),), smr=True)
-    assert len(requests(itr.handle(smr.encode(), ep("203.0.113.2"), ITR_EP, 3.1))) == 1
+    # one at once, one (for all the others) when the second is over
+    assert len(sent) == 1 and itr.counters["smr_deferred"] == 1 and itr.counters["smr_rate_limited"] == 34
+    assert itr.next_deadline() == pytest.approx(3.0)
+    assert len(requests(itr.tick(2.5))) == 0
+    assert len(requests(itr.tick(3.0))) == 1
 
 
 def test_overall_map_request_rate_is_capped_and_drops_are_counted():

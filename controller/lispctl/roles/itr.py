@@ -110,6 +110,7 @@ class ItrRole:
         self.pending: dict[EidPrefix, _Pending] = {}
         self._pending_wide: set[EidPrefix] = set()     # pending prefixes that are not host prefixes
         self._asked: dict[EidPrefix, float] = {}       # last Map-Request per EID, oldest first
+        self._smr_later: dict[EidPrefix, float] = {}   # SMR re-queries held back by the rate limit
         self._bucket = TokenBucket(cfg.itr.map_request_rate, cfg.itr.map_request_rate)
         self.by_nonce: dict[int, EidPrefix] = {}
         self.holddown: dict[EidPrefix, float] = {}     # gave up until
@@ -206,6 +207,8 @@ class ItrRole:
         probe = self.prober.next_deadline()
         if probe is not None:
             times.append(probe)
+        if self._smr_later:
+            times.append(min(self._smr_later.values()))
         return min(times, default=None)
 
     def tick(self, now: float) -> list[Effect]:
@@ -222,6 +225,16 @@ class ItrRole:
             del self._asked[eid]
         for p in [p for p in self.pending.values() if p.next_at <= now]:
             self._retry(p, now, out)
+        for eid in [e for e, at in self._smr_later.items() if at <= now]:
+            del self._smr_later[eid]
+            e = self.cache.get(eid)
+            if e is None:
+                continue
+            if eid in self.pending or not self._may_ask(eid, now):
+                self._smr_later[eid] = max(now, self._asked.get(eid, now)) + _PER_EID_INTERVAL
+                continue
+            out.log(f"re-querying {eid} (SMR held back by the rate limit)")
+            self._ask(_Pending(eid, None, "smr", interval=self.cfg.itr.map_request_interval), now, out)
         while self._refresh and self._refresh[0][0] <= now:
             _, _, eid, installed_at = heapq.heappop(self._refresh)
             e = self.cache.get(eid)
@@ -621,7 +634,15 @@ class ItrRole:
                 self.counters["smr_not_cached"] += 1
                 continue
             if entry.eid in self.pending or not self._may_ask(entry.eid, now):
-                self.counters["smr_rate_limited"] += 1
+                # Asked less than a second ago (or still waiting, possibly for
+                # an answer that predates the change): one re-query when the
+                # second is over, however many SMRs come meanwhile.
+                at = self._asked.get(entry.eid, now) + _PER_EID_INTERVAL
+                if entry.eid not in self._smr_later:
+                    self._smr_later[entry.eid] = at
+                    self.counters["smr_deferred"] += 1
+                else:
+                    self.counters["smr_rate_limited"] += 1
                 continue
             out.log(f"SMR from {src.addr} for {eid}: re-querying {entry.eid}")
             self._ask(_Pending(entry.eid, None, "smr", interval=self.cfg.itr.map_request_interval), now, out)
