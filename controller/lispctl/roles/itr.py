@@ -53,6 +53,7 @@ from lispctl.roles.base import (CONTROL_PORT, Effect, Effects, Endpoint, Install
                                 RemoveMapping)
 from lispctl.roles.common import FOREVER_S, Counters, NonceSource, TokenBucket, decode
 from lispctl.roles.local import LocalSite
+from lispctl.roles.mapsys import ResolverSet
 from lispctl.roles.probe import RlocProber
 from lispctl.wire import (NO_ADDRESS, TTL_INFINITE, EncapsulatedControlMessage, MalformedMessage,
                           MapNotify, MapNotifyAck, MapReply, MapRequest, from_eid_prefix,
@@ -118,6 +119,7 @@ class ItrRole:
         self._refresh: list[tuple[float, int, EidPrefix, float]] = []
         self._seq = itertools.count()
         self.counters = Counters()
+        self.resolver_set = ResolverSet(cfg, self.counters)   # scopes and failover: roles/mapsys.py
         self.prober = RlocProber(cfg.itr, nonce, site.usable_rlocs, self.counters)
         self.started = False
         self._now = 0.0
@@ -351,11 +353,11 @@ class ItrRole:
 
     def _send_request(self, p: _Pending, now: float, out: Effects) -> None:
         rlocs = self.site.usable_rlocs()
-        if not self.resolvers:
+        mr_cfg = self.resolver_set.pick(p.eid, p.attempts, now)
+        if mr_cfg is None:
             self.counters["map_request_no_resolver"] += 1
             self._drop_pending(p)
             return
-        mr_cfg = self.resolver_cfgs[p.attempts % len(self.resolvers)]
         mr = mr_cfg.address
         if not rlocs:
             self.counters["map_request_no_rloc"] += 1
@@ -401,6 +403,7 @@ class ItrRole:
             mr if mr.version == inner_src.version else inner_src
         ecm = EncapsulatedControlMessage(req, inner_src, inner_dst, CONTROL_PORT, CONTROL_PORT)
         out.send(ecm.encode(), Endpoint(mr, CONTROL_PORT))
+        self.resolver_set.sent(mr_cfg, nonce, now)
         p.nonces.append(nonce)
         self.by_nonce[nonce] = p.eid
         self._asked.pop(p.eid, None)
@@ -438,6 +441,7 @@ class ItrRole:
             out.log(f"ignored Map-Reply from {src.addr}: no outstanding request with that nonce")
             return
         self.counters["map_reply_rx"] += 1
+        self.resolver_set.answered(msg.nonce)
         accepted, ttl_s, eids = self._accept_records(msg.records, p.eid, now, out, "map_reply")
         if accepted:
             self._drop_pending(p)
@@ -678,6 +682,7 @@ class ItrRole:
                         for p in self.pending.values()],
             "held_down": [{"eid": str(e), "for_s": round(t - now, 1)} for e, t in self.holddown.items()],
             "map_resolvers": [str(a) for a in self.resolvers],
+            "map_resolver_state": self.resolver_set.snapshot(self._now),
             "subscriptions": [{"eid": str(s.asked), "map_resolver": str(s.resolver.address),
                                "notifications": 0 if s.last is None else s.offset(s.last) + 1,
                                "expires_in_s": round(max(0.0, s.expires_at - now), 1)}
