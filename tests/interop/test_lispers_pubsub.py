@@ -84,3 +84,36 @@ def test_truncated_xtr_id_is_answered_as_plain_map_request():
     replies = [e for e in eff if isinstance(e, Send)]
     assert replies and isinstance(w.decode_control(replies[0].payload), w.MapReply)
     assert ms.subs == {} and ms.counters["subscribe_without_xtr_id"] == 1
+
+
+def test_tshark_sees_the_same_bits_in_lispers_and_in_ours(tmp_path):
+    """tshark 4 knows neither bit by name: lispers' I shows as 0x80 of
+    lisp.mreq.res and N as 0x80 of lisp.mreq.record.res; what we emit for a
+    subscription must show the very same values."""
+    import json
+    import shutil
+    import subprocess
+
+    from lispctl.capture import PcapWriter
+    from tests.conftest import unavailable
+    tshark = shutil.which("tshark")
+    if not tshark:
+        unavailable("tshark is not installed (Debian package tshark)")
+    d = lispers_requests()[0]
+    ecm = w.decode_control(d.payload)
+    ours = w.EncapsulatedControlMessage(
+        w.MapRequest(ecm.message.nonce, (w.request_record(w.record_prefix(ecm.message.records[0]), notify=True),),
+                     ecm.message.itr_rlocs, source_eid=ecm.message.source_eid, xtr_id=ecm.message.xtr_id,
+                     site_id=0),
+        ecm.inner_src, ecm.inner_dst, ecm.inner_sport, ecm.inner_dport)
+    path = tmp_path / "both.pcap"
+    with open(path, "wb") as f:
+        pw = PcapWriter(f)
+        pw.write_udp(d.src, d.dst, d.sport, d.dport, d.payload)
+        pw.write_udp(d.src, d.dst, d.sport, d.dport, ours.encode())
+    out = subprocess.run([tshark, "-r", str(path), "-T", "json", "-e", "lisp.mreq.res", "-e", "lisp.mreq.record.res"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    frames = [p["_source"]["layers"] for p in json.loads(out)]
+    assert len(frames) == 2
+    for layers in frames:
+        assert layers["lisp.mreq.res"] == ["0x000080"] and layers["lisp.mreq.record.res"] == ["0x80"]

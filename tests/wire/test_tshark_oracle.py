@@ -586,12 +586,14 @@ def test_where_tshark_4_lags_the_rfcs(oracle):
     """Asserts tshark 4.0's view of RFC 9437 / RFC 9301 additions it predates."""
     (req, lreq), (ecm, lecm), (ack, lack) = _frames(oracle, "lagging")
     # Map-Request I bit (RFC 9437) sits where tshark expects reserved bits
-    # (header bit 11: 0x00100000 of the word, 0x100 of tshark's 11-bit field
-    # after s); N is the top bit of the EID-record's reserved byte; the
-    # xTR-ID/site-ID after the records stay undissected data.
+    # (header bit 11: 0x00100000 of the word, 0x80 of tshark's reserved field
+    # after s, which it shows shifted past the IRC); N is the top bit of the
+    # EID-record's reserved byte; the xTR-ID/site-ID after the records stay
+    # undissected data. lispers.net's subscriptions show the same two values
+    # (tests/interop/test_lispers_pubsub.py).
     lisp = lreq["lisp"]
     assert lisp["lisp.type"] == "1" and lisp["lisp.nonce"] == f"0x{req.nonce:016x}"
-    assert int(lisp["lisp.mreq.res"], 16) != 0
+    assert int(lisp["lisp.mreq.res"], 16) == 0x80
     assert int(as_list(lisp["lisp.mreq.record"])[0]["lisp.mreq.record.res"], 16) == 0x80
     assert lisp["data"]["data.len"] == "24"
     # ECM E and M bits: reserved for tshark, the inner message is still right.
