@@ -187,3 +187,21 @@ address = "203.0.113.60"
     Loaded.capacity = 5
     _limit_map_cache(Device(instance="t", roles=list(roles.items())), Loaded())
     assert roles["itr"].capacity == 5
+
+
+def test_adopted_entries_beyond_the_rate_are_queued_not_dropped():
+    """After a restart the daemon re-resolves every inherited entry (a miss
+    without source): beyond map-request-rate they wait for tokens, since no
+    packet will report them again (the inherited entries still forward)."""
+    _, roles = make(XTR.format(alg="hmac-sha256") + "[itr]\nmap-request-rate = 10\n", wan1=["192.0.2.2"])
+    itr = roles["itr"]
+    itr.start(0.0)
+    sent = 0
+    for i in range(30):
+        sent += len(requests(itr.on_miss(MissEvent(P(f"10.70.{i}.0/32"), None), 1.0)))
+    assert sent == 10 and len(itr.pending) == 30 and itr.counters["miss_dropped_overall_limit"] == 0
+    now = 1.0
+    while sent < 30 and now < 10.0:
+        now = itr.next_deadline()
+        sent += len(requests(itr.tick(now)))
+    assert sent >= 30 and now <= 3.5                      # 10 per second

@@ -247,7 +247,7 @@ class EtrConfig(_Model):
     smr_max_interval: Seconds = 5.0
     # Map-Requests answered (RLOC probes included), per second: per ITR-RLOC
     # answered (bursts of twice that) and overall (RFC 9301 5.3).
-    map_reply_rate_per_itr: Annotated[float, Field(gt=0, le=100000)] = 20.0
+    map_reply_rate_per_itr: Annotated[float, Field(gt=0, le=100000)] = 100.0
     map_reply_rate: Annotated[float, Field(gt=0, le=1000000)] = 1000.0
 
 

@@ -87,17 +87,21 @@ class TokenBucket:
             self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
             self.at = now
 
+    _EPS = 1e-9              # float refills must not leave 0.9999999 tokens forever short
+
     def take(self, now: float) -> bool:
         self._fill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= 1.0 - self._EPS:
+            self.tokens = max(0.0, self.tokens - 1.0)
             return True
         return False
 
     def wait(self, now: float) -> float:
-        """Seconds until take() can succeed."""
+        """Seconds until take() can succeed (0 when it can now)."""
         self._fill(now)
-        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate if self.rate > 0 else 3600.0
+        if self.tokens >= 1.0 - self._EPS:
+            return 0.0
+        return (1.0 - self.tokens) / self.rate + self._EPS if self.rate > 0 else 3600.0
 
 
 class SourceLimiter:

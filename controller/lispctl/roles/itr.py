@@ -298,7 +298,9 @@ class ItrRole:
         if key in self.holddown:
             self.counters["miss_held_down"] += 1
             return []
-        if self._bucket.wait(now) > 0.0 or len(self.pending) >= _MAX_PENDING:
+        if len(self.pending) >= _MAX_PENDING or (self._bucket.wait(now) > 0.0 and event.source is not None):
+            # (no source: the daemon re-resolving an adopted entry, which
+            # still forwards; it waits for a token instead, see _send_request)
             self.counters["miss_dropped_overall_limit"] += 1
             return []
         if any(p.iid == key.iid and p.prefix.version == addr.version and addr in p.prefix
@@ -368,7 +370,7 @@ class ItrRole:
             return
         if not self._bucket.take(now):
             self.counters["map_request_deferred"] += 1      # overall rate: wait for the next token
-            p.next_at = now + self._bucket.wait(now)
+            p.next_at = now + max(self._bucket.wait(now), 0.001)
             return
         # The ECM's inner source is one of our RLOCs, preferably of the
         # Map-Resolver's family; an ITR whose RLOCs are all of the other
