@@ -103,6 +103,7 @@ class Datapath:
         self._attachments: list[_attach.TcAttachment | _attach.XdpAttachment] = []
         self._local_rlocs: list[IPAddress] = self._read_local_rlocs()
         self._ids: dict[EidPrefix, int] = self._read_mapping_ids()
+        self._used_ids = set(self._ids.values())     # kept with _ids: _alloc_id stays O(1)
         self._next_id = 1
         self._ring_open = False
         self._events: list[MissEvent] = []
@@ -280,6 +281,7 @@ class Datapath:
         leaf.action = int(action)
         t[key] = leaf
         self._ids[eid] = mid
+        self._used_ids.add(mid)
 
     def delete_mapping(self, eid: EidPrefix) -> None:
         mid = self._ids.pop(eid, None)
@@ -289,6 +291,7 @@ class Datapath:
         except KeyError:
             pass
         if mid is not None:
+            self._used_ids.discard(mid)
             self._del_locset(mid)
             try:
                 del self._t["map_stats"][self._t["map_stats"].Key(mid)]
@@ -399,6 +402,7 @@ class Datapath:
         cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
         t[t.Key(0)] = cfg
         self._ids.clear()
+        self._used_ids.clear()
         self._local_rlocs.clear()
         self._mtu_explicit = False
 
@@ -540,7 +544,7 @@ class Datapath:
             del t[key]
 
     def _alloc_id(self) -> int:
-        used = set(self._ids.values())
+        used = self._used_ids
         for _ in range(MAX_MAPPINGS):
             mid = self._next_id
             self._next_id = self._next_id % (MAX_MAPPINGS - 1) + 1
