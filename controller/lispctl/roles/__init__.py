@@ -12,6 +12,7 @@ MobileNodePlan. See docs/config.md.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -19,6 +20,7 @@ from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import Role
 from lispctl.roles.common import nonce_source
+from lispctl.roles.cpm import CpmRole
 from lispctl.roles.ddt import DdtNodeRole
 from lispctl.roles.ddt_resolver import DdtResolverRole
 from lispctl.roles.etr import EtrRole
@@ -27,14 +29,14 @@ from lispctl.roles.local import LocalSite, UplinkSpec, uplink_specs
 from lispctl.roles.mr import MapResolverRole
 from lispctl.roles.ms import MapServerRole
 
-__all__ = ["DatapathPlan", "DdtNodeRole", "DdtResolverRole", "EtrRole", "ItrRole", "LocalSite", "MapResolverRole", "MapServerRole",
+__all__ = ["CpmRole", "DatapathPlan", "DdtNodeRole", "DdtResolverRole", "EtrRole", "ItrRole", "LocalSite", "MapResolverRole", "MapServerRole",
            "MobileNodePlan", "UplinkSpec", "build_roles", "datapath_plan", "find_role", "uplink_specs"]
 
 
 def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAddress]] | None = None,
                 rng: random.Random | None = None) -> list[tuple[str, Role]]:
     """The roles cfg asks for, as (name, role): "ddt-node", "itr", "etr", "ms",
-    "mr" (a DdtResolverRole when [mr.ddt] is set).
+    "mr" (a DdtResolverRole when [mr.ddt] is set), "cpm" (an ETR with [cpm]).
 
     interface_addresses: addresses of the interfaces named by locators given
     by interface (the daemon reads them; later changes go to
@@ -53,10 +55,17 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
         out.append(("ddt-node", DdtNodeRole(cfg)))
     if cfg.is_mr:
         out.append(("mr", DdtResolverRole(cfg) if cfg.mr.ddt is not None else MapResolverRole(cfg, ms)))
+    etr = itr = None
     if cfg.is_etr:
-        out.append(("etr", EtrRole(cfg, site, nonce, answer_plain_ecm=not cfg.is_mr)))
+        etr = EtrRole(cfg, site, nonce, answer_plain_ecm=not cfg.is_mr)
+        out.append(("etr", etr))
     if cfg.is_itr:
-        out.append(("itr", ItrRole(cfg, site, nonce)))
+        itr = ItrRole(cfg, site, nonce)
+        out.append(("itr", itr))
+    if cfg.cpm is not None and etr is not None:
+        # after the ITR: it sees a Map-Reply first (roles/cpm.py); the role
+        # gets monotonic time, the replay guard compares with Unix time
+        out.append(("cpm", CpmRole(cfg, etr, itr, nonce, wall_offset=time.time() - time.monotonic())))
     return out
 
 
