@@ -207,3 +207,16 @@ def test_same_priority_again_still_smrs_correspondents_but_does_not_register():
 def test_no_cpm_role_without_the_section():
     _, roles = make(XTR.split("[cpm]")[0])
     assert "cpm" not in roles
+
+
+def test_config_rules():
+    import pytest
+
+    from lispctl.config import ConfigError, loads
+    cfg = loads(XTR.replace('keys = { 3 = "hv-key" }', 'keys = { 3 = "hv-key", 65535 = "other" }\nmax-skew = 5'))
+    assert cfg.cpm.keys == {3: "hv-key", 65535: "other"} and cfg.cpm.max_skew == 5
+    with pytest.raises(ConfigError, match="only used by the xtr/etr"):
+        loads('instance = "m"\nroles = ["ms"]\n[[site]]\nname = "s"\nkeys = { 1 = "k" }\n'
+              '[[site.eid-prefix]]\nprefix = "10.0.0.0/8"\n[cpm]\nkeys = { 1 = "k" }\n')
+    with pytest.raises(ConfigError):
+        loads(XTR.replace('keys = { 3 = "hv-key" }', 'keys = {}'))
