@@ -45,7 +45,7 @@ HV = ep("192.0.2.100", 40000)      # the hypervisor
 def setup():
     _, roles = make(XTR)
     cpm = roles["cpm"]
-    cpm.wall_offset = WALL
+    cpm.wall_clock = lambda now: WALL + now
     roles["etr"].start(0.0)
     roles["itr"].start(0.0)
     return roles, cpm

@@ -68,9 +68,9 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
         itr = ItrRole(cfg, site, nonce)
         out.append(("itr", itr))
     if cfg.cpm is not None and etr is not None:
-        # after the ITR: it sees a Map-Reply first (roles/cpm.py); the role
-        # gets monotonic time, the replay guard compares with Unix time
-        out.append(("cpm", CpmRole(cfg, etr, itr, nonce, wall_offset=time.time() - time.monotonic())))
+        # after the ITR: it sees a Map-Reply first (roles/cpm.py). The replay
+        # guard compares timestamps with the system clock (time in, like `now`).
+        out.append(("cpm", CpmRole(cfg, etr, itr, nonce, wall_clock=lambda _now: time.time())))
     if cfg.is_pitr:
         out.append(("pitr", PitrRole(cfg, site, nonce)))
     if cfg.is_petr:

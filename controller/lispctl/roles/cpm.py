@@ -25,6 +25,7 @@ most `resolve_timeout`).
 from __future__ import annotations
 
 import ipaddress
+from typing import Callable
 
 from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress
@@ -47,15 +48,17 @@ class CpmRole:
     # (the ITR, fed first, installs it)
     message_types = frozenset({SHARED_EXTENSION, MAP_REPLY})
 
-    def __init__(self, cfg: Config, etr, itr, nonce: NonceSource, *, wall_offset: float) -> None:
+    def __init__(self, cfg: Config, etr, itr, nonce: NonceSource, *, wall_clock: Callable[[float], float]) -> None:
         """etr: the EtrRole of this device (required); itr: its ItrRole or
-        None. wall_offset: add to `now` (monotonic) for Unix time in seconds."""
+        None. wall_clock(now) -> Unix time in seconds at monotonic `now`
+        (the daemon passes the system clock, read when asked: an xTR that
+        booted before NTP stepped its clock must not refuse every CPM)."""
         self.cfg = cfg.cpm
         self.etr = etr
         self.itr = itr
         self.site = etr.site
         self.nonce = nonce
-        self.wall_offset = wall_offset
+        self.wall_clock = wall_clock
         self.limiter = RateLimiter(self.cfg.rate_per_source, self.cfg.rate)
         self.guards: dict[tuple[int, int, int], float] = {}      # -> forget after (monotonic)
         self.pending: dict[EidPrefix, tuple[EidPrefix, float]] = {}  # correspondent -> (VM EID, give up at)
@@ -104,7 +107,7 @@ class CpmRole:
     def _fresh(self, msg, now: float, src: Endpoint, out: Effects) -> bool:
         """The replay guard (only for authenticated messages: nothing else
         may fill the table)."""
-        skew = abs(msg.timestamp_ms / 1000.0 - (now + self.wall_offset))
+        skew = abs(msg.timestamp_ms / 1000.0 - self.wall_clock(now))
         if skew > self.cfg.max_skew:
             self.counters["cpm_stale"] += 1
             out.log(f"Change-Priority Message from {src.addr} refused: timestamp {skew:.1f} s from our clock",
