@@ -287,6 +287,9 @@ class MsConfig(_Model):
     pubsub: bool = True
     notify_interval: Seconds = 1.0          # first retransmission; doubles
     notify_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    # NAT traversal (docs/nat.md): the RTRs an Info-Reply offers to xTRs
+    # behind a NAT (those of the xTR's address family).
+    rtr_rlocs: list[Address] = []
 
 
 class MrForward(_Model):

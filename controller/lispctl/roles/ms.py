@@ -32,8 +32,9 @@ from lispctl.mapping.types import EidPrefix, MapAction
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, decode, reply_target
 from lispctl.roles.ddt import MapServerDdt, is_ddt_request
+from lispctl.roles.nat_ms import InfoResponder
 from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EidRecord, EncapsulatedControlMessage,
-                          MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply,
+                          InfoRequest, MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply,
                           MapRequest, eid_record, record_prefix, sign, verify)
 from lispctl.wire.auth import map_notify_for
 
@@ -137,6 +138,7 @@ class MapServerRole:
         self.counters = Counters()
         self._now = 0.0
         self.ddt = MapServerDdt(cfg, self)       # DDT Map-Requests (RFC 8111): roles/ddt.py
+        self.nat = InfoResponder(self)           # Info-Request -> Info-Reply: roles/nat_ms.py
 
     # ------------------------------------------------------------ timers
     def _expiry_top(self) -> float | None:
@@ -234,6 +236,8 @@ class MapServerRole:
                     self.counters["pubsub_notify_ack_rx"] += 1
                 else:
                     self.counters["pubsub_notify_ack_bad_auth"] += 1
+        elif type(msg) is InfoRequest:
+            self.nat.on_info_request(data, msg, src, dst, out)
         elif is_ddt_request(msg):
             out.items.extend(self.ddt.handle(msg, data, src, dst, now))
         elif (isinstance(msg, EncapsulatedControlMessage) and isinstance(msg.message, MapRequest)
