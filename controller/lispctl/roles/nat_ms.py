@@ -14,8 +14,10 @@ request and carries a NAT-Traversal LCAF (type 7) with:
   ETR UDP port / Global ETR RLOC  the source port and address we saw (after
                                any NAT: comparing them with its own address
                                and port is how the xTR detects the NAT),
-  Private ETR RLOC             the address the xTR put in the request's last
-                               AFI field (AFI 0 when it sent none),
+  Private ETR RLOC             AFI 0: the draft's Info-Request ends with
+                               AFI 0 (tshark flags anything else), so we
+                               cannot know it; a peer that nevertheless puts
+                               an IP address there gets it echoed,
   RTR RLOCs                    [ms] rtr-rlocs of our configuration.
 It is signed with the same site key and sent back to the source address and
 port of the request, so it crosses the NAT on the binding the request opened.
