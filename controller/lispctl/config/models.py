@@ -244,6 +244,21 @@ class EtrConfig(_Model):
     smr_max_interval: Seconds = 5.0
 
 
+class NatConfig(_Model):
+    """[nat]: NAT traversal of an xTR / mobile node (docs/nat.md)."""
+    # Send Info-Requests and, for an RLOC found behind a NAT, register and
+    # send data through the RTR the Map-Server offers.
+    enabled: bool = False
+    # Keepalive of a NATed RLOC: an Info-Request to the Map-Server and an
+    # ECM'd Map-Register to the RTR, both from port 4341, this often. Below
+    # the NAT's UDP binding timeout (Linux conntrack: 30 s unreplied,
+    # 120 s once replied; many home NATs: 30-60 s).
+    keepalive_interval: Seconds = 20.0
+    # First Info-Request retransmission while unanswered; doubles up to
+    # keepalive-interval.
+    info_retry: Seconds = 1.0
+
+
 # ---------------------------------------------------------------- MS / MR side
 
 class SiteEidPrefix(_Model):
@@ -377,6 +392,7 @@ class Config(_Model):
     site: list[SiteConfig] = []
     ddt: DdtConfig = DdtConfig()
     mobile_node: MobileNodeConfig = MobileNodeConfig()
+    nat: NatConfig = NatConfig()
 
     @field_validator("control_addresses")
     @classmethod

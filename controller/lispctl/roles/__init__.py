@@ -17,7 +17,7 @@ from typing import Iterable, Mapping
 
 from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
-from lispctl.roles.base import Role
+from lispctl.roles.base import CONTROL_PORT, Role
 from lispctl.roles.common import nonce_source
 from lispctl.roles.ddt import DdtNodeRole
 from lispctl.roles.ddt_resolver import DdtResolverRole
@@ -25,6 +25,7 @@ from lispctl.roles.etr import EtrRole
 from lispctl.roles.itr import ItrRole
 from lispctl.roles.local import LocalSite, UplinkSpec, uplink_specs
 from lispctl.roles.mr import MapResolverRole
+from lispctl.roles.nat import NatRole
 from lispctl.roles.ms import MapServerRole
 
 __all__ = ["DatapathPlan", "DdtNodeRole", "DdtResolverRole", "EtrRole", "ItrRole", "LocalSite", "MapResolverRole", "MapServerRole",
@@ -54,7 +55,13 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
     if cfg.is_mr:
         out.append(("mr", DdtResolverRole(cfg) if cfg.mr.ddt is not None else MapResolverRole(cfg, ms)))
     if cfg.is_etr:
-        out.append(("etr", EtrRole(cfg, site, nonce, answer_plain_ecm=not cfg.is_mr)))
+        etr = EtrRole(cfg, site, nonce, answer_plain_ecm=not cfg.is_mr)
+        out.append(("etr", etr))
+        if cfg.nat.enabled:
+            # port 4342: the daemon sends control messages only from its
+            # control sockets so far (docs/nat.md, "not done")
+            etr.nat = NatRole(cfg, site, nonce, port=CONTROL_PORT)
+            out.append(("nat", etr.nat))
     if cfg.is_itr:
         out.append(("itr", ItrRole(cfg, site, nonce)))
     return out
