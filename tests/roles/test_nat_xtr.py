@@ -223,3 +223,12 @@ def test_snapshot_shows_state_translation_and_rtr():
     assert snap[str(PRIV)]["state"] == "nat" and snap[str(PRIV)]["translated"] == "203.0.113.7:40341"
     assert snap[str(PRIV)]["rtr"] == "198.51.100.20"
     assert snap[str(PUB)]["state"] == "public" and snap[str(PUB)]["rtr"] is None
+
+
+def test_status_text_lists_nat_state_per_rloc():
+    from lispctl.commands.show import _status_text
+    cfg, roles, nat, ms = setup()
+    exchange(nat, ms, sends(nat.tick(0.0)), 0.0)
+    text = _status_text({"instance": "mn", "state": {"nat": nat.snapshot()}})
+    assert "192.168.1.10: nat seen as 203.0.113.7:40341, RTR 198.51.100.20" in text
+    assert "192.0.2.50: public" in text

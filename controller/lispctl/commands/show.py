@@ -43,6 +43,11 @@ def _status_text(st: dict) -> str:
                    if not isinstance(v, (list, dict))}
         if summary:
             lines.append(f"{role.ljust(width)}  {render.cell(summary)}")
+        if role == "nat":            # NAT traversal per RLOC (docs/nat.md)
+            for r in snap.get("rlocs") or []:
+                via = f" seen as {r['translated']}" if r.get("state") != "public" and r.get("translated") else ""
+                rtr = f", RTR {r['rtr']}" if r.get("rtr") else ""
+                lines.append(f"{'  rloc'.ljust(width)}  {r['rloc']}: {r['state']}{via}{rtr}")
     return "\n".join(lines)
 
 
