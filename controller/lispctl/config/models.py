@@ -259,6 +259,16 @@ class NatConfig(_Model):
     info_retry: Seconds = 1.0
 
 
+class RtrConfig(_Model):
+    """[rtr]: the RTR's control plane (docs/nat.md)."""
+    # The only Map-Servers NATed xTRs' registrations are forwarded to (an
+    # RTR forwarding anywhere would be a reflector).
+    map_servers: list[Address] = []
+    # A NATed xTR is forgotten this long after its last confirmed register.
+    peer_timeout: Seconds = 180.0
+    max_peers: Annotated[int, Field(ge=1, le=1 << 20)] = 4096
+
+
 # ---------------------------------------------------------------- MS / MR side
 
 class SiteEidPrefix(_Model):
@@ -393,6 +403,7 @@ class Config(_Model):
     ddt: DdtConfig = DdtConfig()
     mobile_node: MobileNodeConfig = MobileNodeConfig()
     nat: NatConfig = NatConfig()
+    rtr: RtrConfig = RtrConfig()
 
     @field_validator("control_addresses")
     @classmethod
@@ -429,6 +440,10 @@ class Config(_Model):
     @property
     def is_mr(self) -> bool:
         return "mr" in self.roles
+
+    @property
+    def is_rtr(self) -> bool:
+        return "rtr" in self.roles
 
     @property
     def is_ddt_node(self) -> bool:

@@ -26,6 +26,7 @@ from lispctl.roles.itr import ItrRole
 from lispctl.roles.local import LocalSite, UplinkSpec, uplink_specs
 from lispctl.roles.mr import MapResolverRole
 from lispctl.roles.nat import NatRole
+from lispctl.roles.rtr import RtrRole
 from lispctl.roles.ms import MapServerRole
 
 __all__ = ["DatapathPlan", "DdtNodeRole", "DdtResolverRole", "EtrRole", "ItrRole", "LocalSite", "MapResolverRole", "MapServerRole",
@@ -64,6 +65,8 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
             out.append(("nat", etr.nat))
     if cfg.is_itr:
         out.append(("itr", ItrRole(cfg, site, nonce)))
+    if cfg.is_rtr:
+        out.append(("rtr", RtrRole(cfg)))
     return out
 
 
