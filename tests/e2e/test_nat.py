@@ -1,8 +1,9 @@
 """NAT traversal end to end in the `nat` namespace lab: a real `lispctl up`
 xTR behind an nftables masquerade NAT detects it with an Info-Request to a
-real Map-Server daemon and sends its Map-Register to the RTR inside an ECM;
-tshark reads every message on the wire. (The RTR role and data through it
-are not implemented yet: the RTR node only has an address.)"""
+real Map-Server daemon, sends its Map-Register to a real RTR daemon inside
+an ECM, which forwards it to the Map-Server and relays the Map-Notify back
+through the NAT; tshark reads every message on the wire. (Data through the
+RTR is not implemented yet.)"""
 from __future__ import annotations
 
 import pytest
@@ -25,6 +26,7 @@ def lab():
     with Lab(load("nat")) as lab:
         nt.nat_rules(lab)
         cp.start_node(lab, "msmr")
+        cp.start_node(lab, "rtr")
         yield lab
 
 
@@ -41,12 +43,22 @@ def test_nat_detected_and_registration_sent_through_the_rtr(lab):
         host, port = st["translated"].rsplit(":", 1)
         assert host == nt.NAT_PUBLIC and st["rtr"] == nt.RTR_RLOC
         nat = cp.eventually(lambda: (c := cp.counters(lab, "mn")["roles"].get("nat", {}))
-                            .get("map_register_via_rtr_tx") and c, 10)
-        assert nat and nat["info_reply_ok"] >= 1 and nat.get("info_reply_unknown_nonce", 0) == 0
+                            .get("map_notify_via_rtr_rx") and c, 15)
+        assert nat, (cp.counters(lab, "mn"), cp.log_tail(lab, "rtr"))
+        assert nat["info_reply_ok"] >= 1 and nat.get("info_reply_unknown_nonce", 0) == 0
+        assert nat.get("map_notify_via_rtr_bad_auth", 0) == 0
         text = cp.cli(lab, "mn", "status").stdout
         assert f"{nt.PRIVATE_RLOC}: nat seen as {nt.NAT_PUBLIC}:{port}, RTR {nt.RTR_RLOC}" in text
     ms = cp.counters(lab, "msmr")["roles"]["ms"]
     assert ms["info_reply_tx"] >= 1 and ms.get("info_request_bad_auth", 0) == 0
+    # the MS holds mn's EID with the RTR as its locator, registered via the RTR
+    [reg] = cp.sites(lab)["mn"]["eid_prefixes"][0]["registrations"]
+    assert [r["address"] for r in reg["rlocs"]] == [nt.RTR_RLOC] and reg["source"] == nt.RTR_RLOC
+    # the RTR knows mn by its xTR-ID at the NAT's address and port
+    [peer] = cp.api(lab, "rtr", "status")["state"]["rtr"]["peers"]
+    assert peer["xtr_id"] == "0123456789abcdef0123456789abcdef"
+    assert peer["translated"] == f"{nt.NAT_PUBLIC}:{port}" and peer["private"] == nt.PRIVATE_RLOC
+    assert peer["eids"] == ["10.1.0.0/24"]
 
     # At the MS: the Info-Request arrives from the NAT's address; the reply says so.
     pkts = _lisp(dp.tshark_json(ms_pcap))

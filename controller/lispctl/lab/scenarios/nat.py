@@ -35,6 +35,7 @@ def nat_rules(lab: Lab) -> None:
 def start(lab: Lab) -> None:
     nat_rules(lab)
     cp.start_node(lab, "msmr")
+    cp.start_node(lab, "rtr")
     cp.start_node(lab, "mn")
 
 
@@ -65,11 +66,19 @@ def run(lab: Lab, say: Callable[[str], None]) -> bool:
         say(f"[3/4] NAT detection by Info-Request/Info-Reply: $ lispctl status -i {lab.instance('mn')}")
         cp._show(say, cp.cli(lab, "mn", "status"))
         ok = st is not None and st["translated"].startswith(NAT_PUBLIC + ":") and st["rtr"] == RTR_RLOC
-        # the keepalive sends the ECM'd Map-Register to the RTR within one interval
-        cp.eventually(lambda: cp.counters(lab, "mn")["roles"].get("nat", {}).get("map_register_via_rtr_tx"), 10)
+        # the ECM'd Map-Register goes to the RTR, which relays the MS's Map-Notify back
+        ok &= bool(cp.eventually(
+            lambda: cp.counters(lab, "mn")["roles"].get("nat", {}).get("map_notify_via_rtr_rx"), 10))
+        say(f"      $ lispctl sites -i {lab.instance('msmr')}      (on msmr: the RTR is mn's locator)")
+        cp._show(say, cp.cli(lab, "msmr", "sites"))
+        say(f"      $ lispctl status -i {lab.instance('rtr')} --json   (on rtr: its NATed peers)")
+        peers = cp.api(lab, "rtr", "status")["state"]["rtr"]["peers"]
+        for p in peers:
+            say(f"      xTR-ID {p['xtr_id']} at {p['translated']} (private {p['private']}), EIDs {p['eids']}")
+        ok &= bool(peers)
     say("[4/4] What tshark read at the MS (Info-Request/Reply) and at the RTR (ECM'd Map-Register)")
     for pcap in (ms_pcap, rtr_pcap):
         for row in cp._decoded_control(pcap, limit=6):
             say("      " + row)
-    say("      (the RTR role itself, re-encapsulation and data through the RTR are not implemented yet)")
+    say("      (data through the RTR - decapsulation and re-encapsulation - is not implemented yet)")
     return ok
