@@ -108,3 +108,14 @@ def test_peer_table_is_bounded_and_peers_expire():
 def test_config_needs_map_servers():
     with pytest.raises(ConfigError, match="map-servers"):
         loads('instance = "r"\nroles = ["rtr"]\n')
+
+
+def test_status_text_lists_the_rtrs_peers():
+    from lispctl.commands.show import _status_text
+    nat, ms, reg = registered_via_rtr()
+    rtr = rtr_role()
+    [fwd] = sends(rtr.handle(reg.payload, XTR_SEEN, RTR_EP, 1.0))
+    rtr.handle(sends(ms.handle(fwd.payload, RTR_EP, MS_EP, 1.0))[0].payload, MS_EP, RTR_EP, 1.0)
+    text = _status_text({"instance": "rtr", "state": {"rtr": rtr.snapshot()}})
+    assert ("xTR-ID 00112233445566778899aabbccddeeff at 203.0.113.7:40341 (private 192.168.1.10): "
+            "10.1.0.0/24") in text

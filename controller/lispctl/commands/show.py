@@ -48,6 +48,10 @@ def _status_text(st: dict) -> str:
                 via = f" seen as {r['translated']}" if r.get("state") != "public" and r.get("translated") else ""
                 rtr = f", RTR {r['rtr']}" if r.get("rtr") else ""
                 lines.append(f"{'  rloc'.ljust(width)}  {r['rloc']}: {r['state']}{via}{rtr}")
+        if role == "rtr":            # the RTR's NATed xTRs
+            for p in snap.get("peers") or []:
+                lines.append(f"{'  peer'.ljust(width)}  xTR-ID {p['xtr_id']} at {p['translated']} "
+                             f"(private {p['private']}): {', '.join(p['eids'])}")
     return "\n".join(lines)
 
 

@@ -71,11 +71,9 @@ def run(lab: Lab, say: Callable[[str], None]) -> bool:
             lambda: cp.counters(lab, "mn")["roles"].get("nat", {}).get("map_notify_via_rtr_rx"), 10))
         say(f"      $ lispctl sites -i {lab.instance('msmr')}      (on msmr: the RTR is mn's locator)")
         cp._show(say, cp.cli(lab, "msmr", "sites"))
-        say(f"      $ lispctl status -i {lab.instance('rtr')} --json   (on rtr: its NATed peers)")
-        peers = cp.api(lab, "rtr", "status")["state"]["rtr"]["peers"]
-        for p in peers:
-            say(f"      xTR-ID {p['xtr_id']} at {p['translated']} (private {p['private']}), EIDs {p['eids']}")
-        ok &= bool(peers)
+        say(f"      $ lispctl status -i {lab.instance('rtr')}      (on rtr: its NATed peers)")
+        cp._show(say, cp.cli(lab, "rtr", "status"))
+        ok &= bool(cp.api(lab, "rtr", "status")["state"]["rtr"]["peers"])
     say("[4/4] What tshark read at the MS (Info-Request/Reply) and at the RTR (ECM'd Map-Register)")
     for pcap in (ms_pcap, rtr_pcap):
         for row in cp._decoded_control(pcap, limit=6):
