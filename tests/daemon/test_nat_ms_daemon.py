@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import unavailable
+from tests.conftest import unavailable
 from lispctl.capture.writer import PcapWriter
 from lispctl.cli import app
 from lispctl.wire import ALG_HMAC_SHA256, NO_ADDRESS, InfoReply, InfoRequest, decode_control, sign, verify
