@@ -80,3 +80,13 @@ def test_msmr_answers_too():
     ms = make(MSMR.format(roles='["ms", "mr"]'))[1]["ms"]
     _, reply = only_send(ms.handle(info_request(), NAT_SIDE, MS_RLOC, 1.0))
     assert isinstance(reply, InfoReply)
+
+
+def test_info_requests_are_rate_limited_per_source():
+    ms = ms_with()
+    raw = info_request()
+    answered = sum(len(sends(ms.handle(raw, NAT_SIDE, MS_RLOC, 5.0))) for _ in range(500))
+    assert 0 < answered < 500
+    assert ms.counters["info_request_rate_limited"] == 500 - answered
+    # another source still gets its answer
+    assert sends(ms.handle(raw, ep("203.0.113.8", 1234), MS_RLOC, 5.0))

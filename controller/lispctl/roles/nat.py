@@ -67,6 +67,7 @@ class RlocNat:
 class NatRole:
     """Sans-IO: Info-Requests and -Replies, NAT detection, registration via the RTR."""
     name = "nat"
+    message_types = frozenset({InfoReply.TYPE, EncapsulatedControlMessage.TYPE})
 
     def __init__(self, cfg: Config, site: LocalSite, nonce: NonceSource, *, port: int = DATA_PORT) -> None:
         self.cfg = cfg

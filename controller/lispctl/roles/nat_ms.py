@@ -6,7 +6,9 @@ about, naming one of its EID prefixes and signed with the key of its site,
 exactly like a Map-Register. We answer only when the prefix belongs to a
 configured site and the MAC verifies with that site's key: an unauthenticated
 responder would tell anyone on the underlay which RTRs we use and would
-reflect traffic towards a spoofed source. Drops are counted, never answered.
+reflect traffic towards a spoofed source. Drops are counted, never answered;
+requests share the Map-Server's per-source and overall rate limits for
+Map-Requests ([mr] request-rate-per-source, request-rate).
 
 The Info-Reply copies the nonce, key-id, algorithm, TTL and EID prefix of the
 request and carries a NAT-Traversal LCAF (type 7) with:
@@ -48,9 +50,13 @@ class InfoResponder:
         self.counters = ms.counters
 
     def on_info_request(self, data: bytes, msg: InfoRequest, src: Endpoint, dst: Endpoint,
-                        out: Effects) -> None:
+                        now: float, out: Effects) -> None:
         c = self.counters
         c["info_request_rx"] += 1
+        # each answer costs two MACs: the Map-Request budget ([mr] request-rate*) applies
+        if self.ms.limit.allow(src.addr, now) is not None:
+            c["info_request_rate_limited"] += 1
+            return
         try:
             eid = to_eid_prefix(msg.eid_prefix, msg.eid_mask_len)
         except (MalformedMessage, ValueError):

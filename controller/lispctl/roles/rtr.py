@@ -59,6 +59,7 @@ class _Pending:
 
 class RtrRole:
     name = "rtr"
+    message_types = frozenset({EncapsulatedControlMessage.TYPE, MapNotify.TYPE})
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
