@@ -54,11 +54,6 @@ def test_nat_detected_and_registration_sent_through_the_rtr(lab):
     # the MS holds mn's EID with the RTR as its locator, registered via the RTR
     [reg] = cp.sites(lab)["mn"]["eid_prefixes"][0]["registrations"]
     assert [r["address"] for r in reg["rlocs"]] == [nt.RTR_RLOC] and reg["source"] == nt.RTR_RLOC
-    # the RTR knows mn by its xTR-ID at the NAT's address and port
-    [peer] = cp.api(lab, "rtr", "status")["state"]["rtr"]["peers"]
-    assert peer["xtr_id"] == "0123456789abcdef0123456789abcdef"
-    assert peer["translated"] == f"{nt.NAT_PUBLIC}:{port}" and peer["private"] == nt.PRIVATE_RLOC
-    assert peer["eids"] == ["10.1.0.0/24"]
 
     # At the MS: the Info-Request arrives from the NAT's address; the reply says so.
     pkts = _lisp(dp.tshark_json(ms_pcap))
@@ -86,3 +81,36 @@ def test_nat_detected_and_registration_sent_through_the_rtr(lab):
     text = str(ecms[0])
     assert "0123456789abcdef0123456789abcdef" in text.replace(":", "")
     assert nt.RTR_RLOC in text and nt.PRIVATE_RLOC in text      # locator; inner source
+
+    # the RTR knows mn by its xTR-ID at the NAT's address and the port its
+    # ECMs came from (the lab NAT randomises ports per destination, so this
+    # is not the port the MS saw)
+    [peer] = cp.api(lab, "rtr", "status")["state"]["rtr"]["peers"]
+    udp = ecms[-1]["udp"][0] if isinstance(ecms[-1]["udp"], list) else ecms[-1]["udp"]
+    assert peer["xtr_id"] == "0123456789abcdef0123456789abcdef"
+    assert peer["translated"] == f"{nt.NAT_PUBLIC}:{udp['udp.srcport']}"
+    assert peer["private"] == nt.PRIVATE_RLOC and peer["eids"] == ["10.1.0.0/24"]
+
+
+def test_nat_reboot_is_recovered_within_one_keepalive(lab):
+    """Flush the NAT's conntrack table: the next keepalive (Info-Request and
+    ECM'd Map-Register, every 5 s in netns-lab/nat/mn.toml) opens new
+    bindings; the RTR moves the peer to the new port once the MS confirms and
+    the Map-Notify reaches mn through the new binding."""
+    import time
+    before = nt.rtr_peer(lab)
+    assert before is not None
+    notifies = cp.counters(lab, "mn")["roles"]["nat"]["map_notify_via_rtr_rx"]
+    assert nt.flush_conntrack(lab) >= 1
+    t0 = time.monotonic()
+
+    def recovered():
+        peer = nt.rtr_peer(lab)
+        got = cp.counters(lab, "mn")["roles"]["nat"]["map_notify_via_rtr_rx"]
+        return peer["translated"] != before["translated"] and got > notifies and peer
+    peer = cp.eventually(recovered, 5.0 + 2.0)
+    took = time.monotonic() - t0
+    assert peer, (before, nt.rtr_peer(lab), cp.counters(lab, "rtr"))
+    assert took <= 7.0
+    assert cp.counters(lab, "rtr")["roles"]["rtr"]["peer_rebound"] >= 1
+    assert nt.wait_nat_state(lab, nt.PRIVATE_RLOC, "nat") is not None

@@ -23,13 +23,32 @@ MS_ADDR = "192.0.2.10"
 
 
 def nat_rules(lab: Lab) -> None:
-    """A home NAT: masquerade everything leaving wan0 (nftables, own table)."""
+    """A NAT: masquerade everything leaving wan0 (nftables, own table), with
+    random ports as carrier-grade NATs do, so every new binding shows."""
     script = ("table ip labnat {\n"
               " chain post { type nat hook postrouting priority srcnat; policy accept;\n"
-              '  oifname "wan0" masquerade\n }\n}\n')
+              '  oifname "wan0" masquerade random\n }\n}\n')
     r = lab.run("nat", ["nft", "-f", "-"], input=script, timeout=10)
     if r.returncode != 0:
         raise ProcessError(f"nft failed: {r.stderr}")
+
+
+def _flush_here() -> int:
+    from pyroute2 import Conntrack
+    with Conntrack() as ct:
+        n = sum(1 for _ in ct.dump_entries())
+        ct.flush()
+    return n
+
+
+def flush_conntrack(lab: Lab) -> int:
+    """A NAT reboot: every binding of the nat node forgotten; returns how many there were."""
+    return lab.call("nat", _flush_here)
+
+
+def rtr_peer(lab: Lab) -> dict | None:
+    peers = cp.api(lab, "rtr", "status")["state"]["rtr"]["peers"]
+    return peers[0] if peers else None
 
 
 def start(lab: Lab) -> None:
