@@ -119,3 +119,12 @@ def test_status_text_lists_the_rtrs_peers():
     text = _status_text({"instance": "rtr", "state": {"rtr": rtr.snapshot()}})
     assert ("xTR-ID 00112233445566778899aabbccddeeff at 203.0.113.7:40341 (private 192.168.1.10): "
             "10.1.0.0/24") in text
+
+
+def test_registers_are_rate_limited_per_source():
+    nat, ms, reg = registered_via_rtr()
+    rtr = rtr_role()
+    forwarded = sum(len(sends(rtr.handle(reg.payload, XTR_SEEN, RTR_EP, 3.0))) for _ in range(50))
+    assert forwarded == 10 and rtr.counters["register_rate_limited_per_source"] == 40
+    assert sends(rtr.handle(reg.payload, Endpoint(NAT_PUBLIC, 40999), RTR_EP, 3.0)) == []  # same address
+    assert sends(rtr.handle(reg.payload, XTR_SEEN, RTR_EP, 4.0))        # refilled a second later

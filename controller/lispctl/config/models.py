@@ -267,6 +267,10 @@ class RtrConfig(_Model):
     # A NATed xTR is forgotten this long after its last confirmed register.
     peer_timeout: Seconds = 180.0
     max_peers: Annotated[int, Field(ge=1, le=1 << 20)] = 4096
+    # ECM'd Map-Registers forwarded per second, per source address and in
+    # all (token buckets, roles/ratelimit.py; 0 = no limit).
+    register_rate_per_source: Annotated[float, Field(ge=0)] = 10.0
+    register_rate: Annotated[float, Field(ge=0)] = 1000.0
 
 
 # ---------------------------------------------------------------- PITR / PETR (RFC 6832)

@@ -15,7 +15,9 @@ nonce from the address we sent it to: a forged register naming somebody
 else's xTR-ID never moves that xTR's binding. We forward only registers
 that carry an xTR-ID (I bit), only to configured Map-Servers ([rtr]
 map-servers: otherwise we would be a reflector), at most one outstanding
-register per xTR-ID, with bounded tables; everything refused is counted.
+register per xTR-ID, at a bounded rate per source and overall ([rtr]
+register-rate-per-source, register-rate), with bounded tables; everything
+refused is counted.
 
 Not done here: the data plane (decapsulate, look up, re-encapsulate toward a
 NATed xTR's translated address and port) - see docs/nat.md.
@@ -28,6 +30,7 @@ from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix
 from lispctl.roles.base import Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, decode
+from lispctl.roles.ratelimit import RateLimiter
 from lispctl.wire import (EncapsulatedControlMessage, MalformedMessage, MapNotify, MapRegister,
                           record_prefix)
 
@@ -68,6 +71,7 @@ class RtrRole:
         self.pending: dict[int, _Pending] = {}          # nonce -> forwarded register
         self._pending_by_xtr: dict[int, int] = {}        # xTR-ID -> its outstanding nonce
         self.counters = Counters()
+        self.limit = RateLimiter(cfg.rtr.register_rate_per_source, cfg.rtr.register_rate)
         self._now = 0.0
 
     # ------------------------------------------------------------ timers
@@ -108,6 +112,9 @@ class RtrRole:
         c = self.counters
         c["ecm_register_rx"] += 1
         reg: MapRegister = ecm.message
+        if (over := self.limit.allow(src.addr, now)) is not None:
+            c[f"register_rate_limited_{over.replace('-', '_')}"] += 1
+            return
         if reg.xtr_id is None:
             c["register_without_xtr_id"] += 1
             return
