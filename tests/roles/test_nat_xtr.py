@@ -5,6 +5,7 @@ import random
 
 from lispctl.config import loads
 from lispctl.roles import build_roles
+from lispctl.mapping.types import Rloc
 from lispctl.roles.base import Endpoint, Send
 from lispctl.roles.nat import NAT, NAT_NO_RTR, PROBING, PUBLIC, NatRole
 from lispctl.wire import (EncapsulatedControlMessage, InfoReply, InfoRequest, MapNotify, MapRegister,
@@ -232,3 +233,35 @@ def test_status_text_lists_nat_state_per_rloc():
     text = _status_text({"instance": "mn", "state": {"nat": nat.snapshot()}})
     assert "192.168.1.10: nat seen as 203.0.113.7:40341, RTR 198.51.100.20" in text
     assert "192.0.2.50: public" in text
+
+
+NATED_ONLY = XTR.replace('''[[database.locator]]
+address = "192.0.2.50"
+''', "") + '''
+[[map-cache]]
+eid-prefix = "10.2.0.0/16"
+[[map-cache.locator]]
+address = "203.0.113.80"
+'''
+
+
+def test_behind_nat_all_data_goes_to_the_rtr_and_back_when_public():
+    from lispctl.roles.base import InstallMapping
+    from lispctl.mapping.types import EidPrefix
+    cfg = loads(NATED_ONLY)
+    roles = dict(build_roles(cfg, interface_addresses={"wlan0": [PRIV]}, rng=random.Random(3)))
+    nat, itr = roles["nat"], roles["itr"]
+    ms = setup()[3]
+    first = [e for e in itr.tick(0.0) if isinstance(e, InstallMapping)]
+    assert [r.address for r in first[0].rlocs] == [A("203.0.113.80")]      # not yet known: as today
+    out = []
+    for s in sends(nat.tick(0.0)):
+        seen = through_nat(s)
+        for r in ms.handle(s.payload, seen, s.dst, 0.0):
+            out += nat.handle(r.payload, r.src, s.src, 0.0)
+    [inst] = [e for e in out if isinstance(e, InstallMapping)]
+    assert inst.eid == EidPrefix.parse("10.2.0.0/16") and inst.rlocs == (Rloc(A("198.51.100.20")),)
+    # the uplink moves to a network without NAT: the RTR is dropped at once
+    out = roles["etr"].set_interface_addresses("wlan0", [A("192.0.2.77")], 5.0)
+    [inst] = [e for e in out if isinstance(e, InstallMapping)]
+    assert [r.address for r in inst.rlocs] == [A("203.0.113.80")]

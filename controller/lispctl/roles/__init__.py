@@ -68,7 +68,11 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
             etr.nat = NatRole(cfg, site, nonce, port=CONTROL_PORT)
             out.append(("nat", etr.nat))
     if cfg.is_itr:
-        out.append(("itr", ItrRole(cfg, site, nonce)))
+        itr = ItrRole(cfg, site, nonce)
+        out.append(("itr", itr))
+        nat = find_role(out, "nat")
+        if nat is not None:
+            itr.nat, nat.itr = nat, itr
     if cfg.is_pitr:
         out.append(("pitr", PitrRole(cfg, site, nonce)))
     if cfg.is_petr:

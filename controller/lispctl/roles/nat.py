@@ -85,6 +85,7 @@ class NatRole:
         self._register_at = math.inf
         self._register_nonces: list[int] = []
         self.last_notify: float | None = None
+        self.itr = None       # the ItrRole whose data we steer to the RTR
         self.xtr_id = cfg.xtr_id
         self._sync(0.0)
 
@@ -92,6 +93,23 @@ class NatRole:
     def behind_nat(self) -> bool:
         """True while some RLOC is behind a NAT with an RTR: we register, not the ETR."""
         return any(r.state == NAT for r in self.rlocs.values())
+
+    def data_rtr(self, version: int) -> IPAddress | None:
+        """The RTR all data of this outer family goes to: while our RLOCs of
+        that family are behind a NAT (none public), else None."""
+        mine = [r for r in self.rlocs.values() if r.address.version == version]
+        if any(r.state == PUBLIC for r in mine):
+            return None
+        return next((r.rtr for r in mine if r.state == NAT), None)
+
+    def steer(self, rlocs: tuple[Rloc, ...]) -> tuple[Rloc, ...]:
+        """The locators the data plane gets for a remote mapping: the RTR
+        instead, when we can only send that family's data through one."""
+        for v in dict.fromkeys(r.address.version for r in rlocs if r.priority != 255):
+            rtr = self.data_rtr(v)
+            if rtr is not None:
+                return (Rloc(rtr),)
+        return rlocs
 
     def rtr_for(self, rloc: IPAddress) -> IPAddress | None:
         """Where the data of this RLOC goes: its RTR when behind a NAT, else None."""
@@ -118,8 +136,10 @@ class NatRole:
         learnt them): Info-Request from every new RLOC now."""
         self._now = now
         out = Effects()
-        if self._sync(now):
+        if self._sync(now):                      # a NATed RLOC went away
             self._register_at = now
+            if self.itr is not None:
+                out.items.extend(self.itr.reinstall_all(now))
         if self.started:
             self._run(now, out)
         return out.items
@@ -229,6 +249,8 @@ class NatRole:
             r.state = NAT if r.rtr is not None else NAT_NO_RTR
             if r.state == NAT_NO_RTR:
                 c["nat_without_rtr"] += 1
+        if (r.state, r.rtr) != before[::2] and self.itr is not None:
+            out.items.extend(self.itr.reinstall_all(now))    # data now (or no longer) via the RTR
         if (r.state, r.translated, r.rtr) != before:
             g, p = r.translated
             out.log(f"RLOC {r.address}: {r.state}" + (f", seen as {g}:{p}" if r.state != PUBLIC else "")
