@@ -90,6 +90,10 @@ def test_nat_detected_and_registration_sent_through_the_rtr(lab):
     assert peer["xtr_id"] == "0123456789abcdef0123456789abcdef"
     assert peer["translated"] == f"{nt.NAT_PUBLIC}:{udp['udp.srcport']}"
     assert peer["private"] == nt.PRIVATE_RLOC and peer["eids"] == ["10.1.0.0/24"]
+    # its map-cache sends data for mn's EID to that address AND port
+    [entry] = cp.api(lab, "rtr", "map-cache")
+    assert entry["eid"] == "10.1.0.0/24" and entry["rlocs"][0]["address"] == nt.NAT_PUBLIC
+    assert entry["rlocs"][0]["port"] == int(udp["udp.srcport"])
 
 
 def test_nat_reboot_is_recovered_within_one_keepalive(lab):
@@ -113,4 +117,6 @@ def test_nat_reboot_is_recovered_within_one_keepalive(lab):
     assert peer, (before, nt.rtr_peer(lab), cp.counters(lab, "rtr"))
     assert took <= 7.0
     assert cp.counters(lab, "rtr")["roles"]["rtr"]["peer_rebound"] >= 1
+    [entry] = cp.api(lab, "rtr", "map-cache")          # data follows the new binding
+    assert f"{entry['rlocs'][0]['address']}:{entry['rlocs'][0]['port']}" == peer["translated"]
     assert nt.wait_nat_state(lab, nt.PRIVATE_RLOC, "nat") is not None

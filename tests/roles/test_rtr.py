@@ -7,7 +7,8 @@ import pytest
 
 from lispctl.config import ConfigError, loads
 from lispctl.roles import build_roles
-from lispctl.roles.base import Endpoint, Send
+from lispctl.mapping.types import Rloc
+from lispctl.roles.base import Endpoint, InstallMapping, Send
 from lispctl.wire import EncapsulatedControlMessage, MapNotify, MapRegister, decode_control, sign
 
 from roles_helpers import A, sends
@@ -43,13 +44,17 @@ def test_register_forwarded_and_notify_relayed_back_through_the_nat():
     assert rtr.peers == {}                          # not before the MS confirms
     [notify] = sends(ms.handle(fwd.payload, RTR_EP, MS_EP, 1.0))
     assert notify.dst == RTR_EP and ms.counters["map_register_ok"] == 1
-    [relay] = sends(rtr.handle(notify.payload, MS_EP, RTR_EP, 1.1))
+    last_effects = rtr.handle(notify.payload, MS_EP, RTR_EP, 1.1)
+    [relay] = sends(last_effects)
     assert relay.dst == XTR_SEEN
     ecm = decode_control(relay.payload)
     assert isinstance(ecm, EncapsulatedControlMessage) and isinstance(ecm.message, MapNotify)
     assert ecm.inner_dst == PRIV
     nat.handle(relay.payload, RTR_EP, Endpoint(PRIV, 4341), 1.2)
     assert nat.counters["map_notify_via_rtr_rx"] == 1
+    [inst] = [e for e in last_effects if isinstance(e, InstallMapping)]
+    assert str(inst.eid) == "10.1.0.0/24"
+    assert inst.rlocs == (Rloc(NAT_PUBLIC, port=40341),) and inst.ttl_s == 180.0
     [peer] = rtr.snapshot()["peers"]
     assert peer["xtr_id"] == "00112233445566778899aabbccddeeff"
     assert peer["translated"] == "203.0.113.7:40341" and peer["eids"] == ["10.1.0.0/24"]
@@ -101,7 +106,8 @@ def test_peer_table_is_bounded_and_peers_expire():
             rtr.handle(sends(ms.handle(fwd[0].payload, RTR_EP, MS_EP, 1.0))[0].payload, MS_EP, RTR_EP, 1.0)
     assert sorted(rtr.peers) == [1, 2] and rtr.counters["register_peer_table_full"] == 1
     assert rtr.next_deadline() == 181.0
-    rtr.tick(181.0)
+    gone = rtr.tick(181.0)
+    assert [str(e.eid) for e in gone if type(e).__name__ == "RemoveMapping"] == ["10.1.0.0/24"] * 2
     assert rtr.peers == {} and rtr.counters["peer_expired"] == 2
 
 

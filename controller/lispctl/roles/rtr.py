@@ -19,16 +19,18 @@ register per xTR-ID, at a bounded rate per source and overall ([rtr]
 register-rate-per-source, register-rate), with bounded tables; everything
 refused is counted.
 
-Not done here: the data plane (decapsulate, look up, re-encapsulate toward a
-NATed xTR's translated address and port) - see docs/nat.md.
+A confirmed peer's EID prefixes go into the map-cache with one locator, its
+translated address and port (the BPF locator carries the UDP port), and leave
+it when the peer expires. Not done yet: loading the data plane on the RTR
+(decapsulate, look up, re-encapsulate) - see docs/nat.md.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from lispctl.config import Config
-from lispctl.mapping.types import EidPrefix
-from lispctl.roles.base import Effect, Effects, Endpoint
+from lispctl.mapping.types import EidPrefix, Rloc
+from lispctl.roles.base import Effect, Effects, Endpoint, InstallMapping, RemoveMapping
 from lispctl.roles.common import Counters, decode
 from lispctl.roles.ratelimit import RateLimiter
 from lispctl.wire import (EncapsulatedControlMessage, MalformedMessage, MapNotify, MapRegister,
@@ -87,7 +89,8 @@ class RtrRole:
             self.counters["register_unconfirmed"] += 1
         out = Effects()
         for xid in [x for x, p in self.peers.items() if p.last_confirmed + self.cfg.rtr.peer_timeout <= now]:
-            del self.peers[xid]
+            for eid in self.peers.pop(xid).eids:
+                out.items.append(RemoveMapping(eid))
             self.counters["peer_expired"] += 1
             out.log(f"NATed xTR {xid:032x} expired")
         return out.items
@@ -156,7 +159,13 @@ class RtrRole:
         elif peer.translated != p.source:
             c["peer_rebound"] += 1
             out.log(f"NATed xTR {p.xtr_id:032x} moved to {p.source.addr}:{p.source.port}")
+        for eid in set(peer.eids) - set(p.eids):
+            out.items.append(RemoveMapping(eid))
         peer.translated, peer.private, peer.ms, peer.eids = p.source, p.private, p.ms, p.eids
+        # where data for the peer's EIDs goes: its NAT's address AND port
+        loc = (Rloc(p.source.addr, port=p.source.port),)
+        for eid in p.eids:
+            out.items.append(InstallMapping(eid, loc, ttl_s=self.cfg.rtr.peer_timeout))
         peer.last_confirmed = now
         peer.registers += 1
         peer.notifies += 1
