@@ -139,6 +139,8 @@ def cross_check(cfg: Config) -> list[tuple[tuple, str]]:
         out.append((("rtr", "map-servers"), "[rtr] map-servers is only used by the rtr role"))
     if cfg.nat.enabled and not cfg.is_etr:
         out.append((("nat", "enabled"), "[nat] is used by the xtr/etr/mobile-node roles"))
+    if cfg.cpm is not None and not cfg.is_etr:
+        out.append((("cpm",), "[cpm] (Change-Priority Messages) is only used by the xtr/etr roles"))
     out += _ddt_checks(cfg)
 
     seen: dict = {}
