@@ -120,3 +120,16 @@ def test_nat_reboot_is_recovered_within_one_keepalive(lab):
     [entry] = cp.api(lab, "rtr", "map-cache")          # data follows the new binding
     assert f"{entry['rlocs'][0]['address']}:{entry['rlocs'][0]['port']}" == peer["translated"]
     assert nt.wait_nat_state(lab, nt.PRIVATE_RLOC, "nat") is not None
+
+
+def test_public_xtr_with_nat_traversal_on_registers_directly(lab):
+    """An RLOC not behind a NAT keeps working as without [nat]: pub's
+    Info-Reply shows its own address and port, it registers itself."""
+    cp.start_node(lab, "pub")
+    st = nt.wait_nat_state(lab, "203.0.113.10", "public", node="pub")
+    assert st is not None and st["rtr"] is None and st["translated"] == "203.0.113.10:4342"
+    reg = cp.eventually(lambda: cp.sites(lab)["pub"]["eid_prefixes"][0]["registrations"], 15)
+    assert [r["address"] for r in reg[0]["rlocs"]] == ["203.0.113.10"] and reg[0]["source"] == "203.0.113.10"
+    assert "map_register_via_rtr_tx" not in cp.counters(lab, "pub")["roles"]["nat"]
+    assert [p["xtr_id"] for p in cp.api(lab, "rtr", "status")["state"]["rtr"]["peers"]] == \
+        ["0123456789abcdef0123456789abcdef"]

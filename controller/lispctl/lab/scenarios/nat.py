@@ -58,14 +58,15 @@ def start(lab: Lab) -> None:
     cp.start_node(lab, "mn")
 
 
-def nat_state(lab: Lab, rloc: str = PRIVATE_RLOC) -> dict | None:
-    snap = cp.api(lab, "mn", "status")["state"].get("nat") or {}
+def nat_state(lab: Lab, rloc: str = PRIVATE_RLOC, node: str = "mn") -> dict | None:
+    snap = cp.api(lab, node, "status")["state"].get("nat") or {}
     return next((r for r in snap.get("rlocs", []) if r["rloc"] == rloc), None)
 
 
-def wait_nat_state(lab: Lab, rloc: str, state: str, timeout: float = 15.0) -> dict | None:
+def wait_nat_state(lab: Lab, rloc: str, state: str, timeout: float = 15.0,
+                   node: str = "mn") -> dict | None:
     def ok() -> Any:
-        r = nat_state(lab, rloc)
+        r = nat_state(lab, rloc, node)
         return r if r is not None and r["state"] == state else None
     return cp.eventually(ok, timeout)
 
@@ -93,6 +94,11 @@ def run(lab: Lab, say: Callable[[str], None]) -> bool:
         say(f"      $ lispctl status -i {lab.instance('rtr')}      (on rtr: its NATed peers)")
         cp._show(say, cp.cli(lab, "rtr", "status"))
         ok &= bool(cp.api(lab, "rtr", "status")["state"]["rtr"]["peers"])
+        say("      pub, an xTR with [nat] enabled on a public address, finds no NAT and registers itself:")
+        cp.start_node(lab, "pub")
+        st = wait_nat_state(lab, "203.0.113.10", "public", node="pub")
+        say(f"      pub 203.0.113.10: {st['state'] if st else 'no answer'}")
+        ok &= st is not None
     say("[4/4] What tshark read at the MS (Info-Request/Reply) and at the RTR (ECM'd Map-Register)")
     for pcap in (ms_pcap, rtr_pcap):
         for row in cp._decoded_control(pcap, limit=6):
