@@ -133,3 +133,26 @@ def test_public_xtr_with_nat_traversal_on_registers_directly(lab):
     assert "map_register_via_rtr_tx" not in cp.counters(lab, "pub")["roles"]["nat"]
     assert [p["xtr_id"] for p in cp.api(lab, "rtr", "status")["state"]["rtr"]["peers"]] == \
         ["0123456789abcdef0123456789abcdef"]
+
+
+def test_nat_binding_expiry_is_recovered_by_the_keepalive(lab):
+    """The NAT forgets idle UDP bindings after 2 s (shorter than mn's 5 s
+    keepalive): every keepalive finds a new binding, and registration through
+    the RTR keeps being confirmed at the new port each time."""
+    keys = ("net.netfilter.nf_conntrack_udp_timeout", "net.netfilter.nf_conntrack_udp_timeout_stream")
+    old = {k: lab.run("nat", ["sysctl", "-n", k], timeout=5).stdout.strip() for k in keys}
+    assert all(old.values()), old
+    lab.sysctl("nat", {k: 2 for k in keys})
+    try:
+        seen = set()
+        first = cp.counters(lab, "mn")["roles"]["nat"]["map_notify_via_rtr_rx"]
+
+        def moved_twice():
+            seen.add(nt.rtr_peer(lab)["translated"])
+            return len(seen) >= 3
+        assert cp.eventually(moved_twice, 20.0, interval=0.5), seen
+        assert cp.counters(lab, "mn")["roles"]["nat"]["map_notify_via_rtr_rx"] >= first + 2
+        [entry] = [e for e in cp.api(lab, "rtr", "map-cache") if e["eid"] == "10.1.0.0/24"]
+        assert f"{entry['rlocs'][0]['address']}:{entry['rlocs'][0]['port']}" in seen
+    finally:
+        lab.sysctl("nat", old)
