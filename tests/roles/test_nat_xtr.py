@@ -265,3 +265,14 @@ def test_behind_nat_all_data_goes_to_the_rtr_and_back_when_public():
     out = roles["etr"].set_interface_addresses("wlan0", [A("192.0.2.77")], 5.0)
     [inst] = [e for e in out if isinstance(e, InstallMapping)]
     assert [r.address for r in inst.rlocs] == [A("203.0.113.80")]
+
+
+def test_mobile_node_probes_each_uplink_with_its_family_map_server():
+    from test_smr_families import MN
+    cfg = loads(MN + "[nat]\nenabled = true\n")
+    roles = dict(build_roles(cfg, interface_addresses={"up1": [A("192.168.7.2")], "up2": [A("2001:db8:a2::9")]}))
+    reqs = sends(roles["nat"].tick(0.0))
+    got = sorted((str(s.src.addr), str(s.dst.addr)) for s in reqs)
+    assert got == [("192.168.7.2", "192.0.2.10"), ("2001:db8:a2::9", "2001:db8:5::10")]
+    assert all(isinstance(decode_control(s.payload), InfoRequest) for s in reqs)
+    assert all(s.src.port == 4342 for s in reqs)        # the daemon's control port (docs/nat.md)
