@@ -313,5 +313,7 @@ class NatRole:
                 "next_info_request_in_s": round(max(0.0, r.next_at - now), 1),
             } for r in self.rlocs.values()],
             "keepalive_interval_s": self.cfg.nat.keepalive_interval,
+            # the MS's Map-Notify through the RTR: how recent (None: never)
+            "notify_via_rtr_s_ago": None if self.last_notify is None else round(now - self.last_notify, 1),
             "counters": self.counters.snapshot(),
         }
