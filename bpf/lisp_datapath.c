@@ -567,6 +567,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
 
     __u8 dst[16];
     __builtin_memcpy(dst, loc->addr, 16);
+    __u16 dport = loc->port ? loc->port : LISP_DATA_PORT;
     struct bpf_fib_lookup p;
     long frc = fib_resolve(skb, &p, v6, v6 ? c->src6 : c->src4, dst, inner_len + olen);
     if (!fib_ok(frc))
@@ -585,7 +586,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
             struct ethhdr eth;
             struct lisp_outer6 o;
         } __attribute__((packed, aligned(4))) h = {};
-        lisp_build6(&h.o, f, c->src6, dst, inner_len, hash, iid, lsb, nonce);
+        lisp_build6(&h.o, f, c->src6, dst, inner_len, hash, iid, lsb, nonce, dport);
         h.o.udp.check = outer6_udp_csum(skb, f, &h.o, inner_len);
         fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IPV6));
         if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) ||
@@ -597,7 +598,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
             struct ethhdr eth;
             struct lisp_outer4 o;
         } __attribute__((packed, aligned(4))) h = {};
-        lisp_build4(&h.o, f, c->src4, dst, inner_len, hash, iid, lsb, nonce);
+        lisp_build4(&h.o, f, c->src4, dst, inner_len, hash, iid, lsb, nonce, dport);
         fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IP));
         if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) ||
             bpf_skb_store_bytes(skb, 0, &h.eth, sizeof(h) - sizeof(h.pad), 0))

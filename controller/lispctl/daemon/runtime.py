@@ -55,7 +55,8 @@ class CacheEntry:
             "eid": str(self.eid), "iid": self.eid.iid, "prefix": str(self.eid.prefix),
             "action": self.action.name.lower().replace("_", "-"),
             "rlocs": [{"address": str(r.address), "priority": r.priority, "weight": r.weight,
-                       "reachable": r.reachable} for r in self.rlocs],
+                       "reachable": r.reachable, **({"port": r.port} if r.port else {})}
+                      for r in self.rlocs],
             "ttl_s": self.ttl_s,
             "expires_in_s": round(max(0.0, self.installed_at + self.ttl_s - now), 1),
             "role": self.role,

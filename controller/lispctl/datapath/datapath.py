@@ -622,6 +622,7 @@ class Datapath:
             loc.priority = r.priority
             loc.weight = r.weight
             loc.up = 1 if r.reachable else 0
+            loc.port = r.port             # 0: 4341; a NATed xTR's translated port
         flat = b"".join(bytes(ls.levels[lvl]) if lvl < len(ls.levels) else bytes([NO_LOCATOR]) * SLOTS
                         for lvl in range(LEVELS))
         _set_bytes(leaf.slots, flat)
