@@ -6,8 +6,6 @@ import shutil
 import signal
 import socket
 import stat
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 

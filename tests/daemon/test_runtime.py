@@ -211,7 +211,7 @@ def test_used_mappings_are_reported_to_on_used(monkeypatch):
     role = FakeRole()
     used_calls = []
     role.on_used = lambda eids, now: used_calls.append(sorted(eids)) or []
-    a, b = EidPrefix.parse("10.2.0.0/16"), EidPrefix.parse("10.3.0.0/16")
+    _a, b = EidPrefix.parse("10.2.0.0/16"), EidPrefix.parse("10.3.0.0/16")
 
     async def body(rt):
         to = ("127.0.0.1", rt.sockets.port)

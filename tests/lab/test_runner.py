@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 from pyroute2 import IPRoute, netns
 
 from lispctl.lab import Lab, LabError, down, loads

@@ -2,11 +2,10 @@
 import ipaddress
 import random
 
-import pytest
 
 from lispctl.config import loads
-from lispctl.roles import build_roles, find_role
-from lispctl.roles.base import Endpoint, InstallMapping, Log, RemoveMapping, Send
+from lispctl.roles import build_roles
+from lispctl.roles.base import Endpoint, InstallMapping, RemoveMapping, Send
 from lispctl.wire import decode_control
 
 A = ipaddress.ip_address

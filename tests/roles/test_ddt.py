@@ -60,7 +60,7 @@ prefix = "{site}"
 proxy-reply = {proxy}
 """
 
-DDT_MR = f"""
+DDT_MR = """
 instance = "mr"
 roles = ["mr"]
 [mr.ddt]

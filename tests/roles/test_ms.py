@@ -1,5 +1,4 @@
 """Map-Server: authentication, Map-Notify, merging, expiry, forwarding vs proxy-reply."""
-import dataclasses
 
 import pytest
 

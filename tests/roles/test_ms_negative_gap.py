@@ -2,17 +2,16 @@
 negative replies never cover a registered more-specific (8.5), multicast
 (S,G) requests get an answer (8.7), truncated MACs are authentication
 failures (8.8)."""
-import ipaddress
 
 import pytest
 
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
 from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EncapsulatedControlMessage, InstanceId, MapRegister,
-                          MapReply, MapRequest, RequestRecord, SourceDestKey, decode_control, eid_record,
-                          record_prefix, sign)
+                          MapReply, MapRequest, RequestRecord, SourceDestKey, eid_record,
+                          sign)
 
 from roles_helpers import MSMR, A, ep, make, only_send, sends
-from test_mr import HERE, ecm_request, negative
+from test_mr import HERE, negative
 
 P = EidPrefix.parse
 

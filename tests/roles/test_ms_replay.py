@@ -5,7 +5,7 @@ replaced messages are remembered, and nothing goes to an unauthenticated
 source address."""
 import pytest
 
-from lispctl.wire import EncapsulatedControlMessage, MapNotify, decode_control
+from lispctl.wire import EncapsulatedControlMessage, MapNotify
 
 from roles_helpers import MSMR, ep, make, only_send, sends
 from test_ms import P, ecm_request, register, registered

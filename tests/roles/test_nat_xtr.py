@@ -119,7 +119,7 @@ def test_public_only_keeps_the_etr_registering():
 
 def test_keepalive_and_retry_schedule():
     cfg, roles, nat, ms = setup()
-    first = sends(nat.tick(0.0))
+    sends(nat.tick(0.0))
     assert nat.next_deadline() == 1.0        # unanswered: info-retry 1 s, doubling
     assert len(sends(nat.tick(1.0))) == 2
     assert nat.next_deadline() == 3.0

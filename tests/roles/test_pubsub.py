@@ -4,7 +4,6 @@ once and acknowledges; forged, unsolicited and replayed notifications; the
 MS retransmits until acked; fallback to SMR when the MS does not do pubsub."""
 import dataclasses
 
-from lispctl.config import loads
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
 from lispctl.wire import (EncapsulatedControlMessage, MapNotify, MapNotifyAck, MapRegister, MapReply,
                           MapRequest, decode_control, eid_record, record_prefix, sign, verify)

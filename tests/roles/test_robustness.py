@@ -1,6 +1,5 @@
 """Whatever arrives, a role either acts or raises MalformedMessage (which the
 daemon counts); it never crashes with anything else."""
-import random
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 

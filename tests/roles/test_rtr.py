@@ -8,7 +8,7 @@ import pytest
 from lispctl.config import ConfigError, loads
 from lispctl.roles import build_roles
 from lispctl.mapping.types import Rloc
-from lispctl.roles.base import Endpoint, InstallMapping, Send
+from lispctl.roles.base import Endpoint, InstallMapping
 from lispctl.wire import EncapsulatedControlMessage, MapNotify, MapRegister, decode_control, sign
 
 from roles_helpers import A, sends

@@ -15,7 +15,6 @@ Bounded: a few seconds of traffic each, < 60 s with daemon start-up.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess

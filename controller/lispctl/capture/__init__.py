@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass
 from typing import Iterator, Union
 
-from .files import CaptureFormatError, Record, RecordError, open_bytes, records
-from .layers import LayerError, Udp, udp_of
+from .files import CaptureFormatError, RecordError, open_bytes, records
+from .layers import LayerError, udp_of
 from .writer import PcapngWriter, PcapWriter, frame, ip_udp
 
 LISP_DATA_PORT = 4341

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 from lispctl.mapping.lpm import eid_sort_key
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
 from lispctl.datapath.errors import DatapathError
+from lispctl.wire.errors import MalformedMessage
 from lispctl.roles.base import (CONTROL_PORT, Announce, Endpoint, InstallMapping, Log, MissEvent,
                                 RemoveMapping, Role, Send)
 
@@ -36,8 +37,6 @@ USAGE_POLL_S = 5.0
 # are served between batches.
 MISS_BATCH_BUDGET_S = 0.005
 proto_log = logging.getLogger("lispctl.proto")
-
-from lispctl.wire.errors import MalformedMessage
 
 
 @dataclass

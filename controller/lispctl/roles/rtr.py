@@ -26,7 +26,7 @@ it when the peer expires. Not done yet: loading the data plane on the RTR
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, Rloc

@@ -24,4 +24,19 @@ from .records import (REQUEST_RECORD_N, TTL_INFINITE, EidRecord, LocatorRecord, 
 # RFC 8111 referral ACT values.
 NODE_REFERRAL, MS_REFERRAL, MS_ACK, MS_NOT_REGISTERED, DELEGATION_HOLE, NOT_AUTHORITATIVE = range(6)
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+# Written out (not computed) so that mypy and ruff see what the package re-exports.
+__all__ = ["Address", "addresses", "AFI_DISTINGUISHED_NAME", "AFI_IPV4", "AFI_IPV6", "AFI_LCAF", "AFI_MAC", "AFI_NONE",
+           "AfiList", "ALG_HMAC_SHA1", "ALG_HMAC_SHA256", "ALG_NONE", "auth", "AUTH_DATA_LENGTHS", "auth_fields",
+           "ChangePriority", "codec", "compute_mac", "control", "ControlMessage", "convert", "cpm", "CPM_SUB_TYPE",
+           "data", "DATA_HEADER_LEN", "DataHeader", "decode_address", "decode_control", "decode_cpm",
+           "decode_data_header", "decode_ecm_message", "DELEGATION_HOLE", "DistinguishedName", "ECM", "ecm",
+           "eid_record", "EidRecord", "ElpHop", "EncapsulatedControlMessage", "encode", "encode_address", "errors",
+           "ExplicitLocatorPath", "from_eid_prefix", "INFO", "InfoReply", "InfoRequest", "InstanceId", "is_cpm",
+           "JsonData", "KeyValue", "locator_to_rloc", "LocatorRecord", "MacAddress", "MalformedMessage", "MAP_NOTIFY",
+           "MAP_NOTIFY_ACK", "MAP_REFERRAL", "MAP_REGISTER", "MAP_REPLY", "MAP_REQUEST", "MapNotify", "MapNotifyAck",
+           "MapReferral", "MapRegister", "MapReply", "MapRequest", "MAX_LCAF_DEPTH", "MS_ACK", "MS_NOT_REGISTERED",
+           "MS_REFERRAL", "NatTraversal", "NO_ADDRESS", "NoAddress", "NODE_REFERRAL", "NOT_AUTHORITATIVE",
+           "record_prefix", "records", "ReferralRecord", "ReplicationEntry", "ReplicationList", "request_record",
+           "REQUEST_RECORD_N", "RequestRecord", "rloc_to_locator", "SHARED_EXTENSION", "SharedExtension", "sign",
+           "sign_cpm", "Signature", "signed", "source_eid_prefix", "SourceDestKey", "to_eid_prefix", "TTL_INFINITE",
+           "UnknownLcaf", "verify", "verify_cpm"]
