@@ -244,12 +244,12 @@ def _addresses_until(buf: bytes, off: int, end: int, depth: int) -> tuple[tuple[
     return tuple(out), off
 
 
-def _dec_afi_list(buf, off, end, depth, rsvd2):
+def _dec_afi_list(buf: bytes, off: int, end: int, depth: int, rsvd2: int) -> tuple[Address, int]:
     addrs, off = _addresses_until(buf, off, end, depth)
     return AfiList(addrs), off
 
 
-def _dec_iid(buf, off, end, depth, rsvd2):
+def _dec_iid(buf: bytes, off: int, end: int, depth: int, rsvd2: int) -> tuple[Address, int]:
     if off + 4 > end:
         raise MalformedMessage("truncated instance ID", off)
     iid = _U32.unpack_from(buf, off)[0]
@@ -257,7 +257,7 @@ def _dec_iid(buf, off, end, depth, rsvd2):
     return InstanceId(iid, addr, rsvd2), off
 
 
-def _dec_nat(buf, off, end, depth, rsvd2):
+def _dec_nat(buf: bytes, off: int, end: int, depth: int, rsvd2: int) -> tuple[Address, int]:
     if off + 4 > end:
         raise MalformedMessage("truncated NAT-traversal ports", off)
     ms_port, etr_port = _NAT_PORTS.unpack_from(buf, off)
@@ -268,8 +268,8 @@ def _dec_nat(buf, off, end, depth, rsvd2):
     return NatTraversal(ms_port, etr_port, g, ms, priv, rtrs), off
 
 
-def _dec_elp(buf, off, end, depth, rsvd2):
-    hops = []
+def _dec_elp(buf: bytes, off: int, end: int, depth: int, rsvd2: int) -> tuple[Address, int]:
+    hops: list[ElpHop] = []
     while off < end:
         if off + 2 > end:
             raise MalformedMessage("truncated ELP hop flags", off)
@@ -279,7 +279,7 @@ def _dec_elp(buf, off, end, depth, rsvd2):
     return ExplicitLocatorPath(tuple(hops)), off
 
 
-def _dec_sd(buf, off, end, depth, rsvd2):
+def _dec_sd(buf: bytes, off: int, end: int, depth: int, rsvd2: int) -> tuple[Address, int]:
     if off + 4 > end:
         raise MalformedMessage("truncated source/dest key header", off)
     _, sml, dml = _SD_HDR.unpack_from(buf, off)
@@ -288,8 +288,8 @@ def _dec_sd(buf, off, end, depth, rsvd2):
     return SourceDestKey(s, d, sml, dml), off
 
 
-def _dec_rle(buf, off, end, depth, rsvd2):
-    entries = []
+def _dec_rle(buf: bytes, off: int, end: int, depth: int, rsvd2: int) -> tuple[Address, int]:
+    entries: list[ReplicationEntry] = []
     while off < end:
         if off + 4 > end:
             raise MalformedMessage("truncated replication list entry", off)
@@ -299,7 +299,7 @@ def _dec_rle(buf, off, end, depth, rsvd2):
     return ReplicationList(tuple(entries)), off
 
 
-def _dec_json(buf, off, end, depth, rsvd2):
+def _dec_json(buf: bytes, off: int, end: int, depth: int, rsvd2: int) -> tuple[Address, int]:
     if off + 2 > end:
         raise MalformedMessage("truncated JSON length", off)
     n = _U16.unpack_from(buf, off)[0]
@@ -314,13 +314,13 @@ def _dec_json(buf, off, end, depth, rsvd2):
     return JsonData(data, bool(rsvd2 & 1), a), off
 
 
-def _dec_kv(buf, off, end, depth, rsvd2):
+def _dec_kv(buf: bytes, off: int, end: int, depth: int, rsvd2: int) -> tuple[Address, int]:
     k, off = _decode(buf, off, end, depth)
     v, off = _decode(buf, off, end, depth)
     return KeyValue(k, v), off
 
 
-_LCAF_DECODERS: dict[int, Callable] = {
+_LCAF_DECODERS: dict[int, Callable[[bytes, int, int, int, int], tuple[Address, int]]] = {
     LCAF_AFI_LIST: _dec_afi_list,
     LCAF_INSTANCE_ID: _dec_iid,
     LCAF_NAT_TRAVERSAL: _dec_nat,

@@ -12,7 +12,7 @@ ControlMessage = Union[MapRequest, MapReply, MapRegister, MapNotify, MapNotifyAc
                        InfoRequest, InfoReply, EncapsulatedControlMessage, SharedExtension]
 
 
-def _decode_plain(buf: bytes):
+def _decode_plain(buf: bytes) -> ControlMessage:
     if not buf:
         raise MalformedMessage("empty message", 0)
     t = buf[0] >> 4
@@ -43,6 +43,6 @@ def decode_ecm_message(buf: bytes) -> EncapsulatedControlMessage:
     return decode_ecm(buf, _decode_plain)
 
 
-def encode(msg) -> bytes:
+def encode(msg: ControlMessage) -> bytes:
     """Wire bytes of any message of this package (same as msg.encode())."""
     return msg.encode()

@@ -14,9 +14,12 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .errors import MalformedMessage
+
+if TYPE_CHECKING:  # codec imports this module
+    from .codec import ControlMessage
 
 ECM_TYPE = 8
 _S, _D, _E, _M = 0x08000000, 0x04000000, 0x02000000, 0x01000000
@@ -35,12 +38,12 @@ def checksum(data: bytes) -> int:
     s = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+    return int(~s & 0xFFFF)
 
 
 @dataclass(frozen=True, slots=True)
 class EncapsulatedControlMessage:
-    message: object                    # the inner control message (any but ECM)
+    message: ControlMessage            # the inner control message (any but ECM)
     inner_src: IPv4Address | IPv6Address
     inner_dst: IPv4Address | IPv6Address
     inner_sport: int = 4342
@@ -141,7 +144,8 @@ def decode_ecm(buf: bytes, decode_inner: Callable[[bytes], object]) -> Encapsula
             raise MalformedMessage(f"inner IPv4 total length {total} exceeds the message", 6)
         opts = buf[24:4 + hlen]
         df = bool(frag & 0x4000)
-        src, dst = IPv4Address(s), IPv4Address(d)
+        src: IPv4Address | IPv6Address = IPv4Address(s)
+        dst: IPv4Address | IPv6Address = IPv4Address(d)
         udp_off = 4 + hlen
         ip_end = 4 + total
     elif ver == 6:

@@ -20,5 +20,5 @@ class MalformedMessage(ValueError):
             return self.reason
         return f"{self.reason} at offset {self.offset}"
 
-    def __reduce__(self):  # keep pickling (multiprocessing, pytest-xdist) working
+    def __reduce__(self) -> tuple[type[MalformedMessage], tuple[str, int | None]]:  # keep pickling (multiprocessing, pytest-xdist) working
         return (type(self), (self.reason, self.offset))
