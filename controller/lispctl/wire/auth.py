@@ -12,13 +12,14 @@ import dataclasses
 import functools
 import hmac as _py_hmac
 import struct
+from typing import TypeVar, Union
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as _hmac
 
 from .control import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_NONE, AUTH_DATA_LENGTHS, INFO, MAP_NOTIFY,
-                      MAP_NOTIFY_ACK, MAP_REGISTER)
+                      MAP_NOTIFY_ACK, MAP_REGISTER, InfoReply, InfoRequest, MapNotify, MapNotifyAck, MapRegister)
 
 __all__ = ["ALG_NONE", "ALG_HMAC_SHA1", "ALG_HMAC_SHA256", "AUTH_DATA_LENGTHS", "AUTH_OFFSET",
            "compute_mac", "sign", "signed", "verify", "auth_fields", "map_notify_for"]
@@ -26,6 +27,10 @@ __all__ = ["ALG_NONE", "ALG_HMAC_SHA1", "ALG_HMAC_SHA256", "AUTH_DATA_LENGTHS", 
 AUTH_TYPES = frozenset((MAP_REGISTER, MAP_NOTIFY, MAP_NOTIFY_ACK, INFO))
 AUTH_OFFSET = 16            # the auth data starts here in every AUTH_TYPES message
 _KEY_ALG_LEN = struct.Struct("!BBH")
+
+# The message types that carry authentication data.
+Authenticated = Union[MapRegister, MapNotify, MapNotifyAck, InfoRequest, InfoReply]
+_A = TypeVar("_A", MapRegister, MapNotify, MapNotifyAck, InfoRequest, InfoReply)
 
 _HASHES = {ALG_HMAC_SHA1: hashes.SHA1, ALG_HMAC_SHA256: hashes.SHA256}
 
@@ -68,7 +73,7 @@ def compute_mac(alg_id: int, key: str | bytes, data: bytes) -> bytes:
     return m.finalize()
 
 
-def signed(msg, key: str | bytes):
+def signed(msg: _A, key: str | bytes) -> _A:
     """A copy of msg (Map-Register/Notify/Notify-Ack/Info) whose auth_data is
     the MAC computed with key for msg.alg_id (empty for algorithm 0)."""
     want = AUTH_DATA_LENGTHS.get(msg.alg_id)
@@ -80,7 +85,7 @@ def signed(msg, key: str | bytes):
     return dataclasses.replace(msg, auth_data=compute_mac(msg.alg_id, key, zeroed.encode()))
 
 
-def sign(msg, key: str | bytes) -> bytes:
+def sign(msg: Authenticated, key: str | bytes) -> bytes:
     """Wire bytes of msg with its MAC filled in (see signed())."""
     want = AUTH_DATA_LENGTHS.get(msg.alg_id)
     if want is None:
@@ -96,7 +101,7 @@ _WORD = struct.Struct("!I")
 _NOTIFY_I = 0x08000000      # Map-Notify I bit (xTR-ID/site-ID follow the records)
 
 
-def map_notify_for(raw: bytes, register, key: str | bytes) -> bytes:
+def map_notify_for(raw: bytes, register: MapRegister, key: str | bytes) -> bytes:
     """The signed Map-Notify answering a Map-Register: the same bytes as
     sign(MapNotify(register.nonce, register.records, key_id=register.key_id,
     alg_id=register.alg_id, xtr_id=register.xtr_id, site_id=register.site_id), key),

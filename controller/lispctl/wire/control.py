@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import KW_ONLY, dataclass
+from typing import Callable, Union
 
 from .addresses import NO_ADDRESS, Address, _decode, encode_address
 from .errors import MalformedMessage
@@ -83,7 +84,7 @@ def _auth_len(alg_id: int, alen: int, off: int) -> None:
         raise MalformedMessage(f"auth data length {alen} does not match algorithm {alg_id} ({want})", off + 1)
 
 
-def _encode_authed(w: int, m, body: list) -> bytes:
+def _encode_authed(w: int, m: _Authed, body: list[bytes]) -> bytes:
     """The layout every authenticated message shares: first word, nonce, Key ID,
     Algorithm ID, auth data length, auth data, then body, then m.trailer."""
     if len(m.auth_data) > 0xFFFF:
@@ -95,7 +96,7 @@ def _encode_authed(w: int, m, body: list) -> bytes:
     return b"".join([head, bytes(m.auth_data), *body, bytes(m.trailer)])
 
 
-def _encode_registration(w: int, m, tail: bytes = b"") -> bytes:
+def _encode_registration(w: int, m: MapRegister | MapNotify | MapNotifyAck, tail: bytes = b"") -> bytes:
     """Map-Register, Map-Notify, Map-Notify-Ack: w holds type, flags and
     reserved bits except I; then records, xTR-ID/site-ID, tail."""
     if len(m.records) > 255:
@@ -108,7 +109,8 @@ def _encode_registration(w: int, m, tail: bytes = b"") -> bytes:
     return _encode_authed(w | len(m.records), m, body)
 
 
-def _decode_authed(buf: bytes, what: str, i_bit: int | None):
+def _decode_authed(buf: bytes, what: str, i_bit: int | None) -> tuple[
+        int, int, int, int, bytes, tuple[EidRecord, ...], int | None, int | None, int]:
     """(w, nonce, key_id, alg_id, auth_data, records, xtr_id, site_id, offset)
     of an authenticated message. i_bit is where the type keeps I: records and
     xTR-ID/site-ID follow the auth data (Map-Register/Notify/Notify-Ack); None
@@ -134,6 +136,11 @@ def _decode_authed(buf: bytes, what: str, i_bit: int | None):
 class _Message:
     __slots__ = ()
     TYPE = 0
+
+
+# Messages with the shared authentication header (_encode_authed); forward
+# references, resolved by mypy (the module uses postponed annotations).
+_Authed = Union["MapRegister", "MapNotify", "MapNotifyAck", "InfoRequest", "InfoReply"]
 
 
 # ---------------------------------------------------------------- Map-Request
@@ -392,10 +399,12 @@ class MapNotifyAck(_Message):
     ms_rtr_auth_data: bytes = b""
     TYPE = MAP_NOTIFY_ACK
 
-    encode = MapNotify.encode
+    def encode(self) -> bytes:
+        # Same fields and layout; MapNotify.encode reads only those (and self.TYPE).
+        return MapNotify.encode(self)  # type: ignore[arg-type]
 
 
-def _decode_map_notify(buf: bytes, cls=MapNotify):
+def _decode_map_notify(buf: bytes, cls: type[MapNotify] | type[MapNotifyAck] = MapNotify) -> MapNotify | MapNotifyAck:
     w, nonce, key_id, alg_id, auth, recs, xtr, site, off = _decode_authed(buf, cls.__name__, _MNOT_I)
     rtr = bool(w & _MNOT_R)
     if rtr and off < len(buf):
@@ -449,7 +458,7 @@ _INFO_R = 0x08000000
 INFO_RESERVED_MASK = 0x07FFFFFF
 
 
-def _encode_info(m, reply: bool, last: Address | None) -> bytes:
+def _encode_info(m: InfoRequest | InfoReply, reply: bool, last: Address | None) -> bytes:
     w = (INFO << 28) | _check_word(m.reserved, INFO_RESERVED_MASK, type(m).__name__)
     if reply:
         w |= _INFO_R
@@ -505,7 +514,7 @@ class InfoReply(_Message):
         return _encode_info(self, True, self.nat)
 
 
-def _decode_info(buf: bytes):
+def _decode_info(buf: bytes) -> InfoRequest | InfoReply:
     w, nonce, key_id, alg_id, auth, _, _, _, off = _decode_authed(buf, "Info", None)
     end = len(buf)
     if off + 6 > end:
@@ -544,7 +553,8 @@ def _decode_shared(buf: bytes) -> SharedExtension:
     return SharedExtension(_U16.unpack_from(buf, 0)[0] & 0xFFF, buf[2:])
 
 
-PLAIN_DECODERS = {
+PLAIN_DECODERS: dict[int, Callable[[bytes], MapRequest | MapReply | MapRegister | MapNotify | MapNotifyAck | MapReferral
+                                     | InfoRequest | InfoReply | SharedExtension]] = {
     MAP_REQUEST: _decode_map_request,
     MAP_REPLY: _decode_map_reply,
     MAP_REGISTER: _decode_map_register,

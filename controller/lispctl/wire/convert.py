@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from ipaddress import IPv4Address, IPv6Address
+from typing import Iterable
 
 from lispctl.mapping.types import EidPrefix, Rloc
 
@@ -30,7 +31,7 @@ def to_eid_prefix(address: Address, mask_len: int) -> EidPrefix:
     if type(address) is IPv4Address:
         if mask_len > 32:
             raise MalformedMessage(f"mask length {mask_len} too long for IPv4")
-        net = ipaddress.IPv4Network((int(address) & (0xFFFFFFFF ^ (0xFFFFFFFF >> mask_len)), mask_len))
+        net: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.IPv4Network((int(address) & (0xFFFFFFFF ^ (0xFFFFFFFF >> mask_len)), mask_len))
     elif type(address) is IPv6Address:
         if mask_len > 128:
             raise MalformedMessage(f"mask length {mask_len} too long for IPv6")
@@ -74,12 +75,12 @@ def request_record(prefix: EidPrefix, iid_lcaf: bool | None = None, *, notify: b
     return RequestRecord(addr, ml, REQUEST_RECORD_N if notify else 0)
 
 
-def eid_record(prefix: EidPrefix, locators=(), *, ttl: int = 1440, act: int = 0,
+def eid_record(prefix: EidPrefix, locators: Iterable[Rloc | LocatorRecord] = (), *, ttl: int = 1440, act: int = 0,
                authoritative: bool = False, map_version: int = 0,
                iid_lcaf: bool | None = None) -> EidRecord:
     """An EidRecord for prefix; locators may be Rloc or LocatorRecord items."""
     addr, ml = from_eid_prefix(prefix, iid_lcaf)
-    locs = tuple(l if type(l) is LocatorRecord else rloc_to_locator(l) for l in locators)
+    locs = tuple(l if isinstance(l, LocatorRecord) else rloc_to_locator(l) for l in locators)
     return EidRecord(addr, ml, locs, ttl, int(act), authoritative, map_version)
 
 

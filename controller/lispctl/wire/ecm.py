@@ -111,7 +111,7 @@ class EncapsulatedControlMessage:
         return b"".join([_U32.pack(w), hdr, udp, inner, bytes(self.trailer)])
 
 
-def decode_ecm(buf: bytes, decode_inner: Callable[[bytes], object]) -> EncapsulatedControlMessage:
+def decode_ecm(buf: bytes, decode_inner: Callable[[bytes], ControlMessage]) -> EncapsulatedControlMessage:
     """Decode an ECM; `decode_inner` decodes the inner LISP message (it must
     reject a nested ECM). Offsets in errors are relative to the ECM start."""
     n = len(buf)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Iterable
 from ipaddress import IPv4Address, IPv6Address
 
 from .addresses import Address, _decode, encode_address
@@ -120,7 +121,7 @@ def decode_locators(buf: bytes, off: int, end: int, count: int) -> tuple[tuple[L
             raise MalformedMessage("truncated locator record", off)
         prio, weight, mprio, mweight, flags, afi = _LOC.unpack_from(buf, off)
         if afi == 1 and off + 12 <= end:   # fast path: the common IPv4 RLOC
-            addr = IPv4Address(buf[off + 8:off + 12])
+            addr: Address = IPv4Address(buf[off + 8:off + 12])
             off += 12
         else:
             addr, off = _decode(buf, off + 6, end, 0)
@@ -171,7 +172,7 @@ def _encode_eid_record(r: EidRecord) -> bytes:
     return b"".join([head, encode_address(r.eid), *[_encode_locator(l) for l in r.locators]])
 
 
-def encode_eid_records(records) -> bytes:
+def encode_eid_records(records: Iterable[EidRecord]) -> bytes:
     return b"".join([_encode_eid_record(r) for r in records])
 
 

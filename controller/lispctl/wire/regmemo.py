@@ -13,7 +13,8 @@ misses).
 """
 from __future__ import annotations
 
-from .codec import decode_control
+from .codec import ControlMessage, decode_control
+from .records import EidRecord
 from .control import (_AUTH_HDR, _MREG_M, _MREG_P, _MREG_R, _MREG_S, AUTH_DATA_LENGTHS, MAP_REGISTER,
                       MAP_REGISTER_RESERVED_MASK, MapRegister, _decode_map_register)
 
@@ -26,11 +27,12 @@ class RegisterMemo:
     __slots__ = ("_memo", "max_entries", "max_tail")
 
     def __init__(self, max_entries: int = 8192, max_tail: int = 1024) -> None:
-        self._memo: dict[tuple[int, bytes], tuple] = {}
+        # (first word, bytes after the auth data) -> (records, xtr_id, site_id, trailer)
+        self._memo: dict[tuple[int, bytes], tuple[tuple[EidRecord, ...], int | None, int | None, bytes]] = {}
         self.max_entries = max_entries
         self.max_tail = max_tail
 
-    def __call__(self, buf: bytes) -> MapRegister:
+    def __call__(self, buf: bytes) -> ControlMessage:
         if type(buf) is not bytes or len(buf) < 16 or buf[0] >> 4 != MAP_REGISTER:
             return decode_control(buf)              # not ours to shortcut (or an error)
         w, nonce, key_id, alg_id, alen = _AUTH_HDR.unpack_from(buf, 0)
