@@ -7,7 +7,7 @@ in order. That keeps every protocol decision unit-testable without a kernel.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Union
+from typing import Any, Callable, Protocol, Union
 
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 
@@ -89,7 +89,7 @@ class Role(Protocol):
     def next_deadline(self) -> float | None:
         """When tick() next has work, or None."""
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """JSON-able state for the local API (status, map-cache, sites...)."""
 
 

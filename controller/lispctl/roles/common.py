@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections import Counter
-from typing import Callable
+from typing import Any, Callable
 
 from lispctl.mapping.types import IPAddress
 from lispctl.roles.base import CONTROL_PORT, Endpoint
@@ -71,7 +71,7 @@ def reply_target(itr_rlocs, port: int, prefer: list[IPAddress] | None = None) ->
 
 
 class Counters(Counter):
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         return dict(sorted(self.items()))
 
 

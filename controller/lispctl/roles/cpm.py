@@ -25,7 +25,7 @@ most `resolve_timeout`).
 from __future__ import annotations
 
 import ipaddress
-from typing import Callable
+from typing import Any, Callable
 
 from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress
@@ -205,7 +205,7 @@ class CpmRole:
     def next_deadline(self) -> float | None:
         return min((t for _, t in self.pending.values()), default=None)
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         return {"keys": sorted(self.cfg.keys), "priority": {str(e): p for e, p in self.site.priority.items()},
                 "recent": list(self.changes), "resolving": len(self.pending),
                 "counters": self.counters.snapshot()}

@@ -28,6 +28,7 @@ at most 32 addresses), and a token bucket bounds how many we send per second.
 """
 from __future__ import annotations
 
+from typing import Any
 import dataclasses
 import ipaddress
 
@@ -183,7 +184,7 @@ class DdtNodeRole:
         send_referral(out, msg.message, self.authority.referral(want), src, self.counters)
         return out.items
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         return {"authoritative": [str(p) for p in self.authority.authoritative.keys()],
                 "delegations": [{"eid": str(e), "type": ACT_NAMES[a], "referrals": [str(t) for t in ts]}
                                 for e, (a, ts) in self.authority.delegations.items()],

@@ -34,6 +34,7 @@ referral cache (referral-cache-size; the oldest entry goes first).
 """
 from __future__ import annotations
 
+from typing import Any
 import dataclasses
 import heapq
 import itertools
@@ -332,7 +333,7 @@ class DdtResolverRole:
         return out.items
 
     # ------------------------------------------------------------ API
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         now = self._now
         cache = [{"eid": str(r.eid), "type": ACT_NAMES.get(r.act, str(r.act)),
                   "referrals": [str(t) for t in r.targets], "ttl_min": r.ttl,

@@ -21,6 +21,7 @@ ITR-RLOC of a family it has left, and sends the SMR from that family.
 """
 from __future__ import annotations
 
+from typing import Any
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -452,7 +453,7 @@ class EtrRole:
             return None
         return ms.last_notify is not None and now - ms.last_notify < 3 * self.cfg.etr.register_interval
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         now = self._now
         return {
             "database": self.site.db.snapshot(),

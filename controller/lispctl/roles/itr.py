@@ -41,6 +41,7 @@ accordingly.
 """
 from __future__ import annotations
 
+from typing import Any
 import heapq
 import itertools
 from collections.abc import Callable
@@ -724,7 +725,7 @@ class ItrRole:
                 out.items.append(InstallMapping(eid, self._rlocs_for_dp(rlocs), e.map_action, FOREVER_S))
         return out.items
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         now = self._now
         return {
             "map_cache": self.cache.snapshot(now),

@@ -14,6 +14,7 @@ When every resolver of the set is skipped, they are used anyway, in turn.
 """
 from __future__ import annotations
 
+from typing import Any
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -109,7 +110,7 @@ class ResolverSet:
             r.waiting_since = None
             r.down_until = 0.0
 
-    def snapshot(self, now: float) -> list[dict]:
+    def snapshot(self, now: float) -> list[dict[str, Any]]:
         for r in self.all:
             self._down(r, now)
         return [{"address": str(r.cfg.address), "eid_prefix": [str(p) for p in r.cfg.eid_prefix],

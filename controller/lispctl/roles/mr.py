@@ -3,6 +3,7 @@ Map-Server responsible (the one in this process, or one of [[mr.map-server]]),
 or answers with a negative Map-Reply for space nobody holds."""
 from __future__ import annotations
 
+from typing import Any
 from lispctl.config import Config
 from lispctl.mapping.lpm import LpmTable
 from lispctl.mapping.types import IPAddress
@@ -71,6 +72,6 @@ class MapResolverRole:
         registered = self.ms.registered if self.ms is not None else None
         return negative_reply(self.cfg, msg, configured, self.forward, self.counters, registered)
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         return {"forward": [{"eid": str(e), "map_server": str(a)} for e, a in self.forward.items()],
                 "counters": self.counters.snapshot()}

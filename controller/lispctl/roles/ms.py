@@ -26,6 +26,7 @@ A subscription lasts the TTL of the mapping; the ITR renews it by asking again.
 """
 from __future__ import annotations
 
+from typing import Any
 import dataclasses
 import heapq
 import ipaddress
@@ -722,7 +723,7 @@ class MapServerRole:
                 out.log(f"registration of {eid} dropped: no configured site accepts it any more")
         return out.items
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         now = self._now
         sites = []
         for site in self.sites:

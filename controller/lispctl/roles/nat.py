@@ -29,6 +29,7 @@ answers stay "probing" (retried with back-off) and keep working as before.
 """
 from __future__ import annotations
 
+from typing import Any
 import math
 from dataclasses import dataclass, field
 
@@ -299,7 +300,7 @@ class NatRole:
             self.counters["map_register_via_rtr_tx"] += 1
 
     # ------------------------------------------------------------ API
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         now = self._now
         return {
             "rlocs": [{

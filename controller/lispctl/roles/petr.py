@@ -5,6 +5,7 @@ has no protocol to speak and exists to carry the PETR's RLOCs (the
 LocalSite) and to show its configuration in `lispctl status`."""
 from __future__ import annotations
 
+from typing import Any
 from lispctl.config import Config
 from lispctl.roles.base import Effect, Endpoint
 from lispctl.roles.local import LocalSite
@@ -29,7 +30,7 @@ class PetrRole:
     def next_deadline(self) -> float | None:
         return None
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         return {"petr": {
             "rlocs": [str(a) for a in self.site.rlocs()],
             "accept_eids": None if self.accept_eids is None else [str(e) for e in self.accept_eids],

@@ -26,6 +26,7 @@ state machine (lispctl.roles.itr) with four differences:
 """
 from __future__ import annotations
 
+from typing import Any
 import ipaddress
 
 from lispctl.config import Config
@@ -172,7 +173,7 @@ class PitrRole(ItrRole):
             self.counters["health_requests"] += 1
 
     # ------------------------------------------------------------ API
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         snap = super().snapshot()
         now = self._now
         snap["pitr"] = {

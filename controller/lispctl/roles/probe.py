@@ -19,7 +19,7 @@ import heapq
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from lispctl.config import ItrConfig
 from lispctl.mapping.lpm import eid_sort_key
@@ -193,7 +193,7 @@ class RlocProber:
             return True, addr
         return True, None
 
-    def snapshot(self, now: float) -> list[dict]:
+    def snapshot(self, now: float) -> list[dict[str, Any]]:
         return [{"address": str(st.address), "reachable": st.reachable, "misses": st.misses,
                  "rtt_ms": None if st.rtt is None else round(st.rtt * 1000, 3),
                  "last_reply_s_ago": None if st.last_reply is None else round(now - st.last_reply, 1),

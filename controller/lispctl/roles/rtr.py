@@ -26,6 +26,7 @@ it when the peer expires. Not done yet: loading the data plane on the RTR
 """
 from __future__ import annotations
 
+from typing import Any
 from dataclasses import dataclass
 
 from lispctl.config import Config
@@ -174,7 +175,7 @@ class RtrRole:
         c["notify_relayed"] += 1
 
     # ------------------------------------------------------------ API
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         now = self._now
         return {
             "peers": [{
