@@ -53,6 +53,11 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
     out: list[tuple[str, Role]] = []
     site = LocalSite(cfg, interface_addresses) if (cfg.is_itr or cfg.is_etr or cfg.is_pitr
                                                    or cfg.is_petr) else None
+
+    def local_site() -> LocalSite:
+        assert site is not None          # each role asking for it is one of the above
+        return site
+
     if cfg.is_ms:
         ms = MapServerRole(cfg, answer_ecm=not cfg.is_mr)
         out.append(("ms", ms))
@@ -62,19 +67,20 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
         out.append(("ddt-node", DdtNodeRole(cfg)))
     if cfg.is_mr:
         out.append(("mr", DdtResolverRole(cfg) if cfg.mr.ddt is not None else MapResolverRole(cfg, ms)))
-    etr = itr = None
+    etr: EtrRole | None = None
+    itr: ItrRole | None = None
     if cfg.is_etr:
-        etr = EtrRole(cfg, site, nonce, answer_plain_ecm=not cfg.is_mr)
+        etr = EtrRole(cfg, local_site(), nonce, answer_plain_ecm=not cfg.is_mr)
         out.append(("etr", etr))
         if cfg.nat.enabled:
             # port 4342: the daemon sends control messages only from its
             # control sockets so far (docs/nat.md, "not done")
-            etr.nat = NatRole(cfg, site, nonce, port=CONTROL_PORT)
+            etr.nat = NatRole(cfg, local_site(), nonce, port=CONTROL_PORT)
             out.append(("nat", etr.nat))
     if cfg.is_itr:
-        itr = ItrRole(cfg, site, nonce)
+        itr = ItrRole(cfg, local_site(), nonce)
         out.append(("itr", itr))
-        nat = find_role(out, "nat")
+        nat = etr.nat if etr is not None else None     # the "nat" role, if any
         if nat is not None:
             itr.nat, nat.itr = nat, itr
     if cfg.cpm is not None and etr is not None:
@@ -82,15 +88,15 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
         # guard compares timestamps with the system clock (time in, like `now`).
         out.append(("cpm", CpmRole(cfg, etr, itr, nonce, wall_clock=lambda _now: time.time())))
     if cfg.is_pitr:
-        out.append(("pitr", PitrRole(cfg, site, nonce)))
+        out.append(("pitr", PitrRole(cfg, local_site(), nonce)))
     if cfg.is_petr:
-        out.append(("petr", PetrRole(cfg, site)))
+        out.append(("petr", PetrRole(cfg, local_site())))
     if cfg.is_rtr:
         out.append(("rtr", RtrRole(cfg)))
     return out
 
 
-def find_role(roles: list[tuple[str, Role]], name: str):
+def find_role(roles: list[tuple[str, Role]], name: str) -> Role | None:
     return next((r for n, r in roles if n == name), None)
 
 

@@ -76,7 +76,7 @@ Effect = Union[Send, InstallMapping, RemoveMapping, Log, Announce]
 class MissEvent:
     """A data-plane cache miss, as the ring buffer reports it."""
     eid: EidPrefix          # destination as a host prefix (/32 or /128)
-    source: IPAddress
+    source: IPAddress | None    # None: a PITR miss, whose source is no LISP host
 
 
 class Role(Protocol):
@@ -98,7 +98,7 @@ class Effects:
     """Accumulator roles use internally. default_src(dst) -> Endpoint | None
     picks a source for sends that name none (a mobile node sends control
     traffic from an RLOC, never from the EID device)."""
-    items: list = field(default_factory=list)
+    items: list[Effect] = field(default_factory=list)
     default_src: Callable[[Endpoint], "Endpoint | None"] | None = None
 
     def send(self, payload: bytes, dst: Endpoint, src: Endpoint | None = None) -> None:
@@ -106,5 +106,5 @@ class Effects:
             src = self.default_src(dst)
         self.items.append(Send(payload, dst, src))
 
-    def log(self, text: str, detail: str = "", kind: str = "", peer=None) -> None:
+    def log(self, text: str, detail: str = "", kind: str = "", peer: object = None) -> None:
         self.items.append(Log(text, detail, kind, peer))

@@ -4,11 +4,11 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections import Counter
-from typing import Any, Callable
+from typing import Any, Callable, Hashable, Iterable
 
 from lispctl.mapping.types import IPAddress
 from lispctl.roles.base import CONTROL_PORT, Endpoint
-from lispctl.wire import MAP_REGISTER, decode_control
+from lispctl.wire import MAP_REGISTER, ControlMessage, decode_control
 from lispctl.wire.regmemo import RegisterMemo
 
 # TTLs we hand to InstallMapping for entries that never expire (static
@@ -35,11 +35,11 @@ class Decoded:
 
     def __init__(self) -> None:
         self._data: bytes | None = None
-        self._msg = None
+        self._msg: ControlMessage | None = None
         self._registers = RegisterMemo()
 
-    def __call__(self, data: bytes):
-        if data is self._data:
+    def __call__(self, data: bytes) -> ControlMessage:
+        if data is self._data and self._msg is not None:
             return self._msg
         if type(data) is bytes and data and data[0] >> 4 == MAP_REGISTER:
             msg = self._registers(data)  # same result (or error) as decode_control
@@ -52,11 +52,11 @@ class Decoded:
 decode = Decoded()
 
 
-def ip_only(addrs) -> list[IPAddress]:
+def ip_only(addrs: Iterable[object]) -> list[IPAddress]:
     return [a for a in addrs if isinstance(a, (ipaddress.IPv4Address, ipaddress.IPv6Address))]
 
 
-def reply_target(itr_rlocs, port: int, prefer: list[IPAddress] | None = None) -> Endpoint | None:
+def reply_target(itr_rlocs: Iterable[object], port: int, prefer: list[IPAddress] | None = None) -> Endpoint | None:
     """Where a Map-Reply goes: an ITR-RLOC (RFC 9301 5.2), preferring one of a
     family we have a local RLOC in, at the port the request came from."""
     ips = ip_only(itr_rlocs)
@@ -70,7 +70,7 @@ def reply_target(itr_rlocs, port: int, prefer: list[IPAddress] | None = None) ->
     return Endpoint(ips[0], port or CONTROL_PORT)
 
 
-class Counters(Counter):
+class Counters(Counter[str]):
     def snapshot(self) -> dict[str, Any]:
         return dict(sorted(self.items()))
 
@@ -115,9 +115,9 @@ class SourceLimiter:
         self.per_source, self.per_source_burst = per_source, per_source_burst
         self.total = TokenBucket(total, total_burst)
         self.max_sources = max_sources
-        self._buckets: dict = {}
+        self._buckets: dict[Hashable, TokenBucket] = {}
 
-    def allow(self, source, now: float) -> str | None:
+    def allow(self, source: Hashable, now: float) -> str | None:
         """None when allowed, else why not: "per_source" or "overall"."""
         b = self._buckets.pop(source, None)
         if b is None:

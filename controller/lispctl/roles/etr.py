@@ -21,7 +21,7 @@ ITR-RLOC of a family it has left, and sends the SMR from that family.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -32,6 +32,9 @@ from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, NonceSource, SourceLimiter, decode, ip_only, reply_target
 from lispctl.roles.local import LocalSite
 from lispctl.roles.mapsys import registers_with
+
+if TYPE_CHECKING:  # nat.py imports this module
+    from lispctl.roles.nat import NatRole
 from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EncapsulatedControlMessage,
                           MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest,
                           eid_record, from_eid_prefix, record_prefix, request_record, rloc_to_locator,
@@ -106,7 +109,7 @@ class EtrRole:
                                          cfg.etr.map_reply_rate, cfg.etr.map_reply_rate)
         self.started = False
         self._now = 0.0
-        self.nat = None       # a NatRole (roles/nat.py) registers while an RLOC is behind a NAT
+        self.nat: NatRole | None = None       # a NatRole (roles/nat.py) registers while an RLOC is behind a NAT
 
     # ------------------------------------------------------------ timers
     def start(self, now: float) -> list[Effect]:

@@ -41,7 +41,7 @@ accordingly.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 import heapq
 import itertools
 from collections.abc import Callable
@@ -57,6 +57,9 @@ from lispctl.roles.common import FOREVER_S, Counters, NonceSource, TokenBucket, 
 from lispctl.roles.local import LocalSite
 from lispctl.roles.mapsys import ResolverSet
 from lispctl.roles.probe import RlocProber
+
+if TYPE_CHECKING:  # nat.py imports this module
+    from lispctl.roles.nat import NatRole
 from lispctl.wire import (NO_ADDRESS, TTL_INFINITE, EncapsulatedControlMessage, MalformedMessage,
                           MapNotify, MapNotifyAck, MapReply, MapRequest, from_eid_prefix,
                           locator_to_rloc, record_prefix, request_record, sign, source_eid_prefix,
@@ -133,7 +136,7 @@ class ItrRole:
         # observe(name, seconds): "map_request_rtt" for each accepted Map-Reply,
         # "miss_to_install" when a miss's mapping is installed (daemon metrics).
         self.observe: Callable[[str, float], None] | None = None
-        self.nat = None      # a NatRole steering data to the RTR while behind a NAT
+        self.nat: NatRole | None = None      # a NatRole steering data to the RTR while behind a NAT
 
     def _fx(self) -> Effects:
         return Effects(default_src=self._src_for if self.cfg.is_mobile_node else None)

@@ -29,7 +29,7 @@ answers stay "probing" (retried with back-off) and keep working as before.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 import math
 from dataclasses import dataclass, field
 
@@ -39,7 +39,10 @@ from lispctl.roles.base import CONTROL_PORT, DATA_PORT, Effect, Effects, Endpoin
 from lispctl.roles.common import Counters, NonceSource, decode
 from lispctl.roles.etr import ALG_IDS
 from lispctl.roles.local import LocalSite
-from lispctl.wire import (EncapsulatedControlMessage, InfoReply, InfoRequest,
+
+if TYPE_CHECKING:  # itr.py imports this module
+    from lispctl.roles.itr import ItrRole
+from lispctl.wire import (EidRecord, EncapsulatedControlMessage, InfoReply, InfoRequest,
                           MapNotify, MapRegister, NatTraversal, eid_record, from_eid_prefix,
                           rloc_to_locator, sign, verify)
 
@@ -86,7 +89,7 @@ class NatRole:
         self._register_at = math.inf
         self._register_nonces: list[int] = []
         self.last_notify: float | None = None
-        self.itr = None       # the ItrRole whose data we steer to the RTR
+        self.itr: ItrRole | None = None       # the ItrRole whose data we steer to the RTR
         self.xtr_id = cfg.xtr_id
         self._sync(0.0)
 
@@ -259,8 +262,8 @@ class NatRole:
             self._register_at = now              # a new translation or RTR: register now
 
     # ------------------------------------------------------------ registering via the RTR
-    def _records(self):
-        recs = []
+    def _records(self) -> list[EidRecord]:
+        recs: list[EidRecord] = []
         for m in self.site.db:
             locs: dict[IPAddress, Rloc] = {}
             for rl in m.rlocs:
