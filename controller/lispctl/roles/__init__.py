@@ -135,9 +135,9 @@ class DatapathPlan:
 
 
 def datapath_plan(cfg: Config, roles: list[tuple[str, Role]]) -> DatapathPlan:
-    etr = find_role(roles, "etr")
-    itr = find_role(roles, "itr") or find_role(roles, "pitr") or find_role(roles, "petr")
-    site = (etr or itr).site if (etr or itr) else None
+    holder = (find_role(roles, "etr") or find_role(roles, "itr") or find_role(roles, "pitr")
+              or find_role(roles, "petr"))
+    site = holder.site if isinstance(holder, (EtrRole, ItrRole, PetrRole)) else None
     needed = cfg.is_itr or cfg.is_etr or cfg.is_pitr or cfg.is_petr
     ma = cfg.miss_action
     mn = None

@@ -21,12 +21,13 @@ ITR-RLOC of a family it has left, and sends the SMR from that family.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 import ipaddress
 from dataclasses import dataclass, field
 
 from lispctl.config import Config, MapServerConfig
 from lispctl.mapping.lpm import eid_sort_key
+from lispctl.mapping.database import LocalMapping
 from lispctl.mapping.types import EidPrefix, IPAddress
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, NonceSource, SourceLimiter, decode, ip_only, reply_target
@@ -35,7 +36,7 @@ from lispctl.roles.mapsys import registers_with
 
 if TYPE_CHECKING:  # nat.py imports this module
     from lispctl.roles.nat import NatRole
-from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EncapsulatedControlMessage,
+from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EidRecord, EncapsulatedControlMessage,
                           MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest,
                           eid_record, from_eid_prefix, record_prefix, request_record, rloc_to_locator,
                           sign, source_eid_prefix, verify)
@@ -79,11 +80,11 @@ class _Requester:
     ITR-RLOC it was first known by; `rlocs` are the ITR-RLOCs of its latest
     request (where an SMR may go)."""
     last_seen: float
-    rlocs: tuple = ()
-    prefixes: set = field(default_factory=set)
+    rlocs: tuple[IPAddress, ...] = ()
+    prefixes: set[EidPrefix] = field(default_factory=set)
     last_smr: float | None = None         # last SMR burst
     gap: float = 0.0                      # current minimum spacing of bursts
-    pending: set = field(default_factory=set)   # prefixes to SMR at the next burst
+    pending: set[EidPrefix] = field(default_factory=set)   # prefixes to SMR at the next burst
     eid: EidPrefix | None = None          # its EID: the Source-EID of its latest request that had one
 
 
@@ -189,8 +190,9 @@ class EtrRole:
         out.log(f"Map-Register to {ms.cfg.address} for {len(records)} prefix(es)",
                 f"nonce {nonce:#018x} key-id {ms.cfg.key_id} {ms.cfg.algorithm}")
 
-    def _records(self, probed: IPAddress | None = None, only: list[EidPrefix] | None = None):
-        recs = []
+    def _records(self, probed: IPAddress | None = None,
+                 only: list[EidPrefix] | None = None) -> list[EidRecord]:
+        recs: list[EidRecord] = []
         for m in self.site.db:
             if not m.rlocs or (only is not None and m.eid not in only):
                 continue
@@ -323,7 +325,7 @@ class EtrRole:
         if eid is not None:
             r.eid = eid
 
-    def _smr_route(self, key: IPAddress, r: _Requester) -> tuple[Endpoint, Endpoint | None] | None:
+    def _smr_route(self, key: IPAddress, r: _Requester) -> tuple[Endpoint, Endpoint] | None:
         """Where an SMR to this ITR goes and from where: its first ITR-RLOC of a
         family we have a usable RLOC of, sent from that RLOC."""
         for a in r.rlocs or (key,):
@@ -366,7 +368,7 @@ class EtrRole:
                     self._register(ms, now, out)
         return out.items
 
-    def _deregister(self, ms: _MsState, mappings, out: Effects) -> None:
+    def _deregister(self, ms: _MsState, mappings: Iterable[LocalMapping], out: Effects) -> None:
         records = tuple(eid_record(m.eid, tuple(rloc_to_locator(r, local=True) for r in m.rlocs), ttl=0,
                                    authoritative=True) for m in mappings)
         xtr_id = int(self.cfg.etr.xtr_id, 16) if self.cfg.etr.xtr_id else None
@@ -377,7 +379,7 @@ class EtrRole:
         self.counters["map_register_tx"] += 1
         out.log(f"de-registered {', '.join(str(m.eid) for m in mappings)} at {ms.cfg.address} (record TTL 0)")
 
-    def set_interface_addresses(self, ifname: str, addrs, now: float) -> list[Effect]:
+    def set_interface_addresses(self, ifname: str, addrs: Iterable[IPAddress], now: float) -> list[Effect]:
         """The daemon reports an interface's addresses (at start and on change)."""
         changed = self.site.set_interface_addresses(ifname, addrs)
         return self.mapping_changed(changed, now) if changed else []

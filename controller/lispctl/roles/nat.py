@@ -270,7 +270,7 @@ class NatRole:
                 st = self.rlocs.get(rl.address)
                 if st is not None and st.state == NAT_NO_RTR:
                     continue                     # unreachable from outside
-                addr = st.rtr if st is not None and st.state == NAT else rl.address
+                addr = st.rtr if st is not None and st.state == NAT and st.rtr is not None else rl.address
                 locs.setdefault(addr, Rloc(addr, rl.priority, rl.weight, rl.reachable))
             if locs:
                 recs.append(eid_record(m.eid, tuple(rloc_to_locator(x) for x in locs.values()),
@@ -290,6 +290,7 @@ class NatRole:
             ms = self._ms_for(r.address)
             if ms is None:
                 continue
+            assert r.rtr is not None             # state NAT: an RTR was chosen
             nonce = self.nonce()
             xtr_id = self.xtr_id if self.xtr_id is not None else 0
             reg = MapRegister(nonce, tuple(records), key_id=ms.key_id, alg_id=ALG_IDS[ms.algorithm],

@@ -30,7 +30,7 @@ from typing import Any
 from dataclasses import dataclass
 
 from lispctl.config import Config
-from lispctl.mapping.types import EidPrefix, Rloc
+from lispctl.mapping.types import EidPrefix, IPAddress, Rloc
 from lispctl.roles.base import Effect, Effects, Endpoint, InstallMapping, RemoveMapping
 from lispctl.roles.common import Counters, decode
 from lispctl.roles.ratelimit import RateLimiter
@@ -44,8 +44,8 @@ _PENDING_S = 10.0          # how long a forwarded register waits for its Map-Not
 class Peer:
     xtr_id: int
     translated: Endpoint                  # where the xTR's NAT lets us reach it
-    private: object                       # the ECM's inner source (the xTR's own address)
-    ms: object
+    private: IPAddress                    # the ECM's inner source (the xTR's own address)
+    ms: IPAddress
     eids: tuple[EidPrefix, ...] = ()
     first_seen: float = 0.0
     last_confirmed: float = 0.0
@@ -57,8 +57,8 @@ class Peer:
 class _Pending:
     xtr_id: int
     source: Endpoint
-    private: object
-    ms: object
+    private: IPAddress
+    ms: IPAddress
     eids: tuple[EidPrefix, ...]
     expires: float
 
@@ -115,7 +115,8 @@ class RtrRole:
     def _on_register(self, ecm: EncapsulatedControlMessage, src: Endpoint, now: float, out: Effects) -> None:
         c = self.counters
         c["ecm_register_rx"] += 1
-        reg: MapRegister = ecm.message
+        reg = ecm.message
+        assert type(reg) is MapRegister        # handle() passes only those
         if (over := self.limit.allow(src.addr, now)) is not None:
             c[f"register_rate_limited_{over.replace('-', '_')}"] += 1
             return
