@@ -682,7 +682,7 @@ class ItrRole:
             self._ask(_Pending(entry.eid, None, "smr", interval=self.cfg.itr.map_request_interval), now, out)
 
     # ------------------------------------------------------------ data-plane feedback
-    def on_used(self, eids, now: float) -> list[Effect]:
+    def on_used(self, eids: Iterable[EidPrefix], now: float) -> list[Effect]:
         """The data plane saw traffic for these map-cache prefixes since the
         last call. A used entry past its refresh point is refreshed now."""
         self._now = now

@@ -56,7 +56,7 @@ class LocalSite:
             for loc in entry.locator:
                 if loc.address is not None:
                     rlocs.append(loc.rloc())
-                else:
+                elif loc.interface is not None:     # the config requires one of the two
                     up = self.link_up.get(loc.interface, True)
                     rlocs.extend(Rloc(a, loc.priority, loc.weight, up)
                                  for a in self.iface_addrs.get(loc.interface, []) if loc.matches_family(a))

@@ -14,7 +14,7 @@ When every resolver of the set is skipped, they are used anyway, in turn.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, Sequence, TypeVar
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -27,15 +27,20 @@ _NONCES_KEPT = 4096        # nonce -> resolver, for requests still unanswered
 
 def within(a: EidPrefix, b: EidPrefix) -> bool:
     """a equals b or lies inside it (same instance ID and family)."""
-    return a.iid == b.iid and a.prefix.version == b.prefix.version and a.prefix.subnet_of(b.prefix)
+    # subnet_of wants one concrete family; the version test above guarantees it
+    return (a.iid == b.iid and a.prefix.version == b.prefix.version
+            and a.prefix.subnet_of(b.prefix))  # type: ignore[arg-type]
 
 
-def _scope_len(prefixes, eid: EidPrefix) -> int:
+def _scope_len(prefixes: Iterable[EidPrefix], eid: EidPrefix) -> int:
     """The mask length of the most specific of prefixes covering eid; -1: none."""
     return max((p.prefix.prefixlen for p in prefixes if within(eid, p)), default=-1)
 
 
-def most_specific(items, eid: EidPrefix) -> list:
+_Scoped = TypeVar("_Scoped", MapServerConfig, MapResolverConfig)
+
+
+def most_specific(items: Sequence[_Scoped], eid: EidPrefix) -> list[_Scoped]:
     """The items (with .eid_prefix) whose scope covers eid most specifically;
     the unscoped ones when no scope covers it."""
     best, out = -1, []

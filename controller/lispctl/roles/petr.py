@@ -13,7 +13,7 @@ from lispctl.roles.local import LocalSite
 
 class PetrRole:
     name = "petr"
-    message_types: frozenset = frozenset()   # no control messages: never handed a datagram
+    message_types: frozenset[int] = frozenset()   # no control messages: never handed a datagram
 
     def __init__(self, cfg: Config, site: LocalSite) -> None:
         self.cfg = cfg

@@ -26,7 +26,7 @@ state machine (lispctl.roles.itr) with four differences:
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 import ipaddress
 
 from lispctl.config import Config
@@ -36,6 +36,7 @@ from lispctl.roles.base import (CONTROL_PORT, Announce, Effect, Effects, Endpoin
 from lispctl.roles.common import FOREVER_S, NonceSource, decode
 from lispctl.roles.itr import ItrRole
 from lispctl.roles.local import LocalSite
+from lispctl.roles.mapsys import within
 from lispctl.wire import (NO_ADDRESS, EncapsulatedControlMessage, MapReply, MapRequest,
                           request_record)
 
@@ -61,8 +62,7 @@ class PitrRole(ItrRole):
 
     # ------------------------------------------------------------ aggregates
     def _covered(self, eid: EidPrefix) -> bool:
-        return any(a.iid == eid.iid and a.prefix.version == eid.prefix.version
-                   and eid.prefix.subnet_of(a.prefix) for a in self.aggregates)
+        return any(within(eid, a) for a in self.aggregates)
 
     def _aggregate_entry(self, agg: EidPrefix) -> InstallMapping:
         return InstallMapping(agg, (), MapAction.SEND_MAP_REQUEST, FOREVER_S)
@@ -129,7 +129,7 @@ class PitrRole(ItrRole):
         # The source is a non-LISP host: the Map-Request carries no Source-EID (AFI 0).
         return self._keep_aggregates(super().on_miss(MissEvent(event.eid, None), now))
 
-    def on_used(self, eids, now: float) -> list[Effect]:
+    def on_used(self, eids: Iterable[EidPrefix], now: float) -> list[Effect]:
         return self._keep_aggregates(super().on_used(eids, now))
 
     # ------------------------------------------------------------ serving state

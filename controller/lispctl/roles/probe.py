@@ -34,7 +34,7 @@ _RECENT = 4          # late replies to one of the last few probes still count
 @dataclass
 class ProbeState:
     address: IPAddress
-    users: set = field(default_factory=set)        # EID prefixes whose entries use it
+    users: set[EidPrefix] = field(default_factory=set)        # EID prefixes whose entries use it
     reachable: bool = True
     misses: int = 0                                # probes lost in a row
     outstanding: int | None = None                 # nonce of the probe we wait for
@@ -43,7 +43,7 @@ class ProbeState:
     due: float = 0.0                               # when the prober must look at it next
     rtt: float | None = None
     last_reply: float | None = None
-    sent: OrderedDict = field(default_factory=OrderedDict)    # nonce -> time
+    sent: OrderedDict[int, float] = field(default_factory=OrderedDict)    # nonce -> time
 
 
 class RlocProber:
@@ -128,7 +128,8 @@ class RlocProber:
 
     def _due(self, st: ProbeState, now: float, out: Effects) -> bool:
         changed = False
-        if st.outstanding is not None and now >= st.last_sent + self.timeout:
+        # last_sent is set whenever a probe is outstanding (_send sets both)
+        if st.outstanding is not None and st.last_sent is not None and now >= st.last_sent + self.timeout:
             st.outstanding = None
             st.misses += 1
             self.counters["rloc_probe_lost"] += 1
@@ -141,7 +142,8 @@ class RlocProber:
             st.next_send = now if st.misses < self.retries else st.last_sent + self.interval
         if st.outstanding is None and now >= st.next_send:
             self._send(st, now, out)
-        self._schedule(st, st.last_sent + self.timeout if st.outstanding is not None else st.next_send)
+        self._schedule(st, st.last_sent + self.timeout if st.outstanding is not None and st.last_sent is not None
+                       else st.next_send)
         return changed
 
     def _send(self, st: ProbeState, now: float, out: Effects) -> None:
