@@ -41,7 +41,7 @@ accordingly.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 import heapq
 import itertools
 from collections.abc import Callable
@@ -55,12 +55,13 @@ from lispctl.roles.base import (CONTROL_PORT, Effect, Effects, Endpoint, Install
                                 RemoveMapping)
 from lispctl.roles.common import FOREVER_S, Counters, NonceSource, TokenBucket, decode
 from lispctl.roles.local import LocalSite
-from lispctl.roles.mapsys import ResolverSet
+from lispctl.roles.mapsys import ResolverSet, within
 from lispctl.roles.probe import RlocProber
 
 if TYPE_CHECKING:  # nat.py imports this module
     from lispctl.roles.nat import NatRole
-from lispctl.wire import (NO_ADDRESS, TTL_INFINITE, EncapsulatedControlMessage, MalformedMessage,
+from lispctl.wire import (NO_ADDRESS, TTL_INFINITE, Address, EidRecord, EncapsulatedControlMessage, MalformedMessage,
+                          RequestRecord,
                           MapNotify, MapNotifyAck, MapReply, MapRequest, from_eid_prefix,
                           locator_to_rloc, record_prefix, request_record, sign, source_eid_prefix,
                           verify)
@@ -160,7 +161,8 @@ class ItrRole:
         return entry
 
     def _make_room(self, eid: EidPrefix, out: Effects) -> None:
-        while len(self.cache) >= self.capacity and self._lru:
+        capacity = self.capacity
+        while capacity is not None and len(self.cache) >= capacity and self._lru:
             victim = next(iter(self._lru))
             old = self.cache.remove(victim)
             del self._lru[victim]
@@ -177,18 +179,18 @@ class ItrRole:
         self._lru.pop(entry.eid, None)
         self.prober.track(entry.eid, entry.rlocs, (), self._now)
 
-    def _rlocs_for_dp(self, rlocs) -> tuple[Rloc, ...]:
+    def _rlocs_for_dp(self, rlocs: Iterable[Rloc]) -> tuple[Rloc, ...]:
         out = self.prober.effective(rlocs) if self.prober.enabled else tuple(rlocs)
         if self.nat is not None and out:       # behind a NAT: all data to the RTR (roles/nat.py)
             out = self.nat.steer(out)
         return out
 
-    def reinstall_all(self, now: float) -> list:
+    def reinstall_all(self, now: float) -> list[Effect]:
         """InstallMapping for every positive entry again (where data goes changed)."""
         return [InstallMapping(e.eid, self._rlocs_for_dp(e.rlocs), e.action, self._ttl_left(e, now))
                 for e in self.cache.entries() if e.rlocs]
 
-    def _reachability_changed(self, addrs, now: float, out: Effects) -> None:
+    def _reachability_changed(self, addrs: Iterable[IPAddress], now: float, out: Effects) -> None:
         """Probing changed these locators' state: re-install the entries using them."""
         eids: dict[EidPrefix, None] = {}
         for a in addrs:
@@ -207,7 +209,7 @@ class ItrRole:
         """Install the static map-cache (tick() does this when not called)."""
         self.started = True
         self._now = now
-        out = []
+        out: list[Effect] = []
         for entry in self.cfg.map_cache:
             rlocs = tuple(l.rloc() for l in entry.locator)
             self._cache_install(entry.eid, rlocs, entry.map_action, None, now, source="static")
@@ -412,7 +414,7 @@ class ItrRole:
                                   if e.prefix.version == fam), rlocs[0])
         subscribe = mr_cfg.subscribe and self.xtr_id is not None
         nonce = self._subscription_nonce(p.eid) if subscribe else self.nonce()
-        source_eid = NO_ADDRESS
+        source_eid: Address = NO_ADDRESS
         if p.source is not None:
             source_eid, _ = from_eid_prefix(host_prefix(p.eid.iid, p.source))
         req = MapRequest(nonce, (request_record(p.eid, notify=subscribe),), tuple(rlocs[:32]),
@@ -479,31 +481,30 @@ class ItrRole:
             if sub is not None:
                 self._sub_installed(sub, eids, ttl_s, now)
 
-    def _accept_records(self, records, asked: EidPrefix, now: float, out: Effects,
+    def _accept_records(self, records: Iterable[EidRecord], asked: EidPrefix, now: float, out: Effects,
                         what: str) -> tuple[bool, float | None, list[EidPrefix]]:
         """Install the records that cover `asked`; (any accepted, longest TTL, prefixes installed)."""
         accepted = False
         longest = None
-        installed = []
+        installed: list[EidPrefix] = []
         for rec in records:
             try:
                 eid = record_prefix(rec)
             except (MalformedMessage, ValueError):
                 self.counters[f"{what}_bad_record"] += 1
                 continue
-            rlocs = []
+            usable: list[Rloc] = []
             for loc in rec.locators:
                 try:
-                    rlocs.append(locator_to_rloc(loc))
+                    usable.append(locator_to_rloc(loc))
                 except (MalformedMessage, ValueError):
                     # one locator we cannot use (an LCAF, a non-IP AFI) does not spoil the others
                     self.counters[f"{what}_locator_skipped"] += 1
-            rlocs = tuple(rlocs)
+            rlocs = tuple(usable)
             if rec.locators and not rlocs:
                 self.counters[f"{what}_bad_record"] += 1
                 continue
-            if not (eid.iid == asked.iid and eid.prefix.version == asked.prefix.version
-                    and asked.prefix.subnet_of(eid.prefix)):
+            if not within(asked, eid):
                 # A record that does not cover what we asked could poison the cache.
                 self.counters[f"{what}_record_not_asked"] += 1
                 continue
@@ -581,7 +582,8 @@ class ItrRole:
             self.counters["pubsub_notify_unsolicited"] += 1
             out.log(f"ignored Map-Notify from {src.addr}: no subscription with that nonce")
             return
-        if msg.key_id != sub.resolver.key_id or not verify(data, sub.resolver.key):
+        key = sub.resolver.key
+        if key is None or msg.key_id != sub.resolver.key_id or not verify(data, key):
             self.counters["pubsub_notify_bad_auth"] += 1
             out.log(f"ignored Map-Notify from {src.addr}: bad authentication")
             return
@@ -604,7 +606,7 @@ class ItrRole:
                     f"{'' if accepted else ' (no record for it)'}", f"nonce {msg.nonce:#018x}")
         ack = MapNotifyAck(msg.nonce, msg.records, key_id=msg.key_id, alg_id=msg.alg_id,
                            xtr_id=msg.xtr_id, site_id=msg.site_id)
-        out.send(sign(ack, sub.resolver.key), src)
+        out.send(sign(ack, key), src)
         self.counters["pubsub_notify_ack_tx"] += 1
 
     def _uncache(self, eid: EidPrefix, out: Effects) -> None:
@@ -622,8 +624,7 @@ class ItrRole:
                  now: float, out: Effects) -> None:
         # A held-down host entry inside the new prefix is obsolete.
         # (held-down entries are the unreachable ones: far fewer than the cache)
-        for held in [h for h in self.holddown if h != eid and h.iid == eid.iid
-                     and h.prefix.version == eid.prefix.version and h.prefix.subnet_of(eid.prefix)]:
+        for held in [h for h in self.holddown if h != eid and within(h, eid)]:
             old = self.cache.get(held)
             if old is not None and old.source == "unreachable":
                 self.cache.remove(old.eid)
@@ -639,7 +640,7 @@ class ItrRole:
         what = ", ".join(str(r.address) for r in rlocs) if rlocs else f"negative, {action.name.lower()}"
         out.log(f"map-cache {eid} -> {what} (TTL {ttl_s / 60:.0f} min)")
 
-    def _smr_target(self, msg: MapRequest, rec) -> EidPrefix | None:
+    def _smr_target(self, msg: MapRequest, rec: RequestRecord) -> EidPrefix | None:
         """The remote prefix an SMR asks us to re-query. Two forms exist: the
         changed prefix in the Source-EID and one of OUR EIDs in the record
         (OOR, lispers.net, what our ETR sends: RFC 9301 6.1, the SMR goes to
@@ -662,8 +663,7 @@ class ItrRole:
                 self.counters["smr_bad_eid"] += 1
                 continue
             entry = self.cache.covering(eid) or next(
-                (e for e in self.cache.entries() if e.eid.iid == eid.iid
-                 and e.eid.prefix.version == eid.prefix.version and e.eid.prefix.subnet_of(eid.prefix)), None)
+                (e for e in self.cache.entries() if within(e.eid, eid)), None)
             if entry is None or entry.static:
                 self.counters["smr_not_cached"] += 1
                 continue
