@@ -31,8 +31,10 @@ from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint, MissEvent, Send
 from lispctl.roles.common import Counters, NonceSource
+from lispctl.roles.etr import EtrRole
+from lispctl.roles.itr import ItrRole
 from lispctl.roles.ratelimit import RateLimiter
-from lispctl.wire import (ALG_HMAC_SHA256, MAP_REPLY, SHARED_EXTENSION, InstanceId, MalformedMessage,
+from lispctl.wire import (ALG_HMAC_SHA256, MAP_REPLY, SHARED_EXTENSION, ChangePriority, InstanceId, MalformedMessage,
                           MapRequest, decode_cpm, from_eid_prefix, is_cpm, request_record, to_eid_prefix,
                           verify_cpm)
 
@@ -48,11 +50,13 @@ class CpmRole:
     # (the ITR, fed first, installs it)
     message_types = frozenset({SHARED_EXTENSION, MAP_REPLY})
 
-    def __init__(self, cfg: Config, etr, itr, nonce: NonceSource, *, wall_clock: Callable[[float], float]) -> None:
+    def __init__(self, cfg: Config, etr: EtrRole, itr: ItrRole | None, nonce: NonceSource, *, wall_clock: Callable[[float], float]) -> None:
         """etr: the EtrRole of this device (required); itr: its ItrRole or
         None. wall_clock(now) -> Unix time in seconds at monotonic `now`
         (the daemon passes the system clock, read when asked: an xTR that
         booted before NTP stepped its clock must not refuse every CPM)."""
+        if cfg.cpm is None:
+            raise ValueError("the CPM role needs a [cpm] section")
         self.cfg = cfg.cpm
         self.etr = etr
         self.itr = itr
@@ -63,7 +67,7 @@ class CpmRole:
         self.guards: dict[tuple[int, int, int], float] = {}      # -> forget after (monotonic)
         self.pending: dict[EidPrefix, tuple[EidPrefix, float]] = {}  # correspondent -> (VM EID, give up at)
         self.counters = Counters()
-        self.changes: list[dict] = []                            # last few accepted, for the API
+        self.changes: list[dict[str, Any]] = []                            # last few accepted, for the API
         self._now = 0.0
 
     # ------------------------------------------------------------ receive
@@ -104,7 +108,7 @@ class CpmRole:
         self._apply(eid, msg, src, now, out)
         return out.items
 
-    def _fresh(self, msg, now: float, src: Endpoint, out: Effects) -> bool:
+    def _fresh(self, msg: ChangePriority, now: float, src: Endpoint, out: Effects) -> bool:
         """The replay guard (only for authenticated messages: nothing else
         may fill the table)."""
         skew = abs(msg.timestamp_ms / 1000.0 - self.wall_clock(now))
@@ -126,7 +130,7 @@ class CpmRole:
         self.guards[guard] = now + 2 * self.cfg.max_skew
         return True
 
-    def _apply(self, eid: EidPrefix, msg, src: Endpoint, now: float, out: Effects) -> None:
+    def _apply(self, eid: EidPrefix, msg: ChangePriority, src: Endpoint, now: float, out: Effects) -> None:
         changed = self.site.set_priority(eid, msg.priority)
         self.counters["cpm_accepted"] += 1
         if changed:
@@ -151,7 +155,7 @@ class CpmRole:
 
     # ------------------------------------------------------------ SMRs to correspondents' ITRs
     def _smr_correspondent(self, host: EidPrefix, vm: EidPrefix, now: float, out: Effects,
-                           done: set | None = None) -> None:
+                           done: set[IPAddress] | None = None) -> None:
         entry = self.itr.cache.lookup(host.iid, host.prefix.network_address) if self.itr else None
         if entry is not None and entry.rlocs:
             targets = [r.address for r in entry.rlocs if r.priority < 255 and r.reachable][:MAX_SMR_RLOCS]
@@ -185,8 +189,11 @@ class CpmRole:
         out.log(f"SMR to {target} for {vm} (Change-Priority Message correspondent)")
 
     def _check_pending(self, now: float, out: Effects) -> None:
+        itr = self.itr
+        if itr is None:
+            return                      # nothing is ever pending without an ITR (_smr_correspondent)
         for host, (vm, until) in list(self.pending.items()):
-            entry = self.itr.cache.lookup(host.iid, host.prefix.network_address)
+            entry = itr.cache.lookup(host.iid, host.prefix.network_address)
             if entry is not None:
                 del self.pending[host]
                 self._smr_correspondent(host, vm, now, out)
@@ -211,7 +218,7 @@ class CpmRole:
                 "counters": self.counters.snapshot()}
 
 
-def _host_prefix(a) -> EidPrefix | None:
+def _host_prefix(a: object) -> EidPrefix | None:
     iid = 0
     if isinstance(a, InstanceId):
         iid, a = a.iid, a.address

@@ -28,7 +28,7 @@ at most 32 addresses), and a token bucket bounds how many we send per second.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 import dataclasses
 import ipaddress
 
@@ -37,6 +37,9 @@ from lispctl.mapping.lpm import LpmTable
 from lispctl.mapping.types import EidPrefix, IPAddress
 from lispctl.roles.base import Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, decode
+
+if TYPE_CHECKING:  # ms.py imports this module
+    from lispctl.roles.ms import MapServerRole
 from lispctl.wire import (DELEGATION_HOLE, MS_ACK, MS_NOT_REGISTERED, MS_REFERRAL, NODE_REFERRAL,
                           NOT_AUTHORITATIVE, EncapsulatedControlMessage, LocatorRecord, MalformedMessage,
                           MapReferral, MapRequest, ReferralRecord, from_eid_prefix, record_prefix)
@@ -53,7 +56,7 @@ def referral_record(eid: EidPrefix, act: int, ttl: int, targets: tuple[IPAddress
     return ReferralRecord(addr, ml, refs, ttl, act, authoritative, incomplete)
 
 
-def is_ddt_request(msg) -> bool:
+def is_ddt_request(msg: object) -> bool:
     return (isinstance(msg, EncapsulatedControlMessage) and isinstance(msg.message, MapRequest)
             and msg.ddt and not msg.to_etr)
 
@@ -67,7 +70,7 @@ def requested_prefix(req: MapRequest) -> EidPrefix | None:
         return None
 
 
-def hole_around(want: EidPrefix, within: EidPrefix, taken: LpmTable) -> EidPrefix:
+def hole_around(want: EidPrefix, within: EidPrefix, taken: LpmTable[Any]) -> EidPrefix:
     """The least specific prefix inside `within` that holds want's address and
     overlaps nothing in `taken` (delegations, or a Map-Server's sites). A
     request wider than every such hole gets the host prefix of its address."""
@@ -78,7 +81,8 @@ def hole_around(want: EidPrefix, within: EidPrefix, taken: LpmTable) -> EidPrefi
     for n in range(within.prefix.prefixlen, bits + 1):
         cand = EidPrefix(want.iid, net((int(addr) >> (bits - n) << (bits - n), n)))
         if not taken.overlaps(cand):
-            if cand.prefix.subnet_of(want.prefix) or want.prefix.subnet_of(cand.prefix):
+            # cand is of want's family (built from its address): subnet_of is well-typed
+            if cand.prefix.subnet_of(want.prefix) or want.prefix.subnet_of(cand.prefix):  # type: ignore[arg-type]
                 return cand
             return host
     return host
@@ -117,7 +121,7 @@ class Authority:
             act = NODE_REFERRAL if d.type == "ddt-node" else MS_REFERRAL
             self.delegations.insert(d.eid_prefix, (act, tuple(d.address)))
 
-    def referral(self, want: EidPrefix, taken: LpmTable | None = None) -> ReferralRecord:
+    def referral(self, want: EidPrefix, taken: LpmTable[Any] | None = None) -> ReferralRecord:
         """RFC 8111 section 8 for want: a delegation, a hole, or not authoritative.
         taken: what else counts as delegated when finding a hole (a Map-Server's sites)."""
         hit = self.delegations.longest_covering(want)
@@ -129,7 +133,7 @@ class Authority:
             if taken is None:
                 taken = self.delegations
             elif len(self.delegations):
-                both: LpmTable = LpmTable()
+                both: LpmTable[None] = LpmTable()
                 for table in (taken, self.delegations):
                     for k, _ in table.items():
                         both.insert(k, None)
@@ -199,8 +203,8 @@ class MapServerDdt:
     NOT-AUTHORITATIVE. Nothing goes to the ITR for unregistered space: the
     Map-Resolver answers it from the referral."""
 
-    def __init__(self, cfg: Config, ms) -> None:
-        self.ms = ms                      # lispctl.roles.ms.MapServerRole
+    def __init__(self, cfg: Config, ms: MapServerRole) -> None:
+        self.ms = ms
         self.authority = Authority(cfg)
         self.not_registered_ttl = cfg.ddt.not_registered_ttl_minutes
         self.peers = tuple(cfg.ddt.ms_peers)
@@ -218,7 +222,8 @@ class MapServerDdt:
         ms = self.ms
         counters = ms.counters
         counters["ddt_map_request_rx"] += 1
-        req: MapRequest = ecm.message
+        req = ecm.message
+        assert isinstance(req, MapRequest)      # callers check is_ddt_request()
         want = requested_prefix(req)
         if want is None:
             counters["map_request_bad_eid"] += 1

@@ -15,7 +15,7 @@ from lispctl.mapping.types import EidPrefix, Rloc
 
 from .addresses import Address, InstanceId
 from .errors import MalformedMessage
-from .records import REQUEST_RECORD_N, EidRecord, LocatorRecord, RequestRecord
+from .records import REQUEST_RECORD_N, EidRecord, LocatorRecord, ReferralRecord, RequestRecord
 
 
 def to_eid_prefix(address: Address, mask_len: int) -> EidPrefix:
@@ -64,8 +64,8 @@ def source_eid_prefix(address: Address) -> EidPrefix | None:
     return None
 
 
-def record_prefix(record: EidRecord | RequestRecord) -> EidPrefix:
-    """The EidPrefix of an EID record or Map-Request record."""
+def record_prefix(record: EidRecord | RequestRecord | ReferralRecord) -> EidPrefix:
+    """The EidPrefix of an EID record, Map-Request record or Map-Referral record."""
     return to_eid_prefix(record.eid, record.mask_len)
 
 
