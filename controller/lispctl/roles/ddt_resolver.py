@@ -73,7 +73,7 @@ class Pending:
     at: EidPrefix | None                 # prefix of the referral being followed (None: the root)
     cached: EidPrefix | None             # the cache entry it came from, if any
     targets: list[IPAddress]
-    tried: set = field(default_factory=set)
+    tried: set[IPAddress] = field(default_factory=set)
     current: IPAddress | None = None
     deadline: float = 0.0
     attempts: int = 0
@@ -89,6 +89,8 @@ class DdtResolverRole:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         d = cfg.mr.ddt
+        if d is None:
+            raise ValueError("the DDT Map-Resolver needs [mr.ddt]")
         self.roots = tuple(d.root)
         self.timeout = d.request_timeout
         self.max_attempts = d.max_attempts
@@ -160,7 +162,8 @@ class DdtResolverRole:
 
     def _on_request(self, ecm: EncapsulatedControlMessage, now: float) -> list[Effect]:
         self.counters["map_request_rx"] += 1
-        req: MapRequest = ecm.message
+        req = ecm.message
+        assert isinstance(req, MapRequest)      # handle() passes only those
         want = requested_prefix(req)
         if want is None:
             self.counters["map_request_bad_eid"] += 1
@@ -245,7 +248,8 @@ class DdtResolverRole:
 
     def _negative(self, ecm: EncapsulatedControlMessage, eid: EidPrefix, act: MapAction, ttl: int,
                   out: Effects) -> None:
-        req: MapRequest = ecm.message
+        req = ecm.message
+        assert isinstance(req, MapRequest)      # the ECMs kept are those of Map-Requests
         target = reply_target(req.itr_rlocs, ecm.inner_sport)
         if target is None:
             self.counters["map_request_no_itr_rloc"] += 1
@@ -323,9 +327,9 @@ class DdtResolverRole:
             out.log(f"{src.addr} is not authoritative for {w}")
             if not p.from_root:
                 # a stale cached referral, most likely: drop it and start over at the root
-                for eid in (p.cached, p.at):
-                    if eid is not None:
-                        self._uncache(eid)
+                for stale in (p.cached, p.at):
+                    if stale is not None:
+                        self._uncache(stale)
                 p.current = None
                 self._restart(p, now, out)
             else:
