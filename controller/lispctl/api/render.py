@@ -37,7 +37,11 @@ def auto_columns(rows: Sequence[dict], first: Sequence[str] = ()) -> list[Column
     keys: list[str] = [k for k in first if any(k in r for r in rows)]
     for r in rows:
         keys.extend(k for k in r if k not in keys)
-    return [(k.upper().replace("_", "-"), (lambda r, k=k: r.get(k))) for k in keys]
+    return [(k.upper().replace("_", "-"), _getter(k)) for k in keys]
+
+
+def _getter(k: str) -> Callable[[dict], Any]:
+    return lambda r: r.get(k)
 
 
 def rlocs_cell(rlocs: list[dict]) -> str:

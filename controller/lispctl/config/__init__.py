@@ -165,7 +165,8 @@ def cross_check(cfg: Config) -> list[tuple[tuple, str]]:
     if cfg.is_etr and cfg.map_server and all(ms.eid_prefix for ms in cfg.map_server):
         for i, entry in enumerate(cfg.database):
             if not any(entry.eid.iid == p.iid and entry.eid.prefix.version == p.prefix.version
-                       and entry.eid.prefix.subnet_of(p.prefix) for ms in cfg.map_server for p in ms.eid_prefix):
+                       and entry.eid.prefix.subnet_of(p.prefix)  # type: ignore[arg-type]  # same version
+                       for ms in cfg.map_server for p in ms.eid_prefix):
                 out.append((("database", i, "eid-prefix"),
                             f"{entry.eid} is inside no [[map-server]]'s eid-prefix: it would never be registered"))
     out += _pubsub_checks(cfg) + _mobile_node_checks(cfg) + _proxy_checks(cfg)

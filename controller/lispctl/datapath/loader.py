@@ -81,7 +81,7 @@ def compile_bpf(pin_dir: Path, extra_cflags: tuple[str, ...] = ()):
     captured while compiling and its first error lines go into the exception.
     """
     try:
-        from bcc import BPF  # type: ignore[import-not-found]
+        from bcc import BPF
     except ImportError as exc:
         raise DatapathError("bcc is not importable (install python3-bpfcc and use a venv with "
                             "--system-site-packages)") from exc

@@ -75,7 +75,7 @@ def decapsulate(payload: bytes, outer_ttl: int, outer_tos: int,
         if ihl < 20 or struct.unpack("!H", inner[2:4])[0] != len(inner) or ihl > len(inner):
             return None, "malformed"
         ttl, tos = inner[8], inner[1]
-        dst = ipaddress.IPv4Address(bytes(inner[16:20]))
+        dst: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(bytes(inner[16:20]))
     elif ver == 6:
         if len(inner) < 40 or struct.unpack("!H", inner[4:6])[0] + 40 != len(inner):
             return None, "malformed"

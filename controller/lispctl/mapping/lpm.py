@@ -51,6 +51,7 @@ class LpmTable(Generic[V]):
 
     def insert(self, eid: EidPrefix, value: V) -> None:
         space = self._space(eid.iid, eid.prefix.version, create=True)
+        assert space is not None                # create=True always gives one
         n = eid.prefix.prefixlen
         bucket = space.by_len.setdefault(n, {})
         key = int(eid.prefix.network_address)
@@ -122,10 +123,12 @@ class LpmTable(Generic[V]):
         space = self._space(eid.iid, eid.prefix.version)
         if space is None:
             return []
-        out = []
+        out: list[tuple[EidPrefix, V]] = []
         for n in space.lengths:
             if n > eid.prefix.prefixlen or (include_equal and n == eid.prefix.prefixlen):
-                out.extend(v for v in space.by_len[n].values() if v[0].prefix.subnet_of(eid.prefix))
+                # one space holds one family, so subnet_of compares like with like
+                out.extend(v for v in space.by_len[n].values()
+                           if v[0].prefix.subnet_of(eid.prefix))  # type: ignore[arg-type]
         return out
 
     def overlaps(self, eid: EidPrefix) -> bool:

@@ -367,7 +367,7 @@ def first_packet(ifname: str, addresses: list[str], timeout: float = 10.0) -> No
     print("none", flush=True)
 
 
-def start_tool(lab: Lab, node: str, name: str, *args: str, ready: str | None = "ready",
+def start_tool(lab: Lab, node: str, name: str, *args: object, ready: str | None = "ready",
                timeout: float = 15.0):
     argv = [lab.expand(node, "{python}"), "-m", "lispctl.lab.scenarios.mobile", *map(str, args)]
     return lab.start(node, name, argv, ready=ready, timeout=timeout)
