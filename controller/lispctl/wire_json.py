@@ -165,7 +165,7 @@ def _tail(m: Any) -> dict[str, Any]:
 def message(m: Any) -> dict[str, Any]:
     """A control message (any type, ECM included) as a dict."""
     t = type(m)
-    num = getattr(m, "TYPE", None)
+    num: Any = getattr(m, "TYPE", None)
     head: dict[str, Any] = {"type": TYPE_NAMES.get(num, t.__name__), "type_num": num}
     if t is w.MapRequest:
         body = {"flags": {"A": m.authoritative, "M": m.map_reply_record is not None, "P": m.probe,

@@ -44,7 +44,7 @@ def _getter(k: str) -> Callable[[dict], Any]:
     return lambda r: r.get(k)
 
 
-def rlocs_cell(rlocs: list[dict]) -> str:
+def rlocs_cell(rlocs: list[dict] | None) -> str:
     """'192.0.2.1 p1/w100, 2001:db8::1 p2/w100 (down)'"""
     parts = []
     for r in rlocs or []:

@@ -52,7 +52,7 @@ QUIET_BUSY, QUIET_PATIENCE = 0.10, 30.0
 # iperf3 (client CPU, server CPU): "split" is the usual case on an idle
 # 2-core box; "same" makes one CPU carry sender, every hop and receiver.
 PLACEMENTS = {"split": (0, 1), "same": (1, 1)}
-MODES: dict[str, Callable[[Lab], None]] = {
+MODES: dict[str, Callable[[Lab], object]] = {
     "plain": setup_plain,
     "vxlan": lambda lab: setup_vxlan(lab, 4),
     "lisp": lambda lab: dp.start_datapaths(lab, rloc_family=4),
@@ -152,7 +152,7 @@ def sample(lab: Lab) -> dict[str, float]:
 def run(rec) -> None:
     samples: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
     errors: dict[str, str] = {}
-    counters = None
+    counters: dict[str, object] | None = None
     noisy: list[str] = []
     with contextlib.ExitStack() as stack:
         labs: dict[str, Lab] = {}

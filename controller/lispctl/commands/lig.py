@@ -34,7 +34,7 @@ def parse_eid(text: str, iid: int) -> EidPrefix:
     return eid
 
 
-def build_request(eid: EidPrefix, source: ipaddress._BaseAddress, sport: int,
+def build_request(eid: EidPrefix, source: ipaddress.IPv4Address | ipaddress.IPv6Address, sport: int,
                   nonce: int) -> bytes:
     """The ECM'd Map-Request for eid, with source as the ITR-RLOC."""
     req = MapRequest(nonce=nonce, records=(request_record(eid),), itr_rlocs=(source,))

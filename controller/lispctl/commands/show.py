@@ -59,7 +59,7 @@ def _status_text(st: dict) -> str:
     return "\n".join(lines)
 
 
-def _map_cache_text(entries: list) -> str:
+def _map_cache_text(entries: list[dict[str, Any]]) -> str:
     return render.table(entries, [
         ("EID", lambda e: e.get("eid")),
         ("ACTION", lambda e: e.get("action") if not e.get("rlocs") else "forward"),

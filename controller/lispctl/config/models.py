@@ -481,7 +481,7 @@ class Config(_Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics: MetricsConfig = MetricsConfig()
     control_addresses: list[Address] = Field(
-        default_factory=lambda: [ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::")],
+        default_factory=lambda: [ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::")],
         min_length=1)
     interfaces: InterfacesConfig = InterfacesConfig()
     database: list[DatabaseEntry] = []

@@ -405,14 +405,14 @@ class _Converter:
         for fam in ("proxy-etr-ipv4", "proxy-etr-ipv6"):
             for sec in root.sections(fam):
                 text = r.string(sec, "address")
-                addr = r.address(text, sec.line, f"{fam}.address") if text else None
+                petr = r.address(text, sec.line, f"{fam}.address") if text else None
                 if text is None:
                     r.note(sec.line, fam, "has no address: skipped")
-                if addr is None:
+                if petr is None:
                     continue
                 d.table("[[proxy-etr]]", f"{fam} at line {sec.line}" +
                         ("; lispctl uses one PETR list for both EID families" if petrs == 0 else ""))
-                d.kv("address", addr)
+                d.kv("address", petr)
                 for k, v in self._pw(sec).items():
                     d.kv(k, v)
                 petrs += 1

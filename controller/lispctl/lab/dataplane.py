@@ -33,7 +33,8 @@ class Site:
 
 
 def site(lab: Lab, xtr: str) -> Site:
-    eids, rlocs = {}, {}
+    eids: dict[int, str] = {}
+    rlocs: dict[int, str] = {}
     for end in lab.topo.interfaces(xtr):
         for a in end.addresses:
             ip = ipaddress.ip_interface(a)

@@ -278,7 +278,7 @@ class Lab:
         for node, spec in self.topo.nodes.items():
             for p in spec.processes:
                 if p.autostart:
-                    self.start_declared(node, p.name, **overrides)
+                    self.start_declared(node, p.name, True, **overrides)
 
     def expand(self, node: str, text: str, spec: Process | None = None, overrides: dict[str, str] | None = None) -> str:
         nspec = self.topo.nodes[node]

@@ -273,7 +273,7 @@ def tcp_stream(dst: str, port: int, state: str, chunk: int = 1000, interval: flo
     """Send `chunk` bytes every `interval` until SIGTERM; a reset or error ends it (state file)."""
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    st = {"sent": 0, "error": None, "done": False}
+    st: dict[str, Any] = {"sent": 0, "error": None, "done": False}
     s = socket.create_connection((dst, port), timeout=10)
     s.settimeout(30)
     print("ready", flush=True)
