@@ -91,7 +91,7 @@ class NetChanges:
 
     async def add_addr(self, **spec: Any) -> Change:
         await self._call("addr", "add", spec)
-        undo = {k: spec[k] for k in ("index", "address", "prefixlen") if k in spec}
+        undo: dict[str, Any] = {k: spec[k] for k in ("index", "address", "prefixlen") if k in spec}
         return self._record("addr", undo)
 
     async def add_route(self, *, replace: bool = False, **spec: Any) -> Change:

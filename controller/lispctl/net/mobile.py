@@ -143,12 +143,12 @@ class MobileNode:
                 flags = 0 if eid.version == 4 else IFA_F_NODAD | IFA_F_NOPREFIXROUTE
                 await nc.add_addr(index=self.ifindex, address=str(eid), prefixlen=plen, flags=flags)
             for version in (4, 6):
-                eid = self.source_eid(version)
-                if eid is None:
+                src_eid = self.source_eid(version)
+                if src_eid is None:
                     continue     # no EID of this family: its traffic stays native
-                fam = _family(eid)
+                fam = _family(src_eid)
                 await nc.add_route(family=fam, dst="0.0.0.0/0" if version == 4 else "::/0",
-                                   table=self.eid_table, oif=self.ifindex, prefsrc=str(eid),
+                                   table=self.eid_table, oif=self.ifindex, prefsrc=str(src_eid),
                                    proto=RTPROT_LISPCTL)
                 await nc.add_rule(family=fam, priority=self.eid_rule_priority,
                                   table=self.eid_table, protocol=RTPROT_LISPCTL)

@@ -59,6 +59,7 @@ class EidRoutes:
         """
         await self.open()
         nc = self._nc
+        assert nc is not None                   # open() set it
         net = _network(prefix)
         table = self.table if table is None else table
         found = await nc.ipr.link_lookup(ifname=ifname)

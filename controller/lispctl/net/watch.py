@@ -188,19 +188,20 @@ def diff_link(old: Optional[Link], new: Optional[Link]) -> list[NetEvent]:
         new.addresses - old.addresses if old and new else frozenset())
     old_up = bool(old and old.up)
     new_up = bool(new and new.up)
-    old_gone = old is not None and (renamed or new is None)
-    for a in sorted(gone_addrs, key=lambda a: (a.family, int(a.address))):
-        events.append(AddressRemoved(old.ifname, a.address, a.prefixlen))
-    if old_up and (renamed or not new_up):
-        events.append(LinkDown(old.ifname))
-    if old_gone:
-        for fam in (4, 6):
-            if old.gateway(fam) is not None:
-                events.append(GatewayChanged(old.ifname, fam, None))
-    if new_up and (renamed or not old_up):
-        events.append(LinkUp(new.ifname))
-    for a in sorted(new_addrs, key=lambda a: (a.family, int(a.address))):
-        events.append(AddressAdded(new.ifname, a.address, a.prefixlen))
+    if old is not None:
+        for a in sorted(gone_addrs, key=lambda a: (a.family, int(a.address))):
+            events.append(AddressRemoved(old.ifname, a.address, a.prefixlen))
+        if old_up and (renamed or not new_up):
+            events.append(LinkDown(old.ifname))
+        if renamed or new is None:                  # the old link is gone
+            for fam in (4, 6):
+                if old.gateway(fam) is not None:
+                    events.append(GatewayChanged(old.ifname, fam, None))
+    if new is not None:
+        if new_up and (renamed or not old_up):
+            events.append(LinkUp(new.ifname))
+        for a in sorted(new_addrs, key=lambda a: (a.family, int(a.address))):
+            events.append(AddressAdded(new.ifname, a.address, a.prefixlen))
     if new is not None:
         for fam in (4, 6):
             before = None if old is None or renamed else old.gateway(fam)
@@ -514,9 +515,12 @@ class InterfaceWatcher:
                 events += self._apply(msg)
 
     def _discard_queued(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
         while True:
             try:
-                self._sock.recv(1 << 20)
+                sock.recv(1 << 20)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -551,7 +555,7 @@ class InterfaceWatcher:
                 return events
             readable = loop.create_future()
             fd = self.fileno()
-            loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+            loop.add_reader(fd, lambda: None if readable.done() else readable.set_result(None))
             try:
                 await readable
             finally:
