@@ -448,8 +448,13 @@ class Datapath:
             return
         t = self._bpf[b"miss_events"]
 
-        def on_event(_ctx, data, _size):
-            self._events.append(_decode_miss(t.event(data)))
+        def on_event(_ctx, data, size):
+            ev = t.event(data)
+            # a carried packet follows the event in the same record (lisp_maps.h)
+            off = ctypes.sizeof(ev)
+            n = int(getattr(ev, "pkt_len", 0))
+            pkt = ctypes.string_at(data + off, n) if n and off + n <= size else b""
+            self._events.append(_decode_miss(ev, pkt))
             return 0
 
         t.open_ring_buffer(on_event)
@@ -585,7 +590,7 @@ class Datapath:
         return ids
 
 
-def _decode_miss(ev) -> MissEvent:
+def _decode_miss(ev, packet: bytes = b"") -> MissEvent:
     """ev: bcc's ctypes view of struct lisp_miss_event (derived from the program)."""
     dst, src = bytes(ev.dst), bytes(ev.src)
     if ev.family == 4:
@@ -594,7 +599,7 @@ def _decode_miss(ev) -> MissEvent:
     else:
         d, s = ipaddress.IPv6Address(dst), ipaddress.IPv6Address(src)
         net = ipaddress.IPv6Network((d, 128))
-    return MissEvent(EidPrefix(int(ev.iid) & 0xFFFFFF, net), s)
+    return MissEvent(EidPrefix(int(ev.iid) & 0xFFFFFF, net), s, packet)
 
 
 def _on_bpffs(path: Path) -> bool:
