@@ -11,8 +11,9 @@ within `max_age_s` (the ITR's resolution timeout), means the miss action
 Bounded everywhere, because misses are attacker-driven: at most
 `per_destination` packets per (instance, destination), `max_packets` and
 `max_bytes` in total, `max_age_s` each. Whatever does not fit is dropped and
-counted. Holding is O(1); releasing and expiring walk the held destinations,
-of which there are at most `max_packets`.
+counted. Holding and expiring are O(1) per packet (one age for all, so the
+oldest packet overall is the first of a FIFO); releasing walks the held
+destinations, of which there are at most `max_packets`.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import zlib
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
+from lispctl.mapping.types import EidPrefix, IPAddress, Rloc
 from lispctl.wire.data import DataHeader
 
 LISP_DATA_PORT = 4341
@@ -43,6 +44,9 @@ class HoldQueue:
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self._dests: dict[tuple[int, IPAddress], _Dest] = {}
+        # (held at, key) of every packet in arrival order; entries of packets
+        # released meanwhile are skipped when they come up (and compacted)
+        self._order: deque[tuple[float, tuple[int, IPAddress]]] = deque()
         self.packets = 0
         self.bytes = 0
         self.counters: Counter[str] = Counter(dict.fromkeys(
@@ -67,24 +71,27 @@ class HoldQueue:
         if d is None:
             d = self._dests[key] = _Dest()
         d.packets.append((now, packet))
+        self._order.append((now, key))
+        if len(self._order) > 2 * self.max_packets:
+            self._compact()
         self.packets += 1
         self.bytes += len(packet)
         self.counters["held"] += 1
         return True
 
-    def release(self, eid: EidPrefix, action: MapAction, has_locators: bool, now: float) -> list[bytes]:
-        """A mapping for `eid` was installed: the packets it covers, in
-        arrival order, when it has locators; a negative mapping discards them
-        (the miss action, drop, stands)."""
+    def release(self, eid: EidPrefix, has_locators: bool, now: float) -> list[tuple[float, bytes]]:
+        """A mapping for `eid` was installed: (held at, packet) for each packet
+        it covers, in arrival order per destination, when it has locators; a
+        negative mapping discards them (the miss action, drop, stands)."""
         self.expire(now)
-        out: list[bytes] = []
+        out: list[tuple[float, bytes]] = []
         for key in [k for k in self._dests if k[0] == eid.iid and k[1].version == eid.prefix.version
                     and k[1] in eid.prefix]:
             d = self._dests.pop(key)
-            for _, pkt in d.packets:
+            for held_at, pkt in d.packets:
                 self.packets -= 1
                 self.bytes -= len(pkt)
-                out.append(pkt)
+                out.append((held_at, pkt))
         if not has_locators:
             self.counters["discarded_negative"] += len(out)
             return []
@@ -93,25 +100,36 @@ class HoldQueue:
 
     def expire(self, now: float) -> int:
         """Drop packets held longer than max_age_s; returns how many."""
-        if not self.packets:
-            return 0
         cutoff = now - self.max_age_s
         n = 0
-        for key in list(self._dests):
-            d = self._dests[key]
-            while d.packets and d.packets[0][0] <= cutoff:
-                _, pkt = d.packets.popleft()
-                self.packets -= 1
-                self.bytes -= len(pkt)
-                n += 1
+        order = self._order
+        while order and order[0][0] <= cutoff:
+            t, key = order.popleft()
+            d = self._dests.get(key)
+            if d is None or d.packets[0][0] != t:
+                continue                       # released meanwhile
+            _, pkt = d.packets.popleft()
+            self.packets -= 1
+            self.bytes -= len(pkt)
+            n += 1
             if not d.packets:
                 del self._dests[key]
         self.counters["expired"] += n
         return n
 
+    def _compact(self) -> None:
+        self._order = deque(sorted(((t, k) for k, d in self._dests.items() for t, _ in d.packets),
+                                  key=lambda e: e[0]))
+
     def next_deadline(self) -> float | None:
-        oldest = min((d.packets[0][0] for d in self._dests.values() if d.packets), default=None)
-        return None if oldest is None else oldest + self.max_age_s
+        order = self._order
+        while order:
+            t, key = order[0]
+            d = self._dests.get(key)
+            if d is not None and d.packets[0][0] == t:
+                return t + self.max_age_s
+            order.popleft()                    # released meanwhile
+        return None
 
 
 def resolution_timeout(interval: float, backoff: float, max_interval: float, retries: int) -> float:
