@@ -34,8 +34,10 @@ log = logging.getLogger("lispctl.daemon.held")
 
 class HeldPackets:
     def __init__(self, queue: HoldQueue, local_rlocs: Callable[[], Iterable[IPAddress]],
-                 now: Callable[[], float], loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 now: Callable[[], float], loop: asyncio.AbstractEventLoop | None = None,
+                 data_port: int = LISP_DATA_PORT) -> None:
         self.queue = queue
+        self.data_port = data_port
         self.local_rlocs = local_rlocs
         self.now = now
         self.loop = loop
@@ -76,7 +78,7 @@ class HeldPackets:
         try:
             sock = self._sock(dst.version)
             cmsg = _src_cmsg(src) if src is not None else []
-            sock.sendmsg([payload], cmsg, 0, (str(dst), LISP_DATA_PORT))
+            sock.sendmsg([payload], cmsg, 0, (str(dst), self.data_port))
             self.sent += 1
             return True
         except OSError as exc:
