@@ -49,7 +49,10 @@ PREFIX = "prog-"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LISPCTL_BPF_CACHE", "/run/lispctl/bpf"))
+    """Where build layouts live: a tmpfs (pinned programs do not outlive a boot either)."""
+    if os.environ.get("LISPCTL_BPF_CACHE"):
+        return Path(os.environ["LISPCTL_BPF_CACHE"])
+    return Path(os.environ.get("LISPCTL_RUN_DIR", "/run/lispctl")) / "bpf"
 
 
 def build_key(pin_dir: Path, extra_cflags: tuple[str, ...] = ()) -> str:
