@@ -220,7 +220,8 @@ BPF_PERCPU_ARRAY(scratch, struct lisp_scratch, 1);
 #define LISP_TAIL_ITR 0
 #define LISP_CB_IID_VALID 0x80000000
 BPF_PROG_ARRAY(tail_progs, 1);
-/* Not pinned: events are transient, and a reloaded program gets a new one. */
+/* Not pinned here: lispctl.datapath.prebuilt pins it with the programs it
+ * belongs to (a recompiled program gets a new one). */
 BPF_RINGBUF_OUTPUT(miss_events, 64);  /* 256 KiB: ~170 events that carry a packet */
 
 #endif
