@@ -208,6 +208,9 @@ class ItrConfig(_Model):
     map_request_backoff: Annotated[float, Field(ge=1.0)] = 2.0
     map_request_max_interval: Seconds = 30.0
     map_request_retries: Annotated[int, Field(ge=0, le=20)] = 4
+    # Overall cap on Map-Requests sent (misses, retries, refreshes, SMR-invoked),
+    # per second; one per destination per second regardless (RFC 9301 5.3).
+    map_request_rate: Annotated[float, Field(gt=0, le=100000)] = 100.0
     # A Map-Resolver with a request unanswered this long is skipped for
     # map-resolver-holddown seconds (the next one of its set is asked first).
     map_resolver_timeout: Seconds = 3.0
@@ -242,6 +245,10 @@ class EtrConfig(_Model):
     smr: bool = True
     smr_min_interval: Seconds = 0.1
     smr_max_interval: Seconds = 5.0
+    # Map-Requests answered (RLOC probes included), per second: per ITR-RLOC
+    # answered (bursts of twice that) and overall (RFC 9301 5.3).
+    map_reply_rate_per_itr: Annotated[float, Field(gt=0, le=100000)] = 100.0
+    map_reply_rate: Annotated[float, Field(gt=0, le=1000000)] = 1000.0
 
 
 # ---------------------------------------------------------------- PITR / PETR (RFC 6832)
@@ -386,6 +393,16 @@ class MobileNodeConfig(_Model):
     uplink_table_base: Annotated[int, Field(ge=1, lt=1 << 31)] = 4342
 
 
+class CpmConfig(_Model):
+    """[cpm]: accept Change-Priority Messages from hypervisors (docs/cpm.md)."""
+    # key ID (16 bits, as in the message) -> shared key; HMAC-SHA-256 only
+    keys: dict[Annotated[int, Field(ge=0, le=0xFFFF)], Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    max_skew: Seconds = 30.0          # refuse timestamps further than this from our clock
+    rate: Annotated[float, Field(ge=0)] = 20.0             # CPMs looked at per second, overall (0: no limit)
+    rate_per_source: Annotated[float, Field(ge=0)] = 5.0   # ... and per sending address
+    resolve_timeout: Seconds = 5.0    # wait this long for a correspondent's mapping before giving up
+
+
 # ---------------------------------------------------------------- operations
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -444,6 +461,7 @@ class Config(_Model):
     mobile_node: MobileNodeConfig = MobileNodeConfig()
     pitr: PitrConfig | None = None
     petr: PetrConfig = PetrConfig()
+    cpm: CpmConfig | None = None
 
     @field_validator("control_addresses")
     @classmethod

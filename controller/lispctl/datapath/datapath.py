@@ -35,6 +35,7 @@ LEVELS = header_define("LISP_LEVELS")
 NO_LOCATOR = header_define("LISP_NO_LOCATOR")
 MAX_MAPPINGS = header_define("LISP_MAX_MAPPINGS")
 PETR_SET = header_define("LISP_PETR_SET")
+MISS_BATCH = 256        # miss events returned by one poll_misses() at most
 
 
 def _enum_names(enum: str, prefix: str) -> dict[int, str]:
@@ -105,6 +106,7 @@ class Datapath:
         self._attachments: list[_attach.TcAttachment | _attach.XdpAttachment] = []
         self._local_rlocs: list[IPAddress] = self._read_local_rlocs()
         self._ids: dict[EidPrefix, int] = self._read_mapping_ids()
+        self._used_ids = set(self._ids.values())     # kept with _ids: _alloc_id stays O(1)
         self._next_id = 1
         self._ring: RingBuffer | None = None
         self._events: list[MissEvent] = []
@@ -282,6 +284,7 @@ class Datapath:
         leaf.action = int(action)
         t[key] = leaf
         self._ids[eid] = mid
+        self._used_ids.add(mid)
 
     def delete_mapping(self, eid: EidPrefix) -> None:
         mid = self._ids.pop(eid, None)
@@ -291,11 +294,20 @@ class Datapath:
         except KeyError:
             pass
         if mid is not None:
+            self._used_ids.discard(mid)
             self._del_locset(mid)
             try:
                 del self._t["map_stats"][self._t["map_stats"].Key(mid)]
             except KeyError:
                 pass
+
+    @property
+    def capacity(self) -> int:
+        """Map-cache entries the data plane can hold, IPv4 and IPv6 together:
+        each takes a locator-set id and PETR_SET's is reserved (read from the
+        loaded maps, so it follows LISP_MAX_MAPPINGS in bpf/lisp_maps.h)."""
+        return min(int(self._t["locsets"].max_entries) - 1, int(self._t["map_cache4"].max_entries),
+                   int(self._t["map_cache6"].max_entries))
 
     def mappings(self) -> dict[EidPrefix, int]:
         """Installed prefixes -> mapping id."""
@@ -393,6 +405,7 @@ class Datapath:
         cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
         t[t.Key(0)] = cfg
         self._ids.clear()
+        self._used_ids.clear()
         self._local_rlocs.clear()
         self._mtu_explicit = False
 
@@ -439,11 +452,12 @@ class Datapath:
 
     def poll_misses(self, timeout_ms: int = 0) -> list[MissEvent]:
         ring = self._open_ring()
-        if timeout_ms > 0 and not ring.consume():
+        ring.consume()
+        if timeout_ms > 0 and not self._events:
             p = select.poll()
             p.register(ring.fd, select.POLLIN)
             p.poll(timeout_ms)
-        ring.consume()
+            ring.consume()
         out, self._events = self._events, []
         return out
 
@@ -453,14 +467,17 @@ class Datapath:
         ev_type = self._loaded.event_type
         size = ctypes.sizeof(ev_type)
 
-        def on_event(data: bytes) -> None:
-            if len(data) < size:
-                return
-            ev = ev_type.from_buffer_copy(data[:size])
-            # a carried packet follows the event in the same record (lisp_maps.h)
-            n = int(getattr(ev, "pkt_len", 0))
-            pkt = data[size:size + n] if n and size + n <= len(data) else b""
-            self._events.append(_decode_miss(ev, pkt))
+        def on_event(data: bytes) -> int:
+            if len(data) >= size:
+                ev = ev_type.from_buffer_copy(data[:size])
+                # a carried packet follows the event in the same record (lisp_maps.h)
+                n = int(getattr(ev, "pkt_len", 0))
+                pkt = data[size:size + n] if n and size + n <= len(data) else b""
+                self._events.append(_decode_miss(ev, pkt))
+            # A negative return stops the consume loop (this event is already
+            # taken): under a miss storm it would otherwise go on as long as
+            # the producer does and starve the event loop.
+            return -1 if len(self._events) >= MISS_BATCH else 0
 
         self._ring = self._loaded.ring(on_event)
         return self._ring
@@ -542,7 +559,7 @@ class Datapath:
             del t[key]
 
     def _alloc_id(self) -> int:
-        used = set(self._ids.values())
+        used = self._used_ids
         for _ in range(MAX_MAPPINGS):
             mid = self._next_id
             self._next_id = self._next_id % (MAX_MAPPINGS - 1) + 1

@@ -248,7 +248,7 @@ class RingBuffer:
     is pollable: readable when records wait."""
     _BUSY, _DISCARD, _HDR = 1 << 31, 1 << 30, 8
 
-    def __init__(self, fd: int, callback: Callable[[bytes], None]) -> None:
+    def __init__(self, fd: int, callback: Callable[[bytes], int]) -> None:
         info = MapInfo()
         obj_info(fd, info)
         if info.type != BPF_MAP_TYPE_RINGBUF:
@@ -263,7 +263,8 @@ class RingBuffer:
         self.callback = callback
 
     def consume(self) -> int:
-        """Hand every committed record (a copy) to callback; returns how many."""
+        """Hand every committed record (a copy) to callback, until it returns
+        a negative number (that record is consumed); returns how many."""
         n = 0
         cons = struct.unpack_from("=Q", self._cons, 0)[0]
         while True:
@@ -275,11 +276,14 @@ class RingBuffer:
             if hdr_len & self._BUSY:
                 break                              # reserved, not yet committed
             length = hdr_len & ~(self._BUSY | self._DISCARD)
+            stop = False
             if not hdr_len & self._DISCARD:
-                self.callback(self._prod[off + self._HDR:off + self._HDR + length])
+                stop = (self.callback(self._prod[off + self._HDR:off + self._HDR + length]) or 0) < 0
                 n += 1
             cons += (length + self._HDR + 7) & ~7
             struct.pack_into("=Q", self._cons, 0, cons)
+            if stop:
+                break
         return n
 
     def close(self) -> None:
