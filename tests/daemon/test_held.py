@@ -8,7 +8,7 @@ import socket
 import time
 
 from lispctl.daemon.held import HeldPackets
-from lispctl.mapping.types import EidPrefix, Rloc
+from lispctl.mapping.types import EidPrefix, MapAction, Rloc
 from lispctl.roles.base import MissEvent
 from lispctl.roles.holdq import HoldQueue
 from lispctl.wire.data import decode_data_header
@@ -41,7 +41,7 @@ async def _run_send() -> None:
         held.on_miss(_miss("10.3.0.1", b"other", iid=7))
         held.on_miss(MissEvent(E("10.4.0.1/32"), ip("10.1.0.10")))       # carried nothing
         assert len(held.queue) == 3
-        held.on_install(E("10.2.0.0/16", 7), (Rloc(ip("127.0.0.1")),))
+        held.on_install(E("10.2.0.0/16", 7), (Rloc(ip("127.0.0.1")),), MapAction.NO_ACTION)
         got = [await asyncio.wait_for(loop.sock_recvfrom(rx, 2048), 2.0) for _ in range(2)]
         for (data, src), tag in zip(got, (b"one", b"two")):
             h = decode_data_header(data[:8])
@@ -49,7 +49,7 @@ async def _run_send() -> None:
             assert data[8:] == _pkt("10.2.0.1", tag) and src[0] == "127.0.0.1"
         assert len(seen) == 2 and all(0 <= s < 1 for s in seen)
         # a negative mapping discards; nothing else is sent
-        held.on_install(E("10.3.0.0/16", 7), ())
+        held.on_install(E("10.3.0.0/16", 7), (), MapAction.DROP)
         assert len(held.queue) == 0 and held.counters()["held_discarded_negative"] == 1
         assert held.counters()["held_sent"] == 2
         held.close()
@@ -73,3 +73,27 @@ async def _run_expiry() -> None:
 
 def test_nothing_is_held_past_the_timeout_without_new_events():
     asyncio.run(_run_expiry())
+
+
+async def _run_native(port: int, rx: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    held = HeldPackets(HoldQueue(), lambda: [], time.monotonic, loop)
+    payload = b"held natively"
+    udp = port.to_bytes(2, "big") * 2 + (8 + len(payload)).to_bytes(2, "big") + b"\0\0" + payload
+    total = 20 + len(udp)
+    pkt = bytes([0x45, 0]) + total.to_bytes(2, "big") + bytes([0, 0, 0, 0, 64, 17, 0, 0]) \
+        + ip("127.0.0.1").packed + ip("127.0.0.1").packed + udp
+    held.on_miss(MissEvent(E("127.0.0.1/32"), ip("127.0.0.1"), pkt))
+    held.on_install(E("127.0.0.0/8"), (), MapAction.NATIVELY_FORWARD)   # a natively-forward answer
+    data, _ = await asyncio.wait_for(loop.sock_recvfrom(rx, 2048), 2.0)
+    assert data == payload and held.counters()["held_sent_native"] == 1
+    held.close()
+
+
+def test_natively_forward_answer_sends_held_packets_natively():
+    from tests.conftest import need_root
+    need_root()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        asyncio.run(_run_native(rx.getsockname()[1], rx))

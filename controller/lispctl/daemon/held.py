@@ -18,12 +18,13 @@ its cost does not matter.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import socket
 from typing import Callable, Iterable
 
-from lispctl.mapping.types import EidPrefix, IPAddress, Rloc
+from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import MissEvent
 from lispctl.roles.holdq import LISP_DATA_PORT, HoldQueue, encapsulate
 
@@ -42,6 +43,8 @@ class HeldPackets:
         self.now = now
         self.loop = loop
         self._socks: dict[int, socket.socket] = {}
+        self._raw: dict[int, socket.socket] = {}
+        self.sent_native = 0
         self._timer: asyncio.TimerHandle | None = None
         self.sent = 0
         self.send_errors = 0
@@ -50,7 +53,8 @@ class HeldPackets:
 
     def counters(self) -> dict[str, int]:
         out = {f"held_{k}": v for k, v in self.queue.counters.items()}
-        out.update(held_now=len(self.queue), held_sent=self.sent, held_send_errors=self.send_errors)
+        out.update(held_now=len(self.queue), held_sent=self.sent, held_sent_native=self.sent_native,
+                   held_send_errors=self.send_errors)
         return out
 
     def on_miss(self, event: MissEvent) -> None:
@@ -60,14 +64,41 @@ class HeldPackets:
         if self.queue.hold(event.eid.iid, event.eid.prefix.network_address, event.packet, now):
             self._arm()
 
-    def on_install(self, eid: EidPrefix, rlocs: tuple[Rloc, ...]) -> None:
+    def on_install(self, eid: EidPrefix, rlocs: tuple[Rloc, ...], action: MapAction) -> None:
         if not len(self.queue):
             return
         now = self.now()
         usable = tuple(r for r in rlocs if r.reachable and r.priority != 255)
-        for held_at, pkt in self.queue.release(eid, bool(usable), now):
-            if self._send(eid.iid, usable, pkt) and self.observe is not None:
+        # what the data plane does with later packets (lisp_datapath.c route()):
+        # NATIVELY_FORWARD, or NO_ACTION without locators, passes them natively
+        native = not usable and (action == MapAction.NATIVELY_FORWARD
+                                 or (action == MapAction.NO_ACTION and not rlocs))
+        for held_at, pkt in self.queue.release(eid, bool(usable) or native, now):
+            ok = self._send_native(pkt) if native else self._send(eid.iid, usable, pkt)
+            if ok and self.observe is not None:
                 self.observe(now - held_at)
+
+    def _send_native(self, pkt: bytes) -> bool:
+        """The packet as it was, routed by this host (a raw socket with the
+        IP header included: IPPROTO_RAW implies IP_HDRINCL, and IPv6's
+        IPV6_HDRINCL on Linux >= 4.5)."""
+        version = pkt[0] >> 4 if pkt else 0
+        if version not in (4, 6):
+            return False
+        dst = ipaddress.ip_address(pkt[16:20] if version == 4 else pkt[24:40])
+        try:
+            sock = self._raw.get(version)
+            if sock is None:
+                sock = self._raw[version] = socket.socket(
+                    socket.AF_INET if version == 4 else socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                sock.setblocking(False)
+            sock.sendto(pkt, (str(dst), 0))
+            self.sent_native += 1
+            return True
+        except OSError as exc:
+            self.send_errors += 1
+            log.debug("forwarding a held packet to %s natively failed: %s", dst, exc)
+            return False
 
     def _send(self, iid: int, rlocs: tuple[Rloc, ...], pkt: bytes) -> bool:
         out = encapsulate(pkt, iid, rlocs, random.getrandbits(24))
@@ -110,6 +141,7 @@ class HeldPackets:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for s in self._socks.values():
+        for s in (*self._socks.values(), *self._raw.values()):
             s.close()
         self._socks.clear()
+        self._raw.clear()

@@ -422,7 +422,7 @@ class Runtime:
             if self.datapath is not None:
                 self.datapath.set_mapping(eff.eid, list(eff.rlocs), eff.action)
             if self.held is not None and len(self.held.queue):
-                self.held.on_install(eff.eid, tuple(eff.rlocs))
+                self.held.on_install(eff.eid, tuple(eff.rlocs), MapAction(eff.action))
                 self._held_counters()
             self.cache[eff.eid] = CacheEntry(eff.eid, tuple(eff.rlocs), MapAction(eff.action),
                                              eff.ttl_s, self.now(), role)

@@ -4,9 +4,10 @@ The data plane cannot queue: when a miss would drop a packet (miss action
 drop, no Proxy-ETR), it copies the packet (from its IP header, up to
 LISP_MISS_PKT_MAX bytes) into the miss event. The daemon holds it here until
 the destination's mapping is installed, then sends it encapsulated toward
-the mapping's locator (`encapsulate`); a negative mapping, or no mapping
-within `max_age_s` (the ITR's resolution timeout), means the miss action
-(drop) stands and the packet is discarded.
+the mapping's locator (`encapsulate`), or natively for a natively-forward
+negative mapping; a negative mapping that drops, or no mapping within
+`max_age_s` (the ITR's resolution timeout), means the miss action (drop)
+stands and the packet is discarded.
 
 Bounded everywhere, because misses are attacker-driven: at most
 `per_destination` packets per (instance, destination), `max_packets` and
@@ -79,10 +80,11 @@ class HoldQueue:
         self.counters["held"] += 1
         return True
 
-    def release(self, eid: EidPrefix, has_locators: bool, now: float) -> list[tuple[float, bytes]]:
+    def release(self, eid: EidPrefix, forward: bool, now: float) -> list[tuple[float, bytes]]:
         """A mapping for `eid` was installed: (held at, packet) for each packet
-        it covers, in arrival order per destination, when it has locators; a
-        negative mapping discards them (the miss action, drop, stands)."""
+        it covers, in arrival order per destination, when it forwards them
+        (locators, or natively-forward); a negative mapping that drops
+        discards them (the miss action, drop, stands)."""
         self.expire(now)
         out: list[tuple[float, bytes]] = []
         for key in [k for k in self._dests if k[0] == eid.iid and k[1].version == eid.prefix.version
@@ -92,7 +94,7 @@ class HoldQueue:
                 self.packets -= 1
                 self.bytes -= len(pkt)
                 out.append((held_at, pkt))
-        if not has_locators:
+        if not forward:
             self.counters["discarded_negative"] += len(out)
             return []
         self.counters["released"] += len(out)
