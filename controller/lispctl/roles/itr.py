@@ -133,6 +133,7 @@ class ItrRole:
         # observe(name, seconds): "map_request_rtt" for each accepted Map-Reply,
         # "miss_to_install" when a miss's mapping is installed (daemon metrics).
         self.observe: Callable[[str, float], None] | None = None
+        self.nat = None      # a NatRole steering data to the RTR while behind a NAT
 
     def _fx(self) -> Effects:
         return Effects(default_src=self._src_for if self.cfg.is_mobile_node else None)
@@ -174,7 +175,15 @@ class ItrRole:
         self.prober.track(entry.eid, entry.rlocs, (), self._now)
 
     def _rlocs_for_dp(self, rlocs) -> tuple[Rloc, ...]:
-        return self.prober.effective(rlocs) if self.prober.enabled else tuple(rlocs)
+        out = self.prober.effective(rlocs) if self.prober.enabled else tuple(rlocs)
+        if self.nat is not None and out:       # behind a NAT: all data to the RTR (roles/nat.py)
+            out = self.nat.steer(out)
+        return out
+
+    def reinstall_all(self, now: float) -> list:
+        """InstallMapping for every positive entry again (where data goes changed)."""
+        return [InstallMapping(e.eid, self._rlocs_for_dp(e.rlocs), e.action, self._ttl_left(e, now))
+                for e in self.cache.entries() if e.rlocs]
 
     def _reachability_changed(self, addrs, now: float, out: Effects) -> None:
         """Probing changed these locators' state: re-install the entries using them."""
