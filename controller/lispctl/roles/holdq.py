@@ -34,7 +34,7 @@ _MAX_LOCATORS, _LEVELS, _SLOTS = 8, 4, 64
 
 @dataclass
 class _Dest:
-    packets: deque = field(default_factory=deque)     # (held at, packet bytes)
+    packets: deque[tuple[float, bytes]] = field(default_factory=deque)     # (held at, packet bytes)
 
 
 class HoldQueue:
@@ -173,7 +173,7 @@ def choose_locator(rlocs: tuple[Rloc, ...] | list[Rloc], packet: bytes) -> Rloc 
     return ls.locators[ls.levels[0][slot]]
 
 
-def encapsulate(packet: bytes, iid: int, rlocs, nonce: int) -> tuple[IPAddress, bytes] | None:
+def encapsulate(packet: bytes, iid: int, rlocs: tuple[Rloc, ...] | list[Rloc], nonce: int) -> tuple[IPAddress, bytes] | None:
     """(outer destination, UDP payload = LISP header + packet) for a held
     packet, or None when the mapping has no usable locator. The header is
     what the data plane writes (RFC 9300 5.3): N with a nonce, L with the
