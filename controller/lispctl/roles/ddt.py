@@ -28,7 +28,7 @@ at most 32 addresses), and a token bucket bounds how many we send per second.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 import dataclasses
 import ipaddress
 
@@ -56,7 +56,7 @@ def referral_record(eid: EidPrefix, act: int, ttl: int, targets: tuple[IPAddress
     return ReferralRecord(addr, ml, refs, ttl, act, authoritative, incomplete)
 
 
-def is_ddt_request(msg: object) -> bool:
+def is_ddt_request(msg: object) -> TypeGuard[EncapsulatedControlMessage]:
     return (isinstance(msg, EncapsulatedControlMessage) and isinstance(msg.message, MapRequest)
             and msg.ddt and not msg.to_etr)
 

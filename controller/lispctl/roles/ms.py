@@ -26,7 +26,7 @@ A subscription lasts the TTL of the mapping; the ITR renews it by asking again.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 import dataclasses
 import heapq
 import ipaddress
@@ -37,15 +37,15 @@ from dataclasses import dataclass, field
 
 from lispctl.config import Config, SiteConfig, SiteEidPrefix
 from lispctl.mapping.lpm import LpmTable, eid_sort_key, host_prefix, least_specific_uncovered
-from lispctl.mapping.types import EidPrefix, MapAction
+from lispctl.mapping.types import EidPrefix, IPAddress, MapAction
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint, Log
 from lispctl.roles.common import Counters, decode, reply_target
 from lispctl.roles.ddt import MapServerDdt, is_ddt_request
 from lispctl.roles.nat_ms import InfoResponder
 from lispctl.roles.ratelimit import PER_KEY, RateLimiter
-from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, ECM, MAP_REGISTER, EidRecord,
-                          EncapsulatedControlMessage, InfoRequest, InstanceId, MalformedMessage, MapNotify, MapNotifyAck,
-                          MapRegister, MapReply, MapRequest, SourceDestKey, UnknownLcaf, eid_record,
+from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, ECM, MAP_REGISTER, Address, EidRecord,
+                          EncapsulatedControlMessage, InfoRequest, InstanceId, LocatorRecord, MalformedMessage, MapNotify, MapNotifyAck,
+                          MapRegister, MapReply, MapRequest, RequestRecord, SourceDestKey, UnknownLcaf, eid_record,
                           record_prefix, sign, verify)
 from lispctl.wire.auth import map_notify_for
 from lispctl.wire.control import _AUTH_HDR
@@ -95,7 +95,7 @@ class Subscription:
     expires_at: float
     notifies: int = 0
     acked: int = 0
-    outstanding: tuple | None = None     # key of its unacknowledged Map-Notify
+    outstanding: tuple[Any, ...] | None = None     # key of its unacknowledged Map-Notify
 
 
 @dataclass
@@ -107,8 +107,22 @@ class _Outgoing:
     interval: float
 
 
+# (registrant name, set of its IP RLOCs, usable IP RLOCs best first, the record's locators)
+_Rlocs = tuple[str, frozenset[IPAddress], tuple[IPAddress, ...], tuple[LocatorRecord, ...]]
+
+
+def _address_key(a: Address) -> tuple[int, int]:
+    """Sort/compare key of a locator address: (integer, family) for IP; LCAF
+    and other AFIs (accepted in registrations) by their hash, never raising."""
+    if isinstance(a, (IPv4Address, IPv6Address)):
+        return int(a), a.version
+    return hash(a), 0
+
+
 def _within(a: EidPrefix, b: EidPrefix) -> bool:
-    return a.iid == b.iid and a.prefix.version == b.prefix.version and a.prefix.subnet_of(b.prefix)
+    # subnet_of wants one concrete family; the version test guarantees it
+    return (a.iid == b.iid and a.prefix.version == b.prefix.version
+            and a.prefix.subnet_of(b.prefix))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -157,9 +171,9 @@ class MapServerRole:
         # dict or None]. A registrations dict is never empty while it is in
         # `registered` (it is forgotten when it empties), so a non-empty one
         # here is the live one and spares the table lookup.
-        self._owners: dict[tuple, list] = {}
-        self._rloc_memo: dict = {}          # record locators -> (registrant name, RLOC set, ETR)
-        self._owners_of: dict[int, tuple] = {}   # id(records) -> (records, owners, site)
+        self._owners: dict[tuple[Any, int], list[Any]] = {}
+        self._rloc_memo: dict[int, _Rlocs] = {}          # record locators -> (registrant name, RLOC set, ETR)
+        self._owners_of: dict[int, tuple[Any, ...]] = {}   # id(records) -> (records, owners, site)
         self._seq = itertools.count()
         self.subs: dict[tuple[EidPrefix, int], Subscription] = {}
         self._sub_expiry: list[tuple[float, int, tuple[EidPrefix, int]]] = []
@@ -216,6 +230,7 @@ class MapServerRole:
             _, _, eid, key, reg = heapq.heappop(self._expiry)
             before = self._locator_view(eid)
             regs = self.registered.get(eid)
+            assert regs is not None             # an expiry entry is dropped with its registrations
             del regs[key]
             if reg.nonces_vary:
                 # an ETR that varies its nonce never sends these bytes again
@@ -229,9 +244,9 @@ class MapServerRole:
             elif self._locator_view(eid) != before:
                 self.publish(eid, now, out)
         while self._sub_expiry and self._sub_expiry[0][0] <= now:
-            at, _, key = heapq.heappop(self._sub_expiry)
-            if self._sub_live(at, key):
-                self._drop_sub(key)
+            at, _, sub_key = heapq.heappop(self._sub_expiry)
+            if self._sub_live(at, sub_key):
+                self._drop_sub(sub_key)
                 self.counters["subscription_expired"] += 1
         for okey, o in [(k, o) for k, o in self.outgoing.items() if o.next_at <= now]:
             if o.attempts > self.cfg.ms.notify_retries:
@@ -333,7 +348,7 @@ class MapServerRole:
             return None
         return owner
 
-    def _owners_for(self, records) -> tuple[list, _Site | None, bool, bool]:
+    def _owners_for(self, records: tuple[EidRecord, ...]) -> tuple[list[Any], _Site | None, bool, bool]:
         """([EidPrefix, owner, registrations] per record, the site, some record
         outside every site, records of several sites)."""
         owners = []
@@ -419,6 +434,7 @@ class MapServerRole:
         # (the address we know reaches it), else an RLOC of the source's
         # family (an IPv4-only MS with a site's IPv6 EIDs on IPv6 RLOCs).
         from_rloc = any(src.addr in r[1] for r in rlocs_of)
+        etr: Endpoint | None
         if from_rloc:
             etr = Endpoint(src.addr, CONTROL_PORT)
         else:
@@ -460,7 +476,7 @@ class MapServerRole:
             for eid in dict.fromkeys(changed):
                 self.publish(eid, now, out)
 
-    def _rlocs(self, rec: EidRecord) -> tuple[str, frozenset, tuple, tuple]:
+    def _rlocs(self, rec: EidRecord) -> _Rlocs:
         """(registrant name, set of RLOC addresses, usable RLOC addresses best
         first, the locators) of a record: what the MAC covers, so what a
         registration is bound to."""
@@ -470,17 +486,19 @@ class MapServerRole:
         hit = self._rloc_memo.get(id(locs))
         if hit is not None and hit[3] is locs:
             return hit
-        addrs = [l.address for l in locs if type(l.address) in (IPv4Address, IPv6Address)]
+        addrs = [l.address for l in locs if isinstance(l.address, (IPv4Address, IPv6Address))]
         usable = sorted((l for l in locs if type(l.address) in (IPv4Address, IPv6Address)),
                         key=lambda l: (not l.reachable, l.priority == 255, l.priority))
         name = ",".join(sorted({str(a) for a in addrs},
                                key=lambda t: (":" in t, ipaddress.ip_address(t)))) or "no-rloc"
         if len(self._rloc_memo) >= _OWNER_CACHE_MAX:
             self._rloc_memo.clear()
-        hit = self._rloc_memo[id(locs)] = (name, frozenset(addrs), tuple(l.address for l in usable), locs)
+        # usable holds IP-address locators only (filtered above)
+        hit = self._rloc_memo[id(locs)] = (name, frozenset(addrs), tuple(cast(IPAddress, l.address) for l in usable),
+                                           locs)
         return hit
 
-    def _apply_record(self, entry: list, rec: EidRecord, registrant: str, in_rlocs: bool,
+    def _apply_record(self, entry: list[Any], rec: EidRecord, registrant: str, in_rlocs: bool,
                       etr: Endpoint | None, msg: MapRegister, src: Endpoint, site: _Site, now: float,
                       timeout: float, out: Effects) -> tuple[Registration | None, bool]:
         """(the registration, whether the message only repeated its latest one)."""
@@ -540,17 +558,19 @@ class MapServerRole:
         return reg, False
 
     # ------------------------------------------------------------ publish/subscribe
-    def _locator_view(self, eid: EidPrefix):
+    def _locator_view(self, eid: EidPrefix) -> tuple[tuple[Any, ...], ...] | None:
         """What subscribers care about: the merged locator set (None: unregistered)."""
         regs = self.registered.get(eid)
         if not regs:
             return None
-        return tuple(sorted((int(l.address), l.address.version, l.priority, l.weight, l.reachable)
+        return tuple(sorted((*_address_key(l.address), l.priority, l.weight, l.reachable)
                             for l in self.merged_record(eid, regs).locators))
 
-    def _subscribe(self, asked: EidPrefix, hit, ecm: EncapsulatedControlMessage, now: float,
+    def _subscribe(self, asked: EidPrefix, hit: tuple[EidPrefix, dict[str, Registration]] | None,
+                   ecm: EncapsulatedControlMessage, now: float,
                    out: Effects) -> None:
-        req: MapRequest = ecm.message
+        req = ecm.message
+        assert isinstance(req, MapRequest)      # resolve() is handed Map-Request ECMs only
         if not self.cfg.ms.pubsub:
             self.counters["subscribe_disabled"] += 1
             return
@@ -623,7 +643,7 @@ class MapServerRole:
     # ------------------------------------------------------------ lookups
     def merged_record(self, eid: EidPrefix, regs: dict[str, Registration]) -> EidRecord:
         """The site's mapping: locators of every live registrant, de-duplicated."""
-        locs: dict = {}
+        locs: dict[Any, LocatorRecord] = {}
         ttl = None
         for r in regs.values():
             for loc in r.record.locators:
@@ -641,7 +661,8 @@ class MapServerRole:
         """Effects answering an ECM'd Map-Request for a registered EID, or None
         when no registration covers it (the caller sends a negative reply)."""
         self._now = now
-        req: MapRequest = ecm.message
+        req = ecm.message
+        assert isinstance(req, MapRequest)      # handle() passes Map-Request ECMs only
         if not req.records:
             return []
         try:
@@ -680,7 +701,7 @@ class MapServerRole:
         # its (authenticated) record names: never at whatever address its
         # Map-Registers came from, which anyone replaying them can choose.
         reg = max((r for r in regs.values() if r.etr is not None), key=lambda r: r.last_seen, default=None)
-        if reg is None:
+        if reg is None or reg.etr is None:      # (the second: for mypy, filtered above)
             self.counters["map_request_no_etr_rloc"] += 1
             return out.items + (sub_fx.items if sub_fx else [])
         fwd = dataclasses.replace(ecm, to_etr=True, to_ms=False)
@@ -730,8 +751,7 @@ class MapServerRole:
             prefixes = []
             for sp in site.cfg.eid_prefix:
                 regs = sorted(((e, r) for e, r in site.registrations.items()
-                              if e.iid == sp.eid.iid and e.prefix.version == sp.eid.prefix.version
-                              and e.prefix.subnet_of(sp.eid.prefix)), key=lambda x: eid_sort_key(x[0]))
+                              if _within(e, sp.eid)), key=lambda x: eid_sort_key(x[0]))
                 prefixes.append({
                     "prefix": str(sp.eid), "accept_more_specifics": sp.accept_more_specifics,
                     "proxy_reply": sp.proxy_reply, "registered": any(r for _, r in regs),
@@ -768,7 +788,7 @@ def rate_limited(counters: Counters, over: str, src: Endpoint) -> list[Effect]:
                 kind=f"map-request-rate-limited-{over}", peer=src.addr)]
 
 
-def multicast_sg(record) -> bool:
+def multicast_sg(record: RequestRecord) -> bool:
     """Is this Map-Request record a multicast (S,G) EID: a Source/Dest LCAF
     whose destination is a group (RFC 8378; lispers.net asks for these), or a
     Multicast-Info LCAF (RFC 8060 type 9), possibly inside an Instance-ID?"""
@@ -776,11 +796,11 @@ def multicast_sg(record) -> bool:
     if type(eid) is InstanceId:
         eid = eid.address
     if type(eid) is SourceDestKey:
-        return type(eid.dest) in (IPv4Address, IPv6Address) and eid.dest.is_multicast
+        return isinstance(eid.dest, (IPv4Address, IPv6Address)) and eid.dest.is_multicast
     return type(eid) is UnknownLcaf and eid.lcaf_type == 9
 
 
-def _gap(want: EidPrefix, inside: EidPrefix, tables) -> EidPrefix:
+def _gap(want: EidPrefix, inside: EidPrefix, tables: tuple[LpmTable[Any] | None, ...]) -> EidPrefix:
     """The least specific prefix holding want's address, inside `inside`,
     that overlaps nothing in `tables` except prefixes covering it: the hole
     of an unregistered EID between registered (or configured) more-specifics."""
@@ -790,17 +810,17 @@ def _gap(want: EidPrefix, inside: EidPrefix, tables) -> EidPrefix:
         cand = EidPrefix(want.iid, ipaddress.ip_network((int(addr) >> (bits - n) << (bits - n), n)
                                                         if addr.version == 4 else
                                                         ipaddress.IPv6Network((int(addr) >> (bits - n) << (bits - n), n))))
-        if not any(e != cand and e.prefix.subnet_of(cand.prefix)
+        if not any(e != cand and _within(e, cand)
                    for t in tables if t is not None for e, _ in t.more_specifics(cand)):
-            if want.prefix.subnet_of(cand.prefix) or cand.prefix.subnet_of(want.prefix):
+            if _within(want, cand) or _within(cand, want):
                 return cand
             break
     return host_prefix(want.iid, addr)
 
 
-def negative_reply(cfg: Config, ecm: EncapsulatedControlMessage, configured: LpmTable,
-                   extra: LpmTable | None, counters: Counters,
-                   registered: LpmTable | None = None) -> list[Effect]:
+def negative_reply(cfg: Config, ecm: EncapsulatedControlMessage, configured: LpmTable[Any],
+                   extra: LpmTable[Any] | None, counters: Counters,
+                   registered: LpmTable[Any] | None = None) -> list[Effect]:
     """The Map-Resolver's answer for space nobody registered:
     - inside a configured site prefix: ACT send-map-request (or drop), TTL 1 min,
       for the widest prefix around the EID that covers no registered or
@@ -809,7 +829,8 @@ def negative_reply(cfg: Config, ecm: EncapsulatedControlMessage, configured: Lpm
       covers the EID and overlaps no configured prefix, TTL 15 min;
     - a multicast (S,G) EID (we hold no replication lists): ACT
       natively-forward for exactly the (S,G) asked, TTL 1 min."""
-    req: MapRequest = ecm.message
+    req = ecm.message
+    assert isinstance(req, MapRequest)          # callers hand Map-Request ECMs only
     out = Effects()
     if not req.records:
         return []
@@ -842,14 +863,13 @@ def negative_reply(cfg: Config, ecm: EncapsulatedControlMessage, configured: Lpm
         ttl = cfg.mr.unregistered_ttl_minutes
         counters["negative_reply_unregistered"] += 1
     else:
-        union: LpmTable = LpmTable()
+        union: LpmTable[None] = LpmTable()
         for table in (configured, extra):
             for k, _ in (table.items() if table is not None else ()):
                 union.insert(k, None)
-        eid = least_specific_uncovered(want.iid, addr, union)
-        if eid is None or not eid.prefix.subnet_of(want.prefix) and not want.prefix.subnet_of(eid.prefix):
-            # the request itself is wider than a hole: answer for the host
-            eid = host_prefix(want.iid, addr)
+        hole = least_specific_uncovered(want.iid, addr, union)
+        # the request itself wider than a hole: answer for the host
+        eid = hole if hole is not None and (_within(hole, want) or _within(want, hole)) else host_prefix(want.iid, addr)
         act = MapAction.NATIVELY_FORWARD
         ttl = cfg.mr.non_eid_ttl_minutes
         counters["negative_reply_non_eid"] += 1
