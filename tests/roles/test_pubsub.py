@@ -226,3 +226,19 @@ def test_ms_subscription_to_unregistered_prefix_notified_on_registration():
     eff = ms.handle(sign(reg, "secret-a"), ep("192.0.2.1"), MS, 2.0)
     pubs = [(s.dst, decode_control(s.payload)) for s in sends(eff)]
     assert [(d, m.nonce) for d, m in pubs if isinstance(m, MapNotify)] == [(ep("203.0.113.2"), 1001)]
+
+
+def test_ms_publishes_registration_with_an_lcaf_locator():
+    # An ETR may register a non-IP locator (here an ELP, LCAF type 10) beside
+    # its IP RLOCs. With a subscriber, the MS compares locator sets before and
+    # after the registration; that comparison used int(address), which raised
+    # TypeError for an LCAF and took the whole Map-Register down with it.
+    from lispctl.wire import ElpHop, ExplicitLocatorPath, LocatorRecord
+    ms, mr, reg = ms_with_registration()
+    subscribe(mr)
+    elp = ExplicitLocatorPath((ElpHop(A("198.51.100.1")), ElpHop(A("192.0.2.9"))))
+    rec = eid_record(P("10.1.0.0/16"), (Rloc(A("192.0.2.9")), LocatorRecord(elp, 2, 50)), ttl=10)
+    eff = ms.handle(sign(dataclasses.replace(reg, records=(rec,)), "secret-a"), ep("192.0.2.9"), MS, 20.0)
+    pubs = [m for m in (decode_control(x.payload) for x in sends(eff)) if isinstance(m, MapNotify)]
+    assert len(pubs) == 1 and pubs[0].nonce == 1001
+    assert [l.address for l in pubs[0].records[0].locators] == [A("192.0.2.9"), elp]
