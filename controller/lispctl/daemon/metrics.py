@@ -208,7 +208,7 @@ class Metrics:
             "lispctl_miss_to_install_seconds", "First Map-Request for a miss to its mapping installed (ITR)",
             registry=self.registry, buckets=BUCKETS)
         self._hist = {"map_request_rtt": self.map_request_rtt, "miss_to_install": self.miss_to_install}
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._busy = 0
         self.refused = 0
         for _, role in runtime.roles:

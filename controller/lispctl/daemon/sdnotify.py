@@ -86,7 +86,8 @@ class Notifier:
 
     def _ping(self) -> None:
         self.notify("WATCHDOG=1")
-        self._timer = asyncio.get_running_loop().call_later(self.watchdog_s / 2, self._ping)
+        if self.watchdog_s is not None:          # always, when this runs (start() checks)
+            self._timer = asyncio.get_running_loop().call_later(self.watchdog_s / 2, self._ping)
 
     def stopping(self) -> None:
         if self._timer is not None:

@@ -121,7 +121,7 @@ class SocketStats:
     send_errors: int = 0
 
 
-def _pktinfo_dst(family: int, ancdata) -> ipaddress._BaseAddress | None:
+def _pktinfo_dst(family: int, ancdata) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     for level, ctype, cdata in ancdata:
         if family == socket.AF_INET and level == socket.IPPROTO_IP and ctype == IP_PKTINFO:
             _, _, addr = _IN_PKTINFO.unpack_from(cdata)
@@ -132,7 +132,7 @@ def _pktinfo_dst(family: int, ancdata) -> ipaddress._BaseAddress | None:
     return None
 
 
-def _src_cmsg(src: ipaddress._BaseAddress) -> list:
+def _src_cmsg(src: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list:
     if src.version == 4:
         return [(socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, src.packed, b"\0" * 4))]
     return [(socket.IPPROTO_IPV6, IPV6_PKTINFO, _IN6_PKTINFO.pack(src.packed, 0))]
@@ -326,10 +326,10 @@ class ControlSockets:
             raise
         self._default: dict[int, ControlSocket] = {}
         for version in (4, 6):
-            family = [s for s in self.sockets if s.local.addr.version == version]
-            wild = [s for s in family if s.local.addr.is_unspecified]
-            if family:
-                self._default[version] = (wild or family)[0]
+            same = [s for s in self.sockets if s.local.addr.version == version]
+            wild = [s for s in same if s.local.addr.is_unspecified]
+            if same:
+                self._default[version] = (wild or same)[0]
 
     def _pair(self, control: ControlSocket, family: int, addr: str, port: int) -> None:
         """The requests sockets beside control, and the steering program."""

@@ -326,7 +326,7 @@ class Datapath:
         key = self._lpm_key(t, eid)
         mid = self._ids.get(eid)
         new = mid is None
-        if new:
+        if mid is None:
             mid = self._alloc_id()
             self._zero_stats(mid)
         if rlocs:
@@ -676,6 +676,8 @@ class Datapath:
 def _decode_miss(ev, packet: bytes = b"") -> MissEvent:
     """ev: bcc's ctypes view of struct lisp_miss_event (derived from the program)."""
     dst, src = bytes(ev.dst), bytes(ev.src)
+    d: ipaddress.IPv4Address | ipaddress.IPv6Address
+    s: ipaddress.IPv4Address | ipaddress.IPv6Address
     if ev.family == 4:
         d, s = ipaddress.IPv4Address(dst[:4]), ipaddress.IPv4Address(src[:4])
         net: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.IPv4Network((d, 32))

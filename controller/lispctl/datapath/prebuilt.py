@@ -70,7 +70,7 @@ class Loaded:
     progs: dict[str, int]              # name -> fd
     tables: dict[str, Table]
     ring_fd: int
-    event_type: type
+    event_type: type[ctypes.Structure]
 
     def close(self) -> None:
         for fd in self.progs.values():
