@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from lispctl.datapath.attach import CHECKSUM_MODES
-from lispctl.roles import build_roles, datapath_plan
+from lispctl.roles import ItrRole, build_roles, datapath_plan
 from lispctl.roles.base import CONTROL_PORT
 
 from .device import Device
@@ -136,7 +136,7 @@ def _limit_map_cache(device: Device, dp) -> None:
     """Tell the ITR how many map-cache entries the loaded data plane holds
     (it evicts the least recently used dynamic entry beyond that); refuse a
     config whose static entries alone do not fit."""
-    itr = next((r for n, r in device.roles if n in ("itr", "pitr")), None)   # PitrRole is an ItrRole
+    itr = next((r for _, r in device.roles if isinstance(r, ItrRole)), None)   # PitrRole is an ItrRole
     if itr is None:
         return
     capacity = dp.capacity

@@ -21,18 +21,26 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from typing import TYPE_CHECKING
 
 from lispctl.datapath.attach import CHECKSUM_MODES
-from lispctl.roles import find_role
+from lispctl.roles import EtrRole, ItrRole, PetrRole, find_role
 
 from .build import _interfaces_to_read
+
+if TYPE_CHECKING:  # imported when started: pyroute2 is not needed before
+    from lispctl.net.watch import InterfaceWatcher
 
 log = logging.getLogger("lispctl.daemon")
 
 
-def _site_role(roles):
-    """A role holding the device's LocalSite when there is no ETR."""
-    return next((r for n in ("itr", "pitr", "petr") if (r := find_role(roles, n)) is not None), None)
+def _site_role(roles: list) -> EtrRole | ItrRole | PetrRole | None:
+    """The role holding the device's LocalSite: its ETR, else its ITR, PITR or PETR."""
+    for name in ("etr", "itr", "pitr", "petr"):
+        r = find_role(roles, name)
+        if isinstance(r, (EtrRole, ItrRole, PetrRole)):
+            return r
+    return None
 
 
 class LocatorWatch:
@@ -41,9 +49,10 @@ class LocatorWatch:
         self.device = device
         self.names = names
         self.etr = find_role(device.roles, "etr")
-        role = self.etr or _site_role(device.roles)
+        role = _site_role(device.roles)
+        assert role is not None                  # for_device() checked
         self.site = role.site
-        self.watcher = None
+        self.watcher: InterfaceWatcher | None = None
         self.known: dict[str, list] = {}
         self.link_up: dict[str, bool] = {}
         # RLOC interfaces the data plane decapsulates on, and the ifindex each
@@ -61,7 +70,7 @@ class LocatorWatch:
     @classmethod
     def for_device(cls, runtime, device) -> "LocatorWatch | None":
         """None when the device has no locators or RLOC interfaces to follow."""
-        role = find_role(device.roles, "etr") or _site_role(device.roles)
+        role = _site_role(device.roles)
         if role is None or getattr(role, "site", None) is None:
             return None
         names = _interfaces_to_read(role.site.cfg)
@@ -69,9 +78,9 @@ class LocatorWatch:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         from lispctl.net.watch import InterfaceWatcher
-        self.watcher = InterfaceWatcher(track_gateways=False).open()
+        self.watcher = watcher = InterfaceWatcher(track_gateways=False).open()
         self.known = {n: list(self.site.iface_addrs.get(n, [])) for n in self.names}
-        loop.add_reader(self.watcher.fileno(), self._ready)
+        loop.add_reader(watcher.fileno(), self._ready)
         self._enqueue([])     # anything that changed between build and now
 
     def close(self) -> None:
@@ -86,6 +95,8 @@ class LocatorWatch:
             self.watcher = None
 
     def _ready(self) -> None:
+        if self.watcher is None:                 # stopped: the reader is gone too
+            return
         try:
             events = self.watcher.drain()
         except Exception:
@@ -161,6 +172,8 @@ class LocatorWatch:
     def _sync(self, events) -> None:
         from lispctl.net.watch import LinkDown, LinkUp
         now = self.rt.now()
+        if self.watcher is None:                 # stopped meanwhile
+            return
         view = self.watcher.view
         changed = False
         for ev in events:

@@ -90,7 +90,7 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
         loop.add_signal_handler(signal.SIGHUP, _on_sighup, Reloader(device, runtime))
         log.info("instance %s serving: roles %s, control %s, API %s, data plane %s",
                  device.instance, ",".join(n for n, _ in device.roles),
-                 " ".join(runtime.sockets.describe()), paths.socket,
+                 " ".join(runtime.sockets.describe() if runtime.sockets is not None else ()), paths.socket,
                  "attached" if device.datapath is not None else "none")
         print("ready", file=ready_out, flush=True)
         notifier.ready(f"serving: roles {','.join(n for n, _ in device.roles)}, API {paths.socket}")
@@ -125,7 +125,7 @@ def _on_sighup(reloader: Reloader) -> None:
 
 def _handlers(paths: InstancePaths, device: Device, rt: Runtime, request_stop) -> dict:
     def collect(key: str) -> list:
-        out = []
+        out: list = []
         for name, snap in rt.role_snapshots().items():
             items = snap.get(key) if isinstance(snap, dict) else None
             if isinstance(items, list):

@@ -325,7 +325,6 @@ class Datapath:
         t = self._eid_table(eid, "map_cache")
         key = self._lpm_key(t, eid)
         mid = self._ids.get(eid)
-        new = mid is None
         if mid is None:
             mid = self._alloc_id()
             self._zero_stats(mid)
