@@ -37,12 +37,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lispctl.roles import datapath_plan, find_role
 
 from .build import _interfaces_to_read
 from .ifwatch import LocatorWatch
+
+if TYPE_CHECKING:  # imported when started (pyroute2)
+    from lispctl.net.mobile import MobileNode
 
 log = logging.getLogger("lispctl.daemon")
 
@@ -115,7 +118,7 @@ class MobileNodeWatch(LocatorWatch):
         super().__init__(runtime, device, names)
         self.plan = plan                              # roles.MobileNodePlan
         self.specs = locator_specs(plan.uplinks)
-        self.mn = None
+        self.mn: MobileNode | None = None
         self.masked: FamilyMaskedDatapath | None = None
         self._gateways: dict[tuple[str, int], Any] = {}
         self.uplink_errors = 0
@@ -138,9 +141,9 @@ class MobileNodeWatch(LocatorWatch):
         from lispctl.net.mobile import MobileNode
         from lispctl.net.watch import InterfaceWatcher
         p = self.plan
-        self.mn = MobileNode(p.eids, ifname=p.eid_device, mtu=p.mtu, eid_table=p.eid_table,
-                             uplink_table_base=p.uplink_table_base)
-        await self.mn.setup()
+        self.mn = mn = MobileNode(p.eids, ifname=p.eid_device, mtu=p.mtu, eid_table=p.eid_table,
+                                  uplink_table_base=p.uplink_table_base)
+        await mn.setup()
         try:
             dp = self.device.datapath
             if dp is not None:
@@ -152,9 +155,9 @@ class MobileNodeWatch(LocatorWatch):
                 "eid_device": p.eid_device, "eids": [str(e) for e in p.eids],
                 "uplinks": [f"{s.ifname}/ipv{s.family}" for s in self.specs]}
             # gateways too: an uplink's table must follow its default route
-            self.watcher = InterfaceWatcher(track_gateways=True).open()
+            self.watcher = watcher = InterfaceWatcher(track_gateways=True).open()
             self.known = {n: list(self.site.iface_addrs.get(n, [])) for n in self.names}
-            view = self.watcher.view
+            view = watcher.view
             now = self.rt.now()
             for name in self.names:
                 if view.by_name(name) is not None and not view.is_up(name):
@@ -164,10 +167,10 @@ class MobileNodeWatch(LocatorWatch):
             await self.attach_rloc_interfaces()   # uplinks that appeared since build
             await self._sync_uplinks()
             self._sync([])
-            loop.add_reader(self.watcher.fileno(), self._ready)
+            loop.add_reader(watcher.fileno(), self._ready)
             log.info("mobile node: EID device %s (%s), uplinks %s", p.eid_device,
                      ", ".join(map(str, p.eids)),
-                     ", ".join(f"{u.ifname}/ipv{u.rloc.version}={u.rloc}" for u in self.mn.uplinks.values())
+                     ", ".join(f"{u.ifname}/ipv{u.rloc.version}={u.rloc}" for u in mn.uplinks.values())
                      or "none yet")
         except BaseException:
             await self.restore()
@@ -186,6 +189,8 @@ class MobileNodeWatch(LocatorWatch):
 
     # -- events -----------------------------------------------------------------
     def _ready(self) -> None:
+        if self.watcher is None:                 # stopped: the reader is gone too
+            return
         try:
             events = self.watcher.drain()
         except Exception:
@@ -215,6 +220,7 @@ class MobileNodeWatch(LocatorWatch):
     def _usable_now(self) -> set:
         """RLOCs the view says can carry traffic now (address present, link up)."""
         from lispctl.net.watch import local_locators
+        assert self.watcher is not None          # only while started
         return {r.address for r in local_locators(self.watcher.view, self.specs) if r.reachable}
 
     def _drop_unusable(self) -> None:
@@ -239,23 +245,25 @@ class MobileNodeWatch(LocatorWatch):
         """Make MobileNode's uplinks match the view: one per (interface, family)
         whose link is up and which has an address; re-sync on a new RLOC or gateway."""
         from lispctl.net.watch import preferred_address
+        mn = self.mn
+        assert self.watcher is not None and mn is not None       # only while started
         view = self.watcher.view
         want: dict[tuple[str, int], Any] = {}
         for spec in self.specs:
             a = preferred_address(view, spec.ifname, spec.family)
             if a is not None and view.is_up(spec.ifname):
                 want.setdefault((spec.ifname, spec.family), a.address)
-        for key in [k for k in self.mn.uplinks if k not in want]:
-            await self.mn.remove_uplink(*key)
+        for key in [k for k in mn.uplinks if k not in want]:
+            await mn.remove_uplink(*key)
             self._gateways.pop(key, None)
             log.info("uplink %s/ipv%d removed", *key)
         for key, rloc in want.items():
             gw = view.gateway(key[0], key[1])
-            have = self.mn.uplinks.get(key)
+            have = mn.uplinks.get(key)
             if (have is not None and have.rloc == rloc and self._gateways.get(key) == gw
                     and have.ifindex == view.index(key[0])):     # not re-created meanwhile
                 continue
-            await self.mn.add_uplink(key[0], rloc)
+            await mn.add_uplink(key[0], rloc)
             self._gateways[key] = gw
             log.info("uplink %s/ipv%d: RLOC %s, gateway %s", key[0], key[1], rloc, gw or "none")
 

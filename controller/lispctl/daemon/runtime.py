@@ -79,7 +79,7 @@ class Runtime:
         # `message_types`; one that does not is offered every datagram.
         self.by_type: list[list[tuple[str, Role]]] = [
             [(n, r) for n, r in self.roles
-             if getattr(r, "message_types", None) is None or t in r.message_types]
+             if (types := getattr(r, "message_types", None)) is None or t in types]
             for t in range(16)]
         self.logsum = LogSummary()
         self._logsum_timer: asyncio.TimerHandle | None = None
@@ -98,7 +98,7 @@ class Runtime:
         self._timer_at = 0.0
         self._miss_fd: int | None = None
         self.held: Any = None               # packets held while they resolve (daemon/held.py)
-        self._reassembly = None
+        self._reassembly: Any = None        # the data plane's reassembly path, if it has one
         self._last_tick = float("-inf")
         self._usage: dict[EidPrefix, int] = {}
         self._usage_timer: asyncio.TimerHandle | None = None
@@ -165,7 +165,7 @@ class Runtime:
         self.counters["adopted"] += len(inherited)
         log.info("adopted %d map-cache entries from the pinned data plane; re-resolving them "
                  "(removed after %.0f s unless re-learnt)", len(inherited), self.adopt_grace_s)
-        self._adopt_timer = self.loop.call_later(self.adopt_grace_s, self._drop_unclaimed)
+        self._adopt_timer = self._live_loop().call_later(self.adopt_grace_s, self._drop_unclaimed)
         for eid in inherited:
             event = MissEvent(host_of(eid), None)
             for name, role in self.roles:
@@ -296,8 +296,13 @@ class Runtime:
         took = time.monotonic() - started
         if took > MISS_BATCH_BUDGET_S and self._miss_fd is not None:
             self.counters["miss_batches_paused"] += 1
-            self.loop.remove_reader(self._miss_fd)
-            self.loop.call_later(took, self._resume_misses)
+            self._live_loop().remove_reader(self._miss_fd)
+            self._live_loop().call_later(took, self._resume_misses)
+
+    def _live_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop, for the callbacks that run only while started."""
+        assert self.loop is not None
+        return self.loop
 
     def _resume_misses(self) -> None:
         if self._miss_fd is not None and self.loop is not None:
@@ -306,7 +311,7 @@ class Runtime:
     def _poll_usage(self) -> None:
         """Tell the ITR which installed mappings carried traffic since the last
         poll (per-mapping packet counters), so it refreshes only used entries."""
-        self._usage_timer = self.loop.call_later(USAGE_POLL_S, self._poll_usage)
+        self._usage_timer = self._live_loop().call_later(USAGE_POLL_S, self._poll_usage)
         used = []
         for eid in list(self.cache):
             try:
@@ -506,10 +511,11 @@ class Runtime:
         return [e.to_json(now) for e in sorted(self.cache.values(), key=lambda e: eid_sort_key(e.eid))]
 
     def socket_counters(self) -> dict:
-        s = self.sockets.stats if self.sockets else None
-        if not s:
+        sockets = self.sockets
+        s = sockets.stats if sockets else None
+        if sockets is None or not s:
             return {}
-        drops = self.sockets.queue_drops()
+        drops = sockets.queue_drops()
         return {"rx": s.rx, "tx": s.tx, "send_errors": s.send_errors,
                 "queue_drops_control": drops["control"], "queue_drops_requests": drops["requests"],
-                "request_sockets": len(self.sockets.request_sockets)}
+                "request_sockets": len(sockets.request_sockets)}
