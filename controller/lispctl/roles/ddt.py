@@ -28,9 +28,9 @@ at most 32 addresses), and a token bucket bounds how many we send per second.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeGuard
 import dataclasses
 import ipaddress
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from lispctl.config import Config
 from lispctl.mapping.lpm import LpmTable

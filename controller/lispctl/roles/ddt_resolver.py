@@ -34,12 +34,12 @@ referral cache (referral-cache-size; the oldest entry goes first).
 """
 from __future__ import annotations
 
-from typing import Any
 import dataclasses
 import heapq
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from lispctl.config import Config
 from lispctl.mapping.lpm import LpmTable

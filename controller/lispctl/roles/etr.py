@@ -21,9 +21,9 @@ ITR-RLOC of a family it has left, and sends the SMR from that family.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable
 
 from lispctl.config import Config, MapServerConfig
 from lispctl.mapping.lpm import eid_sort_key

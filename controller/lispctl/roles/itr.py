@@ -41,11 +41,11 @@ accordingly.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
 import heapq
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable
 
 from lispctl.config import Config, MapResolverConfig
 from lispctl.mapping.cache import CacheEntry, MapCache

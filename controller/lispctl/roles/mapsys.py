@@ -14,9 +14,9 @@ When every resolver of the set is skipped, they are used anyway, in turn.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence, TypeVar
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, Iterable, Sequence, TypeVar
 
 from lispctl.config import Config, MapResolverConfig, MapServerConfig
 from lispctl.mapping.types import EidPrefix

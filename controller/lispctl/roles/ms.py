@@ -26,7 +26,6 @@ A subscription lasts the TTL of the mapping; the ITR renews it by asking again.
 """
 from __future__ import annotations
 
-from typing import Any, cast
 import dataclasses
 import heapq
 import ipaddress
@@ -34,6 +33,7 @@ import itertools
 from collections import OrderedDict
 from ipaddress import IPv4Address, IPv6Address
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from lispctl.config import Config, SiteConfig, SiteEidPrefix
 from lispctl.mapping.lpm import LpmTable, eid_sort_key, host_prefix, least_specific_uncovered

@@ -29,9 +29,9 @@ answers stay "probing" (retried with back-off) and keep working as before.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from lispctl.config import Config, MapServerConfig
 from lispctl.mapping.types import IPAddress, Rloc

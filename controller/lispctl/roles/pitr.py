@@ -26,8 +26,8 @@ state machine (lispctl.roles.itr) with four differences:
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
 import ipaddress
+from typing import Any, Iterable
 
 from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction

@@ -26,8 +26,8 @@ it when the peer expires. Not done yet: loading the data plane on the RTR
 """
 from __future__ import annotations
 
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress, Rloc
