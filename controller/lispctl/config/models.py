@@ -58,7 +58,8 @@ EidText = Annotated[EidPrefix, BeforeValidator(_eid_text)]
 U8 = Annotated[int, Field(ge=0, le=255)]
 InstanceId = Annotated[int, Field(ge=0, lt=1 << 24)]
 Seconds = Annotated[float, Field(gt=0)]
-Algorithm = Literal["hmac-sha1", "hmac-sha256"]
+Algorithm = Literal["hmac-sha1", "hmac-sha256", "hmac-sha256-hkdf"]
+LispSecMode = Literal["off", "on", "required"]
 XtrId = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{32}$")]
 SiteId = Annotated[int, Field(ge=0, lt=1 << 64)]
 IfName = Annotated[str, Field(pattern=r"^[^\s/:]{1,15}$")]
@@ -156,11 +157,20 @@ class MapResolverConfig(_Model):
     subscribe: bool = False
     key: Annotated[str, Field(min_length=1)] | None = None
     key_id: U8 = 0
+    # LISP-SEC (RFC 9303, docs/security.md): "on" protects Map-Requests through
+    # this resolver with a one-time key wrapped under lisp-sec-key (shared with
+    # the resolver, key ID lisp-sec-key-id) and refuses badly signed replies;
+    # "required" also refuses unsigned ones.
+    lisp_sec: LispSecMode = "off"
+    lisp_sec_key: Annotated[str, Field(min_length=1)] | None = None
+    lisp_sec_key_id: U8 = 0
 
     @model_validator(mode="after")
     def _key_for_subscribe(self) -> "MapResolverConfig":
         if self.subscribe and self.key is None:
             raise ValueError("'subscribe = true' needs the 'key' the Map-Server signs notifications with")
+        if self.lisp_sec != "off" and self.lisp_sec_key is None:
+            raise ValueError(f"'lisp-sec = \"{self.lisp_sec}\"' needs the 'lisp-sec-key' shared with the resolver")
         return self
 
 
@@ -292,6 +302,13 @@ class MrConfig(_Model):
     map_server: list[MrForward] = []
 
 
+class LispSecConfig(_Model):
+    """LISP-SEC on a Map-Resolver / Map-Server: the pre-shared keys of the
+    ITRs (by key ID) that unwrap their one-time keys. Must differ from every
+    Map-Register key (RFC 9303 6.5: otherwise an ETR could overclaim)."""
+    itr_keys: dict[U8, Annotated[str, Field(min_length=1)]] = {}
+
+
 # ---------------------------------------------------------------- mobile node
 
 class MobileNodeConfig(_Model):
@@ -325,7 +342,19 @@ class Config(_Model):
     ms: MsConfig = MsConfig()
     mr: MrConfig = MrConfig()
     site: list[SiteConfig] = []
+    lisp_sec: LispSecConfig = LispSecConfig()
     mobile_node: MobileNodeConfig = MobileNodeConfig()
+
+    @model_validator(mode="after")
+    def _independent_lisp_sec_keys(self) -> "Config":
+        register_keys = {k for s in self.site for k in s.keys.values()} | {m.key for m in self.map_server}
+        if register_keys & set(self.lisp_sec.itr_keys.values()):
+            raise ValueError("lisp-sec.itr-keys must differ from the Map-Register keys (RFC 9303 6.5)")
+        for i, mr in enumerate(self.map_resolver):
+            if mr.lisp_sec_key is not None and mr.lisp_sec_key in register_keys:
+                raise ValueError(f"map-resolver[{i}].lisp-sec-key must differ from the Map-Register keys "
+                                 "(RFC 9303 6.5)")
+        return self
 
     @field_validator("control_addresses")
     @classmethod
