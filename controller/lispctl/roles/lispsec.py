@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
@@ -77,34 +76,30 @@ class ItrSec:
         self.counters = counters
         self.random_bytes = random_bytes
         self.max_outstanding = max_outstanding
-        self._otks: OrderedDict[int, _Otk] = OrderedDict()
-        # nonces whose OTK was evicted: a "required" one can no longer be
-        # verified, so its replies are refused (bounded the same way)
-        self._lost: OrderedDict[int, bool] = OrderedDict()
+        self._otks: dict[int, _Otk] = {}
 
     def protect(self, ecm: EncapsulatedControlMessage, mode: str, key: str | None,
-                key_id: int) -> EncapsulatedControlMessage:
-        """The ECM to send: with a fresh ITR-OTK when mode is not "off"."""
+                key_id: int) -> EncapsulatedControlMessage | None:
+        """The ECM to send: with a fresh ITR-OTK when mode is not "off". None
+        (send nothing) when the table of outstanding keys is full and mode is
+        "required": no key is ever evicted, so a reply to a protected request
+        can always be checked (the ITR forgets a request's keys when it gives
+        up on it, which bounds the table by its pending requests)."""
         if mode == "off" or key is None:
             return ecm
         nonce = ecm.message.nonce
+        if len(self._otks) >= self.max_outstanding and nonce not in self._otks:
+            self.counters["lisp_sec_otk_table_full"] += 1
+            return None if mode == "required" else ecm
         otk = self.random_bytes(ls.OTK_LEN)
         pre, field = ls.wrap_otk(WRAP_ID, _key(key), nonce, otk)
         ad = ls.EcmAuthData(HMAC_ID, key_id, WRAP_ID, pre, field, ls.EidAd(KDF_ID))
-        self._otks.pop(nonce, None)
         self._otks[nonce] = _Otk(otk, mode == "required")
-        while len(self._otks) > self.max_outstanding:
-            old, st = self._otks.popitem(last=False)
-            self._lost[old] = st.required
-            if len(self._lost) > self.max_outstanding:
-                self._lost.popitem(last=False)
-            self.counters["lisp_sec_otk_evicted"] += 1
         self.counters["lisp_sec_request_tx"] += 1
         return dataclasses.replace(ecm, security=True, auth=ad.encode())
 
     def forget(self, nonce: int) -> None:
         self._otks.pop(nonce, None)
-        self._lost.pop(nonce, None)
 
     def outstanding(self) -> int:
         return len(self._otks)
@@ -113,11 +108,8 @@ class ItrSec:
         """Verdict on a Map-Reply whose nonce matched an outstanding request."""
         st = self._otks.get(reply.nonce)
         c = self.counters
-        if st is None:
-            if self._lost.get(reply.nonce):
-                c["lisp_sec_reply_key_lost"] += 1
-                return ReplyVerdict(None, "its ITR-OTK was evicted (lisp-sec required)")
-            return ReplyVerdict(reply.records)  # the request was not protected
+        if st is None:                          # the request was not protected
+            return ReplyVerdict(reply.records)
         if not reply.security or not reply.trailer:
             if st.required:
                 c["lisp_sec_reply_unsigned_dropped"] += 1
