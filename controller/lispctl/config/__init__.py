@@ -125,6 +125,17 @@ def cross_check(cfg: Config) -> list[tuple[tuple, str]]:
     if cfg.is_mr and not cfg.is_ms and not cfg.mr.map_server:
         out.append((("mr", "map-server"),
                     "a Map-Resolver without the ms role needs [[mr.map-server]] to forward to"))
+    if cfg.lisp_sec.itr_keys and not (cfg.is_ms or cfg.is_mr):
+        out.append((("lisp-sec", "itr-keys"), "[lisp-sec] itr-keys is only used by the ms and mr roles"))
+    # RFC 9303 6.5: the ITR/Map-Resolver keys must be independent of the
+    # Map-Server/ETR (Map-Register) keys, or an ETR could overclaim.
+    register_keys = {k for s in cfg.site for k in s.keys.values()} | {m.key for m in cfg.map_server}
+    if register_keys & set(cfg.lisp_sec.itr_keys.values()):
+        out.append((("lisp-sec", "itr-keys"), "must differ from every Map-Register key (RFC 9303 6.5)"))
+    for i, mr in enumerate(cfg.map_resolver):
+        if mr.lisp_sec_key is not None and mr.lisp_sec_key in register_keys:
+            out.append((("map-resolver", i, "lisp-sec-key"),
+                        "must differ from every Map-Register key (RFC 9303 6.5)"))
 
     seen: dict = {}
     for i, entry in enumerate(cfg.database):

@@ -345,17 +345,6 @@ class Config(_Model):
     lisp_sec: LispSecConfig = LispSecConfig()
     mobile_node: MobileNodeConfig = MobileNodeConfig()
 
-    @model_validator(mode="after")
-    def _independent_lisp_sec_keys(self) -> "Config":
-        register_keys = {k for s in self.site for k in s.keys.values()} | {m.key for m in self.map_server}
-        if register_keys & set(self.lisp_sec.itr_keys.values()):
-            raise ValueError("lisp-sec.itr-keys must differ from the Map-Register keys (RFC 9303 6.5)")
-        for i, mr in enumerate(self.map_resolver):
-            if mr.lisp_sec_key is not None and mr.lisp_sec_key in register_keys:
-                raise ValueError(f"map-resolver[{i}].lisp-sec-key must differ from the Map-Register keys "
-                                 "(RFC 9303 6.5)")
-        return self
-
     @field_validator("control_addresses")
     @classmethod
     def _unique_addresses(cls, v: list) -> list:
