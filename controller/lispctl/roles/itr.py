@@ -37,6 +37,7 @@ from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import (CONTROL_PORT, Effect, Effects, Endpoint, InstallMapping, MissEvent,
                                 RemoveMapping)
 from lispctl.roles.common import FOREVER_S, Counters, NonceSource, decode
+from lispctl.roles.lispsec import ItrSec
 from lispctl.roles.local import LocalSite
 from lispctl.roles.probe import RlocProber
 from lispctl.wire import (NO_ADDRESS, TTL_INFINITE, EncapsulatedControlMessage, MalformedMessage,
@@ -94,6 +95,7 @@ class ItrRole:
         self._refresh: list[tuple[float, int, EidPrefix, float]] = []
         self._seq = itertools.count()
         self.counters = Counters()
+        self.sec = ItrSec(self.counters)                 # LISP-SEC (RFC 9303), per resolver
         self.prober = RlocProber(cfg.itr, nonce, site.usable_rlocs, self.counters)
         self.started = False
         self._now = 0.0
@@ -267,6 +269,7 @@ class ItrRole:
         self.pending.pop(p.eid, None)
         for n in p.nonces:
             self.by_nonce.pop(n, None)
+            self.sec.forget(n)
 
     def _send_request(self, p: _Pending, now: float, out: Effects) -> None:
         rlocs = self.site.usable_rlocs()
@@ -300,8 +303,10 @@ class ItrRole:
         # agree (RFC 9301 5.8), else to the Map-Resolver itself.
         eid_addr = p.eid.prefix.network_address
         inner_dst = eid_addr if eid_addr.version == inner_src.version else mr
-        ecm = EncapsulatedControlMessage(req, inner_src, inner_dst, CONTROL_PORT, CONTROL_PORT)
-        out.send(ecm.encode(), Endpoint(mr, CONTROL_PORT))
+        ecm = self.sec.protect(EncapsulatedControlMessage(req, inner_src, inner_dst, CONTROL_PORT, CONTROL_PORT),
+                               mr_cfg.lisp_sec, mr_cfg.lisp_sec_key, mr_cfg.lisp_sec_key_id)
+        if ecm is not None:             # None: LISP-SEC required, too many keys outstanding (retried)
+            out.send(ecm.encode(), Endpoint(mr, CONTROL_PORT))
         p.nonces.append(nonce)
         self.by_nonce[nonce] = p.eid
         p.attempts += 1
@@ -322,14 +327,14 @@ class ItrRole:
                     self._reachability_changed([changed], now, out)
                 if consumed:
                     return out.items
-            self._on_reply(msg, src, now, out)
+            self._on_reply(msg, src, now, out, data)
         elif isinstance(msg, MapRequest) and msg.smr:
             self._on_smr(msg, src, now, out)
         elif isinstance(msg, MapNotify):
             self._on_notify(data, msg, src, now, out)
         return out.items
 
-    def _on_reply(self, msg: MapReply, src: Endpoint, now: float, out: Effects) -> None:
+    def _on_reply(self, msg: MapReply, src: Endpoint, now: float, out: Effects, data: bytes = b"") -> None:
         key = self.by_nonce.get(msg.nonce)
         p = self.pending.get(key) if key is not None else None
         if p is None:
@@ -337,7 +342,13 @@ class ItrRole:
             out.log(f"ignored Map-Reply from {src.addr}: no outstanding request with that nonce")
             return
         self.counters["map_reply_rx"] += 1
-        accepted, ttl_s, eids = self._accept_records(msg.records, p.eid, now, out, "map_reply")
+        verdict = self.sec.check(data or msg.encode(), msg)    # LISP-SEC: the records we may install
+        if verdict.reason:
+            out.log(f"{'ignored' if verdict.records is None else 'LISP-SEC'} Map-Reply from {src.addr}: "
+                    f"{verdict.reason}")
+        if verdict.records is None:
+            return
+        accepted, ttl_s, eids = self._accept_records(verdict.records, p.eid, now, out, "map_reply")
         if accepted:
             self._drop_pending(p)
             sub = self.subs.get(msg.nonce)

@@ -31,7 +31,8 @@ from lispctl.mapping.lpm import LpmTable, eid_sort_key, host_prefix, least_speci
 from lispctl.mapping.types import EidPrefix, MapAction
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, decode, reply_target
-from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EidRecord, EncapsulatedControlMessage,
+from lispctl.roles.lispsec import ms_eid_ad, ms_signed, open_request, to_etr
+from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF, EidRecord, EncapsulatedControlMessage,
                           MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply,
                           MapRequest, eid_record, record_prefix, sign, verify)
 from lispctl.wire.auth import map_notify_for
@@ -40,7 +41,7 @@ from lispctl.wire.auth import map_notify_for
 # Map-Register path; cleared when full (accept-more-specifics lets a site
 # register many distinct prefixes).
 _OWNER_CACHE_MAX = 65536
-_REGISTER_ALGS = (ALG_HMAC_SHA1, ALG_HMAC_SHA256)
+_REGISTER_ALGS = (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF)
 
 
 @dataclass
@@ -55,6 +56,8 @@ class Registration:
     expires_at: float
     xtr_id: int | None = None
     site_id: int | None = None
+    lisp_sec: bool = False           # registered with the S bit (RFC 9303 6.3)
+    key_id: int = 0                  # of the key it registered with (wraps its MS-OTK)
 
 
 @dataclass
@@ -359,10 +362,11 @@ class MapServerRole:
         if old is not None:             # a refresh: its expiry entry is re-filed lazily
             old.source, old.record, old.proxy_reply = src, rec, msg.proxy_reply or owner.cfg.proxy_reply
             old.last_seen, old.expires_at, old.xtr_id, old.site_id = now, now + timeout, msg.xtr_id, msg.site_id
+            old.lisp_sec, old.key_id = msg.security, msg.key_id
             return
         reg = regs[registrant] = Registration(
             registrant, src, rec, msg.proxy_reply or owner.cfg.proxy_reply,
-            now, now, now + timeout, msg.xtr_id, msg.site_id)
+            now, now, now + timeout, msg.xtr_id, msg.site_id, msg.security, msg.key_id)
         heapq.heappush(self._expiry, (reg.expires_at, next(self._seq), eid, registrant, reg))
         out.log(f"{eid} registered by {registrant} (site {site.cfg.name})")
 
@@ -482,6 +486,11 @@ class MapServerRole:
             return None
         eid, regs = hit
         out = Effects()
+        # LISP-SEC (RFC 9303 6.7): open the ITR-OTK; a request we must refuse gets nothing
+        op, why = open_request(ecm, self.cfg.lisp_sec.itr_keys, self.counters)
+        if why:
+            out.log(f"dropped Map-Request for {want}: {why}")
+            return out.items
         if subscribe:
             # answered below as usual; the subscription's confirming Map-Notify follows
             sub_fx = Effects()
@@ -494,17 +503,51 @@ class MapServerRole:
                 self.counters["map_request_no_itr_rloc"] += 1
                 return []
             reply = MapReply(req.nonce, (self.merged_record(eid, regs),))
-            out.send(reply.encode(), target)
+            out.send(reply.encode() if op is None else ms_signed(reply, op, ms_eid_ad(op, [eid])), target)
             self.counters["proxy_map_reply_tx"] += 1
             out.log(f"proxy Map-Reply for {eid} to {target.addr}:{target.port}")
             return out.items + (sub_fx.items if sub_fx else [])
         # Forward to the most recently refreshed registrant's ETR.
-        reg = max(regs.values(), key=lambda r: r.last_seen)
-        fwd = dataclasses.replace(ecm, to_etr=True, to_ms=False)
+        if op is not None:
+            fwd = self._lisp_sec_forward(ecm, op, eid, regs, out)
+            if fwd is None:
+                return out.items + (sub_fx.items if sub_fx else [])
+            reg, fwd = fwd
+        else:
+            reg = max(regs.values(), key=lambda r: r.last_seen)
+            fwd = dataclasses.replace(ecm, to_etr=True, to_ms=False, security=False, auth=b"")
         out.send(fwd.encode(), Endpoint(reg.source.addr, CONTROL_PORT))
         self.counters["map_request_forwarded"] += 1
         out.log(f"forwarded Map-Request for {want} to ETR {reg.source.addr}")
         return out.items + (sub_fx.items if sub_fx else [])
+
+    def _lisp_sec_forward(self, ecm: EncapsulatedControlMessage, op, eid: EidPrefix,
+                          regs: dict[str, Registration], out: Effects):
+        """RFC 9303 6.7 Table 1, rules 2 and 3 (rule 1, proxy-reply, is answered
+        above): (registration, ECM) to forward to an ETR that registered with
+        the S bit, MS-OTK wrapped under its key; or None after answering with a
+        signed negative Map-Reply with the ETR-Cant-Sign bit when none did."""
+        owner = self._site_of(eid)
+        keys = owner.site.cfg.keys if owner is not None else {}
+        capable = [r for r in regs.values() if r.lisp_sec and r.key_id in keys]
+        cant_sign = len(capable) < len(regs)
+        if not capable:
+            req = ecm.message
+            target = reply_target(req.itr_rlocs, ecm.inner_sport)
+            if target is None:
+                self.counters["map_request_no_itr_rloc"] += 1
+                return None
+            neg = MapReply(req.nonce, (eid_record(eid, (), ttl=self.cfg.mr.unregistered_ttl_minutes,
+                                                  act=int(MapAction.SEND_MAP_REQUEST)),))
+            out.send(ms_signed(neg, op, ms_eid_ad(op, [eid], etr_cant_sign=True)), target)
+            self.counters["lisp_sec_negative_etr_cant_sign"] += 1
+            out.log(f"LISP-SEC negative Map-Reply for {eid} to {target.addr}: no registered ETR signs")
+            return None
+        reg = max(capable, key=lambda r: r.last_seen)
+        fwd = to_etr(dataclasses.replace(ecm, to_etr=True, to_ms=False), op,
+                     ms_eid_ad(op, [eid], etr_cant_sign=cant_sign), reg.key_id, keys[reg.key_id])
+        self.counters["lisp_sec_request_forwarded"] += 1
+        return reg, fwd
 
     # ------------------------------------------------------------ API
     def snapshot(self) -> dict:
@@ -552,6 +595,10 @@ def negative_reply(cfg: Config, ecm: EncapsulatedControlMessage, configured: Lpm
     except MalformedMessage:
         counters["map_request_bad_eid"] += 1
         return []
+    op, why = open_request(ecm, cfg.lisp_sec.itr_keys, counters)     # LISP-SEC: we sign it
+    if why:
+        out.log(f"dropped Map-Request for {want}: {why}")
+        return out.items
     target = reply_target(req.itr_rlocs, ecm.inner_sport)
     if target is None:
         counters["map_request_no_itr_rloc"] += 1
@@ -576,6 +623,6 @@ def negative_reply(cfg: Config, ecm: EncapsulatedControlMessage, configured: Lpm
         ttl = cfg.mr.non_eid_ttl_minutes
         counters["negative_reply_non_eid"] += 1
     reply = MapReply(req.nonce, (eid_record(eid, (), ttl=ttl, act=int(act)),))
-    out.send(reply.encode(), target)
+    out.send(reply.encode() if op is None else ms_signed(reply, op, ms_eid_ad(op, [eid])), target)
     out.log(f"negative Map-Reply for {want}: {eid} {act.name.lower()} TTL {ttl} min")
     return out.items
