@@ -183,3 +183,57 @@ def test_map_reply_signature():
     i = raw.index(V4("198.51.100.7").packed)
     forged = raw[:i] + V4("203.0.113.66").packed + raw[i + 4:]
     assert not ls.map_reply_pkt_valid(forged, ls.decode_map_reply_ad(w.decode_control(forged).trailer), ms_otk)
+
+
+# ---------------------------------------------------------------- decode output and tshark
+
+def _signed_pair():
+    otk = OTK
+    ad = ls.EcmAuthData(2, 1, 2, *ls.wrap_otk(2, b"k", NONCE, otk), ls.EidAd(2))
+    ecm = _ecm(ad.encode())
+    rec = w.eid_record(w.to_eid_prefix(V4("10.1.0.0"), 24),
+                       (w.LocatorRecord(V4("198.51.100.7"), 1, 100, 255, 0, False, False, True),), ttl=10)
+    ead = ls.eid_ad_signed(ls.EidAd(2, 0, (ls.EidAdPrefix(V4("10.1.0.0"), 24),)), 2, otk)
+    reply = ls.sign_map_reply(w.MapReply(NONCE, (rec,)).encode(), ead, 2, ls.derive_ms_otk(2, otk))
+    return ecm, reply
+
+
+def test_decode_json_shows_lisp_sec_data():
+    from lispctl.wire_json import message
+    ecm, reply = _signed_pair()
+    j = message(w.decode_control(ecm.encode()))
+    assert j["flags"]["S"] and j["lisp_sec"]["key_id"] == 1 and j["lisp_sec"]["otk_wrapping_id"] == 2
+    assert j["lisp_sec"]["eid_ad"] == {"kdf_id": 2}
+    j = message(w.decode_control(reply))
+    assert j["lisp_sec"]["pkt_hmac_id"] == 2 and len(j["lisp_sec"]["pkt_hmac"]) == 32
+    assert j["lisp_sec"]["eid_ad"]["records"][0]["eid_prefix"] == "10.1.0.0/24" and "trailing_bytes" not in j
+
+
+def test_tshark_reads_the_signed_map_reply_records(tmp_path):
+    """tshark 4.0 does not dissect LISP-SEC data; it must still read the
+    header (S bit) and records of a signed Map-Reply exactly, and the S bit
+    of a protected ECM."""
+    import json
+    import shutil
+    import subprocess
+    from tests.conftest import unavailable
+    from lispctl.capture import PcapWriter
+    tshark = shutil.which("tshark")
+    if not tshark:
+        unavailable("tshark is not installed (Debian package tshark)")
+    ecm, reply = _signed_pair()
+    path = tmp_path / "sec.pcap"
+    with open(path, "wb") as f:
+        pw = PcapWriter(f)
+        pw.write_udp("192.0.2.1", "198.51.100.2", 4342, 4342, ecm.encode())
+        pw.write_udp("198.51.100.2", "192.0.2.1", 4342, 4342, reply)
+    r = subprocess.run([tshark, "-r", str(path), "-T", "json", "--no-duplicate-keys"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    frames = [p["_source"]["layers"] for p in json.loads(r.stdout)]
+    text = json.dumps(frames)
+    assert "_ws.malformed" not in text
+    lisp0, lisp1 = frames[0]["lisp"], frames[1]["lisp"]
+    assert json.dumps(lisp0).count('"lisp.ecm.flags.sec": "1"') == 1
+    assert json.dumps(lisp1).count('"lisp.mrep.flags.sec": "1"') == 1
+    assert "198.51.100.7" in json.dumps(lisp1) and "10.1.0.0" in json.dumps(lisp1)
