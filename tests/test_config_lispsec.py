@@ -46,3 +46,11 @@ def test_itr_keys_on_ms_mr_only():
 def test_algorithm_3_for_map_register():
     cfg = loads(MINIMAL_XTR.replace('key = "k"', 'key = "k"\nalgorithm = "hmac-sha256-hkdf"'))
     assert cfg.map_server[0].algorithm == "hmac-sha256-hkdf"
+
+
+def test_examples_use_lisp_sec():
+    from tests.test_config import EXAMPLES
+    from lispctl.config import load
+    xtr, msmr = load(EXAMPLES / "xtr.toml"), load(EXAMPLES / "ms-mr.toml")
+    assert xtr.map_resolver[0].lisp_sec == "required"
+    assert msmr.lisp_sec.itr_keys[xtr.map_resolver[0].lisp_sec_key_id] == xtr.map_resolver[0].lisp_sec_key
