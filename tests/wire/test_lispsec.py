@@ -237,3 +237,32 @@ def test_tshark_reads_the_signed_map_reply_records(tmp_path):
     assert json.dumps(lisp0).count('"lisp.ecm.flags.sec": "1"') == 1
     assert json.dumps(lisp1).count('"lisp.mrep.flags.sec": "1"') == 1
     assert "198.51.100.7" in json.dumps(lisp1) and "10.1.0.0" in json.dumps(lisp1)
+
+
+# ---------------------------------------------------------------- generated round trips
+
+from .strategies import eid_and_mask, u8, u16  # noqa: E402
+
+_eid_ads = st.one_of(
+    st.builds(ls.EidAd, u16),                                   # the ITR's 4-byte form
+    st.builds(ls.EidAd, u16, u16,
+              st.lists(eid_and_mask().map(lambda em: ls.EidAdPrefix(*em)), max_size=4).map(tuple),
+              st.booleans(), st.binary(min_size=1, max_size=40), st.integers(0, 0x7F)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_eid_ads, u16, u8, u8, st.binary(min_size=8, max_size=8), st.binary(min_size=16, max_size=16),
+       st.sampled_from([24, 28]), u8)
+def test_ecm_ad_round_trips(ead, req, key_id, wrap_id, pre, otk, otk_len, unassigned):
+    ad = ls.EcmAuthData(req, key_id, wrap_id, pre, otk, ead, 1, unassigned, otk_len)
+    raw = ad.encode()
+    assert ls.decode_ecm_ad(raw) == (ad, len(raw))
+    ecm = _ecm(raw)
+    assert w.decode_control(ecm.encode()) == ecm
+
+
+@settings(max_examples=300, deadline=None)
+@given(_eid_ads, u16, st.binary(min_size=1, max_size=40), st.integers(0, (1 << 24) - 1))
+def test_map_reply_ad_round_trips(ead, hmac_id, mac, unassigned):
+    ad = ls.MapReplyAuthData(ead, hmac_id, mac, 1, unassigned)
+    assert ls.decode_map_reply_ad(ad.encode()) == ad
