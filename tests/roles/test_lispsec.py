@@ -196,3 +196,66 @@ def test_outstanding_keys_are_bounded_never_evicted():
     assert itr.check(plain.encode(), plain).records is None
     itr.forget(0)
     assert itr.protect(_request(8), "required", ITR_KEY, 0) is not None
+
+
+# ---------------------------------------------------------------- split Map-Resolver / Map-Server
+
+MR_ONLY = """
+instance = "mr"
+roles = ["mr"]
+[[mr.map-server]]
+address = "198.51.100.20"
+eid-prefix = ["10.1.0.0/16"]
+[lisp-sec]
+itr-keys = { 5 = "itr-mr-key" }
+"""
+
+MS_ONLY = """
+instance = "ms"
+roles = ["ms"]
+[[site]]
+name = "a"
+keys = { 1 = "ms-etr-key" }
+[[site.eid-prefix]]
+prefix = "10.1.0.0/16"
+[lisp-sec]
+itr-keys = { 5 = "itr-mr-key" }
+"""
+
+
+def test_split_mr_forwards_unchanged_and_ms_opens_it():
+    from roles_helpers import ep, make, only_send
+    from lispctl.wire import MapRegister, sign
+    _, mr = make(MR_ONLY)
+    _, ms = make(MS_ONLY)
+    c = Counters()
+    itr = sec.ItrSec(c)
+    raw = itr.protect(_request(), "required", ITR_KEY, 5).encode()
+    send, fwd = only_send(mr["mr"].handle(raw, ep("192.0.2.1"), ep("198.51.100.10"), 1.0))
+    assert send.payload == raw and send.dst == ep("198.51.100.20")        # the ECM as received
+    # the ETR registers with the S bit, then the MS forwards the request with MS-OTK for it
+    loc = LocatorRecord(A("192.0.2.77"), 1, 100, 255, 0, False, False, True)
+    reg = MapRegister(9, (eid_record(P("10.1.0.0/16"), (loc,), ttl=10),), key_id=1, alg_id=2, security=True)
+    ms["ms"].handle(sign(reg, "ms-etr-key"), ep("192.0.2.77"), ep("198.51.100.20"), 1.0)
+    send, out = only_send(ms["ms"].handle(raw, ep("198.51.100.10"), ep("198.51.100.20"), 1.1))
+    assert send.dst == ep("192.0.2.77") and out.to_etr and out.security
+    ad, _ = ls.decode_ecm_ad(out.auth)
+    assert ad.key_id == 1 and [p.mask_len for p in ad.eid_ad.prefixes] == [16] and not ad.eid_ad.etr_cant_sign
+    reply = sec.EtrSec([(1, "ms-etr-key")], c).reply_bytes(_reply(), out)
+    assert itr.check(reply, decode_control(reply)).protected
+
+
+def test_ms_answers_signed_negative_when_no_etr_signs():
+    from roles_helpers import ep, make, only_send
+    from lispctl.wire import MapRegister, sign
+    _, ms = make(MS_ONLY)
+    itr = sec.ItrSec(Counters())
+    raw = itr.protect(_request(), "required", ITR_KEY, 5).encode()
+    loc = LocatorRecord(A("192.0.2.77"), 1, 100, 255, 0, False, False, True)
+    reg = MapRegister(9, (eid_record(P("10.1.0.0/16"), (loc,), ttl=10),), key_id=1, alg_id=2)   # no S bit
+    ms["ms"].handle(sign(reg, "ms-etr-key"), ep("192.0.2.77"), ep("198.51.100.20"), 1.0)
+    send, neg = only_send(ms["ms"].handle(raw, ep("198.51.100.10"), ep("198.51.100.20"), 1.1))
+    assert send.dst == ep("192.0.2.1") and isinstance(neg, MapReply) and neg.records[0].locators == ()
+    assert ls.decode_map_reply_ad(neg.trailer).eid_ad.etr_cant_sign                 # E: ETR-Cant-Sign
+    v = itr.check(send.payload, neg)
+    assert v.protected and [record_prefix(r) for r in v.records] == [P("10.1.0.0/16")]
