@@ -2,9 +2,11 @@
 ITR (required) -> MR/MS (opens the OTK, vouches with the EID-AD) -> ETR
 (signs with the MS-OTK) -> ITR (verifies, installs). A forged Map-Reply
 with the right nonce is never installed."""
+import dataclasses
+
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
-from lispctl.roles.base import Endpoint, InstallMapping, MissEvent
-from lispctl.wire import EncapsulatedControlMessage, LocatorRecord, MapReply, decode_control, eid_record
+from lispctl.roles.base import Endpoint, InstallMapping, MissEvent, Send
+from lispctl.wire import EncapsulatedControlMessage, LocatorRecord, MapReply, decode_control, eid_record, sign
 from lispctl.wire import lispsec as ls
 
 import roles_helpers
@@ -125,3 +127,44 @@ def test_ms_refuses_request_wrapped_under_another_key():
     assert ms.counters["lisp_sec_request_bad_otk"] >= 1
     assert P("10.1.0.0/16") not in net.installed["b"]
     assert not any(d == "192.0.2.1" and t == 8 for tm, s, d, t in net.log if tm >= 10.0)   # not forwarded
+
+
+def _non_signing_etr(a):
+    """a's ETR registers without the S bit, as an ETR without LISP-SEC would:
+    its Map-Registers are re-signed with S clear on their way out."""
+    etr = a["etr"]
+    orig = etr._register
+
+    def register(ms, now, out):
+        before = len(out.items)
+        orig(ms, now, out)
+        for i in range(before, len(out.items)):
+            e = out.items[i]
+            if isinstance(e, Send) and e.payload[0] >> 4 == 3:
+                plain = dataclasses.replace(decode_control(e.payload), security=False)
+                out.items[i] = dataclasses.replace(e, payload=sign(plain, ms.cfg.key))
+    etr._register = register
+
+
+def test_no_signing_etr_required_gets_signed_negative_on_downgrades():
+    for mode in ("required", "on"):
+        net = Net()
+        net.add("ms", MSMR.format(roles='["ms", "mr"]') + SEC_MS, [MS_ADDR], 1)
+        _, a = net.add("a", roles_helpers.xtr_text("a", "10.1.0.0/16", "secret-a", MS_ADDR,
+                                                   SEC_MR.format(mode=mode)), ["192.0.2.1"], 2)
+        _, b = net.add("b", roles_helpers.xtr_text("b", "10.2.0.0/16", "secret-b", MS_ADDR,
+                                                   SEC_MR.format(mode=mode)), ["203.0.113.2"], 3)
+        a, b = dict(a), dict(b)
+        _non_signing_etr(a)
+        net.run(until=5.0, t0=0.0)
+        ms = dict(net.devices[A(MS_ADDR)][1])["ms"]
+        net.miss("b", "10.1.7.7/32", "10.2.0.5", 10.0)
+        net.run(until=15.0, t0=10.0)
+        got = net.installed["b"][P("10.1.0.0/16")]
+        assert ms.counters["lisp_sec_negative_etr_cant_sign"] == 1
+        if mode == "required":      # the MS's signed negative answer: no traffic to an unverifiable site
+            assert got.rlocs == () and got.action is MapAction.SEND_MAP_REQUEST
+        else:                       # "on": asked again without LISP-SEC, a's ETR answered
+            assert got.rlocs == (Rloc(A("192.0.2.1")),)
+            assert b["itr"].counters["lisp_sec_downgrade"] == 1
+            assert b["itr"].counters["lisp_sec_reply_unsigned_accepted"] == 0   # the plain request: no OTK

@@ -59,6 +59,7 @@ class _Pending:
     next_at: float = 0.0
     interval: float = 1.0
     nonces: list[int] = field(default_factory=list)
+    downgrade: bool = False        # LISP-SEC "on": no ETR signs, ask without it
 
 
 @dataclass
@@ -304,7 +305,8 @@ class ItrRole:
         eid_addr = p.eid.prefix.network_address
         inner_dst = eid_addr if eid_addr.version == inner_src.version else mr
         ecm = self.sec.protect(EncapsulatedControlMessage(req, inner_src, inner_dst, CONTROL_PORT, CONTROL_PORT),
-                               mr_cfg.lisp_sec, mr_cfg.lisp_sec_key, mr_cfg.lisp_sec_key_id)
+                               "off" if p.downgrade else mr_cfg.lisp_sec, mr_cfg.lisp_sec_key,
+                               mr_cfg.lisp_sec_key_id)
         if ecm is not None:             # None: LISP-SEC required, too many keys outstanding (retried)
             out.send(ecm.encode(), Endpoint(mr, CONTROL_PORT))
         p.nonces.append(nonce)
@@ -346,6 +348,9 @@ class ItrRole:
         if verdict.reason:
             out.log(f"{'ignored' if verdict.records is None else 'LISP-SEC'} Map-Reply from {src.addr}: "
                     f"{verdict.reason}")
+        if verdict.downgrade:
+            p.downgrade = True
+            self._send_request(p, now, out)
         if verdict.records is None:
             return
         accepted, ttl_s, eids = self._accept_records(verdict.records, p.eid, now, out, "map_reply")

@@ -68,6 +68,7 @@ class ReplyVerdict:
     records: tuple | None
     reason: str = ""
     protected: bool = False
+    downgrade: bool = False            # ask again without LISP-SEC (lisp-sec "on", ETR-Cant-Sign)
 
 
 class ItrSec:
@@ -140,6 +141,13 @@ class ItrSec:
         self.forget(reply.nonce)
         c["lisp_sec_reply_ok"] += 1
         records, refused = authorized_records(reply.records, ead)
+        if (not st.required and ead.etr_cant_sign and records
+                and all(not getattr(r, "locators", ()) for r in records)):
+            # RFC 9303 6.7 Table 1 rule 3: the Map-Server vouches that no ETR of
+            # the prefix signs; "on" downgrades to an unprotected request (7.4).
+            c["lisp_sec_downgrade"] += 1
+            return ReplyVerdict(None, "no ETR of the prefix signs (ETR-Cant-Sign): asking again without "
+                                      "LISP-SEC (lisp-sec on)", True, True)
         if refused:
             c["lisp_sec_record_not_authorized"] += refused
             return ReplyVerdict(records, f"{refused} record(s) outside the Map-Server's EID-AD discarded", True)
