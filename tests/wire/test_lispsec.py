@@ -266,3 +266,8 @@ def test_ecm_ad_round_trips(ead, req, key_id, wrap_id, pre, otk, otk_len, unassi
 def test_map_reply_ad_round_trips(ead, hmac_id, mac, unassigned):
     ad = ls.MapReplyAuthData(ead, hmac_id, mac, 1, unassigned)
     assert ls.decode_map_reply_ad(ad.encode()) == ad
+
+
+def test_auth_without_s_bit_is_refused_on_encode():
+    with pytest.raises(ValueError):
+        _ecm(ls.EcmAuthData(2, 1, 2, bytes(8), OTK, ls.EidAd(2)).encode(), security=False).encode()

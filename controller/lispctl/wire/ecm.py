@@ -70,6 +70,8 @@ class EncapsulatedControlMessage:
             raise ValueError("an ECM cannot carry an ECM")
         if self.reserved & ~ECM_RESERVED_MASK:
             raise ValueError("ECM reserved bits outside the 24-bit field")
+        if self.auth and not self.security:
+            raise ValueError("LISP-SEC authentication data needs the S bit")
         w = (ECM_TYPE << 28) | self.reserved
         if self.security: w |= _S
         if self.ddt: w |= _D
