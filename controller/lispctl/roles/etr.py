@@ -11,6 +11,10 @@ A requester is remembered with all its ITR-RLOCs (up to
 _MAX_ITR_RLOCS): a node that loses every RLOC of one family (a mobile node
 whose IPv4 uplink went away) still reaches a dual-stack ITR through an
 ITR-RLOC of a family it has left, and sends the SMR from that family.
+
+LISP-SEC (RFC 9303): Map-Registers carry the S bit; a Map-Request forwarded
+with an MS-OTK we can unwrap (with the Map-Server's key) is answered with a
+signed Map-Reply (lispctl.roles.lispsec.EtrSec).
 """
 from __future__ import annotations
 

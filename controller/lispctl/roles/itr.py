@@ -23,6 +23,10 @@ publish/subscribe).
 RLOC probing: see lispctl.roles.probe; the ITR re-installs every entry using
 a locator whose reachability changed, with that locator's reachable flag set
 accordingly.
+
+LISP-SEC (RFC 9303, lispctl.roles.lispsec): through a resolver with
+`lisp-sec`, each Map-Request carries a fresh one-time key and a Map-Reply is
+installed only as far as LISP-SEC verifies it (docs/security.md).
 """
 from __future__ import annotations
 

@@ -18,6 +18,11 @@ merged locator set (a new registration, a locator added, removed or changing
 priority/weight/R bit) is pushed as a Map-Notify with the nonce incremented
 by one, retransmitted with back-off until the subscriber's Map-Notify-Ack.
 A subscription lasts the TTL of the mapping; the ITR renews it by asking again.
+
+LISP-SEC (RFC 9303, lispctl.roles.lispsec): a protected Map-Request is opened
+with [lisp-sec] itr-keys and answered per RFC 9303 Table 1: a signed proxy
+reply, a forward to an ETR that registered with the S bit (MS-OTK wrapped
+under its Map-Register key), or a signed negative reply with ETR-Cant-Sign.
 """
 from __future__ import annotations
 
