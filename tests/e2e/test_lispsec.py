@@ -87,3 +87,20 @@ def test_proxy_reply_is_signed_by_the_map_server(lab):
     assert sorted(r["address"] for r in entry["rlocs"]) == XTR1_RLOCS
     assert _role(cp.counters(lab, "xtr2"), "itr").get("lisp_sec_reply_ok", 0) >= 1
     assert _role(cp.counters(lab, "xtr1"), "etr").get("lisp_sec_reply_signed", 0) == 0
+
+
+def _lig(lab, node: str, eid: str, *extra: str):
+    return lab.run(node, [lab.expand(node, "{python}"), "-m", "lispctl.cli", "lig", eid, "--mr", cp.MSMR_ADDR,
+                          "--json", "--timeout", "1", "--count", "2", *extra], timeout=30)
+
+
+def test_lig_verifies_and_a_wrong_key_gets_no_answer(lab):
+    import json
+    out = _lig(lab, "xtr1", B4, "--lisp-sec-key", ITR_KEY, "--lisp-sec-key-id", "4")
+    assert out.returncode == 0, out.stdout + out.stderr
+    res = json.loads(out.stdout)
+    assert res["lisp_sec"]["verified"] is True and res["reply_from"] == "203.0.113.2"   # xtr2's ETR signed
+    before = _role(cp.counters(lab, "msmr"), "ms").get("lisp_sec_request_bad_otk", 0)
+    out = _lig(lab, "xtr1", B4, "--lisp-sec-key", "a-guessed-key", "--lisp-sec-key-id", "4")
+    assert out.returncode == 1, out.stdout + out.stderr        # the Map-Server drops what it cannot open
+    assert _role(cp.counters(lab, "msmr"), "ms").get("lisp_sec_request_bad_otk", 0) >= before + 2
