@@ -72,6 +72,8 @@ class ReplyVerdict:
 
 
 class ItrSec:
+    """The ITR's side: one-time keys of outstanding protected requests, by nonce."""
+
     def __init__(self, counters: Counters, random_bytes: Callable[[int], bytes] = os.urandom,
                  max_outstanding: int = MAX_OUTSTANDING) -> None:
         self.counters = counters
