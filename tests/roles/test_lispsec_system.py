@@ -18,12 +18,13 @@ SEC_MR = 'lisp-sec = "{mode}"\nlisp-sec-key = "itr-mr-key"\nlisp-sec-key-id = 4\
 SEC_MS = '[lisp-sec]\nitr-keys = { 4 = "itr-mr-key" }\n'
 
 
-def build(mode="required", ms_keys=True):
+def build(mode="required", ms_keys=True, b_key="itr-mr-key"):
     net = Net()
     net.add("ms", MSMR.format(roles='["ms", "mr"]') + (SEC_MS if ms_keys else ""), [MS_ADDR], 1)
     _, a = net.add("a", roles_helpers.xtr_text("a", "10.1.0.0/16", "secret-a", MS_ADDR, SEC_MR.format(mode=mode)),
                    ["192.0.2.1"], 2)
-    _, b = net.add("b", roles_helpers.xtr_text("b", "10.2.0.0/16", "secret-b", MS_ADDR, SEC_MR.format(mode=mode)),
+    _, b = net.add("b", roles_helpers.xtr_text("b", "10.2.0.0/16", "secret-b", MS_ADDR,
+                                               SEC_MR.format(mode=mode).replace("itr-mr-key", b_key)),
                    ["203.0.113.2"], 3)
     net.run(until=5.0, t0=0.0)
     ms = dict(net.devices[A(MS_ADDR)][1])["ms"]
@@ -80,6 +81,8 @@ def test_forged_reply_with_matching_nonce_is_not_installed():
     c = b["itr"].counters
     assert c["lisp_sec_reply_unsigned_dropped"] == 1 and c["lisp_sec_reply_bad_eid_hmac"] == 1
     assert P("10.1.0.0/16") not in net.installed["b"]
+    # nor do forgeries count as the resolver answering (they must not keep a dead one in use)
+    assert b["itr"].resolver_set.all[0].answers == 0
     # the genuine answer still arrives and is installed
     net.run(until=15.0, t0=10.0)
     assert net.installed["b"][P("10.1.0.0/16")].rlocs == (Rloc(A("192.0.2.1")),)
@@ -120,8 +123,7 @@ def test_required_itr_never_installs_from_a_mapping_system_without_lisp_sec():
 
 
 def test_ms_refuses_request_wrapped_under_another_key():
-    net, a, b, ms = build()
-    b["itr"].resolver_cfgs = [r.model_copy(update={"lisp_sec_key": "not-the-key"}) for r in b["itr"].resolver_cfgs]
+    net, a, b, ms = build(b_key="not-the-key")
     net.miss("b", "10.1.7.7/32", "10.2.0.5", 10.0)
     net.run(until=12.0, t0=10.0)
     assert ms.counters["lisp_sec_request_bad_otk"] >= 1

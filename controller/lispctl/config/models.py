@@ -146,6 +146,9 @@ class MapServerConfig(_Model):
     algorithm: Algorithm = "hmac-sha256"
     want_map_notify: bool = True
     proxy_reply: bool = False
+    # Register only the database prefixes inside these (several mapping
+    # systems at once; "[5]0.0.0.0/0" + "[5]::/0" = all of instance 5). Empty: all.
+    eid_prefix: list[EidText] = []
 
 
 class MapResolverConfig(_Model):
@@ -164,6 +167,9 @@ class MapResolverConfig(_Model):
     lisp_sec: LispSecMode = "off"
     lisp_sec_key: Annotated[str, Field(min_length=1)] | None = None
     lisp_sec_key_id: U8 = 0
+    # Resolve only EIDs inside these through this resolver (the most specific
+    # scope covering an EID wins; unscoped resolvers serve the rest). Empty: any.
+    eid_prefix: list[EidText] = []
 
     @model_validator(mode="after")
     def _key_for_subscribe(self) -> "MapResolverConfig":
@@ -212,6 +218,10 @@ class ItrConfig(_Model):
     map_request_backoff: Annotated[float, Field(ge=1.0)] = 2.0
     map_request_max_interval: Seconds = 30.0
     map_request_retries: Annotated[int, Field(ge=0, le=20)] = 4
+    # A Map-Resolver with a request unanswered this long is skipped for
+    # map-resolver-holddown seconds (the next one of its set is asked first).
+    map_resolver_timeout: Seconds = 3.0
+    map_resolver_holddown: Seconds = 60.0
     # Negative entry installed when the mapping system never answers.
     unreachable_negative_ttl: Seconds = 60.0
     # Refresh a used entry this many seconds before its TTL runs out.
@@ -295,11 +305,48 @@ class MrForward(_Model):
     eid_prefix: list[EidText] = Field(min_length=1)
 
 
+class MrDdtConfig(_Model):
+    """[mr.ddt]: resolve iteratively through a DDT tree (RFC 8111 section 7)
+    instead of forwarding to [[mr.map-server]]."""
+    root: list[Address] = Field(min_length=1)          # the root DDT nodes' RLOCs
+    request_timeout: Seconds = 1.0      # wait this long for one node, then ask the next of its set
+    max_attempts: Annotated[int, Field(ge=1, le=64)] = 8        # DDT Map-Requests sent per resolution
+    max_referrals: Annotated[int, Field(ge=1, le=64)] = 16      # referrals followed per resolution (depth)
+    max_pending: Annotated[int, Field(ge=1, le=1 << 20)] = 4096        # resolutions in flight
+    referral_cache_size: Annotated[int, Field(ge=1, le=1 << 22)] = 65536
+
+
 class MrConfig(_Model):
     non_eid_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 15
     unregistered_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1
     unregistered_action: Literal["send-map-request", "drop"] = "send-map-request"
     map_server: list[MrForward] = []
+    ddt: MrDdtConfig | None = None
+
+
+# ---------------------------------------------------------------- DDT (RFC 8111)
+
+class DdtDelegation(_Model):
+    """A more-specific prefix handed to child DDT nodes or to Map-Servers."""
+    eid_prefix: EidText
+    type: Literal["ddt-node", "map-server"] = "ddt-node"
+    address: Annotated[list[Address], AfterValidator(_unique)] = Field(min_length=1, max_length=32)
+
+
+class DdtConfig(_Model):
+    """[ddt]: what a DDT node (role ddt-node) or a DDT Map-Server is authoritative for."""
+    authoritative_prefix: list[EidText] = []
+    delegation: list[DdtDelegation] = []
+    # RFC 8111 section 6.4: TTLs of the referrals we send, in minutes.
+    referral_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1440
+    hole_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 15
+    not_registered_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1
+    # (ms) the other Map-Servers of the same sites: MS-ACK and MS-NOT-REGISTERED
+    # then list this one and these, with the I bit clear (a complete set).
+    ms_peers: Annotated[list[Address], AfterValidator(_unique)] = Field(default=[], max_length=31)
+    # Map-Referrals sent per second at most (a token bucket of one second);
+    # excess requests are counted and dropped.
+    max_referral_rate: Annotated[float, Field(gt=0)] = 10000.0
 
 
 class LispSecConfig(_Model):
@@ -321,7 +368,7 @@ class MobileNodeConfig(_Model):
 
 # ---------------------------------------------------------------- device
 
-RoleName = Literal["xtr", "itr", "etr", "ms", "mr", "rtr", "pitr", "petr", "mobile-node"]
+RoleName = Literal["xtr", "itr", "etr", "ms", "mr", "ddt-node", "rtr", "pitr", "petr", "mobile-node"]
 
 
 class Config(_Model):
@@ -343,6 +390,7 @@ class Config(_Model):
     mr: MrConfig = MrConfig()
     site: list[SiteConfig] = []
     lisp_sec: LispSecConfig = LispSecConfig()
+    ddt: DdtConfig = DdtConfig()
     mobile_node: MobileNodeConfig = MobileNodeConfig()
 
     @field_validator("control_addresses")
@@ -380,6 +428,10 @@ class Config(_Model):
     @property
     def is_mr(self) -> bool:
         return "mr" in self.roles
+
+    @property
+    def is_ddt_node(self) -> bool:
+        return "ddt-node" in self.roles
 
     @property
     def miss_action(self) -> str:

@@ -19,19 +19,22 @@ from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import Role
 from lispctl.roles.common import nonce_source
+from lispctl.roles.ddt import DdtNodeRole
+from lispctl.roles.ddt_resolver import DdtResolverRole
 from lispctl.roles.etr import EtrRole
 from lispctl.roles.itr import ItrRole
 from lispctl.roles.local import LocalSite, UplinkSpec, uplink_specs
 from lispctl.roles.mr import MapResolverRole
 from lispctl.roles.ms import MapServerRole
 
-__all__ = ["DatapathPlan", "EtrRole", "ItrRole", "LocalSite", "MapResolverRole", "MapServerRole",
+__all__ = ["DatapathPlan", "DdtNodeRole", "DdtResolverRole", "EtrRole", "ItrRole", "LocalSite", "MapResolverRole", "MapServerRole",
            "MobileNodePlan", "UplinkSpec", "build_roles", "datapath_plan", "find_role", "uplink_specs"]
 
 
 def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAddress]] | None = None,
                 rng: random.Random | None = None) -> list[tuple[str, Role]]:
-    """The roles cfg asks for, as (name, role): "itr", "etr", "ms", "mr".
+    """The roles cfg asks for, as (name, role): "ddt-node", "itr", "etr", "ms",
+    "mr" (a DdtResolverRole when [mr.ddt] is set).
 
     interface_addresses: addresses of the interfaces named by locators given
     by interface (the daemon reads them; later changes go to
@@ -46,8 +49,10 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
         out.append(("ms", ms))
     else:
         ms = None
+    if cfg.is_ddt_node:
+        out.append(("ddt-node", DdtNodeRole(cfg)))
     if cfg.is_mr:
-        out.append(("mr", MapResolverRole(cfg, ms)))
+        out.append(("mr", DdtResolverRole(cfg) if cfg.mr.ddt is not None else MapResolverRole(cfg, ms)))
     if cfg.is_etr:
         out.append(("etr", EtrRole(cfg, site, nonce, answer_plain_ecm=not cfg.is_mr)))
     if cfg.is_itr:

@@ -27,6 +27,7 @@ from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, NonceSource, decode, ip_only, reply_target
 from lispctl.roles.lispsec import EtrSec
 from lispctl.roles.local import LocalSite
+from lispctl.roles.mapsys import registers_with
 from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF, EncapsulatedControlMessage,
                           MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest,
                           eid_record, from_eid_prefix, record_prefix, request_record, rloc_to_locator,
@@ -130,7 +131,10 @@ class EtrRole:
     # ------------------------------------------------------------ registering
     def _register(self, ms: _MsState, now: float, out: Effects) -> None:
         interval = self.cfg.etr.register_interval
-        records = self._records()
+        # several mapping systems: only the prefixes this Map-Server serves (roles/mapsys.py)
+        servers = self.cfg.map_server
+        records = self._records(only=[m.eid for m in self.site.db if registers_with(servers, ms.cfg, m.eid)]
+                                if any(m.eid_prefix for m in servers) else None)
         if not records:
             out.log(f"no locators for any EID prefix yet; not registering with {ms.cfg.address}")
             ms.next_at = now + self.cfg.etr.register_retry

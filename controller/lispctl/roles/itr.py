@@ -43,6 +43,7 @@ from lispctl.roles.base import (CONTROL_PORT, Effect, Effects, Endpoint, Install
 from lispctl.roles.common import FOREVER_S, Counters, NonceSource, decode
 from lispctl.roles.lispsec import ItrSec
 from lispctl.roles.local import LocalSite
+from lispctl.roles.mapsys import ResolverSet
 from lispctl.roles.probe import RlocProber
 from lispctl.wire import (NO_ADDRESS, TTL_INFINITE, EncapsulatedControlMessage, MalformedMessage,
                           MapNotify, MapNotifyAck, MapReply, MapRequest, from_eid_prefix,
@@ -100,6 +101,7 @@ class ItrRole:
         self._refresh: list[tuple[float, int, EidPrefix, float]] = []
         self._seq = itertools.count()
         self.counters = Counters()
+        self.resolver_set = ResolverSet(cfg, self.counters)   # scopes and failover: roles/mapsys.py
         self.sec = ItrSec(self.counters)                 # LISP-SEC (RFC 9303), per resolver
         self.prober = RlocProber(cfg.itr, nonce, site.usable_rlocs, self.counters)
         self.started = False
@@ -278,11 +280,11 @@ class ItrRole:
 
     def _send_request(self, p: _Pending, now: float, out: Effects) -> None:
         rlocs = self.site.usable_rlocs()
-        if not self.resolvers:
+        mr_cfg = self.resolver_set.pick(p.eid, p.attempts, now)
+        if mr_cfg is None:
             self.counters["map_request_no_resolver"] += 1
             self._drop_pending(p)
             return
-        mr_cfg = self.resolver_cfgs[p.attempts % len(self.resolvers)]
         mr = mr_cfg.address
         inner_src = next((a for a in rlocs if a.version == mr.version), None)
         if inner_src is None:
@@ -313,6 +315,7 @@ class ItrRole:
                                mr_cfg.lisp_sec_key_id)
         if ecm is not None:             # None: LISP-SEC required, too many keys outstanding (retried)
             out.send(ecm.encode(), Endpoint(mr, CONTROL_PORT))
+            self.resolver_set.sent(mr_cfg, nonce, now)
         p.nonces.append(nonce)
         self.by_nonce[nonce] = p.eid
         p.attempts += 1
@@ -352,6 +355,9 @@ class ItrRole:
         if verdict.reason:
             out.log(f"{'ignored' if verdict.records is None else 'LISP-SEC'} Map-Reply from {src.addr}: "
                     f"{verdict.reason}")
+        if verdict.records is None and not verdict.protected:
+            return                      # refused by LISP-SEC: no answer from the mapping system
+        self.resolver_set.answered(msg.nonce)
         if verdict.downgrade:
             p.downgrade = True
             self._send_request(p, now, out)
@@ -546,6 +552,7 @@ class ItrRole:
                         for p in self.pending.values()],
             "held_down": [{"eid": str(e), "for_s": round(t - now, 1)} for e, t in self.holddown.items()],
             "map_resolvers": [str(a) for a in self.resolvers],
+            "map_resolver_state": self.resolver_set.snapshot(self._now),
             "subscriptions": [{"eid": str(s.asked), "map_resolver": str(s.resolver.address),
                                "notifications": 0 if s.last is None else s.offset(s.last) + 1,
                                "expires_in_s": round(max(0.0, s.expires_at - now), 1)}

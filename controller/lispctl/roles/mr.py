@@ -33,7 +33,7 @@ class MapResolverRole:
     def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
         msg = decode(data)
         if not (isinstance(msg, EncapsulatedControlMessage) and isinstance(msg.message, MapRequest)
-                and not msg.to_etr):
+                and not msg.to_etr and not msg.ddt):     # D bit: for a DDT node or Map-Server
             return []
         self.counters["map_request_rx"] += 1
         if msg.message.smr_invoked:

@@ -36,6 +36,7 @@ from lispctl.mapping.lpm import LpmTable, eid_sort_key, host_prefix, least_speci
 from lispctl.mapping.types import EidPrefix, MapAction
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, decode, reply_target
+from lispctl.roles.ddt import MapServerDdt, is_ddt_request
 from lispctl.roles.lispsec import ms_eid_ad, ms_signed, open_request, to_etr
 from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF, EidRecord, EncapsulatedControlMessage,
                           MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply,
@@ -143,6 +144,7 @@ class MapServerRole:
         self._site_by_id = {s.cfg.site_id: s for s in self.sites if s.cfg.site_id is not None}
         self.counters = Counters()
         self._now = 0.0
+        self.ddt = MapServerDdt(cfg, self)       # DDT Map-Requests (RFC 8111): roles/ddt.py
 
     # ------------------------------------------------------------ timers
     def _expiry_top(self) -> float | None:
@@ -240,6 +242,8 @@ class MapServerRole:
                     self.counters["pubsub_notify_ack_rx"] += 1
                 else:
                     self.counters["pubsub_notify_ack_bad_auth"] += 1
+        elif is_ddt_request(msg):
+            out.items.extend(self.ddt.handle(msg, data, src, dst, now))
         elif (isinstance(msg, EncapsulatedControlMessage) and isinstance(msg.message, MapRequest)
               and self.answer_ecm and not msg.to_etr):
             self.counters["map_request_rx"] += 1
