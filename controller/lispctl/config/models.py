@@ -321,6 +321,12 @@ class MrConfig(_Model):
     unregistered_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1
     unregistered_action: Literal["send-map-request", "drop"] = "send-map-request"
     map_server: list[MrForward] = []
+    # ECM'd Map-Requests taken per second (RFC 9301: Map-Resolvers and
+    # Map-Servers rate-limit the requests they answer), per requesting address
+    # (the outer source) and in total; bursts of one second's worth; 0 = no
+    # limit. A Map-Server answering ECMs without the mr role uses them too.
+    request_rate_per_source: Annotated[float, Field(ge=0)] = 100.0
+    request_rate: Annotated[float, Field(ge=0)] = 5000.0
     ddt: MrDdtConfig | None = None
 
 

@@ -65,6 +65,8 @@ class _Requester:
 
 class EtrRole:
     name = "etr"
+    # what the daemon hands to handle() (its message registry, by type)
+    message_types = frozenset({MapNotify.TYPE, MapRequest.TYPE, EncapsulatedControlMessage.TYPE})
 
     def __init__(self, cfg: Config, site: LocalSite, nonce: NonceSource, *,
                  answer_plain_ecm: bool = True) -> None:

@@ -82,6 +82,8 @@ class _Sub:
 
 class ItrRole:
     name = "itr"
+    # what the daemon hands to handle() (its message registry, by type)
+    message_types = frozenset({MapReply.TYPE, MapRequest.TYPE, MapNotify.TYPE})
 
     def __init__(self, cfg: Config, site: LocalSite, nonce: NonceSource) -> None:
         self.cfg = cfg
@@ -354,7 +356,7 @@ class ItrRole:
         verdict = self.sec.check(data or msg.encode(), msg)    # LISP-SEC: the records we may install
         if verdict.reason:
             out.log(f"{'ignored' if verdict.records is None else 'LISP-SEC'} Map-Reply from {src.addr}: "
-                    f"{verdict.reason}")
+                    f"{verdict.reason}", kind="lisp-sec-map-reply", peer=src.addr)
         if verdict.records is None and not verdict.protected:
             return                      # refused by LISP-SEC: no answer from the mapping system
         self.resolver_set.answered(msg.nonce)
