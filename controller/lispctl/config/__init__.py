@@ -19,17 +19,18 @@ from lispctl.config.lines import find_line, key_lines
 from lispctl.config.models import (AddressLocator, Config, DatabaseEntry, DdtConfig, DdtDelegation, EtrConfig,
                                    InterfacesConfig, ItrConfig, LocatorConfig, MapCacheEntry,
                                    MapResolverConfig, MapServerConfig, MobileNodeConfig, MrConfig,
-                                   MrDdtConfig, MrForward, MsConfig, SiteConfig, SiteEidPrefix, action_of)
+                                   MrDdtConfig, MrForward, MsConfig, PetrConfig, PitrConfig, SiteConfig,
+                                   SiteEidPrefix, action_of)
 
 __all__ = [
     "AddressLocator", "Config", "ConfigError", "ConfigProblem", "DatabaseEntry", "DdtConfig", "DdtDelegation",
     "EtrConfig", "InterfacesConfig", "ItrConfig", "LocatorConfig", "MapCacheEntry", "MapResolverConfig",
-    "MapServerConfig", "MobileNodeConfig", "MrConfig", "MrDdtConfig", "MrForward", "MsConfig", "SiteConfig",
-    "SiteEidPrefix",
+    "MapServerConfig", "MobileNodeConfig", "MrConfig", "MrDdtConfig", "MrForward", "MsConfig", "PetrConfig",
+    "PitrConfig", "SiteConfig", "SiteEidPrefix",
     "action_of", "load", "loads",
 ]
 
-IMPLEMENTED_ROLES = {"xtr", "itr", "etr", "ms", "mr", "ddt-node", "mobile-node"}
+IMPLEMENTED_ROLES = {"xtr", "itr", "etr", "ms", "mr", "ddt-node", "mobile-node", "pitr", "petr"}
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,38 @@ def cross_check(cfg: Config) -> list[tuple[tuple, str]]:
                        and entry.eid.prefix.subnet_of(p.prefix) for ms in cfg.map_server for p in ms.eid_prefix):
                 out.append((("database", i, "eid-prefix"),
                             f"{entry.eid} is inside no [[map-server]]'s eid-prefix: it would never be registered"))
-    out += _pubsub_checks(cfg) + _mobile_node_checks(cfg)
+    out += _pubsub_checks(cfg) + _mobile_node_checks(cfg) + _proxy_checks(cfg)
+    return out
+
+
+def _proxy_checks(cfg: Config) -> list[tuple[tuple, str]]:
+    """PITR / PETR (RFC 6832)."""
+    out: list[tuple[tuple, str]] = []
+    if cfg.is_pitr:
+        if cfg.pitr is None:
+            out.append((("pitr",), "the pitr role needs a [pitr] section (eid-prefixes, internet-facing)"))
+        if cfg.is_itr:
+            out.append((("roles",), "pitr runs the ITR program in PITR mode (only EID aggregates): "
+                                    "it cannot be combined with xtr, itr or mobile-node"))
+        if not cfg.map_resolver and not cfg.is_mr:
+            out.append((("map-resolver",), "a PITR needs at least one [[map-resolver]]"))
+        if cfg.miss_action == "petr" and not cfg.proxy_etr:
+            out.append((("itr", "miss-action"), "miss-action 'petr' needs [[proxy-etr]]"))
+    elif cfg.pitr is not None:
+        out.append((("pitr",), "[pitr] is only used by the pitr role"))
+    if cfg.pitr is not None:
+        for i, eid in enumerate(cfg.pitr.eid_prefixes):
+            if eid.iid != 0:
+                out.append((("pitr", "eid-prefixes", i), f"{eid}: the Internet side has no instance IDs; "
+                                                         "aggregates are in instance 0"))
+        for name in cfg.pitr.internet_facing:
+            if name in cfg.interfaces.eid_facing:
+                out.append((("pitr", "internet-facing"), f"{name} is also eid-facing"))
+    if (cfg.is_pitr or cfg.is_petr) and not cfg.interfaces.rloc_facing and not cfg.database:
+        out.append((("interfaces", "rloc-facing"),
+                    "a PITR/PETR needs interfaces.rloc-facing (its RLOCs are their addresses)"))
+    if "petr" in cfg.model_fields_set and not cfg.is_petr:
+        out.append((("petr",), "[petr] is only used by the petr role"))
     return out
 
 

@@ -254,6 +254,37 @@ class EtrConfig(_Model):
     smr_max_interval: Seconds = 5.0
 
 
+# ---------------------------------------------------------------- PITR / PETR (RFC 6832)
+
+class PetrConfig(_Model):
+    # Inner source EID prefixes this Proxy-ETR forwards for; anything else is
+    # dropped and counted (petr_src_denied). Absent: any source, which makes
+    # the PETR an open relay for whoever can reach its RLOCs.
+    accept_eids: list[EidText] | None = None
+
+
+class PitrConfig(_Model):
+    # The EID aggregates this Proxy-ITR attracts from the Internet (announced
+    # through BGP while it can serve them) and encapsulates toward the sites.
+    eid_prefixes: Annotated[list[EidText], AfterValidator(_unique)] = Field(min_length=1)
+    # Where non-LISP traffic arrives: the ITR program runs on their ingress.
+    internet_facing: Annotated[list[IfName], AfterValidator(_unique)] = Field(min_length=1)
+    # Kernel routing table the aggregates are installed in (blackhole routes,
+    # protocol route-protocol) while the PITR can serve; a BGP daemon exports
+    # that table (docs/interworking.md). 0: install nothing.
+    announce_table: Annotated[int, Field(ge=0, lt=1 << 31)] = 4343
+    route_protocol: Annotated[int, Field(ge=5, le=254)] = 218
+    # Each Map-Resolver is asked about its own address (a non-EID: it answers
+    # itself) every health-interval; serving = one answered within health-timeout.
+    health_interval: Seconds = 1.0
+    health_timeout: Seconds = 2.5
+    # Anyone on the Internet picks the destinations a PITR resolves: at most
+    # this many resolutions at a time, and this many new ones per second
+    # (token bucket, burst of one second's worth); the rest are dropped (counted).
+    max_pending: Annotated[int, Field(ge=1, le=1 << 20)] = 1024
+    map_request_rate: Annotated[float, Field(gt=0)] = 100.0
+
+
 # ---------------------------------------------------------------- MS / MR side
 
 class SiteEidPrefix(_Model):
@@ -372,6 +403,36 @@ class MobileNodeConfig(_Model):
     uplink_table_base: Annotated[int, Field(ge=1, lt=1 << 31)] = 4342
 
 
+# ---------------------------------------------------------------- operations
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'127.0.0.1:9342', '[::1]:9342', ':9342' -> (host, port); host '' is every
+    address, IPv4 and IPv6."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: expected ADDRESS:PORT, e.g. '127.0.0.1:9342' or '[::1]:9342'")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{text!r}: {host!r} is not an IPv4 or IPv6 address") from None
+    return host, int(port)
+
+
+class MetricsConfig(_Model):
+    """Prometheus endpoint (docs/metrics.md); off unless `listen` is given."""
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _address_port(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_listen(v)
+        return v
+
+
 # ---------------------------------------------------------------- device
 
 RoleName = Literal["xtr", "itr", "etr", "ms", "mr", "ddt-node", "rtr", "pitr", "petr", "mobile-node"]
@@ -381,6 +442,7 @@ class Config(_Model):
     instance: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
     roles: Annotated[list[RoleName], AfterValidator(_unique)] = Field(min_length=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics: MetricsConfig = MetricsConfig()
     control_addresses: list[Address] = Field(
         default_factory=lambda: [ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::")],
         min_length=1)
@@ -398,6 +460,8 @@ class Config(_Model):
     lisp_sec: LispSecConfig = LispSecConfig()
     ddt: DdtConfig = DdtConfig()
     mobile_node: MobileNodeConfig = MobileNodeConfig()
+    pitr: PitrConfig | None = None
+    petr: PetrConfig = PetrConfig()
 
     @field_validator("control_addresses")
     @classmethod
@@ -412,6 +476,14 @@ class Config(_Model):
     @property
     def is_etr(self) -> bool:
         return bool({"xtr", "etr", "mobile-node"} & set(self.roles))
+
+    @property
+    def is_pitr(self) -> bool:
+        return "pitr" in self.roles
+
+    @property
+    def is_petr(self) -> bool:
+        return "petr" in self.roles
 
     @property
     def is_mobile_node(self) -> bool:

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 from lispctl.mapping.lpm import eid_sort_key
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
-from lispctl.roles.base import (CONTROL_PORT, Endpoint, InstallMapping, Log, MissEvent,
+from lispctl.roles.base import (CONTROL_PORT, Announce, Endpoint, InstallMapping, Log, MissEvent,
                                 RemoveMapping, Role, Send)
 
 from .adopt import ADOPT_GRACE_S, ADOPTED_ROLE, host_of, inherited_mappings
@@ -77,6 +77,7 @@ class Runtime:
         self.logsum = LogSummary()
         self._logsum_timer: asyncio.TimerHandle | None = None
         self.datapath = datapath
+        self.announcer: Any = None          # carries out Announce (a PITR's aggregates)
         self.control_port = control_port
         self.binds = [str(b) for b in binds]
         # Listed up front so `lispctl counters` shows zeros instead of omitting them.
@@ -376,6 +377,10 @@ class Runtime:
             if self.datapath is not None:
                 self.datapath.delete_mapping(eff.eid)
             self.cache.pop(eff.eid, None)
+        elif isinstance(eff, Announce):
+            self.counters["announcements" if eff.up else "withdrawals"] += 1
+            if self.announcer is not None:
+                self.announcer.set(eff.prefixes, eff.up)
         elif isinstance(eff, Log):
             if eff.kind and not proto_log.isEnabledFor(logging.DEBUG):
                 line = self.logsum.offer(role, eff.kind, eff.peer, eff.text, self.now())

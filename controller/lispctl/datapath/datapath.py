@@ -21,7 +21,10 @@ from lispctl.roles.base import MissEvent
 
 DEFAULT_PIN_BASE = Path("/sys/fs/bpf/lispctl")
 DEFAULT_MISS_INTERVAL_MS = 1000
-CFG_REENCAP = 1
+CFG_REENCAP = header_define("LISP_CFG_REENCAP")
+CFG_PETR = header_define("LISP_CFG_PETR")
+CFG_PETR_ACL = header_define("LISP_CFG_PETR_ACL")
+CFG_PITR = header_define("LISP_CFG_PITR")
 
 MAX_LOCATORS = header_define("LISP_MAX_LOCATORS")
 SLOTS = header_define("LISP_SLOTS")
@@ -94,7 +97,8 @@ class Datapath:
             raise
         self._t = {name: self._bpf[name.encode()] for name in (
             "map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
-            "accepted_iids", "eid_ifaces", "config", "miss_rl", "counters", "map_stats", "xdp_targets")}
+            "accepted_iids", "eid_ifaces", "config", "miss_rl", "counters", "map_stats", "xdp_targets",
+            "petr_accept4", "petr_accept6")}
         self._attachments: list[_attach.TcAttachment | _attach.XdpAttachment] = []
         self._local_rlocs: list[IPAddress] = self._read_local_rlocs()
         self._ids: dict[EidPrefix, int] = self._read_mapping_ids()
@@ -103,6 +107,7 @@ class Datapath:
         self._events: list[MissEvent] = []
         self._closed = False
         self._mtu_explicit = False
+        self._petr_iids: set[int] = set()
         cfg = self._config()
         if cfg.miss_interval_ns == 0 and not any(True for _ in self._t["map_cache4"].keys()):
             cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
@@ -131,6 +136,13 @@ class Datapath:
         self._attachments.append(_attach.attach_tc(ifname, self.prog_fd("lisp_itr_ingress"),
                                                    "lisp_itr_ingress", _attach.INGRESS))
         self.set_xdp_redirect(ifname, _attach.is_physical(ifname) if xdp_redirect is None else xdp_redirect)
+
+    def set_eid_interface(self, ifname: str, iid: int = 0) -> None:
+        """Instance ID of packets entering ifname, without attaching the ITR
+        there: a PITR whose Internet-facing interface is also an RLOC
+        interface, where the ETR program hands what is not LISP to the ITR
+        program (PITR mode)."""
+        self._set_eid_if(_attach.ifindex_of(ifname), iid)
 
     def attach_eid_device(self, ifname: str, iid: int = 0) -> None:
         """Mobile node: tc egress of the host's EID device (dummy/veth; an
@@ -323,10 +335,49 @@ class Datapath:
         cfg.flags = (cfg.flags | CFG_REENCAP) if enabled else (cfg.flags & ~CFG_REENCAP)
         self._write_config(cfg)
 
+    def set_petr(self, enabled: bool, accept_eids: Sequence[EidPrefix] | None = None,
+                 iids: Sequence[int] = (0,)) -> None:
+        """Proxy-ETR (RFC 6832): decapsulate packets for any destination and
+        forward the inner packet natively. accept_eids: None accepts every
+        inner source; a list accepts only sources inside those prefixes
+        (everything else is dropped as petr_src_denied). The instance IDs of
+        iids and of accept_eids are accepted by the ETR."""
+        for name in ("petr_accept4", "petr_accept6"):
+            t = self._t[name]
+            for k in list(t.keys()):
+                try:
+                    del t[k]
+                except KeyError:
+                    pass
+        for iid in self._petr_iids:
+            self._iid_ref(iid, -1)
+        self._petr_iids = set()
+        cfg = self._config()
+        cfg.flags &= ~(CFG_PETR | CFG_PETR_ACL)
+        if enabled:
+            for eid in accept_eids or ():
+                t = self._eid_table(eid, "petr_accept")
+                t[self._lpm_key(t, eid)] = t.Leaf(1)
+            self._petr_iids = set(iids) | {e.iid for e in accept_eids or ()}
+            for iid in self._petr_iids:
+                self._iid_ref(iid, +1)
+            cfg.flags |= CFG_PETR | (CFG_PETR_ACL if accept_eids is not None else 0)
+        self._write_config(cfg)
+
+    def set_pitr(self, enabled: bool) -> None:
+        """Proxy-ITR (RFC 6832): the ITR programs leave alone every packet no
+        map-cache entry covers (install the EID aggregates as
+        send-Map-Request entries to attract resolution for them)."""
+        cfg = self._config()
+        cfg.flags = (cfg.flags | CFG_PITR) if enabled else (cfg.flags & ~CFG_PITR)
+        self._write_config(cfg)
+
     def reset(self) -> None:
         """Empty every map and restore the default configuration (flush)."""
+        self._petr_iids = set()
         for name in ("map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
-                     "accepted_iids", "eid_ifaces", "miss_rl", "map_stats", "xdp_targets"):
+                     "accepted_iids", "eid_ifaces", "miss_rl", "map_stats", "xdp_targets",
+                     "petr_accept4", "petr_accept6"):
             t = self._t[name]
             for k in list(t.keys()):
                 try:
@@ -346,6 +397,8 @@ class Datapath:
         cfg = self._config()
         return {"path_mtu": cfg.path_mtu, "miss_action": cfg.miss_action,
                 "miss_interval_ms": cfg.miss_interval_ns // 1_000_000, "reencap": bool(cfg.flags & CFG_REENCAP),
+                "petr": bool(cfg.flags & CFG_PETR), "petr_acl": bool(cfg.flags & CFG_PETR_ACL),
+                "pitr": bool(cfg.flags & CFG_PITR),
                 "src4": str(ipaddress.IPv4Address(bytes(cfg.src4))) if cfg.has_src4 else None,
                 "src6": str(ipaddress.IPv6Address(bytes(cfg.src6))) if cfg.has_src6 else None}
 

@@ -60,7 +60,16 @@ class Log:
     peer: object = None
 
 
-Effect = Union[Send, InstallMapping, RemoveMapping, Log]
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Advertise (up) or withdraw these prefixes to the routing system (a
+    PITR's EID aggregates: lispctl.net.announce installs them where the BGP
+    daemon picks them up)."""
+    prefixes: tuple[EidPrefix, ...]
+    up: bool
+
+
+Effect = Union[Send, InstallMapping, RemoveMapping, Log, Announce]
 
 
 @dataclass(frozen=True, slots=True)

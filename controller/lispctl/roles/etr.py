@@ -294,6 +294,50 @@ class EtrRole:
         return None
 
     # ------------------------------------------------------------ changes
+    def reconfigure(self, cfg: Config, now: float) -> list[Effect]:
+        """A new configuration (lispctl reload) with a changed [[database]]
+        or [[map-server]] list: prefixes removed are de-registered (record TTL
+        0), then if our mapping changed every Map-Server gets a Map-Register
+        at once and the ITRs that asked get SMRs; a new or changed Map-Server
+        alone is registered with at once."""
+        self._now = now
+        out = self._fx()
+        old_db = {m.eid: m for m in self.site.db}
+        old_ms = list(self.ms)
+        self.cfg = cfg
+        changed = self.site.set_config(cfg)
+        # a Map-Server whose settings are unchanged keeps its state
+        self.ms = []
+        for c in cfg.map_server:
+            prev = next((m for m in old_ms if m.cfg == c), None)
+            if prev is not None:
+                old_ms.remove(prev)
+            self.ms.append(prev or _MsState(c, retry=cfg.etr.register_retry))
+        removed = [old_db[e] for e in changed if e in old_db and self.site.db.get(e) is None]
+        if not self.started:
+            return []
+        if removed:
+            for ms in self.ms:
+                self._deregister(ms, removed, out)
+        if changed:
+            out.items += self.mapping_changed(changed, now)
+        else:
+            for ms in self.ms:
+                if ms.last_register is None:
+                    self._register(ms, now, out)
+        return out.items
+
+    def _deregister(self, ms: _MsState, mappings, out: Effects) -> None:
+        records = tuple(eid_record(m.eid, tuple(rloc_to_locator(r, local=True) for r in m.rlocs), ttl=0,
+                                   authoritative=True) for m in mappings)
+        xtr_id = int(self.cfg.etr.xtr_id, 16) if self.cfg.etr.xtr_id else None
+        msg = MapRegister(self.nonce(), records, key_id=ms.cfg.key_id, alg_id=ALG_IDS[ms.cfg.algorithm],
+                          proxy_reply=ms.cfg.proxy_reply, want_map_notify=False, xtr_id=xtr_id,
+                          site_id=self.cfg.etr.site_id if xtr_id is not None else None)
+        out.send(sign(msg, ms.cfg.key), Endpoint(ms.cfg.address, CONTROL_PORT))
+        self.counters["map_register_tx"] += 1
+        out.log(f"de-registered {', '.join(str(m.eid) for m in mappings)} at {ms.cfg.address} (record TTL 0)")
+
     def set_interface_addresses(self, ifname: str, addrs, now: float) -> list[Effect]:
         """The daemon reports an interface's addresses (at start and on change)."""
         changed = self.site.set_interface_addresses(ifname, addrs)

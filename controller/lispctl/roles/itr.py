@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lispctl.config import Config, MapResolverConfig
@@ -60,6 +61,8 @@ class _Pending:
     eid: EidPrefix                 # what we ask for
     source: IPAddress | None       # source EID of the packet that missed
     kind: str                      # miss | refresh | smr
+    created: float = 0.0           # first asked (miss-to-install metric)
+    sent_at: list[float] = field(default_factory=list)    # per nonce, for the RTT metric
     attempts: int = 0
     next_at: float = 0.0
     interval: float = 1.0
@@ -82,6 +85,7 @@ class _Sub:
 
 class ItrRole:
     name = "itr"
+    pitr_bit = False               # Map-Request p bit (lispctl.roles.pitr sets it)
     # what the daemon hands to handle() (its message registry, by type)
     message_types = frozenset({MapReply.TYPE, MapRequest.TYPE, MapNotify.TYPE})
 
@@ -108,6 +112,9 @@ class ItrRole:
         self.prober = RlocProber(cfg.itr, nonce, site.usable_rlocs, self.counters)
         self.started = False
         self._now = 0.0
+        # observe(name, seconds): "map_request_rtt" for each accepted Map-Reply,
+        # "miss_to_install" when a miss's mapping is installed (daemon metrics).
+        self.observe: Callable[[str, float], None] | None = None
 
     def _fx(self) -> Effects:
         return Effects(default_src=self._src_for if self.cfg.is_mobile_node else None)
@@ -248,6 +255,7 @@ class ItrRole:
         return FOREVER_S if left is None else left
 
     def _ask(self, p: _Pending, now: float, out: Effects) -> None:
+        p.created = now
         self.pending[p.eid] = p
         self._send_request(p, now, out)
 
@@ -302,7 +310,7 @@ class ItrRole:
         if p.source is not None:
             source_eid, _ = from_eid_prefix(host_prefix(p.eid.iid, p.source))
         req = MapRequest(nonce, (request_record(p.eid),), tuple(rlocs[:32]), source_eid=source_eid,
-                         smr_invoked=(p.kind == "smr"), notification_requested=subscribe,
+                         smr_invoked=(p.kind == "smr"), notification_requested=subscribe, pitr=self.pitr_bit,
                          xtr_id=self.xtr_id if subscribe else None,
                          site_id=self.cfg.site_id if subscribe else None)
         if subscribe:
@@ -319,6 +327,7 @@ class ItrRole:
             out.send(ecm.encode(), Endpoint(mr, CONTROL_PORT))
             self.resolver_set.sent(mr_cfg, nonce, now)
         p.nonces.append(nonce)
+        p.sent_at.append(now)
         self.by_nonce[nonce] = p.eid
         p.attempts += 1
         p.next_at = now + p.interval
@@ -368,6 +377,10 @@ class ItrRole:
         accepted, ttl_s, eids = self._accept_records(verdict.records, p.eid, now, out, "map_reply")
         if accepted:
             self._drop_pending(p)
+            if self.observe is not None:
+                self.observe("map_request_rtt", now - p.sent_at[p.nonces.index(msg.nonce)])
+                if p.kind == "miss" and eids:
+                    self.observe("miss_to_install", now - p.created)
             sub = self.subs.get(msg.nonce)
             if sub is not None:
                 self._sub_installed(sub, eids, ttl_s, now)
@@ -545,6 +558,31 @@ class ItrRole:
         return out.items
 
     # ------------------------------------------------------------ API
+    def reconfigure(self, cfg: Config, now: float) -> list[Effect]:
+        """A new configuration (lispctl reload): the Map-Resolver list (used
+        from the next Map-Request on) and the static map-cache (entries
+        removed, added or changed are removed/installed at once)."""
+        self._now = now
+        old = {e.eid: e for e in self.cfg.map_cache}
+        self.cfg = cfg
+        self.resolvers = [m.address for m in cfg.map_resolver]
+        self.resolver_cfgs = list(cfg.map_resolver)
+        if not self.started:
+            return []
+        out = self._fx()
+        new = {e.eid: e for e in cfg.map_cache}
+        for eid in old.keys() - new.keys():
+            entry = self.cache.remove(eid)
+            if entry is not None:
+                self._cache_dropped(entry)
+            out.items.append(RemoveMapping(eid))
+        for eid, e in new.items():
+            if old.get(eid) != e:
+                rlocs = tuple(l.rloc() for l in e.locator)
+                self._cache_install(eid, rlocs, e.map_action, None, now, source="static")
+                out.items.append(InstallMapping(eid, self._rlocs_for_dp(rlocs), e.map_action, FOREVER_S))
+        return out.items
+
     def snapshot(self) -> dict:
         now = self._now
         return {

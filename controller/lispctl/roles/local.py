@@ -71,6 +71,16 @@ class LocalSite:
                 changed.append(m.eid)
         return changed
 
+    def set_config(self, cfg: Config) -> list[EidPrefix]:
+        """A new configuration (lispctl reload): the EID prefixes added,
+        removed, or whose locators changed."""
+        self.cfg = cfg
+        keep = {entry.eid for entry in cfg.database}
+        removed = [m.eid for m in self.db if m.eid not in keep]
+        for eid in removed:
+            self.db.remove(eid)
+        return removed + self._rebuild()
+
     def set_interface_addresses(self, ifname: str, addrs: Iterable[IPAddress]) -> list[EidPrefix]:
         """New address list of an interface; returns the EID prefixes whose
         locator set changed (empty when nothing did)."""

@@ -733,6 +733,38 @@ class MapServerRole:
         return reg, fwd
 
     # ------------------------------------------------------------ API
+    def reconfigure(self, cfg: Config, now: float) -> list[Effect]:
+        """A changed [[site]] list (lispctl reload). Sites are matched by
+        name: one that stays keeps its counters and the registrations its new
+        prefixes still accept (same prefix, or a more specific one where
+        accept-more-specifics allows); every other registration is dropped.
+        New keys and flags apply from the next Map-Register on."""
+        self._now = now
+        old = {s.cfg.name: s for s in self.sites}
+        self.cfg = cfg
+        self.sites = [_Site(sc) for sc in cfg.site]
+        self.configured = LpmTable()
+        for site in self.sites:
+            for sp in site.cfg.eid_prefix:
+                self.configured.insert(sp.eid, _Prefix(site, sp))
+            if site.cfg.name in old:
+                site.registers, site.bad_auth = old[site.cfg.name].registers, old[site.cfg.name].bad_auth
+        self._site_by_id = {s.cfg.site_id: s for s in self.sites if s.cfg.site_id is not None}
+        self._owners.clear()           # caches of owner lookups hold the old sites
+        self._owners_of.clear()
+        out = Effects()
+        for prev in old.values():
+            for eid, regs in prev.registrations.items():
+                hit = self.configured.longest_covering(eid)
+                if hit is not None and hit[1].site.cfg.name == prev.cfg.name \
+                        and (hit[0] == eid or hit[1].cfg.accept_more_specifics):
+                    hit[1].site.registrations[eid] = regs
+                    continue
+                self.registered.remove(eid)
+                self.counters["registration_dropped_by_reload"] += 1
+                out.log(f"registration of {eid} dropped: no configured site accepts it any more")
+        return out.items
+
     def snapshot(self) -> dict:
         now = self._now
         sites = []
