@@ -218,6 +218,9 @@ class ItrConfig(_Model):
     map_request_backoff: Annotated[float, Field(ge=1.0)] = 2.0
     map_request_max_interval: Seconds = 30.0
     map_request_retries: Annotated[int, Field(ge=0, le=20)] = 4
+    # Overall cap on Map-Requests sent (misses, retries, refreshes, SMR-invoked),
+    # per second; one per destination per second regardless (RFC 9301 5.3).
+    map_request_rate: Annotated[float, Field(gt=0, le=100000)] = 100.0
     # A Map-Resolver with a request unanswered this long is skipped for
     # map-resolver-holddown seconds (the next one of its set is asked first).
     map_resolver_timeout: Seconds = 3.0
@@ -252,6 +255,10 @@ class EtrConfig(_Model):
     smr: bool = True
     smr_min_interval: Seconds = 0.1
     smr_max_interval: Seconds = 5.0
+    # Map-Requests answered (RLOC probes included), per second: per ITR-RLOC
+    # answered (bursts of twice that) and overall (RFC 9301 5.3).
+    map_reply_rate_per_itr: Annotated[float, Field(gt=0, le=100000)] = 100.0
+    map_reply_rate: Annotated[float, Field(gt=0, le=1000000)] = 1000.0
 
 
 # ---------------------------------------------------------------- PITR / PETR (RFC 6832)

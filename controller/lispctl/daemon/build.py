@@ -110,6 +110,7 @@ def _setup_datapath(device: Device, plan) -> None:
     if adopted:
         _drop_stale_locals(dp, plan)
     dp.set_miss_action(plan.miss_action, plan.petr)
+    _limit_map_cache(device, dp)
     device.info["datapath_plan"] = {
         "eid_interfaces": list(plan.eid_interfaces), "rloc_interfaces": list(plan.rloc_interfaces),
         "local_rlocs": [str(a) for a in plan.local_rlocs], "local_eids": [str(e) for e in plan.local_eids],
@@ -120,6 +121,26 @@ def _setup_datapath(device: Device, plan) -> None:
              device.instance, ",".join(plan.eid_interfaces) or "-",
              ",".join(plan.rloc_interfaces) or "-",
              "petr" if plan.petr else plan.miss_action.name.lower())
+
+
+class MapCacheTooSmall(Exception):
+    """More static [[map-cache]] entries than the data plane holds."""
+
+
+def _limit_map_cache(device: Device, dp) -> None:
+    """Tell the ITR how many map-cache entries the loaded data plane holds
+    (it evicts the least recently used dynamic entry beyond that); refuse a
+    config whose static entries alone do not fit."""
+    itr = next((r for n, r in device.roles if n in ("itr", "pitr")), None)   # PitrRole is an ItrRole
+    if itr is None:
+        return
+    capacity = dp.capacity
+    static = len(itr.cfg.map_cache)
+    if static > capacity:
+        raise MapCacheTooSmall(f"{static} static [[map-cache]] entries, but the data plane holds "
+                               f"{capacity} mappings (LISP_MAX_MAPPINGS in bpf/lisp_maps.h)")
+    itr.capacity = capacity
+    device.info["map_cache_capacity"] = capacity
 
 
 def _setup_announcer(device: Device, pcfg) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 from lispctl.mapping.lpm import eid_sort_key
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
+from lispctl.datapath.errors import DatapathError
 from lispctl.roles.base import (CONTROL_PORT, Announce, Endpoint, InstallMapping, Log, MissEvent,
                                 RemoveMapping, Role, Send)
 
@@ -28,6 +29,12 @@ log = logging.getLogger("lispctl.daemon")
 
 # How often per-mapping data-plane counters are read to find used entries.
 USAGE_POLL_S = 5.0
+# Miss events may take at most about half of the loop: after a batch that
+# took longer than this, the ring buffer is left alone for as long again
+# (events that do not fit in the ring meanwhile are lost in the data plane,
+# which is what a miss storm should cost), so the API and control packets
+# are served between batches.
+MISS_BATCH_BUDGET_S = 0.005
 proto_log = logging.getLogger("lispctl.proto")
 
 from lispctl.wire.errors import MalformedMessage
@@ -236,14 +243,28 @@ class Runtime:
             counters["malformed"] += 1
 
     def _misses_ready(self) -> None:
+        started = time.monotonic()
         try:
             events = list(self.datapath.poll_misses())
         except Exception:
             self.counters["miss_read_errors"] += 1
             log.exception("reading miss events failed")
             return
+        # One deadline recomputation per batch, not per event: under a miss
+        # storm the ring holds hundreds of events per wake-up.
         for ev in events:
-            self.miss(ev)
+            self.miss(ev, reschedule=False)
+        if events:
+            self._reschedule()
+        took = time.monotonic() - started
+        if took > MISS_BATCH_BUDGET_S and self._miss_fd is not None:
+            self.counters["miss_batches_paused"] += 1
+            self.loop.remove_reader(self._miss_fd)
+            self.loop.call_later(took, self._resume_misses)
+
+    def _resume_misses(self) -> None:
+        if self._miss_fd is not None and self.loop is not None:
+            self.loop.add_reader(self._miss_fd, self._misses_ready)
 
     def _poll_usage(self) -> None:
         """Tell the ITR which installed mappings carried traffic since the last
@@ -269,16 +290,18 @@ class Runtime:
                 self._guarded(name, "on_used", lambda: on_used(used, now))
         self._reschedule()
 
-    def miss(self, event: MissEvent) -> None:
+    def miss(self, event: MissEvent, reschedule: bool = True) -> None:
         self.counters["misses"] += 1
-        log.debug("miss %s from %s", event.eid, event.source)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("miss %s from %s", event.eid, event.source)
         now = self.now()
         for name, role in self.roles:
             on_miss = getattr(role, "on_miss", None)
             if on_miss is None:
                 continue
             self._guarded(name, "miss", lambda: on_miss(event, now))
-        self._reschedule()
+        if reschedule:
+            self._reschedule()
 
     def _tick(self) -> None:
         self._timer = None
@@ -354,6 +377,11 @@ class Runtime:
                 continue
             try:
                 self._apply_one(role, eff)
+            except DatapathError as exc:
+                # e.g. a full map: one line, no traceback (it can repeat per entry)
+                self.counters["effect_errors"] += 1
+                self.counters["datapath_errors"] += 1
+                log.warning("%s: %s %s failed: %s", role, type(eff).__name__, getattr(eff, "eid", ""), exc)
             except Exception:
                 self.counters["effect_errors"] += 1
                 log.exception("%s: carrying out %r failed", role, type(eff).__name__)

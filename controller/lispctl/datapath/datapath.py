@@ -32,6 +32,7 @@ LEVELS = header_define("LISP_LEVELS")
 NO_LOCATOR = header_define("LISP_NO_LOCATOR")
 MAX_MAPPINGS = header_define("LISP_MAX_MAPPINGS")
 PETR_SET = header_define("LISP_PETR_SET")
+MISS_BATCH = 256        # miss events returned by one poll_misses() at most
 
 
 def _enum_names(enum: str, prefix: str) -> dict[int, str]:
@@ -102,6 +103,7 @@ class Datapath:
         self._attachments: list[_attach.TcAttachment | _attach.XdpAttachment] = []
         self._local_rlocs: list[IPAddress] = self._read_local_rlocs()
         self._ids: dict[EidPrefix, int] = self._read_mapping_ids()
+        self._used_ids = set(self._ids.values())     # kept with _ids: _alloc_id stays O(1)
         self._next_id = 1
         self._ring_open = False
         self._events: list[MissEvent] = []
@@ -279,6 +281,7 @@ class Datapath:
         leaf.action = int(action)
         t[key] = leaf
         self._ids[eid] = mid
+        self._used_ids.add(mid)
 
     def delete_mapping(self, eid: EidPrefix) -> None:
         mid = self._ids.pop(eid, None)
@@ -288,11 +291,20 @@ class Datapath:
         except KeyError:
             pass
         if mid is not None:
+            self._used_ids.discard(mid)
             self._del_locset(mid)
             try:
                 del self._t["map_stats"][self._t["map_stats"].Key(mid)]
             except KeyError:
                 pass
+
+    @property
+    def capacity(self) -> int:
+        """Map-cache entries the data plane can hold, IPv4 and IPv6 together:
+        each takes a locator-set id and PETR_SET's is reserved (read from the
+        loaded maps, so it follows LISP_MAX_MAPPINGS in bpf/lisp_maps.h)."""
+        return min(int(self._t["locsets"].max_entries) - 1, int(self._t["map_cache4"].max_entries),
+                   int(self._t["map_cache6"].max_entries))
 
     def mappings(self) -> dict[EidPrefix, int]:
         """Installed prefixes -> mapping id."""
@@ -390,6 +402,7 @@ class Datapath:
         cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
         t[t.Key(0)] = cfg
         self._ids.clear()
+        self._used_ids.clear()
         self._local_rlocs.clear()
         self._mtu_explicit = False
 
@@ -450,7 +463,10 @@ class Datapath:
 
         def on_event(_ctx, data, _size):
             self._events.append(_decode_miss(t.event(data)))
-            return 0
+            # A negative return stops libbpf's consume loop (this event is
+            # already taken): under a miss storm it would otherwise go on as
+            # long as the producer does and starve the event loop.
+            return -1 if len(self._events) >= MISS_BATCH else 0
 
         t.open_ring_buffer(on_event)
         self._ring_open = True
@@ -528,7 +544,7 @@ class Datapath:
             del t[key]
 
     def _alloc_id(self) -> int:
-        used = set(self._ids.values())
+        used = self._used_ids
         for _ in range(MAX_MAPPINGS):
             mid = self._next_id
             self._next_id = self._next_id % (MAX_MAPPINGS - 1) + 1

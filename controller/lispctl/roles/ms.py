@@ -11,7 +11,8 @@ RLOCs), never to the packet's source: replays from anywhere add no
 registrant, and Map-Notifies and forwarded Map-Requests go only to RLOCs the
 message names (docs/ms-security.md).
 
-Publish/subscribe (RFC 9437): an ECM'd Map-Request with the N and I bits
+Publish/subscribe (RFC 9437): an ECM'd Map-Request with the I bit and an
+EID-record's N bit
 subscribes its xTR-ID to the registered prefix that answers it (or, while
 nothing is registered, to the configured site prefix around it). The
 subscriber's site-ID selects the [[site]] whose pubsub key signs the
@@ -560,11 +561,13 @@ class MapServerRole:
         if req.xtr_id is None:
             self.counters["subscribe_without_xtr_id"] += 1
             return
-        site = self._site_by_id.get(req.site_id)
+        # A bare xTR-ID (lispers.net sends no site-ID) subscribes as site-ID 0.
+        site_id = req.site_id if req.site_id is not None else 0
+        site = self._site_by_id.get(site_id)
         if site is None:
             self.counters["subscribe_unknown_site"] += 1
             out.log(f"subscription for {asked} from xTR-ID {req.xtr_id:032x} refused: "
-                    f"no [[site]] with site-id {req.site_id}")
+                    f"no [[site]] with site-id {site_id}")
             return
         target = reply_target(req.itr_rlocs, CONTROL_PORT)
         if target is None:
@@ -584,7 +587,7 @@ class MapServerRole:
         kid, secret = site.cfg.pubsub_key
         key = (key_eid, req.xtr_id)
         self._drop_sub(key)                 # a renewal replaces the old state and nonce
-        sub = Subscription(key_eid, asked, req.xtr_id, req.site_id, target, req.nonce, kid, secret,
+        sub = Subscription(key_eid, asked, req.xtr_id, site_id, target, req.nonce, kid, secret,
                            site.cfg.name, now, now + ttl_s)
         self.subs[key] = sub
         heapq.heappush(self._sub_expiry, (sub.expires_at, next(self._seq), key))
