@@ -170,3 +170,17 @@ def test_no_signing_etr_required_gets_signed_negative_on_downgrades():
             assert got.rlocs == (Rloc(A("192.0.2.1")),)
             assert b["itr"].counters["lisp_sec_downgrade"] == 1
             assert b["itr"].counters["lisp_sec_reply_unsigned_accepted"] == 0   # the plain request: no OTK
+
+
+def test_reload_applies_lisp_sec_settings():
+    # lispctl reload: a resolver switched to lisp-sec protects the next request;
+    # the ETR signs with its Map-Server's new key.
+    from lispctl.config import loads
+    net, a, b, ms = build(mode="off")
+    text = roles_helpers.xtr_text("b", "10.2.0.0/16", "secret-b", MS_ADDR, SEC_MR.format(mode="required"))
+    b["itr"].reconfigure(loads(text), 6.0)
+    ecm = _first_request(net, b, 10.0)
+    assert ecm.security and ecm.auth
+    etr_text = roles_helpers.xtr_text("a", "10.1.0.0/16", "secret-a-2", MS_ADDR)
+    a["etr"].reconfigure(loads(etr_text), 6.0)
+    assert a["etr"].sec.keys == {1: [b"secret-a-2"]}

@@ -345,6 +345,7 @@ class EtrRole:
         old_db = {m.eid: m for m in self.site.db}
         old_ms = list(self.ms)
         self.cfg = cfg
+        self.sec = EtrSec([(m.key_id, m.key) for m in cfg.map_server], self.counters)   # keys may change
         changed = self.site.set_config(cfg)
         # a Map-Server whose settings are unchanged keeps its state
         self.ms = []

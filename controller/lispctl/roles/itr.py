@@ -721,6 +721,8 @@ class ItrRole:
         self.cfg = cfg
         self.resolvers = [m.address for m in cfg.map_resolver]
         self.resolver_cfgs = list(cfg.map_resolver)
+        if [r.cfg for r in self.resolver_set.all] != list(cfg.map_resolver):
+            self.resolver_set = ResolverSet(cfg, self.counters)   # new resolvers (scopes, lisp-sec...)
         if not self.started:
             return []
         out = self._fx()
