@@ -229,3 +229,22 @@ def test_corrupt_but_not_snapped_frame_is_still_an_error(tmp_path):
     code, lines, out = run(str(p))
     (only,) = lines
     assert "truncated" in only["error"] and "records" not in only
+
+
+def test_change_priority_message_is_shown(tmp_path):
+    cpm = w.sign_cpm(w.ChangePriority(V4("10.9.0.5"), 32, 1, 1_700_000_000_000, 0xAB, (V4("10.1.0.2"),),
+                                      key_id=3), KEY)
+    p = tmp_path / "cpm.pcap"
+    with open(p, "wb") as f:
+        pw = PcapWriter(f)
+        pw.write_udp(*RLOC4, 40000, 4342, cpm)
+        pw.write_udp(*RLOC4, 40000, 4342, cpm[:-1])                # MAC cut short
+    code, lines, out = run(str(p))
+    assert code == 0, out
+    good, cut = lines
+    assert good["sub_type"] == 4095
+    assert good["change_priority"] == {
+        "eid": "10.9.0.5", "mask_len": 32, "priority": 1, "timestamp_ms": 1_700_000_000_000,
+        "nonce": "00000000000000ab", "correspondents": ["10.1.0.2"], "key_id": 3, "alg_id": 2,
+        "auth_data": cpm[-32:].hex()}
+    assert "malformed" in cut["change_priority"]

@@ -249,6 +249,17 @@ def message(m: Any) -> dict[str, Any]:
             body["lisp_sec"] = lisp_sec(m.auth, False)
     elif t is w.SharedExtension:
         body = {"sub_type": m.sub_type, "data": m.data.hex()}
+        if m.sub_type == w.CPM_SUB_TYPE:         # our Change-Priority Message (docs/cpm.md)
+            try:
+                c = w.decode_cpm(m.encode())
+            except w.MalformedMessage as exc:
+                body["change_priority"] = {"malformed": str(exc)}
+            else:
+                body["change_priority"] = {
+                    "eid": address(c.eid), "mask_len": c.mask_len, "priority": c.priority,
+                    "timestamp_ms": c.timestamp_ms, "nonce": f"{c.nonce:016x}",
+                    "correspondents": [address(a) for a in c.correspondents],
+                    "key_id": c.key_id, "alg_id": c.alg_id, "auth_data": c.auth_data.hex()}
     else:
         body = _generic(m)
     body.update(_tail(m))

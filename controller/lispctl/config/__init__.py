@@ -133,6 +133,8 @@ def cross_check(cfg: Config) -> list[tuple[tuple, str]]:
     if cfg.mr.ddt is not None and cfg.mr.map_server:
         out.append((("mr", "map-server"), "a DDT Map-Resolver ([mr.ddt]) finds Map-Servers through the tree; "
                                           "drop [[mr.map-server]]"))
+    if cfg.cpm is not None and not cfg.is_etr:
+        out.append((("cpm",), "[cpm] (Change-Priority Messages) is only used by the xtr/etr roles"))
     out += _ddt_checks(cfg)
     if cfg.lisp_sec.itr_keys and not (cfg.is_ms or cfg.is_mr):
         out.append((("lisp-sec", "itr-keys"), "[lisp-sec] itr-keys is only used by the ms and mr roles"))

@@ -208,6 +208,11 @@ class InterfacesConfig(_Model):
     # Where the ETR decapsulates: XDP on physical NICs (one frame at a time,
     # before the stack), tc on virtual devices where XDP would defeat GSO.
     rloc_mode: Literal["auto", "tc", "xdp"] = "auto"
+    # Inner TCP/UDP checksums on the underlay: "complete" switches the tx
+    # checksum offload of the RLOC interfaces off, so any ETR (a userspace
+    # one too) gets valid packets; "offload" keeps it (super-packets cross
+    # veth whole: lispctl ETRs only); "auto": complete on virtual devices.
+    rloc_checksum: Literal["auto", "complete", "offload"] = "auto"
 
 
 class ItrConfig(_Model):
@@ -410,6 +415,16 @@ class MobileNodeConfig(_Model):
     uplink_table_base: Annotated[int, Field(ge=1, lt=1 << 31)] = 4342
 
 
+class CpmConfig(_Model):
+    """[cpm]: accept Change-Priority Messages from hypervisors (docs/cpm.md)."""
+    # key ID (16 bits, as in the message) -> shared key; HMAC-SHA-256 only
+    keys: dict[Annotated[int, Field(ge=0, le=0xFFFF)], Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    max_skew: Seconds = 30.0          # refuse timestamps further than this from our clock
+    rate: Annotated[float, Field(ge=0)] = 20.0             # CPMs looked at per second, overall (0: no limit)
+    rate_per_source: Annotated[float, Field(ge=0)] = 5.0   # ... and per sending address
+    resolve_timeout: Seconds = 5.0    # wait this long for a correspondent's mapping before giving up
+
+
 # ---------------------------------------------------------------- operations
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -469,6 +484,7 @@ class Config(_Model):
     mobile_node: MobileNodeConfig = MobileNodeConfig()
     pitr: PitrConfig | None = None
     petr: PetrConfig = PetrConfig()
+    cpm: CpmConfig | None = None
 
     @field_validator("control_addresses")
     @classmethod

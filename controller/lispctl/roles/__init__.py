@@ -12,6 +12,7 @@ MobileNodePlan. See docs/config.md.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -19,6 +20,7 @@ from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import Role
 from lispctl.roles.common import nonce_source
+from lispctl.roles.cpm import CpmRole
 from lispctl.roles.ddt import DdtNodeRole
 from lispctl.roles.ddt_resolver import DdtResolverRole
 from lispctl.roles.etr import EtrRole
@@ -29,15 +31,16 @@ from lispctl.roles.ms import MapServerRole
 from lispctl.roles.petr import PetrRole
 from lispctl.roles.pitr import PitrRole
 
-__all__ = ["DatapathPlan", "DdtNodeRole", "DdtResolverRole", "EtrRole", "ItrRole", "LocalSite", "MapResolverRole",
-           "MapServerRole", "MobileNodePlan", "PetrRole", "PitrRole", "UplinkSpec", "build_roles", "datapath_plan",
-           "find_role", "uplink_specs"]
+__all__ = ["CpmRole", "DatapathPlan", "DdtNodeRole", "DdtResolverRole", "EtrRole", "ItrRole", "LocalSite",
+           "MapResolverRole", "MapServerRole", "MobileNodePlan", "PetrRole", "PitrRole", "UplinkSpec", "build_roles",
+           "datapath_plan", "find_role", "uplink_specs"]
 
 
 def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAddress]] | None = None,
                 rng: random.Random | None = None) -> list[tuple[str, Role]]:
     """The roles cfg asks for, as (name, role): "ddt-node", "itr", "etr", "ms",
-    "mr" (a DdtResolverRole when [mr.ddt] is set), "pitr", "petr".
+    "mr" (a DdtResolverRole when [mr.ddt] is set), "pitr", "petr", "cpm" (an
+    ETR with [cpm]).
 
     interface_addresses: addresses of the interfaces named by locators given
     by interface (the daemon reads them; later changes go to
@@ -57,10 +60,17 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
         out.append(("ddt-node", DdtNodeRole(cfg)))
     if cfg.is_mr:
         out.append(("mr", DdtResolverRole(cfg) if cfg.mr.ddt is not None else MapResolverRole(cfg, ms)))
+    etr = itr = None
     if cfg.is_etr:
-        out.append(("etr", EtrRole(cfg, site, nonce, answer_plain_ecm=not cfg.is_mr)))
+        etr = EtrRole(cfg, site, nonce, answer_plain_ecm=not cfg.is_mr)
+        out.append(("etr", etr))
     if cfg.is_itr:
-        out.append(("itr", ItrRole(cfg, site, nonce)))
+        itr = ItrRole(cfg, site, nonce)
+        out.append(("itr", itr))
+    if cfg.cpm is not None and etr is not None:
+        # after the ITR: it sees a Map-Reply first (roles/cpm.py). The replay
+        # guard compares timestamps with the system clock (time in, like `now`).
+        out.append(("cpm", CpmRole(cfg, etr, itr, nonce, wall_clock=lambda _now: time.time())))
     if cfg.is_pitr:
         out.append(("pitr", PitrRole(cfg, site, nonce)))
     if cfg.is_petr:
@@ -95,6 +105,8 @@ class DatapathPlan:
     petr: tuple[Rloc, ...]                # non-empty: encapsulate misses to these
     # Local locators with reachability (link up/down): locator-status bits.
     local_locators: tuple[Rloc, ...] = ()
+    # (local EID prefix, its locator-status bits): Datapath.add_local_eid(eid, lsb)
+    local_lsb: tuple[tuple[EidPrefix, int], ...] = ()
     mobile_node: MobileNodePlan | None = None   # set: create the EID device, no eid_interfaces
     # RFC 6832. proxy_itr: the ITR programs on eid_interfaces (the Internet-
     # facing ones) touch only map-cache destinations. proxy_etr: decapsulate for
@@ -134,6 +146,7 @@ def datapath_plan(cfg: Config, roles: list[tuple[str, Role]]) -> DatapathPlan:
                      "petr": MapAction.NO_ACTION}[ma],
         petr=tuple(l.rloc() for l in cfg.proxy_etr) if ma == "petr" else (),
         local_locators=tuple(site.local_locators()) if site else (),
+        local_lsb=tuple(site.locator_status_bits().items()) if site else (),
         mobile_node=mn,
         proxy_itr=cfg.is_pitr,
         proxy_etr=cfg.is_petr,

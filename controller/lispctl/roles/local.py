@@ -7,7 +7,7 @@ not be used, and it comes back without a new address event when the link does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping
 
 from lispctl.config import Config
@@ -43,6 +43,9 @@ class LocalSite:
         self.iface_addrs: dict[str, list[IPAddress]] = {
             k: list(v) for k, v in (interface_addresses or {}).items()}
         self.link_up: dict[str, bool] = {}       # absent: up (the daemon reports changes)
+        # priority of all our locators for an EID, set by a Change-Priority
+        # Message (roles/cpm.py); overrides the configured ones until restart
+        self.priority: dict[EidPrefix, int] = {}
         self.db = LocalDatabase()
         self._rebuild()
 
@@ -59,8 +62,9 @@ class LocalSite:
                                  for a in self.iface_addrs.get(loc.interface, []) if loc.matches_family(a))
             # one locator per address: the first configuration wins
             seen: dict[IPAddress, Rloc] = {}
+            prio = self.priority.get(entry.eid)
             for r in rlocs:
-                seen.setdefault(r.address, r)
+                seen.setdefault(r.address, r if prio is None else replace(r, priority=prio))
             out.append(LocalMapping(entry.eid, tuple(seen.values())))
         return out
 
@@ -93,6 +97,12 @@ class LocalSite:
         self.link_up[ifname] = bool(up)
         return self._rebuild()
 
+    def set_priority(self, eid: EidPrefix, priority: int) -> list[EidPrefix]:
+        """Give every locator of database entry `eid` this priority; returns
+        the EID prefixes whose locators changed (empty when nothing did)."""
+        self.priority[eid] = priority
+        return self._rebuild()
+
     def rlocs(self) -> list[IPAddress]:
         """Our RLOC addresses: database locators, else addresses of the
         RLOC-facing interfaces (an ITR without a database still needs some)."""
@@ -123,6 +133,17 @@ class LocalSite:
                 if r.address not in seen or (r.reachable and not seen[r.address].reachable):
                     seen[r.address] = r
         return list(seen.values())
+
+    def locator_status_bits(self) -> dict[EidPrefix, int]:
+        """Per local EID prefix, the locator-status bits an ITR sends for
+        packets from it (RFC 9300 5.3): bit i = locator i of that prefix's
+        own mapping, in its order, is up (reachable, its link not down)."""
+        down: set[IPAddress] = set()
+        for name in self.cfg.interfaces.rloc_facing:
+            if not self.link_up.get(name, True):
+                down.update(self.iface_addrs.get(name, []))
+        return {m.eid: sum(1 << i for i, r in enumerate(m.rlocs[:32]) if r.reachable and r.address not in down)
+                for m in self.db}
 
     def source_for(self, dst: IPAddress) -> IPAddress | None:
         """A usable local RLOC of dst's family (control traffic of a mobile

@@ -14,6 +14,7 @@ from .control import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF, ALG_
                       MAP_NOTIFY_ACK, MAP_REFERRAL, MAP_REGISTER, MAP_REPLY, MAP_REQUEST, SHARED_EXTENSION,
                       InfoReply, InfoRequest, MapNotify, MapNotifyAck, MapReferral, MapRegister, MapReply,
                       MapRequest, SharedExtension)
+from .cpm import CPM_SUB_TYPE, ChangePriority, decode_cpm, is_cpm, sign_cpm, verify_cpm
 from .convert import (eid_record, from_eid_prefix, locator_to_rloc, record_prefix, request_record,
                       rloc_to_locator, source_eid_prefix, to_eid_prefix)
 from .data import DATA_HEADER_LEN, DataHeader, decode_data_header
