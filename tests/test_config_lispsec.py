@@ -54,3 +54,9 @@ def test_examples_use_lisp_sec():
     xtr, msmr = load(EXAMPLES / "xtr.toml"), load(EXAMPLES / "ms-mr.toml")
     assert xtr.map_resolver[0].lisp_sec == "required"
     assert msmr.lisp_sec.itr_keys[xtr.map_resolver[0].lisp_sec_key_id] == xtr.map_resolver[0].lisp_sec_key
+
+
+def test_algorithm_3_refused_with_nat_traversal():
+    text = MINIMAL_XTR.replace('key = "k"', 'key = "k"\nalgorithm = "hmac-sha256-hkdf"') + "[nat]\nenabled = true\n"
+    err = error_of(text)
+    assert err.problems[0].path == "map-server[0].algorithm" and "Info-Request" in str(err)
