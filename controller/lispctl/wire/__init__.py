@@ -9,7 +9,8 @@ from .addresses import (AFI_DISTINGUISHED_NAME, AFI_IPV4, AFI_IPV6, AFI_LCAF, AF
                         SourceDestKey, UnknownLcaf, decode_address, encode_address)
 from .auth import auth_fields, compute_mac, sign, signed, verify
 from .codec import ControlMessage, decode_control, decode_ecm_message, encode
-from .control import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_NONE, AUTH_DATA_LENGTHS, ECM, INFO, MAP_NOTIFY,
+from .control import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF, ALG_NONE, AUTH_DATA_LENGTHS, ECM,
+                      INFO, MAP_NOTIFY,
                       MAP_NOTIFY_ACK, MAP_REFERRAL, MAP_REGISTER, MAP_REPLY, MAP_REQUEST, SHARED_EXTENSION,
                       InfoReply, InfoRequest, MapNotify, MapNotifyAck, MapReferral, MapRegister, MapReply,
                       MapRequest, SharedExtension)
@@ -25,7 +26,7 @@ from .records import (REQUEST_RECORD_N, TTL_INFINITE, EidRecord, LocatorRecord, 
 NODE_REFERRAL, MS_REFERRAL, MS_ACK, MS_NOT_REGISTERED, DELEGATION_HOLE, NOT_AUTHORITATIVE = range(6)
 
 # Written out (not computed) so that mypy and ruff see what the package re-exports.
-__all__ = ["Address", "addresses", "AFI_DISTINGUISHED_NAME", "AFI_IPV4", "AFI_IPV6", "AFI_LCAF", "AFI_MAC", "AFI_NONE",
+__all__ = ["Address", "addresses", "AFI_DISTINGUISHED_NAME", "ALG_HMAC_SHA256_HKDF", "AFI_IPV4", "AFI_IPV6", "AFI_LCAF", "AFI_MAC", "AFI_NONE",
            "AfiList", "ALG_HMAC_SHA1", "ALG_HMAC_SHA256", "ALG_NONE", "auth", "AUTH_DATA_LENGTHS", "auth_fields",
            "ChangePriority", "codec", "compute_mac", "control", "ControlMessage", "convert", "cpm", "CPM_SUB_TYPE",
            "data", "DATA_HEADER_LEN", "DataHeader", "decode_address", "decode_control", "decode_cpm",
