@@ -567,6 +567,11 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
 
     __u8 dst[16];
     __builtin_memcpy(dst, loc->addr, 16);
+    /* A locator with an explicit port is a NAT traversal path (docs/nat.md):
+     * an RTR toward a NATed xTR's translated port, or a NATed xTR toward its
+     * RTR (port 4341). Those packets leave from source port 4341, not a
+     * hashed one, so a NAT keeps one binding for all flows and the RTR's
+     * packets match it in reverse. */
     __u16 dport = loc->port ? loc->port : LISP_DATA_PORT;
     struct bpf_fib_lookup p;
     long frc = fib_resolve(skb, &p, v6, v6 ? c->src6 : c->src4, dst, inner_len + olen);
@@ -587,6 +592,8 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
             struct lisp_outer6 o;
         } __attribute__((packed, aligned(4))) h = {};
         lisp_build6(&h.o, f, c->src6, dst, inner_len, hash, iid, lsb, nonce, dport);
+        if (loc->port)
+            h.o.udp.source = bpf_htons(LISP_DATA_PORT);
         h.o.udp.check = outer6_udp_csum(skb, f, &h.o, inner_len);
         fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IPV6));
         if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) ||
@@ -599,6 +606,8 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
             struct lisp_outer4 o;
         } __attribute__((packed, aligned(4))) h = {};
         lisp_build4(&h.o, f, c->src4, dst, inner_len, hash, iid, lsb, nonce, dport);
+        if (loc->port)
+            h.o.udp.source = bpf_htons(LISP_DATA_PORT);
         fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IP));
         if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) ||
             bpf_skb_store_bytes(skb, 0, &h.eth, sizeof(h) - sizeof(h.pad), 0))

@@ -122,7 +122,8 @@ struct lisp_locator {
     __u8 weight;
     __u8 up;                   /* 0: never picked, whatever the slot tables say */
     __u16 port;                /* UDP destination, host order; 0: LISP_DATA_PORT. An xTR
-                                * behind a NAT is reached at its translated port (docs/nat.md) */
+                                * behind a NAT is reached at its translated port; with a
+                                * port set the outer source port is 4341, not hashed (docs/nat.md) */
 };
 
 /* slots[l * LISP_SLOTS + h % LISP_SLOTS] is the locator index for flow hash h

@@ -269,6 +269,25 @@ def test_reencapsulation_when_enabled(dp):
     assert c.decapsulated == 1 and c.encapsulated == 1 and c.other["reencapsulated"] == 1
 
 
+def test_reencapsulation_to_a_nated_xtr_and_misses(dp):
+    """RTR (docs/nat.md): toward a NATed xTR's translated port from source
+    port 4341; an unknown inner destination is a miss event (the RTR's ITR
+    role resolves it), dropped and counted meanwhile."""
+    dp.set_reencap(True)
+    dp.set_mapping(E("10.30.0.0/16"), [Rloc(ip("192.0.2.4"), port=40123)])
+    inner = P.ip_packet("10.2.0.5", "10.30.0.1")
+    _, res = etr(dp, lisp_to_us(inner))
+    assert res.retval == TC_ACT_REDIRECT
+    o = P.split_encap(res.data)
+    assert o.dst == ip("192.0.2.4") and o.dport == 40123 and o.sport == 4341
+    _, res = etr(dp, lisp_to_us(P.ip_packet("10.2.0.5", "10.99.0.1")))
+    assert res.retval == TC_ACT_SHOT
+    (ev,) = dp.poll_misses(100)
+    assert ev.eid == E("10.99.0.1/32")
+    c = dp.counters()
+    assert c.miss == 1 and c.drops["miss"] == 1 and c.other["reencapsulated"] == 2
+
+
 VALID = [
     lisp_to_us(P.ip_packet("10.2.0.5", "10.1.0.10", b"z" * 40)),
     lisp_to_us(P.ip_packet("fd00:2::5", "fd00:1::10", b"z" * 40)),

@@ -260,11 +260,12 @@ def test_behind_nat_all_data_goes_to_the_rtr_and_back_when_public():
         for r in ms.handle(s.payload, seen, s.dst, 0.0):
             out += nat.handle(r.payload, r.src, s.src, 0.0)
     [inst] = [e for e in out if isinstance(e, InstallMapping)]
-    assert inst.eid == EidPrefix.parse("10.2.0.0/16") and inst.rlocs == (Rloc(A("198.51.100.20")),)
+    # port 4341 set: the data plane sends from source port 4341 (docs/nat.md)
+    assert inst.eid == EidPrefix.parse("10.2.0.0/16") and inst.rlocs == (Rloc(A("198.51.100.20"), port=4341),)
     # the uplink moves to a network without NAT: the RTR is dropped at once
     out = roles["etr"].set_interface_addresses("wlan0", [A("192.0.2.77")], 5.0)
     [inst] = [e for e in out if isinstance(e, InstallMapping)]
-    assert [r.address for r in inst.rlocs] == [A("203.0.113.80")]
+    assert [r.address for r in inst.rlocs] == [A("203.0.113.80")] and inst.rlocs[0].port == 0
 
 
 def test_mobile_node_probes_each_uplink_with_its_family_map_server():

@@ -52,7 +52,7 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
     nonce = nonce_source(rng)
     out: list[tuple[str, Role]] = []
     site = LocalSite(cfg, interface_addresses) if (cfg.is_itr or cfg.is_etr or cfg.is_pitr
-                                                   or cfg.is_petr) else None
+                                                   or cfg.is_petr or rtr_data_plane(cfg)) else None
     if cfg.is_ms:
         ms = MapServerRole(cfg, answer_ecm=not cfg.is_mr)
         out.append(("ms", ms))
@@ -87,7 +87,17 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
         out.append(("petr", PetrRole(cfg, site)))
     if cfg.is_rtr:
         out.append(("rtr", RtrRole(cfg)))
+        if rtr_data_plane(cfg) and itr is None and cfg.map_resolver:
+            # the RTR re-encapsulates toward destinations it may not know yet:
+            # the data plane reports a miss, this ITR resolves it (docs/nat.md)
+            out.append(("itr", ItrRole(cfg, site, nonce)))
     return out
+
+
+def rtr_data_plane(cfg: Config) -> bool:
+    """An RTR with RLOC-facing interfaces carries data (decapsulates and
+    re-encapsulates on them); without, it is a control-plane relay only."""
+    return cfg.is_rtr and bool(cfg.interfaces.rloc_facing)
 
 
 def find_role(roles: list[tuple[str, Role]], name: str):
@@ -126,13 +136,16 @@ class DatapathPlan:
     proxy_itr: bool = False
     proxy_etr: bool = False
     proxy_etr_accept: tuple[EidPrefix, ...] | None = None
+    # RTR: decapsulated packets for non-local EIDs go through the map-cache
+    # again and are encapsulated toward their locator (Datapath.set_reencap)
+    reencap: bool = False
 
 
 def datapath_plan(cfg: Config, roles: list[tuple[str, Role]]) -> DatapathPlan:
     etr = find_role(roles, "etr")
     itr = find_role(roles, "itr") or find_role(roles, "pitr") or find_role(roles, "petr")
     site = (etr or itr).site if (etr or itr) else None
-    needed = cfg.is_itr or cfg.is_etr or cfg.is_pitr or cfg.is_petr
+    needed = cfg.is_itr or cfg.is_etr or cfg.is_pitr or cfg.is_petr or rtr_data_plane(cfg)
     ma = cfg.miss_action
     mn = None
     rloc_ifs = list(cfg.interfaces.rloc_facing) if needed else []
@@ -163,4 +176,5 @@ def datapath_plan(cfg: Config, roles: list[tuple[str, Role]]) -> DatapathPlan:
         proxy_itr=cfg.is_pitr,
         proxy_etr=cfg.is_petr,
         proxy_etr_accept=tuple(accept) if accept is not None else None,
+        reencap=rtr_data_plane(cfg),
     )

@@ -108,7 +108,9 @@ class NatRole:
         for v in dict.fromkeys(r.address.version for r in rlocs if r.priority != 255):
             rtr = self.data_rtr(v)
             if rtr is not None:
-                return (Rloc(rtr),)
+                # port set (to 4341): the data plane then sends from 4341 too,
+                # the binding the RTR answers through (docs/nat.md)
+                return (Rloc(rtr, port=DATA_PORT),)
         return rlocs
 
     def rtr_for(self, rloc: IPAddress) -> IPAddress | None:
