@@ -852,6 +852,11 @@ struct lisp_etr_pkt {
  * header; pkt_len: the whole frame). Returns LISP_ETR_PASS, LISP_ETR_DECAP
  * (e filled in) or the enum lisp_drop_reason to count. Only UDP/4341 to a
  * local RLOC is ours; from there on anything wrong is a drop. */
+/* A control message sent from our data port 4341 (NAT traversal: the
+ * Info-Request and the ECM'd Map-Register open the NAT binding data uses,
+ * docs/nat.md) is answered from port 4342 to 4341: such packets go to the
+ * stack (the daemon's socket on 4341), never decapsulated. LISP data never
+ * comes from 4342 (4341 or a hashed port >= 0xc000). */
 static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, struct lisp_etr_pkt *e)
 {
     struct ethhdr *eth = data;
@@ -880,6 +885,8 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
             return LISP_ETR_PASS;
         if (!local_rloc(0, &ip->daddr))
             return LISP_ETR_PASS;
+        if (uh->source == bpf_htons(LISP_CTRL_PORT))
+            return LISP_ETR_PASS;       /* control reply to our port 4341 (NAT traversal) */
         olen = sizeof(*ip) + sizeof(*uh) + sizeof(struct lisp_hdr);
         outer_ttl = ip->ttl;
         outer_ecn = ip->tos & 3;
@@ -900,6 +907,8 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
             return LISP_ETR_PASS;
         if (!local_rloc(1, &ip6->daddr))
             return LISP_ETR_PASS;
+        if (uh->source == bpf_htons(LISP_CTRL_PORT))
+            return LISP_ETR_PASS;       /* control reply to our port 4341 (NAT traversal) */
         olen = sizeof(*ip6) + sizeof(*uh) + sizeof(struct lisp_hdr);
         outer_ttl = ip6->hop_limit;
         outer_ecn = (ip6->flow_lbl[0] >> 4) & 3;

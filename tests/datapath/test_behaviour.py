@@ -231,7 +231,12 @@ def lisp_to_us(inner: bytes, iid=None, dst="192.0.2.1", **kw) -> bytes:
     P.ipv6("2001:db8:1::2", "2001:db8:1::1", P.udp("2001:db8:1::2", "2001:db8:1::1", 4342, 4342, bytes(30))),
     # LISP data to an address that is not one of our RLOCs
     P.lisp_packet("192.0.2.2", "192.0.2.77", P.ip_packet("10.2.0.5", "10.1.0.10")),
-], ids=["ctrl", "ctrl-ephemeral", "tcp", "dns", "ctrl6", "not-our-rloc"])
+    # NAT traversal: an Info-Reply / ECM'd Map-Notify to our data port 4341
+    # (we sent the request from there, docs/nat.md) comes from port 4342
+    P.ipv4("192.0.2.2", "192.0.2.1", P.udp("192.0.2.2", "192.0.2.1", 4342, 4341, b"\x80" + bytes(60))),
+    P.ipv6("2001:db8:1::2", "2001:db8:1::1", P.udp("2001:db8:1::2", "2001:db8:1::1", 4342, 4341,
+                                                   b"\x70" + bytes(60))),
+], ids=["ctrl", "ctrl-ephemeral", "tcp", "dns", "ctrl6", "not-our-rloc", "ctrl-to-4341", "ctrl6-to-4341"])
 def test_etr_passes_non_lisp_untouched(dp, l3):
     frame, res = etr(dp, l3)
     assert res.retval == TC_ACT_OK and res.data == frame

@@ -67,9 +67,9 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
         etr = EtrRole(cfg, site, nonce, answer_plain_ecm=not cfg.is_mr)
         out.append(("etr", etr))
         if cfg.nat.enabled:
-            # port 4342: the daemon sends control messages only from its
-            # control sockets so far (docs/nat.md, "not done")
-            etr.nat = NatRole(cfg, site, nonce, port=CONTROL_PORT)
+            # from data port 4341 (the role's default, as the draft says): the
+            # NAT binding the RTR learns is then the one data uses (docs/nat.md)
+            etr.nat = NatRole(cfg, site, nonce)
             out.append(("nat", etr.nat))
     if cfg.is_itr:
         itr = ItrRole(cfg, site, nonce)
