@@ -276,4 +276,4 @@ def test_mobile_node_probes_each_uplink_with_its_family_map_server():
     got = sorted((str(s.src.addr), str(s.dst.addr)) for s in reqs)
     assert got == [("192.168.7.2", "192.0.2.10"), ("2001:db8:a2::9", "2001:db8:5::10")]
     assert all(isinstance(decode_control(s.payload), InfoRequest) for s in reqs)
-    assert all(s.src.port == 4342 for s in reqs)        # the daemon's control port (docs/nat.md)
+    assert all(s.src.port == 4341 for s in reqs)        # the data port, as the draft says (docs/nat.md)

@@ -18,7 +18,7 @@ from typing import Iterable, Mapping
 
 from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
-from lispctl.roles.base import CONTROL_PORT, Role
+from lispctl.roles.base import Role
 from lispctl.roles.common import nonce_source
 from lispctl.roles.cpm import CpmRole
 from lispctl.roles.ddt import DdtNodeRole
