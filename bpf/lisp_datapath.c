@@ -503,6 +503,20 @@ static __always_inline int lisp_peel(struct __sk_buff *skb, __u32 chunk)
 #define LISP_MODE_EGRESS 1      /* lisp_itr_egress: locally originated */
 #define LISP_MODE_REENCAP 2     /* tail-called by the ETR: the packet came in on an RLOC interface */
 
+/* Re-encapsulation (RTR): the kernel refuses to grow an skb that is still
+ * marked encapsulated (-EALREADY), and decapsulation clears that mark only
+ * on kernels newer than 6.18 (LISP_ADJ_DECAP_L4_UDP). The inner headers
+ * have not moved since the first encapsulation (decapsulation removed the
+ * same room at the same offset), so the room is added without the ENCAP
+ * flags, which would only record those offsets again. */
+static __always_inline long reencap_grow(struct __sk_buff *skb, __u32 olen, __u64 flags, int mode)
+{
+    if (!(mode & LISP_MODE_REENCAP))
+        return -1;
+    count(LISP_CNT_REENCAP_MARKED);
+    return bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags & BPF_F_ADJ_ROOM_FIXED_GSO);
+}
+
 static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
                                  const struct lisp_locset *ls, __u32 id,
                                  const struct lisp_config *c, int mode)
@@ -596,7 +610,8 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
             h.o.udp.source = bpf_htons(LISP_DATA_PORT);
         h.o.udp.check = outer6_udp_csum(skb, f, &h.o, inner_len);
         fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IPV6));
-        if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) ||
+        if ((bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) &&
+             reencap_grow(skb, olen, flags, mode)) ||
             bpf_skb_store_bytes(skb, 0, &h.eth, sizeof(h) - sizeof(h.pad), 0))
             return drop(LISP_DROP_ENCAP_FAILED);
     } else {
@@ -609,7 +624,8 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
         if (loc->port)
             h.o.udp.source = bpf_htons(LISP_DATA_PORT);
         fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IP));
-        if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) ||
+        if ((bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) &&
+             reencap_grow(skb, olen, flags, mode)) ||
             bpf_skb_store_bytes(skb, 0, &h.eth, sizeof(h) - sizeof(h.pad), 0))
             return drop(LISP_DROP_ENCAP_FAILED);
     }

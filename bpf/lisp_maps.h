@@ -87,6 +87,7 @@ enum lisp_counter {
     LISP_CNT_FRAGMENTED = 15,     /* ITR: DF=0 IPv4 packet too big for the path, sent as inner fragments */
     LISP_CNT_ECN_MARKED = 16,     /* ETR: outer CE (or ECT(1)) copied into the inner header (RFC 6040) */
     LISP_CNT_ICMP_TIME_EXCEEDED = 17, /* ITR: ICMP Time Exceeded sent back */
+    LISP_CNT_REENCAP_MARKED = 18, /* RTR: re-encapsulated a packet the kernel still marks encapsulated (reencap_grow) */
     LISP_CNT_DROP_BASE = 24,
     LISP_CNT__MAX = 56,           /* room for 32 drop reasons */
 };

@@ -90,6 +90,9 @@ def _setup_datapath(device: Device, plan) -> None:
     dp.set_pitr(plan.proxy_itr)
     dp.set_petr(plan.proxy_etr, plan.proxy_etr_accept)
     dp.set_reencap(plan.reencap)
+    if plan.reencap:
+        # an RTR has no local EIDs: decapsulate instance 0 for re-encapsulation
+        dp.accept_iid(0)
     for ifname in plan.eid_interfaces:
         if ifname in plan.rloc_interfaces:
             dp.set_eid_interface(ifname)      # PITR on one uplink: the ETR hands over
