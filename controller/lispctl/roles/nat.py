@@ -290,8 +290,10 @@ class NatRole:
                 continue
             nonce = self.nonce()
             xtr_id = self.xtr_id if self.xtr_id is not None else 0
+            # proxy-reply always: a Map-Request the MS forwarded to our
+            # locator would reach the RTR, which is no ETR (docs/nat.md)
             reg = MapRegister(nonce, tuple(records), key_id=ms.key_id, alg_id=ALG_IDS[ms.algorithm],
-                              proxy_reply=ms.proxy_reply, want_map_notify=ms.want_map_notify,
+                              proxy_reply=True, want_map_notify=ms.want_map_notify,
                               xtr_id=xtr_id, site_id=self.cfg.etr.site_id)
             inner = decode(sign(reg, ms.key))
             ecm = EncapsulatedControlMessage(inner, r.address, ms.address, self.port, CONTROL_PORT,
