@@ -99,6 +99,7 @@ def test_detects_nat_on_one_rloc_and_registers_through_the_rtr():
     assert (ecm.inner_src, ecm.inner_dst, ecm.inner_sport, ecm.inner_dport) == (PRIV, A("198.51.100.10"), 4341, 4342)
     inner = ecm.message
     assert isinstance(inner, MapRegister) and inner.xtr_id == 0x00112233445566778899aabbccddeeff
+    assert inner.proxy_reply          # the MS answers for us: the RTR is no ETR
     assert verify(inner.encode(), "secret-a")
     [rec] = inner.records
     # the public RLOC as it is; the NATed one replaced by the RTR
@@ -262,6 +263,13 @@ def test_behind_nat_all_data_goes_to_the_rtr_and_back_when_public():
     [inst] = [e for e in out if isinstance(e, InstallMapping)]
     # port 4341 set: the data plane sends from source port 4341 (docs/nat.md)
     assert inst.eid == EidPrefix.parse("10.2.0.0/16") and inst.rlocs == (Rloc(A("198.51.100.20"), port=4341),)
+    # a miss is not resolved (a Map-Reply would go to our private ITR-RLOC):
+    # the destination goes to the RTR, which resolves it (docs/nat.md)
+    from lispctl.roles.base import MissEvent
+    out = itr.on_miss(MissEvent(EidPrefix.parse("10.9.0.1/32"), A("10.1.0.5")), 1.0)
+    assert [type(e).__name__ for e in out] == ["InstallMapping"], out
+    assert out[0].eid == EidPrefix.parse("10.9.0.1/32") and out[0].rlocs == (Rloc(A("198.51.100.20"), port=4341),)
+    assert itr.counters["miss_sent_to_rtr"] == 1
     # the uplink moves to a network without NAT: the RTR is dropped at once
     out = roles["etr"].set_interface_addresses("wlan0", [A("192.0.2.77")], 5.0)
     [inst] = [e for e in out if isinstance(e, InstallMapping)]
