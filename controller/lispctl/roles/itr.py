@@ -53,6 +53,7 @@ from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import (CONTROL_PORT, DATA_PORT, Effect, Effects, Endpoint, InstallMapping, MissEvent,
                                 RemoveMapping)
 from lispctl.roles.common import FOREVER_S, Counters, NonceSource, TokenBucket, decode
+from lispctl.roles.holdq import resolution_timeout
 from lispctl.roles.local import LocalSite
 from lispctl.roles.mapsys import ResolverSet
 from lispctl.roles.probe import RlocProber
@@ -347,6 +348,13 @@ class ItrRole:
             if rtr is not None:
                 return rtr
         return None
+
+    def resolution_timeout(self) -> float:
+        """How long a miss may wait for its mapping before the ITR gives up:
+        the daemon holds a missed packet at most that long (roles/holdq.py)."""
+        i = self.cfg.itr
+        return resolution_timeout(i.map_request_interval, i.map_request_backoff,
+                                  i.map_request_max_interval, i.map_request_retries)
 
     def _may_ask(self, eid: EidPrefix, now: float) -> bool:
         last = self._asked.get(eid)
