@@ -120,5 +120,5 @@ def run(lab: Lab, say: Callable[[str], None]) -> bool:
     for pcap in (ms_pcap, rtr_pcap):
         for row in cp._decoded_control(pcap, limit=6):
             say("      " + row)
-    say("      (data through the RTR - decapsulation and re-encapsulation - is not implemented yet)")
+    say("      (data both ways through the RTR: tests/e2e/test_nat.py::test_data_both_ways_through_the_rtr)")
     return ok
