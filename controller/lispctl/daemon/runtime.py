@@ -138,6 +138,8 @@ class Runtime:
                 # NAT traversal: control from and to port 4341 goes through
                 # these sockets (bound to 4341 already; docs/nat.md)
                 self._reassembly.on_control = self._received_on_data_port
+                if self.held is not None:
+                    self.held.data_port_sender = self._reassembly.send_control
                 self.sockets.port_senders[DATA_PORT] = (
                     lambda payload, dst, src, r=self._reassembly:
                     r.send_control(payload, (str(dst.addr), dst.port), str(src.addr)))
