@@ -162,6 +162,31 @@ def _tail(m: Any) -> dict[str, Any]:
     return out
 
 
+def _eid_ad(a: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"kdf_id": a.kdf_id}
+    if not a.short:
+        out.update(eid_hmac_id=a.hmac_id, E=a.etr_cant_sign,
+                   records=[eid(p.eid, p.mask_len) for p in a.prefixes], eid_hmac=a.hmac.hex())
+    return out
+
+
+def lisp_sec(raw: bytes, reply: bool) -> dict[str, Any]:
+    """LISP-SEC authentication data (RFC 9303) of an ECM or a Map-Reply; the
+    raw bytes when they do not decode."""
+    from lispctl.wire import lispsec as ls
+    try:
+        if reply:
+            r = ls.decode_map_reply_ad(raw)
+            return {"ad_type": r.ad_type, "eid_ad": _eid_ad(r.eid_ad), "pkt_hmac_id": r.pkt_hmac_id,
+                    "pkt_hmac": r.pkt_hmac.hex()}
+        e, _ = ls.decode_ecm_ad(raw)
+        return {"ad_type": e.ad_type, "requested_hmac_id": e.requested_hmac_id, "otk_length": e.otk_length,
+                "key_id": e.key_id, "otk_wrapping_id": e.wrap_id, "otk_preamble": e.preamble.hex(),
+                "otk": e.otk.hex(), "eid_ad": _eid_ad(e.eid_ad)}
+    except w.MalformedMessage as exc:
+        return {"undecoded": bytes(raw).hex(), "error": str(exc)}
+
+
 def message(m: Any) -> dict[str, Any]:
     """A control message (any type, ECM included) as a dict."""
     t = type(m)
@@ -181,6 +206,8 @@ def message(m: Any) -> dict[str, Any]:
         body = {"flags": {"P": m.probe, "E": m.echo_nonce_capable, "S": m.security},
                 "record_count": len(m.records), "nonce": _hex(m.nonce, 64),
                 "records": [eid_record(r) for r in m.records]}
+        if m.security and m.trailer:
+            body["lisp_sec"] = lisp_sec(m.trailer, True)
     elif t is w.MapRegister:
         flags = {"P": m.proxy_reply, "S": m.security, "I": m.xtr_id is not None, "M": m.want_map_notify}
         if m.rtr:               # NAT-traversal draft; shown only when set, as before the field existed
@@ -218,6 +245,8 @@ def message(m: Any) -> dict[str, Any]:
             inner["flow_label"] = m.flow_label
         body = {"flags": {"S": m.security, "D": m.ddt, "E": m.to_etr, "M": m.to_ms},
                 "inner_header": inner, "message": message(m.message)}
+        if m.auth:
+            body["lisp_sec"] = lisp_sec(m.auth, False)
     elif t is w.SharedExtension:
         body = {"sub_type": m.sub_type, "data": m.data.hex()}
         if m.sub_type == w.CPM_SUB_TYPE:         # our Change-Priority Message (docs/cpm.md)
@@ -234,6 +263,8 @@ def message(m: Any) -> dict[str, Any]:
     else:
         body = _generic(m)
     body.update(_tail(m))
+    if t is w.MapReply and "undecoded" not in body.get("lisp_sec", {"undecoded": ""}):
+        body.pop("trailing_bytes", None)         # the trailer is the LISP-SEC data shown above
     return {**head, **body}
 
 

@@ -4,10 +4,12 @@ Sends an ECM'd Map-Request from an ephemeral port (ITR-RLOC = our source
 address, inner source port = that port) and waits at that socket for a
 Map-Reply carrying the nonce. A plain socket tool: no daemon, no asyncio.
 The message work (build, decode, match, describe) is in the pure functions
-below so it is testable without sockets.
+below so it is testable without sockets. With --lisp-sec-key the request is
+LISP-SEC protected and the reply verified (RFC 9303, docs/security.md).
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import secrets
@@ -20,6 +22,8 @@ import typer
 
 from lispctl.mapping.types import EidPrefix, MapAction
 from lispctl.roles.base import CONTROL_PORT
+from lispctl.roles.common import Counters
+from lispctl.roles.lispsec import ItrSec
 from lispctl.wire import (EncapsulatedControlMessage, MalformedMessage, MapReply, MapRequest,
                           decode_control, locator_to_rloc, record_prefix, request_record)
 
@@ -35,16 +39,19 @@ def parse_eid(text: str, iid: int) -> EidPrefix:
 
 
 def build_request(eid: EidPrefix, source: ipaddress._BaseAddress, sport: int,
-                  nonce: int) -> bytes:
-    """The ECM'd Map-Request for eid, with source as the ITR-RLOC."""
+                  nonce: int, sec: "tuple[ItrSec, str, int] | None" = None) -> bytes:
+    """The ECM'd Map-Request for eid, with source as the ITR-RLOC; with sec
+    (ItrSec, key, key ID) protected by LISP-SEC (RFC 9303)."""
     req = MapRequest(nonce=nonce, records=(request_record(eid),), itr_rlocs=(source,))
     target = eid.prefix.network_address
     # The inner header needs one family; when the RLOC is of the other family
     # the inner source carries no information anyway (replies go to ITR-RLOC).
     inner_src = source if source.version == target.version else ipaddress.ip_address(
         "0.0.0.0" if target.version == 4 else "::")
-    return EncapsulatedControlMessage(req, inner_src, target, inner_sport=sport,
-                                      inner_dport=CONTROL_PORT).encode()
+    ecm = EncapsulatedControlMessage(req, inner_src, target, inner_sport=sport, inner_dport=CONTROL_PORT)
+    if sec is not None:
+        ecm = sec[0].protect(ecm, "required", sec[1], sec[2])
+    return ecm.encode()
 
 
 def match_reply(data: bytes, nonces: set[int]) -> MapReply | None:
@@ -89,6 +96,10 @@ def format_result(result: dict) -> str:
     lines = [f"Send map-request to {result['map_resolver']} for {result['eid']} ...",
              f"Received map-reply from {result['reply_from']} with rtt "
              f"{result['rtt_ms'] / 1000:.5f} secs", ""]
+    if "lisp_sec" in result:
+        sec = result["lisp_sec"]
+        lines[-1:-1] = [f"LISP-SEC: {'verified' if sec['verified'] else 'NOT VERIFIED'}"
+                        + (f" ({sec['reason']})" if sec["reason"] else "")]
     for rec in result["records"]:
         lines.append(f"Mapping entry for EID '{result['eid']}':")
         head = (f"{rec['eid']}, record ttl: {rec['ttl_minutes']} min, "
@@ -121,8 +132,13 @@ def _source_for(mr: ipaddress._BaseAddress, port: int) -> ipaddress._BaseAddress
 
 
 def query(eid: EidPrefix, mr: ipaddress._BaseAddress, *, source=None, count: int = 3,
-          timeout: float = 2.0, port: int = CONTROL_PORT) -> dict | None:
-    """Ask mr up to `count` times; the first matching reply as a dict, or None."""
+          timeout: float = 2.0, port: int = CONTROL_PORT, lisp_sec_key: str | None = None,
+          lisp_sec_key_id: int = 0) -> dict | None:
+    """Ask mr up to `count` times; the first matching reply as a dict, or None.
+    With lisp_sec_key the requests are LISP-SEC protected and the result says
+    whether the reply verified ('lisp_sec': {'verified', 'reason'}); a
+    verified reply's records are shown as far as the EID-AD vouches for them."""
+    sec = (ItrSec(Counters()), lisp_sec_key, lisp_sec_key_id) if lisp_sec_key else None
     source = source or _source_for(mr, port)
     if source.version != mr.version:
         raise ValueError(f"--source {source} and --mr {mr} are of different families")
@@ -134,7 +150,7 @@ def query(eid: EidPrefix, mr: ipaddress._BaseAddress, *, source=None, count: int
         for _ in range(count):
             nonce = secrets.randbits(64)
             attempts[nonce] = _Attempt(nonce, time.monotonic())
-            s.sendto(build_request(eid, source, sport, nonce), (str(mr), port))
+            s.sendto(build_request(eid, source, sport, nonce, sec), (str(mr), port))
             deadline = time.monotonic() + timeout
             while (left := deadline - time.monotonic()) > 0:
                 s.settimeout(left)
@@ -148,9 +164,16 @@ def query(eid: EidPrefix, mr: ipaddress._BaseAddress, *, source=None, count: int
                 if reply is None:
                     continue
                 rtt = time.monotonic() - attempts[reply.nonce].sent
-                return {"eid": str(eid), "map_resolver": str(mr), "source": str(source),
-                        "reply_from": peer[0], "rtt_ms": round(rtt * 1000, 3),
-                        "nonce": f"{reply.nonce:016x}", "records": describe_reply(reply)}
+                out = {"eid": str(eid), "map_resolver": str(mr), "source": str(source),
+                       "reply_from": peer[0], "rtt_ms": round(rtt * 1000, 3),
+                       "nonce": f"{reply.nonce:016x}", "records": describe_reply(reply)}
+                if sec is not None:
+                    v = sec[0].check(data, reply)
+                    ok = v.records is not None and v.protected
+                    out["lisp_sec"] = {"verified": ok, "reason": v.reason}
+                    if ok:
+                        out["records"] = describe_reply(dataclasses.replace(reply, records=v.records))
+                return out
     return None
 
 
@@ -168,13 +191,18 @@ def lig(
                                          "(default: the address routed toward the Map-Resolver)."),
     port: int = typer.Option(CONTROL_PORT, "--port", hidden=True, help="Map-Resolver port (tests)."),
     json_out: bool = typer.Option(False, "--json", help="Print the reply as JSON."),
+    lisp_sec_key: Optional[str] = typer.Option(None, "--lisp-sec-key", help="Protect the request with "
+                                               "LISP-SEC (RFC 9303) under this ITR/Map-Resolver key."),
+    lisp_sec_key_id: int = typer.Option(0, "--lisp-sec-key-id", min=0, max=255, help="Its key ID."),
 ) -> None:
-    """Look up an EID at a Map-Resolver (LISP Internet Groper, RFC 6835). Exit 1 without a reply."""
+    """Look up an EID at a Map-Resolver (LISP Internet Groper, RFC 6835). Exit 1 without a reply,
+    3 when --lisp-sec-key is given and the reply does not verify."""
     try:
         target = parse_eid(eid, iid)
         mr_addr = ipaddress.ip_address(mr)
         src = ipaddress.ip_address(source) if source else None
-        result = query(target, mr_addr, source=src, count=count, timeout=timeout, port=port)
+        result = query(target, mr_addr, source=src, count=count, timeout=timeout, port=port,
+                       lisp_sec_key=lisp_sec_key, lisp_sec_key_id=lisp_sec_key_id)
     except (ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
@@ -184,3 +212,5 @@ def lig(
                    if json_out else msg, err=not json_out)
         raise typer.Exit(1)
     typer.echo(json.dumps(result, indent=2) if json_out else format_result(result))
+    if "lisp_sec" in result and not result["lisp_sec"]["verified"]:
+        raise typer.Exit(3)

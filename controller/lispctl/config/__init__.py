@@ -139,9 +139,25 @@ def cross_check(cfg: Config) -> list[tuple[tuple, str]]:
         out.append((("rtr", "map-servers"), "[rtr] map-servers is only used by the rtr role"))
     if cfg.nat.enabled and not cfg.is_etr:
         out.append((("nat", "enabled"), "[nat] is used by the xtr/etr/mobile-node roles"))
+    if cfg.nat.enabled:
+        for i, ms in enumerate(cfg.map_server):
+            if ms.algorithm == "hmac-sha256-hkdf":
+                out.append((("map-server", i, "algorithm"), "hmac-sha256-hkdf cannot sign the Info-Requests "
+                            "of [nat] (RFC 9301 gives algorithm 3 no Info-Request key derivation)"))
     if cfg.cpm is not None and not cfg.is_etr:
         out.append((("cpm",), "[cpm] (Change-Priority Messages) is only used by the xtr/etr roles"))
     out += _ddt_checks(cfg)
+    if cfg.lisp_sec.itr_keys and not (cfg.is_ms or cfg.is_mr):
+        out.append((("lisp-sec", "itr-keys"), "[lisp-sec] itr-keys is only used by the ms and mr roles"))
+    # RFC 9303 6.5: the ITR/Map-Resolver keys must be independent of the
+    # Map-Server/ETR (Map-Register) keys, or an ETR could overclaim.
+    register_keys = {k for s in cfg.site for k in s.keys.values()} | {m.key for m in cfg.map_server}
+    if register_keys & set(cfg.lisp_sec.itr_keys.values()):
+        out.append((("lisp-sec", "itr-keys"), "must differ from every Map-Register key (RFC 9303 6.5)"))
+    for i, mr in enumerate(cfg.map_resolver):
+        if mr.lisp_sec_key is not None and mr.lisp_sec_key in register_keys:
+            out.append((("map-resolver", i, "lisp-sec-key"),
+                        "must differ from every Map-Register key (RFC 9303 6.5)"))
 
     seen: dict = {}
     for i, entry in enumerate(cfg.database):

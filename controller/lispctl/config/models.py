@@ -58,7 +58,8 @@ EidText = Annotated[EidPrefix, BeforeValidator(_eid_text)]
 U8 = Annotated[int, Field(ge=0, le=255)]
 InstanceId = Annotated[int, Field(ge=0, lt=1 << 24)]
 Seconds = Annotated[float, Field(gt=0)]
-Algorithm = Literal["hmac-sha1", "hmac-sha256"]
+Algorithm = Literal["hmac-sha1", "hmac-sha256", "hmac-sha256-hkdf"]
+LispSecMode = Literal["off", "on", "required"]
 XtrId = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{32}$")]
 SiteId = Annotated[int, Field(ge=0, lt=1 << 64)]
 IfName = Annotated[str, Field(pattern=r"^[^\s/:]{1,15}$")]
@@ -159,6 +160,13 @@ class MapResolverConfig(_Model):
     subscribe: bool = False
     key: Annotated[str, Field(min_length=1)] | None = None
     key_id: U8 = 0
+    # LISP-SEC (RFC 9303, docs/security.md): "on" protects Map-Requests through
+    # this resolver with a one-time key wrapped under lisp-sec-key (shared with
+    # the resolver, key ID lisp-sec-key-id) and refuses badly signed replies;
+    # "required" also refuses unsigned ones.
+    lisp_sec: LispSecMode = "off"
+    lisp_sec_key: Annotated[str, Field(min_length=1)] | None = None
+    lisp_sec_key_id: U8 = 0
     # Resolve only EIDs inside these through this resolver (the most specific
     # scope covering an EID wins; unscoped resolvers serve the rest). Empty: any.
     eid_prefix: list[EidText] = []
@@ -167,6 +175,8 @@ class MapResolverConfig(_Model):
     def _key_for_subscribe(self) -> "MapResolverConfig":
         if self.subscribe and self.key is None:
             raise ValueError("'subscribe = true' needs the 'key' the Map-Server signs notifications with")
+        if self.lisp_sec != "off" and self.lisp_sec_key is None:
+            raise ValueError(f"'lisp-sec = \"{self.lisp_sec}\"' needs the 'lisp-sec-key' shared with the resolver")
         return self
 
 
@@ -420,6 +430,13 @@ class DdtConfig(_Model):
     max_referral_rate: Annotated[float, Field(gt=0)] = 10000.0
 
 
+class LispSecConfig(_Model):
+    """LISP-SEC on a Map-Resolver / Map-Server: the pre-shared keys of the
+    ITRs (by key ID) that unwrap their one-time keys. Must differ from every
+    Map-Register key (RFC 9303 6.5: otherwise an ETR could overclaim)."""
+    itr_keys: dict[U8, Annotated[str, Field(min_length=1)]] = {}
+
+
 # ---------------------------------------------------------------- mobile node
 
 class MobileNodeConfig(_Model):
@@ -494,6 +511,7 @@ class Config(_Model):
     ms: MsConfig = MsConfig()
     mr: MrConfig = MrConfig()
     site: list[SiteConfig] = []
+    lisp_sec: LispSecConfig = LispSecConfig()
     ddt: DdtConfig = DdtConfig()
     mobile_node: MobileNodeConfig = MobileNodeConfig()
     nat: NatConfig = NatConfig()

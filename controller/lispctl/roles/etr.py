@@ -18,6 +18,10 @@ A requester is remembered with all its ITR-RLOCs (up to
 _MAX_ITR_RLOCS): a node that loses every RLOC of one family (a mobile node
 whose IPv4 uplink went away) still reaches a dual-stack ITR through an
 ITR-RLOC of a family it has left, and sends the SMR from that family.
+
+LISP-SEC (RFC 9303): Map-Registers carry the S bit; a Map-Request forwarded
+with an MS-OTK we can unwrap (with the Map-Server's key) is answered with a
+signed Map-Reply (lispctl.roles.lispsec.EtrSec).
 """
 from __future__ import annotations
 
@@ -29,14 +33,15 @@ from lispctl.mapping.lpm import eid_sort_key
 from lispctl.mapping.types import EidPrefix, IPAddress
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
 from lispctl.roles.common import Counters, NonceSource, SourceLimiter, decode, ip_only, reply_target
+from lispctl.roles.lispsec import EtrSec
 from lispctl.roles.local import LocalSite
 from lispctl.roles.mapsys import registers_with
-from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EncapsulatedControlMessage,
+from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF, EncapsulatedControlMessage,
                           MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest,
                           eid_record, from_eid_prefix, record_prefix, request_record, rloc_to_locator,
                           sign, source_eid_prefix, verify)
 
-ALG_IDS = {"hmac-sha1": ALG_HMAC_SHA1, "hmac-sha256": ALG_HMAC_SHA256}
+ALG_IDS = {"hmac-sha1": ALG_HMAC_SHA1, "hmac-sha256": ALG_HMAC_SHA256, "hmac-sha256-hkdf": ALG_HMAC_SHA256_HKDF}
 _KEEP_NONCES = 4     # a late Map-Notify for one of the last few registers still counts
 _MAX_ITR_RLOCS = 8   # ITR-RLOCs kept per requester (a request may carry up to 32)
 
@@ -103,6 +108,8 @@ class EtrRole:
         self.counters = Counters()
         self.reply_limit = SourceLimiter(cfg.etr.map_reply_rate_per_itr, 2 * cfg.etr.map_reply_rate_per_itr,
                                          cfg.etr.map_reply_rate, cfg.etr.map_reply_rate)
+        # signs Map-Replies to LISP-SEC requests with the MS-OTK (RFC 9303 6.8)
+        self.sec = EtrSec([(m.key_id, m.key) for m in cfg.map_server], self.counters)
         self.started = False
         self._now = 0.0
         self.nat = None       # a NatRole (roles/nat.py) registers while an RLOC is behind a NAT
@@ -169,6 +176,7 @@ class EtrRole:
         xtr_id = int(self.cfg.etr.xtr_id, 16) if self.cfg.etr.xtr_id else None
         msg = MapRegister(nonce, tuple(records), key_id=ms.cfg.key_id, alg_id=ALG_IDS[ms.cfg.algorithm],
                           proxy_reply=ms.cfg.proxy_reply, want_map_notify=ms.cfg.want_map_notify,
+                          security=True,    # S: we sign replies to LISP-SEC requests (RFC 9303 6.3)
                           xtr_id=xtr_id, site_id=self.cfg.etr.site_id if xtr_id is not None else None)
         out.send(sign(msg, ms.cfg.key), Endpoint(ms.cfg.address, CONTROL_PORT))
         ms.nonces = (ms.nonces + [nonce])[-_KEEP_NONCES:]
@@ -252,11 +260,12 @@ class EtrRole:
         elif isinstance(msg, EncapsulatedControlMessage) and isinstance(msg.message, MapRequest):
             if msg.to_etr or self.answer_plain_ecm:
                 self._on_request(msg.message, msg.inner_sport, src, dst, now, out, probe_dst=None,
-                                 forwarded=True)
+                                 forwarded=True, ecm=msg)
         return out.items
 
     def _on_request(self, req: MapRequest, port: int, src: Endpoint, dst: Endpoint, now: float,
-                    out: Effects, probe_dst: IPAddress | None, forwarded: bool = False) -> None:
+                    out: Effects, probe_dst: IPAddress | None, forwarded: bool = False,
+                    ecm: EncapsulatedControlMessage | None = None) -> None:
         matched = []
         for rec in req.records:
             try:
@@ -290,7 +299,7 @@ class EtrRole:
         src_ep = None
         if req.probe and probe_dst is not None and probe_dst.version == target.addr.version:
             src_ep = Endpoint(probe_dst, CONTROL_PORT)   # answer a probe from the probed RLOC
-        out.send(reply.encode(), target, src_ep)
+        out.send(self.sec.reply_bytes(reply, ecm), target, src_ep)
         self.counters["rloc_probe_reply_tx" if req.probe else "map_reply_tx"] += 1
         if forwarded:
             self.counters["map_request_forwarded_rx"] += 1
@@ -340,6 +349,7 @@ class EtrRole:
         old_db = {m.eid: m for m in self.site.db}
         old_ms = list(self.ms)
         self.cfg = cfg
+        self.sec = EtrSec([(m.key_id, m.key) for m in cfg.map_server], self.counters)   # keys may change
         changed = self.site.set_config(cfg)
         # a Map-Server whose settings are unchanged keeps its state
         self.ms = []

@@ -38,6 +38,10 @@ per eviction.
 RLOC probing: see lispctl.roles.probe; the ITR re-installs every entry using
 a locator whose reachability changed, with that locator's reachable flag set
 accordingly.
+
+LISP-SEC (RFC 9303, lispctl.roles.lispsec): through a resolver with
+`lisp-sec`, each Map-Request carries a fresh one-time key and a Map-Reply is
+installed only as far as LISP-SEC verifies it (docs/security.md).
 """
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ from lispctl.roles.base import (CONTROL_PORT, DATA_PORT, Effect, Effects, Endpoi
                                 RemoveMapping)
 from lispctl.roles.common import FOREVER_S, Counters, NonceSource, TokenBucket, decode
 from lispctl.roles.holdq import resolution_timeout
+from lispctl.roles.lispsec import ItrSec
 from lispctl.roles.local import LocalSite
 from lispctl.roles.mapsys import ResolverSet
 from lispctl.roles.probe import RlocProber
@@ -82,6 +87,7 @@ class _Pending:
     next_at: float = 0.0
     interval: float = 1.0
     nonces: list[int] = field(default_factory=list)
+    downgrade: bool = False        # LISP-SEC "on": no ETR signs, ask without it
 
 
 @dataclass
@@ -128,6 +134,7 @@ class ItrRole:
         self._seq = itertools.count()
         self.counters = Counters()
         self.resolver_set = ResolverSet(cfg, self.counters)   # scopes and failover: roles/mapsys.py
+        self.sec = ItrSec(self.counters)                 # LISP-SEC (RFC 9303), per resolver
         self.prober = RlocProber(cfg.itr, nonce, site.usable_rlocs, self.counters)
         self.started = False
         self._now = 0.0
@@ -399,6 +406,7 @@ class ItrRole:
         self._pending_wide.discard(p.eid)
         for n in p.nonces:
             self.by_nonce.pop(n, None)
+            self.sec.forget(n)
 
     def _send_request(self, p: _Pending, now: float, out: Effects) -> None:
         rlocs = self.site.usable_rlocs()
@@ -450,9 +458,12 @@ class ItrRole:
         # 5.8), else to the Map-Resolver itself.
         inner_dst = eid_addr if eid_addr.version == inner_src.version else \
             mr if mr.version == inner_src.version else inner_src
-        ecm = EncapsulatedControlMessage(req, inner_src, inner_dst, CONTROL_PORT, CONTROL_PORT)
-        out.send(ecm.encode(), Endpoint(mr, CONTROL_PORT))
-        self.resolver_set.sent(mr_cfg, nonce, now)
+        ecm = self.sec.protect(EncapsulatedControlMessage(req, inner_src, inner_dst, CONTROL_PORT, CONTROL_PORT),
+                               "off" if p.downgrade else mr_cfg.lisp_sec, mr_cfg.lisp_sec_key,
+                               mr_cfg.lisp_sec_key_id)
+        if ecm is not None:             # None: LISP-SEC required, too many keys outstanding (retried)
+            out.send(ecm.encode(), Endpoint(mr, CONTROL_PORT))
+            self.resolver_set.sent(mr_cfg, nonce, now)
         p.nonces.append(nonce)
         p.sent_at.append(now)
         self.by_nonce[nonce] = p.eid
@@ -476,14 +487,14 @@ class ItrRole:
                     self._reachability_changed([changed], now, out)
                 if consumed:
                     return out.items
-            self._on_reply(msg, src, now, out)
+            self._on_reply(msg, src, now, out, data)
         elif isinstance(msg, MapRequest) and msg.smr:
             self._on_smr(msg, src, now, out)
         elif isinstance(msg, MapNotify):
             self._on_notify(data, msg, src, now, out)
         return out.items
 
-    def _on_reply(self, msg: MapReply, src: Endpoint, now: float, out: Effects) -> None:
+    def _on_reply(self, msg: MapReply, src: Endpoint, now: float, out: Effects, data: bytes = b"") -> None:
         key = self.by_nonce.get(msg.nonce)
         p = self.pending.get(key) if key is not None else None
         if p is None:
@@ -491,8 +502,19 @@ class ItrRole:
             out.log(f"ignored Map-Reply from {src.addr}: no outstanding request with that nonce")
             return
         self.counters["map_reply_rx"] += 1
+        verdict = self.sec.check(data or msg.encode(), msg)    # LISP-SEC: the records we may install
+        if verdict.reason:
+            out.log(f"{'ignored' if verdict.records is None else 'LISP-SEC'} Map-Reply from {src.addr}: "
+                    f"{verdict.reason}", kind="lisp-sec-map-reply", peer=src.addr)
+        if verdict.records is None and not verdict.protected:
+            return                      # refused by LISP-SEC: no answer from the mapping system
         self.resolver_set.answered(msg.nonce)
-        accepted, ttl_s, eids = self._accept_records(msg.records, p.eid, now, out, "map_reply")
+        if verdict.downgrade:
+            p.downgrade = True
+            self._send_request(p, now, out)
+        if verdict.records is None:
+            return
+        accepted, ttl_s, eids = self._accept_records(verdict.records, p.eid, now, out, "map_reply")
         if accepted:
             self._drop_pending(p)
             if self.observe is not None:
@@ -736,6 +758,8 @@ class ItrRole:
         self.cfg = cfg
         self.resolvers = [m.address for m in cfg.map_resolver]
         self.resolver_cfgs = list(cfg.map_resolver)
+        if [r.cfg for r in self.resolver_set.all] != list(cfg.map_resolver):
+            self.resolver_set = ResolverSet(cfg, self.counters)   # new resolvers (scopes, lisp-sec...)
         if not self.started:
             return []
         out = self._fx()

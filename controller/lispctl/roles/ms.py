@@ -23,6 +23,11 @@ merged locator set (a new registration, a locator added, removed or changing
 priority/weight/R bit) is pushed as a Map-Notify with the nonce incremented
 by one, retransmitted with back-off until the subscriber's Map-Notify-Ack.
 A subscription lasts the TTL of the mapping; the ITR renews it by asking again.
+
+LISP-SEC (RFC 9303, lispctl.roles.lispsec): a protected Map-Request is opened
+with [lisp-sec] itr-keys and answered per RFC 9303 Table 1: a signed proxy
+reply, a forward to an ETR that registered with the S bit (MS-OTK wrapped
+under its Map-Register key), or a signed negative reply with ETR-Cant-Sign.
 """
 from __future__ import annotations
 
@@ -40,11 +45,12 @@ from lispctl.mapping.types import EidPrefix, MapAction
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint, Log
 from lispctl.roles.common import Counters, decode, reply_target
 from lispctl.roles.ddt import MapServerDdt, is_ddt_request
+from lispctl.roles.lispsec import ms_eid_ad, ms_signed, open_request, to_etr
 from lispctl.roles.nat_ms import InfoResponder
 from lispctl.roles.ratelimit import PER_KEY, RateLimiter
-from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, ECM, MAP_REGISTER, EidRecord,
-                          EncapsulatedControlMessage, InfoRequest, InstanceId, MalformedMessage, MapNotify, MapNotifyAck,
-                          MapRegister, MapReply, MapRequest, SourceDestKey, UnknownLcaf, eid_record,
+from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF, AUTH_DATA_LENGTHS, ECM, MAP_REGISTER,
+                          EidRecord, EncapsulatedControlMessage, InfoRequest, InstanceId, MalformedMessage, MapNotify,
+                          MapNotifyAck, MapRegister, MapReply, MapRequest, SourceDestKey, UnknownLcaf, eid_record,
                           record_prefix, sign, verify)
 from lispctl.wire.auth import map_notify_for
 from lispctl.wire.control import _AUTH_HDR
@@ -54,7 +60,7 @@ from lispctl.wire.records import decode_eid_records
 # Map-Register path; cleared when full (accept-more-specifics lets a site
 # register many distinct prefixes).
 _OWNER_CACHE_MAX = 65536
-_REGISTER_ALGS = (ALG_HMAC_SHA1, ALG_HMAC_SHA256)
+_REGISTER_ALGS = (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF)
 # Per site: how many replaced Map-Register MACs are remembered to refuse replays.
 _SUPERSEDED_MAX = 4096
 
@@ -77,6 +83,8 @@ class Registration:
     mac: bytes = b""                 # authentication data of its latest message
     nonce: int = 0                   # and its nonce
     nonces_vary: bool = False        # seen with two nonces: repeats are replays
+    lisp_sec: bool = False           # registered with the S bit (RFC 9303 6.3)
+    key_id: int = 0                  # of the key it registered with (wraps its MS-OTK)
 
 
 @dataclass
@@ -528,12 +536,14 @@ class MapServerRole:
             old.record, old.proxy_reply = rec, msg.proxy_reply or owner.cfg.proxy_reply
             old.last_seen, old.expires_at, old.xtr_id, old.site_id = now, now + timeout, msg.xtr_id, msg.site_id
             old.mac, old.nonce, old.etr = mac, nonce, etr
+            old.lisp_sec, old.key_id = msg.security, msg.key_id
             if in_rlocs:
                 old.source = src
             return old, False
         reg = regs[registrant] = Registration(
             registrant, src, rec, msg.proxy_reply or owner.cfg.proxy_reply,
-            now, now, now + timeout, msg.xtr_id, msg.site_id, etr, mac, nonce)
+            now, now, now + timeout, msg.xtr_id, msg.site_id, etr, mac, nonce,
+            lisp_sec=msg.security, key_id=msg.key_id)
         heapq.heappush(self._expiry, (reg.expires_at, next(self._seq), eid, registrant, reg))
         out.log(f"{eid} registered by {registrant} (site {site.cfg.name})")
         return reg, False
@@ -658,6 +668,12 @@ class MapServerRole:
             return None
         eid, regs = hit
         out = Effects()
+        # LISP-SEC (RFC 9303 6.7): open the ITR-OTK; a request we must refuse gets nothing
+        op, why = open_request(ecm, self.cfg.lisp_sec.itr_keys, self.counters)
+        if why:
+            out.log(f"dropped Map-Request for {want}: {why}", kind="lisp-sec-request-dropped",
+                    peer=ecm.message.itr_rlocs[0] if ecm.message.itr_rlocs else None)
+            return out.items
         if subscribe:
             # answered below as usual; the subscription's confirming Map-Notify follows
             sub_fx = Effects()
@@ -670,7 +686,7 @@ class MapServerRole:
                 self.counters["map_request_no_itr_rloc"] += 1
                 return []
             reply = MapReply(req.nonce, (self.merged_record(eid, regs),))
-            out.send(reply.encode(), target)
+            out.send(reply.encode() if op is None else ms_signed(reply, op, ms_eid_ad(op, [eid])), target)
             self.counters["proxy_map_reply_tx"] += 1
             out.log(f"proxy Map-Reply for {eid} to {target.addr}:{target.port}",
                     kind="proxy-map-reply", peer=target.addr)
@@ -682,12 +698,47 @@ class MapServerRole:
         if reg is None:
             self.counters["map_request_no_etr_rloc"] += 1
             return out.items + (sub_fx.items if sub_fx else [])
-        fwd = dataclasses.replace(ecm, to_etr=True, to_ms=False)
+        if op is not None:             # LISP-SEC: to an ETR that signs, MS-OTK for it
+            fwd = self._lisp_sec_forward(ecm, op, eid, regs, out)
+            if fwd is None:
+                return out.items + (sub_fx.items if sub_fx else [])
+            reg, fwd = fwd
+        else:
+            fwd = dataclasses.replace(ecm, to_etr=True, to_ms=False, security=False, auth=b"")
         out.send(fwd.encode(), reg.etr)
         self.counters["map_request_forwarded"] += 1
         out.log(f"forwarded Map-Request for {want} to ETR {reg.etr.addr}",
                 kind="map-request-forwarded", peer=reg.etr.addr)
         return out.items + (sub_fx.items if sub_fx else [])
+
+    def _lisp_sec_forward(self, ecm: EncapsulatedControlMessage, op, eid: EidPrefix,
+                          regs: dict[str, Registration], out: Effects):
+        """RFC 9303 6.7 Table 1, rules 2 and 3 (rule 1, proxy-reply, is answered
+        above): (registration, ECM) to forward to an ETR that registered with
+        the S bit, MS-OTK wrapped under its key; or None after answering with a
+        signed negative Map-Reply with the ETR-Cant-Sign bit when none did."""
+        owner = self._site_of(eid)
+        keys = owner.site.cfg.keys if owner is not None else {}
+        capable = [r for r in regs.values() if r.lisp_sec and r.key_id in keys and r.etr is not None]
+        cant_sign = len(capable) < len(regs)
+        if not capable:
+            req = ecm.message
+            target = reply_target(req.itr_rlocs, ecm.inner_sport)
+            if target is None:
+                self.counters["map_request_no_itr_rloc"] += 1
+                return None
+            neg = MapReply(req.nonce, (eid_record(eid, (), ttl=self.cfg.mr.unregistered_ttl_minutes,
+                                                  act=int(MapAction.SEND_MAP_REQUEST)),))
+            out.send(ms_signed(neg, op, ms_eid_ad(op, [eid], etr_cant_sign=True)), target)
+            self.counters["lisp_sec_negative_etr_cant_sign"] += 1
+            out.log(f"LISP-SEC negative Map-Reply for {eid} to {target.addr}: no registered ETR signs",
+                    kind="negative-map-reply", peer=target.addr)
+            return None
+        reg = max(capable, key=lambda r: r.last_seen)
+        fwd = to_etr(dataclasses.replace(ecm, to_etr=True, to_ms=False), op,
+                     ms_eid_ad(op, [eid], etr_cant_sign=cant_sign), reg.key_id, keys[reg.key_id])
+        self.counters["lisp_sec_request_forwarded"] += 1
+        return reg, fwd
 
     # ------------------------------------------------------------ API
     def reconfigure(self, cfg: Config, now: float) -> list[Effect]:
@@ -830,6 +881,11 @@ def negative_reply(cfg: Config, ecm: EncapsulatedControlMessage, configured: Lpm
         out.log(f"negative Map-Reply for multicast (S,G) {rec.eid} natively-forward TTL {ttl} min",
                 kind="negative-map-reply", peer=target.addr)
         return out.items
+    op, why = open_request(ecm, cfg.lisp_sec.itr_keys, counters)     # LISP-SEC: we sign it
+    if why:
+        out.log(f"dropped Map-Request for {want}: {why}", kind="lisp-sec-request-dropped",
+                peer=req.itr_rlocs[0] if req.itr_rlocs else None)
+        return out.items
     if target is None:
         counters["map_request_no_itr_rloc"] += 1
         return []
@@ -853,7 +909,7 @@ def negative_reply(cfg: Config, ecm: EncapsulatedControlMessage, configured: Lpm
         ttl = cfg.mr.non_eid_ttl_minutes
         counters["negative_reply_non_eid"] += 1
     reply = MapReply(req.nonce, (eid_record(eid, (), ttl=ttl, act=int(act)),))
-    out.send(reply.encode(), target)
+    out.send(reply.encode() if op is None else ms_signed(reply, op, ms_eid_ad(op, [eid])), target)
     out.log(f"negative Map-Reply for {want}: {eid} {act.name.lower()} TTL {ttl} min",
             kind="negative-map-reply", peer=target.addr)
     return out.items

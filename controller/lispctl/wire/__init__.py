@@ -9,7 +9,8 @@ from .addresses import (AFI_DISTINGUISHED_NAME, AFI_IPV4, AFI_IPV6, AFI_LCAF, AF
                         SourceDestKey, UnknownLcaf, decode_address, encode_address)
 from .auth import auth_fields, compute_mac, sign, signed, verify
 from .codec import ControlMessage, decode_control, decode_ecm_message, encode
-from .control import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_NONE, AUTH_DATA_LENGTHS, ECM, INFO, MAP_NOTIFY,
+from .control import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF, ALG_NONE, AUTH_DATA_LENGTHS, ECM,
+                      INFO, MAP_NOTIFY,
                       MAP_NOTIFY_ACK, MAP_REFERRAL, MAP_REGISTER, MAP_REPLY, MAP_REQUEST, SHARED_EXTENSION,
                       InfoReply, InfoRequest, MapNotify, MapNotifyAck, MapReferral, MapRegister, MapReply,
                       MapRequest, SharedExtension)

@@ -2,9 +2,16 @@
 Info-Request/Reply (RFC 9301 section 5.6; PROTOCOL-NOTES interop facts).
 
 The MAC is an HMAC over the whole message with the auth data zeroed, sent
-in FULL: 20 bytes for algorithm 1 (HMAC-SHA-1), 32 bytes for algorithm 2
-(HMAC-SHA-256). verify() works on raw bytes: the auth field sits at a fixed
-offset (16) in every authenticated message type, so no decode is needed.
+in FULL: 20 bytes for algorithm 1 (HMAC-SHA-1), 32 bytes for algorithms 2
+and 3 (HMAC-SHA-256). verify() works on raw bytes: the auth field sits at a
+fixed offset (16) in every authenticated message type, so no decode is needed.
+
+Algorithm 3 (HMAC-SHA-256-128+HKDF-SHA256, RFC 9301 5.6 steps 1-5) keys the
+HMAC with a per-message key: per-msg-key = HKDF-SHA256(IKM = nonce (8 bytes,
+as in the message) + PSK, salt = s, no info, 32 bytes), where s is
+"Map-Register Authentication", "Map-Notify Authentication" or
+"Map-Notify-Ack Authentication" after the message's type. RFC 9301 names no
+string for Info-Request/Reply, so algorithm 3 is refused there.
 """
 from __future__ import annotations
 
@@ -17,10 +24,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as _hmac
 
-from .control import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_NONE, AUTH_DATA_LENGTHS, INFO, MAP_NOTIFY,
-                      MAP_NOTIFY_ACK, MAP_REGISTER)
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["ALG_NONE", "ALG_HMAC_SHA1", "ALG_HMAC_SHA256", "AUTH_DATA_LENGTHS", "AUTH_OFFSET",
+from .control import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF, ALG_NONE, AUTH_DATA_LENGTHS, INFO,
+                      MAP_NOTIFY, MAP_NOTIFY_ACK, MAP_REGISTER)
+
+__all__ = ["ALG_NONE", "ALG_HMAC_SHA1", "ALG_HMAC_SHA256", "ALG_HMAC_SHA256_HKDF", "AUTH_DATA_LENGTHS",
+           "AUTH_OFFSET",
            "compute_mac", "sign", "signed", "verify", "auth_fields", "map_notify_for"]
 
 AUTH_TYPES = frozenset((MAP_REGISTER, MAP_NOTIFY, MAP_NOTIFY_ACK, INFO))
@@ -28,6 +38,9 @@ AUTH_OFFSET = 16            # the auth data starts here in every AUTH_TYPES mess
 _KEY_ALG_LEN = struct.Struct("!BBH")
 
 _HASHES = {ALG_HMAC_SHA1: hashes.SHA1, ALG_HMAC_SHA256: hashes.SHA256}
+# RFC 9301 5.6 step 4: the HKDF salt per message type (algorithm 3)
+_HKDF_SALTS = {MAP_REGISTER: b"Map-Register Authentication", MAP_NOTIFY: b"Map-Notify Authentication",
+               MAP_NOTIFY_ACK: b"Map-Notify-Ack Authentication"}
 
 
 def _key(key: str | bytes) -> bytes:
@@ -59,11 +72,30 @@ def _new_mac(alg_id: int, key: str | bytes) -> _hmac.HMAC:
     return keyed.copy()
 
 
-def compute_mac(alg_id: int, key: str | bytes, data: bytes) -> bytes:
-    """HMAC of data for algorithm 1 or 2 (full length)."""
+def per_message_key(key: str | bytes, head: bytes) -> bytes | None:
+    """Algorithm 3's key for the message starting with head (at least its
+    type and nonce, 12 bytes); None for a type RFC 9301 gives no salt."""
+    salt = _HKDF_SALTS.get(head[0] >> 4) if head else None
+    if salt is None or len(head) < 12:
+        return None
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=b"").derive(bytes(head[4:12]) + _key(key))
+
+
+def _mac_for(alg_id: int, key: str | bytes, head: bytes) -> _hmac.HMAC | None:
+    """A keyed HMAC for alg_id (1, 2 or 3) and the message starting with head."""
+    if alg_id == ALG_HMAC_SHA256_HKDF:
+        k = per_message_key(key, head)
+        return None if k is None else _hmac.HMAC(k, hashes.SHA256())
     if alg_id not in _HASHES:
-        raise ValueError(f"no MAC for algorithm {alg_id}")
-    m = _new_mac(alg_id, key)
+        return None
+    return _new_mac(alg_id, key)
+
+
+def compute_mac(alg_id: int, key: str | bytes, data: bytes) -> bytes:
+    """HMAC of data (a whole message, auth data zeroed) for algorithm 1, 2 or 3 (full length)."""
+    m = _mac_for(alg_id, key, data[:12])
+    if m is None:
+        raise ValueError(f"no MAC for algorithm {alg_id} on this message type")
     m.update(data)
     return m.finalize()
 
@@ -117,7 +149,9 @@ def map_notify_for(raw: bytes, register, key: str | bytes) -> bytes:
     head = _WORD.pack(word) + raw[4:AUTH_OFFSET]             # nonce, key ID, alg ID, auth length
     if alen == 0:
         return head + body
-    m = _new_mac(register.alg_id, key)
+    m = _mac_for(register.alg_id, key, head)
+    if m is None:
+        raise ValueError(f"no MAC for algorithm {register.alg_id}")
     m.update(head)
     m.update(_ZEROS[alen])
     m.update(body)
@@ -135,7 +169,8 @@ def auth_fields(raw: bytes) -> tuple[int, int, bytes] | None:
     return key_id, alg_id, bytes(raw[AUTH_OFFSET:AUTH_OFFSET + alen])
 
 
-def verify(raw: bytes, key: str | bytes, *, alg_ids: tuple[int, ...] = (ALG_HMAC_SHA1, ALG_HMAC_SHA256)) -> bool:
+def verify(raw: bytes, key: str | bytes, *,
+           alg_ids: tuple[int, ...] = (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF)) -> bool:
     """True iff raw (a received Map-Register/Notify/Notify-Ack/Info) carries a
     correct full-length MAC for key under one of alg_ids. Algorithm 0,
     truncated or over-long MACs, and unknown types give False. Constant-time."""
@@ -149,9 +184,9 @@ def verify(raw: bytes, key: str | bytes, *, alg_ids: tuple[int, ...] = (ALG_HMAC
         return False
     if type(raw) is not bytes:
         raw = bytes(raw)
-    if alg_id not in _HASHES:
+    m = _mac_for(alg_id, key, raw[:12])
+    if m is None:
         return False
-    m = _new_mac(alg_id, key)
     m.update(raw[:AUTH_OFFSET])
     m.update(_ZEROS[alen])
     m.update(raw[end:])

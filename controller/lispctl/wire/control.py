@@ -35,7 +35,9 @@ SHARED_EXTENSION = 15
 ALG_NONE = 0
 ALG_HMAC_SHA1 = 1
 ALG_HMAC_SHA256 = 2
-AUTH_DATA_LENGTHS: dict[int, int] = {ALG_NONE: 0, ALG_HMAC_SHA1: 20, ALG_HMAC_SHA256: 32}
+ALG_HMAC_SHA256_HKDF = 3     # HMAC-SHA-256-128+HKDF-SHA256: per-message key (wire/auth.py)
+AUTH_DATA_LENGTHS: dict[int, int] = {ALG_NONE: 0, ALG_HMAC_SHA1: 20, ALG_HMAC_SHA256: 32,
+                                     ALG_HMAC_SHA256_HKDF: 32}
 
 _HDR = struct.Struct("!IQ")           # first word, nonce
 _AUTH_HDR = struct.Struct("!IQBBH")   # first word, nonce, key id, alg id, auth length

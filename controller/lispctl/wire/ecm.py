@@ -1,7 +1,9 @@
 """Encapsulated Control Message (RFC 9301 section 5.8, type 8).
 
-ECM header (S, D, E, M flags), then an inner IPv4 or IPv6 header, a UDP
-header and one LISP control message. Decode keeps the inner addresses,
+ECM header (S, D, E, M flags), then, when S is set, the LISP-SEC
+authentication data (RFC 9303 6.1; kept as raw bytes in `auth`, decoded by
+lispctl.wire.lispsec), then an inner IPv4 or IPv6 header, a UDP header and
+one LISP control message. Decode keeps the inner addresses,
 ports and header fields; encode writes a valid IPv4 header checksum and UDP
 length, and a UDP checksum for IPv6 (for IPv4 only when `udp_checksum`).
 
@@ -12,11 +14,12 @@ extension headers, protocol must be UDP, lengths must agree.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address
 from typing import Callable
 
 from .errors import MalformedMessage
+from .lispsec import decode_ecm_ad, ecm_ad_present
 
 ECM_TYPE = 8
 _S, _D, _E, _M = 0x08000000, 0x04000000, 0x02000000, 0x01000000
@@ -58,6 +61,7 @@ class EncapsulatedControlMessage:
     ip_options: bytes = b""            # IPv4 options, kept as sent
     udp_checksum: bool = False         # IPv4: compute one (IPv6 always does)
     trailer: bytes = b""               # bytes after the inner IP packet
+    auth: bytes = b""                  # LISP-SEC authentication data (with S), raw
     TYPE = ECM_TYPE
 
     def encode(self) -> bytes:
@@ -66,6 +70,8 @@ class EncapsulatedControlMessage:
             raise ValueError("an ECM cannot carry an ECM")
         if self.reserved & ~ECM_RESERVED_MASK:
             raise ValueError("ECM reserved bits outside the 24-bit field")
+        if self.auth and not self.security:
+            raise ValueError("LISP-SEC authentication data needs the S bit")
         w = (ECM_TYPE << 28) | self.reserved
         if self.security: w |= _S
         if self.ddt: w |= _D
@@ -105,12 +111,31 @@ class EncapsulatedControlMessage:
             udp = _UDP.pack(self.inner_sport, self.inner_dport, ulen, ucs)
         except struct.error as e:
             raise ValueError(f"ECM inner header field out of range: {e}") from None
-        return b"".join([_U32.pack(w), hdr, udp, inner, bytes(self.trailer)])
+        return b"".join([_U32.pack(w), bytes(self.auth), hdr, udp, inner, bytes(self.trailer)])
 
 
 def decode_ecm(buf: bytes, decode_inner: Callable[[bytes], object]) -> EncapsulatedControlMessage:
     """Decode an ECM; `decode_inner` decodes the inner LISP message (it must
-    reject a nested ECM). Offsets in errors are relative to the ECM start."""
+    reject a nested ECM). Offsets in errors are relative to the ECM start.
+
+    With the S bit, LISP-SEC authentication data may sit between the header
+    and the inner IP header: its first byte (AD type 1) cannot start an IPv4
+    or IPv6 header, so an S bit without AD (older peers) is still decoded."""
+    if len(buf) >= 5 and buf[0] & 0x08 and ecm_ad_present(buf, 4):
+        _, end = decode_ecm_ad(buf, 4)
+        try:
+            ecm = _decode_plain_ecm(buf[:4] + buf[end:], decode_inner)
+        except MalformedMessage as e:
+            raise MalformedMessage(e.reason, e.offset + end - 4 if e.offset >= 4 else e.offset) from None
+        return _with_auth(ecm, bytes(buf[4:end]))
+    return _decode_plain_ecm(buf, decode_inner)
+
+
+def _with_auth(ecm: EncapsulatedControlMessage, auth: bytes) -> EncapsulatedControlMessage:
+    return replace(ecm, auth=auth)
+
+
+def _decode_plain_ecm(buf: bytes, decode_inner: Callable[[bytes], object]) -> EncapsulatedControlMessage:
     n = len(buf)
     if n < 4:
         raise MalformedMessage("truncated ECM header", 0)
