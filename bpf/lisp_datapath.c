@@ -28,15 +28,7 @@
 #include "lisp_maps.h"
 #include "lisp_parse.h"
 #include "lisp_encap.h"
-
-/* UAPI enum values of kernel >= 6.3, absent from the 6.1 headers we compile with */
-#define LISP_ADJ_DECAP_L3_IPV4 (1ULL << 7)
-#define LISP_ADJ_DECAP_L3_IPV6 (1ULL << 8)
-/* Newer than 6.18 (bpf-next 2025): clears SKB_GSO_UDP_TUNNEL and
- * skb->encapsulation of a decapsulated GSO packet. Older kernels reject the
- * flag with -EINVAL before touching the packet, so it is tried first and
- * dropped on failure. */
-#define LISP_ADJ_DECAP_L4_UDP (1ULL << 10)
+#include "lisp_compat.h"
 
 /* Packets built by AF_PACKET TX rings (trafgen) and by some drivers carry
  * only the MAC header in the linear part of the skb, which is all that direct
@@ -680,14 +672,8 @@ int lisp_etr_ingress(struct __sk_buff *skb)
     if (skb->len > inner_off + inner_len &&
         bpf_skb_change_tail(skb, inner_off + inner_len, 0))
         return drop(LISP_DROP_DECAP_FAILED);
-    /* FIXED_GSO: a GSO packet's gso_size is the inner payload per segment,
-     * which removing the outer headers does not change. */
-    __u64 flags = (ver == 4 ? LISP_ADJ_DECAP_L3_IPV4 : LISP_ADJ_DECAP_L3_IPV6) | BPF_F_ADJ_ROOM_FIXED_GSO;
-    if (!skb->gso_size ||
-        bpf_skb_adjust_room(skb, -(__s32)olen, BPF_ADJ_ROOM_MAC, flags | LISP_ADJ_DECAP_L4_UDP)) {
-        if (bpf_skb_adjust_room(skb, -(__s32)olen, BPF_ADJ_ROOM_MAC, flags))
-            return drop(LISP_DROP_DECAP_FAILED);
-    }
+    if (lisp_decap_room(skb, olen, e.outer6, ver == 6))
+        return drop(LISP_DROP_DECAP_FAILED);
     if (bpf_skb_store_bytes(skb, 0, &neth, sizeof(neth), 0))
         return drop(LISP_DROP_DECAP_FAILED);
     count(LISP_CNT_DECAPSULATED);

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from lispctl.datapath.errors import DatapathError
+from lispctl.datapath.probe import kernel_features
 
 BPF_DIR = Path(__file__).resolve().parents[3] / "bpf"
 MAIN_SOURCE = "lisp_datapath.c"
@@ -86,7 +87,11 @@ def compile_bpf(pin_dir: Path, extra_cflags: tuple[str, ...] = ()):
         raise DatapathError("bcc is not importable (install python3-bpfcc and use a venv with "
                             "--system-site-packages)") from exc
     text = inline_source()
-    cflags = [f'-DLISP_PIN_ROOT="{pin_dir}"', "-Wno-unused-function", *extra_cflags]
+    # What the kernel supports (bpf/lisp_compat.h); a -D in extra_cflags
+    # overrides the probe (tests force the older kernels' path that way).
+    given = {f.split("=", 1)[0] for f in extra_cflags if f.startswith("-D")}
+    probed = [f for f in kernel_features().cflags() if f.split("=", 1)[0] not in given]
+    cflags = [f'-DLISP_PIN_ROOT="{pin_dir}"', "-Wno-unused-function", *probed, *extra_cflags]
     # A named file, not an anonymous one: LLVM exit()s on some errors (stack
     # limit), and then this file is the only place the reason survives.
     log_path = Path(tempfile.gettempdir()) / f"lispctl-bpf-compile-{os.getpid()}.log"
