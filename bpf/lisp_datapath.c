@@ -395,56 +395,68 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
     return fib_send(frc, &p);
 }
 
-static __always_inline int apply_miss(struct __sk_buff *skb, const struct lisp_flow *f, __u32 iid,
-                                      const struct lisp_config *c, int egress)
+/* The Proxy-ETRs' locator set when the ITR uses them (miss action petr). */
+static __always_inline struct lisp_locset *petr_set(const struct lisp_config *c)
 {
-    count(LISP_CNT_MISS);
-    if (c->miss_action == LISP_MISS_NATIVE) {
-        count(LISP_CNT_NATIVE);
-        return TC_ACT_OK;
-    }
-    if (c->miss_action == LISP_MISS_PETR) {
-        __u32 id = LISP_PETR_SET;
-        struct lisp_locset *ls = locsets.lookup(&id);
-        if (ls) {
-            count(LISP_CNT_PETR);
-            return encap(skb, f, iid, ls, id, c, egress);
-        }
-    }
-    return drop(LISP_DROP_MISS);
+    if (c->miss_action != LISP_MISS_PETR)
+        return 0;
+    __u32 id = LISP_PETR_SET;
+    return locsets.lookup(&id);
 }
 
-/* Map-cache decision for an IP packet of instance iid. */
+/* Map-cache decision for an IP packet of instance iid. One encap() call
+ * site: the program is inlined, and a second copy costs verifier budget. */
 static __always_inline int route(struct __sk_buff *skb, const struct lisp_flow *f, __u32 iid,
                                  const struct lisp_config *c, int egress)
 {
     struct lisp_mapping *m = cache_lookup(f, iid);
-    if (!m) {
-        miss_event(f, iid, c);
-        return apply_miss(skb, f, iid, c, egress);
+    if (!m && (c->flags & LISP_CFG_PITR)) {
+        /* PITR: outside the EID aggregates; the host's own Internet traffic */
+        count(LISP_CNT_PITR_PASSED);
+        return TC_ACT_OK;
     }
-    switch (m->action) {
+    __u32 id = LISP_PETR_SET;
+    struct lisp_locset *ls;
+    __u8 action = m ? m->action : LISP_ACT_SEND_MAP_REQUEST;
+    switch (action) {
     case LISP_ACT_NO_ACTION:
+        id = m ? m->id : 0;
+        ls = locsets.lookup(&id);
+        if (!ls) {
+            /* RFC 9301: no-action without locators means "do not encapsulate" */
+            count(LISP_CNT_NATIVE);
+            return TC_ACT_OK;
+        }
         break;
     case LISP_ACT_NATIVELY_FORWARD:
-        count(LISP_CNT_NATIVE);
-        return TC_ACT_OK;
+        /* RFC 6832 section 6: with Proxy-ETRs, traffic to non-LISP
+         * destinations goes to them (the source is an EID the Internet may
+         * not route, or a provider filters it: the PETR forwards it instead) */
+        ls = petr_set(c);
+        if (!ls) {
+            count(LISP_CNT_NATIVE);
+            return TC_ACT_OK;
+        }
+        count(LISP_CNT_PETR);
+        break;
     case LISP_ACT_SEND_MAP_REQUEST:
         miss_event(f, iid, c);
-        return apply_miss(skb, f, iid, c, egress);
+        count(LISP_CNT_MISS);
+        if (c->miss_action == LISP_MISS_NATIVE) {
+            count(LISP_CNT_NATIVE);
+            return TC_ACT_OK;
+        }
+        ls = petr_set(c);
+        if (!ls)
+            return drop(LISP_DROP_MISS);
+        count(LISP_CNT_PETR);
+        break;
     case LISP_ACT_DROP_POLICY_DENIED:
         return drop(LISP_DROP_POLICY_DENIED);
     case LISP_ACT_DROP_AUTH_FAILURE:
         return drop(LISP_DROP_AUTH_FAILURE);
     default:
         return drop(LISP_DROP_NEGATIVE);
-    }
-    __u32 id = m->id;
-    struct lisp_locset *ls = locsets.lookup(&id);
-    if (!ls) {
-        /* RFC 9301: no-action without locators means "do not encapsulate" */
-        count(LISP_CNT_NATIVE);
-        return TC_ACT_OK;
     }
     return encap(skb, f, iid, ls, id, c, egress);
 }
@@ -505,6 +517,81 @@ static __always_inline int local_rloc(int v6, const void *addr)
     return local_rlocs.lookup(&k) != 0;
 }
 
+/* ---- Proxy-ETR (RFC 6832 section 6) ------------------------------------
+ * A PETR decapsulates for any destination, not only local EIDs, and hands
+ * the inner packet to the FIB. Because that makes it a relay for whoever
+ * can reach its RLOC, two rules apply before anything is changed: an inner
+ * address that is only meaningful on one link or host is never forwarded,
+ * and with petr.accept-eids only sources inside those prefixes are. */
+
+/* Loopback, unspecified, link-local, multicast/broadcast/reserved (v4 >= 224),
+ * and IPv4-mapped IPv6 (a way around IPv4 rules). */
+static __always_inline int lisp_local_only(const __u8 *a, int family)
+{
+    if (family == 4)
+        return a[0] == 0 || a[0] == 127 || a[0] >= 224 || (a[0] == 169 && a[1] == 254);
+    if (a[0] == 0xff || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80))
+        return 1;
+    __u32 w0, w1, w2, w3;
+    __builtin_memcpy(&w0, a, 4);
+    __builtin_memcpy(&w1, a + 4, 4);
+    __builtin_memcpy(&w2, a + 8, 4);
+    __builtin_memcpy(&w3, a + 12, 4);
+    if (w0 || w1)
+        return 0;
+    if (w2 == bpf_htonl(0xffff))
+        return 1;                               /* ::ffff:0:0/96 */
+    return !w2 && (w3 == 0 || w3 == bpf_htonl(1));  /* :: and ::1 */
+}
+
+static __always_inline int petr_src_accepted(const struct lisp_flow *f, __u32 iid)
+{
+    if (f->family == 4) {
+        struct lisp_key4 k = {.prefixlen = 64, .iid = bpf_htonl(iid)};
+        __builtin_memcpy(k.addr, f->src, 4);
+        return petr_accept4.lookup(&k) != 0;
+    }
+    struct lisp_key6 k = {.prefixlen = 160, .iid = bpf_htonl(iid)};
+    __builtin_memcpy(k.addr, f->src, 16);
+    return petr_accept6.lookup(&k) != 0;
+}
+
+/* 0: the PETR may forward this inner packet; else the drop reason. */
+static __always_inline int petr_check(const struct lisp_flow *f, __u32 iid, const struct lisp_config *c)
+{
+    if (lisp_local_only(f->dst, f->family) || lisp_local_only(f->src, f->family))
+        return LISP_DROP_PETR_LOCAL_ONLY;
+    if ((c->flags & LISP_CFG_PETR_ACL) && !petr_src_accepted(f, iid))
+        return LISP_DROP_PETR_SRC_DENIED;
+    return 0;
+}
+
+/* The FIB's verdict on a PETR packet, taken before decapsulation: forward
+ * (SUCCESS/NO_NEIGH), let the stack forward it (FRAG_NEEDED: it fragments
+ * or sends the ICMP error), or drop. NOT_FWDED means no route or a
+ * destination on this host (the helper does not tell which): a PETR relays,
+ * it does not deliver to itself. */
+static __always_inline int petr_fib_verdict(long frc)
+{
+    if (fib_ok(frc) || frc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+        return 0;
+    return LISP_DROP_NO_ROUTE;
+}
+
+/* What the ETR leaves alone. On a PITR whose Internet-facing interface is
+ * also its RLOC interface (one uplink), that is the Internet traffic the
+ * ITR program must see: it gets it by tail call, instance ID from
+ * eid_ifaces (the ITR passes whatever no map-cache entry covers). */
+static __always_inline int etr_pass(struct __sk_buff *skb)
+{
+    struct lisp_config *c = get_config();
+    if (c && (c->flags & LISP_CFG_PITR)) {
+        skb->cb[0] = 0;
+        tail_progs.call(skb, LISP_TAIL_ITR);
+    }
+    return TC_ACT_OK;
+}
+
 /* What the ETR checks found out about a packet; shared by the tc and the
  * XDP ETR so both apply exactly the same rules. */
 struct lisp_etr_pkt {
@@ -517,6 +604,7 @@ struct lisp_etr_pkt {
     __u8 is_local;              /* inner destination in the local EID database */
     __u8 outer6;
     __be16 inner_proto;         /* ethertype of the inner packet */
+    __u8 petr;                  /* not local, Proxy-ETR: forward natively */
 };
 
 #define LISP_ETR_PASS (-1)      /* not a LISP data packet for us: leave it untouched */
@@ -608,8 +696,14 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
     if (!c)
         return LISP_ETR_PASS;
     int is_local = local_eid(&e->f, iid);
-    if (!is_local && !(c->flags & LISP_CFG_REENCAP))
+    if (!is_local && (c->flags & LISP_CFG_PETR)) {
+        int bad = petr_check(&e->f, iid, c);
+        if (bad)
+            return bad;
+        e->petr = 1;
+    } else if (!is_local && !(c->flags & LISP_CFG_REENCAP)) {
         return LISP_DROP_NOT_LOCAL_EID;
+    }
     e->olen = olen;
     e->inner_len = inner_len;
     e->iid = iid;
@@ -633,7 +727,7 @@ int lisp_etr_ingress(struct __sk_buff *skb)
     struct lisp_etr_pkt e = {};
     int rc = etr_check(data, data_end, skb->len, &e);
     if (rc == LISP_ETR_PASS)
-        return TC_ACT_OK;
+        return etr_pass(skb);
     if (rc != LISP_ETR_DECAP)
         return drop(rc);
     struct ethhdr *eth = data;
@@ -653,8 +747,13 @@ int lisp_etr_ingress(struct __sk_buff *skb)
     __builtin_memcpy(macs, eth, sizeof(macs));
     struct bpf_fib_lookup p;
     long frc = -1;
-    if (is_local)
+    if (is_local || e.petr)
         frc = fib_resolve(skb, &p, ver == 6, e.f.src, e.f.dst, inner_len);
+    if (e.petr) {
+        int bad = petr_fib_verdict(frc);
+        if (bad)
+            return drop(bad);
+    }
     struct ethhdr neth;
     fib_eth(&neth, frc, &p, macs, inner_proto);
 
@@ -681,6 +780,10 @@ int lisp_etr_ingress(struct __sk_buff *skb)
         return drop(LISP_DROP_DECAP_FAILED);
     count(LISP_CNT_DECAPSULATED);
 
+    if (e.petr) {
+        count(LISP_CNT_PETR_FORWARDED);
+        return fib_ok(frc) ? fib_send(frc, &p) : TC_ACT_OK;
+    }
     if (!is_local) {
         /* RTR / re-encapsulation: the ITR program decides the next locator. */
         count(LISP_CNT_REENCAPSULATED);

@@ -53,12 +53,15 @@ enum lisp_drop_reason {
     LISP_DROP_MISS = 6,           /* no entry and the miss action is drop */
     LISP_DROP_NO_LOCATOR = 7,     /* every locator down or priority 255 */
     LISP_DROP_NO_SOURCE = 8,      /* no local RLOC of the locator's family */
-    LISP_DROP_NO_ROUTE = 9,       /* FIB has no route to the locator */
+    LISP_DROP_NO_ROUTE = 9,       /* FIB has no route to the locator (PETR: to the inner destination, or it is this host) */
     LISP_DROP_TOO_BIG = 10,       /* inner packet + overhead > path MTU */
     LISP_DROP_ENCAP_FAILED = 11,  /* bpf_skb_adjust_room or store failed */
     LISP_DROP_DECAP_FAILED = 12,
     LISP_DROP_TTL = 13,           /* outer TTL/hop limit 0 */
-    LISP_DROP__MAX = 14,
+    LISP_DROP_PETR_SRC_DENIED = 14, /* PETR: inner source outside petr.accept-eids */
+    LISP_DROP_PETR_LOCAL_ONLY = 15, /* PETR: inner address local-only (loopback, link-local,
+                                     * multicast, unspecified, v4-mapped) */
+    LISP_DROP__MAX = 16,
 };
 
 enum lisp_counter {
@@ -73,9 +76,14 @@ enum lisp_counter {
     LISP_CNT_ICMP_TOO_BIG = 8,    /* ICMP frag-needed / packet-too-big sent back */
     LISP_CNT_XDP_DECAPSULATED = 9,/* of decapsulated: done by the XDP ETR */
     LISP_CNT_XDP_TO_STACK = 10,   /* of those: passed to the stack (no neighbour / no redirect target) */
+    LISP_CNT_PETR_FORWARDED = 11, /* of decapsulated: PETR, inner packet forwarded natively */
+    LISP_CNT_PITR_PASSED = 12,    /* PITR: packet outside every EID aggregate, left to the stack */
     LISP_CNT_DROP_BASE = 16,
-    LISP_CNT__MAX = 32,
+    LISP_CNT__MAX = 48,           /* room for 32 drop reasons */
 };
+
+/* Every drop reason has its counter slot. */
+_Static_assert(LISP_CNT_DROP_BASE + LISP_DROP__MAX <= LISP_CNT__MAX, "counters too small for the drop reasons");
 
 /* LPM keys. prefixlen counts the 32 bits of iid first, so a lookup never
  * crosses instances; iid is big-endian so the trie compares it bitwise. */
@@ -130,6 +138,15 @@ struct lisp_eid_if {
 };
 
 #define LISP_CFG_REENCAP 1     /* re-encapsulate decapsulated packets for non-local EIDs */
+/* Proxy-ETR (RFC 6832): decapsulated packets for non-local EIDs go out
+ * natively (before any re-encapsulation); with PETR_ACL only those whose
+ * inner source is in petr_accept4/6. */
+#define LISP_CFG_PETR 2
+#define LISP_CFG_PETR_ACL 4
+/* Proxy-ITR (RFC 6832): the ITR program touches only destinations covered by
+ * a map-cache entry (the EID aggregates are installed as send-Map-Request
+ * entries); everything else is the PITR host's own Internet traffic. */
+#define LISP_CFG_PITR 8
 
 struct lisp_config {
     __u32 path_mtu;            /* 0: no check */
@@ -172,6 +189,9 @@ BPF_TABLE_PINNED("lpm_trie", struct lisp_key4, __u32, local_eid4, 4096, LISP_PIN
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key6, __u32, local_eid6, 4096, LISP_PIN(local_eid6), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", struct lisp_rloc_key, __u32, local_rlocs, 256, LISP_PIN(local_rlocs));
 BPF_TABLE_PINNED("hash", __u32, __u32, accepted_iids, 4096, LISP_PIN(accepted_iids));
+/* PETR allow-list (petr.accept-eids): inner source EID prefixes, per instance. */
+BPF_TABLE_PINNED("lpm_trie", struct lisp_key4, __u32, petr_accept4, 4096, LISP_PIN(petr_accept4), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lpm_trie", struct lisp_key6, __u32, petr_accept6, 4096, LISP_PIN(petr_accept6), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", __u32, struct lisp_eid_if, eid_ifaces, 256, LISP_PIN(eid_ifaces));
 /* EID-facing interfaces the XDP ETR may XDP_REDIRECT into (ifindex -> 1).
  * Redirecting into a device that cannot take XDP frames (a veth whose peer

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3-bpfcc bpfcc-tools python3-venv linux-headers-amd64 tshark
-              iperf3 tcpdump netsniff-ng iproute2 ethtool)
+              iperf3 tcpdump netsniff-ng iproute2 ethtool bird2)
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup: must run as root (apt, kernel headers, bpffs)" >&2
@@ -22,6 +22,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     apt-get update -q
     apt-get install -y -q "${missing[@]}"
+    # bird2 is for the lab (each BIRD there runs with its own config and
+    # socket, in a namespace): the system-wide daemon its package enables
+    # is not wanted.
+    if [[ " ${missing[*]} " == *" bird2 "* ]] && command -v systemctl >/dev/null; then
+        systemctl disable --now bird.service >/dev/null 2>&1 || true
+    fi
 fi
 
 # tests/vm boots Debian 12's own kernel (6.1, the oldest the data plane
@@ -83,5 +89,5 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q -e '.[test]'
     touch "$stamp"
 fi
-.venv/bin/python -c 'import bcc, pyroute2, cryptography, pydantic, typer' \
+.venv/bin/python -c 'import bcc, pyroute2, cryptography, pydantic, typer, prometheus_client' \
     || { echo "setup: python dependencies do not import" >&2; exit 1; }

@@ -109,3 +109,15 @@ def test_down_stops_the_daemon(run_dir):
         assert not (run_dir / f"{d.instance}.pid").exists()
     finally:
         d.stop()
+
+
+def test_status_text_shows_a_roles_own_section():
+    from lispctl.commands.show import _status_text
+    text = _status_text({"instance": "px", "roles": ["pitr", "petr"], "state": {
+        "pitr": {"map_cache": [], "pitr": {"eid_prefixes": ["10.1.0.0/16"], "announced": True,
+                                           "map_resolvers": [{"address": "192.0.2.10", "last_answer_s": 0.4}]}},
+        "petr": {"petr": {"accept_eids": ["10.1.0.0/16"], "open_relay": False}}}})
+    pitr = next(l for l in text.splitlines() if l.startswith("pitr"))
+    petr = next(l for l in text.splitlines() if l.startswith("petr"))
+    assert "announced=yes" in pitr and "10.1.0.0/16" in pitr and "192.0.2.10" in pitr
+    assert "open_relay=no" in petr and "accept_eids=10.1.0.0/16" in petr

@@ -265,3 +265,15 @@ def test_rloc_mode_defaults_to_auto_and_is_checked():
     assert cfg.interfaces.rloc_mode == "xdp"
     err = error_of(MINIMAL_XTR + '\n[interfaces]\nrloc-mode = "ebpf"\n')
     assert "interfaces.rloc-mode" in str(err) and "t.toml:17" in str(err)
+
+
+@pytest.mark.parametrize("listen, ok", [("127.0.0.1:9342", True), ("[::1]:9342", True), (":9342", True),
+                                        ("localhost:9342", False), ("127.0.0.1", False),
+                                        ("127.0.0.1:0", False), ("[::1]:99999", False)])
+def test_metrics_listen(listen, ok):
+    text = MINIMAL_XTR + f'\n[metrics]\nlisten = "{listen}"\n'
+    if ok:
+        assert loads(text).metrics.listen == listen
+    else:
+        err = error_of(text)
+        assert err.problems[0].path == "metrics.listen" and err.problems[0].line == 17, str(err)

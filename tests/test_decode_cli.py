@@ -181,3 +181,70 @@ def test_installed_command_and_head_pipe(tmp_path):
     r = subprocess.run(f"{' '.join(cmd)} decode {p} | head -1", shell=True, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and "Traceback" not in r.stderr and len(r.stdout.splitlines()) == 1
+
+
+def test_snaplen_truncated_frames_are_decoded_as_far_as_they_go(tmp_path):
+    """8.16: a capture with a short snaplen keeps the first bytes of each
+    frame: decode what is there, mark it (tshark does the same)."""
+    p = tmp_path / "snap.pcap"
+    with open(p, "wb") as f:
+        pw = PcapWriter(f, LINKTYPE_RAW, snaplen=130)
+        full = ip_udp(*RLOC4, 4342, 4342, REGISTER)
+        # the first record (52 bytes from offset 48) fits in 130 - 28 bytes, the second not
+        pw.write_frame(full[:130], orig_len=len(full))
+        reply = w.MapReply(5, (REC, REC)).encode()
+        full2 = ip_udp(*RLOC4, 4342, 4342, reply)
+        pw.write_frame(full2[:28 + 12 + 10], orig_len=len(full2))       # cut inside the first record
+    code, lines, out = run(str(p))
+    assert code == 0, out
+    reg, rep = lines
+    assert reg["type"] == "Map-Register" and reg["truncated"] == {"captured": 102, "missing": len(REGISTER) - 102}
+    assert reg["record_count"] == 2 and reg["records_decoded"] == 1
+    assert reg["records"][0]["eid_prefix"] == "10.1.0.0/16" and reg["nonce"] == "0x1122334455667788"
+    assert rep["type"] == "Map-Reply" and rep["records_decoded"] == 0 and rep["record_count"] == 2
+    assert rep["nonce"] == "0x0000000000000005"
+
+
+def test_truncated_mac_is_decoded_and_marked(tmp_path):
+    """8.16: a Map-Register whose MAC length does not match its algorithm
+    (12 bytes with HMAC-SHA-1, as some old peers send)."""
+    good = w.MapRegister(0x77, (REC,), 1, w.ALG_HMAC_SHA1, auth_data=bytes(20)).encode()
+    bad = good[:14] + (12).to_bytes(2, "big") + bytes(range(12)) + good[36:]
+    p = tmp_path / "mac.pcap"
+    with open(p, "wb") as f:
+        PcapWriter(f, LINKTYPE_RAW).write_udp(*RLOC4, 4342, 4342, bad)
+    code, lines, out = run(str(p), "--key", KEY)
+    (reg,) = lines
+    assert reg["type"] == "Map-Register" and "error" not in reg
+    assert reg["algorithm_id"] == 1 and reg["auth_data_length"] == 12 and reg["auth_data"] == bytes(range(12)).hex()
+    assert reg["auth_data_length_mismatch"] == {"expected": 20}
+    assert reg["records"][0]["eid_prefix"] == "10.1.0.0/16" and reg["auth"] == "bad"
+
+
+def test_corrupt_but_not_snapped_frame_is_still_an_error(tmp_path):
+    p = tmp_path / "bad.pcap"
+    with open(p, "wb") as f:
+        full = ip_udp(*RLOC4, 4342, 4342, REGISTER)
+        PcapWriter(f, LINKTYPE_RAW).write_frame(full[:120])              # orig_len == captured
+    code, lines, out = run(str(p))
+    (only,) = lines
+    assert "truncated" in only["error"] and "records" not in only
+
+
+def test_change_priority_message_is_shown(tmp_path):
+    cpm = w.sign_cpm(w.ChangePriority(V4("10.9.0.5"), 32, 1, 1_700_000_000_000, 0xAB, (V4("10.1.0.2"),),
+                                      key_id=3), KEY)
+    p = tmp_path / "cpm.pcap"
+    with open(p, "wb") as f:
+        pw = PcapWriter(f)
+        pw.write_udp(*RLOC4, 40000, 4342, cpm)
+        pw.write_udp(*RLOC4, 40000, 4342, cpm[:-1])                # MAC cut short
+    code, lines, out = run(str(p))
+    assert code == 0, out
+    good, cut = lines
+    assert good["sub_type"] == 4095
+    assert good["change_priority"] == {
+        "eid": "10.9.0.5", "mask_len": 32, "priority": 1, "timestamp_ms": 1_700_000_000_000,
+        "nonce": "00000000000000ab", "correspondents": ["10.1.0.2"], "key_id": 3, "alg_id": 2,
+        "auth_data": cpm[-32:].hex()}
+    assert "malformed" in cut["change_priority"]

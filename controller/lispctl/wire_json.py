@@ -100,6 +100,16 @@ def eid(a: Any, mask_len: int) -> dict[str, Any]:
     return out
 
 
+def _request_record(r: w.RequestRecord) -> dict[str, Any]:
+    """A Map-Request EID-record; N (RFC 9437) only when set, like other rare bits."""
+    out = eid(r.eid, r.mask_len)
+    if r.notify:
+        out["N"] = True
+    if r.reserved & ~w.REQUEST_RECORD_N:
+        out["reserved"] = r.reserved & ~w.REQUEST_RECORD_N
+    return out
+
+
 def locator(l: w.LocatorRecord) -> dict[str, Any]:
     out = {"priority": l.priority, "weight": l.weight, "m_priority": l.m_priority, "m_weight": l.m_weight,
            "L": l.local, "p": l.probed, "R": l.reachable, "locator": address(l.address)}
@@ -138,7 +148,9 @@ def _auth(m: Any) -> dict[str, Any]:
 def _xtr(m: Any) -> dict[str, Any]:
     if m.xtr_id is None:
         return {}
-    return {"xtr_id": _hex(m.xtr_id, 128), "site_id": _hex(m.site_id or 0, 64)}
+    if m.site_id is None:        # a bare xTR-ID (lispers.net Map-Requests)
+        return {"xtr_id": _hex(m.xtr_id, 128)}
+    return {"xtr_id": _hex(m.xtr_id, 128), "site_id": _hex(m.site_id, 64)}
 
 
 def _tail(m: Any) -> dict[str, Any]:
@@ -161,7 +173,7 @@ def message(m: Any) -> dict[str, Any]:
                           "N": m.notification_requested, "L": m.local_xtr, "D": m.dont_map_reply},
                 "irc": len(m.itr_rlocs) - 1, "record_count": len(m.records), "nonce": _hex(m.nonce, 64),
                 "source_eid": address(m.source_eid), "itr_rlocs": [address(a) for a in m.itr_rlocs],
-                "records": [eid(r.eid, r.mask_len) for r in m.records]}
+                "records": [_request_record(r) for r in m.records]}
         if m.map_reply_record is not None:
             body["map_reply_record"] = eid_record(m.map_reply_record)
         body.update(_xtr(m))
@@ -208,6 +220,17 @@ def message(m: Any) -> dict[str, Any]:
                 "inner_header": inner, "message": message(m.message)}
     elif t is w.SharedExtension:
         body = {"sub_type": m.sub_type, "data": m.data.hex()}
+        if m.sub_type == w.CPM_SUB_TYPE:         # our Change-Priority Message (docs/cpm.md)
+            try:
+                c = w.decode_cpm(m.encode())
+            except w.MalformedMessage as exc:
+                body["change_priority"] = {"malformed": str(exc)}
+            else:
+                body["change_priority"] = {
+                    "eid": address(c.eid), "mask_len": c.mask_len, "priority": c.priority,
+                    "timestamp_ms": c.timestamp_ms, "nonce": f"{c.nonce:016x}",
+                    "correspondents": [address(a) for a in c.correspondents],
+                    "key_id": c.key_id, "alg_id": c.alg_id, "auth_data": c.auth_data.hex()}
     else:
         body = _generic(m)
     body.update(_tail(m))

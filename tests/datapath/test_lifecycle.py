@@ -52,6 +52,15 @@ def test_locset_sizes_match_header_constants(loaded):
     assert ctypes.sizeof(loaded.table("map_cache6").Key) == 24
 
 
+def test_capacity_comes_from_the_loaded_maps(loaded):
+    """The ITR's eviction threshold and the static-entry check (issue 9.5)
+    use what the loaded program holds: one locator-set id per mapping, the
+    PETR set's reserved."""
+    from lispctl.datapath.loader import header_define
+    assert loaded.capacity == header_define("LISP_MAX_MAPPINGS") - 1
+    assert loaded.capacity == loaded.table("locsets").max_entries - 1
+
+
 def test_map_action_values_match_header():
     acts = header_enum("lisp_action")
     for a in MapAction:

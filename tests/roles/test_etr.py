@@ -169,7 +169,10 @@ def test_smr_targets_and_content(xtr):
     assert [d for d, _ in smrs] == [ep("203.0.113.6")]          # 203.0.113.5 is stale by now
     _, smr = smrs[0]
     assert smr.smr and not smr.probe
-    assert record_prefix(smr.records[0]) == EidPrefix.parse("10.1.0.0/16")
+    # RFC 9301 6.1 / OOR: Source-EID = our changed prefix, record = the ITR's
+    # EID (the Source-EID of its request)
+    assert smr.source_eid == A("10.1.0.0")
+    assert record_prefix(smr.records[0]) == EidPrefix.parse("10.9.0.1/32")
     assert A("192.0.2.9") in smr.itr_rlocs
     # no change, no SMR and no register
     assert etr.set_interface_addresses("wan1", [A("192.0.2.9")], 951.0) == []

@@ -133,6 +133,8 @@ def test_negative_reply_installed_with_action(itr):
     assert installs(eff) == [InstallMapping(P("192.0.0.0/8"), (), MapAction.NATIVELY_FORWARD, 900.0)]
     # another destination inside the negative prefix is answered from the cache
     assert sends(itr.on_miss(miss(dst="192.0.2.99"), 2.0)) == []
+    assert itr.counters["miss_just_installed"] == 1       # reported before the install landed
+    assert sends(itr.on_miss(miss(dst="192.0.2.99"), 3.0)) == []
     assert itr.counters["miss_reinstalled"] == 1
 
 
@@ -178,11 +180,15 @@ def test_smr_triggers_rate_limited_requery_through_mr(itr):
     assert record_prefix(ecm2.message.records[0]) == P("10.2.0.0/16")
     # the SMR's own (claimed) mapping is never installed
     assert itr.cache.get(P("10.2.0.0/16")).rlocs == (Rloc(A("203.0.113.20"), 1, 100),)
-    # a second SMR while the re-query is outstanding sends nothing
+    # a second SMR while the re-query is outstanding sends nothing now: one
+    # re-query follows when the second since the last one is over
     assert sends(itr.handle(smr(nonce=78).encode(), ep("203.0.113.20"), ep("192.0.2.1"), 50.2)) == []
-    assert itr.counters["smr_rate_limited"] == 1
+    assert itr.counters["smr_deferred"] == 1
     eff = itr.handle(reply_for(ecm2.message, rlocs=("203.0.113.30",)), MR, ep("192.0.2.1"), 50.5)
     assert installs(eff)[0].rlocs == (Rloc(A("203.0.113.30"), 1, 100),)
+    assert itr.next_deadline() == 51.0
+    s, ecm3 = only_send(itr.tick(51.0))
+    assert ecm3.message.smr_invoked and record_prefix(ecm3.message.records[0]) == P("10.2.0.0/16")
 
 
 def test_smr_for_uncached_prefix_ignored(itr):

@@ -61,13 +61,17 @@ def test_two_registrants_expire_independently_under_interleaved_refreshes():
     assert ms.next_deadline() == 270.0 + 180.0
 
 
-def test_identical_register_bytes_twice_are_two_registrations_worth_of_work():
-    # The decode memo keys on the record bytes: a second xTR with the very same
-    # records is still its own registrant, and a changed key still fails.
+def test_identical_register_bytes_from_another_source_are_the_same_registrant():
+    # The decode memo keys on the record bytes: the very same bytes from
+    # another address are the same registrant (bound to its RLOCs, not to the
+    # source), its Map-Notify goes to its RLOC; other records are another
+    # registrant; a changed key still fails.
     ms = _ms()
     raw = register(rlocs=("192.0.2.1",))
     only_send(ms.handle(raw, XTR1, MS_ADDR, 0.0))
-    only_send(ms.handle(bytes(bytearray(raw)), XTR2, MS_ADDR, 1.0))
+    s, _ = only_send(ms.handle(bytes(bytearray(raw)), XTR2, MS_ADDR, 1.0))
+    assert s.dst == ep("192.0.2.1", 4342)
+    only_send(ms.handle(register(rlocs=("192.0.2.2",)), XTR2, MS_ADDR, 1.0))
     regs = ms.registered.get(P("10.1.0.0/16"))
     assert sorted(regs) == ["192.0.2.1", "192.0.2.2"]
     assert sends(ms.handle(register(rlocs=("192.0.2.1",), key="wrong"), XTR1, MS_ADDR, 2.0)) == []

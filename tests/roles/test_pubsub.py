@@ -169,8 +169,9 @@ def ms_with_registration(now=0.0):
 
 
 def subscribe(mr, site_id=2, nonce=1000, now=1.0):
-    req = MapRequest(nonce, (__import__("lispctl.wire", fromlist=["request_record"]).request_record(P("10.1.7.7/32")),),
-                     (A("203.0.113.2"),), notification_requested=True, xtr_id=int(XTR_ID_B, 16), site_id=site_id)
+    req = MapRequest(nonce, (__import__("lispctl.wire", fromlist=["request_record"]).request_record(
+                         P("10.1.7.7/32"), notify=True),),
+                     (A("203.0.113.2"),), xtr_id=int(XTR_ID_B, 16), site_id=site_id)
     ecm = EncapsulatedControlMessage(req, A("203.0.113.2"), A("10.1.7.7"))
     return mr.handle(ecm.encode(), ep("203.0.113.2"), MS, now)
 

@@ -5,8 +5,10 @@ import random
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lispctl.mapping.types import EidPrefix, Rloc
-from lispctl.wire import (ALG_HMAC_SHA256, EncapsulatedControlMessage, MalformedMessage, MapNotify,
-                          MapRegister, MapReply, MapRequest, eid_record, request_record, sign)
+from lispctl.roles.ddt import referral_record
+from lispctl.wire import (ALG_HMAC_SHA256, NODE_REFERRAL, EncapsulatedControlMessage, MalformedMessage,
+                          MapNotify, MapReferral, MapRegister, MapReply, MapRequest, eid_record, request_record,
+                          sign)
 
 from roles_helpers import MSMR, XTR, A, ep, make
 
@@ -19,12 +21,31 @@ SEEDS = [
     MapRequest(5, (request_record(P("10.1.2.3/32")),), (A("203.0.113.5"),), smr=True).encode(),
     EncapsulatedControlMessage(MapRequest(5, (request_record(P("10.1.2.3/32")),), (A("203.0.113.5"),)),
                                A("203.0.113.5"), A("10.1.2.3"), 5555, 4342).encode(),
+    # DDT: a DDT Map-Request, and a referral answering the DDT MR (whose root is the sender)
+    EncapsulatedControlMessage(MapRequest(5, (request_record(P("10.1.2.3/32")),), (A("203.0.113.5"),)),
+                               A("203.0.113.5"), A("10.1.2.3"), 5555, 4342, ddt=True).encode(),
+    MapReferral(5, (referral_record(P("10.0.0.0/8"), NODE_REFERRAL, 1440, (A("192.0.2.9"), A("2001:db8::9"))),
+                    referral_record(P("[5]10.1.0.0/16"), NODE_REFERRAL, 0))).encode(),
 ]
+DDT_NODE = """instance = "ddt"
+roles = ["ddt-node"]
+[ddt]
+authoritative-prefix = ["10.0.0.0/8", "[5]0.0.0.0/0"]
+[[ddt.delegation]]
+eid-prefix = "10.1.0.0/16"
+address = ["192.0.2.9"]
+"""
+DDT_MR = """instance = "ddt-mr"
+roles = ["mr"]
+[mr.ddt]
+root = ["203.0.113.5"]
+"""
 
 
 def all_roles():
     roles = list(make(XTR.format(alg="hmac-sha256"), wan1=["192.0.2.2"])[1].values())
     roles += list(make(MSMR.format(roles='["ms", "mr"]'))[1].values())
+    roles += list(make(DDT_NODE)[1].values()) + list(make(DDT_MR)[1].values())
     for r in roles:
         r.tick(0.0)
     return roles

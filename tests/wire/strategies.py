@@ -116,7 +116,7 @@ def map_requests(draw):
     return w.MapRequest(
         draw(u64), tuple(draw(st.lists(request_records(), max_size=3))),
         tuple(draw(st.lists(st.one_of(ipv4, ipv6, addresses), min_size=1, max_size=4))),
-        draw(addresses), *draw(st.tuples(*[st.booleans()] * 8)),
+        draw(addresses), *draw(st.tuples(*[st.booleans()] * 7)),
         draw(st.one_of(st.none(), eid_records())), xtr, site,
         draw(_reserved(w.control.MAP_REQUEST_RESERVED_MASK)), draw(trailers))
 

@@ -203,11 +203,35 @@ def test_reserved_bits_kept():
 
 
 def test_request_i_and_n_bits():
-    m = w.MapRequest(1, (), (A,), notification_requested=True, xtr_id=(1 << 127) | 5, site_id=77)
+    """RFC 9437 section 4: I is bit 11 of the header (0x00100000); N is the
+    top bit of each EID-record's reserved byte (IANA Map-Request-Record bit 0),
+    not a header bit; xTR-ID (128) and site-ID (64) follow the records."""
+    rec = w.RequestRecord(w.decode_address(bytes.fromhex("00010a000000"))[0], 8, w.REQUEST_RECORD_N)
+    m = w.MapRequest(1, (rec,), (A,), xtr_id=(1 << 127) | 5, site_id=77)
     raw = m.encode()
-    assert struct.unpack_from("!I", raw)[0] & 0x00180000 == 0x00180000
+    assert struct.unpack_from("!I", raw)[0] & 0x00180000 == 0x00100000
+    assert m.notification_requested and raw[12 + 2 + 6] == 0x80        # after source EID, ITR-RLOC
     assert raw[-24:] == ((1 << 127) | 5).to_bytes(16, "big") + (77).to_bytes(8, "big")
     assert w.decode_control(raw) == m
+
+
+def test_request_header_bit_0x00080000_is_reserved():
+    """lispctl used to put N in the header; RFC 9437 has it in the records."""
+    raw = bytearray(w.MapRequest(1, (), (A,)).encode())
+    raw[1] |= 0x08
+    m = w.decode_control(bytes(raw))
+    assert not m.notification_requested and m.reserved == 0x00080000 and m.encode() == bytes(raw)
+
+
+def test_request_bare_xtr_id_and_truncated_xtr_id():
+    """lispers.net: I set, a 128-bit xTR-ID and no site-ID. Fewer than 16
+    bytes after I: a plain Map-Request (the bytes kept as trailer)."""
+    full = w.MapRequest(1, (), (A,), xtr_id=0xABC, site_id=None).encode()
+    assert len(full) == len(w.MapRequest(1, (), (A,)).encode()) + 16
+    m = w.decode_control(full)
+    assert m.xtr_id == 0xABC and m.site_id is None and m.encode() == full
+    cut = w.decode_control(full[:-3])
+    assert cut.xtr_id is None and cut.trailer == full[-16:-3] and not cut.notification_requested
 
 
 def test_register_xtr_id_truncated():

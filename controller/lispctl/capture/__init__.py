@@ -34,6 +34,7 @@ class Datagram:
     sport: int
     dport: int
     payload: bytes
+    truncated: int = 0        # payload bytes a short snaplen cut off (the payload is incomplete)
 
     @property
     def time(self) -> float:
@@ -69,12 +70,13 @@ def udp_datagrams(path: str | os.PathLike[str]) -> Iterator[Datagram | FrameErro
             yield FrameError(rec.frame, rec.reason)
             continue
         try:
-            udp = udp_of(rec.linktype, rec.data)
+            udp = udp_of(rec.linktype, rec.data, snapped=rec.orig_len > len(rec.data))
         except LayerError as e:
             yield FrameError(rec.frame, str(e), rec.ts_ns)
             continue
         if udp is not None:
-            yield Datagram(rec.frame, rec.ts_ns, udp.src, udp.dst, udp.sport, udp.dport, udp.payload)
+            yield Datagram(rec.frame, rec.ts_ns, udp.src, udp.dst, udp.sport, udp.dport, udp.payload,
+                           udp.truncated)
 
 
 def lisp_datagrams(path: str | os.PathLike[str]) -> Iterator[Datagram | FrameError]:

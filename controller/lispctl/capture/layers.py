@@ -3,6 +3,9 @@
 `udp_of(linktype, frame)` returns a `Udp`, `None` for frames that are not UDP
 (ARP, TCP, ...), or raises `LayerError` with the reason the frame cannot be
 followed (truncated header, non-first fragment, unknown link type).
+`snapped=True` (the capture kept fewer bytes than were on the wire: snaplen)
+accepts IP/UDP lengths beyond what was captured: the payload is what there
+is and `Udp.truncated` says how many bytes of it are missing.
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ class Udp:
     sport: int
     dport: int
     payload: bytes
+    truncated: int = 0        # payload bytes the capture did not keep (snaplen)
 
 
 def _ip_of(linktype: int, frame: bytes) -> bytes | None:
@@ -82,7 +86,7 @@ def _ip_of(linktype: int, frame: bytes) -> bytes | None:
     raise LayerError(f"unsupported link type {linktype}")
 
 
-def _ipv4(pkt: bytes) -> tuple[str, str, int, bytes] | None:
+def _ipv4(pkt: bytes, snapped: bool = False) -> tuple[str, str, int, bytes] | None:
     if len(pkt) < 20:
         raise LayerError(f"truncated IPv4 header ({len(pkt)} bytes)")
     ihl = (pkt[0] & 0x0F) * 4
@@ -96,7 +100,7 @@ def _ipv4(pkt: bytes) -> tuple[str, str, int, bytes] | None:
     if frag & 0x1FFF:
         raise LayerError(f"non-first IPv4 fragment (offset {(frag & 0x1FFF) * 8}); "
                          "reassembly is not supported")
-    if len(pkt) < total:
+    if len(pkt) < total and not snapped:
         raise LayerError(f"IPv4 packet truncated: {len(pkt)} of {total} bytes captured")
     src = str(ipaddress.IPv4Address(pkt[12:16]))
     dst = str(ipaddress.IPv4Address(pkt[16:20]))
@@ -104,7 +108,7 @@ def _ipv4(pkt: bytes) -> tuple[str, str, int, bytes] | None:
     return src, dst, proto, pkt[ihl:total]
 
 
-def _ipv6(pkt: bytes) -> tuple[str, str, int, bytes] | None:
+def _ipv6(pkt: bytes, snapped: bool = False) -> tuple[str, str, int, bytes] | None:
     if len(pkt) < 40:
         raise LayerError(f"truncated IPv6 header ({len(pkt)} bytes)")
     plen, nxt = struct.unpack_from("!HB", pkt, 4)
@@ -113,7 +117,9 @@ def _ipv6(pkt: bytes) -> tuple[str, str, int, bytes] | None:
     else:
         end = 40 + plen
         if len(pkt) < end:
-            raise LayerError(f"IPv6 packet truncated: {len(pkt)} of {end} bytes captured")
+            if not snapped:
+                raise LayerError(f"IPv6 packet truncated: {len(pkt)} of {end} bytes captured")
+            end = len(pkt)
     src = str(ipaddress.IPv6Address(pkt[8:24]))
     dst = str(ipaddress.IPv6Address(pkt[24:40]))
     pos = 40
@@ -143,15 +149,15 @@ def _ipv6(pkt: bytes) -> tuple[str, str, int, bytes] | None:
             raise LayerError("IPv6 extension header runs past the packet")
 
 
-def udp_of(linktype: int, frame: bytes) -> Udp | None:
+def udp_of(linktype: int, frame: bytes, snapped: bool = False) -> Udp | None:
     ip = _ip_of(linktype, frame)
     if not ip:
         return None
     version = ip[0] >> 4
     if version == 4:
-        got = _ipv4(ip)
+        got = _ipv4(ip, snapped)
     elif version == 6:
-        got = _ipv6(ip)
+        got = _ipv6(ip, snapped)
     else:
         raise LayerError(f"IP version {version} in an IP frame")
     if got is None:
@@ -160,6 +166,8 @@ def udp_of(linktype: int, frame: bytes) -> Udp | None:
     if len(seg) < 8:
         raise LayerError(f"truncated UDP header ({len(seg)} bytes)")
     sport, dport, ulen = struct.unpack_from("!HHH", seg, 0)
+    if snapped and ulen > len(seg):
+        return Udp(src, dst, sport, dport, bytes(seg[8:]), ulen - len(seg))
     if ulen < 8 or ulen > len(seg):
         # A zero length is legal only for IPv6 jumbograms; otherwise corrupt.
         if not (ulen == 0 and version == 6):

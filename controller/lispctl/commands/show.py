@@ -41,6 +41,10 @@ def _status_text(st: dict) -> str:
     for role, snap in (st.get("state") or {}).items():
         summary = {k: v for k, v in (snap or {}).items()
                    if not isinstance(v, (list, dict))}
+        # a role's own section (pitr, petr: announcement, allow-list) in full
+        own = (snap or {}).get(role) if isinstance(snap, dict) else None
+        if isinstance(own, dict):
+            summary.update(own)
         if summary:
             lines.append(f"{role.ljust(width)}  {render.cell(summary)}")
     return "\n".join(lines)

@@ -14,6 +14,14 @@ def register(app: typer.Typer) -> None:
     app.command("up")(up)
 
 
+def _error(text: str) -> None:
+    """On stderr; under systemd each line with the journal's error priority."""
+    from lispctl.daemon.sdnotify import under_journal
+    if under_journal():
+        text = "\n".join(f"<3>{line}" for line in text.split("\n"))
+    typer.echo(text, err=True)
+
+
 def up(
     config: Path = typer.Option(..., "-c", "--config", help="Device configuration (TOML).",
                                 exists=False, dir_okay=False),
@@ -35,30 +43,31 @@ def up(
     from lispctl.daemon.rundir import AlreadyRunning, InstancePaths
 
     if not foreground:
-        typer.echo("lispctl up always runs in the foreground; use systemd or & to background it", err=True)
+        _error("lispctl up always runs in the foreground; use systemd or & to background it")
         raise typer.Exit(2)
     try:
         cfg = load(config)
     except ConfigError as exc:
-        typer.echo(f"error: invalid configuration:\n{exc}", err=True)
+        _error(f"error: invalid configuration:\n{exc}")
         raise typer.Exit(2)
     level = (log_level or cfg.log_level).lower()
     if level not in ("debug", "info", "warning", "error"):
-        typer.echo(f"error: --log-level {log_level!r}: use debug, info, warning or error", err=True)
+        _error(f"error: --log-level {log_level!r}: use debug, info, warning or error")
         raise typer.Exit(2)
     setup_logging(level)
     try:
         status = serve(InstancePaths(run_dir, cfg.instance),
-                       lambda: build_device(cfg, control_port=control_port))
+                       lambda: build_device(cfg, control_port=control_port,
+                                            config_path=config.resolve()))
     except AlreadyRunning as exc:
-        typer.echo(f"error: {exc}", err=True)
+        _error(f"error: {exc}")
         raise typer.Exit(1)
     except PermissionError as exc:
-        typer.echo(f"error: {exc} (lispctl up needs root)", err=True)
+        _error(f"error: {exc} (lispctl up needs root)")
         raise typer.Exit(1)
     except Exception as exc:       # start-up failed (bind, BPF load, attach...): undo already ran
         if level == "debug":
             logging.getLogger("lispctl.daemon").exception("start-up failed")
-        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        _error(f"error: {type(exc).__name__}: {exc}")
         raise typer.Exit(1)
     raise typer.Exit(status)

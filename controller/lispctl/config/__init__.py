@@ -16,19 +16,21 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from lispctl.config.lines import find_line, key_lines
-from lispctl.config.models import (AddressLocator, Config, DatabaseEntry, EtrConfig,
+from lispctl.config.models import (AddressLocator, Config, DatabaseEntry, DdtConfig, DdtDelegation, EtrConfig,
                                    InterfacesConfig, ItrConfig, LocatorConfig, MapCacheEntry,
                                    MapResolverConfig, MapServerConfig, MobileNodeConfig, MrConfig,
-                                   MrForward, MsConfig, SiteConfig, SiteEidPrefix, action_of)
+                                   MrDdtConfig, MrForward, MsConfig, PetrConfig, PitrConfig, SiteConfig,
+                                   SiteEidPrefix, action_of)
 
 __all__ = [
-    "AddressLocator", "Config", "ConfigError", "ConfigProblem", "DatabaseEntry", "EtrConfig",
-    "InterfacesConfig", "ItrConfig", "LocatorConfig", "MapCacheEntry", "MapResolverConfig",
-    "MapServerConfig", "MobileNodeConfig", "MrConfig", "MrForward", "MsConfig", "SiteConfig", "SiteEidPrefix",
+    "AddressLocator", "Config", "ConfigError", "ConfigProblem", "DatabaseEntry", "DdtConfig", "DdtDelegation",
+    "EtrConfig", "InterfacesConfig", "ItrConfig", "LocatorConfig", "MapCacheEntry", "MapResolverConfig",
+    "MapServerConfig", "MobileNodeConfig", "MrConfig", "MrDdtConfig", "MrForward", "MsConfig", "PetrConfig",
+    "PitrConfig", "SiteConfig", "SiteEidPrefix",
     "action_of", "load", "loads",
 ]
 
-IMPLEMENTED_ROLES = {"xtr", "itr", "etr", "ms", "mr", "mobile-node"}
+IMPLEMENTED_ROLES = {"xtr", "itr", "etr", "ms", "mr", "ddt-node", "mobile-node", "pitr", "petr"}
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,18 @@ def cross_check(cfg: Config) -> list[tuple[tuple, str]]:
         out.append((("site",), "[[site]] is only used by the ms role"))
     if cfg.mr.map_server and not cfg.is_mr:
         out.append((("mr", "map-server"), "[[mr.map-server]] is only used by the mr role"))
-    if cfg.is_mr and not cfg.is_ms and not cfg.mr.map_server:
+    if cfg.is_mr and not cfg.is_ms and not cfg.mr.map_server and cfg.mr.ddt is None:
         out.append((("mr", "map-server"),
-                    "a Map-Resolver without the ms role needs [[mr.map-server]] to forward to"))
+                    "a Map-Resolver without the ms role needs [[mr.map-server]] to forward to, "
+                    "or [mr.ddt] to resolve through a DDT tree"))
+    if cfg.mr.ddt is not None and not cfg.is_mr:
+        out.append((("mr", "ddt"), "[mr.ddt] is only used by the mr role"))
+    if cfg.mr.ddt is not None and cfg.mr.map_server:
+        out.append((("mr", "map-server"), "a DDT Map-Resolver ([mr.ddt]) finds Map-Servers through the tree; "
+                                          "drop [[mr.map-server]]"))
+    if cfg.cpm is not None and not cfg.is_etr:
+        out.append((("cpm",), "[cpm] (Change-Priority Messages) is only used by the xtr/etr roles"))
+    out += _ddt_checks(cfg)
 
     seen: dict = {}
     for i, entry in enumerate(cfg.database):
@@ -145,7 +156,66 @@ def cross_check(cfg: Config) -> list[tuple[tuple, str]]:
     for i, ms in enumerate(cfg.map_server):
         if ms.address in {m.address for m in cfg.map_server[:i]}:
             out.append((("map-server", i, "address"), f"{ms.address} is listed twice"))
-    out += _pubsub_checks(cfg) + _mobile_node_checks(cfg)
+    if cfg.is_etr and cfg.map_server and all(ms.eid_prefix for ms in cfg.map_server):
+        for i, entry in enumerate(cfg.database):
+            if not any(entry.eid.iid == p.iid and entry.eid.prefix.version == p.prefix.version
+                       and entry.eid.prefix.subnet_of(p.prefix) for ms in cfg.map_server for p in ms.eid_prefix):
+                out.append((("database", i, "eid-prefix"),
+                            f"{entry.eid} is inside no [[map-server]]'s eid-prefix: it would never be registered"))
+    out += _pubsub_checks(cfg) + _mobile_node_checks(cfg) + _proxy_checks(cfg)
+    return out
+
+
+def _proxy_checks(cfg: Config) -> list[tuple[tuple, str]]:
+    """PITR / PETR (RFC 6832)."""
+    out: list[tuple[tuple, str]] = []
+    if cfg.is_pitr:
+        if cfg.pitr is None:
+            out.append((("pitr",), "the pitr role needs a [pitr] section (eid-prefixes, internet-facing)"))
+        if cfg.is_itr:
+            out.append((("roles",), "pitr runs the ITR program in PITR mode (only EID aggregates): "
+                                    "it cannot be combined with xtr, itr or mobile-node"))
+        if not cfg.map_resolver and not cfg.is_mr:
+            out.append((("map-resolver",), "a PITR needs at least one [[map-resolver]]"))
+        if cfg.miss_action == "petr" and not cfg.proxy_etr:
+            out.append((("itr", "miss-action"), "miss-action 'petr' needs [[proxy-etr]]"))
+    elif cfg.pitr is not None:
+        out.append((("pitr",), "[pitr] is only used by the pitr role"))
+    if cfg.pitr is not None:
+        for i, eid in enumerate(cfg.pitr.eid_prefixes):
+            if eid.iid != 0:
+                out.append((("pitr", "eid-prefixes", i), f"{eid}: the Internet side has no instance IDs; "
+                                                         "aggregates are in instance 0"))
+        for name in cfg.pitr.internet_facing:
+            if name in cfg.interfaces.eid_facing:
+                out.append((("pitr", "internet-facing"), f"{name} is also eid-facing"))
+    if (cfg.is_pitr or cfg.is_petr) and not cfg.interfaces.rloc_facing and not cfg.database:
+        out.append((("interfaces", "rloc-facing"),
+                    "a PITR/PETR needs interfaces.rloc-facing (its RLOCs are their addresses)"))
+    if "petr" in cfg.model_fields_set and not cfg.is_petr:
+        out.append((("petr",), "[petr] is only used by the petr role"))
+    return out
+
+
+def _ddt_checks(cfg: Config) -> list[tuple[tuple, str]]:
+    out: list[tuple[tuple, str]] = []
+    if "ddt" in cfg.model_fields_set and not (cfg.is_ddt_node or cfg.is_ms):
+        out.append((("ddt",), "[ddt] is only used by the ddt-node and ms roles"))
+    if cfg.is_ddt_node and cfg.is_ms:
+        out.append((("roles",), "ddt-node and ms cannot share a process (both would answer a DDT Map-Request); "
+                                "a Map-Server answers for its sites and ddt.authoritative-prefix by itself"))
+    if cfg.is_ddt_node and not (cfg.ddt.authoritative_prefix or cfg.ddt.delegation):
+        out.append((("ddt",), "a DDT node needs ddt.authoritative-prefix or [[ddt.delegation]]"))
+    if cfg.ddt.ms_peers and not cfg.is_ms:
+        out.append((("ddt", "ms-peers"), "ddt.ms-peers is only used by the ms role"))
+    if cfg.ddt.delegation and not cfg.is_ddt_node:
+        out.append((("ddt", "delegation"), "[[ddt.delegation]] is only used by the ddt-node role"))
+    seen: dict = {}
+    for i, d in enumerate(cfg.ddt.delegation):
+        if d.eid_prefix in seen:
+            out.append((("ddt", "delegation", i, "eid-prefix"),
+                        f"{d.eid_prefix} is also ddt.delegation[{seen[d.eid_prefix]}]"))
+        seen.setdefault(d.eid_prefix, i)
     return out
 
 

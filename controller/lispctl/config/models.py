@@ -145,6 +145,9 @@ class MapServerConfig(_Model):
     algorithm: Algorithm = "hmac-sha256"
     want_map_notify: bool = True
     proxy_reply: bool = False
+    # Register only the database prefixes inside these (several mapping
+    # systems at once; "[5]0.0.0.0/0" + "[5]::/0" = all of instance 5). Empty: all.
+    eid_prefix: list[EidText] = []
 
 
 class MapResolverConfig(_Model):
@@ -156,6 +159,9 @@ class MapResolverConfig(_Model):
     subscribe: bool = False
     key: Annotated[str, Field(min_length=1)] | None = None
     key_id: U8 = 0
+    # Resolve only EIDs inside these through this resolver (the most specific
+    # scope covering an EID wins; unscoped resolvers serve the rest). Empty: any.
+    eid_prefix: list[EidText] = []
 
     @model_validator(mode="after")
     def _key_for_subscribe(self) -> "MapResolverConfig":
@@ -202,6 +208,13 @@ class ItrConfig(_Model):
     map_request_backoff: Annotated[float, Field(ge=1.0)] = 2.0
     map_request_max_interval: Seconds = 30.0
     map_request_retries: Annotated[int, Field(ge=0, le=20)] = 4
+    # Overall cap on Map-Requests sent (misses, retries, refreshes, SMR-invoked),
+    # per second; one per destination per second regardless (RFC 9301 5.3).
+    map_request_rate: Annotated[float, Field(gt=0, le=100000)] = 100.0
+    # A Map-Resolver with a request unanswered this long is skipped for
+    # map-resolver-holddown seconds (the next one of its set is asked first).
+    map_resolver_timeout: Seconds = 3.0
+    map_resolver_holddown: Seconds = 60.0
     # Negative entry installed when the mapping system never answers.
     unreachable_negative_ttl: Seconds = 60.0
     # Refresh a used entry this many seconds before its TTL runs out.
@@ -232,6 +245,41 @@ class EtrConfig(_Model):
     smr: bool = True
     smr_min_interval: Seconds = 0.1
     smr_max_interval: Seconds = 5.0
+    # Map-Requests answered (RLOC probes included), per second: per ITR-RLOC
+    # answered (bursts of twice that) and overall (RFC 9301 5.3).
+    map_reply_rate_per_itr: Annotated[float, Field(gt=0, le=100000)] = 100.0
+    map_reply_rate: Annotated[float, Field(gt=0, le=1000000)] = 1000.0
+
+
+# ---------------------------------------------------------------- PITR / PETR (RFC 6832)
+
+class PetrConfig(_Model):
+    # Inner source EID prefixes this Proxy-ETR forwards for; anything else is
+    # dropped and counted (petr_src_denied). Absent: any source, which makes
+    # the PETR an open relay for whoever can reach its RLOCs.
+    accept_eids: list[EidText] | None = None
+
+
+class PitrConfig(_Model):
+    # The EID aggregates this Proxy-ITR attracts from the Internet (announced
+    # through BGP while it can serve them) and encapsulates toward the sites.
+    eid_prefixes: Annotated[list[EidText], AfterValidator(_unique)] = Field(min_length=1)
+    # Where non-LISP traffic arrives: the ITR program runs on their ingress.
+    internet_facing: Annotated[list[IfName], AfterValidator(_unique)] = Field(min_length=1)
+    # Kernel routing table the aggregates are installed in (blackhole routes,
+    # protocol route-protocol) while the PITR can serve; a BGP daemon exports
+    # that table (docs/interworking.md). 0: install nothing.
+    announce_table: Annotated[int, Field(ge=0, lt=1 << 31)] = 4343
+    route_protocol: Annotated[int, Field(ge=5, le=254)] = 218
+    # Each Map-Resolver is asked about its own address (a non-EID: it answers
+    # itself) every health-interval; serving = one answered within health-timeout.
+    health_interval: Seconds = 1.0
+    health_timeout: Seconds = 2.5
+    # Anyone on the Internet picks the destinations a PITR resolves: at most
+    # this many resolutions at a time, and this many new ones per second
+    # (token bucket, burst of one second's worth); the rest are dropped (counted).
+    max_pending: Annotated[int, Field(ge=1, le=1 << 20)] = 1024
+    map_request_rate: Annotated[float, Field(gt=0)] = 100.0
 
 
 # ---------------------------------------------------------------- MS / MR side
@@ -285,11 +333,54 @@ class MrForward(_Model):
     eid_prefix: list[EidText] = Field(min_length=1)
 
 
+class MrDdtConfig(_Model):
+    """[mr.ddt]: resolve iteratively through a DDT tree (RFC 8111 section 7)
+    instead of forwarding to [[mr.map-server]]."""
+    root: list[Address] = Field(min_length=1)          # the root DDT nodes' RLOCs
+    request_timeout: Seconds = 1.0      # wait this long for one node, then ask the next of its set
+    max_attempts: Annotated[int, Field(ge=1, le=64)] = 8        # DDT Map-Requests sent per resolution
+    max_referrals: Annotated[int, Field(ge=1, le=64)] = 16      # referrals followed per resolution (depth)
+    max_pending: Annotated[int, Field(ge=1, le=1 << 20)] = 4096        # resolutions in flight
+    referral_cache_size: Annotated[int, Field(ge=1, le=1 << 22)] = 65536
+
+
 class MrConfig(_Model):
     non_eid_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 15
     unregistered_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1
     unregistered_action: Literal["send-map-request", "drop"] = "send-map-request"
     map_server: list[MrForward] = []
+    # ECM'd Map-Requests taken per second (RFC 9301: Map-Resolvers and
+    # Map-Servers rate-limit the requests they answer), per requesting address
+    # (the outer source) and in total; bursts of one second's worth; 0 = no
+    # limit. A Map-Server answering ECMs without the mr role uses them too.
+    request_rate_per_source: Annotated[float, Field(ge=0)] = 100.0
+    request_rate: Annotated[float, Field(ge=0)] = 5000.0
+    ddt: MrDdtConfig | None = None
+
+
+# ---------------------------------------------------------------- DDT (RFC 8111)
+
+class DdtDelegation(_Model):
+    """A more-specific prefix handed to child DDT nodes or to Map-Servers."""
+    eid_prefix: EidText
+    type: Literal["ddt-node", "map-server"] = "ddt-node"
+    address: Annotated[list[Address], AfterValidator(_unique)] = Field(min_length=1, max_length=32)
+
+
+class DdtConfig(_Model):
+    """[ddt]: what a DDT node (role ddt-node) or a DDT Map-Server is authoritative for."""
+    authoritative_prefix: list[EidText] = []
+    delegation: list[DdtDelegation] = []
+    # RFC 8111 section 6.4: TTLs of the referrals we send, in minutes.
+    referral_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1440
+    hole_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 15
+    not_registered_ttl_minutes: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1
+    # (ms) the other Map-Servers of the same sites: MS-ACK and MS-NOT-REGISTERED
+    # then list this one and these, with the I bit clear (a complete set).
+    ms_peers: Annotated[list[Address], AfterValidator(_unique)] = Field(default=[], max_length=31)
+    # Map-Referrals sent per second at most (a token bucket of one second);
+    # excess requests are counted and dropped.
+    max_referral_rate: Annotated[float, Field(gt=0)] = 10000.0
 
 
 # ---------------------------------------------------------------- mobile node
@@ -302,15 +393,56 @@ class MobileNodeConfig(_Model):
     uplink_table_base: Annotated[int, Field(ge=1, lt=1 << 31)] = 4342
 
 
+class CpmConfig(_Model):
+    """[cpm]: accept Change-Priority Messages from hypervisors (docs/cpm.md)."""
+    # key ID (16 bits, as in the message) -> shared key; HMAC-SHA-256 only
+    keys: dict[Annotated[int, Field(ge=0, le=0xFFFF)], Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    max_skew: Seconds = 30.0          # refuse timestamps further than this from our clock
+    rate: Annotated[float, Field(ge=0)] = 20.0             # CPMs looked at per second, overall (0: no limit)
+    rate_per_source: Annotated[float, Field(ge=0)] = 5.0   # ... and per sending address
+    resolve_timeout: Seconds = 5.0    # wait this long for a correspondent's mapping before giving up
+
+
+# ---------------------------------------------------------------- operations
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'127.0.0.1:9342', '[::1]:9342', ':9342' -> (host, port); host '' is every
+    address, IPv4 and IPv6."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: expected ADDRESS:PORT, e.g. '127.0.0.1:9342' or '[::1]:9342'")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{text!r}: {host!r} is not an IPv4 or IPv6 address") from None
+    return host, int(port)
+
+
+class MetricsConfig(_Model):
+    """Prometheus endpoint (docs/metrics.md); off unless `listen` is given."""
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _address_port(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_listen(v)
+        return v
+
+
 # ---------------------------------------------------------------- device
 
-RoleName = Literal["xtr", "itr", "etr", "ms", "mr", "rtr", "pitr", "petr", "mobile-node"]
+RoleName = Literal["xtr", "itr", "etr", "ms", "mr", "ddt-node", "rtr", "pitr", "petr", "mobile-node"]
 
 
 class Config(_Model):
     instance: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
     roles: Annotated[list[RoleName], AfterValidator(_unique)] = Field(min_length=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics: MetricsConfig = MetricsConfig()
     control_addresses: list[Address] = Field(
         default_factory=lambda: [ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::")],
         min_length=1)
@@ -325,7 +457,11 @@ class Config(_Model):
     ms: MsConfig = MsConfig()
     mr: MrConfig = MrConfig()
     site: list[SiteConfig] = []
+    ddt: DdtConfig = DdtConfig()
     mobile_node: MobileNodeConfig = MobileNodeConfig()
+    pitr: PitrConfig | None = None
+    petr: PetrConfig = PetrConfig()
+    cpm: CpmConfig | None = None
 
     @field_validator("control_addresses")
     @classmethod
@@ -340,6 +476,14 @@ class Config(_Model):
     @property
     def is_etr(self) -> bool:
         return bool({"xtr", "etr", "mobile-node"} & set(self.roles))
+
+    @property
+    def is_pitr(self) -> bool:
+        return "pitr" in self.roles
+
+    @property
+    def is_petr(self) -> bool:
+        return "petr" in self.roles
 
     @property
     def is_mobile_node(self) -> bool:
@@ -362,6 +506,10 @@ class Config(_Model):
     @property
     def is_mr(self) -> bool:
         return "mr" in self.roles
+
+    @property
+    def is_ddt_node(self) -> bool:
+        return "ddt-node" in self.roles
 
     @property
     def miss_action(self) -> str:

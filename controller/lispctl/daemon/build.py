@@ -18,7 +18,7 @@ log = logging.getLogger("lispctl.daemon")
 
 def _interfaces_to_read(cfg) -> list[str]:
     names = [loc.interface for entry in cfg.database for loc in entry.locator if loc.interface]
-    if cfg.is_itr or cfg.is_etr:
+    if cfg.is_itr or cfg.is_etr or cfg.is_pitr or cfg.is_petr:
         names += list(cfg.interfaces.rloc_facing)
     return list(dict.fromkeys(names))
 
@@ -46,17 +46,20 @@ def _existing(names) -> dict:
         return {n: (ipr.link_lookup(ifname=n) or [None])[0] for n in names}
 
 
-def build_device(cfg, *, control_port: int | None = None) -> Device:
+def build_device(cfg, *, control_port: int | None = None, config_path=None) -> Device:
     roles = build_roles(cfg, interface_addresses=interface_addresses(_interfaces_to_read(cfg)))
     device = Device(instance=cfg.instance, roles=list(roles),
                     binds=[str(a) for a in cfg.control_addresses],
-                    control_port=CONTROL_PORT if control_port is None else control_port)
+                    control_port=CONTROL_PORT if control_port is None else control_port,
+                    metrics_listen=cfg.metrics.listen, config=cfg, config_path=config_path)
     plan = datapath_plan(cfg, device.roles)
     device.info["rloc_mode"] = cfg.interfaces.rloc_mode
     if not plan.needed:
         return device
     try:
         _setup_datapath(device, plan)
+        if plan.proxy_itr and cfg.pitr is not None and cfg.pitr.announce_table:
+            _setup_announcer(device, cfg.pitr)
     except BaseException:
         device.teardown()
         raise
@@ -79,8 +82,16 @@ def _setup_datapath(device: Device, plan) -> None:
     if adopted:
         log.info("data plane %s: adopting the pinned maps and attached programs of a previous "
                  "daemon (programs replaced in place, map-cache kept)", device.instance)
+    # Modes first: a program attached before them would treat the first
+    # packets as an xTR does (every Internet packet a miss, every LISP packet
+    # for a non-local EID a drop).
+    dp.set_pitr(plan.proxy_itr)
+    dp.set_petr(plan.proxy_etr, plan.proxy_etr_accept)
     for ifname in plan.eid_interfaces:
-        dp.attach_eid_interface(ifname)
+        if ifname in plan.rloc_interfaces:
+            dp.set_eid_interface(ifname)      # PITR on one uplink: the ETR hands over
+        else:
+            dp.attach_eid_interface(ifname)
     # An uplink may not exist yet (a USB modem, Wi-Fi coming up later): the
     # interface watcher (daemon/ifwatch.py) attaches it when it appears, and
     # again if it is re-created; it starts from the ifindexes attached here.
@@ -99,14 +110,50 @@ def _setup_datapath(device: Device, plan) -> None:
     if adopted:
         _drop_stale_locals(dp, plan)
     dp.set_miss_action(plan.miss_action, plan.petr)
+    _limit_map_cache(device, dp)
     device.info["datapath_plan"] = {
         "eid_interfaces": list(plan.eid_interfaces), "rloc_interfaces": list(plan.rloc_interfaces),
         "local_rlocs": [str(a) for a in plan.local_rlocs], "local_eids": [str(e) for e in plan.local_eids],
-        "miss_action": plan.miss_action.name.lower(), "petr": [str(r.address) for r in plan.petr]}
+        "miss_action": plan.miss_action.name.lower(), "petr": [str(r.address) for r in plan.petr],
+        "proxy_itr": plan.proxy_itr, "proxy_etr": plan.proxy_etr,
+        "proxy_etr_accept": None if plan.proxy_etr_accept is None else [str(e) for e in plan.proxy_etr_accept]}
     log.info("data plane %s: EID interfaces %s, RLOC interfaces %s, miss action %s",
              device.instance, ",".join(plan.eid_interfaces) or "-",
              ",".join(plan.rloc_interfaces) or "-",
              "petr" if plan.petr else plan.miss_action.name.lower())
+
+
+class MapCacheTooSmall(Exception):
+    """More static [[map-cache]] entries than the data plane holds."""
+
+
+def _limit_map_cache(device: Device, dp) -> None:
+    """Tell the ITR how many map-cache entries the loaded data plane holds
+    (it evicts the least recently used dynamic entry beyond that); refuse a
+    config whose static entries alone do not fit."""
+    itr = next((r for n, r in device.roles if n in ("itr", "pitr")), None)   # PitrRole is an ItrRole
+    if itr is None:
+        return
+    capacity = dp.capacity
+    static = len(itr.cfg.map_cache)
+    if static > capacity:
+        raise MapCacheTooSmall(f"{static} static [[map-cache]] entries, but the data plane holds "
+                               f"{capacity} mappings (LISP_MAX_MAPPINGS in bpf/lisp_maps.h)")
+    itr.capacity = capacity
+    device.info["map_cache_capacity"] = capacity
+
+
+def _setup_announcer(device: Device, pcfg) -> None:
+    """The PITR's aggregates go into a kernel table a BGP daemon exports
+    (lispctl.net.announce); the PitrRole decides when (Announce effects)."""
+    from lispctl.net.announce import RouteAnnouncer
+    ann = RouteAnnouncer(pcfg.announce_table, pcfg.route_protocol)
+    # registered after the data plane's cleanup, so it runs before it: the
+    # routes go before the programs that serve them
+    device.on_stop("withdraw EID aggregates", ann.close)
+    ann.flush_stale()
+    device.announcer = ann
+    device.info["announce"] = {"table": pcfg.announce_table, "protocol": pcfg.route_protocol}
 
 
 def _drop_stale_locals(dp, plan) -> None:

@@ -15,6 +15,7 @@ class Device:
     instance: str
     roles: list[tuple[str, Role]]
     datapath: Any = None                      # None: no BPF at all (MS/MR-only devices)
+    announcer: Any = None                     # PITR: lispctl.net.announce.RouteAnnouncer
     binds: list[str] = field(default_factory=lambda: ["0.0.0.0", "::"])
     control_port: int = CONTROL_PORT
     # Undo actions (detach programs, remove routes...), run newest first at stop.
@@ -23,6 +24,9 @@ class Device:
     # `lispctl down --keep-datapath`: leave programs attached and maps pinned
     # at stop, for the next `up` of the instance to adopt.
     keep_datapath: bool = False
+    metrics_listen: str | None = None         # [metrics] listen: Prometheus endpoint
+    config: Any = None                        # the running Config (lispctl reload compares)
+    config_path: Any = None                   # the file it came from (Path), reread by reload
 
     def on_stop(self, what: str, fn: Callable[[], None]) -> None:
         self.cleanups.append((what, fn))

@@ -29,13 +29,18 @@ from .build import _interfaces_to_read
 log = logging.getLogger("lispctl.daemon")
 
 
+def _site_role(roles):
+    """A role holding the device's LocalSite when there is no ETR."""
+    return next((r for n in ("itr", "pitr", "petr") if (r := find_role(roles, n)) is not None), None)
+
+
 class LocatorWatch:
     def __init__(self, runtime, device, names: list[str]) -> None:
         self.rt = runtime
         self.device = device
         self.names = names
         self.etr = find_role(device.roles, "etr")
-        role = self.etr or find_role(device.roles, "itr")
+        role = self.etr or _site_role(device.roles)
         self.site = role.site
         self.watcher = None
         self.known: dict[str, list] = {}
@@ -55,7 +60,7 @@ class LocatorWatch:
     @classmethod
     def for_device(cls, runtime, device) -> "LocatorWatch | None":
         """None when the device has no locators or RLOC interfaces to follow."""
-        role = find_role(device.roles, "etr") or find_role(device.roles, "itr")
+        role = find_role(device.roles, "etr") or _site_role(device.roles)
         if role is None or getattr(role, "site", None) is None:
             return None
         names = _interfaces_to_read(role.site.cfg)

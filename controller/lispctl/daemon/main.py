@@ -1,8 +1,9 @@
 """The life of one daemon process: lock, build, serve, tear down.
 
-`lispctl up` runs in the foreground (systemd Type=simple and the lab runner
-both want that). When the API socket answers and the control sockets are
-bound it prints a line containing only `ready` on stdout; SIGTERM, SIGINT or
+`lispctl up` runs in the foreground (systemd and the lab runner both want
+that). When the API socket answers and the control sockets are bound it
+prints a line containing only `ready` on stdout and, under systemd
+(Type=notify), sends READY=1 (daemon/sdnotify.py); SIGTERM, SIGINT or
 the API `stop` command end it, after which programs are detached, routes
 removed, sockets closed and the pidfile and API socket deleted.
 """
@@ -22,8 +23,10 @@ from .api_server import ApiServer
 from .device import Device
 from .ifwatch import LocatorWatch
 from .mobile import MobileNodeWatch
+from .reload import Reloader
 from .rundir import InstancePaths, PidLock
 from .runtime import Runtime
+from .sdnotify import JournalFormatter, Notifier, under_journal
 
 log = logging.getLogger("lispctl.daemon")
 
@@ -33,6 +36,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), format=LOG_FORMAT,
                         stream=sys.stderr, force=True)
+    if under_journal(sys.stderr):       # systemd: the journal stamps lines and wants priorities
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JournalFormatter())
 
 
 def serve(paths: InstancePaths, build: Callable[[], Device], *,
@@ -41,46 +47,62 @@ def serve(paths: InstancePaths, build: Callable[[], Device], *,
     anything when the instance is taken; returns the exit status otherwise."""
     lock = PidLock(paths)
     lock.acquire()
+    notifier = Notifier.from_env()
     try:
+        notifier.status("starting: loading the data plane")
         device = build()
         try:
-            asyncio.run(_serve(paths, device, ready_out or sys.stdout))
+            asyncio.run(_serve(paths, device, ready_out or sys.stdout, notifier))
         finally:
             failed = device.teardown()
         return 1 if failed else 0
     finally:
         lock.release()
+        notifier.close()
         log.info("stopped")
 
 
-async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO) -> None:
+async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
+                 notifier: Notifier | None = None) -> None:
+    notifier = notifier or Notifier(None)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     runtime = Runtime(device.roles, datapath=device.datapath,
                       control_port=device.control_port, binds=device.binds)
+    runtime.announcer = device.announcer
     runtime.start()
     mobile = MobileNodeWatch.for_device(runtime, device)
     watch = mobile or LocatorWatch.for_device(runtime, device)
     if watch is not None and mobile is None:
         watch.start(loop)
     api = ApiServer(paths.socket, _handlers(paths, device, runtime, lambda: loop.call_soon(stop.set)))
+    metrics = None
     try:
         if mobile is not None:
             await mobile.setup(loop)     # EID device, uplinks, then the same watcher
         await api.start()
+        if device.metrics_listen:
+            from .metrics import Metrics
+            metrics = Metrics(device.instance, runtime, device.datapath)
+            device.info["metrics"] = await metrics.start(device.metrics_listen)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _on_signal, sig, stop)
+        loop.add_signal_handler(signal.SIGHUP, _on_sighup, Reloader(device, runtime))
         log.info("instance %s serving: roles %s, control %s, API %s, data plane %s",
                  device.instance, ",".join(n for n, _ in device.roles),
                  " ".join(runtime.sockets.describe()), paths.socket,
                  "attached" if device.datapath is not None else "none")
         print("ready", file=ready_out, flush=True)
+        notifier.ready(f"serving: roles {','.join(n for n, _ in device.roles)}, API {paths.socket}")
         await stop.wait()
+        notifier.stopping()
         log.info("stopping")
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await api.close()
+        if metrics is not None:
+            await metrics.close()
         if mobile is not None:
             await mobile.restore()
         elif watch is not None:
@@ -91,6 +113,14 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO) -> Non
 def _on_signal(sig: int, stop: asyncio.Event) -> None:
     log.info("%s received", signal.Signals(sig).name)
     stop.set()
+
+
+def _on_sighup(reloader: Reloader) -> None:
+    log.info("SIGHUP received: reloading %s", reloader.device.config_path)
+    try:
+        reloader.reload()
+    except ApiError as exc:
+        log.error("reload refused: %s", exc)
 
 
 def _handlers(paths: InstancePaths, device: Device, rt: Runtime, request_stop) -> dict:
@@ -144,6 +174,7 @@ def _handlers(paths: InstancePaths, device: Device, rt: Runtime, request_stop) -
         "sites": lambda _r: collect("sites"),
         "counters": counters,
         "stop": stop,
+        "reload": lambda _r: Reloader(device, rt).reload(),
     }
 
 

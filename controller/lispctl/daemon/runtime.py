@@ -17,16 +17,24 @@ from typing import Any, Iterable, Sequence
 
 from lispctl.mapping.lpm import eid_sort_key
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
-from lispctl.roles.base import (CONTROL_PORT, Endpoint, InstallMapping, Log, MissEvent,
+from lispctl.datapath.errors import DatapathError
+from lispctl.roles.base import (CONTROL_PORT, Announce, Endpoint, InstallMapping, Log, MissEvent,
                                 RemoveMapping, Role, Send)
 
 from .adopt import ADOPT_GRACE_S, ADOPTED_ROLE, host_of, inherited_mappings
+from .logsummary import LogSummary
 from .udp import ControlSockets
 
 log = logging.getLogger("lispctl.daemon")
 
 # How often per-mapping data-plane counters are read to find used entries.
 USAGE_POLL_S = 5.0
+# Miss events may take at most about half of the loop: after a batch that
+# took longer than this, the ring buffer is left alone for as long again
+# (events that do not fit in the ring meanwhile are lost in the data plane,
+# which is what a miss storm should cost), so the API and control packets
+# are served between batches.
+MISS_BATCH_BUDGET_S = 0.005
 proto_log = logging.getLogger("lispctl.proto")
 
 from lispctl.wire.errors import MalformedMessage
@@ -66,13 +74,23 @@ class Runtime:
                  control_port: int = CONTROL_PORT,
                  binds: Sequence[str] = ("0.0.0.0", "::")) -> None:
         self.roles: list[tuple[str, Role]] = list(roles)
+        # The message registry: control message type (the first 4 bits) ->
+        # the roles that take it, in config order. A role names its types in
+        # `message_types`; one that does not is offered every datagram.
+        self.by_type: list[list[tuple[str, Role]]] = [
+            [(n, r) for n, r in self.roles
+             if getattr(r, "message_types", None) is None or t in r.message_types]
+            for t in range(16)]
+        self.logsum = LogSummary()
+        self._logsum_timer: asyncio.TimerHandle | None = None
         self.datapath = datapath
+        self.announcer: Any = None          # carries out Announce (a PITR's aggregates)
         self.control_port = control_port
         self.binds = [str(b) for b in binds]
         # Listed up front so `lispctl counters` shows zeros instead of omitting them.
         self.counters: Counter[str] = Counter(dict.fromkeys(
-            ("datagrams_rx", "malformed", "role_errors", "effect_errors", "sends", "send_errors",
-             "installs", "removals", "misses", "ticks"), 0))
+            ("datagrams_rx", "malformed", "unhandled", "role_errors", "effect_errors", "sends",
+             "send_errors", "installs", "removals", "misses", "ticks"), 0))
         self.cache: dict[EidPrefix, CacheEntry] = {}
         self.sockets: ControlSockets | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -155,6 +173,11 @@ class Runtime:
             log.info("adopted map-cache entry %s not re-learnt: removed", eid)
 
     def close(self) -> None:
+        if self._logsum_timer is not None:
+            self._logsum_timer.cancel()
+            self._logsum_timer = None
+        for line in self.logsum.flush(float("inf")):
+            proto_log.info("%s", line)
         if self._adopt_timer is not None:
             self._adopt_timer.cancel()
             self._adopt_timer = None
@@ -181,22 +204,34 @@ class Runtime:
         self._reschedule()
 
     def _received(self, data: bytes, src: Endpoint, dst: Endpoint) -> None:
-        """A datagram to every role, without re-reading deadlines (the
-        sockets call _reschedule after each batch). The per-datagram path of
-        a busy Map-Server: keep it free of work that is not needed."""
+        """A datagram to the roles registered for its type, without
+        re-reading deadlines (the sockets call _reschedule after each batch).
+        The per-datagram path of a busy Map-Server: keep it free of work that
+        is not needed."""
         counters = self.counters
         counters["datagrams_rx"] += 1
-        if log.isEnabledFor(logging.DEBUG):
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
             log.debug("rx %d bytes %s:%d -> %s:%d: %s", len(data), src.addr, src.port,
                       dst.addr, dst.port, data[:64].hex())
         now = self.loop.time() if self.loop is not None else time.monotonic()
+        roles = self.by_type[data[0] >> 4] if data else None
+        if not roles:
+            counters["unhandled" if data else "malformed"] += 1
+            self._peer_event("daemon", "unhandled" if data else "malformed", src,
+                             f"{'no role takes' if data else 'empty'} datagram"
+                             f"{' of type ' + str(data[0] >> 4) if data else ''} from {src.addr}:{src.port}",
+                             now, debug)
+            return
         malformed = False
-        for name, role in self.roles:
+        for name, role in roles:
             try:
                 effects = role.handle(data, src, dst, now)
             except MalformedMessage as exc:
+                if not malformed:
+                    self._peer_event(name, "malformed", src,
+                                     f"malformed datagram from {src.addr}:{src.port}: {exc}", now, debug)
                 malformed = True
-                log.debug("%s: malformed datagram from %s:%d: %s", name, src.addr, src.port, exc)
                 continue
             except Exception:
                 counters["role_errors"] += 1
@@ -208,14 +243,28 @@ class Runtime:
             counters["malformed"] += 1
 
     def _misses_ready(self) -> None:
+        started = time.monotonic()
         try:
             events = list(self.datapath.poll_misses())
         except Exception:
             self.counters["miss_read_errors"] += 1
             log.exception("reading miss events failed")
             return
+        # One deadline recomputation per batch, not per event: under a miss
+        # storm the ring holds hundreds of events per wake-up.
         for ev in events:
-            self.miss(ev)
+            self.miss(ev, reschedule=False)
+        if events:
+            self._reschedule()
+        took = time.monotonic() - started
+        if took > MISS_BATCH_BUDGET_S and self._miss_fd is not None:
+            self.counters["miss_batches_paused"] += 1
+            self.loop.remove_reader(self._miss_fd)
+            self.loop.call_later(took, self._resume_misses)
+
+    def _resume_misses(self) -> None:
+        if self._miss_fd is not None and self.loop is not None:
+            self.loop.add_reader(self._miss_fd, self._misses_ready)
 
     def _poll_usage(self) -> None:
         """Tell the ITR which installed mappings carried traffic since the last
@@ -241,16 +290,18 @@ class Runtime:
                 self._guarded(name, "on_used", lambda: on_used(used, now))
         self._reschedule()
 
-    def miss(self, event: MissEvent) -> None:
+    def miss(self, event: MissEvent, reschedule: bool = True) -> None:
         self.counters["misses"] += 1
-        log.debug("miss %s from %s", event.eid, event.source)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("miss %s from %s", event.eid, event.source)
         now = self.now()
         for name, role in self.roles:
             on_miss = getattr(role, "on_miss", None)
             if on_miss is None:
                 continue
             self._guarded(name, "miss", lambda: on_miss(event, now))
-        self._reschedule()
+        if reschedule:
+            self._reschedule()
 
     def _tick(self) -> None:
         self._timer = None
@@ -326,6 +377,11 @@ class Runtime:
                 continue
             try:
                 self._apply_one(role, eff)
+            except DatapathError as exc:
+                # e.g. a full map: one line, no traceback (it can repeat per entry)
+                self.counters["effect_errors"] += 1
+                self.counters["datapath_errors"] += 1
+                log.warning("%s: %s %s failed: %s", role, type(eff).__name__, getattr(eff, "eid", ""), exc)
             except Exception:
                 self.counters["effect_errors"] += 1
                 log.exception("%s: carrying out %r failed", role, type(eff).__name__)
@@ -349,12 +405,46 @@ class Runtime:
             if self.datapath is not None:
                 self.datapath.delete_mapping(eff.eid)
             self.cache.pop(eff.eid, None)
+        elif isinstance(eff, Announce):
+            self.counters["announcements" if eff.up else "withdrawals"] += 1
+            if self.announcer is not None:
+                self.announcer.set(eff.prefixes, eff.up)
         elif isinstance(eff, Log):
+            if eff.kind and not proto_log.isEnabledFor(logging.DEBUG):
+                line = self.logsum.offer(role, eff.kind, eff.peer, eff.text, self.now())
+                if line is not None:
+                    proto_log.info("%s", line)
+                    self._arm_logsum()
+                return
             proto_log.info("%s: %s", role, eff.text)
             if eff.detail:
                 proto_log.debug("%s: %s", role, eff.detail)
         else:
             raise TypeError(f"unknown effect {eff!r}")
+
+    # -- log summaries -----------------------------------------------------
+    def _peer_event(self, role: str, kind: str, src: Endpoint, text: str, now: float, debug: bool) -> None:
+        """An event a peer can repeat at will: at debug one line each, above
+        debug the first of each 10 s window and then a summary."""
+        if debug:
+            log.debug("%s: %s", role, text)
+            return
+        line = self.logsum.offer(role, kind, src.addr, text, now)
+        if line is not None:
+            proto_log.info("%s", line)       # where its summary goes too
+            self._arm_logsum()
+
+    def _arm_logsum(self) -> None:
+        if self._logsum_timer is None and self.loop is not None:
+            due = self.logsum.due()
+            if due is not None:
+                self._logsum_timer = self.loop.call_at(due, self._flush_logsum)
+
+    def _flush_logsum(self) -> None:
+        self._logsum_timer = None
+        for line in self.logsum.flush(self.now()):
+            proto_log.info("%s", line)
+        self._arm_logsum()
 
     # -- views for the API -------------------------------------------------
     def role_snapshots(self) -> dict[str, dict]:
@@ -374,4 +464,9 @@ class Runtime:
 
     def socket_counters(self) -> dict:
         s = self.sockets.stats if self.sockets else None
-        return {"rx": s.rx, "tx": s.tx, "send_errors": s.send_errors} if s else {}
+        if not s:
+            return {}
+        drops = self.sockets.queue_drops()
+        return {"rx": s.rx, "tx": s.tx, "send_errors": s.send_errors,
+                "queue_drops_control": drops["control"], "queue_drops_requests": drops["requests"],
+                "request_sockets": len(self.sockets.request_sockets)}

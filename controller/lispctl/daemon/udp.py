@@ -5,10 +5,25 @@ the destination address of each request (IP_PKTINFO / IPV6_RECVPKTINFO, so an
 ETR answers from the RLOC that was asked) and a chosen source address on send
 (ECM'd Map-Requests and probes leave from a given RLOC). So the sockets are
 plain non-blocking sockets registered with loop.add_reader.
+
+Map-Requests get their own sockets. Each control address is served by one
+"control" socket and REQUEST_QUEUES "requests" sockets in one SO_REUSEPORT
+group, and a classic BPF program attached to the group steers each datagram
+by the first byte of its UDP payload (the message type): Map-Requests and
+ECMs to a requests socket chosen by a hash of the source address, everything
+else (Map-Registers, Notify-Acks, Map-Replies, ...) to the control socket.
+Each socket has its own kernel receive queue, so a Map-Request flood fills
+only the queue of its source's hash and can never push a Map-Register out,
+nor the requests of sources hashed elsewhere; every batch read from a requests
+socket is preceded by a drain of the control socket, so registrations are
+handled first; the loop serves the ready sockets in turn, one batch each.
+Where the kernel refuses the program (checked once at start), one socket
+serves everything and a warning says so.
 """
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import ipaddress
 import logging
@@ -26,6 +41,68 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+
+SO_ATTACH_REUSEPORT_CBPF = getattr(socket, "SO_ATTACH_REUSEPORT_CBPF", 51)
+SO_MEMINFO = 55
+_SK_MEMINFO_DROPS = 8
+
+# Classic BPF for the reuseport group. The program sees the UDP payload at
+# offset 0 and the IP header at SKF_NET_OFF; it returns the index of the
+# socket in the group (in the order they were bound): 0 control, 1..n requests.
+REQUEST_QUEUES = 8
+_SKF_NET_OFF = 0xFFF00000             # -0x100000 as u32
+
+
+def _steer_program(family: int, queues: int = REQUEST_QUEUES) -> tuple:
+    """A = payload[0] >> 4; types 1 (Map-Request) and 8 (ECM): return
+    1 + fold(last 32 bits of the source address) % queues; anything else,
+    or an empty datagram (the load fails: 0), returns 0."""
+    src_word = _SKF_NET_OFF + (12 if family == socket.AF_INET else 20)
+    return (
+        (0x30, 0, 0, 0),            # ldb [0]
+        (0x74, 0, 0, 4),            # rsh #4
+        (0x15, 2, 0, 1),            # jeq #1 -> request
+        (0x15, 1, 0, 8),            # jeq #8 -> request
+        (0x06, 0, 0, 0),            # ret #0: control socket
+        (0x20, 0, 0, src_word),     # request: ld [net + source address]
+        (0x07, 0, 0, 0),            # tax
+        (0x74, 0, 0, 16),           # rsh #16
+        (0xAC, 0, 0, 0),            # xor x
+        (0x07, 0, 0, 0),            # tax
+        (0x74, 0, 0, 8),            # rsh #8
+        (0xAC, 0, 0, 0),            # xor x
+        (0x94, 0, 0, queues),       # mod #queues
+        (0x04, 0, 0, 1),            # add #1
+        (0x16, 0, 0, 0),            # ret a
+    )
+
+
+def request_queue_of(addr: ipaddress._BaseAddress, queues: int = REQUEST_QUEUES) -> int:
+    """The requests socket (1..queues) _steer_program picks for a source."""
+    a = int(addr) & 0xFFFFFFFF
+    a ^= a >> 16
+    a ^= a >> 8
+    return 1 + a % queues
+
+
+def _attach_steering(sock: socket.socket, family: int) -> None:
+    """Attach the steering program to sock's reuseport group (OSError when refused)."""
+    prog = _steer_program(family)
+    filt = (ctypes.c_uint64 * len(prog))()
+    for i, (code, jt, jf, k) in enumerate(prog):
+        filt[i] = struct.unpack("=Q", struct.pack("=HBBI", code, jt, jf, k))[0]
+    fprog = struct.pack("@HP", len(prog), ctypes.addressof(filt))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+
+
+def _kernel_drops(sock: socket.socket) -> int:
+    """Datagrams the kernel dropped at this socket (full receive queue)."""
+    try:
+        info = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * 9)
+        return struct.unpack_from("=9I", info)[_SK_MEMINFO_DROPS]
+    except (OSError, struct.error):
+        return 0
+
 
 _IN_PKTINFO = struct.Struct("=I4s4s")      # ifindex, spec_dst, addr (header dst)
 _IN6_PKTINFO = struct.Struct("=16sI")      # addr, ifindex
@@ -66,15 +143,21 @@ class ControlSocket:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, family: int, bind_addr: str,
                  port: int, receiver: Receiver, stats: SocketStats,
-                 batch_done: BatchDone | None = None) -> None:
+                 batch_done: BatchDone | None = None, *, reuseport: bool = False,
+                 first: "ControlSocket | None" = None) -> None:
+        """reuseport: join a SO_REUSEPORT group (the control/requests pair).
+        first: a socket drained before each batch of this one."""
         self.family = family
         self.loop = loop
         self.receiver = receiver
         self.batch_done = batch_done
         self.stats = stats
+        self.first = first
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuseport:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
@@ -108,6 +191,8 @@ class ControlSocket:
         # the receive path, and a server hears the same few peers over and over.
         # batch_done (if any) runs once after the batch.
         try:
+            if self.first is not None:
+                self.first._drain()      # Map-Registers before Map-Requests
             self._drain()
         finally:
             if self.batch_done is not None:
@@ -216,6 +301,7 @@ class ControlSockets:
         self.batch_done = batch_done
         self.stats = SocketStats()
         self.sockets: list[ControlSocket] = []
+        self.request_sockets: list[ControlSocket] = []   # REQUEST_QUEUES per control socket
         self.extra: dict[tuple[str, int], ControlSocket] = {}
         if not binds:
             raise ValueError("no control address configured")
@@ -223,7 +309,8 @@ class ControlSockets:
             for addr in binds:
                 family = socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
                 try:
-                    sock = ControlSocket(loop, family, str(addr), port, receiver, self.stats, batch_done)
+                    sock = ControlSocket(loop, family, str(addr), port, receiver, self.stats, batch_done,
+                                         reuseport=True)
                 except OSError as exc:
                     # A host without IPv6 still serves IPv4 with the default binds.
                     if family == socket.AF_INET6 and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL) \
@@ -233,6 +320,7 @@ class ControlSockets:
                     raise OSError(exc.errno, f"cannot bind UDP {addr} port {port}: {exc.strerror}") from None
                 self.sockets.append(sock)
                 port = port or sock.port     # port 0 (tests): every family on the same port
+                self._pair(sock, family, str(addr), port)
         except Exception:
             self.close()
             raise
@@ -242,6 +330,27 @@ class ControlSockets:
             wild = [s for s in family if s.local.addr.is_unspecified]
             if family:
                 self._default[version] = (wild or family)[0]
+
+    def _pair(self, control: ControlSocket, family: int, addr: str, port: int) -> None:
+        """The requests sockets beside control, and the steering program."""
+        reqs: list[ControlSocket] = []
+        try:
+            for _ in range(REQUEST_QUEUES):
+                reqs.append(ControlSocket(self.loop, family, addr, port, self.receiver, self.stats,
+                                          self.batch_done, reuseport=True, first=control))
+            _attach_steering(control.sock, family)
+        except OSError as exc:
+            for r in reqs:
+                r.close()
+            log.warning("Map-Requests share the control socket on %s port %d (no reuseport BPF steering: %s)",
+                        addr, port, exc)
+            return
+        self.request_sockets.extend(reqs)
+
+    def queue_drops(self) -> dict[str, int]:
+        """Datagrams the kernel dropped for a full receive queue, per kind."""
+        return {"control": sum(_kernel_drops(s.sock) for s in self.sockets if s.sock.fileno() >= 0),
+                "requests": sum(_kernel_drops(s.sock) for s in self.request_sockets if s.sock.fileno() >= 0)}
 
     @property
     def port(self) -> int:
@@ -289,8 +398,9 @@ class ControlSockets:
                 for s in self.sockets]
 
     def close(self) -> None:
-        for s in self.sockets + list(self.extra.values()):
+        for s in self.request_sockets + self.sockets + list(self.extra.values()):
             s.close()
         self.sockets.clear()
+        self.request_sockets.clear()
         self.extra.clear()
         self._default = {}

@@ -21,7 +21,10 @@ from lispctl.roles.base import MissEvent
 
 DEFAULT_PIN_BASE = Path("/sys/fs/bpf/lispctl")
 DEFAULT_MISS_INTERVAL_MS = 1000
-CFG_REENCAP = 1
+CFG_REENCAP = header_define("LISP_CFG_REENCAP")
+CFG_PETR = header_define("LISP_CFG_PETR")
+CFG_PETR_ACL = header_define("LISP_CFG_PETR_ACL")
+CFG_PITR = header_define("LISP_CFG_PITR")
 
 MAX_LOCATORS = header_define("LISP_MAX_LOCATORS")
 SLOTS = header_define("LISP_SLOTS")
@@ -29,6 +32,7 @@ LEVELS = header_define("LISP_LEVELS")
 NO_LOCATOR = header_define("LISP_NO_LOCATOR")
 MAX_MAPPINGS = header_define("LISP_MAX_MAPPINGS")
 PETR_SET = header_define("LISP_PETR_SET")
+MISS_BATCH = 256        # miss events returned by one poll_misses() at most
 
 
 def _enum_names(enum: str, prefix: str) -> dict[int, str]:
@@ -94,15 +98,18 @@ class Datapath:
             raise
         self._t = {name: self._bpf[name.encode()] for name in (
             "map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
-            "accepted_iids", "eid_ifaces", "config", "miss_rl", "counters", "map_stats", "xdp_targets")}
+            "accepted_iids", "eid_ifaces", "config", "miss_rl", "counters", "map_stats", "xdp_targets",
+            "petr_accept4", "petr_accept6")}
         self._attachments: list[_attach.TcAttachment | _attach.XdpAttachment] = []
         self._local_rlocs: list[IPAddress] = self._read_local_rlocs()
         self._ids: dict[EidPrefix, int] = self._read_mapping_ids()
+        self._used_ids = set(self._ids.values())     # kept with _ids: _alloc_id stays O(1)
         self._next_id = 1
         self._ring_open = False
         self._events: list[MissEvent] = []
         self._closed = False
         self._mtu_explicit = False
+        self._petr_iids: set[int] = set()
         cfg = self._config()
         if cfg.miss_interval_ns == 0 and not any(True for _ in self._t["map_cache4"].keys()):
             cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
@@ -131,6 +138,13 @@ class Datapath:
         self._attachments.append(_attach.attach_tc(ifname, self.prog_fd("lisp_itr_ingress"),
                                                    "lisp_itr_ingress", _attach.INGRESS))
         self.set_xdp_redirect(ifname, _attach.is_physical(ifname) if xdp_redirect is None else xdp_redirect)
+
+    def set_eid_interface(self, ifname: str, iid: int = 0) -> None:
+        """Instance ID of packets entering ifname, without attaching the ITR
+        there: a PITR whose Internet-facing interface is also an RLOC
+        interface, where the ETR program hands what is not LISP to the ITR
+        program (PITR mode)."""
+        self._set_eid_if(_attach.ifindex_of(ifname), iid)
 
     def attach_eid_device(self, ifname: str, iid: int = 0) -> None:
         """Mobile node: tc egress of the host's EID device (dummy/veth; an
@@ -267,6 +281,7 @@ class Datapath:
         leaf.action = int(action)
         t[key] = leaf
         self._ids[eid] = mid
+        self._used_ids.add(mid)
 
     def delete_mapping(self, eid: EidPrefix) -> None:
         mid = self._ids.pop(eid, None)
@@ -276,11 +291,20 @@ class Datapath:
         except KeyError:
             pass
         if mid is not None:
+            self._used_ids.discard(mid)
             self._del_locset(mid)
             try:
                 del self._t["map_stats"][self._t["map_stats"].Key(mid)]
             except KeyError:
                 pass
+
+    @property
+    def capacity(self) -> int:
+        """Map-cache entries the data plane can hold, IPv4 and IPv6 together:
+        each takes a locator-set id and PETR_SET's is reserved (read from the
+        loaded maps, so it follows LISP_MAX_MAPPINGS in bpf/lisp_maps.h)."""
+        return min(int(self._t["locsets"].max_entries) - 1, int(self._t["map_cache4"].max_entries),
+                   int(self._t["map_cache6"].max_entries))
 
     def mappings(self) -> dict[EidPrefix, int]:
         """Installed prefixes -> mapping id."""
@@ -323,10 +347,49 @@ class Datapath:
         cfg.flags = (cfg.flags | CFG_REENCAP) if enabled else (cfg.flags & ~CFG_REENCAP)
         self._write_config(cfg)
 
+    def set_petr(self, enabled: bool, accept_eids: Sequence[EidPrefix] | None = None,
+                 iids: Sequence[int] = (0,)) -> None:
+        """Proxy-ETR (RFC 6832): decapsulate packets for any destination and
+        forward the inner packet natively. accept_eids: None accepts every
+        inner source; a list accepts only sources inside those prefixes
+        (everything else is dropped as petr_src_denied). The instance IDs of
+        iids and of accept_eids are accepted by the ETR."""
+        for name in ("petr_accept4", "petr_accept6"):
+            t = self._t[name]
+            for k in list(t.keys()):
+                try:
+                    del t[k]
+                except KeyError:
+                    pass
+        for iid in self._petr_iids:
+            self._iid_ref(iid, -1)
+        self._petr_iids = set()
+        cfg = self._config()
+        cfg.flags &= ~(CFG_PETR | CFG_PETR_ACL)
+        if enabled:
+            for eid in accept_eids or ():
+                t = self._eid_table(eid, "petr_accept")
+                t[self._lpm_key(t, eid)] = t.Leaf(1)
+            self._petr_iids = set(iids) | {e.iid for e in accept_eids or ()}
+            for iid in self._petr_iids:
+                self._iid_ref(iid, +1)
+            cfg.flags |= CFG_PETR | (CFG_PETR_ACL if accept_eids is not None else 0)
+        self._write_config(cfg)
+
+    def set_pitr(self, enabled: bool) -> None:
+        """Proxy-ITR (RFC 6832): the ITR programs leave alone every packet no
+        map-cache entry covers (install the EID aggregates as
+        send-Map-Request entries to attract resolution for them)."""
+        cfg = self._config()
+        cfg.flags = (cfg.flags | CFG_PITR) if enabled else (cfg.flags & ~CFG_PITR)
+        self._write_config(cfg)
+
     def reset(self) -> None:
         """Empty every map and restore the default configuration (flush)."""
+        self._petr_iids = set()
         for name in ("map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
-                     "accepted_iids", "eid_ifaces", "miss_rl", "map_stats", "xdp_targets"):
+                     "accepted_iids", "eid_ifaces", "miss_rl", "map_stats", "xdp_targets",
+                     "petr_accept4", "petr_accept6"):
             t = self._t[name]
             for k in list(t.keys()):
                 try:
@@ -339,6 +402,7 @@ class Datapath:
         cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
         t[t.Key(0)] = cfg
         self._ids.clear()
+        self._used_ids.clear()
         self._local_rlocs.clear()
         self._mtu_explicit = False
 
@@ -346,6 +410,8 @@ class Datapath:
         cfg = self._config()
         return {"path_mtu": cfg.path_mtu, "miss_action": cfg.miss_action,
                 "miss_interval_ms": cfg.miss_interval_ns // 1_000_000, "reencap": bool(cfg.flags & CFG_REENCAP),
+                "petr": bool(cfg.flags & CFG_PETR), "petr_acl": bool(cfg.flags & CFG_PETR_ACL),
+                "pitr": bool(cfg.flags & CFG_PITR),
                 "src4": str(ipaddress.IPv4Address(bytes(cfg.src4))) if cfg.has_src4 else None,
                 "src6": str(ipaddress.IPv6Address(bytes(cfg.src6))) if cfg.has_src6 else None}
 
@@ -397,7 +463,10 @@ class Datapath:
 
         def on_event(_ctx, data, _size):
             self._events.append(_decode_miss(t.event(data)))
-            return 0
+            # A negative return stops libbpf's consume loop (this event is
+            # already taken): under a miss storm it would otherwise go on as
+            # long as the producer does and starve the event loop.
+            return -1 if len(self._events) >= MISS_BATCH else 0
 
         t.open_ring_buffer(on_event)
         self._ring_open = True
@@ -475,7 +544,7 @@ class Datapath:
             del t[key]
 
     def _alloc_id(self) -> int:
-        used = set(self._ids.values())
+        used = self._used_ids
         for _ in range(MAX_MAPPINGS):
             mid = self._next_id
             self._next_id = self._next_id % (MAX_MAPPINGS - 1) + 1

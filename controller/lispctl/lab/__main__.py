@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm)
     topo = load(args.topology)
     scenario = None
-    if importlib.util.find_spec(f"lispctl.lab.scenarios.{topo.name}") is not None:
-        scenario = importlib.import_module(f"lispctl.lab.scenarios.{topo.name}")
+    module = f"lispctl.lab.scenarios.{topo.name.replace('-', '_')}"     # vm-mobility -> vm_mobility
+    if importlib.util.find_spec(module) is not None:
+        scenario = importlib.import_module(module)
 
     lab = Lab(topo, keep=args.keep)
     say(f"[1/7] Building topology '{topo.name}' as lab {lab.prefix}: {topo.description}")

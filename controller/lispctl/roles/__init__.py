@@ -12,6 +12,7 @@ MobileNodePlan. See docs/config.md.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -19,19 +20,27 @@ from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import Role
 from lispctl.roles.common import nonce_source
+from lispctl.roles.cpm import CpmRole
+from lispctl.roles.ddt import DdtNodeRole
+from lispctl.roles.ddt_resolver import DdtResolverRole
 from lispctl.roles.etr import EtrRole
 from lispctl.roles.itr import ItrRole
 from lispctl.roles.local import LocalSite, UplinkSpec, uplink_specs
 from lispctl.roles.mr import MapResolverRole
 from lispctl.roles.ms import MapServerRole
+from lispctl.roles.petr import PetrRole
+from lispctl.roles.pitr import PitrRole
 
-__all__ = ["DatapathPlan", "EtrRole", "ItrRole", "LocalSite", "MapResolverRole", "MapServerRole",
-           "MobileNodePlan", "UplinkSpec", "build_roles", "datapath_plan", "find_role", "uplink_specs"]
+__all__ = ["CpmRole", "DatapathPlan", "DdtNodeRole", "DdtResolverRole", "EtrRole", "ItrRole", "LocalSite",
+           "MapResolverRole", "MapServerRole", "MobileNodePlan", "PetrRole", "PitrRole", "UplinkSpec", "build_roles",
+           "datapath_plan", "find_role", "uplink_specs"]
 
 
 def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAddress]] | None = None,
                 rng: random.Random | None = None) -> list[tuple[str, Role]]:
-    """The roles cfg asks for, as (name, role): "itr", "etr", "ms", "mr".
+    """The roles cfg asks for, as (name, role): "ddt-node", "itr", "etr", "ms",
+    "mr" (a DdtResolverRole when [mr.ddt] is set), "pitr", "petr", "cpm" (an
+    ETR with [cpm]).
 
     interface_addresses: addresses of the interfaces named by locators given
     by interface (the daemon reads them; later changes go to
@@ -40,18 +49,32 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
     """
     nonce = nonce_source(rng)
     out: list[tuple[str, Role]] = []
-    site = LocalSite(cfg, interface_addresses) if (cfg.is_itr or cfg.is_etr) else None
+    site = LocalSite(cfg, interface_addresses) if (cfg.is_itr or cfg.is_etr or cfg.is_pitr
+                                                   or cfg.is_petr) else None
     if cfg.is_ms:
         ms = MapServerRole(cfg, answer_ecm=not cfg.is_mr)
         out.append(("ms", ms))
     else:
         ms = None
+    if cfg.is_ddt_node:
+        out.append(("ddt-node", DdtNodeRole(cfg)))
     if cfg.is_mr:
-        out.append(("mr", MapResolverRole(cfg, ms)))
+        out.append(("mr", DdtResolverRole(cfg) if cfg.mr.ddt is not None else MapResolverRole(cfg, ms)))
+    etr = itr = None
     if cfg.is_etr:
-        out.append(("etr", EtrRole(cfg, site, nonce, answer_plain_ecm=not cfg.is_mr)))
+        etr = EtrRole(cfg, site, nonce, answer_plain_ecm=not cfg.is_mr)
+        out.append(("etr", etr))
     if cfg.is_itr:
-        out.append(("itr", ItrRole(cfg, site, nonce)))
+        itr = ItrRole(cfg, site, nonce)
+        out.append(("itr", itr))
+    if cfg.cpm is not None and etr is not None:
+        # after the ITR: it sees a Map-Reply first (roles/cpm.py). The replay
+        # guard compares timestamps with the system clock (time in, like `now`).
+        out.append(("cpm", CpmRole(cfg, etr, itr, nonce, wall_clock=lambda _now: time.time())))
+    if cfg.is_pitr:
+        out.append(("pitr", PitrRole(cfg, site, nonce)))
+    if cfg.is_petr:
+        out.append(("petr", PetrRole(cfg, site)))
     return out
 
 
@@ -83,13 +106,19 @@ class DatapathPlan:
     # Local locators with reachability (link up/down): locator-status bits.
     local_locators: tuple[Rloc, ...] = ()
     mobile_node: MobileNodePlan | None = None   # set: create the EID device, no eid_interfaces
+    # RFC 6832. proxy_itr: the ITR programs on eid_interfaces (the Internet-
+    # facing ones) touch only map-cache destinations. proxy_etr: decapsulate for
+    # any destination; proxy_etr_accept: None (any source) or the sources allowed.
+    proxy_itr: bool = False
+    proxy_etr: bool = False
+    proxy_etr_accept: tuple[EidPrefix, ...] | None = None
 
 
 def datapath_plan(cfg: Config, roles: list[tuple[str, Role]]) -> DatapathPlan:
     etr = find_role(roles, "etr")
-    itr = find_role(roles, "itr")
+    itr = find_role(roles, "itr") or find_role(roles, "pitr") or find_role(roles, "petr")
     site = (etr or itr).site if (etr or itr) else None
-    needed = cfg.is_itr or cfg.is_etr
+    needed = cfg.is_itr or cfg.is_etr or cfg.is_pitr or cfg.is_petr
     ma = cfg.miss_action
     mn = None
     rloc_ifs = list(cfg.interfaces.rloc_facing) if needed else []
@@ -101,9 +130,13 @@ def datapath_plan(cfg: Config, roles: list[tuple[str, Role]]) -> DatapathPlan:
             uplinks=tuple(specs), mtu=cfg.mobile_node.mtu, eid_table=cfg.mobile_node.eid_table,
             uplink_table_base=cfg.mobile_node.uplink_table_base)
         rloc_ifs = list(dict.fromkeys([s.ifname for s in specs] + rloc_ifs))
+    eid_ifs = list(cfg.interfaces.eid_facing) if needed else []
+    if cfg.pitr is not None and cfg.is_pitr:
+        eid_ifs = list(dict.fromkeys(eid_ifs + list(cfg.pitr.internet_facing)))
+    accept = cfg.petr.accept_eids
     return DatapathPlan(
         needed=needed,
-        eid_interfaces=tuple(cfg.interfaces.eid_facing) if needed else (),
+        eid_interfaces=tuple(eid_ifs),
         rloc_interfaces=tuple(rloc_ifs),
         local_eids=tuple(site.eids()) if site else (),
         local_rlocs=tuple(site.rlocs()) if site else (),
@@ -112,4 +145,7 @@ def datapath_plan(cfg: Config, roles: list[tuple[str, Role]]) -> DatapathPlan:
         petr=tuple(l.rloc() for l in cfg.proxy_etr) if ma == "petr" else (),
         local_locators=tuple(site.local_locators()) if site else (),
         mobile_node=mn,
+        proxy_itr=cfg.is_pitr,
+        proxy_etr=cfg.is_petr,
+        proxy_etr_accept=tuple(accept) if accept is not None else None,
     )

@@ -47,12 +47,29 @@ class RemoveMapping:
 
 @dataclass(frozen=True, slots=True)
 class Log:
-    """One line a person can follow (info), with optional packet detail (debug)."""
+    """One line a person can follow (info), with optional packet detail (debug).
+
+    kind names an event a peer can repeat at will (a Map-Request answered, a
+    Map-Register dropped): above debug the daemon logs the first of a kind in
+    a window and then one summary per kind ("N more ... from X in the last
+    10 s"), so an attacker cannot grow the log with its traffic. peer is the
+    address the event is about (summaries count per peer)."""
     text: str
     detail: str = ""
+    kind: str = ""
+    peer: object = None
 
 
-Effect = Union[Send, InstallMapping, RemoveMapping, Log]
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Advertise (up) or withdraw these prefixes to the routing system (a
+    PITR's EID aggregates: lispctl.net.announce installs them where the BGP
+    daemon picks them up)."""
+    prefixes: tuple[EidPrefix, ...]
+    up: bool
+
+
+Effect = Union[Send, InstallMapping, RemoveMapping, Log, Announce]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,5 +106,5 @@ class Effects:
             src = self.default_src(dst)
         self.items.append(Send(payload, dst, src))
 
-    def log(self, text: str, detail: str = "") -> None:
-        self.items.append(Log(text, detail))
+    def log(self, text: str, detail: str = "", kind: str = "", peer=None) -> None:
+        self.items.append(Log(text, detail, kind, peer))

@@ -73,3 +73,61 @@ def reply_target(itr_rlocs, port: int, prefer: list[IPAddress] | None = None) ->
 class Counters(Counter):
     def snapshot(self) -> dict:
         return dict(sorted(self.items()))
+
+
+class TokenBucket:
+    """`rate` tokens per second, at most `burst` saved up; starts full."""
+    __slots__ = ("rate", "burst", "tokens", "at")
+
+    def __init__(self, rate: float, burst: float, now: float = 0.0) -> None:
+        self.rate, self.burst, self.tokens, self.at = rate, max(1.0, burst), max(1.0, burst), now
+
+    def _fill(self, now: float) -> None:
+        if now > self.at:
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+            self.at = now
+
+    _EPS = 1e-9              # float refills must not leave 0.9999999 tokens forever short
+
+    def take(self, now: float) -> bool:
+        self._fill(now)
+        if self.tokens >= 1.0 - self._EPS:
+            self.tokens = max(0.0, self.tokens - 1.0)
+            return True
+        return False
+
+    def wait(self, now: float) -> float:
+        """Seconds until take() can succeed (0 when it can now)."""
+        self._fill(now)
+        if self.tokens >= 1.0 - self._EPS:
+            return 0.0
+        return (1.0 - self.tokens) / self.rate + self._EPS if self.rate > 0 else 3600.0
+
+
+class SourceLimiter:
+    """A token bucket per source address plus one for all sources together.
+    At most `max_sources` buckets are kept (the least recently seen goes), so
+    an attacker spraying addresses costs memory bounded by max_sources; a
+    forgotten source starts again with a full (small) bucket."""
+
+    def __init__(self, per_source: float, per_source_burst: float, total: float, total_burst: float,
+                 max_sources: int = 4096) -> None:
+        self.per_source, self.per_source_burst = per_source, per_source_burst
+        self.total = TokenBucket(total, total_burst)
+        self.max_sources = max_sources
+        self._buckets: dict = {}
+
+    def allow(self, source, now: float) -> str | None:
+        """None when allowed, else why not: "per_source" or "overall"."""
+        b = self._buckets.pop(source, None)
+        if b is None:
+            b = TokenBucket(self.per_source, self.per_source_burst, now)
+            if len(self._buckets) >= self.max_sources:
+                del self._buckets[next(iter(self._buckets))]     # least recently seen
+        self._buckets[source] = b                                  # now the most recent
+        if not b.take(now):
+            return "per_source"
+        if not self.total.take(now):
+            b.tokens += 1.0                                        # not this source's fault
+            return "overall"
+        return None

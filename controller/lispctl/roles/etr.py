@@ -7,6 +7,13 @@ the first burst to a target goes out immediately, later ones at most one per
 cannot flood anybody). Locators of a link that is down stay in the records
 with the R bit clear.
 
+Map-Requests (direct, forwarded, probes) are answered at most
+`map-reply-rate-per-itr` times per second per ITR-RLOC answered and
+`map-reply-rate` per second in all (RFC 9301 5.3 asks responders to
+rate-limit); a reply never goes to a multicast, broadcast or unspecified
+ITR-RLOC, nor to a loopback one unless the request came from loopback
+(a reflection/amplification guard). Every refusal is counted.
+
 A requester is remembered with all its ITR-RLOCs (up to
 _MAX_ITR_RLOCS): a node that loses every RLOC of one family (a mobile node
 whose IPv4 uplink went away) still reaches a dual-stack ITR through an
@@ -14,22 +21,40 @@ ITR-RLOC of a family it has left, and sends the SMR from that family.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from lispctl.config import Config, MapServerConfig
 from lispctl.mapping.lpm import eid_sort_key
 from lispctl.mapping.types import EidPrefix, IPAddress
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
-from lispctl.roles.common import Counters, NonceSource, decode, ip_only, reply_target
+from lispctl.roles.common import Counters, NonceSource, SourceLimiter, decode, ip_only, reply_target
 from lispctl.roles.local import LocalSite
+from lispctl.roles.mapsys import registers_with
 from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EncapsulatedControlMessage,
                           MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest,
                           eid_record, from_eid_prefix, record_prefix, request_record, rloc_to_locator,
-                          sign, verify)
+                          sign, source_eid_prefix, verify)
 
 ALG_IDS = {"hmac-sha1": ALG_HMAC_SHA1, "hmac-sha256": ALG_HMAC_SHA256}
 _KEEP_NONCES = 4     # a late Map-Notify for one of the last few registers still counts
 _MAX_ITR_RLOCS = 8   # ITR-RLOCs kept per requester (a request may carry up to 32)
+
+
+def _answerable(addr: IPAddress, src: IPAddress) -> bool:
+    """May a Map-Reply go to this ITR-RLOC? Not to group or unspecified
+    addresses, not to the IPv4 limited broadcast, and to loopback only when
+    the request itself came from loopback."""
+    if addr.is_multicast or addr.is_unspecified:
+        return False
+    if addr.version == 4 and addr == _BROADCAST:
+        return False
+    if addr.is_loopback and not src.is_loopback:
+        return False
+    return True
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 @dataclass
@@ -55,10 +80,13 @@ class _Requester:
     last_smr: float | None = None         # last SMR burst
     gap: float = 0.0                      # current minimum spacing of bursts
     pending: set = field(default_factory=set)   # prefixes to SMR at the next burst
+    eid: EidPrefix | None = None          # its EID: the Source-EID of its latest request that had one
 
 
 class EtrRole:
     name = "etr"
+    # what the daemon hands to handle() (its message registry, by type)
+    message_types = frozenset({MapNotify.TYPE, MapRequest.TYPE, EncapsulatedControlMessage.TYPE})
 
     def __init__(self, cfg: Config, site: LocalSite, nonce: NonceSource, *,
                  answer_plain_ecm: bool = True) -> None:
@@ -73,6 +101,8 @@ class EtrRole:
         self.requesters: dict[IPAddress, _Requester] = {}
         self._smr_due: dict[IPAddress, float] = {}     # deferred (rate-limited) SMR bursts
         self.counters = Counters()
+        self.reply_limit = SourceLimiter(cfg.etr.map_reply_rate_per_itr, 2 * cfg.etr.map_reply_rate_per_itr,
+                                         cfg.etr.map_reply_rate, cfg.etr.map_reply_rate)
         self.started = False
         self._now = 0.0
 
@@ -123,7 +153,10 @@ class EtrRole:
     # ------------------------------------------------------------ registering
     def _register(self, ms: _MsState, now: float, out: Effects) -> None:
         interval = self.cfg.etr.register_interval
-        records = self._records()
+        # several mapping systems: only the prefixes this Map-Server serves (roles/mapsys.py)
+        servers = self.cfg.map_server
+        records = self._records(only=[m.eid for m in self.site.db if registers_with(servers, ms.cfg, m.eid)]
+                                if any(m.eid_prefix for m in servers) else None)
         if not records:
             out.log(f"no locators for any EID prefix yet; not registering with {ms.cfg.address}")
             ms.next_at = now + self.cfg.etr.register_retry
@@ -234,9 +267,16 @@ class EtrRole:
                 self.counters["map_request_not_ours"] += 1
                 return
             matched = [m.eid for m in self.site.db]   # probe with a wildcard target
-        target = reply_target(req.itr_rlocs, port, self.site.usable_rlocs())
+        itr_rlocs = [a for a in ip_only(req.itr_rlocs) if _answerable(a, src.addr)]
+        if len(itr_rlocs) < len(ip_only(req.itr_rlocs)):
+            self.counters["map_request_bad_itr_rloc"] += 1
+        target = reply_target(itr_rlocs, port, self.site.usable_rlocs())
         if target is None:
             self.counters["map_request_no_itr_rloc"] += 1
+            return
+        refused = self.reply_limit.allow(target.addr, now)
+        if refused is not None:
+            self.counters[f"map_request_rate_limited_{refused}"] += 1
             return
         records = self._records(probed=probe_dst if req.probe else None, only=matched)
         if not records:
@@ -268,6 +308,12 @@ class EtrRole:
         r.last_seen = now
         r.rlocs = rlocs
         r.prefixes.update(matched)
+        try:
+            eid = source_eid_prefix(req.source_eid)
+        except MalformedMessage:
+            eid = None
+        if eid is not None:
+            r.eid = eid
 
     def _smr_route(self, key: IPAddress, r: _Requester) -> tuple[Endpoint, Endpoint | None] | None:
         """Where an SMR to this ITR goes and from where: its first ITR-RLOC of a
@@ -279,6 +325,50 @@ class EtrRole:
         return None
 
     # ------------------------------------------------------------ changes
+    def reconfigure(self, cfg: Config, now: float) -> list[Effect]:
+        """A new configuration (lispctl reload) with a changed [[database]]
+        or [[map-server]] list: prefixes removed are de-registered (record TTL
+        0), then if our mapping changed every Map-Server gets a Map-Register
+        at once and the ITRs that asked get SMRs; a new or changed Map-Server
+        alone is registered with at once."""
+        self._now = now
+        out = self._fx()
+        old_db = {m.eid: m for m in self.site.db}
+        old_ms = list(self.ms)
+        self.cfg = cfg
+        changed = self.site.set_config(cfg)
+        # a Map-Server whose settings are unchanged keeps its state
+        self.ms = []
+        for c in cfg.map_server:
+            prev = next((m for m in old_ms if m.cfg == c), None)
+            if prev is not None:
+                old_ms.remove(prev)
+            self.ms.append(prev or _MsState(c, retry=cfg.etr.register_retry))
+        removed = [old_db[e] for e in changed if e in old_db and self.site.db.get(e) is None]
+        if not self.started:
+            return []
+        if removed:
+            for ms in self.ms:
+                self._deregister(ms, removed, out)
+        if changed:
+            out.items += self.mapping_changed(changed, now)
+        else:
+            for ms in self.ms:
+                if ms.last_register is None:
+                    self._register(ms, now, out)
+        return out.items
+
+    def _deregister(self, ms: _MsState, mappings, out: Effects) -> None:
+        records = tuple(eid_record(m.eid, tuple(rloc_to_locator(r, local=True) for r in m.rlocs), ttl=0,
+                                   authoritative=True) for m in mappings)
+        xtr_id = int(self.cfg.etr.xtr_id, 16) if self.cfg.etr.xtr_id else None
+        msg = MapRegister(self.nonce(), records, key_id=ms.cfg.key_id, alg_id=ALG_IDS[ms.cfg.algorithm],
+                          proxy_reply=ms.cfg.proxy_reply, want_map_notify=False, xtr_id=xtr_id,
+                          site_id=self.cfg.etr.site_id if xtr_id is not None else None)
+        out.send(sign(msg, ms.cfg.key), Endpoint(ms.cfg.address, CONTROL_PORT))
+        self.counters["map_register_tx"] += 1
+        out.log(f"de-registered {', '.join(str(m.eid) for m in mappings)} at {ms.cfg.address} (record TTL 0)")
+
     def set_interface_addresses(self, ifname: str, addrs, now: float) -> list[Effect]:
         """The daemon reports an interface's addresses (at start and on change)."""
         changed = self.site.set_interface_addresses(ifname, addrs)
@@ -333,9 +423,14 @@ class EtrRole:
         r.gap = min(max(r.gap * 2, lo), hi) if busy else lo
         r.last_smr = now
         for eid in sorted(r.pending, key=eid_sort_key):   # IPv4 and IPv6 do not compare
+            # Source-EID: our changed prefix; record: the ITR's own EID (RFC
+            # 9301 6.1: an SMR goes to the sites whose mappings we cache; OOR
+            # acts only on SMRs whose record is one of its EIDs). Without a
+            # known EID of that ITR, our prefix in the record (lispctl ITRs
+            # act on both forms).
             src_eid, _ = from_eid_prefix(EidPrefix(eid.iid, eid.prefix))
-            smr = MapRequest(self.nonce(), (request_record(eid),), tuple(rlocs[:32]),
-                             source_eid=src_eid, smr=True)
+            smr = MapRequest(self.nonce(), (request_record(r.eid if r.eid is not None else eid),),
+                             tuple(rlocs[:32]), source_eid=src_eid, smr=True)
             # a mobile node's Effects give it src (its RLOC of dst's family);
             # a fixed xTR leaves the choice to the kernel, as for every send
             out.send(smr.encode(), dst)

@@ -1,9 +1,17 @@
 """ITR: resolves map-cache misses through the Map-Resolver.
 
-A miss sends an ECM'd Map-Request to the Map-Resolver, at most one per
-destination at a time, retried with exponential back-off; after the last
-retry the destination is held down with a short entry following the miss
-action. A Map-Reply is accepted only with the nonce of an outstanding
+A miss sends an ECM'd Map-Request for the packet's destination to the
+Map-Resolver (also when the packet hit a send-map-request or expired
+negative entry: a site registered later inside a negative prefix is then
+learnt), retried with exponential back-off; after the last retry the
+destination is held down with a short entry following the miss action.
+
+Rate limits (RFC 9301 5.3): at most one new Map-Request per destination per
+second, whatever asks (miss, SMR, refresh), and at most `map-request-rate`
+per second overall (a token bucket holding one second's worth). A miss that
+finds the overall budget spent is dropped and counted (the data plane
+reports the destination again with its next packet); a retry or refresh
+waits for the next token. At most _MAX_PENDING requests are outstanding. A Map-Reply is accepted only with the nonce of an outstanding
 request and only for records covering what we asked. Entries expire at their
 TTL; entries the data plane reports as used are refreshed shortly before.
 An SMR makes us re-query (through the mapping system, never trusting the
@@ -20,6 +28,13 @@ Subscriptions end with the TTL of what they installed; refreshing a used
 entry renews them. SMRs keep working alongside (peers that do not support
 publish/subscribe).
 
+Map-cache capacity: the daemon sets `capacity` to what the loaded data plane
+holds. Installing a new prefix into a full cache first evicts the least
+recently used dynamic entry (used = reported by the data plane, or installed
+or refreshed); static entries are never evicted (a config with more static
+entries than the capacity is refused at start). One log line and a counter
+per eviction.
+
 RLOC probing: see lispctl.roles.probe; the ITR re-installs every entry using
 a locator whose reachability changed, with that locator's reachable flag set
 accordingly.
@@ -28,6 +43,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lispctl.config import Config, MapResolverConfig
@@ -36,17 +52,21 @@ from lispctl.mapping.lpm import host_prefix
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import (CONTROL_PORT, Effect, Effects, Endpoint, InstallMapping, MissEvent,
                                 RemoveMapping)
-from lispctl.roles.common import FOREVER_S, Counters, NonceSource, decode
+from lispctl.roles.common import FOREVER_S, Counters, NonceSource, TokenBucket, decode
 from lispctl.roles.local import LocalSite
+from lispctl.roles.mapsys import ResolverSet
 from lispctl.roles.probe import RlocProber
 from lispctl.wire import (NO_ADDRESS, TTL_INFINITE, EncapsulatedControlMessage, MalformedMessage,
                           MapNotify, MapNotifyAck, MapReply, MapRequest, from_eid_prefix,
-                          locator_to_rloc, record_prefix, request_record, sign, verify)
+                          locator_to_rloc, record_prefix, request_record, sign, source_eid_prefix,
+                          verify)
 
 _NONCE_MASK = (1 << 64) - 1
 _NOTIFY_WINDOW = 1 << 32      # notifications of one subscription: request nonce + 0 .. 2^32-1
 
 _MISS_ACTIONS = {"drop": MapAction.DROP, "natively-forward": MapAction.NATIVELY_FORWARD}
+_PER_EID_INTERVAL = 1.0   # RFC 9301 5.3: one Map-Request per destination per second
+_MAX_PENDING = 4096       # outstanding requests (bounded further by the rate)
 
 
 @dataclass
@@ -54,6 +74,8 @@ class _Pending:
     eid: EidPrefix                 # what we ask for
     source: IPAddress | None       # source EID of the packet that missed
     kind: str                      # miss | refresh | smr
+    created: float = 0.0           # first asked (miss-to-install metric)
+    sent_at: list[float] = field(default_factory=list)    # per nonce, for the RTT metric
     attempts: int = 0
     next_at: float = 0.0
     interval: float = 1.0
@@ -75,6 +97,9 @@ class _Sub:
 
 class ItrRole:
     name = "itr"
+    pitr_bit = False               # Map-Request p bit (lispctl.roles.pitr sets it)
+    # what the daemon hands to handle() (its message registry, by type)
+    message_types = frozenset({MapReply.TYPE, MapRequest.TYPE, MapNotify.TYPE})
 
     def __init__(self, cfg: Config, site: LocalSite, nonce: NonceSource) -> None:
         self.cfg = cfg
@@ -87,16 +112,26 @@ class ItrRole:
         self._sub_of: dict[EidPrefix, int] = {}        # asked EID -> its newest subscription
         self._sub_gc_at = 0.0
         self.cache = MapCache()
+        self.capacity: int | None = None               # set by the daemon from the data plane
+        self._lru: dict[EidPrefix, None] = {}          # dynamic entries, least recently used first
         self.pending: dict[EidPrefix, _Pending] = {}
+        self._pending_wide: set[EidPrefix] = set()     # pending prefixes that are not host prefixes
+        self._asked: dict[EidPrefix, float] = {}       # last Map-Request per EID, oldest first
+        self._smr_later: dict[EidPrefix, float] = {}   # SMR re-queries held back by the rate limit
+        self._bucket = TokenBucket(cfg.itr.map_request_rate, cfg.itr.map_request_rate)
         self.by_nonce: dict[int, EidPrefix] = {}
         self.holddown: dict[EidPrefix, float] = {}     # gave up until
         # (refresh time, seq, eid, installed_at): checked lazily against the cache
         self._refresh: list[tuple[float, int, EidPrefix, float]] = []
         self._seq = itertools.count()
         self.counters = Counters()
+        self.resolver_set = ResolverSet(cfg, self.counters)   # scopes and failover: roles/mapsys.py
         self.prober = RlocProber(cfg.itr, nonce, site.usable_rlocs, self.counters)
         self.started = False
         self._now = 0.0
+        # observe(name, seconds): "map_request_rtt" for each accepted Map-Reply,
+        # "miss_to_install" when a miss's mapping is installed (daemon metrics).
+        self.observe: Callable[[str, float], None] | None = None
 
     def _fx(self) -> Effects:
         return Effects(default_src=self._src_for if self.cfg.is_mobile_node else None)
@@ -107,13 +142,34 @@ class ItrRole:
 
     # ------------------------------------------------------------ map-cache + probing
     def _cache_install(self, eid: EidPrefix, rlocs: tuple[Rloc, ...], action: MapAction,
-                       ttl_s: float | None, now: float, source: str = "map-reply") -> CacheEntry:
+                       ttl_s: float | None, now: float, source: str = "map-reply",
+                       out: Effects | None = None) -> CacheEntry:
         old = self.cache.get(eid)
+        if old is None and self.capacity is not None and out is not None:
+            self._make_room(eid, out)
         entry = self.cache.install(eid, rlocs, action, ttl_s, now, source=source)
         self.prober.track(eid, old.rlocs if old else (), rlocs, now)
+        self._lru.pop(eid, None)
+        if ttl_s is not None:
+            self._lru[eid] = None
         return entry
 
+    def _make_room(self, eid: EidPrefix, out: Effects) -> None:
+        while len(self.cache) >= self.capacity and self._lru:
+            victim = next(iter(self._lru))
+            old = self.cache.remove(victim)
+            del self._lru[victim]
+            if old is None:
+                continue
+            self._cache_dropped(old)
+            self.holddown.pop(victim, None)
+            out.items.append(RemoveMapping(victim))
+            self.counters["evicted_lru"] += 1
+            out.log(f"map-cache full ({self.capacity} entries): evicted least recently used {victim} "
+                    f"for {eid}")
+
     def _cache_dropped(self, entry: CacheEntry) -> None:
+        self._lru.pop(entry.eid, None)
         self.prober.track(entry.eid, entry.rlocs, (), self._now)
 
     def _rlocs_for_dp(self, rlocs) -> tuple[Rloc, ...]:
@@ -162,6 +218,8 @@ class ItrRole:
         probe = self.prober.next_deadline()
         if probe is not None:
             times.append(probe)
+        if self._smr_later:
+            times.append(min(self._smr_later.values()))
         return min(times, default=None)
 
     def tick(self, now: float) -> list[Effect]:
@@ -171,8 +229,23 @@ class ItrRole:
         out = self._fx()
         for eid in [e for e, until in self.holddown.items() if until <= now]:
             del self.holddown[eid]
+        while self._asked:
+            eid, at = next(iter(self._asked.items()))
+            if at > now - _PER_EID_INTERVAL:
+                break
+            del self._asked[eid]
         for p in [p for p in self.pending.values() if p.next_at <= now]:
             self._retry(p, now, out)
+        for eid in [e for e, at in self._smr_later.items() if at <= now]:
+            del self._smr_later[eid]
+            e = self.cache.get(eid)
+            if e is None:
+                continue
+            if eid in self.pending or not self._may_ask(eid, now):
+                self._smr_later[eid] = max(now, self._asked.get(eid, now)) + _PER_EID_INTERVAL
+                continue
+            out.log(f"re-querying {eid} (SMR held back by the rate limit)")
+            self._ask(_Pending(eid, None, "smr", interval=self.cfg.itr.map_request_interval), now, out)
         while self._refresh and self._refresh[0][0] <= now:
             _, _, eid, installed_at = heapq.heappop(self._refresh)
             e = self.cache.get(eid)
@@ -204,7 +277,7 @@ class ItrRole:
         e.refreshing = True      # decided, one way or the other
         if e.last_used is None or e.last_used < e.installed_at:
             return               # idle: let it lapse
-        if e.eid not in self.pending:
+        if e.eid not in self.pending and self._may_ask(e.eid, now):
             self._ask(_Pending(e.eid, None, "refresh", interval=self.cfg.itr.map_request_interval), now, out)
 
     # ------------------------------------------------------------ misses
@@ -216,28 +289,49 @@ class ItrRole:
         addr = event.eid.prefix.network_address
         entry = self.cache.lookup(event.eid.iid, addr)
         if entry is not None and entry.action != MapAction.SEND_MAP_REQUEST:
+            if now - entry.installed_at < _PER_EID_INTERVAL:
+                # reported before the entry reached the data plane (a burst in the ring)
+                self.counters["miss_just_installed"] += 1
+                return []
             # The data plane lost an entry we hold (e.g. restart): give it back.
             out.items.append(InstallMapping(entry.eid, self._rlocs_for_dp(entry.rlocs), entry.action,
                                             self._ttl_left(entry, now)))
             self.counters["miss_reinstalled"] += 1
             return out.items
-        key = event.eid if entry is None else entry.eid
-        if key in self.pending or any(p.eid.prefix.version == addr.version and p.eid.iid == event.eid.iid
-                                      and addr in p.eid.prefix for p in self.pending.values()):
+        # Ask for the destination itself, not a cached (negative) prefix around
+        # it: the answer names the prefix, which may have changed.
+        key = event.eid
+        if key in self.pending or not self._may_ask(key, now):
             self.counters["miss_rate_limited"] += 1
             return []
         if key in self.holddown:
             self.counters["miss_held_down"] += 1
             return []
+        if len(self.pending) >= _MAX_PENDING or (self._bucket.wait(now) > 0.0 and event.source is not None):
+            # (no source: the daemon re-resolving an adopted entry, which
+            # still forwards; it waits for a token instead, see _send_request)
+            self.counters["miss_dropped_overall_limit"] += 1
+            return []
+        if any(p.iid == key.iid and p.prefix.version == addr.version and addr in p.prefix
+               for p in self._pending_wide):
+            self.counters["miss_rate_limited"] += 1      # a refresh/SMR of a covering prefix is out
+            return []
         self._ask(_Pending(key, event.source, "miss", interval=self.cfg.itr.map_request_interval), now, out)
         return out.items
+
+    def _may_ask(self, eid: EidPrefix, now: float) -> bool:
+        last = self._asked.get(eid)
+        return last is None or now - last >= _PER_EID_INTERVAL
 
     def _ttl_left(self, e: CacheEntry, now: float) -> float:
         left = e.ttl_left(now)
         return FOREVER_S if left is None else left
 
     def _ask(self, p: _Pending, now: float, out: Effects) -> None:
+        p.created = now
         self.pending[p.eid] = p
+        if p.eid.prefix.prefixlen != p.eid.prefix.max_prefixlen:
+            self._pending_wide.add(p.eid)
         self._send_request(p, now, out)
 
     def _retry(self, p: _Pending, now: float, out: Effects) -> None:
@@ -260,50 +354,73 @@ class ItrRole:
             action = MapAction.NO_ACTION
         else:
             rlocs, action = (), _MISS_ACTIONS[self.cfg.miss_action]
-        self._cache_install(p.eid, rlocs, action, ttl, now, source="unreachable")
+        self._cache_install(p.eid, rlocs, action, ttl, now, source="unreachable", out=out)
         out.items.append(InstallMapping(p.eid, self._rlocs_for_dp(rlocs), action, ttl))
 
     def _drop_pending(self, p: _Pending) -> None:
         self.pending.pop(p.eid, None)
+        self._pending_wide.discard(p.eid)
         for n in p.nonces:
             self.by_nonce.pop(n, None)
 
     def _send_request(self, p: _Pending, now: float, out: Effects) -> None:
         rlocs = self.site.usable_rlocs()
-        if not self.resolvers:
+        mr_cfg = self.resolver_set.pick(p.eid, p.attempts, now)
+        if mr_cfg is None:
             self.counters["map_request_no_resolver"] += 1
             self._drop_pending(p)
             return
-        mr_cfg = self.resolver_cfgs[p.attempts % len(self.resolvers)]
         mr = mr_cfg.address
-        inner_src = next((a for a in rlocs if a.version == mr.version), None)
-        if inner_src is None:
+        if not rlocs:
             self.counters["map_request_no_rloc"] += 1
-            out.log(f"cannot ask for {p.eid}: no local RLOC of the Map-Resolver's family")
+            out.log(f"cannot ask for {p.eid}: no usable local RLOC yet")
             p.attempts += 1
             p.next_at = now + p.interval
             p.interval = min(p.interval * self.cfg.itr.map_request_backoff, self.cfg.itr.map_request_max_interval)
             return
+        if not self._bucket.take(now):
+            self.counters["map_request_deferred"] += 1      # overall rate: wait for the next token
+            p.next_at = now + max(self._bucket.wait(now), 0.001)
+            return
+        # The ECM's inner source is one of our RLOCs, preferably of the
+        # Map-Resolver's family; an ITR whose RLOCs are all of the other
+        # family still asks (RFC 9301 5.8: the ITR-RLOCs inside may be of any
+        # family), and the outer header leaves from whatever local address of
+        # the Map-Resolver's family the kernel picks.
+        inner_src = next((a for a in rlocs if a.version == mr.version), None)
+        eid_addr = p.eid.prefix.network_address
+        if inner_src is None:
+            fam = eid_addr.version
+            inner_src = next((a for a in rlocs if a.version == fam), None)
+            if inner_src is None and p.source is not None and p.source.version == fam:
+                inner_src = p.source                  # the host EID that missed (as OOR does)
+            if inner_src is None:
+                inner_src = next((e.prefix.network_address for e in self.site.eids()
+                                  if e.prefix.version == fam), rlocs[0])
         subscribe = mr_cfg.subscribe and self.xtr_id is not None
         nonce = self._subscription_nonce(p.eid) if subscribe else self.nonce()
         source_eid = NO_ADDRESS
         if p.source is not None:
             source_eid, _ = from_eid_prefix(host_prefix(p.eid.iid, p.source))
-        req = MapRequest(nonce, (request_record(p.eid),), tuple(rlocs[:32]), source_eid=source_eid,
-                         smr_invoked=(p.kind == "smr"), notification_requested=subscribe,
+        req = MapRequest(nonce, (request_record(p.eid, notify=subscribe),), tuple(rlocs[:32]),
+                         source_eid=source_eid, smr_invoked=(p.kind == "smr"), pitr=self.pitr_bit,
                          xtr_id=self.xtr_id if subscribe else None,
                          site_id=self.cfg.site_id if subscribe else None)
         if subscribe:
             # until an answer tells us the mapping's TTL, keep it as long as we may retry
             self._add_sub(_Sub(p.eid, mr_cfg, nonce, now + max(120.0, self.cfg.itr.map_request_max_interval * 4)))
-        # Inner header: from our RLOC to the EID asked for when the families
-        # agree (RFC 9301 5.8), else to the Map-Resolver itself.
-        eid_addr = p.eid.prefix.network_address
-        inner_dst = eid_addr if eid_addr.version == inner_src.version else mr
+        # Inner header: to the EID asked for when the families agree (RFC 9301
+        # 5.8), else to the Map-Resolver itself.
+        inner_dst = eid_addr if eid_addr.version == inner_src.version else \
+            mr if mr.version == inner_src.version else inner_src
         ecm = EncapsulatedControlMessage(req, inner_src, inner_dst, CONTROL_PORT, CONTROL_PORT)
         out.send(ecm.encode(), Endpoint(mr, CONTROL_PORT))
+        self.resolver_set.sent(mr_cfg, nonce, now)
         p.nonces.append(nonce)
+        p.sent_at.append(now)
         self.by_nonce[nonce] = p.eid
+        self._asked.pop(p.eid, None)
+        self._asked[p.eid] = now
         p.attempts += 1
         p.next_at = now + p.interval
         p.interval = min(p.interval * self.cfg.itr.map_request_backoff, self.cfg.itr.map_request_max_interval)
@@ -337,9 +454,14 @@ class ItrRole:
             out.log(f"ignored Map-Reply from {src.addr}: no outstanding request with that nonce")
             return
         self.counters["map_reply_rx"] += 1
+        self.resolver_set.answered(msg.nonce)
         accepted, ttl_s, eids = self._accept_records(msg.records, p.eid, now, out, "map_reply")
         if accepted:
             self._drop_pending(p)
+            if self.observe is not None:
+                self.observe("map_request_rtt", now - p.sent_at[p.nonces.index(msg.nonce)])
+                if p.kind == "miss" and eids:
+                    self.observe("miss_to_install", now - p.created)
             sub = self.subs.get(msg.nonce)
             if sub is not None:
                 self._sub_installed(sub, eids, ttl_s, now)
@@ -353,8 +475,18 @@ class ItrRole:
         for rec in records:
             try:
                 eid = record_prefix(rec)
-                rlocs = tuple(locator_to_rloc(l) for l in rec.locators)
             except (MalformedMessage, ValueError):
+                self.counters[f"{what}_bad_record"] += 1
+                continue
+            rlocs = []
+            for loc in rec.locators:
+                try:
+                    rlocs.append(locator_to_rloc(loc))
+                except (MalformedMessage, ValueError):
+                    # one locator we cannot use (an LCAF, a non-IP AFI) does not spoil the others
+                    self.counters[f"{what}_locator_skipped"] += 1
+            rlocs = tuple(rlocs)
+            if rec.locators and not rlocs:
                 self.counters[f"{what}_bad_record"] += 1
                 continue
             if not (eid.iid == asked.iid and eid.prefix.version == asked.prefix.version
@@ -364,7 +496,9 @@ class ItrRole:
                 continue
             accepted = True
             if rec.ttl == 0:
-                continue           # "do not cache"
+                # RFC 9301 5.4: TTL 0 = do not cache; what we hold for it goes now.
+                self._uncache(eid, out)
+                continue
             ttl_s = FOREVER_S if rec.ttl == TTL_INFINITE else rec.ttl * 60.0
             longest = ttl_s if longest is None else max(longest, ttl_s)
             action = MapAction.NO_ACTION
@@ -460,17 +594,30 @@ class ItrRole:
         out.send(sign(ack, sub.resolver.key), src)
         self.counters["pubsub_notify_ack_tx"] += 1
 
+    def _uncache(self, eid: EidPrefix, out: Effects) -> None:
+        old = self.cache.get(eid)
+        if old is None or old.static:
+            return
+        self.cache.remove(eid)
+        self._cache_dropped(old)
+        self.holddown.pop(eid, None)
+        out.items.append(RemoveMapping(eid))
+        self.counters["removed_ttl_zero"] += 1
+        out.log(f"map-cache entry {eid} removed (TTL 0)")
+
     def _install(self, eid: EidPrefix, rlocs: tuple[Rloc, ...], action: MapAction, ttl_s: float,
                  now: float, out: Effects) -> None:
         # A held-down host entry inside the new prefix is obsolete.
-        for old in list(self.cache.entries()):
-            if old.source == "unreachable" and old.eid != eid and old.eid.iid == eid.iid \
-                    and old.eid.prefix.version == eid.prefix.version and old.eid.prefix.subnet_of(eid.prefix):
+        # (held-down entries are the unreachable ones: far fewer than the cache)
+        for held in [h for h in self.holddown if h != eid and h.iid == eid.iid
+                     and h.prefix.version == eid.prefix.version and h.prefix.subnet_of(eid.prefix)]:
+            old = self.cache.get(held)
+            if old is not None and old.source == "unreachable":
                 self.cache.remove(old.eid)
                 self._cache_dropped(old)
                 self.holddown.pop(old.eid, None)
                 out.items.append(RemoveMapping(old.eid))
-        entry = self._cache_install(eid, rlocs, action, ttl_s, now)
+        entry = self._cache_install(eid, rlocs, action, ttl_s, now, out=out)
         at = self._refresh_at(entry)
         if at is not None:
             heapq.heappush(self._refresh, (at, next(self._seq), eid, now))
@@ -479,12 +626,27 @@ class ItrRole:
         what = ", ".join(str(r.address) for r in rlocs) if rlocs else f"negative, {action.name.lower()}"
         out.log(f"map-cache {eid} -> {what} (TTL {ttl_s / 60:.0f} min)")
 
+    def _smr_target(self, msg: MapRequest, rec) -> EidPrefix | None:
+        """The remote prefix an SMR asks us to re-query. Two forms exist: the
+        changed prefix in the Source-EID and one of OUR EIDs in the record
+        (OOR, lispers.net, what our ETR sends: RFC 9301 6.1, the SMR goes to
+        the ITRs of the sites the ETR caches), or the changed prefix in the
+        record (older lispctl). A record inside our own database tells them
+        apart."""
+        eid = record_prefix(rec)
+        if self.site.db.match(eid) is None:
+            return eid
+        return source_eid_prefix(msg.source_eid)
+
     def _on_smr(self, msg: MapRequest, src: Endpoint, now: float, out: Effects) -> None:
         self.counters["smr_rx"] += 1
         for rec in msg.records:
             try:
-                eid = record_prefix(rec)
+                eid = self._smr_target(msg, rec)
             except MalformedMessage:
+                eid = None
+            if eid is None:
+                self.counters["smr_bad_eid"] += 1
                 continue
             entry = self.cache.covering(eid) or next(
                 (e for e in self.cache.entries() if e.eid.iid == eid.iid
@@ -492,8 +654,16 @@ class ItrRole:
             if entry is None or entry.static:
                 self.counters["smr_not_cached"] += 1
                 continue
-            if entry.eid in self.pending:
-                self.counters["smr_rate_limited"] += 1
+            if entry.eid in self.pending or not self._may_ask(entry.eid, now):
+                # Asked less than a second ago (or still waiting, possibly for
+                # an answer that predates the change): one re-query when the
+                # second is over, however many SMRs come meanwhile.
+                at = self._asked.get(entry.eid, now) + _PER_EID_INTERVAL
+                if entry.eid not in self._smr_later:
+                    self._smr_later[entry.eid] = at
+                    self.counters["smr_deferred"] += 1
+                else:
+                    self.counters["smr_rate_limited"] += 1
                 continue
             out.log(f"SMR from {src.addr} for {eid}: re-querying {entry.eid}")
             self._ask(_Pending(entry.eid, None, "smr", interval=self.cfg.itr.map_request_interval), now, out)
@@ -508,6 +678,9 @@ class ItrRole:
             if not self.cache.mark_used(eid, now):
                 continue
             e = self.cache.get(eid) or self.cache.covering(eid)
+            if e is not None and e.eid in self._lru:
+                del self._lru[e.eid]
+                self._lru[e.eid] = None          # most recently used now
             if e is not None and e.refreshing and e.eid not in self.pending and e.source == "map-reply" \
                     and e.expires_at is not None and not e.negative:
                 at = e.expires_at - min(self.cfg.itr.refresh_before, (e.expires_at - e.installed_at) / 2)
@@ -517,6 +690,31 @@ class ItrRole:
         return out.items
 
     # ------------------------------------------------------------ API
+    def reconfigure(self, cfg: Config, now: float) -> list[Effect]:
+        """A new configuration (lispctl reload): the Map-Resolver list (used
+        from the next Map-Request on) and the static map-cache (entries
+        removed, added or changed are removed/installed at once)."""
+        self._now = now
+        old = {e.eid: e for e in self.cfg.map_cache}
+        self.cfg = cfg
+        self.resolvers = [m.address for m in cfg.map_resolver]
+        self.resolver_cfgs = list(cfg.map_resolver)
+        if not self.started:
+            return []
+        out = self._fx()
+        new = {e.eid: e for e in cfg.map_cache}
+        for eid in old.keys() - new.keys():
+            entry = self.cache.remove(eid)
+            if entry is not None:
+                self._cache_dropped(entry)
+            out.items.append(RemoveMapping(eid))
+        for eid, e in new.items():
+            if old.get(eid) != e:
+                rlocs = tuple(l.rloc() for l in e.locator)
+                self._cache_install(eid, rlocs, e.map_action, None, now, source="static")
+                out.items.append(InstallMapping(eid, self._rlocs_for_dp(rlocs), e.map_action, FOREVER_S))
+        return out.items
+
     def snapshot(self) -> dict:
         now = self._now
         return {
@@ -526,6 +724,7 @@ class ItrRole:
                         for p in self.pending.values()],
             "held_down": [{"eid": str(e), "for_s": round(t - now, 1)} for e, t in self.holddown.items()],
             "map_resolvers": [str(a) for a in self.resolvers],
+            "map_resolver_state": self.resolver_set.snapshot(self._now),
             "subscriptions": [{"eid": str(s.asked), "map_resolver": str(s.resolver.address),
                                "notifications": 0 if s.last is None else s.offset(s.last) + 1,
                                "expires_in_s": round(max(0.0, s.expires_at - now), 1)}

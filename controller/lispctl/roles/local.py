@@ -7,7 +7,7 @@ not be used, and it comes back without a new address event when the link does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping
 
 from lispctl.config import Config
@@ -43,6 +43,9 @@ class LocalSite:
         self.iface_addrs: dict[str, list[IPAddress]] = {
             k: list(v) for k, v in (interface_addresses or {}).items()}
         self.link_up: dict[str, bool] = {}       # absent: up (the daemon reports changes)
+        # priority of all our locators for an EID, set by a Change-Priority
+        # Message (roles/cpm.py); overrides the configured ones until restart
+        self.priority: dict[EidPrefix, int] = {}
         self.db = LocalDatabase()
         self._rebuild()
 
@@ -59,8 +62,9 @@ class LocalSite:
                                  for a in self.iface_addrs.get(loc.interface, []) if loc.matches_family(a))
             # one locator per address: the first configuration wins
             seen: dict[IPAddress, Rloc] = {}
+            prio = self.priority.get(entry.eid)
             for r in rlocs:
-                seen.setdefault(r.address, r)
+                seen.setdefault(r.address, r if prio is None else replace(r, priority=prio))
             out.append(LocalMapping(entry.eid, tuple(seen.values())))
         return out
 
@@ -70,6 +74,16 @@ class LocalSite:
             if self.db.set(m):
                 changed.append(m.eid)
         return changed
+
+    def set_config(self, cfg: Config) -> list[EidPrefix]:
+        """A new configuration (lispctl reload): the EID prefixes added,
+        removed, or whose locators changed."""
+        self.cfg = cfg
+        keep = {entry.eid for entry in cfg.database}
+        removed = [m.eid for m in self.db if m.eid not in keep]
+        for eid in removed:
+            self.db.remove(eid)
+        return removed + self._rebuild()
 
     def set_interface_addresses(self, ifname: str, addrs: Iterable[IPAddress]) -> list[EidPrefix]:
         """New address list of an interface; returns the EID prefixes whose
@@ -81,6 +95,12 @@ class LocalSite:
         """An interface went up or down (addresses unchanged); returns the
         EID prefixes whose locators changed reachability."""
         self.link_up[ifname] = bool(up)
+        return self._rebuild()
+
+    def set_priority(self, eid: EidPrefix, priority: int) -> list[EidPrefix]:
+        """Give every locator of database entry `eid` this priority; returns
+        the EID prefixes whose locators changed (empty when nothing did)."""
+        self.priority[eid] = priority
         return self._rebuild()
 
     def rlocs(self) -> list[IPAddress]:

@@ -6,8 +6,13 @@ the registration asked for proxy-reply.
 
 A Map-Register that fails authentication, uses an unknown key or claims a
 prefix outside its site gets no answer and changes nothing; it is counted.
+Registrations are bound to what the MAC covers (the xTR-ID, else the record's
+RLOCs), never to the packet's source: replays from anywhere add no
+registrant, and Map-Notifies and forwarded Map-Requests go only to RLOCs the
+message names (docs/ms-security.md).
 
-Publish/subscribe (RFC 9437): an ECM'd Map-Request with the N and I bits
+Publish/subscribe (RFC 9437): an ECM'd Map-Request with the I bit and an
+EID-record's N bit
 subscribes its xTR-ID to the registered prefix that answers it (or, while
 nothing is registered, to the configured site prefix around it). The
 subscriber's site-ID selects the [[site]] whose pubsub key signs the
@@ -23,24 +28,34 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import ipaddress
 import itertools
+from collections import OrderedDict
+from ipaddress import IPv4Address, IPv6Address
 from dataclasses import dataclass, field
 
 from lispctl.config import Config, SiteConfig, SiteEidPrefix
 from lispctl.mapping.lpm import LpmTable, eid_sort_key, host_prefix, least_specific_uncovered
 from lispctl.mapping.types import EidPrefix, MapAction
-from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint
+from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint, Log
 from lispctl.roles.common import Counters, decode, reply_target
-from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, EidRecord, EncapsulatedControlMessage,
-                          MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply,
-                          MapRequest, eid_record, record_prefix, sign, verify)
+from lispctl.roles.ddt import MapServerDdt, is_ddt_request
+from lispctl.roles.ratelimit import PER_KEY, RateLimiter
+from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, ECM, MAP_REGISTER, EidRecord,
+                          EncapsulatedControlMessage, InstanceId, MalformedMessage, MapNotify, MapNotifyAck,
+                          MapRegister, MapReply, MapRequest, SourceDestKey, UnknownLcaf, eid_record,
+                          record_prefix, sign, verify)
 from lispctl.wire.auth import map_notify_for
+from lispctl.wire.control import _AUTH_HDR
+from lispctl.wire.records import decode_eid_records
 
 # Bound of the (EID address, mask length) -> (EidPrefix, owner) memo of the
 # Map-Register path; cleared when full (accept-more-specifics lets a site
 # register many distinct prefixes).
 _OWNER_CACHE_MAX = 65536
 _REGISTER_ALGS = (ALG_HMAC_SHA1, ALG_HMAC_SHA256)
+# Per site: how many replaced Map-Register MACs are remembered to refuse replays.
+_SUPERSEDED_MAX = 4096
 
 
 @dataclass
@@ -55,6 +70,12 @@ class Registration:
     expires_at: float
     xtr_id: int | None = None
     site_id: int | None = None
+    # Where forwarded Map-Requests (and Map-Notifies to a source that is not
+    # an RLOC) go: an RLOC of the record, never an unauthenticated address.
+    etr: Endpoint | None = None
+    mac: bytes = b""                 # authentication data of its latest message
+    nonce: int = 0                   # and its nonce
+    nonces_vary: bool = False        # seen with two nonces: repeats are replays
 
 
 @dataclass
@@ -100,6 +121,16 @@ class _Site:
     registrations: dict[EidPrefix, dict[str, Registration]] = field(default_factory=dict)
     registers: int = 0
     bad_auth: int = 0
+    # MACs of messages a registrant replaced by one with another nonce (oldest
+    # first, bounded): such bytes arriving again are replays.
+    superseded: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+
+
+def _supersede(site: _Site, mac: bytes) -> None:
+    superseded = site.superseded
+    if len(superseded) >= _SUPERSEDED_MAX:
+        superseded.popitem(last=False)      # O(1), unlike deleting a plain dict's first key
+    superseded[mac] = None
 
 
 class MapServerRole:
@@ -125,8 +156,7 @@ class MapServerRole:
         # `registered` (it is forgotten when it empties), so a non-empty one
         # here is the live one and spares the table lookup.
         self._owners: dict[tuple, list] = {}
-        self._addr_text: dict = {}          # registrant names of source addresses
-        self._last_src: tuple = (None, None)     # (Endpoint, its registrant name)
+        self._rloc_memo: dict = {}          # record locators -> (registrant name, RLOC set, ETR)
         self._owners_of: dict[int, tuple] = {}   # id(records) -> (records, owners, site)
         self._seq = itertools.count()
         self.subs: dict[tuple[EidPrefix, int], Subscription] = {}
@@ -135,6 +165,11 @@ class MapServerRole:
         self._site_by_id = {s.cfg.site_id: s for s in self.sites if s.cfg.site_id is not None}
         self.counters = Counters()
         self._now = 0.0
+        self.limit = RateLimiter(cfg.mr.request_rate_per_source, cfg.mr.request_rate)
+        # what the daemon hands to handle() (its message registry, by type):
+        # ECMs too, for DDT Map-Requests even when the MR answers the others
+        self.message_types = frozenset({MapRegister.TYPE, MapNotifyAck.TYPE, EncapsulatedControlMessage.TYPE})
+        self.ddt = MapServerDdt(cfg, self)       # DDT Map-Requests (RFC 8111): roles/ddt.py
 
     # ------------------------------------------------------------ timers
     def _expiry_top(self) -> float | None:
@@ -174,10 +209,15 @@ class MapServerRole:
         self._now = now
         out = Effects()
         while (at := self._expiry_top()) is not None and at <= now:
-            _, _, eid, key, _ = heapq.heappop(self._expiry)
+            _, _, eid, key, reg = heapq.heappop(self._expiry)
             before = self._locator_view(eid)
             regs = self.registered.get(eid)
             del regs[key]
+            if reg.nonces_vary:
+                # an ETR that varies its nonce never sends these bytes again
+                owner = self.configured.longest_covering(eid)
+                if owner is not None:
+                    _supersede(owner[1].site, reg.mac)
             self.counters["registration_expired"] += 1
             out.log(f"registration of {eid} by {key} expired")
             if not regs:
@@ -217,8 +257,15 @@ class MapServerRole:
     # ------------------------------------------------------------ datagrams
     def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
         self._now = now
-        msg = decode(data)
+        if self.answer_ecm and resolver_ecm(data) and (over := self.limit.allow(src.addr, now)) is not None:
+            return rate_limited(self.counters, over, src)     # before decoding: cheap under a flood
         out = Effects()
+        try:
+            msg = decode(data)
+        except MalformedMessage:
+            if not self._bad_mac_length(data, src, out):
+                raise
+            return out.items
         if isinstance(msg, MapRegister):
             self._on_register(data, msg, src, now, out)
         elif isinstance(msg, MapNotifyAck):
@@ -232,14 +279,44 @@ class MapServerRole:
                     self.counters["pubsub_notify_ack_rx"] += 1
                 else:
                     self.counters["pubsub_notify_ack_bad_auth"] += 1
+        elif is_ddt_request(msg):
+            out.items.extend(self.ddt.handle(msg, data, src, dst, now))
         elif (isinstance(msg, EncapsulatedControlMessage) and isinstance(msg.message, MapRequest)
               and self.answer_ecm and not msg.to_etr):
             self.counters["map_request_rx"] += 1
             effects = self.resolve(msg, data, now)
             if effects is None:
-                effects = negative_reply(self.cfg, msg, self.configured, None, self.counters)
+                effects = negative_reply(self.cfg, msg, self.configured, None, self.counters, self.registered)
             out.items.extend(effects)
         return out.items
+
+    def _bad_mac_length(self, data: bytes, src: Endpoint, out: Effects) -> bool:
+        """A Map-Register whose authentication data is not the full MAC of its
+        algorithm (e.g. HMAC-SHA-1-96 truncated to 12 bytes) does not decode;
+        it is an authentication failure, not line noise: counted and logged
+        as one (for its site when its records can be read)."""
+        if len(data) < 16 or data[0] >> 4 != MAP_REGISTER:
+            return False
+        w, _, key_id, alg_id, alen = _AUTH_HDR.unpack_from(data, 0)
+        if AUTH_DATA_LENGTHS.get(alg_id) == alen:
+            return False                     # malformed for another reason
+        site = None
+        try:
+            recs, _ = decode_eid_records(data, 16 + alen, len(data), w & 0xFF)
+            _, site, unknown, several = self._owners_for(recs)
+            if unknown or several:
+                site = None
+        except MalformedMessage:
+            pass
+        self.counters["map_register_bad_auth"] += 1
+        self.counters["map_register_bad_mac_length"] += 1
+        if site is not None:
+            site.bad_auth += 1
+        out.log(f"dropped Map-Register from {src.addr}"
+                f"{' for site ' + site.cfg.name if site is not None else ''}: authentication failed "
+                f"({alen}-byte MAC for algorithm {alg_id}, key-id {key_id})",
+                kind="map-register-auth-failed", peer=src.addr)
+        return True
 
     def _site_of(self, eid: EidPrefix) -> _Prefix | None:
         hit = self.configured.longest_covering(eid)
@@ -299,72 +376,162 @@ class MapServerRole:
             owners, site, unknown, several = self._owners_for(records)
         if unknown:
             counters["map_register_bad_prefix"] += 1
-            out.log(f"dropped Map-Register from {src.addr}: prefix not configured for any site")
+            out.log(f"dropped Map-Register from {src.addr}: prefix not configured for any site",
+                    kind="map-register-bad-prefix", peer=src.addr)
             return
         if several:
             counters["map_register_bad_prefix"] += 1
-            out.log(f"dropped Map-Register from {src.addr}: prefixes of several sites")
+            out.log(f"dropped Map-Register from {src.addr}: prefixes of several sites",
+                    kind="map-register-bad-prefix", peer=src.addr)
             return
         key = site.cfg.keys.get(msg.key_id)
         if key is None or not verify(data, key, alg_ids=_REGISTER_ALGS):
             site.bad_auth += 1
             counters["map_register_bad_auth"] += 1
             out.log(f"dropped Map-Register from {src.addr} for site {site.cfg.name}: "
-                    f"{'unknown key-id ' + str(msg.key_id) if key is None else 'authentication failed'}")
+                    f"{'unknown key-id ' + str(msg.key_id) if key is None else 'authentication failed'}",
+                    kind="map-register-auth-failed", peer=src.addr)
+            return
+        mac = msg.auth_data
+        if mac in site.superseded:
+            # An authentic message the registrant has since replaced by one
+            # with another nonce: a replay (the ETR itself never goes back).
+            counters["map_register_replayed"] += 1
+            out.log(f"dropped replayed Map-Register from {src.addr} for site {site.cfg.name}",
+                    kind="map-register-replayed", peer=src.addr)
             return
         site.registers += 1
-        if msg.xtr_id is not None:
-            registrant = f"{msg.xtr_id:032x}"
-        elif src is self._last_src[0]:      # the daemon hands out one Endpoint per peer
-            registrant = self._last_src[1]
-        else:
-            registrant = self._addr_text.get(src.addr)
-            if registrant is None:
-                if len(self._addr_text) >= _OWNER_CACHE_MAX:
-                    self._addr_text.clear()
-                registrant = self._addr_text[src.addr] = str(src.addr)
-            self._last_src = (src, registrant)
+        xtr = f"{msg.xtr_id:032x}" if msg.xtr_id is not None else None
         timeout = self.cfg.ms.registration_timeout
         changed = []
         subs = self.subs
-        for entry, rec in zip(owners, msg.records):
+        reg = None
+        repeat = True
+        rlocs_of = [self._rlocs(rec) for rec in records]
+        # The whole message is authenticated: any RLOC of any of its records
+        # is the registrant's. Its ETR is the source when that is one of them
+        # (the address we know reaches it), else an RLOC of the source's
+        # family (an IPv4-only MS with a site's IPv6 EIDs on IPv6 RLOCs).
+        from_rloc = any(src.addr in r[1] for r in rlocs_of)
+        if from_rloc:
+            etr = Endpoint(src.addr, CONTROL_PORT)
+        else:
+            usable = [a for r in rlocs_of for a in r[2]]
+            best = next((a for a in usable if a.version == src.addr.version), usable[0] if usable else None)
+            etr = Endpoint(best, CONTROL_PORT) if best is not None else None
+        for entry, rec, rlocs in zip(owners, records, rlocs_of):
             eid = entry[0]
             before = self._locator_view(eid) if subs else None
-            self._apply_record(entry, rec, registrant, msg, src, site, now, timeout, out)
+            r, rep = self._apply_record(entry, rec, xtr or rlocs[0], from_rloc, etr, msg, src, site, now,
+                                        timeout, out)
+            reg = reg or r
+            repeat = repeat and rep
             if subs and self._locator_view(eid) != before:
                 changed.append(eid)
-        counters["map_register_ok"] += 1
+        if not repeat:
+            counters["map_register_ok"] += 1
+        elif reg is not None and reg.nonces_vary:
+            counters["map_register_repeat_ignored"] += 1     # a replay of its latest message
+        else:
+            counters["map_register_ok"] += 1
+            counters["map_register_repeated"] += 1
         if msg.want_map_notify:
-            # == sign(MapNotify(nonce, records, key_id, alg_id, xtr_id, site_id), key)
-            out.send(map_notify_for(data, msg, key), src)
-            counters["map_notify_tx"] += 1
+            # To the registrant, never blindly to the source: the source of a
+            # Map-Register is not authenticated, its RLOCs are. A source that is
+            # one of them keeps its port (lispers.net registers from an
+            # ephemeral port); any other gets the notify at the registrant's RLOC.
+            if from_rloc:
+                to = src
+            elif reg is not None and reg.etr is not None and not (repeat and reg.nonces_vary):
+                to = reg.etr
+            else:
+                to = None
+            if to is not None:
+                # == sign(MapNotify(nonce, records, key_id, alg_id, xtr_id, site_id), key)
+                out.send(map_notify_for(data, msg, key), to)
+                counters["map_notify_tx"] += 1
         if changed:
             for eid in dict.fromkeys(changed):
                 self.publish(eid, now, out)
 
-    def _apply_record(self, entry: list, rec: EidRecord, registrant: str, msg: MapRegister,
-                      src: Endpoint, site: _Site, now: float, timeout: float, out: Effects) -> None:
+    def _rlocs(self, rec: EidRecord) -> tuple[str, frozenset, tuple, tuple]:
+        """(registrant name, set of RLOC addresses, usable RLOC addresses best
+        first, the locators) of a record: what the MAC covers, so what a
+        registration is bound to."""
+        locs = rec.locators
+        # keyed by identity (the decode memo hands out the same tuple for the
+        # same bytes), holding the tuple so its id stays unique while cached
+        hit = self._rloc_memo.get(id(locs))
+        if hit is not None and hit[3] is locs:
+            return hit
+        addrs = [l.address for l in locs if type(l.address) in (IPv4Address, IPv6Address)]
+        usable = sorted((l for l in locs if type(l.address) in (IPv4Address, IPv6Address)),
+                        key=lambda l: (not l.reachable, l.priority == 255, l.priority))
+        name = ",".join(sorted({str(a) for a in addrs},
+                               key=lambda t: (":" in t, ipaddress.ip_address(t)))) or "no-rloc"
+        if len(self._rloc_memo) >= _OWNER_CACHE_MAX:
+            self._rloc_memo.clear()
+        hit = self._rloc_memo[id(locs)] = (name, frozenset(addrs), tuple(l.address for l in usable), locs)
+        return hit
+
+    def _apply_record(self, entry: list, rec: EidRecord, registrant: str, in_rlocs: bool,
+                      etr: Endpoint | None, msg: MapRegister, src: Endpoint, site: _Site, now: float,
+                      timeout: float, out: Effects) -> tuple[Registration | None, bool]:
+        """(the registration, whether the message only repeated its latest one)."""
         eid, owner, regs = entry
         if not regs:
             regs = entry[2] = self.registered.get(eid)
+        old = regs.get(registrant) if regs else None
+        if old is None and regs and msg.xtr_id is None:
+            # An xTR without xTR-ID whose RLOCs changed: its registration is
+            # the one last refreshed from this very source address. Only a new,
+            # authentic message reaches here (replays are dropped above).
+            for k, r in regs.items():
+                if r.xtr_id is None and r.source.addr == src.addr:
+                    old = regs.pop(k)
+                    old.registrant = registrant
+                    regs[registrant] = old
+                    heapq.heappush(self._expiry, (old.expires_at, next(self._seq), eid, registrant, old))
+                    break
+        mac, nonce = msg.auth_data, msg.nonce
+        if old is not None:
+            if mac == old.mac:
+                # The very bytes of its latest message: an ETR that reuses its
+                # nonce refreshes this way; a replay does the same, and changes
+                # nothing else. A registrant known to vary its nonce is not even
+                # refreshed by it.
+                if not old.nonces_vary:
+                    old.last_seen, old.expires_at = now, now + timeout
+                    if in_rlocs:
+                        old.source = src
+                return old, True
+            if nonce != old.nonce:
+                old.nonces_vary = True
+                _supersede(site, old.mac)
         if rec.ttl == 0:       # de-registration
-            if regs is not None and regs.pop(registrant, None) is not None and not regs:
-                self._forget(eid)
-            return
+            if old is not None:
+                del regs[registrant]
+                if not regs:
+                    self._forget(eid)
+                out.log(f"{eid} de-registered by {registrant} (site {site.cfg.name})")
+            return None, False
         if regs is None:
             regs = entry[2] = {}
             self.registered.insert(eid, regs)
             site.registrations[eid] = regs
-        old = regs.get(registrant)
         if old is not None:             # a refresh: its expiry entry is re-filed lazily
-            old.source, old.record, old.proxy_reply = src, rec, msg.proxy_reply or owner.cfg.proxy_reply
+            old.record, old.proxy_reply = rec, msg.proxy_reply or owner.cfg.proxy_reply
             old.last_seen, old.expires_at, old.xtr_id, old.site_id = now, now + timeout, msg.xtr_id, msg.site_id
-            return
+            old.mac, old.nonce, old.etr = mac, nonce, etr
+            if in_rlocs:
+                old.source = src
+            return old, False
         reg = regs[registrant] = Registration(
             registrant, src, rec, msg.proxy_reply or owner.cfg.proxy_reply,
-            now, now, now + timeout, msg.xtr_id, msg.site_id)
+            now, now, now + timeout, msg.xtr_id, msg.site_id, etr, mac, nonce)
         heapq.heappush(self._expiry, (reg.expires_at, next(self._seq), eid, registrant, reg))
         out.log(f"{eid} registered by {registrant} (site {site.cfg.name})")
+        return reg, False
 
     # ------------------------------------------------------------ publish/subscribe
     def _locator_view(self, eid: EidPrefix):
@@ -384,11 +551,13 @@ class MapServerRole:
         if req.xtr_id is None:
             self.counters["subscribe_without_xtr_id"] += 1
             return
-        site = self._site_by_id.get(req.site_id)
+        # A bare xTR-ID (lispers.net sends no site-ID) subscribes as site-ID 0.
+        site_id = req.site_id if req.site_id is not None else 0
+        site = self._site_by_id.get(site_id)
         if site is None:
             self.counters["subscribe_unknown_site"] += 1
             out.log(f"subscription for {asked} from xTR-ID {req.xtr_id:032x} refused: "
-                    f"no [[site]] with site-id {req.site_id}")
+                    f"no [[site]] with site-id {site_id}")
             return
         target = reply_target(req.itr_rlocs, CONTROL_PORT)
         if target is None:
@@ -408,7 +577,7 @@ class MapServerRole:
         kid, secret = site.cfg.pubsub_key
         key = (key_eid, req.xtr_id)
         self._drop_sub(key)                 # a renewal replaces the old state and nonce
-        sub = Subscription(key_eid, asked, req.xtr_id, req.site_id, target, req.nonce, kid, secret,
+        sub = Subscription(key_eid, asked, req.xtr_id, site_id, target, req.nonce, kid, secret,
                            site.cfg.name, now, now + ttl_s)
         self.subs[key] = sub
         heapq.heappush(self._sub_expiry, (sub.expires_at, next(self._seq), key))
@@ -472,6 +641,8 @@ class MapServerRole:
         try:
             want = record_prefix(req.records[0])
         except MalformedMessage:
+            if multicast_sg(req.records[0]):
+                return None                  # nothing registered: a negative reply
             self.counters["map_request_bad_eid"] += 1
             return []
         hit = self.lookup(want)
@@ -496,17 +667,56 @@ class MapServerRole:
             reply = MapReply(req.nonce, (self.merged_record(eid, regs),))
             out.send(reply.encode(), target)
             self.counters["proxy_map_reply_tx"] += 1
-            out.log(f"proxy Map-Reply for {eid} to {target.addr}:{target.port}")
+            out.log(f"proxy Map-Reply for {eid} to {target.addr}:{target.port}",
+                    kind="proxy-map-reply", peer=target.addr)
             return out.items + (sub_fx.items if sub_fx else [])
-        # Forward to the most recently refreshed registrant's ETR.
-        reg = max(regs.values(), key=lambda r: r.last_seen)
+        # Forward to the most recently refreshed registrant's ETR, at an RLOC
+        # its (authenticated) record names: never at whatever address its
+        # Map-Registers came from, which anyone replaying them can choose.
+        reg = max((r for r in regs.values() if r.etr is not None), key=lambda r: r.last_seen, default=None)
+        if reg is None:
+            self.counters["map_request_no_etr_rloc"] += 1
+            return out.items + (sub_fx.items if sub_fx else [])
         fwd = dataclasses.replace(ecm, to_etr=True, to_ms=False)
-        out.send(fwd.encode(), Endpoint(reg.source.addr, CONTROL_PORT))
+        out.send(fwd.encode(), reg.etr)
         self.counters["map_request_forwarded"] += 1
-        out.log(f"forwarded Map-Request for {want} to ETR {reg.source.addr}")
+        out.log(f"forwarded Map-Request for {want} to ETR {reg.etr.addr}",
+                kind="map-request-forwarded", peer=reg.etr.addr)
         return out.items + (sub_fx.items if sub_fx else [])
 
     # ------------------------------------------------------------ API
+    def reconfigure(self, cfg: Config, now: float) -> list[Effect]:
+        """A changed [[site]] list (lispctl reload). Sites are matched by
+        name: one that stays keeps its counters and the registrations its new
+        prefixes still accept (same prefix, or a more specific one where
+        accept-more-specifics allows); every other registration is dropped.
+        New keys and flags apply from the next Map-Register on."""
+        self._now = now
+        old = {s.cfg.name: s for s in self.sites}
+        self.cfg = cfg
+        self.sites = [_Site(sc) for sc in cfg.site]
+        self.configured = LpmTable()
+        for site in self.sites:
+            for sp in site.cfg.eid_prefix:
+                self.configured.insert(sp.eid, _Prefix(site, sp))
+            if site.cfg.name in old:
+                site.registers, site.bad_auth = old[site.cfg.name].registers, old[site.cfg.name].bad_auth
+        self._site_by_id = {s.cfg.site_id: s for s in self.sites if s.cfg.site_id is not None}
+        self._owners.clear()           # caches of owner lookups hold the old sites
+        self._owners_of.clear()
+        out = Effects()
+        for prev in old.values():
+            for eid, regs in prev.registrations.items():
+                hit = self.configured.longest_covering(eid)
+                if hit is not None and hit[1].site.cfg.name == prev.cfg.name \
+                        and (hit[0] == eid or hit[1].cfg.accept_more_specifics):
+                    hit[1].site.registrations[eid] = regs
+                    continue
+                self.registered.remove(eid)
+                self.counters["registration_dropped_by_reload"] += 1
+                out.log(f"registration of {eid} dropped: no configured site accepts it any more")
+        return out.items
+
     def snapshot(self) -> dict:
         now = self._now
         sites = []
@@ -521,6 +731,7 @@ class MapServerRole:
                     "proxy_reply": sp.proxy_reply, "registered": any(r for _, r in regs),
                     "registrations": [{
                         "eid": str(e), "registrant": r.registrant, "source": str(r.source.addr),
+                        "etr": str(r.etr.addr) if r.etr is not None else None,
                         "rlocs": [{"address": str(l.address), "priority": l.priority, "weight": l.weight,
                                    "reachable": l.reachable} for l in r.record.locators],
                         "proxy_reply": r.proxy_reply, "expires_in_s": round(max(0.0, r.expires_at - now), 1),
@@ -537,29 +748,90 @@ class MapServerRole:
         return {"sites": sites, "subscriptions": subs, "counters": self.counters.snapshot()}
 
 
+def resolver_ecm(data: bytes) -> bool:
+    """Is data an ECM for a Map-Resolver, by its first byte: type 8 with
+    neither D (DDT-originated: for a DDT node or Map-Server, limited there) nor
+    E (for an ETR) set (RFC 9301 5.8, RFC 8111)."""
+    return bool(data) and data[0] >> 4 == ECM and not data[0] & 0x06
+
+
+def rate_limited(counters: Counters, over: str, src: Endpoint) -> list[Effect]:
+    """Count (and log, summarised by the daemon) an ECM refused by the limiter."""
+    counters[f"map_request_rate_limited_{'source' if over == PER_KEY else 'total'}"] += 1
+    return [Log(f"Map-Requests from {src.addr} over the {over} rate limit: dropped",
+                kind=f"map-request-rate-limited-{over}", peer=src.addr)]
+
+
+def multicast_sg(record) -> bool:
+    """Is this Map-Request record a multicast (S,G) EID: a Source/Dest LCAF
+    whose destination is a group (RFC 8378; lispers.net asks for these), or a
+    Multicast-Info LCAF (RFC 8060 type 9), possibly inside an Instance-ID?"""
+    eid = record.eid
+    if type(eid) is InstanceId:
+        eid = eid.address
+    if type(eid) is SourceDestKey:
+        return type(eid.dest) in (IPv4Address, IPv6Address) and eid.dest.is_multicast
+    return type(eid) is UnknownLcaf and eid.lcaf_type == 9
+
+
+def _gap(want: EidPrefix, inside: EidPrefix, tables) -> EidPrefix:
+    """The least specific prefix holding want's address, inside `inside`,
+    that overlaps nothing in `tables` except prefixes covering it: the hole
+    of an unregistered EID between registered (or configured) more-specifics."""
+    addr = want.prefix.network_address
+    bits = addr.max_prefixlen
+    for n in range(inside.prefix.prefixlen, bits + 1):
+        cand = EidPrefix(want.iid, ipaddress.ip_network((int(addr) >> (bits - n) << (bits - n), n)
+                                                        if addr.version == 4 else
+                                                        ipaddress.IPv6Network((int(addr) >> (bits - n) << (bits - n), n))))
+        if not any(e != cand and e.prefix.subnet_of(cand.prefix)
+                   for t in tables if t is not None for e, _ in t.more_specifics(cand)):
+            if want.prefix.subnet_of(cand.prefix) or cand.prefix.subnet_of(want.prefix):
+                return cand
+            break
+    return host_prefix(want.iid, addr)
+
+
 def negative_reply(cfg: Config, ecm: EncapsulatedControlMessage, configured: LpmTable,
-                   extra: LpmTable | None, counters: Counters) -> list[Effect]:
+                   extra: LpmTable | None, counters: Counters,
+                   registered: LpmTable | None = None) -> list[Effect]:
     """The Map-Resolver's answer for space nobody registered:
-    - inside a configured site prefix: ACT send-map-request (or drop), TTL 1 min;
+    - inside a configured site prefix: ACT send-map-request (or drop), TTL 1 min,
+      for the widest prefix around the EID that covers no registered or
+      configured more-specific prefix (so it never shadows a registered site);
     - elsewhere: ACT natively-forward for the least specific prefix that
-      covers the EID and overlaps no configured prefix, TTL 15 min."""
+      covers the EID and overlaps no configured prefix, TTL 15 min;
+    - a multicast (S,G) EID (we hold no replication lists): ACT
+      natively-forward for exactly the (S,G) asked, TTL 1 min."""
     req: MapRequest = ecm.message
     out = Effects()
     if not req.records:
         return []
+    target = reply_target(req.itr_rlocs, ecm.inner_sport)
     try:
         want = record_prefix(req.records[0])
     except MalformedMessage:
-        counters["map_request_bad_eid"] += 1
-        return []
-    target = reply_target(req.itr_rlocs, ecm.inner_sport)
+        rec = req.records[0]
+        if not multicast_sg(rec):
+            counters["map_request_bad_eid"] += 1
+            return []
+        if target is None:
+            counters["map_request_no_itr_rloc"] += 1
+            return []
+        ttl = cfg.mr.unregistered_ttl_minutes
+        reply = MapReply(req.nonce, (EidRecord(rec.eid, rec.mask_len, (), ttl, int(MapAction.NATIVELY_FORWARD)),))
+        out.send(reply.encode(), target)
+        counters["negative_reply_multicast"] += 1
+        out.log(f"negative Map-Reply for multicast (S,G) {rec.eid} natively-forward TTL {ttl} min",
+                kind="negative-map-reply", peer=target.addr)
+        return out.items
     if target is None:
         counters["map_request_no_itr_rloc"] += 1
         return []
     addr = want.prefix.network_address
     hit = configured.longest_covering(want) or (extra.longest_covering(want) if extra else None)
     if hit is not None:
-        eid = hit[0]
+        eid = _gap(want, hit[0], (registered, configured, extra))
         act = MapAction.SEND_MAP_REQUEST if cfg.mr.unregistered_action == "send-map-request" else MapAction.DROP
         ttl = cfg.mr.unregistered_ttl_minutes
         counters["negative_reply_unregistered"] += 1
@@ -577,5 +849,6 @@ def negative_reply(cfg: Config, ecm: EncapsulatedControlMessage, configured: Lpm
         counters["negative_reply_non_eid"] += 1
     reply = MapReply(req.nonce, (eid_record(eid, (), ttl=ttl, act=int(act)),))
     out.send(reply.encode(), target)
-    out.log(f"negative Map-Reply for {want}: {eid} {act.name.lower()} TTL {ttl} min")
+    out.log(f"negative Map-Reply for {want}: {eid} {act.name.lower()} TTL {ttl} min",
+            kind="negative-map-reply", peer=target.addr)
     return out.items

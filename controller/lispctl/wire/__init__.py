@@ -13,12 +13,13 @@ from .control import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_NONE, AUTH_DATA_LENGTH
                       MAP_NOTIFY_ACK, MAP_REFERRAL, MAP_REGISTER, MAP_REPLY, MAP_REQUEST, SHARED_EXTENSION,
                       InfoReply, InfoRequest, MapNotify, MapNotifyAck, MapReferral, MapRegister, MapReply,
                       MapRequest, SharedExtension)
+from .cpm import CPM_SUB_TYPE, ChangePriority, decode_cpm, is_cpm, sign_cpm, verify_cpm
 from .convert import (eid_record, from_eid_prefix, locator_to_rloc, record_prefix, request_record,
-                      rloc_to_locator, to_eid_prefix)
+                      rloc_to_locator, source_eid_prefix, to_eid_prefix)
 from .data import DATA_HEADER_LEN, DataHeader, decode_data_header
 from .ecm import EncapsulatedControlMessage
 from .errors import MalformedMessage
-from .records import (TTL_INFINITE, EidRecord, LocatorRecord, ReferralRecord, RequestRecord, Signature)
+from .records import (REQUEST_RECORD_N, TTL_INFINITE, EidRecord, LocatorRecord, ReferralRecord, RequestRecord, Signature)
 
 # RFC 8111 referral ACT values.
 NODE_REFERRAL, MS_REFERRAL, MS_ACK, MS_NOT_REGISTERED, DELEGATION_HOLE, NOT_AUTHORITATIVE = range(6)

@@ -139,15 +139,21 @@ class _Message:
 # ---------------------------------------------------------------- Map-Request
 
 _MREQ_A, _MREQ_M, _MREQ_P, _MREQ_S = 0x08000000, 0x04000000, 0x02000000, 0x01000000
-_MREQ_p, _MREQ_s, _MREQ_I, _MREQ_N = 0x00800000, 0x00400000, 0x00100000, 0x00080000
+# I (RFC 9437 section 4: xTR-ID bit, bit 11 of the first word); the N bit of
+# RFC 9437 is not in this header but in each EID-record (RequestRecord.notify).
+_MREQ_p, _MREQ_s, _MREQ_I = 0x00800000, 0x00400000, 0x00100000
 _MREQ_L, _MREQ_D = 0x00004000, 0x00002000
-MAP_REQUEST_RESERVED_MASK = 0x00278000
+MAP_REQUEST_RESERVED_MASK = 0x002F8000
 
 
 @dataclass(frozen=True, slots=True)
 class MapRequest(_Message):
-    """RFC 9301 5.2 + RFC 9437 (I: xTR-ID/site-ID appended; N: notification
-    requested). M is set iff map_reply_record is given, I iff xtr_id is."""
+    """RFC 9301 5.2 + RFC 9437 (I: xTR-ID/site-ID appended; N: per record,
+    RequestRecord.notify). M is set iff map_reply_record is given, I iff
+    xtr_id is. site_id None with an xtr_id: the 64-bit site-ID is left out
+    (lispers.net sends a bare 128-bit xTR-ID). A request whose I bit promises
+    an xTR-ID that is not all there decodes as a plain Map-Request with the
+    leftover bytes in `trailer` (answered, never subscribed)."""
     nonce: int
     records: tuple[RequestRecord, ...]
     itr_rlocs: tuple[Address, ...]
@@ -157,7 +163,6 @@ class MapRequest(_Message):
     smr: bool = False                  # S
     pitr: bool = False                 # p
     smr_invoked: bool = False          # s
-    notification_requested: bool = False  # N (RFC 9437)
     local_xtr: bool = False            # L (RFC 9301)
     dont_map_reply: bool = False       # D (RFC 9301)
     map_reply_record: EidRecord | None = None
@@ -166,6 +171,11 @@ class MapRequest(_Message):
     reserved: int = 0
     trailer: bytes = b""
     TYPE = MAP_REQUEST
+
+    @property
+    def notification_requested(self) -> bool:
+        """RFC 9437: some EID-record asks to be notified (its N bit)."""
+        return any(r.notify for r in self.records)
 
     def encode(self) -> bytes:
         n_itr = len(self.itr_rlocs)
@@ -182,7 +192,6 @@ class MapRequest(_Message):
         if self.pitr: w |= _MREQ_p
         if self.smr_invoked: w |= _MREQ_s
         if self.xtr_id is not None: w |= _MREQ_I
-        if self.notification_requested: w |= _MREQ_N
         if self.local_xtr: w |= _MREQ_L
         if self.dont_map_reply: w |= _MREQ_D
         parts = [_HDR.pack(w, _nonce(self.nonce)), encode_address(self.source_eid)]
@@ -191,7 +200,12 @@ class MapRequest(_Message):
         if self.map_reply_record is not None:
             parts.append(self.map_reply_record.encode())
         if self.xtr_id is not None:
-            parts.append(_xtr_bytes(self.xtr_id, self.site_id))
+            xtr = _xtr_bytes(self.xtr_id, self.site_id)
+            if self.site_id is None:
+                if len(self.trailer) >= 8:
+                    raise ValueError("an xTR-ID without site-ID cannot be followed by a trailer of 8+ bytes")
+                xtr = xtr[:16]
+            parts.append(xtr)
         parts.append(bytes(self.trailer))
         return b"".join(parts)
 
@@ -212,9 +226,14 @@ def _decode_map_request(buf: bytes) -> MapRequest:
         mrec, off = decode_eid_record(buf, off, end)
     xtr = site = None
     if w & _MREQ_I:
-        xtr, site, off = _read_xtr(buf, off, end)
+        if off + 24 <= end:
+            xtr, site, off = _read_xtr(buf, off, end)
+        elif off + 16 <= end:          # xTR-ID without site-ID (lispers.net)
+            hi, lo = struct.unpack_from("!QQ", buf, off)
+            xtr, off = (hi << 64) | lo, off + 16
+        # else: truncated; a plain Map-Request, the bytes stay in the trailer
     return MapRequest(nonce, recs, tuple(itrs), src, bool(w & _MREQ_A), bool(w & _MREQ_P),
-                      bool(w & _MREQ_S), bool(w & _MREQ_p), bool(w & _MREQ_s), bool(w & _MREQ_N),
+                      bool(w & _MREQ_S), bool(w & _MREQ_p), bool(w & _MREQ_s),
                       bool(w & _MREQ_L), bool(w & _MREQ_D), mrec, xtr, site,
                       w & MAP_REQUEST_RESERVED_MASK, buf[off:])
 

@@ -14,7 +14,7 @@ from lispctl.mapping.types import EidPrefix, Rloc
 
 from .addresses import Address, InstanceId
 from .errors import MalformedMessage
-from .records import EidRecord, LocatorRecord, RequestRecord
+from .records import REQUEST_RECORD_N, EidRecord, LocatorRecord, RequestRecord
 
 
 def to_eid_prefix(address: Address, mask_len: int) -> EidPrefix:
@@ -52,14 +52,26 @@ def from_eid_prefix(prefix: EidPrefix, iid_lcaf: bool | None = None) -> tuple[Ad
     return addr, prefix.prefix.prefixlen
 
 
+def source_eid_prefix(address: Address) -> EidPrefix | None:
+    """A Map-Request's Source-EID (an address, plain or in an Instance-ID
+    LCAF) as a host EidPrefix; None for AFI 0 or anything else."""
+    inner = address.address if type(address) is InstanceId else address
+    if type(inner) is IPv4Address:
+        return to_eid_prefix(address, 32)
+    if type(inner) is IPv6Address:
+        return to_eid_prefix(address, 128)
+    return None
+
+
 def record_prefix(record: EidRecord | RequestRecord) -> EidPrefix:
     """The EidPrefix of an EID record or Map-Request record."""
     return to_eid_prefix(record.eid, record.mask_len)
 
 
-def request_record(prefix: EidPrefix, iid_lcaf: bool | None = None) -> RequestRecord:
+def request_record(prefix: EidPrefix, iid_lcaf: bool | None = None, *, notify: bool = False) -> RequestRecord:
+    """notify: set RFC 9437's N bit (subscribe to this prefix)."""
     addr, ml = from_eid_prefix(prefix, iid_lcaf)
-    return RequestRecord(addr, ml)
+    return RequestRecord(addr, ml, REQUEST_RECORD_N if notify else 0)
 
 
 def eid_record(prefix: EidPrefix, locators=(), *, ttl: int = 1440, act: int = 0,

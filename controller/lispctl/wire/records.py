@@ -12,6 +12,7 @@ from ipaddress import IPv4Address, IPv6Address
 from .addresses import Address, _decode, encode_address
 from .errors import MalformedMessage
 
+REQUEST_RECORD_N = 0x80     # RFC 9437 N bit in a Map-Request EID-record's reserved byte
 TTL_INFINITE = 0xFFFFFFFF   # Record TTL meaning "never expires"; TTLs are in minutes
 
 _LOC = struct.Struct("!BBBBHH")      # prio, weight, mprio, mweight, flags, AFI
@@ -53,10 +54,17 @@ class EidRecord:
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
-    """An EID record of a Map-Request: mask-len + prefix."""
+    """An EID record of a Map-Request: reserved byte, mask-len, prefix.
+    The reserved byte's top bit is RFC 9437's N (notification requested,
+    IANA "Map-Request-Record" header bits, bit 0); `reserved` keeps the
+    whole byte so that encode(decode(b)) == b."""
     eid: Address
     mask_len: int
     reserved: int = 0
+
+    @property
+    def notify(self) -> bool:
+        return bool(self.reserved & REQUEST_RECORD_N)
 
 
 @dataclass(frozen=True, slots=True)
