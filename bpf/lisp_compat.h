@@ -38,7 +38,7 @@ static __always_inline int lisp_decap_room(struct __sk_buff *skb, __u32 olen, in
      * DECAP flags). Same family: nothing to change. Across families,
      * bpf_skb_change_proto sets it, inserting (4 -> 6) or removing (6 -> 4)
      * 20 bytes right after the Ethernet header, i.e. in the outer header we
-     * remove anyway; since 5.14 it leaves gso_size alone and only swaps
+     * remove anyway; in 6.1 it leaves gso_size alone and only swaps
      * SKB_GSO_TCPV4/V6, which a tunnel packet's inner type is already. The
      * 6 -> 4 order also keeps adjust_room's minimum (the outer family's
      * header length) from refusing inner IPv4 packets of 20-39 bytes. */
