@@ -90,6 +90,23 @@ static __always_inline int local_eid(const struct lisp_flow *f, __u32 iid)
     return local_eid6.lookup(&k) != 0;
 }
 
+/* Locator-status bits of the local mapping the packet's source matches
+ * (RFC 9300 5.3), or LISP_LSB_NONE when the source is no EID of ours. */
+static __always_inline __u64 source_lsb(const struct lisp_flow *f, __u32 iid)
+{
+    __u32 *v;
+    if (f->family == 4) {
+        struct lisp_key4 k = {.prefixlen = 64, .iid = bpf_htonl(iid)};
+        __builtin_memcpy(k.addr, f->src, 4);
+        v = local_eid4.lookup(&k);
+    } else {
+        struct lisp_key6 k = {.prefixlen = 160, .iid = bpf_htonl(iid)};
+        __builtin_memcpy(k.addr, f->src, 16);
+        v = local_eid6.lookup(&k);
+    }
+    return v ? *v : LISP_LSB_NONE;
+}
+
 /* One ring-buffer event per (iid, destination) per miss_interval_ns. */
 static __always_inline void miss_event(const struct lisp_flow *f, __u32 iid, const struct lisp_config *c)
 {
@@ -193,11 +210,17 @@ static __always_inline struct lisp_scratch *get_scratch(void)
     return scratch.lookup(&zero);
 }
 
-/* Turn the packet into an ICMP "fragmentation needed" / "packet too big"
- * addressed to its source and send it back where it came from. The source of
- * the ICMP is the original destination: it is never a local address of the
- * receiving host (which would make it a martian) and routes back the same way. */
-static __always_inline int send_too_big(struct __sk_buff *skb, const struct lisp_flow *f, __u32 mtu, int egress)
+/* Turn the packet into an ICMP error addressed to its source and send it
+ * back where it came from: "fragmentation needed" / "packet too big" (mtu),
+ * or with `exceeded` "time exceeded in transit" (RFC 792 / RFC 4443). The
+ * source of the ICMP is the original destination: it is never a local
+ * address of the receiving host (which would make it a martian) and routes
+ * back the same way. The quote is the packet's first 28 (IPv4) / 128 (IPv6)
+ * bytes, or all of a shorter one. */
+#define LISP_ICMP_MIN_INTERVAL_NS 10000000ULL   /* Time Exceeded: at most 100/s per CPU */
+
+static __always_inline int send_icmp(struct __sk_buff *skb, const struct lisp_flow *f, __u32 mtu,
+                                     int exceeded, int egress)
 {
     __u8 mac[2 * ETH_ALEN];
     if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)))
@@ -205,59 +228,109 @@ static __always_inline int send_too_big(struct __sk_buff *skb, const struct lisp
     struct lisp_scratch *sc = get_scratch();
     if (!sc)
         return TC_ACT_SHOT;
+    if (exceeded) {
+        __u64 now = bpf_ktime_get_ns();
+        if (now - sc->icmp_exceeded_ns < LISP_ICMP_MIN_INTERVAL_NS)
+            return TC_ACT_SHOT;
+        sc->icmp_exceeded_ns = now;
+    }
+    __u32 avail = skb->len - ETH_HLEN;
     if (f->family == 4) {
         struct lisp_icmp4_reply *r = (void *)sc->buf;
         __builtin_memset(r, 0, sizeof(*r));
-        if (!f->ihl_ok || bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, sizeof(r->quote)))
+        __u32 q = avail < LISP_ICMP4_QUOTE ? avail : LISP_ICMP4_QUOTE;
+        asm volatile("" : "+r"(q));     /* hide q's range from clang, or it drops the mask */
+        q &= 0x1f;          /* no-op (q <= 28); bounds the helper's length for the verifier */
+        if (q < 20 || !f->ihl_ok || bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, q))
             return TC_ACT_SHOT;
-        r->icmp.type = ICMP_DEST_UNREACH;
-        r->icmp.code = ICMP_FRAG_NEEDED;
-        r->icmp.un.frag.mtu = bpf_htons(mtu);
+        if (exceeded) {
+            r->icmp.type = ICMP_TIME_EXCEEDED;
+            r->icmp.code = ICMP_EXC_TTL;
+        } else {
+            r->icmp.type = ICMP_DEST_UNREACH;
+            r->icmp.code = ICMP_FRAG_NEEDED;
+            r->icmp.un.frag.mtu = bpf_htons(mtu);
+        }
+        /* the zeroed bytes after the quote add nothing to the sum */
         r->icmp.checksum = lisp_csum_fold(lisp_csum_add(0, &r->icmp, (sizeof(r->icmp) + sizeof(r->quote)) / 2));
+        __u32 len = sizeof(r->ip) + sizeof(r->icmp) + q;
         r->ip.version = 4;
         r->ip.ihl = 5;
         r->ip.tos = 0xc0;
-        r->ip.tot_len = bpf_htons(sizeof(*r));
+        r->ip.tot_len = bpf_htons(len);
         r->ip.ttl = 64;
         r->ip.protocol = IPPROTO_ICMP;
         __builtin_memcpy(&r->ip.saddr, f->dst, 4);
         __builtin_memcpy(&r->ip.daddr, f->src, 4);
         r->ip.check = lisp_csum_fold(lisp_csum_add(0, &r->ip, 10));
-        if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(*r), 0))
+        if (bpf_skb_change_tail(skb, ETH_HLEN + len, 0))
             return TC_ACT_SHOT;
-        if (bpf_skb_store_bytes(skb, ETH_HLEN, r, sizeof(*r), 0))
+        asm volatile("" : "+r"(len));
+        len &= 0xff;        /* no-op (len <= sizeof(*r)); bounds it for the verifier */
+        if (len < sizeof(struct iphdr) || bpf_skb_store_bytes(skb, ETH_HLEN, r, len, 0))
             return TC_ACT_SHOT;
     } else {
         struct lisp_icmp6_reply *r = (void *)sc->buf;
         __builtin_memset(r, 0, sizeof(*r));
-        if (bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, sizeof(r->quote)))
+        __u32 q = avail < LISP_ICMP6_QUOTE ? avail : LISP_ICMP6_QUOTE;
+        asm volatile("" : "+r"(q));
+        q &= 0xff;          /* no-op (q <= 128); bounds the length (scratch has room) */
+        if (q < 40 || bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, q))
             return TC_ACT_SHOT;
-        if (mtu < 1280)
-            mtu = 1280;
-        r->icmp6.icmp6_type = ICMPV6_PKT_TOOBIG;
-        r->icmp6.icmp6_mtu = bpf_htonl(mtu);
+        if (exceeded) {
+            r->icmp6.icmp6_type = ICMPV6_TIME_EXCEED;
+            r->icmp6.icmp6_code = ICMPV6_EXC_HOPLIMIT;
+        } else {
+            if (mtu < 1280)
+                mtu = 1280;
+            r->icmp6.icmp6_type = ICMPV6_PKT_TOOBIG;
+            r->icmp6.icmp6_mtu = bpf_htonl(mtu);
+        }
+        __u32 plen = sizeof(r->icmp6) + q;
         r->ip6.version = 6;
-        r->ip6.payload_len = bpf_htons(sizeof(r->icmp6) + sizeof(r->quote));
+        r->ip6.payload_len = bpf_htons(plen);
         r->ip6.nexthdr = IPPROTO_ICMPV6;
         r->ip6.hop_limit = 255;
         __builtin_memcpy(&r->ip6.saddr, f->dst, 16);
         __builtin_memcpy(&r->ip6.daddr, f->src, 16);
         __u32 sum = lisp_csum_add(0, &r->ip6.saddr, 16);
-        sum += bpf_htons(sizeof(r->icmp6) + sizeof(r->quote)) + bpf_htons(IPPROTO_ICMPV6);
+        sum += bpf_htons(plen) + bpf_htons(IPPROTO_ICMPV6);
         sum = lisp_csum_add(sum, &r->icmp6, (sizeof(r->icmp6) + sizeof(r->quote)) / 2);
         r->icmp6.icmp6_cksum = lisp_csum_fold(sum);
-        if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(*r), 0))
+        __u32 len = sizeof(r->ip6) + plen;
+        if (bpf_skb_change_tail(skb, ETH_HLEN + len, 0))
             return TC_ACT_SHOT;
-        if (bpf_skb_store_bytes(skb, ETH_HLEN, r, sizeof(*r), 0))
+        asm volatile("" : "+r"(len));
+        len &= 0xff;        /* no-op (len <= sizeof(*r)); bounds it for the verifier */
+        if (len < sizeof(struct iphdr) || bpf_skb_store_bytes(skb, ETH_HLEN, r, len, 0))
             return TC_ACT_SHOT;
     }
     /* swap the MAC addresses: the reply goes back to the sender's hop */
     if (bpf_skb_store_bytes(skb, 0, mac + ETH_ALEN, ETH_ALEN, 0) ||
         bpf_skb_store_bytes(skb, ETH_ALEN, mac, ETH_ALEN, 0))
         return TC_ACT_SHOT;
-    count(LISP_CNT_ICMP_TOO_BIG);
-    count(LISP_CNT_DROP_BASE + LISP_DROP_TOO_BIG);
+    if (exceeded) {
+        count(LISP_CNT_ICMP_TIME_EXCEEDED);
+    } else {
+        count(LISP_CNT_ICMP_TOO_BIG);
+        count(LISP_CNT_DROP_BASE + LISP_DROP_TOO_BIG);
+    }
     return bpf_redirect(skb->ifindex, egress ? BPF_F_INGRESS : 0);
+}
+
+static __always_inline int send_too_big(struct __sk_buff *skb, const struct lisp_flow *f, __u32 mtu, int egress)
+{
+    return send_icmp(skb, f, mtu, 0, egress);
+}
+
+/* A routed packet whose TTL / hop limit would reach 0 here: dropped
+ * (counted ttl_expired), and answered with Time Exceeded (rate limited).
+ * Not left to the stack: without a route to the EID (xTRs have none) it
+ * would answer "net unreachable" instead. */
+static __always_inline int send_time_exceeded(struct __sk_buff *skb, const struct lisp_flow *f, int egress)
+{
+    count(LISP_CNT_DROP_BASE + LISP_DROP_TTL_EXPIRED);
+    return send_icmp(skb, f, 0, 1, egress);
 }
 
 /* UDP checksum of an IPv6-encapsulated packet without reading the payload,
@@ -314,11 +387,125 @@ static __always_inline __u16 outer6_udp_csum(struct __sk_buff *skb, const struct
     return c ? c : 0xffff;
 }
 
-/* Encapsulate toward one locator of ls and forward. */
-static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *f, __u32 iid,
-                                 const struct lisp_locset *ls, __u32 id,
-                                 const struct lisp_config *c, int egress)
+/* A router forwarding the packet decrements its TTL / hop limit: the ITR
+ * on an EID-facing interface and the ETR redirecting to the site are that
+ * router (the stack fallback decrements on its own). l3_off: the IP header.
+ * Returns 0, or -1 when the TTL is <= 1: the caller hands the packet to the
+ * stack, which drops it and sends ICMP Time Exceeded (rate limited). */
+static __always_inline int ttl_decrement(struct __sk_buff *skb, __u32 l3_off, struct lisp_flow *f)
 {
+    if (f->ttl <= 1) {
+        count(LISP_CNT_TTL_TO_STACK);
+        return -1;
+    }
+    __u8 ttl = f->ttl - 1;
+    if (f->family == 4) {
+        __u16 old = bpf_htons(((__u16)f->ttl << 8) | f->proto);
+        __u16 new = bpf_htons(((__u16)ttl << 8) | f->proto);
+        bpf_l3_csum_replace(skb, l3_off + offsetof(struct iphdr, check), old, new, 2);
+        bpf_skb_store_bytes(skb, l3_off + offsetof(struct iphdr, ttl), &ttl, 1, 0);
+    } else {
+        bpf_skb_store_bytes(skb, l3_off + offsetof(struct ipv6hdr, hop_limit), &ttl, 1, 0);
+    }
+    f->ttl = ttl;
+    return 0;
+}
+
+/* RFC 9300 7.1, stateless MTU handling: an IPv4 packet without DF that does
+ * not fit the path once encapsulated is sent as inner fragments, each
+ * encapsulated on its own (the destination host reassembles). A program
+ * cannot make two packets out of one, so the packet peels itself: a clone of
+ * the whole packet goes back into this program (same hook, bpf_clone_redirect)
+ * marked in tc_index with the size of the first fragment, and this packet is
+ * cut down to that first fragment and encapsulated; the clone, when it comes
+ * back, drops those bytes (lisp_peel) and is handled like any packet, so a
+ * rest that still does not fit is split again. tc_index: nothing else uses
+ * it on kernels with the tcindex classifier and dsmark qdisc gone (6.3+). */
+#define LISP_TC_PEEL 0x8000     /* tc_index: peel (low 15 bits) * 8 payload bytes */
+
+/* Whether the L4 checksum of a whole IPv4 datagram is still the partial
+ * (pseudo-header) sum of CHECKSUM_PARTIAL, which only the offload can
+ * complete, over the whole datagram: such a packet cannot be fragmented here
+ * (a false positive, 1 in 65536, only costs a frag-needed). */
+static __always_inline int l4_csum_partial(struct __sk_buff *skb, const struct lisp_flow *f)
+{
+    __u32 off;
+    if (f->proto == IPPROTO_TCP)
+        off = 16;
+    else if (f->proto == IPPROTO_UDP)
+        off = 6;
+    else
+        return 0;
+    __u16 field;
+    if (bpf_skb_load_bytes(skb, ETH_HLEN + 20 + off, &field, 2))
+        return 1;
+    __u32 ps = lisp_csum_add(0, f->src, 2);
+    ps = lisp_csum_add(ps, f->dst, 2);
+    ps += bpf_htons(f->proto) + bpf_htons(f->l3len - 20);
+    return field == (__u16)~lisp_csum_fold(ps);
+}
+
+/* Cut the packet to its first fragment of `chunk` payload bytes after
+ * sending a clone of the whole packet back to peel the rest. */
+static __always_inline int split_first(struct __sk_buff *skb, struct lisp_flow *f, __u32 chunk, int egress)
+{
+    skb->tc_index = LISP_TC_PEEL | (chunk >> 3);
+    long rc = bpf_clone_redirect(skb, skb->ifindex, egress ? 0 : BPF_F_INGRESS);
+    skb->tc_index = 0;
+    if (rc)
+        return -1;
+    __be16 w[2];                /* tot_len, id */
+    __be16 fo;
+    if (bpf_skb_load_bytes(skb, ETH_HLEN + 2, w, 4) || bpf_skb_load_bytes(skb, ETH_HLEN + 6, &fo, 2))
+        return -1;
+    __be16 tot = bpf_htons(20 + chunk);
+    __be16 nfo = fo | bpf_htons(LISP_IP_MF);
+    __u32 ck = ETH_HLEN + offsetof(struct iphdr, check);
+    if (bpf_l3_csum_replace(skb, ck, w[0], tot, 2) || bpf_l3_csum_replace(skb, ck, fo, nfo, 2) ||
+        bpf_skb_store_bytes(skb, ETH_HLEN + 2, &tot, 2, 0) || bpf_skb_store_bytes(skb, ETH_HLEN + 6, &nfo, 2, 0) ||
+        bpf_skb_change_tail(skb, ETH_HLEN + 20 + chunk, 0))
+        return -1;
+    f->l3len = 20 + chunk;
+    f->frag = 1;
+    count(LISP_CNT_FRAGMENTED);
+    return 0;
+}
+
+/* The clone of split_first: drop the `chunk` payload bytes its first
+ * fragment carried; what remains is the next fragment (offset moved on, MF
+ * as the original had it). */
+static __always_inline int lisp_peel(struct __sk_buff *skb, __u32 chunk)
+{
+    __be16 tot, fo;
+    if (bpf_skb_load_bytes(skb, ETH_HLEN + 2, &tot, 2) || bpf_skb_load_bytes(skb, ETH_HLEN + 6, &fo, 2))
+        return -1;
+    __u32 len = bpf_ntohs(tot);
+    if (len <= 20 + chunk)
+        return -1;
+    __be16 ntot = bpf_htons(len - chunk);
+    __u16 h = bpf_ntohs(fo);
+    __be16 nfo = bpf_htons((h & ~LISP_IP_OFFSET) | (((h & LISP_IP_OFFSET) + (chunk >> 3)) & LISP_IP_OFFSET));
+    if (bpf_skb_adjust_room(skb, -(__s32)chunk, BPF_ADJ_ROOM_NET, 0))
+        return -1;
+    __u32 ck = ETH_HLEN + offsetof(struct iphdr, check);
+    if (bpf_l3_csum_replace(skb, ck, tot, ntot, 2) || bpf_l3_csum_replace(skb, ck, fo, nfo, 2) ||
+        bpf_skb_store_bytes(skb, ETH_HLEN + 2, &ntot, 2, 0) || bpf_skb_store_bytes(skb, ETH_HLEN + 6, &nfo, 2, 0))
+        return -1;
+    return 0;
+}
+
+/* Encapsulate toward one locator of ls and forward. */
+#define LISP_MODE_EGRESS 1      /* lisp_itr_egress: locally originated */
+#define LISP_MODE_REENCAP 2     /* tail-called by the ETR: the packet came in on an RLOC interface */
+
+static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
+                                 const struct lisp_locset *ls, __u32 id,
+                                 const struct lisp_config *c, int mode)
+{
+    int egress = mode & LISP_MODE_EGRESS;
+    /* a router hop: TTL 1 expires here */
+    if (!egress && f->ttl <= 1)
+        return send_time_exceeded(skb, f, egress);
     __u32 hash = lisp_flow_hash(f);
     int i = lisp_pick(ls, hash);
     if (i < 0 || i >= LISP_MAX_LOCATORS)
@@ -328,7 +515,20 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
     if (v6 ? !c->has_src6 : !c->has_src4)
         return drop(LISP_DROP_NO_SOURCE);
     __u32 olen = v6 ? LISP_OVERHEAD6 : LISP_OVERHEAD4;
+    /* The inner packet's own length, not the frame's: a short frame's
+     * Ethernet padding must not travel inside (the ETR would see a UDP
+     * payload longer than the inner packet). A GSO packet has no padding
+     * and its headers may not give its length (IPv6 BIG TCP). */
     __u32 inner_len = skb->len - ETH_HLEN;
+    if (!skb->gso_size) {
+        if (f->l3len > inner_len)
+            return drop(LISP_DROP_MALFORMED);
+        if (f->l3len < inner_len) {
+            if (bpf_skb_change_tail(skb, ETH_HLEN + f->l3len, 0))
+                return drop(LISP_DROP_ENCAP_FAILED);
+            inner_len = f->l3len;
+        }
+    }
 
     __u64 flags = BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct lisp_hdr));
     /* A GSO super-packet is judged by its segments (headers + gso_size), the
@@ -347,7 +547,17 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
         if (inner_len + olen > 0xffff)
             return drop(LISP_DROP_ENCAP_FAILED);
     } else if (c->path_mtu && inner_len + olen > c->path_mtu) {
-        return send_too_big(skb, f, c->path_mtu > olen ? c->path_mtu - olen : 0, egress);
+        __u32 room = c->path_mtu > olen ? c->path_mtu - olen : 0;
+        __u32 chunk = room > 20 ? (room - 20) & ~7 : 0;
+        /* DF set, IPv6, options, a checksum only the offload can finish: ICMP.
+         * Re-encapsulated packets too: a clone sent back to the RLOC
+         * interface would meet the ETR there, not this program. */
+        if (f->family != 4 || f->df || !f->ihl_ok || chunk < 8 || (mode & LISP_MODE_REENCAP) ||
+            (!f->frag && l4_csum_partial(skb, f)))
+            return send_too_big(skb, f, room, egress);
+        if (split_first(skb, f, chunk, egress))
+            return drop(LISP_DROP_ENCAP_FAILED);
+        inner_len = f->l3len;
     }
 
     __u8 dst[16];
@@ -360,6 +570,9 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
     if (frc != BPF_FIB_LKUP_RET_SUCCESS && bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)))
         return drop(LISP_DROP_ENCAP_FAILED);
 
+    if (!egress && ttl_decrement(skb, ETH_HLEN, f))
+        return send_time_exceeded(skb, f, egress);
+    __u64 lsb = source_lsb(f, iid);
     __u32 nonce = bpf_get_prandom_u32() & 0xffffff;
     if (v6) {
         struct {
@@ -367,7 +580,7 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
             struct ethhdr eth;
             struct lisp_outer6 o;
         } __attribute__((packed, aligned(4))) h = {};
-        lisp_build6(&h.o, f, c->src6, dst, inner_len, hash, iid, ls->lsb, nonce);
+        lisp_build6(&h.o, f, c->src6, dst, inner_len, hash, iid, lsb, nonce);
         h.o.udp.check = outer6_udp_csum(skb, f, &h.o, inner_len);
         fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IPV6));
         if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) ||
@@ -379,7 +592,7 @@ static __always_inline int encap(struct __sk_buff *skb, const struct lisp_flow *
             struct ethhdr eth;
             struct lisp_outer4 o;
         } __attribute__((packed, aligned(4))) h = {};
-        lisp_build4(&h.o, f, c->src4, dst, inner_len, hash, iid, ls->lsb, nonce);
+        lisp_build4(&h.o, f, c->src4, dst, inner_len, hash, iid, lsb, nonce);
         fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IP));
         if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) ||
             bpf_skb_store_bytes(skb, 0, &h.eth, sizeof(h) - sizeof(h.pad), 0))
@@ -406,8 +619,8 @@ static __always_inline struct lisp_locset *petr_set(const struct lisp_config *c)
 
 /* Map-cache decision for an IP packet of instance iid. One encap() call
  * site: the program is inlined, and a second copy costs verifier budget. */
-static __always_inline int route(struct __sk_buff *skb, const struct lisp_flow *f, __u32 iid,
-                                 const struct lisp_config *c, int egress)
+static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
+                                 const struct lisp_config *c, int mode)
 {
     struct lisp_mapping *m = cache_lookup(f, iid);
     if (!m && (c->flags & LISP_CFG_PITR)) {
@@ -422,11 +635,12 @@ static __always_inline int route(struct __sk_buff *skb, const struct lisp_flow *
     case LISP_ACT_NO_ACTION:
         id = m ? m->id : 0;
         ls = locsets.lookup(&id);
-        if (!ls) {
-            /* RFC 9301: no-action without locators means "do not encapsulate" */
-            count(LISP_CNT_NATIVE);
-            return TC_ACT_OK;
-        }
+        /* Python installs "no-action without locators" (RFC 9301: do not
+         * encapsulate) as NATIVELY_FORWARD, and writes a locator set before
+         * the entry naming it; an entry without one is inconsistent: never
+         * let EID traffic out unencapsulated because of it. */
+        if (!ls)
+            return drop(LISP_DROP_NO_LOCATOR_SET);
         break;
     case LISP_ACT_NATIVELY_FORWARD:
         /* RFC 6832 section 6: with Proxy-ETRs, traffic to non-LISP
@@ -458,7 +672,7 @@ static __always_inline int route(struct __sk_buff *skb, const struct lisp_flow *
     default:
         return drop(LISP_DROP_NEGATIVE);
     }
-    return encap(skb, f, iid, ls, id, c, egress);
+    return encap(skb, f, iid, ls, id, c, mode);
 }
 
 static __always_inline int itr(struct __sk_buff *skb, int egress)
@@ -468,6 +682,12 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
         want += sizeof(struct iphdr);
     else if (skb->protocol == bpf_htons(ETH_P_IPV6))
         want += sizeof(struct ipv6hdr);
+    if (skb->tc_index & LISP_TC_PEEL) {
+        __u32 chunk = (skb->tc_index & ~LISP_TC_PEEL) << 3;
+        skb->tc_index = 0;
+        if (lisp_peel(skb, chunk))
+            return drop(LISP_DROP_ENCAP_FAILED);
+    }
     if (pull_headers(skb, want))
         return TC_ACT_OK;       /* out of memory: the stack decides */
     void *data = (void *)(long)skb->data;
@@ -482,9 +702,11 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
         return TC_ACT_OK;
     __u32 iid = 0, ifindex = skb->ifindex;
     __u32 cb = skb->cb[0];
+    int mode = egress ? LISP_MODE_EGRESS : 0;
     if (cb & LISP_CB_IID_VALID) {
         iid = cb & 0xffffff;            /* re-encapsulation: iid of the LISP header */
         skb->cb[0] = 0;
+        mode |= LISP_MODE_REENCAP;
     } else {
         struct lisp_eid_if *ei = eid_ifaces.lookup(&ifindex);
         if (ei)
@@ -496,7 +718,7 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
     struct lisp_config *c = get_config();
     if (!c)
         return TC_ACT_OK;
-    return route(skb, &f, iid, c, egress);
+    return route(skb, &f, iid, c, mode);
 }
 
 int lisp_itr_ingress(struct __sk_buff *skb)
@@ -600,6 +822,7 @@ struct lisp_etr_pkt {
     __u32 inner_len;            /* inner IP packet bytes (from the UDP length) */
     __u32 iid;
     __u8 outer_ttl;
+    __u8 inner_ecn;             /* the inner ECN field after RFC 6040 decapsulation */
     __u8 ver;                   /* inner IP version */
     __u8 is_local;              /* inner destination in the local EID database */
     __u8 outer6;
@@ -620,15 +843,22 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
     if ((void *)(eth + 1) > data_end)
         return LISP_ETR_PASS;
     __u32 olen;
-    __u8 outer_ttl;
+    __u8 outer_ttl, outer_ecn;
     __u32 l3_len;
     struct udphdr *uh;
     if (eth->h_proto == bpf_htons(ETH_P_IP)) {
         struct iphdr *ip = (void *)(eth + 1);
         if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP)
             return LISP_ETR_PASS;
-        /* Options and fragments are left to the stack. */
-        if (ip->ihl != 5 || (ip->frag_off & bpf_htons(LISP_IP_MF | LISP_IP_OFFSET)))
+        /* Options and fragments are left to the stack; fragments of LISP
+         * packets to a local RLOC are reassembled there and reach the
+         * userspace ETR on UDP 4341 (docs/datapath.md, fragmentation). */
+        if (ip->frag_off & bpf_htons(LISP_IP_MF | LISP_IP_OFFSET)) {
+            if (local_rloc(0, &ip->daddr))
+                count(LISP_CNT_FRAG_TO_STACK);
+            return LISP_ETR_PASS;
+        }
+        if (ip->ihl != 5)
             return LISP_ETR_PASS;
         uh = (void *)(ip + 1);
         if ((void *)(uh + 1) > data_end || uh->dest != bpf_htons(LISP_DATA_PORT))
@@ -637,11 +867,18 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
             return LISP_ETR_PASS;
         olen = sizeof(*ip) + sizeof(*uh) + sizeof(struct lisp_hdr);
         outer_ttl = ip->ttl;
+        outer_ecn = ip->tos & 3;
         l3_len = bpf_ntohs(ip->tot_len);
         e->outer6 = 0;
     } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = (void *)(eth + 1);
-        if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_UDP)
+        if ((void *)(ip6 + 1) > data_end)
+            return LISP_ETR_PASS;
+        if (ip6->nexthdr == IPPROTO_FRAGMENT && local_rloc(1, &ip6->daddr)) {
+            count(LISP_CNT_FRAG_TO_STACK);
+            return LISP_ETR_PASS;
+        }
+        if (ip6->nexthdr != IPPROTO_UDP)
             return LISP_ETR_PASS;
         uh = (void *)(ip6 + 1);
         if ((void *)(uh + 1) > data_end || uh->dest != bpf_htons(LISP_DATA_PORT))
@@ -650,6 +887,7 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
             return LISP_ETR_PASS;
         olen = sizeof(*ip6) + sizeof(*uh) + sizeof(struct lisp_hdr);
         outer_ttl = ip6->hop_limit;
+        outer_ecn = (ip6->flow_lbl[0] >> 4) & 3;
         l3_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
         e->outer6 = 1;
     } else {
@@ -681,7 +919,8 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
     __u32 inner_len = ulen - sizeof(struct udphdr) - sizeof(struct lisp_hdr);
     if (ver == 4) {
         struct iphdr *iip = inner;
-        if ((void *)(iip + 1) > data_end || bpf_ntohs(iip->tot_len) != inner_len)
+        if ((void *)(iip + 1) > data_end || bpf_ntohs(iip->tot_len) != inner_len ||
+            iip->ihl * 4 > inner_len)
             return LISP_DROP_MALFORMED;
     } else {
         struct ipv6hdr *iip6 = inner;
@@ -692,6 +931,11 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
         return LISP_DROP_UNKNOWN_IID;
     if (outer_ttl == 0)
         return LISP_DROP_TTL;
+    if (e->f.ttl == 0)
+        return LISP_DROP_INNER_TTL;
+    int ecn = lisp_ecn_decap(e->f.tos, outer_ecn);
+    if (ecn < 0)
+        return LISP_DROP_ECN;
     struct lisp_config *c = get_config();
     if (!c)
         return LISP_ETR_PASS;
@@ -708,10 +952,40 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
     e->inner_len = inner_len;
     e->iid = iid;
     e->outer_ttl = outer_ttl;
+    e->inner_ecn = ecn;
     e->ver = ver;
     e->is_local = is_local;
     e->inner_proto = inner_proto;
     return LISP_ETR_DECAP;
+}
+
+/* The inner header after decapsulation: TTL / hop limit `ttl` and the
+ * RFC 6040 ECN field (e->inner_ecn); the IPv4 checksum follows (RFC 1624). */
+static __always_inline void etr_inner_fix(struct __sk_buff *skb, __u32 off, const struct lisp_etr_pkt *e, __u8 ttl)
+{
+    if (e->inner_ecn != (e->f.tos & 3)) {
+        __u8 b[2];
+        if (bpf_skb_load_bytes(skb, off, b, 2) == 0) {
+            __u8 nb = e->ver == 4 ? (b[1] & ~3) | e->inner_ecn : (b[1] & ~0x30) | (e->inner_ecn << 4);
+            if (e->ver == 4) {
+                __u16 old = bpf_htons(((__u16)b[0] << 8) | b[1]);
+                __u16 new = bpf_htons(((__u16)b[0] << 8) | nb);
+                bpf_l3_csum_replace(skb, off + offsetof(struct iphdr, check), old, new, 2);
+            }
+            bpf_skb_store_bytes(skb, off + 1, &nb, 1, 0);
+            count(LISP_CNT_ECN_MARKED);
+        }
+    }
+    if (ttl == e->f.ttl)
+        return;
+    if (e->ver == 4) {
+        __u16 old = bpf_htons(((__u16)e->f.ttl << 8) | e->f.proto);
+        __u16 new = bpf_htons(((__u16)ttl << 8) | e->f.proto);
+        bpf_l3_csum_replace(skb, off + offsetof(struct iphdr, check), old, new, 2);
+        bpf_skb_store_bytes(skb, off + offsetof(struct iphdr, ttl), &ttl, 1, 0);
+    } else {
+        bpf_skb_store_bytes(skb, off + offsetof(struct ipv6hdr, hop_limit), &ttl, 1, 0);
+    }
 }
 
 /* ETR: decapsulate UDP 4341 packets to a local RLOC; pass everything else. */
@@ -754,22 +1028,25 @@ int lisp_etr_ingress(struct __sk_buff *skb)
         if (bad)
             return drop(bad);
     }
+    /* RFC 9300 5.3: the inner TTL becomes min(inner, outer); redirected to
+     * the site (or, PETR, on to its destination), it is routed by us: one
+     * less, and at 1 the stack takes it (Time Exceeded). Re-encapsulation
+     * decrements in the ITR. */
+    __u8 ttl = outer_ttl < e.f.ttl ? outer_ttl : e.f.ttl;
+    int fwd = (is_local || e.petr) && fib_ok(frc);
+    if (fwd) {
+        if (ttl <= 1) {
+            count(LISP_CNT_TTL_TO_STACK);
+            fwd = 0;
+            frc = -1;
+        } else {
+            ttl -= 1;
+        }
+    }
     struct ethhdr neth;
     fib_eth(&neth, frc, &p, macs, inner_proto);
-
-    /* RFC 9300 5.3: the inner TTL becomes min(inner, outer). */
     __u32 inner_off = ETH_HLEN + olen;
-    if (outer_ttl < e.f.ttl) {
-        if (ver == 4) {
-            __u16 old = bpf_htons(((__u16)e.f.ttl << 8) | e.f.proto);
-            __u16 new = bpf_htons(((__u16)outer_ttl << 8) | e.f.proto);
-            bpf_l3_csum_replace(skb, inner_off + offsetof(struct iphdr, check), old, new, 2);
-            bpf_skb_store_bytes(skb, inner_off + offsetof(struct iphdr, ttl), &outer_ttl, 1, 0);
-        } else {
-            bpf_skb_store_bytes(skb, inner_off + offsetof(struct ipv6hdr, hop_limit), &outer_ttl, 1, 0);
-        }
-        e.f.ttl = outer_ttl;
-    }
+    etr_inner_fix(skb, inner_off, &e, ttl);
     /* trailing bytes after the UDP payload (Ethernet padding) go too */
     if (skb->len > inner_off + inner_len &&
         bpf_skb_change_tail(skb, inner_off + inner_len, 0))
@@ -782,7 +1059,7 @@ int lisp_etr_ingress(struct __sk_buff *skb)
 
     if (e.petr) {
         count(LISP_CNT_PETR_FORWARDED);
-        return fib_ok(frc) ? fib_send(frc, &p) : TC_ACT_OK;
+        return fwd ? fib_send(frc, &p) : TC_ACT_OK;
     }
     if (!is_local) {
         /* RTR / re-encapsulation: the ITR program decides the next locator. */
@@ -791,8 +1068,8 @@ int lisp_etr_ingress(struct __sk_buff *skb)
         tail_progs.call(skb, LISP_TAIL_ITR);
         return drop(LISP_DROP_DECAP_FAILED);
     }
-    /* no forwarding route (e.g. the EID is this host): let the stack deliver */
-    return fib_ok(frc) ? fib_send(frc, &p) : TC_ACT_OK;
+    /* no forwarding route (e.g. the EID is this host), or TTL 1: the stack */
+    return fwd ? fib_send(frc, &p) : TC_ACT_OK;
 }
 
 #include "lisp_etr_xdp.c"

@@ -53,20 +53,41 @@ static __always_inline __be16 lisp_sport(__u32 h)
     return bpf_htons(0xc000 | ((h >> 16) & 0x3fff));
 }
 
-static __always_inline void lisp_fill_hdr(struct lisp_hdr *l, __u32 iid, __u8 lsb, __u32 nonce)
+/* lsb: the sending site's locator-status bits (RFC 9300 5.3: of the local
+ * mapping the inner source matches), or LISP_LSB_NONE when the source is not
+ * one of our EIDs (RTR, PITR): then L=0 and the field is zero. */
+#define LISP_LSB_NONE 0xffffffffffffULL
+static __always_inline void lisp_fill_hdr(struct lisp_hdr *l, __u32 iid, __u64 lsb, __u32 nonce)
 {
-    l->flags = LISP_F_N | LISP_F_L | (iid ? LISP_F_I : 0);
+    int has_lsb = lsb != LISP_LSB_NONE;
+    __u32 bits = has_lsb ? (__u32)lsb : 0;
+    l->flags = LISP_F_N | (has_lsb ? LISP_F_L : 0) | (iid ? LISP_F_I : 0);
     l->nonce[0] = nonce >> 16;
     l->nonce[1] = nonce >> 8;
     l->nonce[2] = nonce;
-    l->iid_lsb = bpf_htonl(iid ? (iid << 8) | lsb : lsb);
+    l->iid_lsb = bpf_htonl(iid ? (iid << 8) | (bits & 0xff) : bits);
+}
+
+/* RFC 6040 normal-mode decapsulation: the inner ECN field given the inner
+ * and outer ones, or -1 to drop (CE over a not-ECT packet). */
+static __always_inline int lisp_ecn_decap(__u8 inner, __u8 outer)
+{
+    inner &= 3;
+    outer &= 3;
+    if (inner == 0)                 /* Not-ECT */
+        return outer == 3 ? -1 : 0;
+    if (outer == 3)                 /* CE */
+        return 3;
+    if (inner == 2 && outer == 1)   /* ECT(0) inside ECT(1) */
+        return 1;
+    return inner;
 }
 
 /* inner_len: bytes of the inner IP packet (for GSO, of the whole super-packet).
  * The outer TTL and DSCP/ECN are copied from the inner header (RFC 9300 5.3). */
 static __always_inline void lisp_build4(struct lisp_outer4 *o, const struct lisp_flow *f,
                                         const __u8 *src, const __u8 *dst, __u32 inner_len,
-                                        __u32 h, __u32 iid, __u8 lsb, __u32 nonce)
+                                        __u32 h, __u32 iid, __u64 lsb, __u32 nonce)
 {
     o->ip.version = 4;
     o->ip.ihl = 5;
@@ -90,7 +111,7 @@ static __always_inline void lisp_build4(struct lisp_outer4 *o, const struct lisp
 
 static __always_inline void lisp_build6(struct lisp_outer6 *o, const struct lisp_flow *f,
                                         const __u8 *src, const __u8 *dst, __u32 inner_len,
-                                        __u32 h, __u32 iid, __u8 lsb, __u32 nonce)
+                                        __u32 h, __u32 iid, __u64 lsb, __u32 nonce)
 {
     __u32 flow = h & 0xfffff;
     o->ip6.version = 6;

@@ -67,6 +67,17 @@ int lisp_etr_xdp(struct xdp_md *ctx)
      * take XDP frames; otherwise the stack forwards (and resolves, fragments
      * or delivers locally) the decapsulated packet. */
     int redirect = frc == BPF_FIB_LKUP_RET_SUCCESS && xdp_targets.lookup(&out_if) != 0;
+    /* RFC 9300 5.3: inner TTL = min(inner, outer); redirected, we route it:
+     * one less, and at 1 the stack takes it (Time Exceeded). */
+    __u8 ttl = e.outer_ttl < e.f.ttl ? e.outer_ttl : e.f.ttl;
+    if (redirect) {
+        if (ttl <= 1) {
+            count(LISP_CNT_TTL_TO_STACK);
+            redirect = 0;
+        } else {
+            ttl -= 1;
+        }
+    }
 
     /* trailing bytes after the UDP payload (Ethernet padding) go first */
     __u32 keep = ETH_HLEN + e.olen + e.inner_len;
@@ -89,22 +100,32 @@ int lisp_etr_xdp(struct xdp_md *ctx)
     }
     eth->h_proto = e.inner_proto;
 
-    /* RFC 9300 5.3: the inner TTL becomes min(inner, outer). */
-    if (e.outer_ttl < e.f.ttl) {
-        if (e.ver == 4) {
-            struct iphdr *ip = (void *)(eth + 1);
-            if ((void *)(ip + 1) > data_end)
-                return xdp_drop(LISP_DROP_DECAP_FAILED);
-            __u16 old = bpf_htons(((__u16)e.f.ttl << 8) | e.f.proto);
-            __u16 new = bpf_htons(((__u16)e.outer_ttl << 8) | e.f.proto);
-            ip->check = lisp_csum_replace2(ip->check, old, new);
-            ip->ttl = e.outer_ttl;
-        } else {
-            struct ipv6hdr *ip6 = (void *)(eth + 1);
-            if ((void *)(ip6 + 1) > data_end)
-                return xdp_drop(LISP_DROP_DECAP_FAILED);
-            ip6->hop_limit = e.outer_ttl;
+    if (e.ver == 4) {
+        struct iphdr *ip = (void *)(eth + 1);
+        if ((void *)(ip + 1) > data_end)
+            return xdp_drop(LISP_DROP_DECAP_FAILED);
+        if (e.inner_ecn != (e.f.tos & 3)) {
+            __u16 *w0 = (void *)ip;
+            __u16 old = *w0;
+            ip->tos = (ip->tos & ~3) | e.inner_ecn;
+            ip->check = lisp_csum_replace2(ip->check, old, *w0);
+            count(LISP_CNT_ECN_MARKED);
         }
+        if (ttl != e.f.ttl) {
+            __u16 old = bpf_htons(((__u16)e.f.ttl << 8) | e.f.proto);
+            __u16 new = bpf_htons(((__u16)ttl << 8) | e.f.proto);
+            ip->check = lisp_csum_replace2(ip->check, old, new);
+            ip->ttl = ttl;
+        }
+    } else {
+        struct ipv6hdr *ip6 = (void *)(eth + 1);
+        if ((void *)(ip6 + 1) > data_end)
+            return xdp_drop(LISP_DROP_DECAP_FAILED);
+        if (e.inner_ecn != (e.f.tos & 3)) {
+            ip6->flow_lbl[0] = (ip6->flow_lbl[0] & ~0x30) | (e.inner_ecn << 4);
+            count(LISP_CNT_ECN_MARKED);
+        }
+        ip6->hop_limit = ttl;
     }
     count(LISP_CNT_DECAPSULATED);
     count(LISP_CNT_XDP_DECAPSULATED);

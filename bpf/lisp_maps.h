@@ -61,7 +61,11 @@ enum lisp_drop_reason {
     LISP_DROP_PETR_SRC_DENIED = 14, /* PETR: inner source outside petr.accept-eids */
     LISP_DROP_PETR_LOCAL_ONLY = 15, /* PETR: inner address local-only (loopback, link-local,
                                      * multicast, unspecified, v4-mapped) */
-    LISP_DROP__MAX = 16,
+    LISP_DROP_NO_LOCATOR_SET = 16,/* no-action entry whose locator set is missing (never forwarded natively) */
+    LISP_DROP_INNER_TTL = 17,     /* ETR: inner TTL/hop limit 0 */
+    LISP_DROP_ECN = 18,           /* ETR: outer CE over a not-ECT inner packet (RFC 6040) */
+    LISP_DROP_TTL_EXPIRED = 19,   /* ITR: routed packet with TTL/hop limit <= 1 (Time Exceeded sent, rate limited) */
+    LISP_DROP__MAX = 20,
 };
 
 enum lisp_counter {
@@ -78,8 +82,13 @@ enum lisp_counter {
     LISP_CNT_XDP_TO_STACK = 10,   /* of those: passed to the stack (no neighbour / no redirect target) */
     LISP_CNT_PETR_FORWARDED = 11, /* of decapsulated: PETR, inner packet forwarded natively */
     LISP_CNT_PITR_PASSED = 12,    /* PITR: packet outside every EID aggregate, left to the stack */
-    LISP_CNT_DROP_BASE = 16,
-    LISP_CNT__MAX = 48,           /* room for 32 drop reasons */
+    LISP_CNT_TTL_TO_STACK = 13,   /* ETR: decapsulated packet with TTL/hop limit <= 1: the stack sends Time Exceeded */
+    LISP_CNT_FRAG_TO_STACK = 14,  /* outer fragment to a local RLOC: left to the stack to reassemble */
+    LISP_CNT_FRAGMENTED = 15,     /* ITR: DF=0 IPv4 packet too big for the path, sent as inner fragments */
+    LISP_CNT_ECN_MARKED = 16,     /* ETR: outer CE (or ECT(1)) copied into the inner header (RFC 6040) */
+    LISP_CNT_ICMP_TIME_EXCEEDED = 17, /* ITR: ICMP Time Exceeded sent back */
+    LISP_CNT_DROP_BASE = 24,
+    LISP_CNT__MAX = 56,           /* room for 32 drop reasons */
 };
 
 /* Every drop reason has its counter slot. */
@@ -121,7 +130,7 @@ struct lisp_locator {
 struct lisp_locset {
     __u8 count;
     __u8 nlevels;
-    __u8 lsb;                  /* locator-status bits sent in the LISP header */
+    __u8 lsb;                  /* unused: the LSBs sent are the source site's (local_eid4/6) */
     __u8 pad;
     struct lisp_locator loc[LISP_MAX_LOCATORS];
     __u8 slots[LISP_LEVELS * LISP_SLOTS];
@@ -185,6 +194,9 @@ struct lisp_stats {
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key4, struct lisp_mapping, map_cache4, LISP_MAX_MAPPINGS, LISP_PIN(map_cache4), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key6, struct lisp_mapping, map_cache6, LISP_MAX_MAPPINGS, LISP_PIN(map_cache6), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", __u32, struct lisp_locset, locsets, LISP_MAX_MAPPINGS, LISP_PIN(locsets), BPF_F_NO_PREALLOC);
+/* Local EID database: prefix -> locator-status bits of that prefix's own
+ * mapping (bit i: the site's locator i, in the order of its mapping, is up).
+ * The ITR sends them for packets whose source matches (RFC 9300 5.3). */
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key4, __u32, local_eid4, 4096, LISP_PIN(local_eid4), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key6, __u32, local_eid6, 4096, LISP_PIN(local_eid6), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", struct lisp_rloc_key, __u32, local_rlocs, 256, LISP_PIN(local_rlocs));
@@ -205,7 +217,8 @@ BPF_TABLE_PINNED("percpu_hash", __u32, struct lisp_stats, map_stats, LISP_MAX_MA
 /* Scratch space for buffers too big for the 512-byte BPF stack (ICMP
  * replies, checksum input). Per CPU, used within one program run; not pinned. */
 struct lisp_scratch {
-    __u8 buf[256];
+    __u8 buf[512];             /* room beyond the largest use, so masked lengths stay inside */
+    __u64 icmp_exceeded_ns;    /* last Time Exceeded sent from this CPU (rate limit) */
 };
 BPF_PERCPU_ARRAY(scratch, struct lisp_scratch, 1);
 /* lisp_etr_ingress tail-calls lisp_itr_ingress (slot LISP_TAIL_ITR) to

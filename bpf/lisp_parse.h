@@ -118,7 +118,9 @@ static __always_inline __u32 lisp_mix(__u32 h, __u32 w)
 }
 
 /* A flow hash of our own, not skb->hash: a socket's txhash changes after an
- * RTO, and one flow must keep one locator. */
+ * RTO, and one flow must keep one locator. IPv4 without DF is hashed by
+ * addresses only, like fragments: all fragments of a datagram (the source's
+ * or ours, RFC 9300 7.1) then take the same locator as its first one. */
 static __always_inline __u32 lisp_flow_hash(const struct lisp_flow *f)
 {
     __u32 h = 0x4c495350 ^ f->proto;
@@ -133,7 +135,8 @@ static __always_inline __u32 lisp_flow_hash(const struct lisp_flow *f)
             h = lisp_mix(h, w);
         }
     }
-    h = lisp_mix(h, ((__u32)f->sport << 16) | f->dport);
+    if (f->df)
+        h = lisp_mix(h, ((__u32)f->sport << 16) | f->dport);
     /* murmur3 finaliser: every output bit depends on every input bit */
     h ^= h >> 16;
     h *= 0x85ebca6b;

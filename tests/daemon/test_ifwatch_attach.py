@@ -38,7 +38,7 @@ class FakeDatapath:
     def __init__(self, log):
         self.log, self.rlocs, self.modes = log, [], {}
 
-    def attach_rloc_interface(self, name, mode="tc"):
+    def attach_rloc_interface(self, name, mode="tc", complete_checksums=None):
         self.modes[name] = mode
         self.log.append(("attach", name))
 
@@ -164,7 +164,7 @@ def test_failed_attach_is_counted_and_retried_at_the_next_event():
         w, log, _ = make()
         fails = [True]
 
-        def attach(name, mode="tc"):
+        def attach(name, mode="tc", complete_checksums=None):
             if fails.pop(0) if fails else False:
                 raise RuntimeError("device vanished")
             log.append(("attach", name))

@@ -126,3 +126,17 @@ def split_encap(frame: bytes) -> Outer:
     word = struct.unpack("!I", l3[hl + 12:hl + 16])[0]
     return Outer(dmac, smac, et, ver, src, dst, ttl, tos, iph, sport, dport, ulen, uc, flags, nonce, word,
                  l3[hl + 16:])
+
+
+def hop(pkt: bytes, n: int = 1) -> bytes:
+    """pkt as a router forwards it: TTL / hop limit lowered by n (IPv4 header
+    checksum recomputed)."""
+    b = bytearray(pkt)
+    if b[0] >> 4 == 4:
+        b[8] -= n
+        hl = (b[0] & 0xF) * 4
+        b[10:12] = b"\0\0"
+        b[10:12] = struct.pack("!H", csum(bytes(b[:hl])))
+    else:
+        b[7] -= n
+    return bytes(b)

@@ -111,7 +111,7 @@ def test_miss_action_native_and_petr(dp):
     res = itr(dp, inner)
     assert res.retval == TC_ACT_REDIRECT
     o = P.split_encap(res.data)
-    assert o.dst == ip("192.0.2.5") and o.inner == inner
+    assert o.dst == ip("192.0.2.5") and o.inner == P.hop(inner)     # routed: TTL - 1
     assert dp.counters().other["petr"] == 1
     dp.set_miss_action(MapAction.DROP)
     assert itr(dp, inner).retval == TC_ACT_SHOT
@@ -199,11 +199,22 @@ def test_priority_255_never_used(dp):
     assert dp.counters().drops["no_locator"] == 1
 
 
-def test_lsb_reflect_reachable_locators(dp):
+def test_lsb_are_the_source_sites_own(dp):
+    """RFC 9300 5.3: the locator-status bits describe the sending site's
+    locators (the mapping of the prefix the inner source matches), not the
+    destination's locator set."""
     dp.set_mapping(E("10.2.0.0/16"), [Rloc(ip("192.0.2.2")), Rloc(ip("192.0.2.3"), reachable=False),
                                       Rloc(ip("192.0.2.4"))])
+    dp.add_local_eid(E("10.1.0.0/16"), lsb=0b110)            # our locator 0 down, 1 and 2 up
     o = P.split_encap(itr(dp, P.ip_packet("10.1.0.10", "10.2.0.5")).data)
-    assert o.lisp_word == 0b101
+    assert o.lisp_flags & 0x40 and o.lisp_word == 0b110
+    dp.add_local_eid(E("10.1.9.0/24"), lsb=0b1)                # a more specific prefix of ours
+    o = P.split_encap(itr(dp, P.ip_packet("10.1.9.1", "10.2.0.5")).data)
+    assert o.lisp_word == 0b1
+    # a source that is no EID of ours (PITR, RTR): no status to give, L=0
+    dp.set_miss_action(MapAction.NATIVELY_FORWARD, petr=[Rloc(ip("192.0.2.5"))])
+    o = P.split_encap(itr(dp, P.ip_packet("10.77.0.1", "10.2.0.5")).data)
+    assert not o.lisp_flags & 0x40 and o.lisp_word == 0
 
 
 # ---------- ETR ----------
@@ -252,7 +263,8 @@ def test_reencapsulation_when_enabled(dp):
     _, res = etr(dp, lisp_to_us(inner))
     assert res.retval == TC_ACT_REDIRECT
     o = P.split_encap(res.data)
-    assert o.dst == ip("192.0.2.4") and o.src == ip("192.0.2.1") and o.inner == inner
+    # one router hop: the re-encapsulating ITR lowers the TTL once
+    assert o.dst == ip("192.0.2.4") and o.src == ip("192.0.2.1") and o.inner == P.hop(inner)
     c = dp.counters()
     assert c.decapsulated == 1 and c.encapsulated == 1 and c.other["reencapsulated"] == 1
 

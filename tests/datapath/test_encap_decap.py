@@ -36,6 +36,8 @@ def test_encapsulation_exact(dp, lab, case, iid):
     dp.set_mapping(eid, [Rloc(ip(rloc))])
     if iid:
         dp.attach_eid_interface("eid0", iid)
+        # the source site in that instance: its locator-status bits are sent
+        dp.add_local_eid(EidPrefix.parse("10.1.0.0/16" if ip(src).version == 4 else "fd00:1::/32", iid))
     inner = P.ip_packet(src, dst, b"x" * 100, ttl=61, tos=0xB8) if ip(src).version == 4 else \
         P.ip_packet(src, dst, b"x" * 100, hlim=61, tc=0xB8)
     res = run_prog(dp.prog_fd("lisp_itr_ingress"), itr_frame(inner), ctx=skb_ctx(ifindex=lab.eid_if))
@@ -43,7 +45,8 @@ def test_encapsulation_exact(dp, lab, case, iid):
     o = P.split_encap(res.data)
     assert o.dmac == P.mac(PEER_MAC[rloc]) and o.smac == P.mac(RLOC_MAC)
     assert o.src == ip(local) and o.dst == ip(rloc)
-    assert o.ttl == 61 and o.tos == 0xB8
+    # the ITR routes the packet: inner TTL 61 - 1, copied to the outer header
+    assert o.ttl == 60 and o.tos == 0xB8
     overhead = 8 + 8
     if o.version == 4:
         assert o.ethertype == P.ETH_IP
@@ -69,7 +72,7 @@ def test_encapsulation_exact(dp, lab, case, iid):
     else:
         assert o.lisp_flags == 0x80 | 0x40
         assert o.lisp_word == 0x01
-    assert o.inner == inner
+    assert o.inner == P.hop(inner)
     assert dp.counters().encapsulated == 1
     assert dp.mapping_counters(eid) == (1, len(inner))
 
@@ -104,7 +107,8 @@ def test_decapsulation_exact(dp, lab, case, iid):
     res = run_prog(dp.prog_fd("lisp_etr_ingress"), frame, ctx=skb_ctx(ifindex=lab.rl_if))
     assert res.retval == TC_ACT_REDIRECT
     inner_et = P.ETH_IP if ip(host).version == 4 else P.ETH_IP6
-    assert res.data == P.eth(P.mac(PEER_MAC[host]), P.mac(EID_MAC), inner_et) + inner
+    # redirected to the site: routed by the ETR, TTL 50 - 1
+    assert res.data == P.eth(P.mac(PEER_MAC[host]), P.mac(EID_MAC), inner_et) + P.hop(inner)
     c = dp.counters()
     assert c.decapsulated == 1 and c.total_drops == 0
 
@@ -115,7 +119,7 @@ def test_decap_lowers_inner_ttl_to_outer(dp, lab):
         P.lisp_packet("192.0.2.2", "192.0.2.1", inner, ttl=5)
     res = run_prog(dp.prog_fd("lisp_etr_ingress"), frame, ctx=skb_ctx(ifindex=lab.rl_if))
     out = res.data[14:]
-    assert out[8] == 5
+    assert out[8] == 4              # min(60, 5), then one router hop
     assert P.csum(out[:20]) == 0
     assert out[20:] == inner[20:]
 

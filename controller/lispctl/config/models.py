@@ -198,6 +198,11 @@ class InterfacesConfig(_Model):
     # Where the ETR decapsulates: XDP on physical NICs (one frame at a time,
     # before the stack), tc on virtual devices where XDP would defeat GSO.
     rloc_mode: Literal["auto", "tc", "xdp"] = "auto"
+    # Inner TCP/UDP checksums on the underlay: "complete" switches the tx
+    # checksum offload of the RLOC interfaces off, so any ETR (a userspace
+    # one too) gets valid packets; "offload" keeps it (super-packets cross
+    # veth whole: lispctl ETRs only); "auto": complete on virtual devices.
+    rloc_checksum: Literal["auto", "complete", "offload"] = "auto"
 
 
 class ItrConfig(_Model):

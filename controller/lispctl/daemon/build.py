@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from lispctl.datapath.attach import CHECKSUM_MODES
 from lispctl.roles import build_roles, datapath_plan
 from lispctl.roles.base import CONTROL_PORT
 
@@ -54,6 +55,7 @@ def build_device(cfg, *, control_port: int | None = None, config_path=None) -> D
                     metrics_listen=cfg.metrics.listen, config=cfg, config_path=config_path)
     plan = datapath_plan(cfg, device.roles)
     device.info["rloc_mode"] = cfg.interfaces.rloc_mode
+    device.info["rloc_checksum"] = cfg.interfaces.rloc_checksum
     if not plan.needed:
         return device
     try:
@@ -100,13 +102,15 @@ def _setup_datapath(device: Device, plan) -> None:
         if index is None:
             log.warning("RLOC interface %s does not exist (yet): attached when it appears", ifname)
             continue
-        dp.attach_rloc_interface(ifname, mode=device.info["rloc_mode"])
+        dp.attach_rloc_interface(ifname, mode=device.info["rloc_mode"],
+                                 complete_checksums=CHECKSUM_MODES[device.info["rloc_checksum"]])
         attached[ifname] = index
     device.info["rloc_ifindex"] = attached
     for addr in plan.local_rlocs:
         dp.add_local_rloc(addr)
+    lsb = dict(plan.local_lsb)
     for eid in plan.local_eids:
-        dp.add_local_eid(eid)
+        dp.add_local_eid(eid, lsb.get(eid, 1))
     if adopted:
         _drop_stale_locals(dp, plan)
     dp.set_miss_action(plan.miss_action, plan.petr)

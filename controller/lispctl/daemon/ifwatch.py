@@ -22,6 +22,7 @@ import asyncio
 import functools
 import logging
 
+from lispctl.datapath.attach import CHECKSUM_MODES
 from lispctl.roles import find_role
 
 from .build import _interfaces_to_read
@@ -145,7 +146,8 @@ class LocatorWatch:
                 continue
             try:
                 await loop.run_in_executor(None, functools.partial(
-                    dp.attach_rloc_interface, name, mode=self.device.info.get("rloc_mode", "auto")))
+                    dp.attach_rloc_interface, name, mode=self.device.info.get("rloc_mode", "auto"),
+                    complete_checksums=CHECKSUM_MODES[self.device.info.get("rloc_checksum", "auto")]))
             except Exception:
                 # gone again already, or the kernel refused: the next event retries
                 self.attach_errors += 1
@@ -199,6 +201,11 @@ class LocatorWatch:
                 dp.add_local_rloc(addr)
             for addr in have - want:
                 dp.remove_local_rloc(addr)
+            # the locator-status bits the ITR sends follow our links (RFC 9300 5.3)
+            add_eid = getattr(dp, "add_local_eid", None)
+            if add_eid is not None:
+                for eid, lsb in self.site.locator_status_bits().items():
+                    add_eid(eid, lsb)
         except Exception:
             self.rt.counters["effect_errors"] += 1
             log.exception("updating the data plane's local RLOCs failed")

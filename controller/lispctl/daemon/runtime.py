@@ -97,6 +97,7 @@ class Runtime:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._miss_fd: int | None = None
+        self._reassembly = None
         self._last_tick = float("-inf")
         self._usage: dict[EidPrefix, int] = {}
         self._usage_timer: asyncio.TimerHandle | None = None
@@ -119,6 +120,17 @@ class Runtime:
             if fd_of is not None:
                 self._miss_fd = fd_of()
                 self.loop.add_reader(self._miss_fd, self._misses_ready)
+        # The ETR's path for outer fragments (RFC 9300 7): the stack reassembles
+        # them, lispctl.datapath.reassembled decapsulates on UDP 4341.
+        if self.datapath is not None and any(name == "etr" for name, _ in self.roles) \
+                and hasattr(self.datapath, "open_reassembly"):
+            try:
+                self._reassembly = self.datapath.open_reassembly()
+            except OSError as exc:
+                log.warning("no path for fragmented LISP packets (UDP %d): %s", 4341, exc)
+            else:
+                for fd in self._reassembly.fds():
+                    self.loop.add_reader(fd, self._reassembly.handle, fd)
         if self.datapath is not None and hasattr(self.datapath, "mapping_counters") \
                 and any(hasattr(r, "on_used") for _, r in self.roles):
             self._usage_timer = self.loop.call_later(USAGE_POLL_S, self._poll_usage)
@@ -190,6 +202,11 @@ class Runtime:
         if self._miss_fd is not None and self.loop is not None:
             self.loop.remove_reader(self._miss_fd)
             self._miss_fd = None
+        if self._reassembly is not None and self.loop is not None:
+            for fd in self._reassembly.fds():
+                self.loop.remove_reader(fd)
+            self._reassembly.close()
+            self._reassembly = None
         if self.sockets is not None:
             self.sockets.close()
             self.sockets = None

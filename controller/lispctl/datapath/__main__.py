@@ -1,7 +1,7 @@
 """Static-mapping data plane, for the lab and for trying things by hand.
 
     python -m lispctl.datapath --instance NAME --eid-if IF --rloc-if IF --static FILE.json \
-        [--rloc-mode tc|xdp|auto]
+        [--rloc-mode tc|xdp|auto] [--rloc-checksum auto|complete|offload]
 
 Loads and attaches the programs, installs what FILE.json says (format in
 docs/datapath.md), prints "ready" and waits; SIGTERM/SIGINT detach and exit
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import select
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 
 from lispctl.datapath.errors import DatapathError
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
+from lispctl.datapath.attach import CHECKSUM_MODES
 
 
 def parse_action(value: Any) -> MapAction:
@@ -60,7 +62,10 @@ def load_static(dp, data: dict) -> None:
     for a in _items(data, "local_rlocs"):
         dp.add_local_rloc(ipaddress.ip_address(a))
     for e in _items(data, "local_eids"):
-        dp.add_local_eid(EidPrefix.parse(e) if isinstance(e, str) else EidPrefix.parse(e["eid"], int(e.get("iid") or 0)))
+        if isinstance(e, str):
+            dp.add_local_eid(EidPrefix.parse(e))
+        else:       # {"eid", "iid", "lsb"}: lsb = our locator-status bits for that prefix
+            dp.add_local_eid(EidPrefix.parse(e["eid"], int(e.get("iid") or 0)), int(e.get("lsb", 1)))
     for iid in _items(data, "accept_iids"):
         dp.accept_iid(int(iid))
     for m in _items(data, "mappings"):
@@ -86,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rloc-mode", choices=("tc", "xdp", "auto"), default="tc",
                     help="ETR hook of the RLOC interfaces: tc (default), xdp (XDP ETR in front of "
                          "tc; native, else generic), auto (xdp on physical NICs, tc otherwise)")
+    ap.add_argument("--rloc-checksum", choices=tuple(CHECKSUM_MODES), default="auto",
+                    help="complete: tx checksum offload off on the RLOC interfaces, so inner checksums "
+                         "are complete on the wire for any ETR; offload: keep it (GSO super-packets "
+                         "cross veth whole; only kernel ETRs then); auto: complete on virtual devices")
     ap.add_argument("--iid", type=int, default=0, help="instance ID of packets from the EID interfaces")
     ap.add_argument("--static", help="JSON file with local RLOCs/EIDs and mappings")
     ap.add_argument("--pin-root", default=None, help="bpffs directory (default /sys/fs/bpf/lispctl)")
@@ -95,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from lispctl.datapath.datapath import Datapath
 
     stop = threading.Event()
+    rx = None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
@@ -113,19 +123,29 @@ def main(argv: list[str] | None = None) -> int:
         for ifname in args.eid_dev:
             dp.attach_eid_device(ifname, args.iid)
         for ifname in args.rloc_if:
-            used = dp.attach_rloc_interface(ifname, mode=args.rloc_mode)
+            used = dp.attach_rloc_interface(ifname, mode=args.rloc_mode,
+                                            complete_checksums=CHECKSUM_MODES[args.rloc_checksum])
             if used != "tc":
                 print(f"{ifname}: {used}", file=sys.stderr, flush=True)
         if data.get("path_mtu") is not None:
             dp.set_path_mtu(int(data["path_mtu"]))
+        # outer fragments to our RLOCs: reassembled by the stack, decapsulated here
+        rx = dp.open_reassembly() if args.rloc_if else None
+        fds = [dp.miss_fd(), *(rx.fds() if rx else ())]
         print("ready", flush=True)
         while not stop.is_set():
-            for ev in dp.poll_misses(200):
+            ready, _, _ = select.select(fds, [], [], 0.2)
+            for ev in dp.poll_misses(0):
                 print(f"miss {ev.eid} from {ev.source}", flush=True)
+            for fd in ready:
+                if rx is not None and fd in rx.fds():
+                    rx.handle(fd)
     except (DatapathError, OSError, ValueError, KeyError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         dp.close(unpin=not args.keep_pins)
         return 1
+    if rx is not None:
+        rx.close()
     dp.close(unpin=not args.keep_pins)
     return 0
 

@@ -90,6 +90,69 @@ def detach_tc(att: TcAttachment) -> None:
                 pass
 
 
+# ---- tx checksum offload of virtual RLOC devices ----
+
+# rloc-checksum setting -> Datapath.attach_rloc_interface(complete_checksums=)
+CHECKSUM_MODES = {"auto": None, "complete": True, "offload": False}
+TX_CSUM_FEATURES = ("tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-ipv6")
+
+
+@dataclass(frozen=True)
+class TxCsumAttachment:
+    """Checksum offload features we switched off on an RLOC device (restored at detach)."""
+    ifname: str
+    ifindex: int
+    features: tuple[str, ...]
+
+
+def _set_tx_features(ifname: str, want: dict[str, bool]) -> None:
+    from pyroute2.ethtool import Ethtool
+    with Ethtool() as et:
+        cur = et.get_features(ifname)
+        for name, on in want.items():
+            cur.features[name].enable = on
+        et.set_features(ifname, cur)
+
+
+def tx_checksum_off(ifname: str) -> TxCsumAttachment:
+    """Switch off the tx checksum offload of a (virtual) RLOC device.
+
+    Why: a packet whose inner TCP/UDP checksum is CHECKSUM_PARTIAL (a veth
+    host's TCP, a local socket) keeps only the pseudo-header sum in its
+    bytes until a device completes it. A NIC does (in hardware, or the
+    kernel in software for it); veth never does: the skb crosses into the
+    next namespace still "partial", and a userspace ETR reading UDP 4341
+    (OOR) gets a bad inner checksum, GSO super-packets even as one 64 KB
+    datagram. No BPF helper can complete such a checksum and clear
+    CHECKSUM_PARTIAL (writing the sum from BPF would be summed again, wrongly,
+    by the next device that completes it), so the device must: without tx
+    checksum offload, validate_xmit_skb completes non-GSO packets
+    (skb_checksum_help) and segments GSO ones in software with every inner
+    checksum computed. See docs/datapath.md."""
+    from pyroute2.ethtool import Ethtool
+    ifindex = ifindex_of(ifname)
+    try:
+        with Ethtool() as et:
+            cur = et.get_features(ifname)
+            on = tuple(f for f in TX_CSUM_FEATURES if f in cur.features and cur.features[f].enable)
+        if on:
+            _set_tx_features(ifname, {f: False for f in on})
+    except (OSError, KeyError) as exc:
+        raise DatapathError(f"cannot switch off tx checksum offload on {ifname}: {exc}") from exc
+    return TxCsumAttachment(ifname, ifindex, on)
+
+
+def restore_tx_checksum(att: TxCsumAttachment) -> None:
+    if not att.features:
+        return
+    try:
+        if not ifindex_of(att.ifname) == att.ifindex:
+            return
+        _set_tx_features(att.ifname, {f: True for f in att.features})
+    except (OSError, KeyError, DatapathError):
+        pass                     # interface gone (namespace torn down)
+
+
 # ---- XDP ----
 
 XDP_FLAGS_SKB_MODE = 1 << 1

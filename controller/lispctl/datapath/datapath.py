@@ -100,7 +100,7 @@ class Datapath:
             "map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
             "accepted_iids", "eid_ifaces", "config", "miss_rl", "counters", "map_stats", "xdp_targets",
             "petr_accept4", "petr_accept6")}
-        self._attachments: list[_attach.TcAttachment | _attach.XdpAttachment] = []
+        self._attachments: list[_attach.TcAttachment | _attach.XdpAttachment | _attach.TxCsumAttachment] = []
         self._local_rlocs: list[IPAddress] = self._read_local_rlocs()
         self._ids: dict[EidPrefix, int] = self._read_mapping_ids()
         self._used_ids = set(self._ids.values())     # kept with _ids: _alloc_id stays O(1)
@@ -154,7 +154,7 @@ class Datapath:
         self._attachments.append(_attach.attach_tc(ifname, self.prog_fd("lisp_itr_egress"),
                                                    "lisp_itr_egress", _attach.EGRESS))
 
-    def attach_rloc_interface(self, ifname: str, mode: str = "tc") -> str:
+    def attach_rloc_interface(self, ifname: str, mode: str = "tc", complete_checksums: bool | None = None) -> str:
         """ETR: tc ingress of an RLOC-facing interface. Also sets the path MTU
         from this interface's MTU unless set_path_mtu() was called.
 
@@ -163,8 +163,20 @@ class Datapath:
         XDP; the tc ETR stays behind it for what XDP passes on
         (re-encapsulation). "auto": "xdp" on physical NICs, "tc" on virtual
         devices (veth, where XDP would cost GSO/TSO). Returns the mode used:
-        "tc", "xdp-native" or "xdp-generic"."""
+        "tc", "xdp-native" or "xdp-generic".
+
+        complete_checksums: switch the device's tx checksum offload off (and
+        back on at detach), so every inner TCP/UDP checksum is complete on
+        the wire whoever decapsulates (see attach.tx_checksum_off). None: on
+        virtual devices (veth never completes a partial checksum), not on
+        physical NICs (they complete it). False keeps offloads, and GSO
+        super-packets whole across veth, for underlays whose ETRs are all
+        kernel ones (lispctl), as the lab's throughput figures want."""
         resolved = _attach.resolve_rloc_mode(ifname, mode)
+        if complete_checksums is None:
+            complete_checksums = not _attach.is_physical(ifname)
+        if complete_checksums:
+            self._attachments.append(_attach.tx_checksum_off(ifname))
         att = _attach.attach_tc(ifname, self.prog_fd("lisp_etr_ingress"), "lisp_etr_ingress", _attach.INGRESS)
         self._attachments.append(att)
         used = "tc"
@@ -200,6 +212,8 @@ class Datapath:
             try:
                 if isinstance(att, _attach.XdpAttachment):
                     _attach.detach_xdp(att)
+                elif isinstance(att, _attach.TxCsumAttachment):
+                    _attach.restore_tx_checksum(att)
                 else:
                     _attach.detach_tc(att)
             except DatapathError as exc:
@@ -236,14 +250,22 @@ class Datapath:
     def local_rlocs(self) -> list[IPAddress]:
         return list(self._local_rlocs)
 
-    def add_local_eid(self, eid: EidPrefix) -> None:
+    def add_local_eid(self, eid: EidPrefix, lsb: int = 1) -> None:
         """EID prefix of this site: decapsulated packets to it are delivered,
         packets to it from the EID side are not encapsulated, and its instance
-        ID is accepted by the ETR."""
+        ID is accepted by the ETR.
+
+        lsb: the locator-status bits the ITR sends for packets from this
+        prefix (RFC 9300 5.3): bit i set when locator i of this prefix's own
+        mapping (in its order, as registered) is up; see local_lsb(). Calling
+        again with another value updates them. Packets whose source is no
+        local EID (RTR, PITR) are sent with L=0."""
+        if not 0 <= lsb < 1 << 32:
+            raise DatapathError(f"bad locator-status bits {lsb:#x}")
         t = self._eid_table(eid, "local_eid")
         key = self._lpm_key(t, eid)
         new = key not in t
-        t[key] = t.Leaf(1)
+        t[key] = t.Leaf(lsb)
         if new:
             self._iid_ref(eid.iid, +1)
 
@@ -255,6 +277,32 @@ class Datapath:
             return
         self._iid_ref(eid.iid, -1)
 
+    def iid_accepted(self, iid: int) -> bool:
+        """Whether the ETR decapsulates instance `iid` (the kernel's rule)."""
+        t = self._t["accepted_iids"]
+        return t.Key(iid) in t
+
+    def is_local_eid(self, iid: int, addr: IPAddress) -> bool:
+        """Whether addr of instance iid is in the local EID database (LPM)."""
+        t = self._t[f"local_eid{addr.version}"]
+        k = t.Key()
+        k.prefixlen = 32 + addr.max_prefixlen
+        k.iid = socket.htonl(iid)
+        _set_bytes(k.addr, addr.packed)
+        try:
+            t[k]
+        except KeyError:
+            return False
+        return True
+
+    def open_reassembly(self):
+        """The ETR's path for outer fragments, which the programs leave to
+        the stack: a ReassemblyReceiver on UDP 4341 deciding with this data
+        plane's maps (see lispctl.datapath.reassembled). The caller polls
+        its fds() and calls handle(fd)."""
+        from lispctl.datapath.reassembled import ReassemblyReceiver
+        return ReassemblyReceiver(self.iid_accepted, self.is_local_eid)
+
     def accept_iid(self, iid: int, accept: bool = True) -> None:
         """Accept decapsulation for an instance ID without a local EID (RTR)."""
         self._iid_ref(iid, +1 if accept else -1)
@@ -262,28 +310,37 @@ class Datapath:
     # ---- map-cache ----
     def set_mapping(self, eid: EidPrefix, rlocs: Sequence[Rloc], action: MapAction = MapAction.NO_ACTION) -> None:
         """Install or replace a map-cache entry. Empty rlocs + action is a
-        negative entry; rlocs with NO_ACTION encapsulate. Counters of a prefix
-        survive replacement (the mapping id is kept)."""
+        negative entry (no-action without locators: forward natively, RFC
+        9301); rlocs with NO_ACTION encapsulate. Counters of a prefix survive
+        replacement (the mapping id is kept).
+
+        Atomic for the packets in flight: a locator set is written before the
+        entry that needs it (a hash map update replaces the old one whole)
+        and deleted only after the entry stopped needing it, so no packet
+        ever sees an encapsulating entry without locators (the kernel drops
+        such a packet, counted no_locator_set, rather than leak it)."""
         t = self._eid_table(eid, "map_cache")
         key = self._lpm_key(t, eid)
         mid = self._ids.get(eid)
         new = mid is None
         if new:
             mid = self._alloc_id()
+            self._zero_stats(mid)
         if rlocs:
             self._write_locset(mid, rlocs)
-        else:
-            self._del_locset(mid)
-        if new:
-            self._zero_stats(mid)
+        elif action == MapAction.NO_ACTION:
+            action = MapAction.NATIVELY_FORWARD
         leaf = t.Leaf()
         leaf.id = mid
         leaf.action = int(action)
         t[key] = leaf
         self._ids[eid] = mid
         self._used_ids.add(mid)
+        if not rlocs:
+            self._del_locset(mid)
 
     def delete_mapping(self, eid: EidPrefix) -> None:
+        """Remove an entry (then its locator set: never the other way round)."""
         mid = self._ids.pop(eid, None)
         t = self._eid_table(eid, "map_cache")
         try:
@@ -558,7 +615,6 @@ class Datapath:
         leaf = t.Leaf()
         leaf.count = len(ls.locators)
         leaf.nlevels = len(ls.levels)
-        leaf.lsb = ls.lsb
         for i, r in enumerate(ls.locators):
             loc = leaf.loc[i]
             _set_bytes(loc.addr, _addr16(r.address))

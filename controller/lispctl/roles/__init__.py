@@ -105,6 +105,8 @@ class DatapathPlan:
     petr: tuple[Rloc, ...]                # non-empty: encapsulate misses to these
     # Local locators with reachability (link up/down): locator-status bits.
     local_locators: tuple[Rloc, ...] = ()
+    # (local EID prefix, its locator-status bits): Datapath.add_local_eid(eid, lsb)
+    local_lsb: tuple[tuple[EidPrefix, int], ...] = ()
     mobile_node: MobileNodePlan | None = None   # set: create the EID device, no eid_interfaces
     # RFC 6832. proxy_itr: the ITR programs on eid_interfaces (the Internet-
     # facing ones) touch only map-cache destinations. proxy_etr: decapsulate for
@@ -144,6 +146,7 @@ def datapath_plan(cfg: Config, roles: list[tuple[str, Role]]) -> DatapathPlan:
                      "petr": MapAction.NO_ACTION}[ma],
         petr=tuple(l.rloc() for l in cfg.proxy_etr) if ma == "petr" else (),
         local_locators=tuple(site.local_locators()) if site else (),
+        local_lsb=tuple(site.locator_status_bits().items()) if site else (),
         mobile_node=mn,
         proxy_itr=cfg.is_pitr,
         proxy_etr=cfg.is_petr,

@@ -134,6 +134,17 @@ class LocalSite:
                     seen[r.address] = r
         return list(seen.values())
 
+    def locator_status_bits(self) -> dict[EidPrefix, int]:
+        """Per local EID prefix, the locator-status bits an ITR sends for
+        packets from it (RFC 9300 5.3): bit i = locator i of that prefix's
+        own mapping, in its order, is up (reachable, its link not down)."""
+        down: set[IPAddress] = set()
+        for name in self.cfg.interfaces.rloc_facing:
+            if not self.link_up.get(name, True):
+                down.update(self.iface_addrs.get(name, []))
+        return {m.eid: sum(1 << i for i, r in enumerate(m.rlocs[:32]) if r.reachable and r.address not in down)
+                for m in self.db}
+
     def source_for(self, dst: IPAddress) -> IPAddress | None:
         """A usable local RLOC of dst's family (control traffic of a mobile
         node must leave from an RLOC, never from the EID device)."""
