@@ -51,4 +51,18 @@ static __always_inline int lisp_decap_room(struct __sk_buff *skb, __u32 olen, in
     return bpf_skb_adjust_room(skb, -(__s32)olen, BPF_ADJ_ROOM_MAC, flags);
 }
 
+/* A helper length of at least lo that 6.1's verifier can see is not 0.
+ * `if (n < lo || helper(..., n))` is not enough there: when clang spilled n
+ * to the stack before the comparison, 6.1 does not carry the bound it learns
+ * to the copy reloaded for the call, and rejects a length that may be 0
+ * (newer verifiers do). lo + ((n - lo) & mask) takes its range from the
+ * arithmetic instead, so it holds in any register. The caller has checked
+ * lo <= n <= lo + mask, where this returns n. */
+static __always_inline __u32 lisp_len_from(__u32 n, __u32 lo, __u32 mask)
+{
+    __u32 d = n - lo;
+    asm volatile("" : "+r"(d));     /* keep clang from dropping the mask */
+    return lo + (d & mask);
+}
+
 #endif

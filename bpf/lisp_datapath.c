@@ -241,7 +241,7 @@ static __always_inline int send_icmp(struct __sk_buff *skb, const struct lisp_fl
         __u32 q = avail < LISP_ICMP4_QUOTE ? avail : LISP_ICMP4_QUOTE;
         asm volatile("" : "+r"(q));     /* hide q's range from clang, or it drops the mask */
         q &= 0x1f;          /* no-op (q <= 28); bounds the helper's length for the verifier */
-        if (q < 20 || !f->ihl_ok || bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, q))
+        if (q < 20 || !f->ihl_ok || bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, lisp_len_from(q, 20, 0x0f)))
             return TC_ACT_SHOT;
         if (exceeded) {
             r->icmp.type = ICMP_TIME_EXCEEDED;
@@ -267,7 +267,7 @@ static __always_inline int send_icmp(struct __sk_buff *skb, const struct lisp_fl
             return TC_ACT_SHOT;
         asm volatile("" : "+r"(len));
         len &= 0xff;        /* no-op (len <= sizeof(*r)); bounds it for the verifier */
-        if (len < sizeof(struct iphdr) || bpf_skb_store_bytes(skb, ETH_HLEN, r, len, 0))
+        if (len < sizeof(struct iphdr) || bpf_skb_store_bytes(skb, ETH_HLEN, r, lisp_len_from(len, 20, 0x3f), 0))
             return TC_ACT_SHOT;
     } else {
         struct lisp_icmp6_reply *r = (void *)sc->buf;
@@ -275,7 +275,7 @@ static __always_inline int send_icmp(struct __sk_buff *skb, const struct lisp_fl
         __u32 q = avail < LISP_ICMP6_QUOTE ? avail : LISP_ICMP6_QUOTE;
         asm volatile("" : "+r"(q));
         q &= 0xff;          /* no-op (q <= 128); bounds the length (scratch has room) */
-        if (q < 40 || bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, q))
+        if (q < 40 || bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, lisp_len_from(q, 40, 0x7f)))
             return TC_ACT_SHOT;
         if (exceeded) {
             r->icmp6.icmp6_type = ICMPV6_TIME_EXCEED;
@@ -302,7 +302,7 @@ static __always_inline int send_icmp(struct __sk_buff *skb, const struct lisp_fl
             return TC_ACT_SHOT;
         asm volatile("" : "+r"(len));
         len &= 0xff;        /* no-op (len <= sizeof(*r)); bounds it for the verifier */
-        if (len < sizeof(struct iphdr) || bpf_skb_store_bytes(skb, ETH_HLEN, r, len, 0))
+        if (len < sizeof(struct ipv6hdr) || bpf_skb_store_bytes(skb, ETH_HLEN, r, lisp_len_from(len, 40, 0xff), 0))
             return TC_ACT_SHOT;
     }
     /* swap the MAC addresses: the reply goes back to the sender's hop */
