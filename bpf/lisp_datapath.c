@@ -107,8 +107,17 @@ static __always_inline __u64 source_lsb(const struct lisp_flow *f, __u32 iid)
     return v ? *v : LISP_LSB_NONE;
 }
 
-/* One ring-buffer event per (iid, destination) per miss_interval_ns. */
-static __always_inline void miss_event(const struct lisp_flow *f, __u32 iid, const struct lisp_config *c)
+/* One ring-buffer event per (iid, destination) per miss_interval_ns. With
+ * `carry` (the miss drops the packet) the event is followed by the packet
+ * from its IP header (LISP_MISS_PKT_MAX at most, else not carried), so the
+ * daemon can send it once the destination resolves (roles/holdq.py). */
+struct lisp_miss_record {
+    struct lisp_miss_event ev;
+    __u8 pkt[LISP_MISS_PKT_MAX];
+};
+
+static __always_inline void miss_event(struct __sk_buff *skb, const struct lisp_flow *f, __u32 iid,
+                                       const struct lisp_config *c, int carry)
 {
     struct lisp_miss_key k = {};
     k.iid = iid;
@@ -119,6 +128,26 @@ static __always_inline void miss_event(const struct lisp_flow *f, __u32 iid, con
     if (last && now - *last < c->miss_interval_ns)
         return;
     miss_rl.update(&k, &now);
+    __u32 len = f->l3len;
+    if (carry && !skb->gso_size && len > 0 && len <= LISP_MISS_PKT_MAX && len <= skb->len - ETH_HLEN) {
+        struct lisp_miss_record *r = miss_events.ringbuf_reserve(sizeof(struct lisp_miss_record));
+        if (!r) {
+            count(LISP_CNT_MISS_EVENTS_LOST);
+            return;
+        }
+        __builtin_memset(&r->ev, 0, sizeof(r->ev));
+        r->ev.iid = iid;
+        r->ev.family = f->family;
+        __builtin_memcpy(r->ev.dst, f->dst, 16);
+        __builtin_memcpy(r->ev.src, f->src, 16);
+        /* bounds the verifier can see right at the call: 1..LISP_MISS_PKT_MAX */
+        asm volatile("" : "+r"(len));
+        if (len >= 1 && len <= LISP_MISS_PKT_MAX && bpf_skb_load_bytes(skb, ETH_HLEN, r->pkt, len) == 0)
+            r->ev.pkt_len = len;
+        miss_events.ringbuf_submit(r, 0);
+        count(LISP_CNT_MISS_EVENTS);
+        return;
+    }
     struct lisp_miss_event ev = {};
     ev.iid = iid;
     ev.family = f->family;
@@ -562,6 +591,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
 
     __u8 dst[16];
     __builtin_memcpy(dst, loc->addr, 16);
+    __u16 dport = loc->port ? loc->port : LISP_DATA_PORT;
     struct bpf_fib_lookup p;
     long frc = fib_resolve(skb, &p, v6, v6 ? c->src6 : c->src4, dst, inner_len + olen);
     if (!fib_ok(frc))
@@ -580,7 +610,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
             struct ethhdr eth;
             struct lisp_outer6 o;
         } __attribute__((packed, aligned(4))) h = {};
-        lisp_build6(&h.o, f, c->src6, dst, inner_len, hash, iid, lsb, nonce);
+        lisp_build6(&h.o, f, c->src6, dst, inner_len, hash, iid, lsb, nonce, dport);
         h.o.udp.check = outer6_udp_csum(skb, f, &h.o, inner_len);
         fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IPV6));
         if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) ||
@@ -592,7 +622,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
             struct ethhdr eth;
             struct lisp_outer4 o;
         } __attribute__((packed, aligned(4))) h = {};
-        lisp_build4(&h.o, f, c->src4, dst, inner_len, hash, iid, lsb, nonce);
+        lisp_build4(&h.o, f, c->src4, dst, inner_len, hash, iid, lsb, nonce, dport);
         fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IP));
         if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) ||
             bpf_skb_store_bytes(skb, 0, &h.eth, sizeof(h) - sizeof(h.pad), 0))
@@ -654,13 +684,14 @@ static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u
         count(LISP_CNT_PETR);
         break;
     case LISP_ACT_SEND_MAP_REQUEST:
-        miss_event(f, iid, c);
         count(LISP_CNT_MISS);
         if (c->miss_action == LISP_MISS_NATIVE) {
+            miss_event(skb, f, iid, c, 0);
             count(LISP_CNT_NATIVE);
             return TC_ACT_OK;
         }
         ls = petr_set(c);
+        miss_event(skb, f, iid, c, !ls);     /* a dropped packet goes to the daemon */
         if (!ls)
             return drop(LISP_DROP_MISS);
         count(LISP_CNT_PETR);

@@ -83,11 +83,12 @@ static __always_inline int lisp_ecn_decap(__u8 inner, __u8 outer)
     return inner;
 }
 
-/* inner_len: bytes of the inner IP packet (for GSO, of the whole super-packet).
+/* inner_len: bytes of the inner IP packet (for GSO, of the whole super-packet);
+ * dport: the locator's UDP port (4341 unless it is a NATed xTR's translated port).
  * The outer TTL and DSCP/ECN are copied from the inner header (RFC 9300 5.3). */
 static __always_inline void lisp_build4(struct lisp_outer4 *o, const struct lisp_flow *f,
                                         const __u8 *src, const __u8 *dst, __u32 inner_len,
-                                        __u32 h, __u32 iid, __u64 lsb, __u32 nonce)
+                                        __u32 h, __u32 iid, __u64 lsb, __u32 nonce, __u16 dport)
 {
     o->ip.version = 4;
     o->ip.ihl = 5;
@@ -103,7 +104,7 @@ static __always_inline void lisp_build4(struct lisp_outer4 *o, const struct lisp
     __builtin_memcpy(&o->ip.daddr, dst, 4);
     o->ip.check = lisp_csum_fold(lisp_csum_add(0, &o->ip, 10));
     o->udp.source = lisp_sport(h);
-    o->udp.dest = bpf_htons(LISP_DATA_PORT);
+    o->udp.dest = bpf_htons(dport);
     o->udp.len = bpf_htons(inner_len + sizeof(o->udp) + sizeof(o->lisp));
     o->udp.check = 0;
     lisp_fill_hdr(&o->lisp, iid, lsb, nonce);
@@ -111,7 +112,7 @@ static __always_inline void lisp_build4(struct lisp_outer4 *o, const struct lisp
 
 static __always_inline void lisp_build6(struct lisp_outer6 *o, const struct lisp_flow *f,
                                         const __u8 *src, const __u8 *dst, __u32 inner_len,
-                                        __u32 h, __u32 iid, __u64 lsb, __u32 nonce)
+                                        __u32 h, __u32 iid, __u64 lsb, __u32 nonce, __u16 dport)
 {
     __u32 flow = h & 0xfffff;
     o->ip6.version = 6;
@@ -125,7 +126,7 @@ static __always_inline void lisp_build6(struct lisp_outer6 *o, const struct lisp
     __builtin_memcpy(&o->ip6.saddr, src, 16);
     __builtin_memcpy(&o->ip6.daddr, dst, 16);
     o->udp.source = lisp_sport(h);
-    o->udp.dest = bpf_htons(LISP_DATA_PORT);
+    o->udp.dest = bpf_htons(dport);
     o->udp.len = o->ip6.payload_len;
     /* Zero checksum for tunnels over IPv6: RFC 6935/6936 (see docs/datapath.md). */
     o->udp.check = 0;

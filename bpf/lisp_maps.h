@@ -121,6 +121,8 @@ struct lisp_locator {
     __u8 priority;
     __u8 weight;
     __u8 up;                   /* 0: never picked, whatever the slot tables say */
+    __u16 port;                /* UDP destination, host order; 0: LISP_DATA_PORT. An xTR
+                                * behind a NAT is reached at its translated port (docs/nat.md) */
 };
 
 /* slots[l * LISP_SLOTS + h % LISP_SLOTS] is the locator index for flow hash h
@@ -184,7 +186,14 @@ struct lisp_miss_event {
     u8 pad[3];
     u8 dst[16];
     u8 src[16];
+    u32 pkt_len;    /* bytes of the missed packet that follow the event (0: none) */
 };
+/* A miss that drops its packet (miss action drop, no Proxy-ETR) carries the
+ * packet, from its IP header, in the same ring-buffer record right after
+ * struct lisp_miss_event, so the daemon can hold it while the destination
+ * resolves and send it once the mapping is installed (roles/holdq.py). Longer
+ * packets (GSO super-packets, jumbo frames) are not carried. */
+#define LISP_MISS_PKT_MAX 1500
 
 struct lisp_stats {
     __u64 packets;
@@ -226,7 +235,8 @@ BPF_PERCPU_ARRAY(scratch, struct lisp_scratch, 1);
 #define LISP_TAIL_ITR 0
 #define LISP_CB_IID_VALID 0x80000000
 BPF_PROG_ARRAY(tail_progs, 1);
-/* Not pinned: events are transient, and a reloaded program gets a new one. */
-BPF_RINGBUF_OUTPUT(miss_events, 16);
+/* Not pinned here: lispctl.datapath.prebuilt pins it with the programs it
+ * belongs to (a recompiled program gets a new one). */
+BPF_RINGBUF_OUTPUT(miss_events, 64);  /* 256 KiB: ~170 events that carry a packet */
 
 #endif

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3-bpfcc bpfcc-tools python3-venv linux-headers-amd64 tshark
-              iperf3 tcpdump netsniff-ng iproute2 ethtool bird2)
+              iperf3 tcpdump netsniff-ng iproute2 ethtool bird2 nftables)
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup: must run as root (apt, kernel headers, bpffs)" >&2

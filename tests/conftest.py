@@ -5,10 +5,21 @@ Tests that need root, BPF or namespaces call `need_root()` (or use the
 so a CI machine that cannot run them can never look green.
 """
 import os
+import shutil
+import tempfile
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Layouts of compiled BPF programs (lispctl.datapath.prebuilt) go to a
+# directory of this run, not /run/lispctl/bpf, and leave with it.
+_BPF_CACHE = os.environ.setdefault("LISPCTL_BPF_CACHE", tempfile.mkdtemp(prefix="lispctl-test-bpf-"))
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if _BPF_CACHE.startswith(tempfile.gettempdir() + "/lispctl-test-bpf-"):
+        shutil.rmtree(_BPF_CACHE, ignore_errors=True)
 
 
 def unavailable(reason: str) -> None:

@@ -416,3 +416,30 @@ def test_mapping_counters_and_replacement_keep_id(dp):
     dp.delete_mapping(eid)
     assert itr(dp, inner).retval == TC_ACT_SHOT
     assert dp.counters().encapsulated == 4
+
+
+# ---------- misses carry the packets they drop (roles/holdq.py) ----------
+
+def test_dropped_miss_carries_its_packet(dp):
+    inner = P.ip_packet("10.1.0.10", "10.70.0.1")
+    assert itr(dp, inner).retval == TC_ACT_SHOT            # miss action drop
+    (ev,) = dp.poll_misses(100)
+    assert ev.packet == inner                              # from the IP header, exactly
+    inner6 = P.ip_packet("fd00:1::10", "fd00:70::1")
+    assert itr(dp, inner6).retval == TC_ACT_SHOT
+    (ev,) = dp.poll_misses(100)
+    assert ev.packet == inner6
+
+
+def test_forwarded_miss_does_not_carry_its_packet(dp):
+    dp.set_miss_action(MapAction.NATIVELY_FORWARD)
+    assert itr(dp, P.ip_packet("10.1.0.10", "10.71.0.1")).retval == TC_ACT_OK
+    (ev,) = dp.poll_misses(100)
+    assert ev.packet == b""                                # delivered already: never twice
+
+
+def test_oversized_miss_is_not_carried(dp):
+    big = P.ip_packet("10.1.0.10", "10.72.0.1", payload=b"x" * 1600)
+    assert itr(dp, big).retval == TC_ACT_SHOT
+    (ev,) = dp.poll_misses(100)
+    assert ev.packet == b"" and str(ev.eid) == "10.72.0.1/32"

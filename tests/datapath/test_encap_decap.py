@@ -155,3 +155,23 @@ def test_tshark_decodes_without_warnings(dp, lab, tmp_path):
     for line in lines:
         iid, _, expert = line.partition("\t")
         assert iid == "77" and expert == "", line
+
+
+@pytest.mark.parametrize("case", ["4in4", "6in6"])
+def test_locator_port_is_the_outer_udp_destination(dp, lab, case):
+    """An RTR reaches a NATed xTR at its NAT's translated port (docs/nat.md):
+    the locator's port, when set, replaces 4341 (and the IPv6 checksum covers it)."""
+    src, dst, prefix, rloc, local = CASES[case]
+    dp.set_mapping(EidPrefix.parse(prefix), [Rloc(ip(rloc), port=40123)])
+    inner = P.ip_packet(src, dst, b"y" * 64)
+    res = run_prog(dp.prog_fd("lisp_itr_ingress"), itr_frame(inner), ctx=skb_ctx(ifindex=lab.eid_if))
+    assert res.retval == TC_ACT_REDIRECT
+    o = P.split_encap(res.data)
+    assert o.dst == ip(rloc) and o.dport == 40123 and o.inner == P.hop(inner)
+    if o.version == 6:
+        l3 = res.data[14:]
+        assert P.csum(P._pseudo(o.src, o.dst, 17, o.udp_len) + l3[40:]) == 0, "outer UDP checksum"
+    dp.set_mapping(EidPrefix.parse(prefix), [Rloc(ip(rloc))])      # port 0: 4341 again
+    o = P.split_encap(run_prog(dp.prog_fd("lisp_itr_ingress"), itr_frame(inner),
+                               ctx=skb_ctx(ifindex=lab.eid_if)).data)
+    assert o.dport == 4341

@@ -48,7 +48,7 @@ def test_locset_sizes_match_header_constants(loaded):
     from lispctl.datapath.datapath import LEVELS, MAX_LOCATORS, SLOTS
     leaf = loaded.table("locsets").Leaf
     assert len(leaf().loc) == MAX_LOCATORS and len(leaf().slots) == LEVELS * SLOTS
-    assert ctypes.sizeof(leaf().loc[0]) == 20
+    assert ctypes.sizeof(leaf().loc[0]) == 22          # addr, family, priority, weight, up, port
     assert ctypes.sizeof(loaded.table("map_cache6").Key) == 24
 
 

@@ -47,6 +47,15 @@ def _status_text(st: dict) -> str:
             summary.update(own)
         if summary:
             lines.append(f"{role.ljust(width)}  {render.cell(summary)}")
+        if role == "nat":            # NAT traversal per RLOC (docs/nat.md)
+            for r in snap.get("rlocs") or []:
+                via = f" seen as {r['translated']}" if r.get("state") != "public" and r.get("translated") else ""
+                rtr = f", RTR {r['rtr']}" if r.get("rtr") else ""
+                lines.append(f"{'  rloc'.ljust(width)}  {r['rloc']}: {r['state']}{via}{rtr}")
+        if role == "rtr":            # the RTR's NATed xTRs
+            for p in snap.get("peers") or []:
+                lines.append(f"{'  peer'.ljust(width)}  xTR-ID {p['xtr_id']} at {p['translated']} "
+                             f"(private {p['private']}): {', '.join(p['eids'])}")
     return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ __all__ = [
     "action_of", "load", "loads",
 ]
 
-IMPLEMENTED_ROLES = {"xtr", "itr", "etr", "ms", "mr", "ddt-node", "mobile-node", "pitr", "petr"}
+IMPLEMENTED_ROLES = {"xtr", "itr", "etr", "ms", "mr", "ddt-node", "mobile-node", "pitr", "petr", "rtr"}
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,12 @@ def cross_check(cfg: Config) -> list[tuple[tuple, str]]:
     if cfg.mr.ddt is not None and cfg.mr.map_server:
         out.append((("mr", "map-server"), "a DDT Map-Resolver ([mr.ddt]) finds Map-Servers through the tree; "
                                           "drop [[mr.map-server]]"))
+    if cfg.is_rtr and not cfg.rtr.map_servers:
+        out.append((("rtr", "map-servers"), "an RTR (rtr) needs [rtr] map-servers to forward registrations to"))
+    if cfg.rtr.map_servers and not cfg.is_rtr:
+        out.append((("rtr", "map-servers"), "[rtr] map-servers is only used by the rtr role"))
+    if cfg.nat.enabled and not cfg.is_etr:
+        out.append((("nat", "enabled"), "[nat] is used by the xtr/etr/mobile-node roles"))
     if cfg.cpm is not None and not cfg.is_etr:
         out.append((("cpm",), "[cpm] (Change-Priority Messages) is only used by the xtr/etr roles"))
     out += _ddt_checks(cfg)

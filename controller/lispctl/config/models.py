@@ -256,6 +256,35 @@ class EtrConfig(_Model):
     map_reply_rate: Annotated[float, Field(gt=0, le=1000000)] = 1000.0
 
 
+class NatConfig(_Model):
+    """[nat]: NAT traversal of an xTR / mobile node (docs/nat.md)."""
+    # Send Info-Requests and, for an RLOC found behind a NAT, register and
+    # send data through the RTR the Map-Server offers.
+    enabled: bool = False
+    # Keepalive of a NATed RLOC: an Info-Request to the Map-Server and an
+    # ECM'd Map-Register to the RTR, both from port 4341, this often. Below
+    # the NAT's UDP binding timeout (Linux conntrack: 30 s unreplied,
+    # 120 s once replied; many home NATs: 30-60 s).
+    keepalive_interval: Seconds = 20.0
+    # First Info-Request retransmission while unanswered; doubles up to
+    # keepalive-interval.
+    info_retry: Seconds = 1.0
+
+
+class RtrConfig(_Model):
+    """[rtr]: the RTR's control plane (docs/nat.md)."""
+    # The only Map-Servers NATed xTRs' registrations are forwarded to (an
+    # RTR forwarding anywhere would be a reflector).
+    map_servers: list[Address] = []
+    # A NATed xTR is forgotten this long after its last confirmed register.
+    peer_timeout: Seconds = 180.0
+    max_peers: Annotated[int, Field(ge=1, le=1 << 20)] = 4096
+    # ECM'd Map-Registers forwarded per second, per source address and in
+    # all (token buckets, roles/ratelimit.py; 0 = no limit).
+    register_rate_per_source: Annotated[float, Field(ge=0)] = 10.0
+    register_rate: Annotated[float, Field(ge=0)] = 1000.0
+
+
 # ---------------------------------------------------------------- PITR / PETR (RFC 6832)
 
 class PetrConfig(_Model):
@@ -330,6 +359,9 @@ class MsConfig(_Model):
     pubsub: bool = True
     notify_interval: Seconds = 1.0          # first retransmission; doubles
     notify_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    # NAT traversal (docs/nat.md): the RTRs an Info-Reply offers to xTRs
+    # behind a NAT (those of the xTR's address family).
+    rtr_rlocs: list[Address] = []
 
 
 class MrForward(_Model):
@@ -464,6 +496,8 @@ class Config(_Model):
     site: list[SiteConfig] = []
     ddt: DdtConfig = DdtConfig()
     mobile_node: MobileNodeConfig = MobileNodeConfig()
+    nat: NatConfig = NatConfig()
+    rtr: RtrConfig = RtrConfig()
     pitr: PitrConfig | None = None
     petr: PetrConfig = PetrConfig()
     cpm: CpmConfig | None = None
@@ -511,6 +545,10 @@ class Config(_Model):
     @property
     def is_mr(self) -> bool:
         return "mr" in self.roles
+
+    @property
+    def is_rtr(self) -> bool:
+        return "rtr" in self.roles
 
     @property
     def is_ddt_node(self) -> bool:

@@ -57,7 +57,7 @@ def _locators(locsets, mid: int) -> tuple[Rloc, ...]:
         loc = leaf.loc[i]
         raw = bytes(loc.addr)
         addr = ipaddress.IPv4Address(raw[:4]) if int(loc.family) == 4 else ipaddress.IPv6Address(raw)
-        rlocs.append(Rloc(addr, int(loc.priority), int(loc.weight), bool(loc.up)))
+        rlocs.append(Rloc(addr, int(loc.priority), int(loc.weight), bool(loc.up), int(loc.port)))
     return tuple(rlocs)
 
 

@@ -81,6 +81,7 @@ def _setup_datapath(device: Device, plan) -> None:
                    lambda: dp.release() if device.keep_datapath else dp.close(unpin=True))
     device.datapath = dp
     device.info["datapath_adopted"] = adopted
+    device.info["datapath_compiled"] = dp.compiled     # False: pinned programs reused (prebuilt.py)
     if adopted:
         log.info("data plane %s: adopting the pinned maps and attached programs of a previous "
                  "daemon (programs replaced in place, map-cache kept)", device.instance)

@@ -55,7 +55,8 @@ class CacheEntry:
             "eid": str(self.eid), "iid": self.eid.iid, "prefix": str(self.eid.prefix),
             "action": self.action.name.lower().replace("_", "-"),
             "rlocs": [{"address": str(r.address), "priority": r.priority, "weight": r.weight,
-                       "reachable": r.reachable} for r in self.rlocs],
+                       "reachable": r.reachable, **({"port": r.port} if r.port else {})}
+                      for r in self.rlocs],
             "ttl_s": self.ttl_s,
             "expires_in_s": round(max(0.0, self.installed_at + self.ttl_s - now), 1),
             "role": self.role,
@@ -97,6 +98,7 @@ class Runtime:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._miss_fd: int | None = None
+        self.held: Any = None               # packets held while they resolve (daemon/held.py)
         self._reassembly = None
         self._last_tick = float("-inf")
         self._usage: dict[EidPrefix, int] = {}
@@ -120,6 +122,7 @@ class Runtime:
             if fd_of is not None:
                 self._miss_fd = fd_of()
                 self.loop.add_reader(self._miss_fd, self._misses_ready)
+                self.held = self._held_packets()
         # The ETR's path for outer fragments (RFC 9300 7): the stack reassembles
         # them, lispctl.datapath.reassembled decapsulates on UDP 4341.
         if self.datapath is not None and any(name == "etr" for name, _ in self.roles) \
@@ -184,7 +187,25 @@ class Runtime:
             self.counters["adopted_dropped"] += 1
             log.info("adopted map-cache entry %s not re-learnt: removed", eid)
 
+    def _held_packets(self):
+        """Misses that drop their packet hand it over (roles/holdq.py); it is
+        held for at most the ITR's resolution timeout."""
+        from lispctl.roles.holdq import HoldQueue
+
+        from .held import HeldPackets
+        timeouts = [r.resolution_timeout() for _, r in self.roles if hasattr(r, "resolution_timeout")]
+        local_rlocs = getattr(self.datapath, "local_rlocs", None)
+        if not timeouts or local_rlocs is None:
+            return None
+        return HeldPackets(HoldQueue(max_age_s=max(timeouts)), local_rlocs, self.now, self.loop)
+
+    def _held_counters(self) -> None:
+        for k, v in self.held.counters().items():
+            self.counters[k] = v
+
     def close(self) -> None:
+        if self.held is not None:
+            self.held.close()
         if self._logsum_timer is not None:
             self._logsum_timer.cancel()
             self._logsum_timer = None
@@ -311,6 +332,9 @@ class Runtime:
         self.counters["misses"] += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("miss %s from %s", event.eid, event.source)
+        if self.held is not None and event.packet:
+            self.held.on_miss(event)         # first: a role may install the mapping right away
+            self._held_counters()
         now = self.now()
         for name, role in self.roles:
             on_miss = getattr(role, "on_miss", None)
@@ -415,6 +439,9 @@ class Runtime:
             self.counters["installs"] += 1
             if self.datapath is not None:
                 self.datapath.set_mapping(eff.eid, list(eff.rlocs), eff.action)
+            if self.held is not None and len(self.held.queue):
+                self.held.on_install(eff.eid, tuple(eff.rlocs), MapAction(eff.action))
+                self._held_counters()
             self.cache[eff.eid] = CacheEntry(eff.eid, tuple(eff.rlocs), MapAction(eff.action),
                                              eff.ttl_s, self.now(), role)
         elif isinstance(eff, RemoveMapping):

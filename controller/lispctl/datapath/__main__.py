@@ -41,7 +41,7 @@ def parse_rloc(obj: Any) -> Rloc:
     if isinstance(obj, str):
         return Rloc(ipaddress.ip_address(obj))
     return Rloc(ipaddress.ip_address(obj["address"]), int(obj.get("priority", 1)),
-                int(obj.get("weight", 100)), bool(obj.get("reachable", True)))
+                int(obj.get("weight", 100)), bool(obj.get("reachable", True)), int(obj.get("port", 0)))
 
 
 def _items(obj: dict, key: str) -> list:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import os
+import select
 import shutil
 import socket
 from dataclasses import dataclass, field
@@ -14,7 +15,9 @@ from typing import Sequence
 
 from lispctl.datapath import attach as _attach
 from lispctl.datapath.errors import DatapathError
-from lispctl.datapath.loader import compile_bpf, header_define, header_enum
+from lispctl.datapath.loader import header_define, header_enum
+from lispctl.datapath.maps import RingBuffer
+from lispctl.datapath.prebuilt import forget_layout, open_datapath
 from lispctl.datapath.locsets import build_locator_set
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import MissEvent
@@ -89,23 +92,23 @@ class Datapath:
         fresh = not self.pin_dir.exists()
         self.pin_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self._bpf, self._fns = compile_bpf(self.pin_dir, tuple(cflags))
+            # compiled by a short-lived child, or reused when the pinned
+            # programs match the source and flags (prebuilt.py): no bcc here
+            self._loaded = open_datapath(self.pin_dir, tuple(cflags))
         except BaseException:
             # bcc pins maps before loading programs: a new instance that failed
             # leaves nothing behind (an existing one keeps its state)
             if fresh:
                 shutil.rmtree(self.pin_dir, ignore_errors=True)
             raise
-        self._t = {name: self._bpf[name.encode()] for name in (
-            "map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
-            "accepted_iids", "eid_ifaces", "config", "miss_rl", "counters", "map_stats", "xdp_targets",
-            "petr_accept4", "petr_accept6")}
+        self._t = self._loaded.tables
+        self.compiled = self._loaded.compiled      # False: pinned programs reused
         self._attachments: list[_attach.TcAttachment | _attach.XdpAttachment | _attach.TxCsumAttachment] = []
         self._local_rlocs: list[IPAddress] = self._read_local_rlocs()
         self._ids: dict[EidPrefix, int] = self._read_mapping_ids()
         self._used_ids = set(self._ids.values())     # kept with _ids: _alloc_id stays O(1)
         self._next_id = 1
-        self._ring_open = False
+        self._ring: RingBuffer | None = None
         self._events: list[MissEvent] = []
         self._closed = False
         self._mtu_explicit = False
@@ -119,11 +122,11 @@ class Datapath:
     def prog_fd(self, name: str) -> int:
         """fd of lisp_itr_ingress, lisp_itr_egress, lisp_etr_ingress (tc) or
         lisp_etr_xdp (XDP)."""
-        return self._fns[name].fd
+        return self._loaded.progs[name]
 
     def table(self, name: str):
-        """The bcc table object of a map in bpf/lisp_maps.h (Key/Leaf ctypes)."""
-        return self._bpf[name.encode()]
+        """A map of bpf/lisp_maps.h (maps.Table: bcc's Key/Leaf ctypes and item access)."""
+        return self._t[name]
 
     # ---- attach ----
     def attach_eid_interface(self, ifname: str, iid: int = 0, xdp_redirect: bool | None = None) -> None:
@@ -502,31 +505,39 @@ class Datapath:
     def miss_fd(self) -> int:
         """A pollable fd (the ring buffer map): readable when events wait.
         Call poll_misses(0) when it is."""
-        self._open_ring()
-        return self._bpf[b"miss_events"].map_fd
+        return self._open_ring().fd
 
     def poll_misses(self, timeout_ms: int = 0) -> list[MissEvent]:
-        self._open_ring()
-        if timeout_ms > 0:
-            self._bpf.ring_buffer_poll(timeout_ms)
-        self._bpf.ring_buffer_consume()
+        ring = self._open_ring()
+        ring.consume()
+        if timeout_ms > 0 and not self._events:
+            p = select.poll()
+            p.register(ring.fd, select.POLLIN)
+            p.poll(timeout_ms)
+            ring.consume()
         out, self._events = self._events, []
         return out
 
-    def _open_ring(self) -> None:
-        if self._ring_open:
-            return
-        t = self._bpf[b"miss_events"]
+    def _open_ring(self) -> RingBuffer:
+        if self._ring is not None:
+            return self._ring
+        ev_type = self._loaded.event_type
+        size = ctypes.sizeof(ev_type)
 
-        def on_event(_ctx, data, _size):
-            self._events.append(_decode_miss(t.event(data)))
-            # A negative return stops libbpf's consume loop (this event is
-            # already taken): under a miss storm it would otherwise go on as
-            # long as the producer does and starve the event loop.
+        def on_event(data: bytes) -> int:
+            if len(data) >= size:
+                ev = ev_type.from_buffer_copy(data[:size])
+                # a carried packet follows the event in the same record (lisp_maps.h)
+                n = int(getattr(ev, "pkt_len", 0))
+                pkt = data[size:size + n] if n and size + n <= len(data) else b""
+                self._events.append(_decode_miss(ev, pkt))
+            # A negative return stops the consume loop (this event is already
+            # taken): under a miss storm it would otherwise go on as long as
+            # the producer does and starve the event loop.
             return -1 if len(self._events) >= MISS_BATCH else 0
 
-        t.open_ring_buffer(on_event)
-        self._ring_open = True
+        self._ring = self._loaded.ring(on_event)
+        return self._ring
 
     # ---- lifecycle ----
     def close(self, unpin: bool = False) -> None:
@@ -538,9 +549,13 @@ class Datapath:
         try:
             self.detach()
         finally:
-            self._bpf.cleanup()
+            if self._ring is not None:
+                self._ring.close()
+                self._ring = None
+            self._loaded.close()
             if unpin:
                 shutil.rmtree(self.pin_dir, ignore_errors=True)
+                forget_layout(self._loaded.key)
 
     def release(self) -> None:
         """Drop our handles but leave programs attached and maps pinned, so
@@ -622,6 +637,7 @@ class Datapath:
             loc.priority = r.priority
             loc.weight = r.weight
             loc.up = 1 if r.reachable else 0
+            loc.port = r.port             # 0: 4341; a NATed xTR's translated port
         flat = b"".join(bytes(ls.levels[lvl]) if lvl < len(ls.levels) else bytes([NO_LOCATOR]) * SLOTS
                         for lvl in range(LEVELS))
         _set_bytes(leaf.slots, flat)
@@ -657,7 +673,7 @@ class Datapath:
         return ids
 
 
-def _decode_miss(ev) -> MissEvent:
+def _decode_miss(ev, packet: bytes = b"") -> MissEvent:
     """ev: bcc's ctypes view of struct lisp_miss_event (derived from the program)."""
     dst, src = bytes(ev.dst), bytes(ev.src)
     if ev.family == 4:
@@ -666,7 +682,7 @@ def _decode_miss(ev) -> MissEvent:
     else:
         d, s = ipaddress.IPv6Address(dst), ipaddress.IPv6Address(src)
         net = ipaddress.IPv6Network((d, 128))
-    return MissEvent(EidPrefix(int(ev.iid) & 0xFFFFFF, net), s)
+    return MissEvent(EidPrefix(int(ev.iid) & 0xFFFFFF, net), s, packet)
 
 
 def _on_bpffs(path: Path) -> bool:

@@ -75,6 +75,16 @@ def header_define(name: str) -> int:
     return int(m.group(1), 0)
 
 
+def build_cflags(pin_dir: Path, extra_cflags: tuple[str, ...] = ()) -> list[str]:
+    """Every flag the programs are compiled with: what they are loaded with
+    depends on nothing else (with the source), so prebuilt.py keys reuse on it."""
+    # What the kernel supports (bpf/lisp_compat.h, lispctl.datapath.probe); a
+    # -D in extra_cflags overrides the probe (tests force older kernels' path).
+    given = {f.split("=", 1)[0] for f in extra_cflags if f.startswith("-D")}
+    probed = [f for f in kernel_features().cflags() if f.split("=", 1)[0] not in given]
+    return [f'-DLISP_PIN_ROOT="{pin_dir}"', "-Wno-unused-function", *probed, *extra_cflags]
+
+
 def compile_bpf(pin_dir: Path, extra_cflags: tuple[str, ...] = ()):
     """Load the programs with maps pinned in pin_dir; returns the bcc BPF object.
 
@@ -87,11 +97,7 @@ def compile_bpf(pin_dir: Path, extra_cflags: tuple[str, ...] = ()):
         raise DatapathError("bcc is not importable (install python3-bpfcc and use a venv with "
                             "--system-site-packages)") from exc
     text = inline_source()
-    # What the kernel supports (bpf/lisp_compat.h); a -D in extra_cflags
-    # overrides the probe (tests force the older kernels' path that way).
-    given = {f.split("=", 1)[0] for f in extra_cflags if f.startswith("-D")}
-    probed = [f for f in kernel_features().cflags() if f.split("=", 1)[0] not in given]
-    cflags = [f'-DLISP_PIN_ROOT="{pin_dir}"', "-Wno-unused-function", *probed, *extra_cflags]
+    cflags = build_cflags(pin_dir, extra_cflags)
     # A named file, not an anonymous one: LLVM exit()s on some errors (stack
     # limit), and then this file is the only place the reason survives.
     log_path = Path(tempfile.gettempdir()) / f"lispctl-bpf-compile-{os.getpid()}.log"

@@ -53,7 +53,12 @@ class Rloc:
     priority: int = 1
     weight: int = 100
     reachable: bool = True
+    # UDP destination port of data to this locator; 0 = 4341. Non-zero only
+    # for a NATed xTR that an RTR reaches at its translated port (docs/nat.md).
+    port: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.priority <= 255 or not 0 <= self.weight <= 255:
             raise ValueError("priority and weight are 8-bit values")
+        if not 0 <= self.port <= 0xFFFF:
+            raise ValueError("port is a 16-bit value")

@@ -18,7 +18,7 @@ from typing import Iterable, Mapping
 
 from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
-from lispctl.roles.base import Role
+from lispctl.roles.base import CONTROL_PORT, Role
 from lispctl.roles.common import nonce_source
 from lispctl.roles.cpm import CpmRole
 from lispctl.roles.ddt import DdtNodeRole
@@ -27,6 +27,8 @@ from lispctl.roles.etr import EtrRole
 from lispctl.roles.itr import ItrRole
 from lispctl.roles.local import LocalSite, UplinkSpec, uplink_specs
 from lispctl.roles.mr import MapResolverRole
+from lispctl.roles.nat import NatRole
+from lispctl.roles.rtr import RtrRole
 from lispctl.roles.ms import MapServerRole
 from lispctl.roles.petr import PetrRole
 from lispctl.roles.pitr import PitrRole
@@ -64,9 +66,17 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
     if cfg.is_etr:
         etr = EtrRole(cfg, site, nonce, answer_plain_ecm=not cfg.is_mr)
         out.append(("etr", etr))
+        if cfg.nat.enabled:
+            # port 4342: the daemon sends control messages only from its
+            # control sockets so far (docs/nat.md, "not done")
+            etr.nat = NatRole(cfg, site, nonce, port=CONTROL_PORT)
+            out.append(("nat", etr.nat))
     if cfg.is_itr:
         itr = ItrRole(cfg, site, nonce)
         out.append(("itr", itr))
+        nat = find_role(out, "nat")
+        if nat is not None:
+            itr.nat, nat.itr = nat, itr
     if cfg.cpm is not None and etr is not None:
         # after the ITR: it sees a Map-Reply first (roles/cpm.py). The replay
         # guard compares timestamps with the system clock (time in, like `now`).
@@ -75,6 +85,8 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
         out.append(("pitr", PitrRole(cfg, site, nonce)))
     if cfg.is_petr:
         out.append(("petr", PetrRole(cfg, site)))
+    if cfg.is_rtr:
+        out.append(("rtr", RtrRole(cfg)))
     return out
 
 

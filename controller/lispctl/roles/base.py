@@ -77,6 +77,7 @@ class MissEvent:
     """A data-plane cache miss, as the ring buffer reports it."""
     eid: EidPrefix          # destination as a host prefix (/32 or /128)
     source: IPAddress
+    packet: bytes = b""     # the missed IP packet, when the miss action dropped it (roles/holdq.py)
 
 
 class Role(Protocol):

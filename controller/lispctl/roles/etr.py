@@ -105,6 +105,7 @@ class EtrRole:
                                          cfg.etr.map_reply_rate, cfg.etr.map_reply_rate)
         self.started = False
         self._now = 0.0
+        self.nat = None       # a NatRole (roles/nat.py) registers while an RLOC is behind a NAT
 
     # ------------------------------------------------------------ timers
     def start(self, now: float) -> list[Effect]:
@@ -153,6 +154,9 @@ class EtrRole:
     # ------------------------------------------------------------ registering
     def _register(self, ms: _MsState, now: float, out: Effects) -> None:
         interval = self.cfg.etr.register_interval
+        if self.nat is not None and self.nat.behind_nat():
+            ms.next_at = now + interval       # the NAT role registers through the RTR
+            return
         # several mapping systems: only the prefixes this Map-Server serves (roles/mapsys.py)
         servers = self.cfg.map_server
         records = self._records(only=[m.eid for m in self.site.db if registers_with(servers, ms.cfg, m.eid)]
@@ -384,6 +388,8 @@ class EtrRole:
         """Our locator set for `prefixes` changed: re-register now, SMR the ITRs."""
         self._now = now
         out = self._fx()
+        if self.nat is not None:              # Info-Requests from new RLOCs (roles/nat.py)
+            out.items.extend(self.nat.addresses_changed(now))
         if self.started:
             for ms in self.ms:
                 ms.retry = self.cfg.etr.register_retry

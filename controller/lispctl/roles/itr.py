@@ -53,6 +53,7 @@ from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import (CONTROL_PORT, Effect, Effects, Endpoint, InstallMapping, MissEvent,
                                 RemoveMapping)
 from lispctl.roles.common import FOREVER_S, Counters, NonceSource, TokenBucket, decode
+from lispctl.roles.holdq import resolution_timeout
 from lispctl.roles.local import LocalSite
 from lispctl.roles.mapsys import ResolverSet
 from lispctl.roles.probe import RlocProber
@@ -132,6 +133,7 @@ class ItrRole:
         # observe(name, seconds): "map_request_rtt" for each accepted Map-Reply,
         # "miss_to_install" when a miss's mapping is installed (daemon metrics).
         self.observe: Callable[[str, float], None] | None = None
+        self.nat = None      # a NatRole steering data to the RTR while behind a NAT
 
     def _fx(self) -> Effects:
         return Effects(default_src=self._src_for if self.cfg.is_mobile_node else None)
@@ -173,7 +175,15 @@ class ItrRole:
         self.prober.track(entry.eid, entry.rlocs, (), self._now)
 
     def _rlocs_for_dp(self, rlocs) -> tuple[Rloc, ...]:
-        return self.prober.effective(rlocs) if self.prober.enabled else tuple(rlocs)
+        out = self.prober.effective(rlocs) if self.prober.enabled else tuple(rlocs)
+        if self.nat is not None and out:       # behind a NAT: all data to the RTR (roles/nat.py)
+            out = self.nat.steer(out)
+        return out
+
+    def reinstall_all(self, now: float) -> list:
+        """InstallMapping for every positive entry again (where data goes changed)."""
+        return [InstallMapping(e.eid, self._rlocs_for_dp(e.rlocs), e.action, self._ttl_left(e, now))
+                for e in self.cache.entries() if e.rlocs]
 
     def _reachability_changed(self, addrs, now: float, out: Effects) -> None:
         """Probing changed these locators' state: re-install the entries using them."""
@@ -318,6 +328,13 @@ class ItrRole:
             return []
         self._ask(_Pending(key, event.source, "miss", interval=self.cfg.itr.map_request_interval), now, out)
         return out.items
+
+    def resolution_timeout(self) -> float:
+        """How long a miss may wait for its mapping before the ITR gives up:
+        the daemon holds a missed packet at most that long (roles/holdq.py)."""
+        i = self.cfg.itr
+        return resolution_timeout(i.map_request_interval, i.map_request_backoff,
+                                  i.map_request_max_interval, i.map_request_retries)
 
     def _may_ask(self, eid: EidPrefix, now: float) -> bool:
         last = self._asked.get(eid)

@@ -40,9 +40,10 @@ from lispctl.mapping.types import EidPrefix, MapAction
 from lispctl.roles.base import CONTROL_PORT, Effect, Effects, Endpoint, Log
 from lispctl.roles.common import Counters, decode, reply_target
 from lispctl.roles.ddt import MapServerDdt, is_ddt_request
+from lispctl.roles.nat_ms import InfoResponder
 from lispctl.roles.ratelimit import PER_KEY, RateLimiter
 from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, ECM, MAP_REGISTER, EidRecord,
-                          EncapsulatedControlMessage, InstanceId, MalformedMessage, MapNotify, MapNotifyAck,
+                          EncapsulatedControlMessage, InfoRequest, InstanceId, MalformedMessage, MapNotify, MapNotifyAck,
                           MapRegister, MapReply, MapRequest, SourceDestKey, UnknownLcaf, eid_record,
                           record_prefix, sign, verify)
 from lispctl.wire.auth import map_notify_for
@@ -168,8 +169,10 @@ class MapServerRole:
         self.limit = RateLimiter(cfg.mr.request_rate_per_source, cfg.mr.request_rate)
         # what the daemon hands to handle() (its message registry, by type):
         # ECMs too, for DDT Map-Requests even when the MR answers the others
-        self.message_types = frozenset({MapRegister.TYPE, MapNotifyAck.TYPE, EncapsulatedControlMessage.TYPE})
+        self.message_types = frozenset({MapRegister.TYPE, MapNotifyAck.TYPE, EncapsulatedControlMessage.TYPE,
+                                        InfoRequest.TYPE})
         self.ddt = MapServerDdt(cfg, self)       # DDT Map-Requests (RFC 8111): roles/ddt.py
+        self.nat = InfoResponder(self)           # Info-Request -> Info-Reply: roles/nat_ms.py
 
     # ------------------------------------------------------------ timers
     def _expiry_top(self) -> float | None:
@@ -279,6 +282,8 @@ class MapServerRole:
                     self.counters["pubsub_notify_ack_rx"] += 1
                 else:
                     self.counters["pubsub_notify_ack_bad_auth"] += 1
+        elif type(msg) is InfoRequest:
+            self.nat.on_info_request(data, msg, src, dst, now, out)
         elif is_ddt_request(msg):
             out.items.extend(self.ddt.handle(msg, data, src, dst, now))
         elif (isinstance(msg, EncapsulatedControlMessage) and isinstance(msg.message, MapRequest)

@@ -1,0 +1,187 @@
+"""RTR control plane (draft-ietf-lisp-nat-traversal): relay the registrations
+of xTRs behind a NAT to their Map-Server and the Map-Notify back.
+
+An xTR behind a NAT sends its Map-Register to us inside an ECM (M bit); the
+ECM's outer source is its translated address and port. We forward the inner
+Map-Register unchanged (the xTR signed it with its site key, which we do not
+know) to its Map-Server, and hand the Map-Server's Map-Notify back to the xTR
+inside an ECM, to the translated address and port, so it crosses the NAT on
+the binding the xTR opened.
+
+Trust: we cannot check the xTR's MAC, the Map-Server can. So a peer (keyed
+by its xTR-ID) and its translated address:port are recorded only when the
+Map-Server answers the forwarded Map-Register with a Map-Notify of the same
+nonce from the address we sent it to: a forged register naming somebody
+else's xTR-ID never moves that xTR's binding. We forward only registers
+that carry an xTR-ID (I bit), only to configured Map-Servers ([rtr]
+map-servers: otherwise we would be a reflector), at most one outstanding
+register per xTR-ID, at a bounded rate per source and overall ([rtr]
+register-rate-per-source, register-rate), with bounded tables; everything
+refused is counted.
+
+A confirmed peer's EID prefixes go into the map-cache with one locator, its
+translated address and port (the BPF locator carries the UDP port), and leave
+it when the peer expires. Not done yet: loading the data plane on the RTR
+(decapsulate, look up, re-encapsulate) - see docs/nat.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lispctl.config import Config
+from lispctl.mapping.types import EidPrefix, Rloc
+from lispctl.roles.base import Effect, Effects, Endpoint, InstallMapping, RemoveMapping
+from lispctl.roles.common import Counters, decode
+from lispctl.roles.ratelimit import RateLimiter
+from lispctl.wire import (EncapsulatedControlMessage, MalformedMessage, MapNotify, MapRegister,
+                          record_prefix)
+
+_PENDING_S = 10.0          # how long a forwarded register waits for its Map-Notify
+
+
+@dataclass
+class Peer:
+    xtr_id: int
+    translated: Endpoint                  # where the xTR's NAT lets us reach it
+    private: object                       # the ECM's inner source (the xTR's own address)
+    ms: object
+    eids: tuple[EidPrefix, ...] = ()
+    first_seen: float = 0.0
+    last_confirmed: float = 0.0
+    registers: int = 0
+    notifies: int = 0
+
+
+@dataclass
+class _Pending:
+    xtr_id: int
+    source: Endpoint
+    private: object
+    ms: object
+    eids: tuple[EidPrefix, ...]
+    expires: float
+
+
+class RtrRole:
+    name = "rtr"
+    message_types = frozenset({EncapsulatedControlMessage.TYPE, MapNotify.TYPE})
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.map_servers = set(cfg.rtr.map_servers)
+        self.peers: dict[int, Peer] = {}
+        self.pending: dict[int, _Pending] = {}          # nonce -> forwarded register
+        self._pending_by_xtr: dict[int, int] = {}        # xTR-ID -> its outstanding nonce
+        self.counters = Counters()
+        self.limit = RateLimiter(cfg.rtr.register_rate_per_source, cfg.rtr.register_rate)
+        self._now = 0.0
+
+    # ------------------------------------------------------------ timers
+    def next_deadline(self) -> float | None:
+        times = [p.expires for p in self.pending.values()]
+        times += [p.last_confirmed + self.cfg.rtr.peer_timeout for p in self.peers.values()]
+        return min(times, default=None)
+
+    def tick(self, now: float) -> list[Effect]:
+        self._now = now
+        for nonce in [n for n, p in self.pending.items() if p.expires <= now]:
+            self._drop_pending(nonce)
+            self.counters["register_unconfirmed"] += 1
+        out = Effects()
+        for xid in [x for x, p in self.peers.items() if p.last_confirmed + self.cfg.rtr.peer_timeout <= now]:
+            for eid in self.peers.pop(xid).eids:
+                out.items.append(RemoveMapping(eid))
+            self.counters["peer_expired"] += 1
+            out.log(f"NATed xTR {xid:032x} expired")
+        return out.items
+
+    def _drop_pending(self, nonce: int) -> None:
+        p = self.pending.pop(nonce)
+        if self._pending_by_xtr.get(p.xtr_id) == nonce:
+            del self._pending_by_xtr[p.xtr_id]
+
+    # ------------------------------------------------------------ datagrams
+    def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
+        self._now = now
+        msg = decode(data)
+        out = Effects()
+        if type(msg) is EncapsulatedControlMessage and type(msg.message) is MapRegister:
+            self._on_register(msg, src, now, out)
+        elif type(msg) is MapNotify:
+            self._on_notify(msg, src, now, out)
+        return out.items
+
+    def _on_register(self, ecm: EncapsulatedControlMessage, src: Endpoint, now: float, out: Effects) -> None:
+        c = self.counters
+        c["ecm_register_rx"] += 1
+        reg: MapRegister = ecm.message
+        if (over := self.limit.allow(src.addr, now)) is not None:
+            c[f"register_rate_limited_{over.replace('-', '_')}"] += 1
+            return
+        if reg.xtr_id is None:
+            c["register_without_xtr_id"] += 1
+            return
+        if ecm.inner_dst not in self.map_servers:
+            c["register_unknown_map_server"] += 1
+            return
+        if reg.xtr_id not in self.peers and len(self.peers) >= self.cfg.rtr.max_peers:
+            c["register_peer_table_full"] += 1
+            return
+        if len(self.pending) >= self.cfg.rtr.max_peers and reg.xtr_id not in self._pending_by_xtr:
+            c["register_pending_full"] += 1
+            return
+        try:
+            eids = tuple(record_prefix(r) for r in reg.records)
+        except MalformedMessage:
+            c["register_bad_record"] += 1
+            return
+        old = self._pending_by_xtr.get(reg.xtr_id)
+        if old is not None:                       # one outstanding register per xTR-ID
+            self._drop_pending(old)
+        self.pending[reg.nonce] = _Pending(reg.xtr_id, src, ecm.inner_src, ecm.inner_dst, eids,
+                                           now + _PENDING_S)
+        self._pending_by_xtr[reg.xtr_id] = reg.nonce
+        out.send(reg.encode(), Endpoint(ecm.inner_dst))
+        c["register_forwarded"] += 1
+
+    def _on_notify(self, msg: MapNotify, src: Endpoint, now: float, out: Effects) -> None:
+        c = self.counters
+        p = self.pending.get(msg.nonce)
+        if p is None or src.addr != p.ms:
+            c["notify_unknown"] += 1
+            return
+        self._drop_pending(msg.nonce)
+        peer = self.peers.get(p.xtr_id)
+        if peer is None:
+            peer = self.peers[p.xtr_id] = Peer(p.xtr_id, p.source, p.private, p.ms, first_seen=now)
+            out.log(f"NATed xTR {p.xtr_id:032x} at {p.source.addr}:{p.source.port} "
+                    f"({', '.join(str(e) for e in p.eids)})")
+        elif peer.translated != p.source:
+            c["peer_rebound"] += 1
+            out.log(f"NATed xTR {p.xtr_id:032x} moved to {p.source.addr}:{p.source.port}")
+        for eid in set(peer.eids) - set(p.eids):
+            out.items.append(RemoveMapping(eid))
+        peer.translated, peer.private, peer.ms, peer.eids = p.source, p.private, p.ms, p.eids
+        # where data for the peer's EIDs goes: its NAT's address AND port
+        loc = (Rloc(p.source.addr, port=p.source.port),)
+        for eid in p.eids:
+            out.items.append(InstallMapping(eid, loc, ttl_s=self.cfg.rtr.peer_timeout))
+        peer.last_confirmed = now
+        peer.registers += 1
+        peer.notifies += 1
+        ecm = EncapsulatedControlMessage(msg, p.ms, p.private, 4342, p.source.port)
+        out.send(ecm.encode(), p.source)
+        c["notify_relayed"] += 1
+
+    # ------------------------------------------------------------ API
+    def snapshot(self) -> dict:
+        now = self._now
+        return {
+            "peers": [{
+                "xtr_id": f"{p.xtr_id:032x}", "translated": f"{p.translated.addr}:{p.translated.port}",
+                "private": str(p.private), "map_server": str(p.ms), "eids": [str(e) for e in p.eids],
+                "registers": p.registers, "confirmed_s_ago": round(now - p.last_confirmed, 1),
+            } for p in self.peers.values()],
+            "pending_registers": len(self.pending),
+            "counters": self.counters.snapshot(),
+        }

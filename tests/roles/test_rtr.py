@@ -1,0 +1,136 @@
+"""RTR control plane (roles/rtr.py) between the real xTR NAT role and the real
+Map-Server role: ECM'd Map-Register forwarded, Map-Notify relayed to the
+translated address and port, peers bound to xTR-IDs only on the MS's word."""
+import dataclasses
+
+import pytest
+
+from lispctl.config import ConfigError, loads
+from lispctl.roles import build_roles
+from lispctl.mapping.types import Rloc
+from lispctl.roles.base import Endpoint, InstallMapping, Send
+from lispctl.wire import EncapsulatedControlMessage, MapNotify, MapRegister, decode_control, sign
+
+from roles_helpers import A, sends
+from test_nat_xtr import MS_EP, NAT_PUBLIC, PRIV, exchange, setup
+
+RTR = """
+instance = "rtr"
+roles = ["rtr"]
+[rtr]
+map-servers = ["198.51.100.10"]
+max-peers = 2
+"""
+RTR_EP = Endpoint(A("198.51.100.20"), 4342)
+XTR_SEEN = Endpoint(NAT_PUBLIC, 40341)        # the NAT's translation of PRIV:4341
+
+
+def rtr_role(text=RTR):
+    return dict(build_roles(loads(text)))["rtr"]
+
+
+def registered_via_rtr():
+    cfg, roles, nat, ms = setup()
+    exchange(nat, ms, sends(nat.tick(0.0)), 0.0)
+    [reg] = sends(nat.tick(0.0))
+    return nat, ms, reg
+
+
+def test_register_forwarded_and_notify_relayed_back_through_the_nat():
+    nat, ms, reg = registered_via_rtr()
+    rtr = rtr_role()
+    [fwd] = sends(rtr.handle(reg.payload, XTR_SEEN, RTR_EP, 1.0))
+    assert fwd.dst == MS_EP and isinstance(decode_control(fwd.payload), MapRegister)
+    assert rtr.peers == {}                          # not before the MS confirms
+    [notify] = sends(ms.handle(fwd.payload, RTR_EP, MS_EP, 1.0))
+    assert notify.dst == RTR_EP and ms.counters["map_register_ok"] == 1
+    last_effects = rtr.handle(notify.payload, MS_EP, RTR_EP, 1.1)
+    [relay] = sends(last_effects)
+    assert relay.dst == XTR_SEEN
+    ecm = decode_control(relay.payload)
+    assert isinstance(ecm, EncapsulatedControlMessage) and isinstance(ecm.message, MapNotify)
+    assert ecm.inner_dst == PRIV
+    nat.handle(relay.payload, RTR_EP, Endpoint(PRIV, 4341), 1.2)
+    assert nat.counters["map_notify_via_rtr_rx"] == 1
+    [inst] = [e for e in last_effects if isinstance(e, InstallMapping)]
+    assert str(inst.eid) == "10.1.0.0/24"
+    assert inst.rlocs == (Rloc(NAT_PUBLIC, port=40341),) and inst.ttl_s == 180.0
+    [peer] = rtr.snapshot()["peers"]
+    assert peer["xtr_id"] == "00112233445566778899aabbccddeeff"
+    assert peer["translated"] == "203.0.113.7:40341" and peer["eids"] == ["10.1.0.0/24"]
+
+
+def test_forged_register_with_someone_elses_xtr_id_does_not_move_the_binding():
+    nat, ms, reg = registered_via_rtr()
+    rtr = rtr_role()
+    [fwd] = sends(rtr.handle(reg.payload, XTR_SEEN, RTR_EP, 1.0))
+    rtr.handle(sends(ms.handle(fwd.payload, RTR_EP, MS_EP, 1.0))[0].payload, MS_EP, RTR_EP, 1.0)
+    # an attacker replays the xTR-ID with its own (wrong) key from elsewhere
+    ecm = decode_control(reg.payload)
+    forged_reg = decode_control(sign(dataclasses.replace(ecm.message, nonce=99), "not-the-key"))
+    forged = dataclasses.replace(ecm, message=forged_reg).encode()
+    evil = Endpoint(A("192.0.2.66"), 5555)
+    [fwd2] = sends(rtr.handle(forged, evil, RTR_EP, 2.0))
+    assert sends(ms.handle(fwd2.payload, RTR_EP, MS_EP, 2.0)) == []       # MS: bad auth
+    assert ms.counters["map_register_bad_auth"] == 1
+    rtr.tick(20.0)
+    assert rtr.peers[0x00112233445566778899aabbccddeeff].translated == XTR_SEEN
+    assert rtr.counters["register_unconfirmed"] == 1
+    # a Map-Notify for the forged nonce from anyone but the MS is ignored too
+    bogus = sign(MapNotify(99, forged_reg.records, 1, forged_reg.alg_id), "x")
+    assert sends(rtr.handle(bogus, evil, RTR_EP, 2.1)) == []
+    assert rtr.counters["notify_unknown"] == 1
+
+
+def test_refuses_registers_without_xtr_id_or_to_unknown_map_servers():
+    nat, ms, reg = registered_via_rtr()
+    rtr = rtr_role()
+    ecm = decode_control(reg.payload)
+    no_id = dataclasses.replace(ecm, message=dataclasses.replace(ecm.message, xtr_id=None, site_id=None))
+    assert sends(rtr.handle(no_id.encode(), XTR_SEEN, RTR_EP, 1.0)) == []
+    elsewhere = dataclasses.replace(ecm, inner_dst=A("192.0.2.99"))
+    assert sends(rtr.handle(elsewhere.encode(), XTR_SEEN, RTR_EP, 1.0)) == []
+    assert rtr.counters["register_without_xtr_id"] == 1
+    assert rtr.counters["register_unknown_map_server"] == 1
+
+
+def test_peer_table_is_bounded_and_peers_expire():
+    rtr = rtr_role()
+    nat, ms, reg = registered_via_rtr()
+    ecm = decode_control(reg.payload)
+    for i, xid in enumerate((1, 2, 3)):
+        m = dataclasses.replace(ecm.message, xtr_id=xid, nonce=100 + i)
+        raw = dataclasses.replace(ecm, message=decode_control(sign(m, "secret-a"))).encode()
+        fwd = sends(rtr.handle(raw, Endpoint(NAT_PUBLIC, 40000 + i), RTR_EP, 1.0))
+        if fwd:
+            rtr.handle(sends(ms.handle(fwd[0].payload, RTR_EP, MS_EP, 1.0))[0].payload, MS_EP, RTR_EP, 1.0)
+    assert sorted(rtr.peers) == [1, 2] and rtr.counters["register_peer_table_full"] == 1
+    assert rtr.next_deadline() == 181.0
+    gone = rtr.tick(181.0)
+    assert [str(e.eid) for e in gone if type(e).__name__ == "RemoveMapping"] == ["10.1.0.0/24"] * 2
+    assert rtr.peers == {} and rtr.counters["peer_expired"] == 2
+
+
+def test_config_needs_map_servers():
+    with pytest.raises(ConfigError, match="map-servers"):
+        loads('instance = "r"\nroles = ["rtr"]\n')
+
+
+def test_status_text_lists_the_rtrs_peers():
+    from lispctl.commands.show import _status_text
+    nat, ms, reg = registered_via_rtr()
+    rtr = rtr_role()
+    [fwd] = sends(rtr.handle(reg.payload, XTR_SEEN, RTR_EP, 1.0))
+    rtr.handle(sends(ms.handle(fwd.payload, RTR_EP, MS_EP, 1.0))[0].payload, MS_EP, RTR_EP, 1.0)
+    text = _status_text({"instance": "rtr", "state": {"rtr": rtr.snapshot()}})
+    assert ("xTR-ID 00112233445566778899aabbccddeeff at 203.0.113.7:40341 (private 192.168.1.10): "
+            "10.1.0.0/24") in text
+
+
+def test_registers_are_rate_limited_per_source():
+    nat, ms, reg = registered_via_rtr()
+    rtr = rtr_role()
+    forwarded = sum(len(sends(rtr.handle(reg.payload, XTR_SEEN, RTR_EP, 3.0))) for _ in range(50))
+    assert forwarded == 10 and rtr.counters["register_rate_limited_per_source"] == 40
+    assert sends(rtr.handle(reg.payload, Endpoint(NAT_PUBLIC, 40999), RTR_EP, 3.0)) == []  # same address
+    assert sends(rtr.handle(reg.payload, XTR_SEEN, RTR_EP, 4.0))        # refilled a second later
