@@ -140,10 +140,13 @@ static __always_inline void miss_event(struct __sk_buff *skb, const struct lisp_
         r->ev.family = f->family;
         __builtin_memcpy(r->ev.dst, f->dst, 16);
         __builtin_memcpy(r->ev.src, f->src, 16);
-        /* bounds the verifier can see right at the call: 1..LISP_MISS_PKT_MAX */
-        asm volatile("" : "+r"(len));
-        if (len >= 1 && len <= LISP_MISS_PKT_MAX && bpf_skb_load_bytes(skb, ETH_HLEN, r->pkt, len) == 0)
-            r->ev.pkt_len = len;
+        /* The length passed must carry 1..LISP_MISS_PKT_MAX from arithmetic on the
+         * register itself: 6.1's verifier does not carry a bound learnt from
+         * `len - 1 < MAX` (clang's form of the two-sided test) back to len. */
+        __u32 d = len - 1;
+        asm volatile("" : "+r"(d));
+        if (d < LISP_MISS_PKT_MAX && bpf_skb_load_bytes(skb, ETH_HLEN, r->pkt, d + 1) == 0)
+            r->ev.pkt_len = d + 1;
         miss_events.ringbuf_submit(r, 0);
         count(LISP_CNT_MISS_EVENTS);
         return;
