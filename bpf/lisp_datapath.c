@@ -14,29 +14,24 @@
  * The loader inlines the lisp_*.h includes textually (bcc only rewrites map
  * accesses in the main file).
  */
+/* UAPI headers only: the kernel-internal ones (linux/ipv6.h pulls in
+ * skbuff.h and most of the network stack) tripled bcc's compile time, which
+ * is paid at every start and dominates the 6.1 VM test under emulation. */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
-#include <linux/udp.h>
-#include <linux/tcp.h>
-#include <linux/icmp.h>
-#include <linux/icmpv6.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/udp.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/icmp.h>
+#include <uapi/linux/icmpv6.h>
 
 #include "lisp_maps.h"
 #include "lisp_parse.h"
 #include "lisp_encap.h"
-
-/* UAPI enum values of kernel >= 6.3, absent from the 6.1 headers we compile with */
-#define LISP_ADJ_DECAP_L3_IPV4 (1ULL << 7)
-#define LISP_ADJ_DECAP_L3_IPV6 (1ULL << 8)
-/* Newer than 6.18 (bpf-next 2025): clears SKB_GSO_UDP_TUNNEL and
- * skb->encapsulation of a decapsulated GSO packet. Older kernels reject the
- * flag with -EINVAL before touching the packet, so it is tried first and
- * dropped on failure. */
-#define LISP_ADJ_DECAP_L4_UDP (1ULL << 10)
+#include "lisp_compat.h"
 
 /* Packets built by AF_PACKET TX rings (trafgen) and by some drivers carry
  * only the MAC header in the linear part of the skb, which is all that direct
@@ -145,10 +140,13 @@ static __always_inline void miss_event(struct __sk_buff *skb, const struct lisp_
         r->ev.family = f->family;
         __builtin_memcpy(r->ev.dst, f->dst, 16);
         __builtin_memcpy(r->ev.src, f->src, 16);
-        /* bounds the verifier can see right at the call: 1..LISP_MISS_PKT_MAX */
-        asm volatile("" : "+r"(len));
-        if (len >= 1 && len <= LISP_MISS_PKT_MAX && bpf_skb_load_bytes(skb, ETH_HLEN, r->pkt, len) == 0)
-            r->ev.pkt_len = len;
+        /* The length passed must carry 1..LISP_MISS_PKT_MAX from arithmetic on the
+         * register itself: 6.1's verifier does not carry a bound learnt from
+         * `len - 1 < MAX` (clang's form of the two-sided test) back to len. */
+        __u32 d = len - 1;
+        asm volatile("" : "+r"(d));
+        if (d < LISP_MISS_PKT_MAX && bpf_skb_load_bytes(skb, ETH_HLEN, r->pkt, d + 1) == 0)
+            r->ev.pkt_len = d + 1;
         miss_events.ringbuf_submit(r, 0);
         count(LISP_CNT_MISS_EVENTS);
         return;
@@ -275,7 +273,7 @@ static __always_inline int send_icmp(struct __sk_buff *skb, const struct lisp_fl
         __u32 q = avail < LISP_ICMP4_QUOTE ? avail : LISP_ICMP4_QUOTE;
         asm volatile("" : "+r"(q));     /* hide q's range from clang, or it drops the mask */
         q &= 0x1f;          /* no-op (q <= 28); bounds the helper's length for the verifier */
-        if (q < 20 || !f->ihl_ok || bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, q))
+        if (q < 20 || !f->ihl_ok || bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, lisp_len_from(q, 20, 0x0f)))
             return TC_ACT_SHOT;
         if (exceeded) {
             r->icmp.type = ICMP_TIME_EXCEEDED;
@@ -301,7 +299,7 @@ static __always_inline int send_icmp(struct __sk_buff *skb, const struct lisp_fl
             return TC_ACT_SHOT;
         asm volatile("" : "+r"(len));
         len &= 0xff;        /* no-op (len <= sizeof(*r)); bounds it for the verifier */
-        if (len < sizeof(struct iphdr) || bpf_skb_store_bytes(skb, ETH_HLEN, r, len, 0))
+        if (len < sizeof(struct iphdr) || bpf_skb_store_bytes(skb, ETH_HLEN, r, lisp_len_from(len, 20, 0x3f), 0))
             return TC_ACT_SHOT;
     } else {
         struct lisp_icmp6_reply *r = (void *)sc->buf;
@@ -309,7 +307,7 @@ static __always_inline int send_icmp(struct __sk_buff *skb, const struct lisp_fl
         __u32 q = avail < LISP_ICMP6_QUOTE ? avail : LISP_ICMP6_QUOTE;
         asm volatile("" : "+r"(q));
         q &= 0xff;          /* no-op (q <= 128); bounds the length (scratch has room) */
-        if (q < 40 || bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, q))
+        if (q < 40 || bpf_skb_load_bytes(skb, ETH_HLEN, r->quote, lisp_len_from(q, 40, 0x7f)))
             return TC_ACT_SHOT;
         if (exceeded) {
             r->icmp6.icmp6_type = ICMPV6_TIME_EXCEED;
@@ -336,7 +334,7 @@ static __always_inline int send_icmp(struct __sk_buff *skb, const struct lisp_fl
             return TC_ACT_SHOT;
         asm volatile("" : "+r"(len));
         len &= 0xff;        /* no-op (len <= sizeof(*r)); bounds it for the verifier */
-        if (len < sizeof(struct iphdr) || bpf_skb_store_bytes(skb, ETH_HLEN, r, len, 0))
+        if (len < sizeof(struct ipv6hdr) || bpf_skb_store_bytes(skb, ETH_HLEN, r, lisp_len_from(len, 40, 0xff), 0))
             return TC_ACT_SHOT;
     }
     /* swap the MAC addresses: the reply goes back to the sender's hop */
@@ -532,6 +530,20 @@ static __always_inline int lisp_peel(struct __sk_buff *skb, __u32 chunk)
 #define LISP_MODE_EGRESS 1      /* lisp_itr_egress: locally originated */
 #define LISP_MODE_REENCAP 2     /* tail-called by the ETR: the packet came in on an RLOC interface */
 
+/* Re-encapsulation (RTR): the kernel refuses to grow an skb that is still
+ * marked encapsulated (-EALREADY), and decapsulation clears that mark only
+ * on kernels newer than 6.18 (LISP_ADJ_DECAP_L4_UDP). The inner headers
+ * have not moved since the first encapsulation (decapsulation removed the
+ * same room at the same offset), so the room is added without the ENCAP
+ * flags, which would only record those offsets again. */
+static __always_inline long reencap_grow(struct __sk_buff *skb, __u32 olen, __u64 flags, int mode)
+{
+    if (!(mode & LISP_MODE_REENCAP))
+        return -1;
+    count(LISP_CNT_REENCAP_MARKED);
+    return bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags & BPF_F_ADJ_ROOM_FIXED_GSO);
+}
+
 static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
                                  const struct lisp_locset *ls, __u32 id,
                                  const struct lisp_config *c, int mode)
@@ -596,6 +608,11 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
 
     __u8 dst[16];
     __builtin_memcpy(dst, loc->addr, 16);
+    /* A locator with an explicit port is a NAT traversal path (docs/nat.md):
+     * an RTR toward a NATed xTR's translated port, or a NATed xTR toward its
+     * RTR (port 4341). Those packets leave from source port 4341, not a
+     * hashed one, so a NAT keeps one binding for all flows and the RTR's
+     * packets match it in reverse. */
     __u16 dport = loc->port ? loc->port : LISP_DATA_PORT;
     struct bpf_fib_lookup p;
     long frc = fib_resolve(skb, &p, v6, v6 ? c->src6 : c->src4, dst, inner_len + olen);
@@ -616,9 +633,12 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
             struct lisp_outer6 o;
         } __attribute__((packed, aligned(4))) h = {};
         lisp_build6(&h.o, f, c->src6, dst, inner_len, hash, iid, lsb, nonce, dport);
+        if (loc->port)
+            h.o.udp.source = bpf_htons(LISP_DATA_PORT);
         h.o.udp.check = outer6_udp_csum(skb, f, &h.o, inner_len);
         fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IPV6));
-        if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) ||
+        if ((bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) &&
+             reencap_grow(skb, olen, flags, mode)) ||
             bpf_skb_store_bytes(skb, 0, &h.eth, sizeof(h) - sizeof(h.pad), 0))
             return drop(LISP_DROP_ENCAP_FAILED);
     } else {
@@ -628,8 +648,11 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
             struct lisp_outer4 o;
         } __attribute__((packed, aligned(4))) h = {};
         lisp_build4(&h.o, f, c->src4, dst, inner_len, hash, iid, lsb, nonce, dport);
+        if (loc->port)
+            h.o.udp.source = bpf_htons(LISP_DATA_PORT);
         fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IP));
-        if (bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) ||
+        if ((bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) &&
+             reencap_grow(skb, olen, flags, mode)) ||
             bpf_skb_store_bytes(skb, 0, &h.eth, sizeof(h) - sizeof(h.pad), 0))
             return drop(LISP_DROP_ENCAP_FAILED);
     }
@@ -873,6 +896,11 @@ struct lisp_etr_pkt {
  * header; pkt_len: the whole frame). Returns LISP_ETR_PASS, LISP_ETR_DECAP
  * (e filled in) or the enum lisp_drop_reason to count. Only UDP/4341 to a
  * local RLOC is ours; from there on anything wrong is a drop. */
+/* A control message sent from our data port 4341 (NAT traversal: the
+ * Info-Request and the ECM'd Map-Register open the NAT binding data uses,
+ * docs/nat.md) is answered from port 4342 to 4341: such packets go to the
+ * stack (the daemon's socket on 4341), never decapsulated. LISP data never
+ * comes from 4342 (4341 or a hashed port >= 0xc000). */
 static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, struct lisp_etr_pkt *e)
 {
     struct ethhdr *eth = data;
@@ -901,6 +929,8 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
             return LISP_ETR_PASS;
         if (!local_rloc(0, &ip->daddr))
             return LISP_ETR_PASS;
+        if (uh->source == bpf_htons(LISP_CTRL_PORT))
+            return LISP_ETR_PASS;       /* control reply to our port 4341 (NAT traversal) */
         olen = sizeof(*ip) + sizeof(*uh) + sizeof(struct lisp_hdr);
         outer_ttl = ip->ttl;
         outer_ecn = ip->tos & 3;
@@ -921,6 +951,8 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
             return LISP_ETR_PASS;
         if (!local_rloc(1, &ip6->daddr))
             return LISP_ETR_PASS;
+        if (uh->source == bpf_htons(LISP_CTRL_PORT))
+            return LISP_ETR_PASS;       /* control reply to our port 4341 (NAT traversal) */
         olen = sizeof(*ip6) + sizeof(*uh) + sizeof(struct lisp_hdr);
         outer_ttl = ip6->hop_limit;
         outer_ecn = (ip6->flow_lbl[0] >> 4) & 3;
@@ -1087,14 +1119,8 @@ int lisp_etr_ingress(struct __sk_buff *skb)
     if (skb->len > inner_off + inner_len &&
         bpf_skb_change_tail(skb, inner_off + inner_len, 0))
         return drop(LISP_DROP_DECAP_FAILED);
-    /* FIXED_GSO: a GSO packet's gso_size is the inner payload per segment,
-     * which removing the outer headers does not change. */
-    __u64 flags = (ver == 4 ? LISP_ADJ_DECAP_L3_IPV4 : LISP_ADJ_DECAP_L3_IPV6) | BPF_F_ADJ_ROOM_FIXED_GSO;
-    if (!skb->gso_size ||
-        bpf_skb_adjust_room(skb, -(__s32)olen, BPF_ADJ_ROOM_MAC, flags | LISP_ADJ_DECAP_L4_UDP)) {
-        if (bpf_skb_adjust_room(skb, -(__s32)olen, BPF_ADJ_ROOM_MAC, flags))
-            return drop(LISP_DROP_DECAP_FAILED);
-    }
+    if (lisp_decap_room(skb, olen, e.outer6, ver == 6))
+        return drop(LISP_DROP_DECAP_FAILED);
     if (bpf_skb_store_bytes(skb, 0, &neth, sizeof(neth), 0))
         return drop(LISP_DROP_DECAP_FAILED);
     count(LISP_CNT_DECAPSULATED);

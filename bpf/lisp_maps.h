@@ -87,6 +87,7 @@ enum lisp_counter {
     LISP_CNT_FRAGMENTED = 15,     /* ITR: DF=0 IPv4 packet too big for the path, sent as inner fragments */
     LISP_CNT_ECN_MARKED = 16,     /* ETR: outer CE (or ECT(1)) copied into the inner header (RFC 6040) */
     LISP_CNT_ICMP_TIME_EXCEEDED = 17, /* ITR: ICMP Time Exceeded sent back */
+    LISP_CNT_REENCAP_MARKED = 18, /* RTR: re-encapsulated a packet the kernel still marks encapsulated (reencap_grow) */
     LISP_CNT_DROP_BASE = 24,
     LISP_CNT__MAX = 56,           /* room for 32 drop reasons */
 };
@@ -122,7 +123,8 @@ struct lisp_locator {
     __u8 weight;
     __u8 up;                   /* 0: never picked, whatever the slot tables say */
     __u16 port;                /* UDP destination, host order; 0: LISP_DATA_PORT. An xTR
-                                * behind a NAT is reached at its translated port (docs/nat.md) */
+                                * behind a NAT is reached at its translated port; with a
+                                * port set the outer source port is 4341, not hashed (docs/nat.md) */
 };
 
 /* slots[l * LISP_SLOTS + h % LISP_SLOTS] is the locator index for flow hash h

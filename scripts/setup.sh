@@ -30,6 +30,36 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
+# tests/vm boots Debian 12's own kernel (6.1, the oldest the data plane
+# supports) with virtme-ng (pyproject's test extra) under qemu, over this
+# root filesystem: it needs the kernel image and modules (not booted on the
+# host), its headers for bcc inside the VM, and a static busybox for
+# virtme-ng's initramfs. linux-image-amd64 and linux-headers-amd64 name the
+# same ABI; the headers of the newest installed 6.1 image are checked by name
+# in case the two were installed at different times.
+VM_PACKAGES=(qemu-system-x86 busybox-static linux-image-amd64)
+missing=()
+for p in "${VM_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing packages for the 6.1 VM tests: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+vm_kernel=$(ls /boot/vmlinuz-6.1.0-*-amd64 2>/dev/null | sort -V | tail -n1)
+if [ -z "$vm_kernel" ]; then
+    echo "setup: no Debian 6.1 kernel image in /boot after installing linux-image-amd64" >&2
+    exit 1
+fi
+vm_kver=${vm_kernel#/boot/vmlinuz-}
+if ! dpkg-query -W -f='${Status}' "linux-headers-$vm_kver" 2>/dev/null | grep -q "install ok installed"; then
+    echo "setup: installing linux-headers-$vm_kver for the 6.1 VM tests"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends "linux-headers-$vm_kver"
+fi
+
 # bcc compiles against /lib/modules/$(uname -r)/build. Kernels without their
 # own headers (cloud/VM kernels) get Debian's generic tree: our programs use
 # only UAPI definitions, so any recent header tree is good enough.

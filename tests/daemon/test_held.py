@@ -97,3 +97,26 @@ def test_natively_forward_answer_sends_held_packets_natively():
         rx.bind(("127.0.0.1", 0))
         rx.setblocking(False)
         asyncio.run(_run_native(rx.getsockname()[1], rx))
+
+
+def test_held_packets_to_a_nat_path_leave_through_the_data_port_sender():
+    """A locator with a port (NAT traversal, docs/nat.md): the held packet
+    goes through the daemon's port-4341 sender to that port, never from an
+    ephemeral port (a second NAT binding); without a sender it is dropped
+    and counted."""
+    async def run():
+        loop = asyncio.get_running_loop()
+        held = HeldPackets(HoldQueue(max_age_s=5.0), lambda: [ip("127.0.0.1")], time.monotonic, loop)
+        sent = []
+        held.data_port_sender = lambda payload, dst, src: sent.append((dst, src, payload)) or True
+        held.on_miss(_miss("10.2.0.1", b"one"))
+        held.on_install(E("10.2.0.0/16"), (Rloc(ip("127.0.0.1"), port=4341),), MapAction.NO_ACTION)
+        [(dst, src, payload)] = sent
+        assert dst == ("127.0.0.1", 4341) and src == "127.0.0.1" and payload[8:] == _pkt("10.2.0.1", b"one")
+        held.data_port_sender = None
+        held.on_miss(_miss("10.2.0.2", b"two"))
+        held.on_install(E("10.2.0.0/16"), (Rloc(ip("127.0.0.1"), port=40341),), MapAction.NO_ACTION)
+        c = held.counters()
+        assert c["held_sent"] == 1 and c["held_nat_path_dropped"] == 1
+        held.close()
+    asyncio.run(run())

@@ -231,7 +231,12 @@ def lisp_to_us(inner: bytes, iid=None, dst="192.0.2.1", **kw) -> bytes:
     P.ipv6("2001:db8:1::2", "2001:db8:1::1", P.udp("2001:db8:1::2", "2001:db8:1::1", 4342, 4342, bytes(30))),
     # LISP data to an address that is not one of our RLOCs
     P.lisp_packet("192.0.2.2", "192.0.2.77", P.ip_packet("10.2.0.5", "10.1.0.10")),
-], ids=["ctrl", "ctrl-ephemeral", "tcp", "dns", "ctrl6", "not-our-rloc"])
+    # NAT traversal: an Info-Reply / ECM'd Map-Notify to our data port 4341
+    # (we sent the request from there, docs/nat.md) comes from port 4342
+    P.ipv4("192.0.2.2", "192.0.2.1", P.udp("192.0.2.2", "192.0.2.1", 4342, 4341, b"\x80" + bytes(60))),
+    P.ipv6("2001:db8:1::2", "2001:db8:1::1", P.udp("2001:db8:1::2", "2001:db8:1::1", 4342, 4341,
+                                                   b"\x70" + bytes(60))),
+], ids=["ctrl", "ctrl-ephemeral", "tcp", "dns", "ctrl6", "not-our-rloc", "ctrl-to-4341", "ctrl6-to-4341"])
 def test_etr_passes_non_lisp_untouched(dp, l3):
     frame, res = etr(dp, l3)
     assert res.retval == TC_ACT_OK and res.data == frame
@@ -267,6 +272,25 @@ def test_reencapsulation_when_enabled(dp):
     assert o.dst == ip("192.0.2.4") and o.src == ip("192.0.2.1") and o.inner == P.hop(inner)
     c = dp.counters()
     assert c.decapsulated == 1 and c.encapsulated == 1 and c.other["reencapsulated"] == 1
+
+
+def test_reencapsulation_to_a_nated_xtr_and_misses(dp):
+    """RTR (docs/nat.md): toward a NATed xTR's translated port from source
+    port 4341; an unknown inner destination is a miss event (the RTR's ITR
+    role resolves it), dropped and counted meanwhile."""
+    dp.set_reencap(True)
+    dp.set_mapping(E("10.30.0.0/16"), [Rloc(ip("192.0.2.4"), port=40123)])
+    inner = P.ip_packet("10.2.0.5", "10.30.0.1")
+    _, res = etr(dp, lisp_to_us(inner))
+    assert res.retval == TC_ACT_REDIRECT
+    o = P.split_encap(res.data)
+    assert o.dst == ip("192.0.2.4") and o.dport == 40123 and o.sport == 4341
+    _, res = etr(dp, lisp_to_us(P.ip_packet("10.2.0.5", "10.99.0.1")))
+    assert res.retval == TC_ACT_SHOT
+    (ev,) = dp.poll_misses(100)
+    assert ev.eid == E("10.99.0.1/32")
+    c = dp.counters()
+    assert c.miss == 1 and c.drops["miss"] == 1 and c.other["reencapsulated"] == 2
 
 
 VALID = [

@@ -168,10 +168,17 @@ def test_locator_port_is_the_outer_udp_destination(dp, lab, case):
     assert res.retval == TC_ACT_REDIRECT
     o = P.split_encap(res.data)
     assert o.dst == ip(rloc) and o.dport == 40123 and o.inner == P.hop(inner)
+    # a NAT traversal path: the source port is 4341 for every flow, so the
+    # NAT keeps one binding and the RTR's answers match it in reverse
+    for sport in (1000, 2000, 3000):
+        o = P.split_encap(run_prog(dp.prog_fd("lisp_itr_ingress"),
+                                   itr_frame(P.ip_packet(src, dst, b"y" * 64, sport=sport)),
+                                   ctx=skb_ctx(ifindex=lab.eid_if)).data)
+        assert o.sport == 4341
     if o.version == 6:
         l3 = res.data[14:]
         assert P.csum(P._pseudo(o.src, o.dst, 17, o.udp_len) + l3[40:]) == 0, "outer UDP checksum"
     dp.set_mapping(EidPrefix.parse(prefix), [Rloc(ip(rloc))])      # port 0: 4341 again
     o = P.split_encap(run_prog(dp.prog_fd("lisp_itr_ingress"), itr_frame(inner),
                                ctx=skb_ctx(ifindex=lab.eid_if)).data)
-    assert o.dport == 4341
+    assert o.dport == 4341 and o.sport >= 0xc000       # hashed source port again

@@ -2,8 +2,8 @@
 xTR behind an nftables masquerade NAT detects it with an Info-Request to a
 real Map-Server daemon, sends its Map-Register to a real RTR daemon inside
 an ECM, which forwards it to the Map-Server and relays the Map-Notify back
-through the NAT; tshark reads every message on the wire. (Data through the
-RTR is not implemented yet.)"""
+through the NAT; data goes both ways through the RTR's re-encapsulating data
+plane; tshark reads every message on the wire."""
 from __future__ import annotations
 
 import pytest
@@ -127,7 +127,7 @@ def test_public_xtr_with_nat_traversal_on_registers_directly(lab):
     Info-Reply shows its own address and port, it registers itself."""
     cp.start_node(lab, "pub")
     st = nt.wait_nat_state(lab, "203.0.113.10", "public", node="pub")
-    assert st is not None and st["rtr"] is None and st["translated"] == "203.0.113.10:4342"
+    assert st is not None and st["rtr"] is None and st["translated"] == "203.0.113.10:4341"
     reg = cp.eventually(lambda: cp.sites(lab)["pub"]["eid_prefixes"][0]["registrations"], 15)
     assert [r["address"] for r in reg[0]["rlocs"]] == ["203.0.113.10"] and reg[0]["source"] == "203.0.113.10"
     assert "map_register_via_rtr_tx" not in cp.counters(lab, "pub")["roles"]["nat"]
@@ -156,3 +156,51 @@ def test_nat_binding_expiry_is_recovered_by_the_keepalive(lab):
         assert f"{entry['rlocs'][0]['address']}:{entry['rlocs'][0]['port']}" in seen
     finally:
         lab.sysctl("nat", old)
+
+
+def _udp(p):
+    return p["udp"][0] if isinstance(p["udp"], list) else p["udp"]
+
+
+def _outer(p):
+    ip = p["ip"][0] if isinstance(p["ip"], list) else p["ip"]
+    u = _udp(p)
+    return ip["ip.src"], u["udp.srcport"], ip["ip.dst"], u["udp.dstport"]
+
+
+def test_data_both_ways_through_the_rtr(lab):
+    """hostA (behind the NATed mn) and hostP (behind pub) talk through the
+    RTR: mn sends its data to the RTR from port 4341, the RTR decapsulates,
+    resolves 10.5.0.0/24 through the MR (a miss of its data plane) and
+    re-encapsulates to pub; pub's replies go to the RTR (mn's registered
+    locator), which re-encapsulates them to the NAT's translated
+    address:port, from 4341, through the binding mn's data opened."""
+    nt.map_data_port(lab)          # the draft's endpoint-independent mapping for mn:4341
+    if ("pub", cp.DAEMON) not in lab.procs:
+        cp.start_node(lab, "pub")
+    mapped = f"{nt.NAT_PUBLIC}:{nt.DATA_PORT_MAPPED}"
+    assert cp.eventually(lambda: (nt.rtr_peer(lab) or {}).get("translated") == mapped, 15), \
+        (nt.rtr_peer(lab), cp.log_tail(lab, "mn"))
+    with dp.capture(lab, "rtr", "eth0", "udp port 4341") as pcap:
+        assert cp.eventually(lambda: cp.ping(lab, "hostA", "10.5.0.2", count=1) == 1, 15), \
+            (cp.counters(lab, "rtr"), cp.api(lab, "rtr", "map-cache"))
+        assert cp.ping(lab, "hostA", "10.5.0.2", count=5, timeout=1.0) == 5
+        assert cp.ping(lab, "hostP", "10.1.0.2", count=5, timeout=1.0) == 5
+        res = cp.tcp_transfer(lab, "hostA", "hostP", "10.5.0.2", nbytes=1 << 18)
+        assert res["intact"], res
+    pkts = [p for p in dp.tshark_json(pcap) if "lisp-data" in p]
+    assert pkts
+    for p in pkts:
+        assert not dp.expert_problems(p), dp.expert_problems(p)
+    flows = {_outer(p) for p in pkts}
+    nat_port = str(nt.DATA_PORT_MAPPED)
+    # mn -> RTR from the translated data port; RTR -> mn to it, from 4341
+    assert (nt.NAT_PUBLIC, nat_port, nt.RTR_RLOC, "4341") in flows, flows
+    assert (nt.RTR_RLOC, "4341", nt.NAT_PUBLIC, nat_port) in flows, flows
+    # and on to pub and back (pub sends from hashed source ports)
+    assert any(f[0] == nt.RTR_RLOC and f[2] == "203.0.113.10" for f in flows), flows
+    assert any(f[0] == "203.0.113.10" and f[2] == nt.RTR_RLOC for f in flows), flows
+    c = dp.counters(lab, "rtr")
+    assert c["reencapsulated"] > 0 and c["decapsulated"] >= c["reencapsulated"], c
+    # the RTR resolved pub's EIDs itself (a miss of its data plane, a Map-Request to the MR)
+    assert any(e["eid"] == "10.5.0.0/24" for e in cp.api(lab, "rtr", "map-cache"))

@@ -119,6 +119,20 @@ def test_answers_direct_request_at_source_port(xtr):
         ("192.0.2.1", 1, 60, True), ("192.0.2.2", 2, 40, True)]
 
 
+def test_peer_driven_log_lines_carry_a_kind(xtr):
+    """Issue 9.6: a peer decides how many Map-Replies and bad Map-Notifies we
+    log, so each line names its kind and peer and the daemon summarises them."""
+    from lispctl.roles.base import Log
+    etr = xtr[1]["etr"]
+    logs = [e for e in etr.handle(request().encode(), ep("203.0.113.5", 40001), ep("192.0.2.1"), 5.0)
+            if isinstance(e, Log)]
+    assert [(l.kind, str(l.peer)) for l in logs] == [("map-reply", "203.0.113.5")]
+    _, reg = register_at(etr, 0.0)
+    logs = [e for e in etr.handle(notify_for(reg, key="nope", nonce=999), MS, ep("192.0.2.1"), 1.0)
+            if isinstance(e, Log)]
+    assert [l.kind for l in logs] == ["map-notify-bad"]
+
+
 def test_request_for_foreign_eid_ignored(xtr):
     etr = xtr[1]["etr"]
     assert sends(etr.handle(request("10.7.0.1/32").encode(), ep("203.0.113.5"), ep("192.0.2.1"), 5.0)) == []

@@ -99,6 +99,7 @@ def test_detects_nat_on_one_rloc_and_registers_through_the_rtr():
     assert (ecm.inner_src, ecm.inner_dst, ecm.inner_sport, ecm.inner_dport) == (PRIV, A("198.51.100.10"), 4341, 4342)
     inner = ecm.message
     assert isinstance(inner, MapRegister) and inner.xtr_id == 0x00112233445566778899aabbccddeeff
+    assert inner.proxy_reply          # the MS answers for us: the RTR is no ETR
     assert verify(inner.encode(), "secret-a")
     [rec] = inner.records
     # the public RLOC as it is; the NATed one replaced by the RTR
@@ -260,11 +261,19 @@ def test_behind_nat_all_data_goes_to_the_rtr_and_back_when_public():
         for r in ms.handle(s.payload, seen, s.dst, 0.0):
             out += nat.handle(r.payload, r.src, s.src, 0.0)
     [inst] = [e for e in out if isinstance(e, InstallMapping)]
-    assert inst.eid == EidPrefix.parse("10.2.0.0/16") and inst.rlocs == (Rloc(A("198.51.100.20")),)
+    # port 4341 set: the data plane sends from source port 4341 (docs/nat.md)
+    assert inst.eid == EidPrefix.parse("10.2.0.0/16") and inst.rlocs == (Rloc(A("198.51.100.20"), port=4341),)
+    # a miss is not resolved (a Map-Reply would go to our private ITR-RLOC):
+    # the destination goes to the RTR, which resolves it (docs/nat.md)
+    from lispctl.roles.base import MissEvent
+    out = itr.on_miss(MissEvent(EidPrefix.parse("10.9.0.1/32"), A("10.1.0.5")), 1.0)
+    assert [type(e).__name__ for e in out] == ["InstallMapping"], out
+    assert out[0].eid == EidPrefix.parse("10.9.0.1/32") and out[0].rlocs == (Rloc(A("198.51.100.20"), port=4341),)
+    assert itr.counters["miss_sent_to_rtr"] == 1
     # the uplink moves to a network without NAT: the RTR is dropped at once
     out = roles["etr"].set_interface_addresses("wlan0", [A("192.0.2.77")], 5.0)
     [inst] = [e for e in out if isinstance(e, InstallMapping)]
-    assert [r.address for r in inst.rlocs] == [A("203.0.113.80")]
+    assert [r.address for r in inst.rlocs] == [A("203.0.113.80")] and inst.rlocs[0].port == 0
 
 
 def test_mobile_node_probes_each_uplink_with_its_family_map_server():
@@ -275,4 +284,4 @@ def test_mobile_node_probes_each_uplink_with_its_family_map_server():
     got = sorted((str(s.src.addr), str(s.dst.addr)) for s in reqs)
     assert got == [("192.168.7.2", "192.0.2.10"), ("2001:db8:a2::9", "2001:db8:5::10")]
     assert all(isinstance(decode_control(s.payload), InfoRequest) for s in reqs)
-    assert all(s.src.port == 4342 for s in reqs)        # the daemon's control port (docs/nat.md)
+    assert all(s.src.port == 4341 for s in reqs)        # the data port, as the draft says (docs/nat.md)

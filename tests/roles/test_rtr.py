@@ -134,3 +134,21 @@ def test_registers_are_rate_limited_per_source():
     assert forwarded == 10 and rtr.counters["register_rate_limited_per_source"] == 40
     assert sends(rtr.handle(reg.payload, Endpoint(NAT_PUBLIC, 40999), RTR_EP, 3.0)) == []  # same address
     assert sends(rtr.handle(reg.payload, XTR_SEEN, RTR_EP, 4.0))        # refilled a second later
+
+
+def test_rtr_data_plane_plan():
+    """With RLOC-facing interfaces the RTR loads the data plane on them with
+    re-encapsulation, and an ITR role resolves the destinations it misses;
+    without, it stays a control-plane relay."""
+    from lispctl.roles import datapath_plan
+    cfg = loads(RTR)
+    roles = build_roles(cfg)
+    plan = datapath_plan(cfg, roles)
+    assert not plan.needed and not plan.reencap and "itr" not in dict(roles)
+    cfg = loads(RTR + '[interfaces]\nrloc-facing = ["eth0"]\n'
+                '[[map-resolver]]\naddress = "192.0.2.10"\n')
+    roles = build_roles(cfg, interface_addresses={"eth0": [A("192.0.2.130")]})
+    plan = datapath_plan(cfg, roles)
+    assert plan.needed and plan.reencap and plan.rloc_interfaces == ("eth0",) and plan.eid_interfaces == ()
+    assert plan.local_rlocs == (A("192.0.2.130"),) and plan.local_eids == ()
+    assert [n for n, _ in roles] == ["rtr", "itr"]

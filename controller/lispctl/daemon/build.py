@@ -19,7 +19,7 @@ log = logging.getLogger("lispctl.daemon")
 
 def _interfaces_to_read(cfg) -> list[str]:
     names = [loc.interface for entry in cfg.database for loc in entry.locator if loc.interface]
-    if cfg.is_itr or cfg.is_etr or cfg.is_pitr or cfg.is_petr:
+    if cfg.is_itr or cfg.is_etr or cfg.is_pitr or cfg.is_petr or cfg.is_rtr:
         names += list(cfg.interfaces.rloc_facing)
     return list(dict.fromkeys(names))
 
@@ -90,6 +90,10 @@ def _setup_datapath(device: Device, plan) -> None:
     # for a non-local EID a drop).
     dp.set_pitr(plan.proxy_itr)
     dp.set_petr(plan.proxy_etr, plan.proxy_etr_accept)
+    dp.set_reencap(plan.reencap)
+    if plan.reencap:
+        # an RTR has no local EIDs: decapsulate instance 0 for re-encapsulation
+        dp.accept_iid(0)
     for ifname in plan.eid_interfaces:
         if ifname in plan.rloc_interfaces:
             dp.set_eid_interface(ifname)      # PITR on one uplink: the ETR hands over
@@ -120,7 +124,7 @@ def _setup_datapath(device: Device, plan) -> None:
         "eid_interfaces": list(plan.eid_interfaces), "rloc_interfaces": list(plan.rloc_interfaces),
         "local_rlocs": [str(a) for a in plan.local_rlocs], "local_eids": [str(e) for e in plan.local_eids],
         "miss_action": plan.miss_action.name.lower(), "petr": [str(r.address) for r in plan.petr],
-        "proxy_itr": plan.proxy_itr, "proxy_etr": plan.proxy_etr,
+        "proxy_itr": plan.proxy_itr, "proxy_etr": plan.proxy_etr, "reencap": plan.reencap,
         "proxy_etr_accept": None if plan.proxy_etr_accept is None else [str(e) for e in plan.proxy_etr_accept]}
     log.info("data plane %s: EID interfaces %s, RLOC interfaces %s, miss action %s",
              device.instance, ",".join(plan.eid_interfaces) or "-",

@@ -45,6 +45,11 @@ class HeldPackets:
         self._socks: dict[int, socket.socket] = {}
         self._raw: dict[int, socket.socket] = {}
         self.sent_native = 0
+        # NAT traversal (docs/nat.md): a locator with a port set must get its
+        # data from our port 4341 (the NAT binding the RTR answers through);
+        # send(payload, (dst, port), src) through the daemon's 4341 socket
+        self.data_port_sender: Callable[[bytes, tuple[str, int], str], bool] | None = None
+        self.nat_path_dropped = 0
         self._timer: asyncio.TimerHandle | None = None
         self.sent = 0
         self.send_errors = 0
@@ -54,7 +59,7 @@ class HeldPackets:
     def counters(self) -> dict[str, int]:
         out = {f"held_{k}": v for k, v in self.queue.counters.items()}
         out.update(held_now=len(self.queue), held_sent=self.sent, held_sent_native=self.sent_native,
-                   held_send_errors=self.send_errors)
+                   held_send_errors=self.send_errors, held_nat_path_dropped=self.nat_path_dropped)
         return out
 
     def on_miss(self, event: MissEvent) -> None:
@@ -106,6 +111,15 @@ class HeldPackets:
             return False
         dst, payload = out
         src = next((a for a in self.local_rlocs() if a.version == dst.version), None)
+        rloc = next((r for r in rlocs if ipaddress.ip_address(r.address) == dst), None)
+        if rloc is not None and rloc.port:
+            # from an ephemeral port it would open a second NAT binding
+            if self.data_port_sender is None or src is None or \
+                    not self.data_port_sender(payload, (str(dst), rloc.port), str(src)):
+                self.nat_path_dropped += 1
+                return False
+            self.sent += 1
+            return True
         try:
             sock = self._sock(dst.version)
             cmsg = _src_cmsg(src) if src is not None else []

@@ -9,6 +9,7 @@ their traceback and counted.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import Counter
@@ -19,7 +20,7 @@ from lispctl.mapping.lpm import eid_sort_key
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
 from lispctl.datapath.errors import DatapathError
 from lispctl.wire.errors import MalformedMessage
-from lispctl.roles.base import (CONTROL_PORT, Announce, Endpoint, InstallMapping, Log, MissEvent,
+from lispctl.roles.base import (CONTROL_PORT, DATA_PORT, Announce, Endpoint, InstallMapping, Log, MissEvent,
                                 RemoveMapping, Role, Send)
 
 from .adopt import ADOPT_GRACE_S, ADOPTED_ROLE, host_of, inherited_mappings
@@ -133,6 +134,15 @@ class Runtime:
             else:
                 for fd in self._reassembly.fds():
                     self.loop.add_reader(fd, self._reassembly.handle, fd)
+                # NAT traversal: control from and to port 4341 goes through
+                # these sockets (bound to 4341 already; docs/nat.md)
+                self._reassembly.on_control = self._received_on_data_port
+                if self.held is not None:
+                    self.held.data_port_sender = self._reassembly.send_control
+                reasm = self._reassembly
+                self.sockets.port_senders[DATA_PORT] = (
+                    lambda payload, dst, src:
+                    reasm.send_control(payload, (str(dst.addr), dst.port), str(src.addr)))
         if self.datapath is not None and hasattr(self.datapath, "mapping_counters") \
                 and any(hasattr(r, "on_used") for _, r in self.roles):
             self._usage_timer = self.loop.call_later(USAGE_POLL_S, self._poll_usage)
@@ -238,6 +248,13 @@ class Runtime:
     # -- inputs ----------------------------------------------------------
     def _datagram(self, data: bytes, src: Endpoint, dst: Endpoint) -> None:
         self._received(data, src, dst)
+        self._reschedule()
+
+    def _received_on_data_port(self, data: bytes, src: tuple[str, int], dst: str | None) -> None:
+        if dst is None:
+            return
+        self._received(data, Endpoint(ipaddress.ip_address(src[0]), src[1]),
+                       Endpoint(ipaddress.ip_address(dst), DATA_PORT))
         self._reschedule()
 
     def _received(self, data: bytes, src: Endpoint, dst: Endpoint) -> None:

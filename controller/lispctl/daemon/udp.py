@@ -303,6 +303,9 @@ class ControlSockets:
         self.sockets: list[ControlSocket] = []
         self.request_sockets: list[ControlSocket] = []   # REQUEST_QUEUES per control socket
         self.extra: dict[tuple[str, int], ControlSocket] = {}
+        # port -> send(payload, dst, src): a port some other socket of ours
+        # serves (4341: the data plane's reassembly socket, NAT traversal)
+        self.port_senders: dict[int, Callable[[bytes, Endpoint, Endpoint], bool]] = {}
         if not binds:
             raise ValueError("no control address configured")
         try:
@@ -362,6 +365,11 @@ class ControlSockets:
             # dst's family, or the first one of that family; chosen at start.
             sock = self._default.get(dst.addr.version)
             return sock.send(payload, dst) if sock is not None else self._fail(dst)
+        if src.port in self.port_senders:
+            if self.port_senders[src.port](payload, dst, src):
+                self.stats.tx += 1
+                return True
+            return self._fail(dst)
         if src.port not in (0, self.port):
             sock = self._extra_socket(src)
             return sock.send(payload, dst) if sock else self._fail(dst)

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from lispctl.datapath.errors import DatapathError
+from lispctl.datapath.probe import kernel_features
 
 BPF_DIR = Path(__file__).resolve().parents[3] / "bpf"
 MAIN_SOURCE = "lisp_datapath.c"
@@ -77,7 +78,11 @@ def header_define(name: str) -> int:
 def build_cflags(pin_dir: Path, extra_cflags: tuple[str, ...] = ()) -> list[str]:
     """Every flag the programs are compiled with: what they are loaded with
     depends on nothing else (with the source), so prebuilt.py keys reuse on it."""
-    return [f'-DLISP_PIN_ROOT="{pin_dir}"', "-Wno-unused-function", *extra_cflags]
+    # What the kernel supports (bpf/lisp_compat.h, lispctl.datapath.probe); a
+    # -D in extra_cflags overrides the probe (tests force older kernels' path).
+    given = {f.split("=", 1)[0] for f in extra_cflags if f.startswith("-D")}
+    probed = [f for f in kernel_features().cflags() if f.split("=", 1)[0] not in given]
+    return [f'-DLISP_PIN_ROOT="{pin_dir}"', "-Wno-unused-function", *probed, *extra_cflags]
 
 
 def compile_bpf(pin_dir: Path, extra_cflags: tuple[str, ...] = ()):

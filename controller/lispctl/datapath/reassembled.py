@@ -110,6 +110,23 @@ def decapsulate(payload: bytes, outer_ttl: int, outer_tos: int,
     return bytes(inner), "ok"
 
 
+LISP_CONTROL_PORT = 4342
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+_IN_PKTINFO = struct.Struct("=I4s4s")      # ifindex, spec_dst, addr (header dst)
+_IN6_PKTINFO = struct.Struct("=16sI")      # addr, ifindex
+
+
+def _pktinfo_dst(anc) -> str | None:
+    for level, kind, val in anc:
+        if (level, kind) == (socket.SOL_IP, IP_PKTINFO) and len(val) >= _IN_PKTINFO.size:
+            return str(ipaddress.IPv4Address(_IN_PKTINFO.unpack_from(val)[2]))
+        if (level, kind) == (socket.IPPROTO_IPV6, IPV6_PKTINFO) and len(val) >= _IN6_PKTINFO.size:
+            return str(ipaddress.IPv6Address(_IN6_PKTINFO.unpack_from(val)[0]))
+    return None
+
+
 class ReassemblyReceiver:
     """UDP 4341 sockets (IPv4 and IPv6) for reassembled LISP packets, and
     raw sockets to send the inner packets on. Non-blocking: call handle(fd)
@@ -124,16 +141,23 @@ class ReassemblyReceiver:
         self.counters: Counter[str] = Counter()
         self._rx: list[socket.socket] = []
         self._tx: dict[int, socket.socket] = {}
+        # NAT traversal (docs/nat.md): control messages sent from port 4341
+        # are answered from 4342 to 4341, and the tc ETR passes those to the
+        # stack, so they land here: on_control(data, (src ip, src port), dst ip)
+        # hands them to the control plane. send_control() sends from 4341.
+        self.on_control: Callable[[bytes, tuple[str, int], str | None], None] | None = None
         try:
             s4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s4.setsockopt(socket.SOL_IP, IP_RECVTTL, 1)
             s4.setsockopt(socket.SOL_IP, IP_RECVTOS, 1)
+            s4.setsockopt(socket.SOL_IP, IP_PKTINFO, 1)
             s4.bind(("0.0.0.0", LISP_DATA_PORT))
             self._rx.append(s4)
             s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
             s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             s6.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
             s6.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVTCLASS, 1)
+            s6.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
             s6.setsockopt(socket.IPPROTO_UDP, UDP_NO_CHECK6_RX, 1)
             s6.bind(("::", LISP_DATA_PORT))
             self._rx.append(s6)
@@ -161,6 +185,13 @@ class ReassemblyReceiver:
             except (BlockingIOError, InterruptedError):
                 break
             n += 1
+            if _addr[1] == LISP_CONTROL_PORT:
+                if self.on_control is None:
+                    self.counters["control_ignored"] += 1
+                else:
+                    self.counters["control_rx"] += 1
+                    self.on_control(data, (_addr[0], _addr[1]), _pktinfo_dst(anc))
+                continue
             ttl, tos = 255, 0
             for level, kind, val in anc:
                 if (level, kind) in ((socket.SOL_IP, IP_TTL), (socket.IPPROTO_IPV6, IPV6_HOPLIMIT)):
@@ -180,6 +211,23 @@ class ReassemblyReceiver:
                 continue
             self.counters["decapsulated"] += 1
         return n
+
+    def send_control(self, payload: bytes, dst: tuple[str, int], src: str) -> bool:
+        """A control message from src:4341 (IP_PKTINFO picks the source)."""
+        v6 = ipaddress.ip_address(src).version == 6
+        sock = next((s for s in self._rx if (s.family == socket.AF_INET6) == v6), None)
+        if sock is None:
+            return False
+        packed = ipaddress.ip_address(src).packed
+        cmsg = ((socket.IPPROTO_IPV6, IPV6_PKTINFO, _IN6_PKTINFO.pack(packed, 0)) if v6
+                else (socket.SOL_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, packed, bytes(4))))
+        try:
+            sock.sendmsg([payload], [cmsg], 0, dst)
+        except OSError:
+            self.counters["control_send_failed"] += 1
+            return False
+        self.counters["control_tx"] += 1
+        return True
 
     def close(self) -> None:
         for s in [*self._rx, *self._tx.values()]:

@@ -54,7 +54,9 @@ class Rloc:
     weight: int = 100
     reachable: bool = True
     # UDP destination port of data to this locator; 0 = 4341. Non-zero only
-    # for a NATed xTR that an RTR reaches at its translated port (docs/nat.md).
+    # on a NAT traversal path (docs/nat.md): a NATed xTR that an RTR reaches
+    # at its translated port, or the RTR a NATed xTR sends to (4341). Data
+    # to such a locator leaves from source port 4341 instead of a hashed one.
     port: int = 0
 
     def __post_init__(self) -> None:

@@ -18,7 +18,7 @@ from typing import Iterable, Mapping
 
 from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
-from lispctl.roles.base import CONTROL_PORT, Role
+from lispctl.roles.base import Role
 from lispctl.roles.common import nonce_source
 from lispctl.roles.cpm import CpmRole
 from lispctl.roles.ddt import DdtNodeRole
@@ -52,7 +52,7 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
     nonce = nonce_source(rng)
     out: list[tuple[str, Role]] = []
     site = LocalSite(cfg, interface_addresses) if (cfg.is_itr or cfg.is_etr or cfg.is_pitr
-                                                   or cfg.is_petr) else None
+                                                   or cfg.is_petr or rtr_data_plane(cfg)) else None
 
     def local_site() -> LocalSite:
         assert site is not None          # each role asking for it is one of the above
@@ -73,9 +73,9 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
         etr = EtrRole(cfg, local_site(), nonce, answer_plain_ecm=not cfg.is_mr)
         out.append(("etr", etr))
         if cfg.nat.enabled:
-            # port 4342: the daemon sends control messages only from its
-            # control sockets so far (docs/nat.md, "not done")
-            etr.nat = NatRole(cfg, local_site(), nonce, port=CONTROL_PORT)
+            # from data port 4341 (the role's default, as the draft says): the
+            # NAT binding the RTR learns is then the one data uses (docs/nat.md)
+            etr.nat = NatRole(cfg, local_site(), nonce)
             out.append(("nat", etr.nat))
     if cfg.is_itr:
         itr = ItrRole(cfg, local_site(), nonce)
@@ -93,7 +93,17 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
         out.append(("petr", PetrRole(cfg, local_site())))
     if cfg.is_rtr:
         out.append(("rtr", RtrRole(cfg)))
+        if rtr_data_plane(cfg) and itr is None and cfg.map_resolver:
+            # the RTR re-encapsulates toward destinations it may not know yet:
+            # the data plane reports a miss, this ITR resolves it (docs/nat.md)
+            out.append(("itr", ItrRole(cfg, local_site(), nonce)))
     return out
+
+
+def rtr_data_plane(cfg: Config) -> bool:
+    """An RTR with RLOC-facing interfaces carries data (decapsulates and
+    re-encapsulates on them); without, it is a control-plane relay only."""
+    return cfg.is_rtr and bool(cfg.interfaces.rloc_facing)
 
 
 def find_role(roles: list[tuple[str, Role]], name: str) -> Role | None:
@@ -132,13 +142,16 @@ class DatapathPlan:
     proxy_itr: bool = False
     proxy_etr: bool = False
     proxy_etr_accept: tuple[EidPrefix, ...] | None = None
+    # RTR: decapsulated packets for non-local EIDs go through the map-cache
+    # again and are encapsulated toward their locator (Datapath.set_reencap)
+    reencap: bool = False
 
 
 def datapath_plan(cfg: Config, roles: list[tuple[str, Role]]) -> DatapathPlan:
     holder = (find_role(roles, "etr") or find_role(roles, "itr") or find_role(roles, "pitr")
               or find_role(roles, "petr"))
     site = holder.site if isinstance(holder, (EtrRole, ItrRole, PetrRole)) else None
-    needed = cfg.is_itr or cfg.is_etr or cfg.is_pitr or cfg.is_petr
+    needed = cfg.is_itr or cfg.is_etr or cfg.is_pitr or cfg.is_petr or rtr_data_plane(cfg)
     ma = cfg.miss_action
     mn = None
     rloc_ifs = list(cfg.interfaces.rloc_facing) if needed else []
@@ -169,4 +182,5 @@ def datapath_plan(cfg: Config, roles: list[tuple[str, Role]]) -> DatapathPlan:
         proxy_itr=cfg.is_pitr,
         proxy_etr=cfg.is_petr,
         proxy_etr_accept=tuple(accept) if accept is not None else None,
+        reencap=rtr_data_plane(cfg),
     )

@@ -223,7 +223,8 @@ class EtrRole:
             signer = next((m for m in self.ms if m.cfg.address == src.addr and m.cfg.key_id == msg.key_id), None)
             if signer is None or not verify(data, signer.cfg.key):
                 self.counters["map_notify_bad"] += 1
-                out.log(f"ignored Map-Notify from {src.addr}: unknown nonce or bad authentication")
+                out.log(f"ignored Map-Notify from {src.addr}: unknown nonce or bad authentication",
+                        kind="map-notify-bad", peer=src.addr)
                 return
             self.counters["map_notify_unsolicited"] += 1
             ack = MapNotifyAck(msg.nonce, msg.records, key_id=msg.key_id, alg_id=msg.alg_id,
@@ -232,7 +233,8 @@ class EtrRole:
             return
         if msg.key_id != ms.cfg.key_id or not verify(data, ms.cfg.key, alg_ids=(ALG_IDS[ms.cfg.algorithm],)):
             self.counters["map_notify_bad"] += 1
-            out.log(f"ignored Map-Notify from {src.addr}: bad authentication")
+            out.log(f"ignored Map-Notify from {src.addr}: bad authentication",
+                    kind="map-notify-bad", peer=src.addr)
             return
         self.counters["map_notify_rx"] += 1
         ms.notifies += 1
@@ -310,8 +312,10 @@ class EtrRole:
         if forwarded:
             self.counters["map_request_forwarded_rx"] += 1
         self._remember(req, matched, now)
+        # a peer decides how often this happens: summarised per kind above debug
         out.log(f"{'RLOC-probe reply' if req.probe else 'Map-Reply'} to {target.addr}:{target.port} "
-                f"for {', '.join(str(e) for e in matched)}", f"nonce {req.nonce:#018x}")
+                f"for {', '.join(str(e) for e in matched)}", f"nonce {req.nonce:#018x}",
+                kind="rloc-probe-reply" if req.probe else "map-reply", peer=target.addr)
 
     def _remember(self, req: MapRequest, matched: list[EidPrefix], now: float) -> None:
         """Remember the asking ITR (an SMR target) with all its ITR-RLOCs: one

@@ -55,7 +55,7 @@ from lispctl.config import Config, MapResolverConfig
 from lispctl.mapping.cache import CacheEntry, MapCache
 from lispctl.mapping.lpm import host_prefix
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
-from lispctl.roles.base import (CONTROL_PORT, Effect, Effects, Endpoint, InstallMapping, MissEvent,
+from lispctl.roles.base import (CONTROL_PORT, DATA_PORT, Effect, Effects, Endpoint, InstallMapping, MissEvent,
                                 RemoveMapping)
 from lispctl.roles.common import FOREVER_S, Counters, NonceSource, TokenBucket, decode
 from lispctl.roles.holdq import resolution_timeout
@@ -76,6 +76,7 @@ _NONCE_MASK = (1 << 64) - 1
 _NOTIFY_WINDOW = 1 << 32      # notifications of one subscription: request nonce + 0 .. 2^32-1
 
 _MISS_ACTIONS = {"drop": MapAction.DROP, "natively-forward": MapAction.NATIVELY_FORWARD}
+_NAT_MISS_TTL_S = 60.0     # a miss sent to the RTR while behind a NAT (on_miss)
 _PER_EID_INTERVAL = 1.0   # RFC 9301 5.3: one Map-Request per destination per second
 _MAX_PENDING = 4096       # outstanding requests (bounded further by the rate)
 
@@ -321,6 +322,16 @@ class ItrRole:
                                             self._ttl_left(entry, now)))
             self.counters["miss_reinstalled"] += 1
             return out.items
+        rtr = self._nat_rtr(addr.version)
+        if rtr is not None:
+            # Behind a NAT our Map-Request's ITR-RLOC is a private address no
+            # Map-Reply reaches; all our data goes to the RTR anyway, and the
+            # RTR resolves the destination itself (docs/nat.md). A short-lived
+            # host entry: it goes when the NAT does.
+            out.items.append(InstallMapping(event.eid, (Rloc(rtr, port=DATA_PORT),), MapAction.NO_ACTION,
+                                            _NAT_MISS_TTL_S))
+            self.counters["miss_sent_to_rtr"] += 1
+            return out.items
         # Ask for the destination itself, not a cached (negative) prefix around
         # it: the answer names the prefix, which may have changed.
         key = event.eid
@@ -341,6 +352,15 @@ class ItrRole:
             return []
         self._ask(_Pending(key, event.source, "miss", interval=self.cfg.itr.map_request_interval), now, out)
         return out.items
+
+    def _nat_rtr(self, eid_version: int) -> IPAddress | None:
+        if self.nat is None:
+            return None
+        for v in (eid_version, 10 - eid_version):
+            rtr = self.nat.data_rtr(v)
+            if rtr is not None:
+                return rtr
+        return None
 
     def resolution_timeout(self) -> float:
         """How long a miss may wait for its mapping before the ITR gives up:

@@ -112,7 +112,9 @@ class NatRole:
         for v in dict.fromkeys(r.address.version for r in rlocs if r.priority != 255):
             rtr = self.data_rtr(v)
             if rtr is not None:
-                return (Rloc(rtr),)
+                # port set (to 4341): the data plane then sends from 4341 too,
+                # the binding the RTR answers through (docs/nat.md)
+                return (Rloc(rtr, port=DATA_PORT),)
         return rlocs
 
     def rtr_for(self, rloc: IPAddress) -> IPAddress | None:
@@ -293,8 +295,10 @@ class NatRole:
             assert r.rtr is not None             # state NAT: an RTR was chosen
             nonce = self.nonce()
             xtr_id = self.xtr_id if self.xtr_id is not None else 0
+            # proxy-reply always: a Map-Request the MS forwarded to our
+            # locator would reach the RTR, which is no ETR (docs/nat.md)
             reg = MapRegister(nonce, tuple(records), key_id=ms.key_id, alg_id=ALG_IDS[ms.algorithm],
-                              proxy_reply=ms.proxy_reply, want_map_notify=ms.want_map_notify,
+                              proxy_reply=True, want_map_notify=ms.want_map_notify,
                               xtr_id=xtr_id, site_id=self.cfg.etr.site_id)
             inner = decode(sign(reg, ms.key))
             ecm = EncapsulatedControlMessage(inner, r.address, ms.address, self.port, CONTROL_PORT,

@@ -21,8 +21,9 @@ refused is counted.
 
 A confirmed peer's EID prefixes go into the map-cache with one locator, its
 translated address and port (the BPF locator carries the UDP port), and leave
-it when the peer expires. Not done yet: loading the data plane on the RTR
-(decapsulate, look up, re-encapsulate) - see docs/nat.md.
+it when the peer expires. The data plane (decapsulate, look up,
+re-encapsulate) is loaded by the daemon when the RTR has RLOC-facing
+interfaces - see docs/nat.md, "Data through the RTR".
 """
 from __future__ import annotations
 

@@ -33,6 +33,23 @@ def nat_rules(lab: Lab) -> None:
         raise ProcessError(f"nft failed: {r.stderr}")
 
 
+DATA_PORT_MAPPED = 40341
+
+
+def map_data_port(lab: Lab) -> None:
+    """Endpoint-independent mapping for mn's port 4341, as the draft assumes
+    (and many home NATs do): whatever the destination, mn:4341 leaves as
+    NAT_PUBLIC:40341, so the binding the RTR learns from the ECM'd
+    Map-Register (to its port 4342) is the one data (to its 4341) uses. The
+    random masquerade stays for everything else. Existing bindings are
+    flushed so the next keepalive takes the new mapping."""
+    r = lab.run("nat", ["nft", "insert", "rule", "ip", "labnat", "post", "oifname", "wan0",
+                        "udp", "sport", "4341", "masquerade", "to", f":{DATA_PORT_MAPPED}"], timeout=10)
+    if r.returncode != 0:
+        raise ProcessError(f"nft failed: {r.stderr}")
+    flush_conntrack(lab)
+
+
 def _flush_here() -> int:
     from pyroute2 import Conntrack
     with Conntrack() as ct:
@@ -103,5 +120,5 @@ def run(lab: Lab, say: Callable[[str], None]) -> bool:
     for pcap in (ms_pcap, rtr_pcap):
         for row in cp._decoded_control(pcap, limit=6):
             say("      " + row)
-    say("      (data through the RTR - decapsulation and re-encapsulation - is not implemented yet)")
+    say("      (data both ways through the RTR: tests/e2e/test_nat.py::test_data_both_ways_through_the_rtr)")
     return ok
