@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lispctl.config import IMPLEMENTED_ROLES, ConfigError, loads
+from lispctl.config import ConfigError, loads
 from lispctl.config.confuse import ConfuseError, parse
 from lispctl.config.oor_import import OorImportError, convert
 
@@ -176,19 +176,15 @@ def test_pxtr_border_xtr():
 def test_rtr():
     conv = _convert("rtr.conf")
     notes = _notes(conv)
-    assert "rtr-ms-node: not converted" in notes and "no RTR role yet" in notes
-    if "rtr" in IMPLEMENTED_ROLES:
-        cfg = loads(conv.toml)
-    else:
-        with pytest.raises(ConfigError) as info:
-            loads(conv.toml)
-        # the role is the only thing `up` rejects
-        assert [p.message for p in info.value.problems] == ["role 'rtr' is not implemented yet"]
-        import tomllib
-        cfg = tomllib.loads(conv.toml)
-        assert cfg["interfaces"]["rloc-facing"] == ["wan0"]
-        assert cfg["itr"] == {"map-request-retries": 3, "rloc-probe-interval": 10.0,
-                              "rloc-probe-retries": 2, "rloc-probe-timeout": 2.0}
+    assert "MS-RTR keys" in notes
+    cfg = loads(conv.toml)
+    assert cfg.roles == ["rtr"]
+    assert [str(a) for a in cfg.rtr.map_servers] == ["192.0.2.10"]
+    import tomllib
+    raw = tomllib.loads(conv.toml)
+    assert raw["interfaces"]["rloc-facing"] == ["wan0"]
+    assert raw["itr"] == {"map-request-retries": 3, "rloc-probe-interval": 10.0,
+                          "rloc-probe-retries": 2, "rloc-probe-timeout": 2.0}
 
 
 def test_names_what_it_cannot_convert():
@@ -240,10 +236,6 @@ def test_cli(tmp_path):
     out = subprocess.run([sys.executable, "-m", "lispctl.cli", "import-oor", str(bad)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "line 2" in out.stderr and out.stdout == ""
-    if "rtr" not in IMPLEMENTED_ROLES:
-        out = subprocess.run([sys.executable, "-m", "lispctl.cli", "import-oor", str(OOR / "rtr.conf")],
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 1 and "does not pass validation" in out.stderr and "roles" in out.stdout
 
 
 def test_ddt_delegation_problems_are_named():

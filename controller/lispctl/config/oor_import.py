@@ -234,7 +234,7 @@ _WHY = {
     "override-dns": "lispctl does not manage resolv.conf",
     "override-dns-primary": "lispctl does not manage resolv.conf",
     "override-dns-secondary": "lispctl does not manage resolv.conf",
-    "rtr-ms-node": "NAT traversal (the RTR's Map-Servers) is not implemented by lispctl yet",
+    "rtr-ms-node": None,     # handled in _rtr
     "rtr-database-mapping": "the RTR's own mappings are not supported by lispctl yet",
     "rtr-data-iface": "not supported by lispctl",
     "control-iface": "lispctl binds control-addresses (default every address); set them to this "
@@ -549,8 +549,6 @@ class _Converter:
     def _rtr(self) -> None:
         d, r = self.doc, self.r
         self._encapsulation()
-        r.note(None, "operating-mode RTR", "lispctl has no RTR role yet: the converted file names role "
-               "'rtr' and will not start until it exists")
         ifaces = []
         for group in self.root.sections("rtr-ifaces"):
             for sec in group.sections("rtr-iface"):
@@ -570,6 +568,17 @@ class _Converter:
         d.table("[itr]")
         for k, v in self._itr_section(probing=True).items():
             d.kv(k, v)
+        # the Map-Servers NATed xTRs' registrations may be forwarded to
+        servers = []
+        for sec in self.root.sections("rtr-ms-node"):
+            addr = r.string(sec, "address")
+            if addr and addr not in servers:
+                servers.append(addr)
+            if sec.get("key"):
+                r.note(sec.line, f"rtr-ms-node {addr} key",
+                       "not converted: lispctl's RTR does not authenticate to the Map-Server (MS-RTR keys)")
+        d.table("[rtr]")
+        d.kv("map-servers", servers)
 
     # -- MS (+MR)
     def _ms(self) -> None:
