@@ -140,10 +140,12 @@ static __always_inline void miss_event(struct __sk_buff *skb, const struct lisp_
         r->ev.family = f->family;
         __builtin_memcpy(r->ev.dst, f->dst, 16);
         __builtin_memcpy(r->ev.src, f->src, 16);
-        /* The length passed must carry 1..LISP_MISS_PKT_MAX from arithmetic on the
-         * register itself: 6.1's verifier does not carry a bound learnt from
-         * `len - 1 < MAX` (clang's form of the two-sided test) back to len. */
-        __u32 d = len - 1;
+        /* The length passed must carry 1..LISP_MISS_PKT_MAX on a register the
+         * check itself bounded: 6.1's verifier does not carry a bound learnt
+         * from `len - 1 < MAX` back to len, nor across the shift pair clang
+         * emits to zero-extend a 32-bit d (so d is 64-bit: a copy made before
+         * the check shares its id and gets the bound too). */
+        __u64 d = (__u64)len - 1;
         asm volatile("" : "+r"(d));
         if (d < LISP_MISS_PKT_MAX && bpf_skb_load_bytes(skb, ETH_HLEN, r->pkt, d + 1) == 0)
             r->ev.pkt_len = d + 1;
