@@ -569,13 +569,13 @@ class _Converter:
         for k, v in self._itr_section(probing=True).items():
             d.kv(k, v)
         # the Map-Servers NATed xTRs' registrations may be forwarded to
-        servers = []
+        servers: list[str] = []
         for sec in self.root.sections("rtr-ms-node"):
-            addr = r.string(sec, "address")
-            if addr and addr not in servers:
-                servers.append(addr)
+            server = r.string(sec, "address")
+            if server and server not in servers:
+                servers.append(server)
             if sec.get("key"):
-                r.note(sec.line, f"rtr-ms-node {addr} key",
+                r.note(sec.line, f"rtr-ms-node {server} key",
                        "not converted: lispctl's RTR does not authenticate to the Map-Server (MS-RTR keys)")
         d.table("[rtr]")
         d.kv("map-servers", servers)
