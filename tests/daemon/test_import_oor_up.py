@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from pyroute2 import NetNS, netns
 
-from lispctl.lab.nsexec import preexec
 from tests.conftest import need_root
+from tests.netns_daemons import Daemons
 
 pytestmark = pytest.mark.root
 
@@ -56,7 +56,7 @@ def _cli(run_dir, *args):
 def test_converted_xtr_and_ms_start_and_register():
     need_root()
     run_dir = Path(tempfile.mkdtemp(prefix=f"lispctl-{TAG}-"))
-    procs = []
+    daemons = Daemons(run_dir)
     try:
         _topology()
         for ns, conf, extra in ((MNS, "msmr.conf", []), (XNS, "xtr.conf", ["--eid-facing", "lan0"])):
@@ -66,13 +66,7 @@ def test_converted_xtr_and_ms_start_and_register():
             assert conv.returncode == 0, conv.stderr
             toml = run_dir / conf.replace(".conf", ".toml")
             toml.write_text(conv.stdout)
-            log = open(run_dir / f"{conf}.log", "w")
-            p = subprocess.Popen([sys.executable, "-m", "lispctl.cli", "up", "-c", str(toml),
-                                  "--run-dir", str(run_dir)], preexec_fn=preexec(ns),
-                                 stdout=subprocess.PIPE, stderr=log, text=True)
-            procs.append((p, log))
-            line = p.stdout.readline()
-            assert line.strip() == "ready", (run_dir / f"{conf}.log").read_text()
+            daemons.up(ns, toml, conf)
 
         deadline = time.monotonic() + 10
         while True:
@@ -88,12 +82,7 @@ def test_converted_xtr_and_ms_start_and_register():
         assert [(e["prefix"], [r["address"] for r in e["rlocs"]]) for e in cache] == \
             [("10.99.0.0/16", ["203.0.113.9"])]                 # the static-map-cache entry
     finally:
-        for p, log in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-                p.wait(20)
-            p.stdout.close()
-            log.close()
+        daemons.stop()
         for ns in (XNS, MNS):
             if ns in netns.listnetns():
                 netns.remove(ns)

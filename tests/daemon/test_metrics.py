@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from pyroute2 import NetNS, netns
+from pyroute2 import netns
 
 from lispctl.lab.nsexec import preexec
 from tests.conftest import need_root
+from tests.netns_daemons import Daemons, router_and_host
 
 pytestmark = pytest.mark.root
 
@@ -73,49 +74,20 @@ except urllib.error.HTTPError as e:
 """
 
 
-def _topology():
-    netns.create(ROUTER)
-    netns.create(HOST)
-    with NetNS(ROUTER) as r:
-        r.link("set", index=r.link_lookup(ifname="lo")[0], state="up")
-        for ours, peer in (("wan0", "w1"), ("lan0", "h0")):
-            r.link("add", ifname=ours, kind="veth", peer={"ifname": peer, "net_ns_fd": HOST})
-            r.link("set", index=r.link_lookup(ifname=ours)[0], state="up")
-        wan, lan = r.link_lookup(ifname="wan0")[0], r.link_lookup(ifname="lan0")[0]
-        r.addr("add", index=wan, address="192.0.2.1", prefixlen=24)
-        r.addr("add", index=wan, address="192.0.2.10", prefixlen=24)
-        r.addr("add", index=lan, address="10.1.0.1", prefixlen=24)
-    with NetNS(HOST) as h:
-        for name in ("w1", "h0"):
-            h.link("set", index=h.link_lookup(ifname=name)[0], state="up")
-        h.addr("add", index=h.link_lookup(ifname="h0")[0], address="10.1.0.2", prefixlen=24)
-        h.route("add", dst="0.0.0.0/0", gateway="10.1.0.1")
-
-
 @pytest.fixture(scope="module")
 def lab():
     need_root()
     run_dir = Path(tempfile.mkdtemp(prefix=f"lispctl-{TAG}-"))
-    procs = []
+    daemons = Daemons(run_dir)
     try:
-        _topology()
+        router_and_host(ROUTER, HOST)
         for name, text in (("ms", MS), ("x", XTR)):
             cfg = run_dir / f"{name}.toml"
             cfg.write_text(text.format(tag=TAG))
-            log = open(run_dir / f"{name}.log", "w")
-            p = subprocess.Popen([sys.executable, "-m", "lispctl.cli", "up", "-c", str(cfg), "--run-dir",
-                                  str(run_dir)], preexec_fn=preexec(ROUTER),
-                                 stdout=subprocess.PIPE, stderr=log, text=True)
-            procs.append((p, log))
-            assert p.stdout.readline().strip() == "ready", (run_dir / f"{name}.log").read_text()
+            daemons.up(ROUTER, cfg, name)
         yield run_dir
     finally:
-        for p, log in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-                p.wait(20)
-            p.stdout.close()
-            log.close()
+        daemons.stop()
         for ns in (HOST, ROUTER):
             if ns in netns.listnetns():
                 netns.remove(ns)

@@ -41,6 +41,7 @@ from lispctl.lab.nsexec import call_in_netns, preexec
 from lispctl.mapping.types import EidPrefix
 from lispctl.wire import EncapsulatedControlMessage, MapRequest, decode_control, request_record
 from tests.conftest import need_root
+from tests.netns_daemons import Daemons
 
 pytestmark = pytest.mark.root
 
@@ -121,29 +122,18 @@ def _forwarding():
 def lab():
     need_root()
     run_dir = Path(tempfile.mkdtemp(prefix=f"lispctl-{TAG}-"))
-    procs = []
+    daemons = Daemons(run_dir)
     try:
         _topology()
         for name, ns, text in (("ms", MSNS, MS_CFG), ("x", XTR, XTR_CFG)):
             cfg = run_dir / f"{name}.toml"
             cfg.write_text(text.format(tag=TAG))
-            log = open(run_dir / f"{name}.log", "w")
-            p = subprocess.Popen([sys.executable, "-m", "lispctl.cli", "up", "-c", str(cfg), "--run-dir",
-                                  str(run_dir)], preexec_fn=preexec(ns), stdout=subprocess.PIPE,
-                                 stderr=log, text=True)
-            procs.append((p, log))
-            line = p.stdout.readline()
-            assert line.strip() == "ready", (run_dir / f"{name}.log").read_text()
+            daemons.up(ns, cfg, name)
         api = ApiClient.for_instance(f"{TAG}-ms", run_dir=run_dir)
         _eventually(lambda: _registration(api) is not None, 20.0)
         yield {"run_dir": run_dir, "api": api}
     finally:
-        for p, log in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-                p.wait(20)
-            p.stdout.close()
-            log.close()
+        daemons.stop()
         for ns in (REQ, ATT, XTR, MSNS):
             if ns in netns.listnetns():
                 netns.remove(ns)

@@ -29,6 +29,7 @@ from pyroute2 import NetNS, netns
 from lispctl.api.client import ApiClient
 from lispctl.lab.nsexec import preexec
 from tests.conftest import need_root
+from tests.netns_daemons import Daemons
 
 pytestmark = pytest.mark.root
 
@@ -145,26 +146,15 @@ def _in(ns, argv, **kw):
 def lab():
     need_root()
     run_dir = Path(tempfile.mkdtemp(prefix=f"lispctl-{TAG}-"))
-    procs = []
+    daemons = Daemons(run_dir)
     try:
         _topology()
-        for name, text in (("x", XTR),):
-            cfg = run_dir / f"{name}.toml"
-            cfg.write_text(text.format(tag=TAG))
-            log = open(run_dir / f"{name}.log", "w")
-            p = _in(ROUTER, [sys.executable, "-m", "lispctl.cli", "up", "-c", str(cfg), "--run-dir",
-                             str(run_dir)], stdout=subprocess.PIPE, stderr=log, text=True)
-            procs.append((p, log))
-            line = p.stdout.readline()
-            assert line.strip() == "ready", (run_dir / f"{name}.log").read_text()
+        cfg = run_dir / "x.toml"
+        cfg.write_text(XTR.format(tag=TAG))
+        daemons.up(ROUTER, cfg, "x")
         yield {"run_dir": run_dir}
     finally:
-        for p, log in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-                p.wait(20)
-            p.stdout.close()
-            log.close()
+        daemons.stop()
         for ns in (HOST, ROUTER):
             if ns in netns.listnetns():
                 netns.remove(ns)
