@@ -182,12 +182,12 @@ static __always_inline int pull_headers(struct __sk_buff *skb, __u32 want)
  * (up to 64 KB) it is 0, so the helper checks the skb against the egress
  * device the GSO-aware way instead of failing its MTU check (FRAG_NEEDED);
  * its segment size was checked against path_mtu already. */
-static __always_inline long fib_resolve(struct __sk_buff *skb, struct bpf_fib_lookup *p, int v6,
-                                        const __u8 *src, const __u8 *dst, __u32 tot_len)
+static __always_inline void fib_params(struct bpf_fib_lookup *p, __u32 ifindex, int v6,
+                                       const __u8 *src, const __u8 *dst, __u32 tot_len)
 {
     __builtin_memset(p, 0, sizeof(*p));
-    p->ifindex = skb->ifindex;
-    p->tot_len = skb->gso_size ? 0 : tot_len;
+    p->ifindex = ifindex;
+    p->tot_len = tot_len;
     if (v6) {
         p->family = AF_INET6;
         __builtin_memcpy(p->ipv6_src, src, 16);
@@ -197,6 +197,12 @@ static __always_inline long fib_resolve(struct __sk_buff *skb, struct bpf_fib_lo
         __builtin_memcpy(&p->ipv4_src, src, 4);
         __builtin_memcpy(&p->ipv4_dst, dst, 4);
     }
+}
+
+static __always_inline long fib_resolve(struct __sk_buff *skb, struct bpf_fib_lookup *p, int v6,
+                                        const __u8 *src, const __u8 *dst, __u32 tot_len)
+{
+    fib_params(p, skb->ifindex, v6, src, dst, skb->gso_size ? 0 : tot_len);
     return bpf_fib_lookup(skb, p, sizeof(*p), 0);
 }
 
@@ -468,6 +474,23 @@ static __always_inline long reencap_grow(struct __sk_buff *skb, __u32 olen, __u6
     return bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags & BPF_F_ADJ_ROOM_FIXED_GSO);
 }
 
+/* Packets and inner bytes encapsulated with mapping id. */
+static __always_inline void mapping_stats(__u32 id, __u32 bytes)
+{
+    struct lisp_stats *st = map_stats.lookup(&id);
+    if (st) {
+        st->packets += 1;
+        st->bytes += bytes;
+    }
+}
+
+/* Instance ID of packets entering on ifindex (0: not registered). */
+static __always_inline __u32 eid_iface_iid(__u32 ifindex)
+{
+    struct lisp_eid_if *ei = eid_ifaces.lookup(&ifindex);
+    return ei ? ei->iid & 0xffffff : 0;
+}
+
 /* The locator of ls for flow hash `hash`, or 0 when none is usable. */
 static __always_inline const struct lisp_locator *itr_locator(const struct lisp_locset *ls, __u32 hash)
 {
@@ -617,11 +640,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
         return drop(LISP_DROP_ENCAP_FAILED);
 
     count(LISP_CNT_ENCAPSULATED);
-    struct lisp_stats *st = map_stats.lookup(&id);
-    if (st) {
-        st->packets += 1;
-        st->bytes += inner_len;
-    }
+    mapping_stats(id, inner_len);
     return fib_send(frc, &p);
 }
 
@@ -718,7 +737,7 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
         return TC_ACT_OK;
     if (lisp_special_dst(&f))
         return TC_ACT_OK;
-    __u32 iid = 0, ifindex = skb->ifindex;
+    __u32 iid;
     __u32 cb = skb->cb[0];
     int mode = egress ? LISP_MODE_EGRESS : 0;
     if (cb & LISP_CB_IID_VALID) {
@@ -726,9 +745,7 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
         skb->cb[0] = 0;
         mode |= LISP_MODE_REENCAP;
     } else {
-        struct lisp_eid_if *ei = eid_ifaces.lookup(&ifindex);
-        if (ei)
-            iid = ei->iid & 0xffffff;
+        iid = eid_iface_iid(skb->ifindex);
     }
     /* Traffic within the site (and to this router) is not encapsulated. */
     if (local_eid(&f, iid))
@@ -1081,3 +1098,4 @@ int lisp_etr_ingress(struct __sk_buff *skb)
 }
 
 #include "lisp_etr_xdp.c"
+#include "lisp_itr_xdp.c"

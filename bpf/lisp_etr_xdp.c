@@ -49,18 +49,8 @@ int lisp_etr_xdp(struct xdp_md *ctx)
     __builtin_memcpy(macs, eth, sizeof(macs));
 
     /* Next hop of the inner packet, looked up before anything changes. */
-    struct bpf_fib_lookup p = {};
-    p.ifindex = ctx->ingress_ifindex;
-    p.tot_len = e.inner_len;
-    if (e.ver == 6) {
-        p.family = AF_INET6;
-        __builtin_memcpy(p.ipv6_src, e.f.src, 16);
-        __builtin_memcpy(p.ipv6_dst, e.f.dst, 16);
-    } else {
-        p.family = AF_INET;
-        __builtin_memcpy(&p.ipv4_src, e.f.src, 4);
-        __builtin_memcpy(&p.ipv4_dst, e.f.dst, 4);
-    }
+    struct bpf_fib_lookup p;
+    fib_params(&p, ctx->ingress_ifindex, e.ver == 6, e.f.src, e.f.dst, e.inner_len);
     long frc = bpf_fib_lookup(ctx, &p, sizeof(p), 0);
     __u32 out_if = p.ifindex;
     /* Redirect only with a resolved neighbour and into a device known to
