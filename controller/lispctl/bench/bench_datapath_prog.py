@@ -95,21 +95,26 @@ def run(rec) -> None:
             for i in range(1000):   # a non-trivial map-cache
                 dp.set_mapping(EidPrefix.parse(f"172.{16 + i // 256}.{i % 256}.0/24"),
                                [Rloc(ipaddress.ip_address("192.0.2.2"))])
-            # as for a NIC: the XDP ETR may redirect into the EID interface
+            # as for NICs: the XDP ETR may redirect into the EID interface,
+            # the XDP ITR into the RLOC interface
             dp.set_xdp_redirect("eid0", True)
+            dp.set_xdp_redirect("rl0", True)
             enc, dec = _frames()
             from pyroute2 import IPRoute
             with IPRoute() as ipr:
                 xctx = xdp_ctx(len(dec), ipr.link_lookup(ifname="rl0")[0])
+                ectx = xdp_ctx(len(enc), ipr.link_lookup(ifname="eid0")[0])
             assert run_prog(dp.prog_fd("lisp_itr_ingress"), enc).retval == TC_ACT_REDIRECT
             assert run_prog(dp.prog_fd("lisp_etr_ingress"), dec).retval == TC_ACT_REDIRECT
             assert run_prog(dp.prog_fd("lisp_etr_xdp"), dec, ctx=xctx).retval == XDP_REDIRECT
+            assert run_prog(dp.prog_fd("lisp_itr_xdp"), enc, ctx=ectx).retval == XDP_REDIRECT
             holder, trivial, trivial_xdp = _trivial_fds()
             base = _mean_ns(trivial, enc)
             e = _mean_ns(dp.prog_fd("lisp_itr_ingress"), enc)
             d = _mean_ns(dp.prog_fd("lisp_etr_ingress"), dec)
             xbase = _mean_ns(trivial_xdp, dec, xctx)
             xd = _mean_ns(dp.prog_fd("lisp_etr_xdp"), dec, xctx)
+            xe = _mean_ns(dp.prog_fd("lisp_itr_xdp"), enc, ectx)
             holder.cleanup()
         finally:
             dp.close(unpin=True)
@@ -128,6 +133,9 @@ def run(rec) -> None:
     rec.figure("datapath_xdp_decap_ns_per_pkt", xd)
     rec.figure("datapath_xdp_decap_vs_trivial_xdp_ratio", xd / xbase)
     rec.figure("datapath_xdp_decap_vs_tc_decap_ratio", xd / d if d else 0.0)
+    rec.figure("datapath_xdp_encap_ns_per_pkt", xe)
+    rec.figure("datapath_xdp_encap_vs_trivial_xdp_ratio", xe / xbase)
+    rec.figure("datapath_xdp_encap_vs_tc_encap_ratio", xe / e if e else 0.0)
     rec.note(f"BPF_PROG_TEST_RUN, mean of {RUNS:,} single runs each (a fresh skb per run; the "
              "kernel's timer overhead is in every figure, trivial program included), 64-byte UDP "
              "payload, IPv4 in IPv4, 1,001 map-cache entries; includes FIB lookup and redirect.")
@@ -138,12 +146,14 @@ def run(rec) -> None:
     rec.note(f"| ITR encapsulation (lisp_itr_ingress) | {e:.0f} | {e / base:.2f} |")
     rec.note(f"| ETR decapsulation (lisp_etr_ingress) | {d:.0f} | {d / base:.2f} |")
     rec.note("")
-    rec.note("XDP ETR on the same LISP frame (ingress rl0, redirect target eid0, as for a NIC):")
+    rec.note("XDP ETR on the same LISP frame (ingress rl0, redirect target eid0, as for a NIC), "
+             "XDP ITR on the same EID frame (ingress eid0, redirect target rl0):")
     rec.note("")
-    rec.note("| program | ns/packet | x trivial XDP program | x tc ETR |")
+    rec.note("| program | ns/packet | x trivial XDP program | x tc counterpart |")
     rec.note("|---|---:|---:|---:|")
     rec.note(f"| trivial (return XDP_PASS) | {xbase:.0f} | 1.00 | {xbase / d:.2f} |")
     rec.note(f"| XDP ETR decapsulation (lisp_etr_xdp) | {xd:.0f} | {xd / xbase:.2f} | {xd / d:.2f} |")
+    rec.note(f"| XDP ITR encapsulation (lisp_itr_xdp) | {xe:.0f} | {xe / xbase:.2f} | {xe / e:.2f} (x tc ITR) |")
     rec.note("")
     rec.note("Test runs measure the program only: the XDP figure leaves out the skb allocation and "
              "GRO that a real NIC's tc path pays before the tc ETR runs, so on hardware the "

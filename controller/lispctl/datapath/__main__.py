@@ -1,7 +1,7 @@
 """Static-mapping data plane, for the lab and for trying things by hand.
 
     python -m lispctl.datapath --instance NAME --eid-if IF --rloc-if IF --static FILE.json \
-        [--rloc-mode tc|xdp|auto] [--rloc-checksum auto|complete|offload]
+        [--rloc-mode tc|xdp|auto] [--eid-mode tc|xdp|auto] [--rloc-checksum auto|complete|offload]
 
 Loads and attaches the programs, installs what FILE.json says (format in
 docs/datapath.md), prints "ready" and waits; SIGTERM/SIGINT detach and exit
