@@ -283,6 +283,15 @@ class MobileNodeWatch(LocatorWatch):
             for addr in usable:
                 if addr not in have:
                     dp.add_local_rloc(addr)
+            # data leaves from the preferred uplink (best priority), also
+            # when it returns after another took over: behind a NAT that is
+            # the binding the RTR answers through (docs/nat.md)
+            prefer = getattr(dp, "prefer_local_rloc", None)
+            if prefer is not None:
+                for fam in (4, 6):
+                    first = next((a for a in self.site.preferred_rlocs() if a.version == fam), None)
+                    if first is not None:
+                        prefer(first)
             if self.masked is not None:
                 self.masked.families_changed()
         except Exception:

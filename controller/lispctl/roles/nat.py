@@ -90,6 +90,7 @@ class NatRole:
         self._register_nonces: list[int] = []
         self.last_notify: float | None = None
         self.itr: ItrRole | None = None       # the ItrRole whose data we steer to the RTR
+        self._steered: tuple[IPAddress | None, IPAddress | None] = (None, None)   # data_rtr(4), (6)
         self.xtr_id = cfg.xtr_id
         self._sync(0.0)
 
@@ -99,12 +100,24 @@ class NatRole:
         return any(r.state == NAT for r in self.rlocs.values())
 
     def data_rtr(self, version: int) -> IPAddress | None:
-        """The RTR all data of this outer family goes to: while our RLOCs of
-        that family are behind a NAT (none public), else None."""
-        mine = [r for r in self.rlocs.values() if r.address.version == version]
-        if any(r.state == PUBLIC for r in mine):
-            return None
-        return next((r.rtr for r in mine if r.state == NAT), None)
+        """The RTR all data of this outer family goes to: while our preferred
+        usable RLOC of that family (LocalSite.preferred_rlocs: best priority,
+        the one data leaves from) is behind a NAT, else None. A node with a
+        NATed and a public uplink thus follows its own priorities: data via
+        the RTR while the NATed uplink is preferred, directly once only (or
+        preferably) the public one is left."""
+        first = next((a for a in self.site.preferred_rlocs() if a.version == version), None)
+        r = self.rlocs.get(first) if first is not None else None
+        return r.rtr if r is not None and r.state == NAT else None
+
+    def _restir(self, now: float, out: Effects) -> None:
+        """Where data goes (per family: an RTR or directly) changed since the
+        data plane was last told: every positive map-cache entry again."""
+        steering = (self.data_rtr(4), self.data_rtr(6))
+        if steering != self._steered:
+            self._steered = steering
+            if self.itr is not None:
+                out.items.extend(self.itr.reinstall_all(now))
 
     def steer(self, rlocs: tuple[Rloc, ...]) -> tuple[Rloc, ...]:
         """The locators the data plane gets for a remote mapping: the RTR
@@ -127,8 +140,10 @@ class NatRole:
         return next((m for m in self.cfg.map_server if m.address.version == addr.version), None)
 
     def _sync(self, now: float) -> bool:
-        """Follow the site's RLOC list; new RLOCs are probed at once."""
-        current = [a for a in self.site.rlocs() if self._ms_for(a) is not None][:_MAX_RLOCS]
+        """Follow the site's usable RLOCs (address present, link up); new
+        ones, and ones whose link came back, are probed at once: a link that
+        returns may sit behind another NAT (or none) than before."""
+        current = [a for a in self.site.usable_rlocs() if self._ms_for(a) is not None][:_MAX_RLOCS]
         changed = False
         for a in [a for a in self.rlocs if a not in current]:
             changed |= self.rlocs.pop(a).state == NAT
@@ -144,8 +159,7 @@ class NatRole:
         out = Effects()
         if self._sync(now):                      # a NATed RLOC went away
             self._register_at = now
-            if self.itr is not None:
-                out.items.extend(self.itr.reinstall_all(now))
+        self._restir(now, out)                   # e.g. the preferred uplink went or came back
         if self.started:
             self._run(now, out)
         return out.items
@@ -255,8 +269,7 @@ class NatRole:
             r.state = NAT if r.rtr is not None else NAT_NO_RTR
             if r.state == NAT_NO_RTR:
                 c["nat_without_rtr"] += 1
-        if (r.state, r.rtr) != before[::2] and self.itr is not None:
-            out.items.extend(self.itr.reinstall_all(now))    # data now (or no longer) via the RTR
+        self._restir(now, out)                   # data now (or no longer) via the RTR
         if (r.state, r.translated, r.rtr) != before:
             g, p = r.translated
             out.log(f"RLOC {r.address}: {r.state}" + (f", seen as {g}:{p}" if r.state != PUBLIC else "")
