@@ -167,6 +167,12 @@ class MobileNodeWatch(LocatorWatch):
             await self.attach_rloc_interfaces()   # uplinks that appeared since build
             await self._sync_uplinks()
             self._sync([])
+            nat = find_role(self.device.roles, "nat")
+            if nat is not None:
+                # NAT checks sent before the uplinks' source routing existed
+                # may have left through another uplink: ask again (roles/nat.py)
+                self.rt._guarded("nat", "reprobe", lambda: nat.reprobe(self.rt.now()))
+                self.rt._reschedule()
             loop.add_reader(watcher.fileno(), self._ready)
             log.info("mobile node: EID device %s (%s), uplinks %s", p.eid_device,
                      ", ".join(map(str, p.eids)),

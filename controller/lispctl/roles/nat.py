@@ -164,6 +164,19 @@ class NatRole:
             self._run(now, out)
         return out.items
 
+    def reprobe(self, now: float) -> list[Effect]:
+        """Ask again for every RLOC now: the daemon calls this once a mobile
+        node's uplinks route from their own RLOCs (daemon/mobile.py); an
+        answer to an Info-Request that left before that (through another
+        uplink) may have been wrong."""
+        self._now = now
+        for r in self.rlocs.values():
+            r.next_at = now
+        out = Effects()
+        if self.started:
+            self._run(now, out)
+        return out.items
+
     # ------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:
         if not self.started:
