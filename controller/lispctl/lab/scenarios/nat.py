@@ -111,21 +111,29 @@ MOB_XTR_ID = "00000000000000000000000000000a07"
 
 
 def start_mobile(lab: Lab) -> None:
-    """NAT rules (mob:4341 mapped endpoint-independently, as the draft
-    assumes), msmr and rtr (if not running), pub and mob; until mob is
-    registered through the RTR with its public RLOC as second locator."""
+    """Everything around mob (start_mobile_peers), then mob itself (start_mob)."""
+    start_mobile_peers(lab)
+    start_mob(lab)
+
+
+def start_mobile_peers(lab: Lab) -> None:
+    """NAT rules with mob:4341 mapped endpoint-independently (as the draft
+    assumes), msmr, rtr and pub (those not running yet)."""
     if (MSMR_NODE, cp.DAEMON) not in lab.procs:
         nat_rules(lab)
-        map_data_port(lab, MOB_HOME, MOB_DATA_PORT_MAPPED)
         cp.start_node(lab, MSMR_NODE)
-        cp.start_node(lab, "rtr", wait=False)
-    else:
-        map_data_port(lab, MOB_HOME, MOB_DATA_PORT_MAPPED)
-    for node in (CORR, MOB):
-        if (node, cp.DAEMON) not in lab.procs:
-            cp.start_node(lab, node, wait=False)
-    for node in ("rtr", CORR, MOB):
+    map_data_port(lab, MOB_HOME, MOB_DATA_PORT_MAPPED)
+    started = [n for n in ("rtr", CORR) if (n, cp.DAEMON) not in lab.procs]
+    for node in started:
+        cp.start_node(lab, node, wait=False)
+    for node in started:
         cp.wait_node(lab, node)
+
+
+def start_mob(lab: Lab) -> None:
+    """`lispctl up` on mob; until it is registered through the RTR with its
+    public RLOC as second locator."""
+    cp.start_node(lab, MOB)
     if not wait_mob_registered(lab, [RTR_RLOC, MOB_PUBLIC], timeout=20):
         raise ProcessError(f"mob not registered through the RTR: {mob_registration(lab)}\n"
                            f"{cp.log_tail(lab, MOB)}")
