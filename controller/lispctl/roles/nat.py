@@ -40,7 +40,8 @@ from lispctl.roles.common import Counters, NonceSource, decode
 from lispctl.roles.etr import ALG_IDS
 from lispctl.roles.local import LocalSite
 
-if TYPE_CHECKING:  # itr.py imports this module
+if TYPE_CHECKING:  # itr.py and etr.py import this module
+    from lispctl.roles.etr import EtrRole
     from lispctl.roles.itr import ItrRole
 from lispctl.wire import (EidRecord, EncapsulatedControlMessage, InfoReply, InfoRequest,
                           MapNotify, MapRegister, NatTraversal, eid_record, from_eid_prefix,
@@ -90,6 +91,7 @@ class NatRole:
         self._register_nonces: list[int] = []
         self.last_notify: float | None = None
         self.itr: ItrRole | None = None       # the ItrRole whose data we steer to the RTR
+        self.etr: EtrRole | None = None       # re-registers when a NAT check finds an RLOC public
         self._steered: tuple[IPAddress | None, IPAddress | None] = (None, None)   # data_rtr(4), (6)
         self.xtr_id = cfg.xtr_id
         self._sync(0.0)
@@ -129,6 +131,20 @@ class NatRole:
                 # the binding the RTR answers through (docs/nat.md)
                 return (Rloc(rtr, port=DATA_PORT),)
         return rlocs
+
+    def hidden(self, rloc: IPAddress) -> bool:
+        """True for an RLOC the ETR announces unreachable (R=0): behind a NAT
+        without an RTR, or still being checked while the Map-Server has
+        answered another of our RLOCs (so it does answer NAT checks: this
+        one's answer is a round trip away). A mobile node's uplink that
+        returns behind a NAT is thus never offered to correspondents at its
+        private address. With no answer at all (an MS without NAT traversal)
+        nothing is hidden: RLOCs work as without [nat]."""
+        r = self.rlocs.get(rloc)
+        if r is None:
+            return False
+        return r.state == NAT_NO_RTR or (r.state == PROBING and any(
+            x.last_reply is not None for x in self.rlocs.values()))
 
     def rtr_for(self, rloc: IPAddress) -> IPAddress | None:
         """Where the data of this RLOC goes: its RTR when behind a NAT, else None."""
@@ -288,6 +304,9 @@ class NatRole:
             out.log(f"RLOC {r.address}: {r.state}" + (f", seen as {g}:{p}" if r.state != PUBLIC else "")
                     + (f", RTR {r.rtr}" if r.rtr else ""))
             self._register_at = now              # a new translation or RTR: register now
+            if not self.behind_nat() and self.etr is not None and before[0] != r.state:
+                # the ETR registers: this RLOC is no longer hidden (or now is)
+                out.items.extend(self.etr.register_now(now))
 
     # ------------------------------------------------------------ registering via the RTR
     def _records(self) -> list[EidRecord]:
@@ -299,7 +318,8 @@ class NatRole:
                 if st is not None and st.state == NAT_NO_RTR:
                     continue                     # unreachable from outside
                 addr = st.rtr if st is not None and st.state == NAT and st.rtr is not None else rl.address
-                locs.setdefault(addr, Rloc(addr, rl.priority, rl.weight, rl.reachable))
+                up = rl.reachable and not self.hidden(rl.address)       # hidden: being checked
+                locs.setdefault(addr, Rloc(addr, rl.priority, rl.weight, up))
             if locs:
                 recs.append(eid_record(m.eid, tuple(rloc_to_locator(x) for x in locs.values()),
                                        ttl=self.cfg.etr.record_ttl_minutes, authoritative=True))
