@@ -145,8 +145,14 @@ def test_tcp_survives_handover_nated_public_nated(lab):
         reg = nt.wait_mob_registered(lab, [nt.RTR_RLOC, nt.MOB_PUBLIC])
         assert reg is not None and reg["source"] == nt.RTR_RLOC
         reencap = dp.counters(lab, "rtr")["reencapsulated"]
-        assert tcp.grows(10), (tcp.sink(), tcp.source())
+        with dp.capture(lab, "rtr", "eth0", "udp port 4341") as pcap:
+            assert tcp.grows(10), (tcp.sink(), tcp.source())
         assert dp.counters(lab, "rtr")["reencapsulated"] > reencap + 10
+        flows = _data_flows(pcap)
+        assert (nt.RTR_RLOC, "4341", nt.NAT_PUBLIC, mapped) in flows, flows
+        # mob sends from home0 again (its preferred uplink), not from pub0
+        assert (nt.NAT_PUBLIC, mapped, nt.RTR_RLOC, "4341") in flows, flows
+        assert not any(f[0] == nt.MOB_PUBLIC for f in flows), flows
         res = tcp.stop()
     finally:
         nt.set_home(lab, True)
