@@ -40,6 +40,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from lispctl.roles import datapath_plan, find_role
+from lispctl.roles.nat import NatRole
 
 from .build import _interfaces_to_read
 from .ifwatch import LocatorWatch
@@ -168,7 +169,7 @@ class MobileNodeWatch(LocatorWatch):
             await self._sync_uplinks()
             self._sync([])
             nat = find_role(self.device.roles, "nat")
-            if nat is not None:
+            if isinstance(nat, NatRole):
                 # NAT checks sent before the uplinks' source routing existed
                 # may have left through another uplink: ask again (roles/nat.py)
                 self.rt._guarded("nat", "reprobe", lambda: nat.reprobe(self.rt.now()))

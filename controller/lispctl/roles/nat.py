@@ -13,8 +13,9 @@ tells the address and port the Map-Server saw:
                                        the reply, register through it (an ECM
                                        whose inner message is our Map-Register,
                                        sent from port 4341 so the NAT opens
-                                       the data path to the RTR) and send all
-                                       outgoing data of that RLOC to the RTR.
+                                       the data path to the RTR) and, while it
+                                       is our preferred RLOC of its family, send
+                                       all outgoing data to the RTR.
 
 While some RLOC is behind a NAT this role does all the registering (the
 ETR's direct registration would announce an address nobody can reach):
@@ -25,7 +26,9 @@ Map-Server know us. With no NATed RLOC it registers nothing.
 An Info-Reply is accepted only with the nonce of an outstanding
 Info-Request (the last few per RLOC) and a valid MAC from the Map-Server it
 went to; anything else is ignored and counted. RLOCs that no Info-Reply
-answers stay "probing" (retried with back-off) and keep working as before.
+answers stay "probing" (retried with back-off) and keep working as before,
+unless the Map-Server has answered another of our RLOCs: then they are
+announced unreachable (R=0) until their answer comes (`hidden`).
 """
 from __future__ import annotations
 
