@@ -261,10 +261,13 @@ def run_mobile(lab: Lab, say: Callable[[str], None]) -> bool:
         f"{r['address']} (priority {r['priority']})" for r in (reg or {}).get("rlocs", []))
         + f", registered through {reg['source'] if reg else '?'}")
     tcp = MobStream(lab)
+    before = dp.counters(lab, "rtr")["reencapsulated"]
     ok &= tcp.grows(10)
     e = wait_mob_locator(lab, RTR_RLOC)
     say(f"      a TCP stream hostP -> {MOB_EID}: pub sends via {_usable(e['rlocs']) if e else '?'} "
-        f"(the RTR), the RTR on to the NAT's {NAT_PUBLIC}:{MOB_DATA_PORT_MAPPED}")
+        f"(the RTR), the RTR on to the NAT's {NAT_PUBLIC}:{MOB_DATA_PORT_MAPPED}, mob's acknowledgements "
+        f"back from home0 through the RTR ({dp.counters(lab, 'rtr')['reencapsulated'] - before} packets "
+        "re-encapsulated)")
     say("      handover 1: home0 loses its carrier (the NAT's lan1 goes down)")
     import time
     t0 = set_home(lab, False)
