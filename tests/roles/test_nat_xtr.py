@@ -412,3 +412,12 @@ def test_preferred_rlocs_follow_priority_and_links():
     assert site.preferred_rlocs() == [PRIV, PUB]
     site.set_link_state("wlan0", False)
     assert site.preferred_rlocs() == [PUB]
+
+
+def test_reprobe_checks_every_rloc_again_now():
+    """daemon/mobile.py calls it once the uplinks route from their own RLOCs."""
+    roles, nat, etr, itr, ms = two_uplinks()
+    answer(nat, ms, nat.tick(0.0), 0.0)
+    assert nat.next_deadline() > 1.0
+    reqs = [s for s in sends(nat.reprobe(1.0)) if isinstance(decode_control(s.payload), InfoRequest)]
+    assert sorted(str(s.src.addr) for s in reqs) == sorted([str(PRIV), str(PUB)])
