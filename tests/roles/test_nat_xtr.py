@@ -418,6 +418,7 @@ def test_reprobe_checks_every_rloc_again_now():
     """daemon/mobile.py calls it once the uplinks route from their own RLOCs."""
     roles, nat, etr, itr, ms = two_uplinks()
     answer(nat, ms, nat.tick(0.0), 0.0)
+    nat.tick(0.0)                                 # the registration through the RTR
     assert nat.next_deadline() > 1.0
     reqs = [s for s in sends(nat.reprobe(1.0)) if isinstance(decode_control(s.payload), InfoRequest)]
     assert sorted(str(s.src.addr) for s in reqs) == sorted([str(PRIV), str(PUB)])
