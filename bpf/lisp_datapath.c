@@ -581,7 +581,8 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
      * and its headers may not give its length (IPv6 BIG TCP). */
     __u32 inner_len = skb->len - ETH_HLEN;
     if (!skb->gso_size) {
-        if (f->l3len > inner_len)
+        /* longer than the frame, or shorter than its own IP header */
+        if (f->l3len > inner_len || f->l3len < lisp_inner_copy(f->family))
             return drop(LISP_DROP_MALFORMED);
         if (f->l3len < inner_len) {
             if (bpf_skb_change_tail(skb, ETH_HLEN + f->l3len, 0))

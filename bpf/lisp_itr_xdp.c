@@ -57,7 +57,9 @@ int lisp_itr_xdp(struct xdp_md *ctx)
     /* the inner packet's own length: Ethernet padding is trimmed below */
     __u32 inner_len = f.l3len;
     __u32 frame_len = lisp_xdp_buff_len(ctx);
-    if (inner_len + ETH_HLEN > frame_len || (c->path_mtu && inner_len + olen > c->path_mtu))
+    /* malformed (the tc ITR drops it), or too big for the path */
+    if (inner_len < lisp_inner_copy(f.family) || inner_len + ETH_HLEN > frame_len ||
+        (c->path_mtu && inner_len + olen > c->path_mtu))
         return XDP_PASS;
 
     struct bpf_fib_lookup p;

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from lispctl.datapath.testrun import TC_ACT_REDIRECT, XDP_PASS, XDP_REDIRECT, run_prog, skb_ctx, xdp_ctx
+from lispctl.datapath.testrun import TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_PASS, XDP_REDIRECT, run_prog, skb_ctx, xdp_ctx
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
 from tests.datapath import packets as P
 from tests.datapath.test_encap_decap import CASES, itr_frame
@@ -152,3 +152,52 @@ def test_xdp_itr_passes_truncated_and_non_ip(xdp_dp, lab):
     for n in range(15, len(full)):       # a test run needs the Ethernet header
         _untouched(dp, lab, full[:n])
     _untouched(dp, lab, full[:12] + b"\x08\x06" + full[14:])         # ARP ethertype
+
+
+def test_xdp_itr_never_disagrees_with_tc_on_mutated_frames(xdp_dp, lab):
+    """For any frame the XDP ITR either passes it untouched and uncounted
+    (the tc ITR then decides) or encapsulates it exactly as the tc ITR does."""
+    dp = xdp_dp
+    for _src, _dst, prefix, rloc, _local in CASES.values():
+        dp.set_mapping(E(prefix), [Rloc(ip(rloc))])
+    valid = [itr_frame(P.ip_packet(src, dst, b"m" * 48)) for src, dst, *_ in CASES.values()]
+    rng = random.Random(13013)
+    redirected = 0
+    for _ in range(1500):
+        base = bytearray(rng.choice(valid))
+        for _ in range(rng.randrange(1, 3)):
+            pos = rng.randrange(12, 14 + 40 + 8)
+            base[pos] = rng.randrange(256)
+        cut = len(base) if rng.random() < 0.5 else rng.randrange(len(base) - 20, len(base))
+        frame = bytes(base[:cut])
+        if len(frame) <= 14:
+            continue
+        dp.table("counters").clear()
+        rx = xdp(dp, lab, frame)
+        if rx.retval == XDP_PASS:
+            assert rx.data == frame, frame.hex()
+            c = dp.counters()
+            assert c.encapsulated == 0 and c.total_drops == 0 and c.miss == 0, frame.hex()
+            continue
+        assert rx.retval == XDP_REDIRECT, frame.hex()
+        rt = tc(dp, lab, frame)
+        assert rt.retval == TC_ACT_REDIRECT and _masked(rx.data) == _masked(rt.data), frame.hex()
+        redirected += 1
+    assert redirected > 100, "the mutations must leave many frames encapsulable"
+
+
+def test_ip_length_below_its_header_is_malformed(xdp_dp, lab):
+    """An IPv4 total length below 20: XDP passes it untouched (it used to be
+    dropped there half rewritten), the tc ITR counts it malformed (it used to
+    count encap_failed)."""
+    dp = xdp_dp
+    dp.set_mapping(E("10.2.0.0/16"), [Rloc(ip("192.0.2.2"))])
+    pkt = bytearray(P.ip_packet("10.1.0.10", "10.2.0.5", b"s" * 40))
+    pkt[2:4] = (9).to_bytes(2, "big")
+    pkt[10:12] = b"\0\0"
+    pkt[10:12] = P.csum(bytes(pkt[:20])).to_bytes(2, "big")
+    frame = itr_frame(bytes(pkt))
+    _untouched(dp, lab, frame)
+    assert tc(dp, lab, frame).retval == TC_ACT_SHOT
+    c = dp.counters()
+    assert c.drops["malformed"] == 1 and c.drops["encap_failed"] == 0
