@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Mapping
 
-COMMANDS = ("status", "map-cache", "database", "sites", "counters", "stop")
+COMMANDS = ("status", "map-cache", "map-cache-load", "map-cache-unload", "database", "sites", "counters", "stop")
 MAX_LINE = 64 * 1024
 
 

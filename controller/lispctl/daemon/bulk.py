@@ -1,0 +1,107 @@
+"""Map-cache tables installed in bulk: `datapath.map-cache-files` at start,
+`lispctl map-cache load FILE` / `unload NAME` at any time (local API).
+
+A table goes straight from its file (lispctl.mapping.bulkfile) into the data
+plane with batched map updates (Datapath.load_bulk); it is not held entry by
+entry in the ITR's map-cache, so a million mappings cost the daemon tens of
+MB and seconds, not gigabytes and minutes. The ITR's dynamic map-cache gets
+what the tables leave of the capacity. A table loaded with a TTL is removed
+when it runs out (as fast as unload); loading a name again replaces the
+table. The daemon's loop is busy while a table loads (seconds per million
+mappings): control messages wait in the socket buffers meanwhile.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from lispctl.api.protocol import ApiError
+from lispctl.datapath.errors import DatapathError
+from lispctl.mapping.bulkfile import BulkFormatError, parse
+
+log = logging.getLogger("lispctl.daemon")
+
+
+class BulkTables:
+    def __init__(self, datapath: Any, itr: Any = None) -> None:
+        self.dp = datapath
+        self.itr = itr                       # its capacity shrinks by what the tables hold
+        self.base_capacity = itr.capacity if itr is not None else None
+        self.meta: dict[str, dict] = {}      # name -> path, ttl, loaded_at (wall clock)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def load(self, path: str | Path, name: str | None = None, ttl_s: float | None = None) -> dict:
+        path = Path(path)
+        name = name or path.name
+        if ttl_s is not None and not ttl_s > 0:
+            raise ApiError(f"ttl must be a positive number of seconds, not {ttl_s!r}")
+        t0 = time.perf_counter()
+        try:
+            table = parse(path.read_bytes(), source=str(path))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ApiError(f"cannot read {path}: {exc}") from None
+        except BulkFormatError as exc:
+            raise ApiError(str(exc)) from None
+        parsed = time.perf_counter()
+        replaced = 0
+        if name in self.dp.bulk_tables():
+            replaced = self.unload(name)["removed"]
+        try:
+            bs = self.dp.load_bulk(name, table)
+        except DatapathError as exc:
+            self._update_capacity()
+            raise ApiError(str(exc)) from None
+        done = time.perf_counter()
+        self.meta[name] = {"path": str(path), "ttl_s": ttl_s, "loaded_at": time.time()}
+        if ttl_s is not None:
+            self._timers[name] = asyncio.get_running_loop().call_later(ttl_s, self._expire, name)
+        self._update_capacity()
+        out = {**bs.info(), "replaced": replaced, "parse_s": round(parsed - t0, 3),
+               "install_s": round(done - parsed, 3), "ttl_s": ttl_s}
+        log.info("map-cache table %s loaded from %s: %d IPv4 + %d IPv6 mappings (%d skipped) in %.2f s",
+                 name, path, out["ipv4"], out["ipv6"], out["skipped"], done - t0)
+        return out
+
+    def unload(self, name: str) -> dict:
+        t0 = time.perf_counter()
+        try:
+            n = self.dp.unload_bulk(name)
+        except DatapathError as exc:
+            raise ApiError(str(exc)) from None
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        self.meta.pop(name, None)
+        self._update_capacity()
+        took = time.perf_counter() - t0
+        log.info("map-cache table %s unloaded: %d mappings in %.2f s", name, n, took)
+        return {"name": name, "removed": n, "remove_s": round(took, 3)}
+
+    def _expire(self, name: str) -> None:
+        self._timers.pop(name, None)
+        if name in self.dp.bulk_tables():
+            log.info("map-cache table %s: TTL ran out", name)
+            self.unload(name)
+
+    def _update_capacity(self) -> None:
+        if self.itr is not None and self.base_capacity is not None:
+            held = sum(len(b) for b in self.dp.bulk_tables().values())
+            self.itr.capacity = max(0, self.base_capacity - held)
+
+    def snapshot(self) -> list[dict]:
+        now = time.time()
+        out = []
+        for name, bs in self.dp.bulk_tables().items():
+            m = self.meta.get(name, {})
+            ttl = m.get("ttl_s")
+            left = None if ttl is None else round(max(0.0, m["loaded_at"] + ttl - now), 1)
+            out.append({**bs.info(), "path": m.get("path"), "expires_in_s": left})
+        return out
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
