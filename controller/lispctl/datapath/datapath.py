@@ -729,7 +729,11 @@ class Datapath:
 
     def release(self) -> None:
         """Drop our handles but leave programs attached and maps pinned, so
-        traffic keeps flowing until a new Datapath(instance) takes over."""
+        traffic keeps flowing until a new Datapath(instance) takes over.
+        Bulk tables are removed first: the next instance would not know them
+        apart from learnt entries (and reloads its datapath.map-cache-files)."""
+        for name in list(self._bulk):
+            self.unload_bulk(name)
         self._attachments.clear()
         self.close(unpin=False)
 
