@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import operator
 import os
 import select
 import shutil
@@ -59,17 +60,18 @@ class BulkSet:
     name: str
     keys4: bytes                 # LPM keys installed, back to back
     keys6: bytes
-    ids: array                   # their mapping ids
+    ids: array                   # their mapping ids: one per distinct locator set
     skipped: int = 0             # prefixes left out: already in the map-cache (or listed twice)
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.keys4) // KEY_SIZE[4] + len(self.keys6) // KEY_SIZE[6]
 
     def info(self) -> dict:
         return {"name": self.name, "ipv4": len(self.keys4) // KEY_SIZE[4],
                 "ipv6": len(self.keys6) // KEY_SIZE[6], "skipped": self.skipped}
 
 
+_first = operator.itemgetter(0)
 _LEAF = struct.Struct("=IB3x")     # struct lisp_mapping: id, action (checked against the loaded map)
 
 
@@ -417,84 +419,102 @@ class Datapath:
         updates (BPF_MAP_UPDATE_BATCH, or one bpf(2) per element where the
         kernel has no batch for the map type: decided once per map).
 
-        Per chunk: locator sets, then the LPM entries naming them, so no
-        packet meets an entry without its locator set. Bulk mappings get no
-        per-mapping counters (map_stats; the program skips a missing one,
-        the global counters still count their packets): a per-CPU element
-        costs the kernel a per-CPU allocation, ~40 us, which alone would
-        make a million mappings take a minute to load. Prefixes
-        already in the map-cache (set_mapping or another table) or listed
-        twice are left out and counted (BulkSet.skipped). All or nothing: a
-        table that does not fit, or a failing update, leaves the maps as
-        they were."""
+        The mappings of a table that share a locator set (the same text
+        after the prefix) share one mapping id, so one locator set: the
+        kernel then holds one LPM node per mapping (~100 bytes), not a
+        500-byte locator set each. What they give up is per-mapping counters
+        (map_stats, which the program skips when missing; the global
+        counters count their packets): a per-CPU element per mapping would
+        cost the kernel ~40 us each, a minute per million.
+
+        Locator sets are written before the entries naming them, so no packet
+        meets an entry without its locator set. Prefixes already in the
+        map-cache (set_mapping or another table) or listed twice (the first
+        line wins) are left out and counted (BulkSet.skipped). All or
+        nothing: a table that does not fit, or a failing update, leaves the
+        maps as they were."""
         if name in self._bulk:
             raise DatapathError(f"a bulk table named {name!r} is loaded (unload it first)")
         self._check_layouts()
         taken: set[bytes] = {key_bytes(e) for e in self._ids}
         for other in self._bulk.values():
             for blob, ks in ((other.keys4, KEY_SIZE[4]), (other.keys6, KEY_SIZE[6])):
-                taken.update(blob[i:i + ks] for i in range(0, len(blob), ks))
+                mv = memoryview(blob)
+                taken.update(mv[o:o + ks].tobytes() for o in range(0, len(blob), ks))
         skipped = 0
-        rows = {}
+        keep: dict[int, array | None] = {}            # None: every row
         for rows_ in (table.v4, table.v6):
-            ks = KEY_SIZE[rows_.version]
-            keys, keep = rows_.keys, array("I")
-            for i in range(len(rows_)):
-                k = bytes(keys[i * ks:(i + 1) * ks])
+            fmt = f"{KEY_SIZE[rows_.version]}s"
+            uniq = set(map(_first, struct.iter_unpack(fmt, rows_.keys)))
+            if len(uniq) == len(rows_) and uniq.isdisjoint(taken):
+                keep[rows_.version] = None                    # the common case: no per-row work
+                if rows_.version == 4:
+                    taken |= uniq
+                continue
+            del uniq
+            rows = array("I")
+            for i, k in enumerate(map(_first, struct.iter_unpack(fmt, rows_.keys))):
                 if k in taken:
                     skipped += 1
                     continue
                 taken.add(k)
-                keep.append(i)
-            rows[rows_.version] = keep
+                rows.append(i)
+            keep[rows_.version] = rows
         del taken
+        counts = {v: len(table.family(v)) if keep[v] is None else len(keep[v]) for v in (4, 6)}
         for v in (4, 6):
             free = self.family_capacity(v) - self._count[v] - self._bulk_count(v)
-            if len(rows[v]) > free:
-                raise DatapathError(f"map-cache full: the table has {len(rows[v])} IPv{v} mappings, "
+            if counts[v] > free:
+                raise DatapathError(f"map-cache full: the table has {counts[v]} IPv{v} mappings, "
                                     f"{free} more fit (datapath.max-mappings)")
-        ids = self._pool.take_many(len(rows[4]) + len(rows[6]))
+        groups_used: set[int] = set()
+        for v in (4, 6):
+            g = table.family(v).groups
+            groups_used.update(g if keep[v] is None else (g[i] for i in keep[v]))
+        order = sorted(groups_used)
+        ids = self._pool.take_many(len(order))
         if ids is None:
             raise DatapathError(f"map-cache full: {len(self._pool)} mapping ids left, the table needs "
-                                f"{len(rows[4]) + len(rows[6])}")
-        locset_bytes: dict[int, bytes] = {}
+                                f"{len(order)}")
+        gid = dict(zip(order, ids))
+        leaf: dict[int, bytes] = {}
         installed: dict[int, bytearray] = {4: bytearray(), 6: bytearray()}
-        done_ids = 0
+        locsets = self._t["locsets"]
         try:
-            for rows_ in (table.v4, table.v6):
-                v, ks = rows_.version, KEY_SIZE[rows_.version]
-                keep = rows[v]
-                for start in range(0, len(keep), _CHUNK):
-                    part = keep[start:start + _CHUNK]
-                    mids = ids[done_ids:done_ids + len(part)]
-                    self._bulk_chunk(rows_, part, mids, table, locset_bytes, ks, installed[v])
-                    done_ids += len(part)
+            with_locs = [g for g in order if table.locator_sets[g]]
+            for start in range(0, len(with_locs), _CHUNK):
+                part = with_locs[start:start + _CHUNK]
+                locsets.update_many(array("I", (gid[g] for g in part)).tobytes(),
+                                    b"".join(bytes(self._locset_leaf(table.locator_sets[g])) for g in part))
+            pack = _LEAF.pack
+            for g in order:
+                leaf[g] = pack(gid[g], table.actions_of[g])
+            for v in (4, 6):
+                self._bulk_entries(table.family(v), keep[v], leaf, installed[v])
         except OSError as exc:
-            self._bulk_remove(bytes(installed[4]), bytes(installed[6]), ids[:done_ids])
+            self._bulk_remove(bytes(installed[4]), bytes(installed[6]), ids)
             self._pool.release_many(ids)
-            raise DatapathError(f"bulk load of {name!r} failed after {done_ids} mappings: {exc}") from exc
+            raise DatapathError(f"bulk load of {name!r} failed after "
+                                f"{(len(installed[4]) // 12) + (len(installed[6]) // 24)} mappings: {exc}") from exc
         bs = BulkSet(name, bytes(installed[4]), bytes(installed[6]), ids, skipped)
         self._bulk[name] = bs
         return bs
 
-    def _bulk_chunk(self, rows_, part: array, mids: array, table: BulkTable, locset_bytes: dict[int, bytes],
-                    ks: int, installed: bytearray) -> None:
-        locsets, cache = self._t["locsets"], self._t[f"map_cache{rows_.version}"]
-        keys, groups, actions = rows_.keys, rows_.groups, rows_.actions
-        ls_keys, ls_vals = array("I"), []
-        for j, i in enumerate(part):
-            rlocs = table.locator_sets[groups[i]]
-            if rlocs:
-                b = locset_bytes.get(groups[i])
-                if b is None:
-                    b = locset_bytes[groups[i]] = bytes(self._locset_leaf(rlocs))
-                ls_keys.append(mids[j])
-                ls_vals.append(b)
-        locsets.update_many(ls_keys.tobytes(), b"".join(ls_vals))
-        pack = _LEAF.pack
-        ckeys = b"".join([keys[i * ks:(i + 1) * ks] for i in part])
-        cache.update_many(ckeys, b"".join([pack(mids[j], actions[i]) for j, i in enumerate(part)]))
-        installed += ckeys
+    def _bulk_entries(self, rows_, keep: array | None, leaf: dict[int, bytes], installed: bytearray) -> None:
+        cache = self._t[f"map_cache{rows_.version}"]
+        ks, keys, groups = KEY_SIZE[rows_.version], rows_.keys, rows_.groups
+        n = len(rows_) if keep is None else len(keep)
+        for start in range(0, n, _CHUNK):
+            if keep is None:
+                end = min(n, start + _CHUNK)
+                ckeys = keys[start * ks:end * ks]
+                vals = b"".join([leaf[g] for g in groups[start:end]])
+            else:
+                part = keep[start:start + _CHUNK]
+                ckeys = bytearray(b"".join([keys[i * ks:(i + 1) * ks] for i in part]))
+                vals = b"".join([leaf[groups[i]] for i in part])
+            cache.update_many(ckeys, vals)
+            installed += ckeys
 
     def unload_bulk(self, name: str) -> int:
         """Remove a table load_bulk installed (batched deletes); returns how

@@ -46,7 +46,9 @@ class BulkFormatError(ValueError):
 @dataclass
 class FamilyRows:
     """One address family of a table: entry i is keys[i*KEY_SIZE:(i+1)*KEY_SIZE],
-    locator set groups[i] (an index into BulkTable.locator_sets) and actions[i]."""
+    locator set groups[i] (an index into BulkTable.locator_sets) and actions[i]
+    (the same as BulkTable.actions_of[groups[i]]: a group is the whole text
+    after the prefix, locators and action)."""
     version: int
     keys: bytearray = field(default_factory=bytearray)
     groups: array = field(default_factory=lambda: array("I"))
@@ -65,6 +67,7 @@ class BulkTable:
     v4: FamilyRows = field(default_factory=lambda: FamilyRows(4))
     v6: FamilyRows = field(default_factory=lambda: FamilyRows(6))
     locator_sets: list[tuple[Rloc, ...]] = field(default_factory=list)
+    actions_of: list[int] = field(default_factory=list)     # per locator set: its action
 
     def __len__(self) -> int:
         return len(self.v4) + len(self.v6)
@@ -158,6 +161,7 @@ def parse(text: str | bytes, source: str = "<bulk>") -> BulkTable:
                 rlocs, action = _tail(tail)
                 got = tails[tail] = (len(table.locator_sets), int(action))
                 table.locator_sets.append(rlocs)
+                table.actions_of.append(int(action))
         except (ValueError, OSError) as exc:
             raise BulkFormatError(f"{source}:{lineno}: {exc}") from None
         keys += pack_plen(32 + plen)
