@@ -461,7 +461,10 @@ class Datapath:
                 rows.append(i)
             keep[rows_.version] = rows
         del taken
-        counts = {v: len(table.family(v)) if keep[v] is None else len(keep[v]) for v in (4, 6)}
+        counts = {}
+        for v in (4, 6):
+            kv = keep[v]
+            counts[v] = len(table.family(v)) if kv is None else len(kv)
         for v in (4, 6):
             free = self.family_capacity(v) - self._count[v] - self._bulk_count(v)
             if counts[v] > free:
@@ -469,8 +472,8 @@ class Datapath:
                                     f"{free} more fit (datapath.max-mappings)")
         groups_used: set[int] = set()
         for v in (4, 6):
-            g = table.family(v).groups
-            groups_used.update(g if keep[v] is None else (g[i] for i in keep[v]))
+            grp, kv = table.family(v).groups, keep[v]
+            groups_used.update(grp if kv is None else (grp[i] for i in kv))
         order = sorted(groups_used)
         ids = self._pool.take_many(len(order))
         if ids is None:
@@ -487,8 +490,8 @@ class Datapath:
                 locsets.update_many(array("I", (gid[g] for g in part)).tobytes(),
                                     b"".join(bytes(self._locset_leaf(table.locator_sets[g])) for g in part))
             pack = _LEAF.pack
-            for g in order:
-                leaf[g] = pack(gid[g], table.actions_of[g])
+            for grp_i in order:
+                leaf[grp_i] = pack(gid[grp_i], table.actions_of[grp_i])
             for v in (4, 6):
                 self._bulk_entries(table.family(v), keep[v], leaf, installed[v])
         except OSError as exc:
