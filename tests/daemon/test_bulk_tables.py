@@ -100,16 +100,20 @@ def _status(lab) -> dict:
 def test_static_table_loaded_at_start(lab):
     st = _status(lab)
     assert st["map_cache_family_capacity"] == {"ipv4": 131072, "ipv6": 131072}
+    assert st["map_cache_capacity"] == 2 * 131072 - 1 - 2       # less the static table's 2
     [t] = st["map_cache_tables"]
     assert (t["name"], t["ipv4"], t["ipv6"], t["expires_in_s"]) == ("static.txt", 1, 1, None)
     assert _in_kernel(lab, "40.0.0.0/8") and _in_kernel(lab, "2001:db8:40::/48")
 
 
 def test_load_unload_and_expiry_through_the_api(lab):
+    capacity = _status(lab)["map_cache_capacity"]
     rc, out = _cli(lab, "map-cache-load", str(lab["big"]), "--name", "big")
     assert rc == 0, out
     assert f"{N} IPv4 + 0 IPv6 mappings installed (0 skipped)" in out
     assert _in_kernel(lab, _v4(0)) and _in_kernel(lab, _v4(N - 1))
+    # the ITR's learnt entries get what the tables leave
+    assert _status(lab)["map_cache_capacity"] == capacity - N
     rc, out = _cli(lab, "map-cache-load", str(lab["big"]), "--name", "big2")
     assert rc == 0 and f"0 IPv4 + 0 IPv6 mappings installed ({N} skipped)" in out, out
     rc, out = _cli(lab, "map-cache-unload", "big2")
@@ -118,6 +122,7 @@ def test_load_unload_and_expiry_through_the_api(lab):
     assert rc == 0 and f"{N} mappings removed" in out, out
     assert not _in_kernel(lab, _v4(0)) and not _in_kernel(lab, _v4(N - 1))
     assert _in_kernel(lab, "40.0.0.0/8")                     # the static table stays
+    assert _status(lab)["map_cache_capacity"] == capacity
 
     # a TTL: gone by itself, as completely as an unload
     rc, out = _cli(lab, "map-cache-load", str(lab["big"]), "--name", "short", "--ttl", "2")

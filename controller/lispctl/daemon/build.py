@@ -160,7 +160,7 @@ def _load_tables(device: Device, dp) -> None:
     """datapath.map-cache-files, in bulk (daemon/bulk.py); the API loads more."""
     from .bulk import BulkTables
     itr = next((r for _, r in device.roles if isinstance(r, ItrRole)), None)
-    device.bulk = BulkTables(dp, itr)
+    device.bulk = BulkTables(dp, itr, device.info)
     device.info["map_cache_family_capacity"] = {"ipv4": dp.family_capacity(4), "ipv6": dp.family_capacity(6)}
     cfg = device.config
     for path in (cfg.datapath.map_cache_files if cfg is not None else ()):

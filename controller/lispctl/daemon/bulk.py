@@ -26,9 +26,10 @@ log = logging.getLogger("lispctl.daemon")
 
 
 class BulkTables:
-    def __init__(self, datapath: Any, itr: Any = None) -> None:
+    def __init__(self, datapath: Any, itr: Any = None, info: dict | None = None) -> None:
         self.dp = datapath
         self.itr = itr                       # its capacity shrinks by what the tables hold
+        self.info = info if info is not None else {}    # the device's status facts
         self.base_capacity = itr.capacity if itr is not None else None
         self.meta: dict[str, dict] = {}      # name -> path, ttl, loaded_at (wall clock)
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -90,6 +91,7 @@ class BulkTables:
         if self.itr is not None and self.base_capacity is not None:
             held = sum(len(b) for b in self.dp.bulk_tables().values())
             self.itr.capacity = max(0, self.base_capacity - held)
+            self.info["map_cache_capacity"] = self.itr.capacity
 
     def snapshot(self) -> list[dict]:
         now = time.time()
