@@ -41,7 +41,8 @@ class BulkTables:
             raise ApiError(f"ttl must be a positive number of seconds, not {ttl_s!r}")
         t0 = time.perf_counter()
         try:
-            table = parse(path.read_bytes(), source=str(path))
+            with open(path, encoding="utf-8", buffering=1 << 20) as fh:     # line by line: the file is never held whole
+                table = parse(fh, source=str(path))
         except (OSError, UnicodeDecodeError) as exc:
             raise ApiError(f"cannot read {path}: {exc}") from None
         except BulkFormatError as exc:

@@ -23,6 +23,7 @@ import socket
 import struct
 from array import array
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
 
@@ -115,10 +116,13 @@ def _tail(text: str) -> tuple[tuple[Rloc, ...], MapAction]:
     return tuple(rlocs), MapAction.NO_ACTION if action is None else action
 
 
-def parse(text: str | bytes, source: str = "<bulk>") -> BulkTable:
-    """Parse a whole table; raises BulkFormatError naming the first bad line."""
+def parse(text: str | bytes | Iterable[str], source: str = "<bulk>") -> BulkTable:
+    """Parse a whole table (text, or lines such as an open text file: then
+    the file is never held whole); raises BulkFormatError naming the first
+    bad line."""
     if isinstance(text, bytes):
         text = text.decode("utf-8")
+    lines = text.splitlines() if isinstance(text, str) else text
     table = BulkTable()
     tails: dict[str, tuple[int, int]] = {}        # text after the prefix -> (group, action)
     iids: dict[str, bytes] = {"": bytes(4)}
@@ -126,7 +130,7 @@ def parse(text: str | bytes, source: str = "<bulk>") -> BulkTable:
     pack_plen = _PLEN.pack
     k4, g4, a4 = table.v4.keys, table.v4.groups, table.v4.actions
     k6, g6, a6 = table.v6.keys, table.v6.groups, table.v6.actions
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(lines, 1):
         if "#" in line:
             line = line[:line.index("#")]
         parts = line.split(None, 1)
