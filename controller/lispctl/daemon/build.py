@@ -152,7 +152,13 @@ def _limit_map_cache(device: Device, dp) -> None:
     if static > capacity:
         raise MapCacheTooSmall(f"{static} static [[map-cache]] entries, but the data plane holds "
                                f"{capacity} mappings (datapath.max-mappings per address family)")
+    for v in (4, 6):
+        n = sum(1 for e in itr.cfg.map_cache if e.eid_prefix.version == v)
+        if n > dp.family_capacity(v):
+            raise MapCacheTooSmall(f"{n} static IPv{v} [[map-cache]] entries, but the data plane holds "
+                                   f"{dp.family_capacity(v)} (datapath.max-mappings)")
     itr.capacity = capacity
+    itr.family_capacity = {4: dp.family_capacity(4), 6: dp.family_capacity(6)}
     device.info["map_cache_capacity"] = capacity
 
 

@@ -31,6 +31,7 @@ class BulkTables:
         self.itr = itr                       # its capacity shrinks by what the tables hold
         self.info = info if info is not None else {}    # the device's status facts
         self.base_capacity = itr.capacity if itr is not None else None
+        self.base_family = dict(itr.family_capacity) if itr is not None else {}
         self.meta: dict[str, dict] = {}      # name -> path, ttl, loaded_at (wall clock)
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -90,8 +91,11 @@ class BulkTables:
 
     def _update_capacity(self) -> None:
         if self.itr is not None and self.base_capacity is not None:
-            held = sum(len(b) for b in self.dp.bulk_tables().values())
+            tables = self.dp.bulk_tables().values()
+            held = sum(len(b) for b in tables)
             self.itr.capacity = max(0, self.base_capacity - held)
+            for v, cap in self.base_family.items():
+                self.itr.family_capacity[v] = max(0, cap - sum(b.count(v) for b in tables))
             self.info["map_cache_capacity"] = self.itr.capacity
 
     def snapshot(self) -> list[dict]:

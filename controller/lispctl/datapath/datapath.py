@@ -64,7 +64,10 @@ class BulkSet:
     skipped: int = 0             # prefixes left out: already in the map-cache (or listed twice)
 
     def __len__(self) -> int:
-        return len(self.keys4) // KEY_SIZE[4] + len(self.keys6) // KEY_SIZE[6]
+        return self.count(4) + self.count(6)
+
+    def count(self, version: int) -> int:
+        return len(self.keys4 if version == 4 else self.keys6) // KEY_SIZE[version]
 
     def info(self) -> dict:
         return {"name": self.name, "ipv4": len(self.keys4) // KEY_SIZE[4],
@@ -540,8 +543,7 @@ class Datapath:
         return dict(self._bulk)
 
     def _bulk_count(self, version: int) -> int:
-        ks = KEY_SIZE[version]
-        return sum(len(b.keys4 if version == 4 else b.keys6) // ks for b in self._bulk.values())
+        return sum(b.count(version) for b in self._bulk.values())
 
     def _check_layouts(self) -> None:
         """The bulk path packs keys and entries with struct, for speed: check
