@@ -176,7 +176,7 @@ def run(rec) -> None:
     work = Path(tempfile.mkdtemp(prefix=f"{tag}-"))
     netns.create(ns)
     proc = None
-    res: dict[str, float] = {}
+    res: dict = {"loadavg": Path("/proc/loadavg").read_text().split()[0]}
     try:
         netns.pushns(ns)
         try:
@@ -278,6 +278,9 @@ def _report(rec, r: dict) -> None:
     rec.figure("scale_encap4_one_dest_1m_ns_per_pkt", r["big4_hot"])
     rec.figure("scale_encap4_one_dest_1m_vs_1k_ratio", r["big4_hot"] / r["small4_hot"])
     rec.figure("scale_encap6_1m_vs_1k_ratio", r["big6"] / r["small6"])
+    rec.note(f"Load average when the run started: {r['loadavg']} on {os.cpu_count()} cores "
+             "(other jobs on the machine slow both the install and the per-packet figures).")
+    rec.note("")
     rec.note(f"A `lispctl up` xTR daemon (default `datapath.max-mappings`, 2^20 per family); "
              f"`lispctl map-cache-load` of {N:,} IPv4 /24 + {N:,} IPv6 /48 mappings over {RLOCS} "
              "IPv4 locators (one table file, 2,000,000 lines).")
