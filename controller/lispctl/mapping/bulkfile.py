@@ -126,6 +126,8 @@ def parse(text: str | bytes | Iterable[str], source: str = "<bulk>") -> BulkTabl
     table = BulkTable()
     tails: dict[str, tuple[int, int]] = {}        # text after the prefix -> (group, action)
     iids: dict[str, bytes] = {"": bytes(4)}
+    # (prefix-length text, iid text) -> key head (prefixlen + iid bytes), host-bit mask, per family
+    heads: tuple[dict[tuple[str, str], tuple[bytes, int]], ...] = ({}, {})
     inet_pton, AF_INET, AF_INET6 = socket.inet_pton, socket.AF_INET, socket.AF_INET6
     pack_plen = _PLEN.pack
     k4, g4, a4 = table.v4.keys, table.v4.groups, table.v4.actions
@@ -150,14 +152,21 @@ def parse(text: str | bytes | Iterable[str], source: str = "<bulk>") -> BulkTabl
             else:
                 iid_b = iids[""]
             addr, slash, plen_txt = eid.partition("/")
-            if ":" in addr:
-                raw, maxlen, keys, groups, actions = inet_pton(AF_INET6, addr), 128, k6, g6, a6
+            v6 = ":" in addr
+            if v6:
+                raw, keys, groups, actions = inet_pton(AF_INET6, addr), k6, g6, a6
             else:
-                raw, maxlen, keys, groups, actions = inet_pton(AF_INET, addr), 32, k4, g4, a4
-            plen = int(plen_txt) if slash else maxlen
-            if not 0 <= plen <= maxlen:
-                raise ValueError(f"prefix length {plen} out of range")
-            if plen < maxlen and int.from_bytes(raw, "big") & ((1 << (maxlen - plen)) - 1):
+                raw, keys, groups, actions = inet_pton(AF_INET, addr), k4, g4, a4
+            memo = heads[v6].get((plen_txt, iid_txt))
+            if memo is None:
+                maxlen = 128 if v6 else 32
+                plen = int(plen_txt) if slash else maxlen
+                if not 0 <= plen <= maxlen:
+                    raise ValueError(f"prefix length {plen} out of range")
+                memo = heads[v6][(plen_txt, iid_txt)] = (pack_plen(32 + plen) + iid_b,
+                                                         (1 << (maxlen - plen)) - 1)
+            head, hostmask = memo
+            if hostmask and int.from_bytes(raw, "big") & hostmask:
                 raise ValueError(f"{eid} has host bits set")
             tail = parts[1].strip() if len(parts) > 1 else ""
             got = tails.get(tail)
@@ -168,8 +177,7 @@ def parse(text: str | bytes | Iterable[str], source: str = "<bulk>") -> BulkTabl
                 table.actions_of.append(int(action))
         except (ValueError, OSError) as exc:
             raise BulkFormatError(f"{source}:{lineno}: {exc}") from None
-        keys += pack_plen(32 + plen)
-        keys += iid_b
+        keys += head
         keys += raw
         groups.append(got[0])
         actions.append(got[1])
