@@ -146,3 +146,25 @@ def test_capacity_is_the_configured_size(lab, pin_root):
         assert d.unload_bulk("x") == 1023
         d.set_mapping(EidPrefix.parse("98.0.0.0/8"), [], MapAction.DROP)
         d.close(unpin=True)
+
+
+def test_a_restart_drops_tables_a_dead_process_left(lab, pin_root):
+    """Tables are removed by release(); a process that died leaves them in
+    the pinned maps. The next one removes them (they share ids: adopted as
+    single mappings, removing one would free an id the others still use)
+    and keeps the single mappings."""
+    from lispctl.datapath import Datapath
+    a = Datapath("dead", pin_root=pin_root, max_mappings=4096)
+    own = EidPrefix.parse("99.0.0.0/8")
+    a.set_mapping(own, [Rloc(ip("192.0.2.5"))])
+    a.load_bulk("t", parse("\n".join(f"{_v4(i)} 192.0.2.2" for i in range(1000))
+                           + "\nfd10::/48 192.0.2.3\n30.0.0.0/8 drop"))
+    a._loaded.close()                      # dies: no release(), no unload
+    with Datapath("dead", pin_root=pin_root, max_mappings=4096) as b:
+        assert b.mappings() == {own: b.mappings()[own]}
+        assert sum(1 for _ in b.table("map_cache4").keys()) == 1
+        assert not any(True for _ in b.table("map_cache6").keys())
+        assert sum(1 for _ in b.table("locsets").keys()) == 1       # the single mapping's
+        b.load_bulk("t", parse(f"{_v4(5)} 192.0.2.4"))
+        assert b.unload_bulk("t") == 1
+        b.close(unpin=True)

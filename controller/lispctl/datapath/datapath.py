@@ -871,14 +871,34 @@ class Datapath:
         return sorted(out, key=lambda a: (a.version, a.packed))
 
     def _read_mapping_ids(self) -> dict[EidPrefix, int]:
+        """Mappings already in pinned maps (a restarted controller). Entries
+        of a bulk table left by a process that did not release() them (it
+        died) are removed: they share ids, which single mappings never do,
+        and have no per-mapping counters, which single mappings always have;
+        adopted as single mappings, the first removal would free an id the
+        others still use."""
         ids: dict[EidPrefix, int] = {}
+        stats = self._t["map_stats"]
+        has_stats: dict[int, bool] = {}
+        leftover: dict[int, bytearray] = {4: bytearray(), 6: bytearray()}
+        leftover_ids: set[int] = set()
         for ver in (4, 6):
             t = self._t[f"map_cache{ver}"]
             for k, v in t.items():
+                mid = int(v.id)
+                single = has_stats.get(mid)
+                if single is None:
+                    single = has_stats[mid] = stats.Key(mid) in stats
+                if not single:
+                    leftover[ver] += bytes(k)
+                    leftover_ids.add(mid)
+                    continue
                 plen = k.prefixlen - 32
                 raw = bytes(k.addr)
                 net = ipaddress.ip_network((raw, plen))
-                ids[EidPrefix(socket.ntohl(k.iid), net)] = int(v.id)
+                ids[EidPrefix(socket.ntohl(k.iid), net)] = mid
+        if leftover_ids:
+            self._bulk_remove(bytes(leftover[4]), bytes(leftover[6]), array("I", sorted(leftover_ids)))
         return ids
 
 
