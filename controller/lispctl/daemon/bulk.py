@@ -7,8 +7,9 @@ entry in the ITR's map-cache, so a million mappings cost the daemon tens of
 MB and seconds, not gigabytes and minutes. The ITR's dynamic map-cache gets
 what the tables leave of the capacity. A table loaded with a TTL is removed
 when it runs out (as fast as unload); loading a name again replaces the
-table. The daemon's loop is busy while a table loads (seconds per million
-mappings): control messages wait in the socket buffers meanwhile.
+table. Through the API the file is parsed in a worker thread; the map
+updates run on the loop (a few seconds per million mappings, during which
+control messages wait in the socket buffers).
 """
 from __future__ import annotations
 
@@ -20,9 +21,21 @@ from typing import Any
 
 from lispctl.api.protocol import ApiError
 from lispctl.datapath.errors import DatapathError
-from lispctl.mapping.bulkfile import BulkFormatError, parse
+from lispctl.mapping.bulkfile import BulkFormatError, BulkTable, parse
 
 log = logging.getLogger("lispctl.daemon")
+
+
+def _read(path: Path, ttl_s: float | None) -> BulkTable:
+    if ttl_s is not None and not ttl_s > 0:
+        raise ApiError(f"ttl must be a positive number of seconds, not {ttl_s!r}")
+    try:
+        with open(path, encoding="utf-8", buffering=1 << 20) as fh:     # line by line: never held whole
+            return parse(fh, source=str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ApiError(f"cannot read {path}: {exc}") from None
+    except BulkFormatError as exc:
+        raise ApiError(str(exc)) from None
 
 
 class BulkTables:
@@ -36,18 +49,23 @@ class BulkTables:
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
     def load(self, path: str | Path, name: str | None = None, ttl_s: float | None = None) -> dict:
-        path = Path(path)
-        name = name or path.name
-        if ttl_s is not None and not ttl_s > 0:
-            raise ApiError(f"ttl must be a positive number of seconds, not {ttl_s!r}")
+        """Parse and install (at start: datapath.map-cache-files)."""
         t0 = time.perf_counter()
-        try:
-            with open(path, encoding="utf-8", buffering=1 << 20) as fh:     # line by line: the file is never held whole
-                table = parse(fh, source=str(path))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ApiError(f"cannot read {path}: {exc}") from None
-        except BulkFormatError as exc:
-            raise ApiError(str(exc)) from None
+        table = _read(Path(path), ttl_s)
+        return self.install(Path(path), name, ttl_s, table, time.perf_counter() - t0)
+
+    async def load_async(self, path: str | Path, name: str | None = None, ttl_s: float | None = None) -> dict:
+        """The API's load: the file is parsed in a worker thread, so the loop
+        keeps serving control messages and API requests meanwhile (the GIL
+        is handed over every few ms); the map updates run on the loop, like
+        every other change to the data plane."""
+        t0 = time.perf_counter()
+        table = await asyncio.to_thread(_read, Path(path), ttl_s)
+        return self.install(Path(path), name, ttl_s, table, time.perf_counter() - t0)
+
+    def install(self, path: Path, name: str | None, ttl_s: float | None, table: BulkTable,
+                parse_s: float) -> dict:
+        name = name or path.name
         parsed = time.perf_counter()
         replaced = 0
         if name in self.dp.bulk_tables():
@@ -62,10 +80,11 @@ class BulkTables:
         if ttl_s is not None:
             self._timers[name] = asyncio.get_running_loop().call_later(ttl_s, self._expire, name)
         self._update_capacity()
-        out = {**bs.info(), "replaced": replaced, "parse_s": round(parsed - t0, 3),
+        out = {**bs.info(), "replaced": replaced, "parse_s": round(parse_s, 3),
                "install_s": round(done - parsed, 3), "ttl_s": ttl_s}
-        log.info("map-cache table %s loaded from %s: %d IPv4 + %d IPv6 mappings (%d skipped) in %.2f s",
-                 name, path, out["ipv4"], out["ipv6"], out["skipped"], done - t0)
+        log.info("map-cache table %s loaded from %s: %d IPv4 + %d IPv6 mappings (%d skipped) in %.2f s "
+                 "(parsing %.2f s)", name, path, out["ipv4"], out["ipv6"], out["skipped"],
+                 parse_s + done - parsed, parse_s)
         return out
 
     def unload(self, name: str) -> dict:

@@ -183,7 +183,7 @@ def _handlers(paths: InstancePaths, device: Device, rt: Runtime, request_stop) -
             raise ApiError('"name" must be a non-empty string')
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))):
             raise ApiError('"ttl" must be a number of seconds')
-        return tables().load(path, name, ttl)
+        return tables().load_async(path, name, ttl)
 
     def unload_table(req):
         if not isinstance(req.get("name"), str):
