@@ -184,11 +184,15 @@ def _cpu_times() -> tuple[int, int]:
     return sum(f) - idle, sum(f)
 
 
+_waited = [0.0]   # seconds wait_quiet spent beyond its one window (someone else's load)
+
+
 def wait_quiet(window: float = 0.5, limit: float = QUIET_BUSY, patience: float = QUIET_PATIENCE) -> float:
     """Wait until the machine is quiet between samples (another program's
     load would decide the result, not the data path); returns the busy
     fraction of the last window (above `limit`: gave up after `patience` s)."""
-    deadline = time.monotonic() + patience
+    start = time.monotonic()
+    deadline = start + patience
     said = False
     while True:
         b0, t0 = _cpu_times()
@@ -196,6 +200,7 @@ def wait_quiet(window: float = 0.5, limit: float = QUIET_BUSY, patience: float =
         b1, t1 = _cpu_times()
         busy = (b1 - b0) / max(t1 - t0, 1)
         if busy <= limit or time.monotonic() > deadline:
+            _waited[0] += max(0.0, time.monotonic() - start - window)
             return busy
         if not said:
             print(f"  machine busy ({busy:.0%}), waiting up to {patience:.0f} s")
@@ -332,6 +337,7 @@ def measure(rec) -> tuple[dict[str, list[dict[str, float]]], dict[str, str], dic
 
 def run(rec) -> None:
     t_start = time.monotonic()
+    _waited[0] = 0.0
     samples, errors, counters, noisy = measure(rec)
     keys = [k for k, _ in COLUMNS] + ["udp64_sent_pps", "udp64_multi_sent_pps"]
     med: dict[str, dict[str, float]] = {}
@@ -419,7 +425,16 @@ def run(rec) -> None:
         rec.note("Generator-bound or data-path-bound: each mode's median as a share of the sink's "
                  f"(same test, nothing forwarded). At {GENERATOR_BOUND:.0%} or more the generator "
                  "(UDP: trafgen and its veth hop) or the TCP endpoints are the limit and the figure says "
-                 "little about the data path; below, the forwarding chain is.")
+                 "little about the data path; below, the forwarding chain is. Why the sink decides it: on "
+                 "veth every hop's softirq work runs on the sending CPU (netif_rx queues to the current "
+                 "CPU), so trafgen's CPU carries generator and whole chain, and the iperf3 client's CPU "
+                 "carries the TCP send path and every hop while the server's CPU only copies data out. "
+                 "UDP 64 B is one packet per 64 bytes, so the chain's per-packet work dominates and these "
+                 "figures are data-path-bound unless they reach the sink. TCP crosses as ~45 KB GSO "
+                 "super-packets, one program run per super-packet, so per-packet costs are spread over "
+                 "~700 times more bytes and the endpoints' own work (copies, checksums, ACKs) is most of "
+                 "it: a TCP figure near the sink's says the endpoints are the limit, and TCP ratios "
+                 "between modes then hide data-path differences rather than show them.")
         rec.note("")
         rec.note("| share of the sink's rate | " + " | ".join(h.replace(" Gbit/s", "").replace(", pkt/s", "")
                                                         for _, h in COLUMNS) + " |")
@@ -463,9 +478,11 @@ def run(rec) -> None:
                 else "Every sample started on a quiet machine."))
     elapsed = time.monotonic() - t_start
     rec.note("")
-    rec.note(f"The module ran {elapsed / 60:.1f} minutes.")
+    rec.note(f"The module ran {elapsed / 60:.1f} minutes, {_waited[0] / 60:.1f} of them waiting for "
+             "a quiet machine.")
     rec.figure("throughput_busy_samples_count", len(noisy))
     rec.figure("throughput_run_seconds", round(elapsed, 1))
+    rec.figure("throughput_waiting_for_quiet_seconds", round(_waited[0], 1))
     for mode, err in errors.items():
         rec.note(f"\n{mode} failed: `{err}`")
     if errors:
