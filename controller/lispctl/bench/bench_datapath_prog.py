@@ -74,7 +74,9 @@ def _routes(indexes: range) -> None:
     if not indexes:
         return
     batch = "".join(f"route add {_filler(i)} via {RLOC_PEER}\n" for i in indexes)
-    subprocess.run(["ip", "-batch", "-"], input=batch, text=True, check=True, capture_output=True)
+    cp = subprocess.run(["ip", "-batch", "-"], input=batch, text=True, capture_output=True)
+    if cp.returncode:
+        raise RuntimeError(f"ip -batch (routes for bpf-forward): {cp.stderr.strip()[:500]}")
 
 
 def _lab() -> None:
