@@ -185,6 +185,7 @@ def _cpu_times() -> tuple[int, int]:
 
 
 _waited = [0.0]   # seconds wait_quiet spent beyond its one window (someone else's load)
+_timing: dict[str, float] = {}   # build_s, sample_s (sum), samples (count, retakes included)
 
 
 def wait_quiet(window: float = 0.5, limit: float = QUIET_BUSY, patience: float = QUIET_PATIENCE) -> float:
@@ -295,6 +296,7 @@ def measure(rec) -> tuple[dict[str, list[dict[str, float]]], dict[str, str], dic
     noisy: list[str] = []
     with contextlib.ExitStack() as stack:
         labs: dict[str, Lab] = {}
+        t0 = time.monotonic()
         for mode in MODES:
             try:
                 lab = stack.enter_context(Lab(load("dataplane")))
@@ -304,6 +306,7 @@ def measure(rec) -> tuple[dict[str, list[dict[str, float]]], dict[str, str], dic
                 errors[mode] = repr(exc)
                 print(f"  {mode} failed: {exc!r}")
         order = list(labs)
+        _timing.update(build_s=time.monotonic() - t0, sample_s=0.0, samples=0)
         for r in range(ROUNDS):
             for mode in order[r % len(order):] + order[: r % len(order)]:
                 if mode in errors:
@@ -315,7 +318,10 @@ def measure(rec) -> tuple[dict[str, list[dict[str, float]]], dict[str, str], dic
                     for attempt in range(2):
                         before = wait_quiet()
                         print(f"  -- round {r + 1} {mode} (before: {before:.0%} busy)")
+                        t1 = time.monotonic()
                         s = sample(labs[mode], mode)
+                        _timing["sample_s"] += time.monotonic() - t1
+                        _timing["samples"] += 1
                         after = wait_quiet(patience=0)
                         if max(before, after) <= QUIET_BUSY:
                             break
@@ -478,8 +484,12 @@ def run(rec) -> None:
                 else "Every sample started on a quiet machine."))
     elapsed = time.monotonic() - t_start
     rec.note("")
-    rec.note(f"The module ran {elapsed / 60:.1f} minutes, {_waited[0] / 60:.1f} of them waiting for "
-             "a quiet machine.")
+    per = _timing.get("sample_s", 0.0) / max(_timing.get("samples", 0), 1)
+    quiet = _timing.get("build_s", 0.0) + ROUNDS * len(MODES) * (per + 1.0)   # + the two 0.5 s quiet checks
+    rec.note(f"The module ran {elapsed / 60:.1f} minutes: {_waited[0] / 60:.1f} waiting for a quiet machine, "
+             f"{_timing.get('build_s', 0.0):.0f} s building the labs, {int(_timing.get('samples', 0))} samples "
+             f"(retakes included) of {per:.0f} s each; on a quiet machine, about {quiet / 60:.1f} minutes.")
+    rec.figure("throughput_quiet_machine_estimate_seconds", round(quiet, 1))
     rec.figure("throughput_busy_samples_count", len(noisy))
     rec.figure("throughput_run_seconds", round(elapsed, 1))
     rec.figure("throughput_waiting_for_quiet_seconds", round(_waited[0], 1))
