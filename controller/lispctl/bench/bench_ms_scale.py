@@ -191,6 +191,13 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU time (user + system) the process has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _daemon_pid(p) -> int:
     """The lispctl process itself (the lab may start it through a wrapper)."""
     pid = p.pid
@@ -230,7 +237,9 @@ def _measure(rec) -> dict:
         phases = [("cold", rounds[0])] + [(f"steady{r}", rounds[r]) for r in range(1, len(rounds))] \
             + [("warm", rounds[-1])]
         for name, msgs in phases:
+            cpu = _cpu_s(pid)
             out = lab.call("gen", _phase_here, msgs, MS_ADDR, WINDOW, 1)
+            out["cpu_s"] = _cpu_s(pid) - cpu
             out["rss_kib"] = _rss_kib(pid)
             res[name] = out
         c1 = client.call("counters")["roles"]["ms"]

@@ -566,8 +566,11 @@ class MapServerRole:
         addrs = [l.address for l in locs if isinstance(l.address, (IPv4Address, IPv6Address))]
         usable = sorted((l for l in locs if type(l.address) in (IPv4Address, IPv6Address)),
                         key=lambda l: (not l.reachable, l.priority == 255, l.priority))
-        name = ",".join(sorted({str(a) for a in addrs},
-                               key=lambda t: (":" in t, ipaddress.ip_address(t)))) or "no-rloc"
+        if len(addrs) == 1:
+            name = str(addrs[0])
+        else:
+            name = ",".join(sorted({str(a) for a in addrs},
+                                   key=lambda t: (":" in t, ipaddress.ip_address(t)))) or "no-rloc"
         # usable holds IP-address locators only (filtered above)
         return name, frozenset(addrs), tuple(cast(IPAddress, l.address) for l in usable), locs
 
