@@ -132,8 +132,9 @@ class _Outgoing:
     interval: float
 
 
-# (registrant name, set of its IP RLOCs, usable IP RLOCs best first, the record's locators)
-_Rlocs = tuple[str, frozenset[IPAddress], tuple[IPAddress, ...], tuple[LocatorRecord, ...]]
+# (registrant name, its IP RLOCs, usable IP RLOCs best first); tuples, not
+# sets: a record has a few RLOCs, and 100,000 sites hold one each
+_Rlocs = tuple[str, tuple[IPAddress, ...], tuple[IPAddress, ...]]
 
 
 class _Shape:
@@ -559,11 +560,10 @@ class MapServerRole:
         return True
 
     def _rlocs(self, rec: EidRecord) -> _Rlocs:
-        """(registrant name, set of RLOC addresses, usable RLOC addresses best
-        first, the locators) of a record: what the MAC covers, so what a
-        registration is bound to."""
+        """(registrant name, RLOC addresses, usable RLOC addresses best first)
+        of a record: what the MAC covers, so what a registration is bound to."""
         locs = rec.locators
-        addrs = [l.address for l in locs if isinstance(l.address, (IPv4Address, IPv6Address))]
+        addrs = tuple(l.address for l in locs if isinstance(l.address, (IPv4Address, IPv6Address)))
         usable = sorted((l for l in locs if type(l.address) in (IPv4Address, IPv6Address)),
                         key=lambda l: (not l.reachable, l.priority == 255, l.priority))
         if len(addrs) == 1:
@@ -572,7 +572,7 @@ class MapServerRole:
             name = ",".join(sorted({str(a) for a in addrs},
                                    key=lambda t: (":" in t, ipaddress.ip_address(t)))) or "no-rloc"
         # usable holds IP-address locators only (filtered above)
-        return name, frozenset(addrs), tuple(cast(IPAddress, l.address) for l in usable), locs
+        return name, addrs, tuple(cast(IPAddress, l.address) for l in usable)
 
     def _apply_record(self, entry: list[Any], rec: EidRecord, registrant: str, in_rlocs: bool,
                       etr: Endpoint | None, shape: _Shape, nonce: int, key_id: int, mac: bytes,
