@@ -165,9 +165,16 @@ def _handlers(paths: InstancePaths, device: Device, rt: Runtime, request_stop) -
         out = {"daemon": {**dict(sorted(rt.counters.items())),
                           **{f"socket_{k}": v for k, v in rt.socket_counters().items()}},
                "roles": {}}
-        for name, snap in rt.role_snapshots().items():
-            if isinstance(snap, dict) and isinstance(snap.get("counters"), dict):
-                out["roles"][name] = snap["counters"]
+        # each role's own counters: not its whole snapshot (a Map-Server's
+        # lists every site and registration, 100,000s of them)
+        for name, role in rt.roles:
+            c = getattr(role, "counters", None)
+            if hasattr(c, "snapshot"):
+                out["roles"][name] = c.snapshot()
+            else:
+                snap = rt.role_snapshot(name, role)
+                if isinstance(snap, dict) and isinstance(snap.get("counters"), dict):
+                    out["roles"][name] = snap["counters"]
         if device.datapath is not None:
             try:
                 out["datapath"] = _jsonable(device.datapath.counters())
