@@ -48,12 +48,12 @@ from lispctl.roles.ddt import MapServerDdt, is_ddt_request
 from lispctl.roles.lispsec import Opened, ms_eid_ad, ms_signed, open_request, to_etr
 from lispctl.roles.nat_ms import InfoResponder
 from lispctl.roles.ratelimit import PER_KEY, RateLimiter
-from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF, AUTH_DATA_LENGTHS, ECM, MAP_REGISTER,
+from lispctl.wire import (ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, ECM, MAP_REGISTER,
                           Address, EidRecord, EncapsulatedControlMessage, InfoRequest, InstanceId, LocatorRecord,
                           MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest, RequestRecord,
                           SourceDestKey, UnknownLcaf, eid_record,
                           record_prefix, sign, verify)
-from lispctl.wire.auth import map_notify_from
+from lispctl.wire.auth import map_notify_from, verify_register
 from lispctl.wire.control import _AUTH_HDR, _MREG_M, _MREG_P, _MREG_S
 from lispctl.wire.records import decode_eid_records
 
@@ -61,7 +61,6 @@ from lispctl.wire.records import decode_eid_records
 # Map-Register path; cleared when full (accept-more-specifics lets a site
 # register many distinct prefixes).
 _OWNER_CACHE_MAX = 65536
-_REGISTER_ALGS = (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF)
 # Per site: how many replaced Map-Register MACs are remembered to refuse
 # replays: _SUPERSEDED_MAX, fewer when there are many sites so that all
 # together stay under _SUPERSEDED_TOTAL (at least _SUPERSEDED_MIN per site).
@@ -171,7 +170,7 @@ class _Shape:
         is the registrant's. Its ETR is the source when that is one of them
         (the address we know reaches it), else an RLOC of the source's
         family (an IPv4-only MS with a site's IPv6 EIDs on IPv6 RLOCs)."""
-        if addr != self.src_addr:
+        if addr is not self.src_addr and addr != self.src_addr:
             from_rloc = any(addr in r[1] for r in self.rlocs_of)
             if from_rloc:
                 etr: Endpoint | None = Endpoint(addr, CONTROL_PORT)
@@ -499,7 +498,7 @@ class MapServerRole:
         counters["map_register_rx"] += 1
         site = shape.site
         key = site.key_bytes.get(key_id)
-        if key is None or not verify(data, key, alg_ids=_REGISTER_ALGS):
+        if key is None or not verify_register(data, alg_id, len(mac), key):
             site.bad_auth += 1
             counters["map_register_bad_auth"] += 1
             out.log(f"dropped Map-Register from {src.addr} for site {site.cfg.name}: "

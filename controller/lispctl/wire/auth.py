@@ -33,7 +33,7 @@ from .control import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF, ALG_
 
 __all__ = ["ALG_NONE", "ALG_HMAC_SHA1", "ALG_HMAC_SHA256", "ALG_HMAC_SHA256_HKDF", "AUTH_DATA_LENGTHS",
            "AUTH_OFFSET",
-           "compute_mac", "sign", "signed", "verify", "auth_fields", "map_notify_for", "map_notify_from"]
+           "compute_mac", "sign", "signed", "verify", "auth_fields", "map_notify_for", "map_notify_from", "verify_register"]
 
 AUTH_TYPES = frozenset((MAP_REGISTER, MAP_NOTIFY, MAP_NOTIFY_ACK, INFO))
 AUTH_OFFSET = 16            # the auth data starts here in every AUTH_TYPES message
@@ -50,6 +50,8 @@ _HKDF_SALTS = {MAP_REGISTER: b"Map-Register Authentication", MAP_NOTIFY: b"Map-N
 
 
 def _key(key: str | bytes) -> bytes:
+    if type(key) is bytes:
+        return key
     return key.encode("utf-8") if isinstance(key, str) else bytes(key)
 
 
@@ -182,7 +184,7 @@ def map_notify_from(raw: bytes, alg_id: int, alen: int, key: str | bytes, count:
     head = _WORD.pack(word) + raw[4:AUTH_OFFSET]             # nonce, key ID, alg ID, auth length
     if alen == 0:
         return head + body
-    digest = _digest_name(alg_id, key)
+    digest = _DIGESTS.get(alg_id) if type(key) is bytes else _digest_name(alg_id, key)
     if digest is not None:
         return head + _py_hmac.digest(_key(key), head + _ZEROS[alen] + body, digest) + body
     m = _mac_for(alg_id, key, head)
@@ -235,6 +237,19 @@ def verify(raw: bytes, key: str | bytes, *,
     except InvalidSignature:
         return False
     return True
+
+
+def verify_register(raw: bytes, alg_id: int, alen: int, key: bytes) -> bool:
+    """verify(raw, key, alg_ids=(1, 2, 3)) for a caller that already checked
+    that raw is a Map-Register whose auth length alen is alg_id's full MAC
+    length (a Map-Server's per-message path: one hashlib call for algorithms
+    1 and 2, whatever the number of keys; no keyed HMAC is kept per key)."""
+    digest = _DIGESTS.get(alg_id)
+    if digest is None:
+        return verify(raw, key, alg_ids=(ALG_HMAC_SHA256_HKDF,))
+    end = AUTH_OFFSET + alen
+    return _py_hmac.compare_digest(
+        _py_hmac.digest(key, raw[:AUTH_OFFSET] + _ZEROS[alen] + raw[end:], digest), raw[AUTH_OFFSET:end])
 
 
 # Kept for callers that already hold two MACs (e.g. comparing a stored one).
