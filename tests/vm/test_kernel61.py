@@ -44,7 +44,6 @@ SUBSET = [
     "tests/datapath/test_xdp.py::test_xdp_decapsulation_exact",          # XDP ETR, 4 pairs
     "tests/datapath/test_xdp.py::test_xdp_inner_ttl_becomes_min_of_inner_and_outer",
     "tests/datapath/test_xdp_itr.py::test_xdp_itr_encapsulates_like_tc",    # XDP ITR, 4 pairs
-    "tests/datapath/test_xdp_itr_pair.py",                  # XDP ITR + ETR over veth (one more compile)
     "tests/datapath/test_gso.py",                           # real GSO packets, both outer families
     "tests/datapath/test_bulk.py::test_batched_and_per_element_paths_agree",  # batch ops on 6.1's LPM trie
     "tests/datapath/test_bulk.py::test_conflicts_with_single_mappings",
