@@ -41,6 +41,11 @@ from lispctl.wire import (EncapsulatedControlMessage, MalformedMessage, MapNotif
 _PENDING_S = 10.0          # how long a forwarded register waits for its Map-Notify
 
 
+def _hostport(ep: Endpoint) -> str:
+    """address:port, an IPv6 address in brackets (as `lispctl status` shows the xTR's side)."""
+    return f"[{ep.addr}]:{ep.port}" if ep.addr.version == 6 else f"{ep.addr}:{ep.port}"
+
+
 @dataclass
 class Peer:
     xtr_id: int
@@ -157,11 +162,11 @@ class RtrRole:
         peer = self.peers.get(p.xtr_id)
         if peer is None:
             peer = self.peers[p.xtr_id] = Peer(p.xtr_id, p.source, p.private, p.ms, first_seen=now)
-            out.log(f"NATed xTR {p.xtr_id:032x} at {p.source.addr}:{p.source.port} "
+            out.log(f"NATed xTR {p.xtr_id:032x} at {_hostport(p.source)} "
                     f"({', '.join(str(e) for e in p.eids)})")
         elif peer.translated != p.source:
             c["peer_rebound"] += 1
-            out.log(f"NATed xTR {p.xtr_id:032x} moved to {p.source.addr}:{p.source.port}")
+            out.log(f"NATed xTR {p.xtr_id:032x} moved to {_hostport(p.source)}")
         for eid in set(peer.eids) - set(p.eids):
             out.items.append(RemoveMapping(eid))
         peer.translated, peer.private, peer.ms, peer.eids = p.source, p.private, p.ms, p.eids
@@ -181,7 +186,7 @@ class RtrRole:
         now = self._now
         return {
             "peers": [{
-                "xtr_id": f"{p.xtr_id:032x}", "translated": f"{p.translated.addr}:{p.translated.port}",
+                "xtr_id": f"{p.xtr_id:032x}", "translated": _hostport(p.translated),
                 "private": str(p.private), "map_server": str(p.ms), "eids": [str(e) for e in p.eids],
                 "registers": p.registers, "confirmed_s_ago": round(now - p.last_confirmed, 1),
             } for p in self.peers.values()],
