@@ -79,6 +79,7 @@ instance = "{TAG}-ms"
 roles = ["ms", "mr"]
 [ms]
 rtr-rlocs = ["{RTR_ADDR}"]
+rtr-keys = {{ "{RTR_ADDR}" = "ms-rtr-secret" }}     # Map-Notify to the RTR: R bit + MS-RTR MAC
 [[site]]
 name = "mn"
 keys = {{ 1 = "mn-secret" }}
@@ -99,6 +100,7 @@ rloc-facing = ["eth0"]
 address = "{MS_ADDR}"
 [rtr]
 map-servers = ["{MS_ADDR}"]
+map-server-keys = {{ "{MS_ADDR}" = "ms-rtr-secret" }}
 """
 XTR = """
 instance = "{tag}-{name}"
@@ -248,6 +250,12 @@ def test_nat66_detected_and_registration_through_the_rtr_over_ipv6(lab):
     peer = _eventually(lambda: _rtr_peer(lab), 10)
     assert peer["xtr_id"] == XTR_ID and peer["translated"] == f"[{NAT_PUBLIC}]:{MAPPED_PORT}", peer
     assert peer["private"] == PRIVATE and peer["eids"] == ["10.1.0.0/24"]
+    # the MS authenticated its Map-Notify to the RTR (MS-RTR key), the RTR
+    # checked it, stripped it and relayed the site-signed notify to mn
+    assert _cli(lab, "ms", "counters")["roles"]["ms"]["map_notify_ms_rtr_auth_tx"] >= 1
+    rtr = _cli(lab, "rtr", "counters")["roles"]["rtr"]
+    assert rtr["notify_relayed"] >= 1, rtr
+    assert not {"notify_bad_ms_rtr_auth", "notify_without_ms_rtr_auth", "notify_unknown"} & set(rtr), rtr
     # the MS holds mn's EID with the RTR as its IPv6 locator, registered by the RTR
     sites = {s["name"]: s for s in _cli(lab, "ms", "sites")}
     [reg] = sites["mn"]["eid_prefixes"][0]["registrations"]

@@ -12,7 +12,11 @@ Trust: we cannot check the xTR's MAC, the Map-Server can. So a peer (keyed
 by its xTR-ID) and its translated address:port are recorded only when the
 Map-Server answers the forwarded Map-Register with a Map-Notify of the same
 nonce from the address we sent it to: a forged register naming somebody
-else's xTR-ID never moves that xTR's binding. We forward only registers
+else's xTR-ID never moves that xTR's binding. With an MS-RTR key for the
+Map-Server ([rtr] map-server-keys) the Map-Notify must also carry the R bit
+and a valid MS-RTR MAC (wire/auth.py): an underlay attacker who saw a
+register's nonce (it crosses the underlay in clear) and spoofs the
+Map-Server's address cannot confirm a forged register. We forward only registers
 that carry an xTR-ID (I bit), only to configured Map-Servers ([rtr]
 map-servers: otherwise we would be a reflector), at most one outstanding
 register per xTR-ID, at a bounded rate per source and overall ([rtr]
@@ -27,6 +31,7 @@ interfaces - see docs/nat.md, "Data through the RTR".
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +41,8 @@ from lispctl.roles.base import Effect, Effects, Endpoint, InstallMapping, Remove
 from lispctl.roles.common import Counters, decode
 from lispctl.roles.ratelimit import RateLimiter
 from lispctl.wire import (EncapsulatedControlMessage, MalformedMessage, MapNotify, MapRegister,
-                          record_prefix)
+                          decode_control, record_prefix)
+from lispctl.wire.auth import strip_ms_rtr_auth
 
 _PENDING_S = 10.0          # how long a forwarded register waits for its Map-Notify
 
@@ -76,6 +82,7 @@ class RtrRole:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.map_servers = set(cfg.rtr.map_servers)
+        self.ms_keys = dict(cfg.rtr.map_server_keys)
         self.peers: dict[int, Peer] = {}
         self.pending: dict[int, _Pending] = {}          # nonce -> forwarded register
         self._pending_by_xtr: dict[int, int] = {}        # xTR-ID -> its outstanding nonce
@@ -115,7 +122,7 @@ class RtrRole:
         if type(msg) is EncapsulatedControlMessage and type(msg.message) is MapRegister:
             self._on_register(msg, src, now, out)
         elif type(msg) is MapNotify:
-            self._on_notify(msg, src, now, out)
+            self._on_notify(data, msg, src, now, out)
         return out.items
 
     def _on_register(self, ecm: EncapsulatedControlMessage, src: Endpoint, now: float, out: Effects) -> None:
@@ -152,12 +159,30 @@ class RtrRole:
         out.send(reg.encode(), Endpoint(ecm.inner_dst))
         c["register_forwarded"] += 1
 
-    def _on_notify(self, msg: MapNotify, src: Endpoint, now: float, out: Effects) -> None:
+    def _on_notify(self, data: bytes, msg: MapNotify, src: Endpoint, now: float, out: Effects) -> None:
         c = self.counters
         p = self.pending.get(msg.nonce)
         if p is None or src.addr != p.ms:
             c["notify_unknown"] += 1
             return
+        key = self.ms_keys.get(p.ms)
+        if key is not None:
+            # checked before the pending register is used up: a forged notify
+            # must not cancel the genuine one either
+            signed = strip_ms_rtr_auth(data, key)
+            if signed is None:
+                c["notify_bad_ms_rtr_auth" if msg.rtr else "notify_without_ms_rtr_auth"] += 1
+                out.log(f"ignored Map-Notify from {src.addr}: "
+                        f"{'bad' if msg.rtr else 'no'} MS-RTR authentication")
+                return
+            stripped = decode_control(signed)
+            assert type(stripped) is MapNotify        # strip_ms_rtr_auth decoded it as one
+            msg = stripped                            # what the xTR gets: as without an RTR
+        elif msg.rtr:
+            # a Map-Server with a key we were not given: the xTR's MAC covers
+            # the notify without the MS-RTR fields
+            msg = dataclasses.replace(msg, rtr=False, ms_rtr_key_id=None, ms_rtr_auth_data=b"")
+            c["notify_ms_rtr_auth_unchecked"] += 1
         self._drop_pending(msg.nonce)
         peer = self.peers.get(p.xtr_id)
         if peer is None:
