@@ -265,3 +265,28 @@ def test_forged_notify_from_the_map_servers_address_needs_the_ms_rtr_key(keyed):
 def test_map_server_keys_must_name_map_servers():
     with pytest.raises(ConfigError, match="map-server-keys"):
         loads(RTR + 'map-server-keys = { "192.0.2.1" = "k" }\n')
+
+
+def test_rtr_never_encapsulates_to_itself_and_its_peers_entries_win():
+    """The MS names the RTR as locator of every NATed xTR it relays for.
+    The RTR's ITR resolving such an EID while no peer holds it hands the
+    data plane our own RLOC as unusable (dropped, counted: no locator);
+    once the peer is confirmed its entry is the RTR's alone: the ITR
+    forgets its own, so no refresh or expiry of it replaces the peer's."""
+    from lispctl.mapping.types import EidPrefix, MapAction
+    import ipaddress
+    cfg = loads(RTR.replace("max-peers = 2\n", "") + '[interfaces]\nrloc-facing = ["eth0"]\n'
+                '[[map-resolver]]\naddress = "198.51.100.10"\n')
+    roles = dict(build_roles(cfg, interface_addresses={"eth0": [RTR_EP.addr]}))
+    rtr, itr = roles["rtr"], roles["itr"]
+    assert itr.rtr is rtr and rtr.itr is itr
+    steered = itr._rlocs_for_dp((Rloc(RTR_EP.addr), Rloc(A("192.0.2.7"))))
+    assert steered == (Rloc(RTR_EP.addr, priority=255, reachable=False), Rloc(A("192.0.2.7")))
+    assert rtr.counters["map_cache_self_locator"] == 1
+    eid = EidPrefix(0, ipaddress.ip_network("10.1.0.0/24"))
+    itr._cache_install(eid, (Rloc(RTR_EP.addr),), MapAction.NO_ACTION, 60.0, 0.0)
+    assert itr.cache.get(eid) is not None
+    nat, ms, reg = registered_via_rtr()
+    notify, effects = confirmed(rtr, ms, reg)
+    assert [e for e in effects if isinstance(e, InstallMapping)][0].rlocs == (Rloc(NAT_PUBLIC, port=40341),)
+    assert itr.cache.get(eid) is None and itr.reinstall_all(2.0) == []

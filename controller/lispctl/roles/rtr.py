@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress, Rloc
@@ -43,6 +43,10 @@ from lispctl.roles.ratelimit import RateLimiter
 from lispctl.wire import (EncapsulatedControlMessage, MalformedMessage, MapNotify, MapRegister,
                           decode_control, record_prefix)
 from lispctl.wire.auth import strip_ms_rtr_auth
+
+if TYPE_CHECKING:  # itr.py imports this module
+    from lispctl.roles.itr import ItrRole
+    from lispctl.roles.local import LocalSite
 
 _PENDING_S = 10.0          # how long a forwarded register waits for its Map-Notify
 
@@ -89,6 +93,23 @@ class RtrRole:
         self.counters = Counters()
         self.limit = RateLimiter(cfg.rtr.register_rate_per_source, cfg.rtr.register_rate)
         self._now = 0.0
+        # with a data plane (roles/__init__.py): the ITR resolving what we
+        # miss, and our RLOCs
+        self.itr: ItrRole | None = None
+        self.site: LocalSite | None = None
+
+    def steer(self, rlocs: tuple[Rloc, ...]) -> tuple[Rloc, ...]:
+        """The locators the ITR hands the data plane: our own RLOCs made
+        unusable. The Map-Server names us as the locator of every NATed xTR we
+        relay for; while no confirmed peer holds that EID (the xTR is gone,
+        or never confirmed) its data has no translated port to go to, and is
+        dropped and counted (drop_no_locator) instead of sent to ourselves."""
+        mine = set(self.site.rlocs()) if self.site is not None else set()
+        if not any(r.address in mine for r in rlocs):
+            return rlocs
+        self.counters["map_cache_self_locator"] += 1
+        return tuple(dataclasses.replace(r, priority=255, reachable=False) if r.address in mine else r
+                     for r in rlocs)
 
     # ------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:
@@ -198,6 +219,8 @@ class RtrRole:
         # where data for the peer's EIDs goes: its NAT's address AND port
         loc = (Rloc(p.source.addr, port=p.source.port),)
         for eid in p.eids:
+            if self.itr is not None:
+                self.itr.forget(eid)          # ours now: the ITR's entry (us as locator) must not return
             out.items.append(InstallMapping(eid, loc, ttl_s=self.cfg.rtr.peer_timeout))
         peer.last_confirmed = now
         peer.registers += 1
