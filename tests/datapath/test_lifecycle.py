@@ -175,3 +175,17 @@ def test_static_runner_in_netns(lab, pin_root, tmp_path):
     assert rc == 0, proc.stderr.read()
     assert not (pin_root / "st").exists(), "unpinned on exit"
     del Datapath
+
+
+def test_prefer_local_rloc_makes_it_the_outer_source(dp):
+    """A mobile node's preferred uplink, back after another took over, is
+    the outer source again (daemon/mobile.py); both stay local RLOCs."""
+    import ipaddress
+    a, b = ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("192.0.2.2")
+    dp.add_local_rloc(b)
+    assert bytes(dp._config().src4) == a.packed
+    dp.prefer_local_rloc(b)
+    assert bytes(dp._config().src4) == b.packed and dp.local_rlocs()[:2] == [b, a]
+    assert dp.local_rlocs()[2:] == [ipaddress.ip_address("2001:db8:1::1")]
+    keys = {bytes(k.addr)[:4] for k in dp._t["local_rlocs"].keys() if k.family == 4}
+    assert {a.packed, b.packed} <= keys

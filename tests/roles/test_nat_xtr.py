@@ -6,7 +6,7 @@ import random
 from lispctl.config import loads
 from lispctl.roles import build_roles
 from lispctl.mapping.types import Rloc
-from lispctl.roles.base import Endpoint, Send
+from lispctl.roles.base import Endpoint, InstallMapping, RemoveMapping, Send
 from lispctl.roles.nat import NAT, NAT_NO_RTR, PROBING, PUBLIC, NatRole
 from lispctl.wire import (EncapsulatedControlMessage, InfoReply, InfoRequest, MapNotify, MapRegister,
                           NatTraversal, decode_control, sign, verify)
@@ -285,3 +285,140 @@ def test_mobile_node_probes_each_uplink_with_its_family_map_server():
     assert got == [("192.168.7.2", "192.0.2.10"), ("2001:db8:a2::9", "2001:db8:5::10")]
     assert all(isinstance(decode_control(s.payload), InfoRequest) for s in reqs)
     assert all(s.src.port == 4341 for s in reqs)        # the data port, as the draft says (docs/nat.md)
+
+
+# A node with a NATed uplink (home0, preferred) and a public one (pub0), as
+# the nat lab's mobile node mob (docs/nat.md).
+TWO_UPLINKS = XTR.replace('''[[database.locator]]
+interface = "wlan0"
+[[database.locator]]
+address = "192.0.2.50"
+''', '''[[database.locator]]
+interface = "wlan0"
+priority = 1
+[[database.locator]]
+interface = "eth1"
+priority = 2
+''') + '''
+[[map-cache]]
+eid-prefix = "10.2.0.0/16"
+[[map-cache.locator]]
+address = "203.0.113.80"
+'''
+RTR = A("198.51.100.20")
+
+
+def two_uplinks():
+    cfg = loads(TWO_UPLINKS)
+    roles = dict(build_roles(cfg, interface_addresses={"wlan0": [PRIV], "eth1": [PUB]}, rng=random.Random(5)))
+    ms = setup()[3]
+    roles["itr"].tick(0.0)
+    roles["etr"].tick(0.0)
+    return roles, roles["nat"], roles["etr"], roles["itr"], ms
+
+
+def answer(nat, ms, effects, now):
+    """Carry the Info-Requests among effects through the NAT to the MS and back; the effects that caused."""
+    out = []
+    for s in sends(effects):
+        if isinstance(decode_control(s.payload), InfoRequest):
+            seen = through_nat(s)
+            for r in ms.handle(s.payload, seen, s.dst, now):
+                out += nat.handle(r.payload, r.src, s.src, now)
+    return out
+
+
+def registers(effects):
+    """(how sent, {locator: (priority, reachable)}) of each Map-Register among effects."""
+    out = []
+    for s in sends(effects):
+        msg = decode_control(s.payload)
+        via = "direct"
+        if isinstance(msg, EncapsulatedControlMessage):
+            msg, via = msg.message, "rtr"
+        if isinstance(msg, MapRegister):
+            [rec] = msg.records
+            out.append((via, {str(l.address): (l.priority, l.reachable) for l in rec.locators}))
+    return out
+
+
+def test_preferred_nated_uplink_carries_data_through_the_rtr_beside_a_public_one():
+    roles, nat, etr, itr, ms = two_uplinks()
+    out = answer(nat, ms, nat.tick(0.0), 0.0)
+    assert nat.rlocs[PRIV].state == NAT and nat.rlocs[PUB].state == PUBLIC
+    # data follows the preferred uplink: home is NATed, so to the RTR (from 4341)
+    [inst] = [e for e in out if isinstance(e, InstallMapping)]
+    assert inst.rlocs == (Rloc(RTR, port=4341),)
+    # one registration, through the RTR: the RTR in place of the NATed RLOC, the public one as it is
+    assert registers(nat.tick(0.0)) == [("rtr", {str(RTR): (1, True), str(PUB): (2, True)})]
+    assert registers(etr.tick(1.0)) == []              # the ETR does not register meanwhile
+
+
+def test_nated_uplink_down_then_back_hands_over_to_public_and_back():
+    from lispctl.mapping.types import EidPrefix
+    from lispctl.roles.base import MissEvent
+    roles, nat, etr, itr, ms = two_uplinks()
+    answer(nat, ms, nat.tick(0.0), 0.0)
+    nat.tick(0.0)
+    miss = itr.on_miss(MissEvent(EidPrefix.parse("10.9.0.1/32"), A("10.1.0.5")), 0.5)
+    assert [type(e).__name__ for e in miss] == ["InstallMapping"]          # handed to the RTR
+
+    # home0 loses its carrier: no NAT left; data goes directly at once, the
+    # ETR registers the public RLOC directly at once, the miss sent to the
+    # RTR is taken back (the next packet is resolved from the public RLOC)
+    out = etr.set_link_state("wlan0", False, 1.0)
+    assert PRIV not in nat.rlocs and not nat.behind_nat() and nat.data_rtr(4) is None
+    [inst] = [e for e in out if isinstance(e, InstallMapping)]
+    assert [r.address for r in inst.rlocs] == [A("203.0.113.80")] and inst.rlocs[0].port == 0
+    assert [e.eid for e in out if isinstance(e, RemoveMapping)] == [EidPrefix.parse("10.9.0.1/32")]
+    assert registers(out) == [("direct", {str(PRIV): (1, False), str(PUB): (2, True)})]
+
+    # home0 returns: checked at once; until the answer the ETR announces it
+    # unreachable (never the private address to correspondents)
+    out = etr.set_link_state("wlan0", True, 5.0)
+    assert nat.rlocs[PRIV].state == PROBING and nat.hidden(PRIV) and not nat.hidden(PUB)
+    assert registers(out) == [("direct", {str(PRIV): (1, False), str(PUB): (2, True)})]
+    assert not [e for e in out if isinstance(e, InstallMapping)]        # data stays direct
+    out = answer(nat, ms, out, 5.0)
+    assert nat.rlocs[PRIV].state == NAT and nat.data_rtr(4) == RTR
+    [inst] = [e for e in out if isinstance(e, InstallMapping)]
+    assert inst.rlocs == (Rloc(RTR, port=4341),)
+    assert registers(nat.tick(5.0)) == [("rtr", {str(RTR): (1, True), str(PUB): (2, True)})]
+
+
+def test_an_uplink_found_public_after_a_check_is_registered_at_once():
+    roles, nat, etr, itr, ms = two_uplinks()
+    first = nat.tick(0.0)
+    answer(nat, ms, [s for s in sends(first) if s.src.addr == PUB], 0.0)   # only pub0 answered yet
+    assert nat.hidden(PRIV)
+    # home0's answer: it is public after all (no NAT in front of it now)
+    req = next(s for s in sends(first) if s.src.addr == PRIV)
+    out = []
+    for r in ms.handle(req.payload, req.src, req.dst, 0.1):      # not through the NAT
+        out += nat.handle(r.payload, r.src, req.src, 0.1)
+    assert nat.rlocs[PRIV].state == PUBLIC and not nat.hidden(PRIV)
+    assert registers(out) == [("direct", {str(PRIV): (1, True), str(PUB): (2, True)})]
+
+
+def test_no_answer_at_all_hides_nothing():
+    roles, nat, etr, itr, ms = two_uplinks()
+    nat.tick(0.0)
+    assert not nat.hidden(PRIV) and not nat.hidden(PUB)        # an MS without NAT traversal
+
+
+def test_preferred_rlocs_follow_priority_and_links():
+    roles, nat, etr, itr, ms = two_uplinks()
+    site = etr.site
+    assert site.preferred_rlocs() == [PRIV, PUB]
+    site.set_link_state("wlan0", False)
+    assert site.preferred_rlocs() == [PUB]
+
+
+def test_reprobe_checks_every_rloc_again_now():
+    """daemon/mobile.py calls it once the uplinks route from their own RLOCs."""
+    roles, nat, etr, itr, ms = two_uplinks()
+    answer(nat, ms, nat.tick(0.0), 0.0)
+    nat.tick(0.0)                                 # the registration through the RTR
+    assert nat.next_deadline() > 1.0
+    reqs = [s for s in sends(nat.reprobe(1.0)) if isinstance(decode_control(s.payload), InfoRequest)]
+    assert sorted(str(s.src.addr) for s in reqs) == sorted([str(PRIV), str(PUB)])

@@ -40,6 +40,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from lispctl.roles import datapath_plan, find_role
+from lispctl.roles.nat import NatRole
 
 from .build import _interfaces_to_read
 from .ifwatch import LocatorWatch
@@ -167,6 +168,12 @@ class MobileNodeWatch(LocatorWatch):
             await self.attach_rloc_interfaces()   # uplinks that appeared since build
             await self._sync_uplinks()
             self._sync([])
+            nat = find_role(self.device.roles, "nat")
+            if isinstance(nat, NatRole):
+                # NAT checks sent before the uplinks' source routing existed
+                # may have left through another uplink: ask again (roles/nat.py)
+                self.rt._guarded("nat", "reprobe", lambda: nat.reprobe(self.rt.now()))
+                self.rt._reschedule()
             loop.add_reader(watcher.fileno(), self._ready)
             log.info("mobile node: EID device %s (%s), uplinks %s", p.eid_device,
                      ", ".join(map(str, p.eids)),
@@ -283,6 +290,15 @@ class MobileNodeWatch(LocatorWatch):
             for addr in usable:
                 if addr not in have:
                     dp.add_local_rloc(addr)
+            # data leaves from the preferred uplink (best priority), also
+            # when it returns after another took over: behind a NAT that is
+            # the binding the RTR answers through (docs/nat.md)
+            prefer = getattr(dp, "prefer_local_rloc", None)
+            if prefer is not None:
+                for fam in (4, 6):
+                    first = next((a for a in self.site.preferred_rlocs() if a.version == fam), None)
+                    if first is not None:
+                        prefer(first)
             if self.masked is not None:
                 self.masked.families_changed()
         except Exception:

@@ -253,6 +253,15 @@ class Datapath:
     def local_rlocs(self) -> list[IPAddress]:
         return list(self._local_rlocs)
 
+    def prefer_local_rloc(self, addr: IPAddress) -> None:
+        """Make a local RLOC the first of its family: the outer source of
+        encapsulated packets (a mobile node's preferred uplink)."""
+        addr = ipaddress.ip_address(addr)
+        if addr in self._local_rlocs and self._local_rlocs.index(addr) != 0:
+            self._local_rlocs.remove(addr)
+            self._local_rlocs.insert(0, addr)
+            self._update_sources()
+
     def add_local_eid(self, eid: EidPrefix, lsb: int = 1) -> None:
         """EID prefix of this site: decapsulated packets to it are delivered,
         packets to it from the EID side are not encapsulated, and its instance

@@ -76,6 +76,7 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
             # from data port 4341 (the role's default, as the draft says): the
             # NAT binding the RTR learns is then the one data uses (docs/nat.md)
             etr.nat = NatRole(cfg, local_site(), nonce)
+            etr.nat.etr = etr
             out.append(("nat", etr.nat))
     if cfg.is_itr:
         itr = ItrRole(cfg, local_site(), nonce)

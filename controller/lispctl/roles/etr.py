@@ -26,7 +26,7 @@ signed Map-Reply (lispctl.roles.lispsec.EtrSec).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterable
 
 from lispctl.config import Config, MapServerConfig
@@ -198,13 +198,29 @@ class EtrRole:
         out.log(f"Map-Register to {ms.cfg.address} for {len(records)} prefix(es)",
                 f"nonce {nonce:#018x} key-id {ms.cfg.key_id} {ms.cfg.algorithm}")
 
+    def register_now(self, now: float) -> list[Effect]:
+        """Register with every Map-Server at once (the NAT role, when an
+        RLOC's NAT check has come back and we register directly)."""
+        self._now = now
+        out = self._fx()
+        if self.started:
+            for ms in self.ms:
+                ms.retry = self.cfg.etr.register_retry
+                self._register(ms, now, out)
+        return out.items
+
     def _records(self, probed: IPAddress | None = None,
                  only: list[EidPrefix] | None = None) -> list[EidRecord]:
         recs: list[EidRecord] = []
+        # an RLOC whose NAT check is pending or found it unreachable from
+        # outside is announced with R=0 (roles/nat.py NatRole.hidden)
+        hidden = self.nat.hidden if self.nat is not None else None
         for m in self.site.db:
             if not m.rlocs or (only is not None and m.eid not in only):
                 continue
-            locs = tuple(rloc_to_locator(r, local=True, probed=(probed == r.address)) for r in m.rlocs)
+            rlocs = [replace(r, reachable=False) if hidden is not None and r.reachable and hidden(r.address) else r
+                     for r in m.rlocs]
+            locs = tuple(rloc_to_locator(r, local=True, probed=(probed == r.address)) for r in rlocs)
             recs.append(eid_record(m.eid, locs, ttl=self.cfg.etr.record_ttl_minutes, authoritative=True))
         return recs
 

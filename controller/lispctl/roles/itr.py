@@ -149,6 +149,8 @@ class ItrRole:
         self.observe: Callable[[str, float], None] | None = None
         self.nat: NatRole | None = None      # a NatRole steering data to the RTR while behind a NAT
         self.rtr: RtrRole | None = None      # the RTR this ITR resolves for: never encapsulate to itself
+        # misses handed to the RTR (on_miss): taken back when the NAT goes
+        self._via_rtr: dict[EidPrefix, None] = {}
 
     def _fx(self) -> Effects:
         return Effects(default_src=self._src_for if self.cfg.is_mobile_node else None)
@@ -210,9 +212,18 @@ class ItrRole:
         self.holddown.pop(eid, None)
 
     def reinstall_all(self, now: float) -> list[Effect]:
-        """InstallMapping for every positive entry again (where data goes changed)."""
-        return [InstallMapping(e.eid, self._rlocs_for_dp(e.rlocs), e.action, self._ttl_left(e, now))
-                for e in self.cache.entries() if e.rlocs]
+        """InstallMapping for every positive entry again (where data goes
+        changed). Destinations a miss sent to the RTR (on_miss) are removed
+        once their family's data no longer goes there: the next packet
+        misses and is resolved from the RLOC it now leaves from."""
+        out: list[Effect] = [InstallMapping(e.eid, self._rlocs_for_dp(e.rlocs), e.action, self._ttl_left(e, now))
+                             for e in self.cache.entries() if e.rlocs]
+        for eid in [e for e in self._via_rtr if self._nat_rtr(e.prefix.version) is None]:
+            del self._via_rtr[eid]
+            if self.cache.get(eid) is None:
+                out.append(RemoveMapping(eid))
+                self.counters["miss_via_rtr_removed"] += 1
+        return out
 
     def _reachability_changed(self, addrs: Iterable[IPAddress], now: float, out: Effects) -> None:
         """Probing changed these locators' state: re-install the entries using them."""
@@ -345,6 +356,9 @@ class ItrRole:
             # host entry: it goes when the NAT does.
             out.items.append(InstallMapping(event.eid, (Rloc(rtr, port=DATA_PORT),), MapAction.NO_ACTION,
                                             _NAT_MISS_TTL_S))
+            self._via_rtr[event.eid] = None
+            while len(self._via_rtr) > _MAX_PENDING:         # bounded: the oldest have expired
+                del self._via_rtr[next(iter(self._via_rtr))]
             self.counters["miss_sent_to_rtr"] += 1
             return out.items
         # Ask for the destination itself, not a cached (negative) prefix around

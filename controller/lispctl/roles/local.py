@@ -124,6 +124,18 @@ class LocalSite:
         up = [a for a in every if a not in down]
         return up or every
 
+    def preferred_rlocs(self) -> list[IPAddress]:
+        """usable_rlocs() by their best configured priority (stable: ties
+        keep configuration order). The first of a family is the one a mobile
+        node sends its data from (daemon/mobile.py) and, behind a NAT, the
+        one whose RTR carries that data (roles/nat.py)."""
+        best: dict[IPAddress, int] = {}
+        for m in self.db:
+            for r in m.rlocs:
+                if r.reachable:
+                    best[r.address] = min(r.priority, best.get(r.address, 255))
+        return sorted(self.usable_rlocs(), key=lambda a: best.get(a, 255))
+
     def local_locators(self) -> list[Rloc]:
         """Distinct local locators with their reachability (for the data
         plane's locator-status bits)."""

@@ -13,8 +13,9 @@ tells the address and port the Map-Server saw:
                                        the reply, register through it (an ECM
                                        whose inner message is our Map-Register,
                                        sent from port 4341 so the NAT opens
-                                       the data path to the RTR) and send all
-                                       outgoing data of that RLOC to the RTR.
+                                       the data path to the RTR) and, while it
+                                       is our preferred RLOC of its family, send
+                                       all outgoing data to the RTR.
 
 While some RLOC is behind a NAT this role does all the registering (the
 ETR's direct registration would announce an address nobody can reach):
@@ -25,7 +26,9 @@ Map-Server know us. With no NATed RLOC it registers nothing.
 An Info-Reply is accepted only with the nonce of an outstanding
 Info-Request (the last few per RLOC) and a valid MAC from the Map-Server it
 went to; anything else is ignored and counted. RLOCs that no Info-Reply
-answers stay "probing" (retried with back-off) and keep working as before.
+answers stay "probing" (retried with back-off) and keep working as before,
+unless the Map-Server has answered another of our RLOCs: then they are
+announced unreachable (R=0) until their answer comes (`hidden`).
 """
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ from lispctl.roles.common import Counters, NonceSource, decode
 from lispctl.roles.etr import ALG_IDS
 from lispctl.roles.local import LocalSite
 
-if TYPE_CHECKING:  # itr.py imports this module
+if TYPE_CHECKING:  # itr.py and etr.py import this module
+    from lispctl.roles.etr import EtrRole
     from lispctl.roles.itr import ItrRole
 from lispctl.wire import (EidRecord, EncapsulatedControlMessage, InfoReply, InfoRequest,
                           MapNotify, MapRegister, NatTraversal, eid_record, from_eid_prefix,
@@ -90,6 +94,8 @@ class NatRole:
         self._register_nonces: list[int] = []
         self.last_notify: float | None = None
         self.itr: ItrRole | None = None       # the ItrRole whose data we steer to the RTR
+        self.etr: EtrRole | None = None       # re-registers when a NAT check finds an RLOC public
+        self._steered: tuple[IPAddress | None, IPAddress | None] = (None, None)   # data_rtr(4), (6)
         self.xtr_id = cfg.xtr_id
         self._sync(0.0)
 
@@ -99,12 +105,24 @@ class NatRole:
         return any(r.state == NAT for r in self.rlocs.values())
 
     def data_rtr(self, version: int) -> IPAddress | None:
-        """The RTR all data of this outer family goes to: while our RLOCs of
-        that family are behind a NAT (none public), else None."""
-        mine = [r for r in self.rlocs.values() if r.address.version == version]
-        if any(r.state == PUBLIC for r in mine):
-            return None
-        return next((r.rtr for r in mine if r.state == NAT), None)
+        """The RTR all data of this outer family goes to: while our preferred
+        usable RLOC of that family (LocalSite.preferred_rlocs: best priority,
+        the one data leaves from) is behind a NAT, else None. A node with a
+        NATed and a public uplink thus follows its own priorities: data via
+        the RTR while the NATed uplink is preferred, directly once only (or
+        preferably) the public one is left."""
+        first = next((a for a in self.site.preferred_rlocs() if a.version == version), None)
+        r = self.rlocs.get(first) if first is not None else None
+        return r.rtr if r is not None and r.state == NAT else None
+
+    def _restir(self, now: float, out: Effects) -> None:
+        """Where data goes (per family: an RTR or directly) changed since the
+        data plane was last told: every positive map-cache entry again."""
+        steering = (self.data_rtr(4), self.data_rtr(6))
+        if steering != self._steered:
+            self._steered = steering
+            if self.itr is not None:
+                out.items.extend(self.itr.reinstall_all(now))
 
     def steer(self, rlocs: tuple[Rloc, ...]) -> tuple[Rloc, ...]:
         """The locators the data plane gets for a remote mapping: the RTR
@@ -117,6 +135,20 @@ class NatRole:
                 return (Rloc(rtr, port=DATA_PORT),)
         return rlocs
 
+    def hidden(self, rloc: IPAddress) -> bool:
+        """True for an RLOC the ETR announces unreachable (R=0): behind a NAT
+        without an RTR, or still being checked while the Map-Server has
+        answered another of our RLOCs (so it does answer NAT checks: this
+        one's answer is a round trip away). A mobile node's uplink that
+        returns behind a NAT is thus never offered to correspondents at its
+        private address. With no answer at all (an MS without NAT traversal)
+        nothing is hidden: RLOCs work as without [nat]."""
+        r = self.rlocs.get(rloc)
+        if r is None:
+            return False
+        return r.state == NAT_NO_RTR or (r.state == PROBING and any(
+            x.last_reply is not None for x in self.rlocs.values()))
+
     def rtr_for(self, rloc: IPAddress) -> IPAddress | None:
         """Where the data of this RLOC goes: its RTR when behind a NAT, else None."""
         r = self.rlocs.get(rloc)
@@ -127,8 +159,10 @@ class NatRole:
         return next((m for m in self.cfg.map_server if m.address.version == addr.version), None)
 
     def _sync(self, now: float) -> bool:
-        """Follow the site's RLOC list; new RLOCs are probed at once."""
-        current = [a for a in self.site.rlocs() if self._ms_for(a) is not None][:_MAX_RLOCS]
+        """Follow the site's usable RLOCs (address present, link up); new
+        ones, and ones whose link came back, are probed at once: a link that
+        returns may sit behind another NAT (or none) than before."""
+        current = [a for a in self.site.usable_rlocs() if self._ms_for(a) is not None][:_MAX_RLOCS]
         changed = False
         for a in [a for a in self.rlocs if a not in current]:
             changed |= self.rlocs.pop(a).state == NAT
@@ -144,8 +178,20 @@ class NatRole:
         out = Effects()
         if self._sync(now):                      # a NATed RLOC went away
             self._register_at = now
-            if self.itr is not None:
-                out.items.extend(self.itr.reinstall_all(now))
+        self._restir(now, out)                   # e.g. the preferred uplink went or came back
+        if self.started:
+            self._run(now, out)
+        return out.items
+
+    def reprobe(self, now: float) -> list[Effect]:
+        """Ask again for every RLOC now: the daemon calls this once a mobile
+        node's uplinks route from their own RLOCs (daemon/mobile.py); an
+        answer to an Info-Request that left before that (through another
+        uplink) may have been wrong."""
+        self._now = now
+        for r in self.rlocs.values():
+            r.next_at = now
+        out = Effects()
         if self.started:
             self._run(now, out)
         return out.items
@@ -255,13 +301,15 @@ class NatRole:
             r.state = NAT if r.rtr is not None else NAT_NO_RTR
             if r.state == NAT_NO_RTR:
                 c["nat_without_rtr"] += 1
-        if (r.state, r.rtr) != before[::2] and self.itr is not None:
-            out.items.extend(self.itr.reinstall_all(now))    # data now (or no longer) via the RTR
+        self._restir(now, out)                   # data now (or no longer) via the RTR
         if (r.state, r.translated, r.rtr) != before:
             g, p = r.translated
             out.log(f"RLOC {r.address}: {r.state}" + (f", seen as {g}:{p}" if r.state != PUBLIC else "")
                     + (f", RTR {r.rtr}" if r.rtr else ""))
             self._register_at = now              # a new translation or RTR: register now
+            if not self.behind_nat() and self.etr is not None and before[0] != r.state:
+                # the ETR registers: this RLOC is no longer hidden (or now is)
+                out.items.extend(self.etr.register_now(now))
 
     # ------------------------------------------------------------ registering via the RTR
     def _records(self) -> list[EidRecord]:
@@ -273,7 +321,8 @@ class NatRole:
                 if st is not None and st.state == NAT_NO_RTR:
                     continue                     # unreachable from outside
                 addr = st.rtr if st is not None and st.state == NAT and st.rtr is not None else rl.address
-                locs.setdefault(addr, Rloc(addr, rl.priority, rl.weight, rl.reachable))
+                up = rl.reachable and not self.hidden(rl.address)       # hidden: being checked
+                locs.setdefault(addr, Rloc(addr, rl.priority, rl.weight, up))
             if locs:
                 recs.append(eid_record(m.eid, tuple(rloc_to_locator(x) for x in locs.values()),
                                        ttl=self.cfg.etr.record_ttl_minutes, authoritative=True))

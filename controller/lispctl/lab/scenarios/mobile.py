@@ -338,7 +338,7 @@ ETH_P_ALL = 0x0003
 
 def first_packet(ifname: str, addresses: list[str], timeout: float = 10.0) -> None:
     """Print 'ready', then 'first <monotonic>' for the first LISP data packet
-    (UDP 4341) arriving on ifname for one of `addresses`; 'none' on timeout."""
+    (UDP to 4341, not from 4342) arriving on ifname for one of `addresses`; 'none' on timeout."""
     wanted = {ipaddress.ip_address(a).packed for a in addresses}
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     s.bind((ifname, 0))
@@ -356,12 +356,16 @@ def first_packet(ifname: str, addresses: list[str], timeout: float = 10.0) -> No
         eth = struct.unpack("!H", frame[12:14])[0]
         if eth == 0x0800 and len(frame) >= 38 and frame[23] == 17:
             ihl = (frame[14] & 0x0F) * 4
-            dst, dport = frame[30:34], struct.unpack("!H", frame[14 + ihl + 2:14 + ihl + 4])[0]
+            dst = frame[30:34]
+            sport, dport = struct.unpack("!HH", frame[14 + ihl:14 + ihl + 4])
         elif eth == 0x86DD and len(frame) >= 58 and frame[20] == 17:
-            dst, dport = frame[38:54], struct.unpack("!H", frame[56:58])[0]
+            dst = frame[38:54]
+            sport, dport = struct.unpack("!HH", frame[54:58])
         else:
             continue
-        if dport == 4341 and dst in wanted:
+        # not from 4342: behind a NAT, control (Info-Reply, the RTR's
+        # ECM'd Map-Notify) also arrives on 4341 (docs/nat.md)
+        if dport == 4341 and sport != 4342 and dst in wanted:
             print(f"first {now:.6f}", flush=True)
             return
     print("none", flush=True)
