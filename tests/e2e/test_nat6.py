@@ -17,6 +17,7 @@ tests/e2e/test_nat.py) and masquerades everything else.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -224,6 +225,25 @@ def _log(lab, name: str) -> str:
     return (lab["run_dir"] / f"{name}.log").read_text()[-3000:]
 
 
+@contextlib.contextmanager
+def _capture(lab, node: str, bpf_filter: str, name: str):
+    """tcpdump on the node's eth0 while the block runs (stopped by its PID)."""
+    pcap = lab["run_dir"] / f"{name}.pcap"
+    cap = subprocess.Popen(["tcpdump", "-U", "-n", "-i", "eth0", "-w", str(pcap), bpf_filter],
+                           preexec_fn=preexec(NS[node]), stderr=subprocess.PIPE, text=True)
+    try:
+        assert cap.stderr is not None
+        line = cap.stderr.readline()
+        assert "listening" in line, line
+        yield pcap
+    finally:
+        time.sleep(0.2)
+        cap.terminate()
+        cap.wait(10)
+        assert cap.stderr is not None
+        cap.stderr.close()
+
+
 def _datapath_counters(instance: str) -> dict[str, int]:
     """Read from the pinned maps (bpffs is outside any namespace), flat as dataplane.counters."""
     from lispctl.datapath.pinned import read_counters
@@ -262,6 +282,20 @@ def test_nat66_detected_and_registration_through_the_rtr_over_ipv6(lab):
     sites = {s["name"]: s for s in _cli(lab, "ms", "sites")}
     [reg] = sites["mn"]["eid_prefixes"][0]["registrations"]
     assert [r["address"] for r in reg["rlocs"]] == [RTR_ADDR] and reg["source"] == RTR_ADDR
+    # tshark at the RTR, over one keepalive (5 s): the MS's Map-Notify carries
+    # R and the MS-RTR authentication; what goes on to the NAT is an ECM
+    # with the notify the xTR would have got directly (no R, no MS-RTR)
+    with _capture(lab, "rtr", "udp port 4342", "rtr-control") as pcap:
+        relayed = _cli(lab, "rtr", "counters")["roles"]["rtr"]["notify_relayed"]      # from now on
+        assert _eventually(lambda: _cli(lab, "rtr", "counters")["roles"]["rtr"]["notify_relayed"] > relayed, 8)
+    pkts = [p for p in dp.tshark_json(pcap) if "lisp" in p]
+    for p in pkts:
+        assert not dp.expert_problems(p), dp.expert_problems(p)
+    from_ms = [p for p in pkts if _outer(p)[0] == MS_ADDR and "lisp.msrtr.auth" in str(p["lisp"])]
+    assert from_ms, pkts
+    assert "'lisp.msrtr.keyid': '0x0002'" in str(from_ms[0]["lisp"]), from_ms[0]["lisp"]
+    to_nat = [p for p in pkts if _outer(p)[2] == NAT_PUBLIC and "lisp.ecm" in str(p)]
+    assert to_nat and all("lisp.msrtr" not in str(p) for p in to_nat), to_nat
     # pub, on a public IPv6 address, finds no NAT
     pub = _eventually(lambda: (r := _nat_rloc(lab, "pub", PUB_ADDR)) and r["state"] == "public" and r, 15)
     assert pub and pub["translated"] == f"[{PUB_ADDR}]:4341", pub
