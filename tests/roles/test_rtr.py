@@ -290,3 +290,55 @@ def test_rtr_never_encapsulates_to_itself_and_its_peers_entries_win():
     notify, effects = confirmed(rtr, ms, reg)
     assert [e for e in effects if isinstance(e, InstallMapping)][0].rlocs == (Rloc(NAT_PUBLIC, port=40341),)
     assert itr.cache.get(eid) is None and itr.reinstall_all(2.0) == []
+
+
+RTR_DATA_EP = Endpoint(RTR_EP.addr, 4341)
+XTR_DATA_SEEN = Endpoint(NAT_PUBLIC, 40999)   # PRIV:4341 -> RTR:4341, mapped on its own
+
+
+def relayed_with_keepalive():
+    """Register, confirm, relay; the xTR answers the relayed notify with its
+    data keepalive (an Info-Request from its 4341 to the RTR's 4341)."""
+    nat, ms, reg = registered_via_rtr()
+    rtr = rtr_role()
+    [fwd] = sends(rtr.handle(reg.payload, XTR_SEEN, RTR_EP, 1.0))
+    [notify] = sends(ms.handle(fwd.payload, RTR_EP, MS_EP, 1.0))
+    [relay] = sends(rtr.handle(notify.payload, MS_EP, RTR_EP, 1.1))
+    [keepalive] = sends(nat.handle(relay.payload, RTR_EP, Endpoint(PRIV, 4341), 1.2))
+    assert keepalive.dst == RTR_DATA_EP and keepalive.src == Endpoint(PRIV, 4341)
+    assert keepalive.payload[0] == 0x70           # what the ETR program passes to the stack
+    return rtr, keepalive, decode_control(reg.payload).message
+
+
+def test_data_keepalive_gives_the_rtr_the_nats_data_binding():
+    rtr, keepalive, _ = relayed_with_keepalive()
+    effects = rtr.handle(keepalive.payload, XTR_DATA_SEEN, RTR_DATA_EP, 1.3)
+    [inst] = [e for e in effects if isinstance(e, InstallMapping)]
+    assert inst.rlocs == (Rloc(NAT_PUBLIC, port=40999),)
+    assert rtr.counters["data_binding_learned"] == 1
+    [peer] = rtr.snapshot()["peers"]
+    assert peer["translated"] == "203.0.113.7:40341" and peer["data"] == "203.0.113.7:40999"
+    # the next keepalive only refreshes
+    assert rtr.handle(keepalive.payload, XTR_DATA_SEEN, RTR_DATA_EP, 6.0) == []
+    assert rtr.counters["data_keepalive_refresh"] == 1
+
+
+def test_forged_keepalive_cannot_move_a_confirmed_peers_binding():
+    rtr, keepalive, reg = relayed_with_keepalive()
+    xid = 0x00112233445566778899aabbccddeeff
+    forged = decode_control(keepalive.payload)
+    # an unconfirmed nonce (the attacker's own), from the NAT's address
+    other = dataclasses.replace(forged, nonce=reg.nonce ^ 1).encode()
+    assert rtr.handle(other, Endpoint(NAT_PUBLIC, 6666), RTR_DATA_EP, 1.3) == []
+    # the right nonce from another address, or to the control port
+    evil = Endpoint(A("192.0.2.66"), 5555)
+    assert rtr.handle(keepalive.payload, evil, RTR_DATA_EP, 1.3) == []
+    assert rtr.handle(keepalive.payload, Endpoint(NAT_PUBLIC, 6666), RTR_EP, 1.3) == []
+    assert rtr.counters["data_keepalive_unknown"] == 2
+    assert rtr.peers[xid].data is None
+    # the genuine keepalive sets it; a replay of that nonce from another port cannot move it
+    rtr.handle(keepalive.payload, XTR_DATA_SEEN, RTR_DATA_EP, 1.4)
+    assert rtr.handle(keepalive.payload, Endpoint(NAT_PUBLIC, 6666), RTR_DATA_EP, 1.5) == []
+    assert rtr.counters["data_keepalive_moved_refused"] == 1
+    assert rtr.peers[xid].data == XTR_DATA_SEEN and rtr.peers[xid].translated == XTR_SEEN
+    assert rtr.peers[xid].locator == Rloc(NAT_PUBLIC, port=40999)

@@ -25,7 +25,14 @@ refused is counted.
 
 A confirmed peer's EID prefixes go into the map-cache with one locator, its
 translated address and port (the BPF locator carries the UDP port), and leave
-it when the peer expires. The data plane (decapsulate, look up,
+it when the peer expires. The port is the peer's *data* binding once known: a
+NAT filtering by address and port (Linux conntrack) passes our data (from
+4341) only through the binding the xTR opened towards our 4341, and may map it
+to another port than the register's (to our 4342). The xTR opens and keeps it
+with an Info-Request from its 4341 to our 4341 after each Map-Notify we relay,
+carrying that register's nonce; we take its source as the data binding only
+from the peer's confirmed address and with the nonce of its last confirmed
+register, and only once per nonce (_on_data_keepalive; docs/nat.md). The data plane (decapsulate, look up,
 re-encapsulate) is loaded by the daemon when the RTR has RLOC-facing
 interfaces - see docs/nat.md, "Data through the RTR".
 """
@@ -37,11 +44,11 @@ from typing import TYPE_CHECKING, Any
 
 from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress, Rloc
-from lispctl.roles.base import Effect, Effects, Endpoint, InstallMapping, RemoveMapping
+from lispctl.roles.base import DATA_PORT, Effect, Effects, Endpoint, InstallMapping, RemoveMapping
 from lispctl.roles.common import Counters, decode
 from lispctl.roles.ratelimit import RateLimiter
-from lispctl.wire import (EncapsulatedControlMessage, MalformedMessage, MapNotify, MapRegister,
-                          decode_control, record_prefix)
+from lispctl.wire import (EncapsulatedControlMessage, InfoRequest, MalformedMessage, MapNotify,
+                          MapRegister, decode_control, record_prefix)
 from lispctl.wire.auth import strip_ms_rtr_auth
 
 if TYPE_CHECKING:  # itr.py imports this module
@@ -67,6 +74,15 @@ class Peer:
     last_confirmed: float = 0.0
     registers: int = 0
     notifies: int = 0
+    nonce: int | None = None              # of the last confirmed register
+    data: Endpoint | None = None          # data binding (keepalive to our 4341), if learned
+    data_nonce: int | None = None         # the register nonce data was learned with
+
+    @property
+    def locator(self) -> Rloc:
+        """Where data for the peer's EIDs goes: its NAT's address AND port."""
+        ep = self.data if self.data is not None else self.translated
+        return Rloc(ep.addr, port=ep.port)
 
 
 @dataclass
@@ -81,7 +97,7 @@ class _Pending:
 
 class RtrRole:
     name = "rtr"
-    message_types = frozenset({EncapsulatedControlMessage.TYPE, MapNotify.TYPE})
+    message_types = frozenset({EncapsulatedControlMessage.TYPE, MapNotify.TYPE, InfoRequest.TYPE})
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -144,7 +160,43 @@ class RtrRole:
             self._on_register(msg, src, now, out)
         elif type(msg) is MapNotify:
             self._on_notify(data, msg, src, now, out)
+        elif type(msg) is InfoRequest and dst.port == DATA_PORT:
+            self._on_data_keepalive(msg, src, out)
         return out.items
+
+    def _on_data_keepalive(self, msg: InfoRequest, src: Endpoint, out: Effects) -> None:
+        """A NATed xTR's Info-Request to our data port: its source is the NAT
+        binding our data must use. It is signed with the xTR's site key, which
+        we do not have, so what we trust is the nonce: the one of the peer's
+        last register the Map-Server confirmed (64 random bits, seen only on
+        the xTR-RTR-MS paths), from the peer's confirmed address, naming one
+        of its EIDs. A nonce sets the binding once; repeats only refresh it,
+        so a replay from another port cannot move it."""
+        c = self.counters
+        c["data_keepalive_rx"] += 1
+        peer = next((p for p in self.peers.values() if p.nonce == msg.nonce), None)
+        named = f"{msg.eid_prefix}/{msg.eid_mask_len}"
+        if peer is None or src.addr != peer.translated.addr or \
+                not any(str(e.prefix) == named for e in peer.eids):
+            c["data_keepalive_unknown"] += 1
+            return
+        if peer.data == src:
+            c["data_keepalive_refresh"] += 1
+            return
+        if peer.data_nonce == msg.nonce:
+            c["data_keepalive_moved_refused"] += 1       # only a new confirmed register may
+            return
+        peer.data, peer.data_nonce = src, msg.nonce
+        c["data_binding_learned"] += 1
+        out.log(f"NATed xTR {peer.xtr_id:032x}: data to {_hostport(src)}")
+        self._install(peer, out)
+
+    def _install(self, peer: Peer, out: Effects) -> None:
+        loc = (peer.locator,)
+        for eid in peer.eids:
+            if self.itr is not None:
+                self.itr.forget(eid)          # ours now: the ITR's entry (us as locator) must not return
+            out.items.append(InstallMapping(eid, loc, ttl_s=self.cfg.rtr.peer_timeout))
 
     def _on_register(self, ecm: EncapsulatedControlMessage, src: Endpoint, now: float, out: Effects) -> None:
         c = self.counters
@@ -213,15 +265,13 @@ class RtrRole:
         elif peer.translated != p.source:
             c["peer_rebound"] += 1
             out.log(f"NATed xTR {p.xtr_id:032x} moved to {_hostport(p.source)}")
+            if peer.data is not None and peer.data.addr != p.source.addr:
+                peer.data = None              # another NAT: its data binding is to be learned
         for eid in set(peer.eids) - set(p.eids):
             out.items.append(RemoveMapping(eid))
         peer.translated, peer.private, peer.ms, peer.eids = p.source, p.private, p.ms, p.eids
-        # where data for the peer's EIDs goes: its NAT's address AND port
-        loc = (Rloc(p.source.addr, port=p.source.port),)
-        for eid in p.eids:
-            if self.itr is not None:
-                self.itr.forget(eid)          # ours now: the ITR's entry (us as locator) must not return
-            out.items.append(InstallMapping(eid, loc, ttl_s=self.cfg.rtr.peer_timeout))
+        peer.nonce = msg.nonce
+        self._install(peer, out)
         peer.last_confirmed = now
         peer.registers += 1
         peer.notifies += 1
@@ -235,6 +285,7 @@ class RtrRole:
         return {
             "peers": [{
                 "xtr_id": f"{p.xtr_id:032x}", "translated": _hostport(p.translated),
+                "data": _hostport(p.data) if p.data is not None else None,
                 "private": str(p.private), "map_server": str(p.ms), "eids": [str(e) for e in p.eids],
                 "registers": p.registers, "confirmed_s_ago": round(now - p.last_confirmed, 1),
             } for p in self.peers.values()],
