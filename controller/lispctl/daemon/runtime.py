@@ -124,8 +124,10 @@ class Runtime:
                 self.loop.add_reader(self._miss_fd, self._misses_ready)
                 self.held = self._held_packets()
         # The ETR's path for outer fragments (RFC 9300 7): the stack reassembles
-        # them, lispctl.datapath.reassembled decapsulates on UDP 4341.
-        if self.datapath is not None and any(name == "etr" for name, _ in self.roles) \
+        # them, lispctl.datapath.reassembled decapsulates on UDP 4341. An RTR
+        # with a data plane has it too: NATed xTRs' data keepalives reach it
+        # there (docs/nat.md); fragments for it (no local EIDs) are dropped, counted.
+        if self.datapath is not None and any(name in ("etr", "rtr") for name, _ in self.roles) \
                 and hasattr(self.datapath, "open_reassembly"):
             try:
                 self._reassembly = self.datapath.open_reassembly()
