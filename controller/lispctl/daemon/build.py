@@ -7,9 +7,10 @@ half way through start-up leaves nothing behind.
 from __future__ import annotations
 
 import logging
+import socket
 
 from lispctl.datapath.attach import CHECKSUM_MODES
-from lispctl.roles import ItrRole, build_roles, datapath_plan
+from lispctl.roles import build_roles, datapath_plan
 from lispctl.roles.base import CONTROL_PORT
 
 from .device import Device
@@ -40,11 +41,13 @@ def interface_addresses(names: list[str]) -> dict:
 
 def _existing(names) -> dict:
     """ifname -> ifindex, or None for an interface that does not exist."""
-    if not names:
-        return {}
-    from pyroute2 import IPRoute
-    with IPRoute() as ipr:
-        return {n: (ipr.link_lookup(ifname=n) or [None])[0] for n in names}
+    out = {}
+    for n in names:
+        try:
+            out[n] = socket.if_nametoindex(n)
+        except OSError:
+            out[n] = None
+    return out
 
 
 def build_device(cfg, *, control_port: int | None = None, config_path=None) -> Device:
@@ -140,6 +143,7 @@ def _limit_map_cache(device: Device, dp) -> None:
     """Tell the ITR how many map-cache entries the loaded data plane holds
     (it evicts the least recently used dynamic entry beyond that); refuse a
     config whose static entries alone do not fit."""
+    from lispctl.roles.itr import ItrRole
     itr = next((r for _, r in device.roles if isinstance(r, ItrRole)), None)   # PitrRole is an ItrRole
     if itr is None:
         return
