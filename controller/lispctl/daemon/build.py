@@ -39,9 +39,9 @@ def interface_addresses(names: list[str]) -> dict:
         return out
 
 
-def _existing(names) -> dict:
+def _existing(names) -> dict[str, int | None]:
     """ifname -> ifindex, or None for an interface that does not exist."""
-    out = {}
+    out: dict[str, int | None] = {}
     for n in names:
         try:
             out[n] = socket.if_nametoindex(n)
