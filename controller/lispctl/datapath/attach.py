@@ -29,7 +29,7 @@ class TcAttachment:
 
 def _ipr():
     try:
-        from pyroute2 import IPRoute
+        from pyroute2.iproute.linux import IPRoute
     except ImportError as exc:
         raise DatapathError("pyroute2 is not installed") from exc
     return IPRoute()
