@@ -10,6 +10,7 @@ removed, sockets closed and the pidfile and API socket deleted.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -92,6 +93,7 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
                  device.instance, ",".join(n for n, _ in device.roles),
                  " ".join(runtime.sockets.describe() if runtime.sockets is not None else ()), paths.socket,
                  "attached" if device.datapath is not None else "none")
+        _freeze_startup_objects()
         print("ready", file=ready_out, flush=True)
         notifier.ready(f"serving: roles {','.join(n for n, _ in device.roles)}, API {paths.socket}")
         await stop.wait()
@@ -108,6 +110,19 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
         elif watch is not None:
             watch.close()
         runtime.close()
+
+
+def _freeze_startup_objects() -> None:
+    """What start-up built (the configuration, site and prefix tables, the
+    data plane's objects) lives as long as the daemon: move it out of the
+    cyclic collector's scans (gc.freeze). A Map-Server with 100,000 sites
+    holds millions of such objects, and every full collection, which the
+    registrations arriving after start trigger, would walk them all.
+    Young collections every 10,000 allocations instead of 700: fewer passes
+    over the objects a burst of new registrations creates."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def _on_signal(sig: int, stop: asyncio.Event) -> None:
@@ -150,9 +165,16 @@ def _handlers(paths: InstancePaths, device: Device, rt: Runtime, request_stop) -
         out = {"daemon": {**dict(sorted(rt.counters.items())),
                           **{f"socket_{k}": v for k, v in rt.socket_counters().items()}},
                "roles": {}}
-        for name, snap in rt.role_snapshots().items():
-            if isinstance(snap, dict) and isinstance(snap.get("counters"), dict):
-                out["roles"][name] = snap["counters"]
+        # each role's own counters: not its whole snapshot (a Map-Server's
+        # lists every site and registration, 100,000s of them)
+        for name, role in rt.roles:
+            c = getattr(role, "counters", None)
+            if hasattr(c, "snapshot"):
+                out["roles"][name] = c.snapshot()
+            else:
+                snap = rt.role_snapshot(name, role)
+                if isinstance(snap, dict) and isinstance(snap.get("counters"), dict):
+                    out["roles"][name] = snap["counters"]
         if device.datapath is not None:
             try:
                 out["datapath"] = _jsonable(device.datapath.counters())

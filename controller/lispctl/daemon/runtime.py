@@ -513,15 +513,15 @@ class Runtime:
 
     # -- views for the API -------------------------------------------------
     def role_snapshots(self) -> dict[str, dict]:
-        out = {}
-        for name, role in self.roles:
-            try:
-                out[name] = role.snapshot()
-            except Exception:
-                self.counters["role_errors"] += 1
-                log.exception("%s: error in snapshot", name)
-                out[name] = {"error": "snapshot failed"}
-        return out
+        return {name: self.role_snapshot(name, role) for name, role in self.roles}
+
+    def role_snapshot(self, name: str, role: Role) -> dict:
+        try:
+            return role.snapshot()
+        except Exception:
+            self.counters["role_errors"] += 1
+            log.exception("%s: error in snapshot", name)
+            return {"error": "snapshot failed"}
 
     def map_cache(self) -> list[dict]:
         now = self.now()

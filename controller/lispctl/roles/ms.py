@@ -35,7 +35,6 @@ import dataclasses
 import heapq
 import ipaddress
 import itertools
-from collections import OrderedDict
 from ipaddress import IPv4Address, IPv6Address
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -49,27 +48,43 @@ from lispctl.roles.ddt import MapServerDdt, is_ddt_request
 from lispctl.roles.lispsec import Opened, ms_eid_ad, ms_signed, open_request, to_etr
 from lispctl.roles.nat_ms import InfoResponder
 from lispctl.roles.ratelimit import PER_KEY, RateLimiter
-from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF, AUTH_DATA_LENGTHS, ECM, MAP_REGISTER,
+from lispctl.wire import (ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, ECM, MAP_REGISTER,
                           Address, EidRecord, EncapsulatedControlMessage, InfoRequest, InstanceId, LocatorRecord,
                           MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest, RequestRecord,
                           SourceDestKey, UnknownLcaf, eid_record,
                           record_prefix, sign, verify)
-from lispctl.wire.auth import map_notify_for
-from lispctl.wire.control import _AUTH_HDR
+from lispctl.wire.auth import map_notify_from, verify_register
+from lispctl.wire.control import _AUTH_HDR, _MREG_M, _MREG_P, _MREG_S
 from lispctl.wire.records import decode_eid_records
 
 # Bound of the (EID address, mask length) -> (EidPrefix, owner) memo of the
 # Map-Register path; cleared when full (accept-more-specifics lets a site
 # register many distinct prefixes).
 _OWNER_CACHE_MAX = 65536
-_REGISTER_ALGS = (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF)
-# Per site: how many replaced Map-Register MACs are remembered to refuse replays.
+# Per site: how many replaced Map-Register MACs are remembered to refuse
+# replays: _SUPERSEDED_MAX, fewer when there are many sites so that all
+# together stay under _SUPERSEDED_TOTAL (at least _SUPERSEDED_MIN per site).
 _SUPERSEDED_MAX = 4096
+_SUPERSEDED_TOTAL = 1 << 20
+_SUPERSEDED_MIN = 16
 
 
-@dataclass
+def superseded_per_site(sites: int) -> int:
+    return max(_SUPERSEDED_MIN, min(_SUPERSEDED_MAX, _SUPERSEDED_TOTAL // max(1, sites)))
+
+
+def _fingerprint(mac: bytes) -> int:
+    """What the replay memo keeps of a MAC: its first 64 bits (a 36-byte int
+    instead of a 65-byte bytes object plus an OrderedDict node). Nobody
+    without the site's key can make a message whose MAC starts like a
+    remembered one, and an honest new MAC does so with odds of 2^-64."""
+    return int.from_bytes(mac[:8], "big")
+
+
+@dataclass(slots=True)
 class Registration:
-    """One xTR's registration of one prefix."""
+    """One xTR's registration of one prefix (slots: a Map-Server holds one per
+    site and xTR, 100,000s of them)."""
     registrant: str                  # xTR-ID (hex) or source RLOC
     source: Endpoint                 # where the Map-Register came from
     record: EidRecord
@@ -116,8 +131,55 @@ class _Outgoing:
     interval: float
 
 
-# (registrant name, set of its IP RLOCs, usable IP RLOCs best first, the record's locators)
-_Rlocs = tuple[str, frozenset[IPAddress], tuple[IPAddress, ...], tuple[LocatorRecord, ...]]
+# (registrant name, its IP RLOCs, usable IP RLOCs best first); tuples, not
+# sets: a record has a few RLOCs, and 100,000 sites hold one each
+_Rlocs = tuple[str, tuple[IPAddress, ...], tuple[IPAddress, ...]]
+
+
+class _Shape:
+    """What a Map-Register's first word and the bytes after its MAC (records,
+    xTR-ID/site-ID, trailer) decide: everything but the nonce, key ID and MAC.
+    A site re-registers with the same records every minute, only the nonce
+    and MAC change, so the Map-Server keeps one per distinct such bytes of an
+    authenticated message and never decodes a refresh again. A pure function
+    of those bytes and the configured sites (dropped on reconfigure)."""
+    __slots__ = ("word", "records", "xtr_id", "site_id", "owners", "site", "rlocs_of", "registrants",
+                 "body_end", "src_addr", "from_rloc", "etr")
+
+    def __init__(self, word: int, records: tuple[EidRecord, ...], xtr_id: int | None, site_id: int | None,
+                 owners: list[Any], site: "_Site", rlocs_of: list[_Rlocs], trailer_len: int) -> None:
+        self.word = word
+        self.records = records
+        self.xtr_id = xtr_id
+        self.site_id = site_id
+        self.owners = owners
+        self.site = site
+        self.rlocs_of = rlocs_of
+        xtr = f"{xtr_id:032x}" if xtr_id is not None else None
+        # who registers each record: the xTR-ID, else the record's RLOC set
+        self.registrants = [xtr or r[0] for r in rlocs_of]
+        self.body_end = -trailer_len if trailer_len else None     # end of records + xTR-ID/site-ID
+        # the last source seen and what follows from it (an ETR registers from one address)
+        self.src_addr: IPAddress | None = None
+        self.from_rloc = False
+        self.etr: Endpoint | None = None
+
+    def source(self, addr: IPAddress) -> tuple[bool, Endpoint | None]:
+        """(source is one of the message's RLOCs, the registrant's ETR endpoint).
+        The whole message is authenticated: any RLOC of any of its records
+        is the registrant's. Its ETR is the source when that is one of them
+        (the address we know reaches it), else an RLOC of the source's
+        family (an IPv4-only MS with a site's IPv6 EIDs on IPv6 RLOCs)."""
+        if addr is not self.src_addr and addr != self.src_addr:
+            from_rloc = any(addr in r[1] for r in self.rlocs_of)
+            if from_rloc:
+                etr: Endpoint | None = Endpoint(addr, CONTROL_PORT)
+            else:
+                usable = [a for r in self.rlocs_of for a in r[2]]
+                best = next((a for a in usable if a.version == addr.version), usable[0] if usable else None)
+                etr = Endpoint(best, CONTROL_PORT) if best is not None else None
+            self.src_addr, self.from_rloc, self.etr = addr, from_rloc, etr
+        return self.from_rloc, self.etr
 
 
 def _address_key(a: Address) -> tuple[int, int]:
@@ -146,16 +208,25 @@ class _Site:
     registrations: dict[EidPrefix, dict[str, Registration]] = field(default_factory=dict)
     registers: int = 0
     bad_auth: int = 0
-    # MACs of messages a registrant replaced by one with another nonce (oldest
-    # first, bounded): such bytes arriving again are replays.
-    superseded: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    # Fingerprints of the MACs of messages a registrant replaced by one with
+    # another nonce (oldest first, at most superseded_max): such bytes
+    # arriving again are replays.
+    superseded: dict[int, None] = field(default_factory=dict)
+    superseded_max: int = _SUPERSEDED_MAX
+    # its keys as bytes (what HMAC takes), by key ID
+    key_bytes: dict[int, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.key_bytes = {kid: k.encode("utf-8") for kid, k in self.cfg.keys.items()}
 
 
 def _supersede(site: _Site, mac: bytes) -> None:
     superseded = site.superseded
-    if len(superseded) >= _SUPERSEDED_MAX:
-        superseded.popitem(last=False)      # O(1), unlike deleting a plain dict's first key
-    superseded[mac] = None
+    if len(superseded) >= site.superseded_max:
+        # the oldest: a plain dict keeps insertion order; the deleted slots
+        # the scan skips are compacted whenever the dict resizes
+        del superseded[next(iter(superseded))]
+    superseded[_fingerprint(mac)] = None
 
 
 class MapServerRole:
@@ -165,7 +236,7 @@ class MapServerRole:
         self.cfg = cfg
         # With the MR in the same process the MR calls resolve() itself.
         self.answer_ecm = answer_ecm
-        self.sites = [_Site(s) for s in cfg.site]
+        self.sites = [_Site(s, superseded_max=superseded_per_site(len(cfg.site))) for s in cfg.site]
         self.configured: LpmTable[_Prefix] = LpmTable()
         for site in self.sites:
             for sp in site.cfg.eid_prefix:
@@ -181,8 +252,10 @@ class MapServerRole:
         # `registered` (it is forgotten when it empties), so a non-empty one
         # here is the live one and spares the table lookup.
         self._owners: dict[tuple[Any, int], list[Any]] = {}
-        self._rloc_memo: dict[int, _Rlocs] = {}          # record locators -> (registrant name, RLOC set, ETR)
-        self._owners_of: dict[int, tuple[Any, ...]] = {}   # id(records) -> (records, owners, site)
+        # bytes after the MAC of an authenticated Map-Register -> its _Shape;
+        # bounded (cleared when full) at twice the configured prefixes or more
+        self._shapes: dict[bytes, _Shape] = {}
+        self._shapes_max = max(_OWNER_CACHE_MAX, 2 * len(self.configured))
         self._seq = itertools.count()
         self.subs: dict[tuple[EidPrefix, int], Subscription] = {}
         self._sub_expiry: list[tuple[float, int, tuple[EidPrefix, int]]] = []
@@ -285,6 +358,15 @@ class MapServerRole:
     # ------------------------------------------------------------ datagrams
     def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
         self._now = now
+        if data and data[0] >> 4 == MAP_REGISTER and len(data) >= 16 and type(data) is bytes:
+            # A refresh of known records: no decoding (_Shape)
+            w, nonce, key_id, alg_id, alen = _AUTH_HDR.unpack_from(data, 0)
+            if AUTH_DATA_LENGTHS.get(alg_id) == alen:
+                shape = self._shapes.get(data[16 + alen:])
+                if shape is not None and shape.word == w:
+                    out = Effects()
+                    self._register(data, shape, nonce, key_id, alg_id, data[16:16 + alen], src, now, out)
+                    return out.items
         if self.answer_ecm and resolver_ecm(data) and (over := self.limit.allow(src.addr, now)) is not None:
             return rate_limited(self.counters, over, src)     # before decoding: cheap under a flood
         out = Effects()
@@ -385,76 +467,64 @@ class MapServerRole:
                 site = hit[1].site
             elif hit[1].site is not site:
                 several = True
-        if not unknown and not several:
-            # keyed by identity, holding the tuple: its id stays unique while cached
-            if len(self._owners_of) >= _OWNER_CACHE_MAX:
-                self._owners_of.clear()
-            self._owners_of[id(records)] = (records, owners, site)
         return owners, site, unknown, several
 
     def _on_register(self, data: bytes, msg: MapRegister, src: Endpoint, now: float, out: Effects) -> None:
+        """A Map-Register whose records were not seen before (or not lately):
+        find their site, then as _register; its _Shape is kept once it
+        authenticates."""
+        records = msg.records
+        owners, site, unknown, several = self._owners_for(records)
+        if unknown or several or site is None:
+            self.counters["map_register_rx"] += 1
+            self.counters["map_register_bad_prefix"] += 1
+            out.log(f"dropped Map-Register from {src.addr}: "
+                    f"{'prefixes of several sites' if several else 'prefix not configured for any site'}",
+                    kind="map-register-bad-prefix", peer=src.addr)
+            return
+        alen = len(msg.auth_data)
+        shape = _Shape(_AUTH_HDR.unpack_from(data, 0)[0], records, msg.xtr_id, msg.site_id, owners, site,
+                       [self._rlocs(rec) for rec in records], len(msg.trailer))
+        if self._register(data, shape, msg.nonce, msg.key_id, msg.alg_id, msg.auth_data, src, now, out):
+            if len(self._shapes) >= self._shapes_max:
+                self._shapes.clear()
+            self._shapes[data[16 + alen:]] = shape
+
+    def _register(self, data: bytes, shape: _Shape, nonce: int, key_id: int, alg_id: int, mac: bytes,
+                  src: Endpoint, now: float, out: Effects) -> bool:
+        """Authenticate a Map-Register of a known shape and apply it; False
+        when it does not authenticate."""
         counters = self.counters
         counters["map_register_rx"] += 1
-        records = msg.records
-        # The decode memo hands out the same records tuple for repeated record
-        # bytes, so the owners of a refresh are one identity lookup away.
-        known = self._owners_of.get(id(records))
-        if known is not None and known[0] is records:
-            _, owners, site = known
-            unknown = several = False
-        else:
-            owners, site, unknown, several = self._owners_for(records)
-        if unknown:
-            counters["map_register_bad_prefix"] += 1
-            out.log(f"dropped Map-Register from {src.addr}: prefix not configured for any site",
-                    kind="map-register-bad-prefix", peer=src.addr)
-            return
-        if several:
-            counters["map_register_bad_prefix"] += 1
-            out.log(f"dropped Map-Register from {src.addr}: prefixes of several sites",
-                    kind="map-register-bad-prefix", peer=src.addr)
-            return
-        key = site.cfg.keys.get(msg.key_id)
-        if key is None or not verify(data, key, alg_ids=_REGISTER_ALGS):
+        site = shape.site
+        key = site.key_bytes.get(key_id)
+        if key is None or not verify_register(data, alg_id, len(mac), key):
             site.bad_auth += 1
             counters["map_register_bad_auth"] += 1
             out.log(f"dropped Map-Register from {src.addr} for site {site.cfg.name}: "
-                    f"{'unknown key-id ' + str(msg.key_id) if key is None else 'authentication failed'}",
+                    f"{'unknown key-id ' + str(key_id) if key is None else 'authentication failed'}",
                     kind="map-register-auth-failed", peer=src.addr)
-            return
-        mac = msg.auth_data
-        if mac in site.superseded:
+            return False
+        if site.superseded and _fingerprint(mac) in site.superseded:
             # An authentic message the registrant has since replaced by one
             # with another nonce: a replay (the ETR itself never goes back).
             counters["map_register_replayed"] += 1
             out.log(f"dropped replayed Map-Register from {src.addr} for site {site.cfg.name}",
                     kind="map-register-replayed", peer=src.addr)
-            return
+            return True
         site.registers += 1
-        xtr = f"{msg.xtr_id:032x}" if msg.xtr_id is not None else None
+        word = shape.word
         timeout = self.cfg.ms.registration_timeout
-        changed = []
         subs = self.subs
+        changed = []
         reg = None
         repeat = True
-        rlocs_of = [self._rlocs(rec) for rec in records]
-        # The whole message is authenticated: any RLOC of any of its records
-        # is the registrant's. Its ETR is the source when that is one of them
-        # (the address we know reaches it), else an RLOC of the source's
-        # family (an IPv4-only MS with a site's IPv6 EIDs on IPv6 RLOCs).
-        from_rloc = any(src.addr in r[1] for r in rlocs_of)
-        etr: Endpoint | None
-        if from_rloc:
-            etr = Endpoint(src.addr, CONTROL_PORT)
-        else:
-            usable = [a for r in rlocs_of for a in r[2]]
-            best = next((a for a in usable if a.version == src.addr.version), usable[0] if usable else None)
-            etr = Endpoint(best, CONTROL_PORT) if best is not None else None
-        for entry, rec, rlocs in zip(owners, records, rlocs_of):
+        from_rloc, etr = shape.source(src.addr)
+        for entry, rec, registrant in zip(shape.owners, shape.records, shape.registrants):
             eid = entry[0]
             before = self._locator_view(eid) if subs else None
-            r, rep = self._apply_record(entry, rec, xtr or rlocs[0], from_rloc, etr, msg, src, site, now,
-                                        timeout, out)
+            r, rep = self._apply_record(entry, rec, registrant, from_rloc, etr, shape, nonce, key_id, mac,
+                                        src, site, now, timeout, out)
             reg = reg or r
             repeat = repeat and rep
             if subs and self._locator_view(eid) != before:
@@ -466,11 +536,12 @@ class MapServerRole:
         else:
             counters["map_register_ok"] += 1
             counters["map_register_repeated"] += 1
-        if msg.want_map_notify:
+        if word & _MREG_M:
             # To the registrant, never blindly to the source: the source of a
             # Map-Register is not authenticated, its RLOCs are. A source that is
             # one of them keeps its port (lispers.net registers from an
             # ephemeral port); any other gets the notify at the registrant's RLOC.
+            to: Endpoint | None
             if from_rloc:
                 to = src
             elif reg is not None and reg.etr is not None and not (repeat and reg.nonces_vary):
@@ -479,43 +550,40 @@ class MapServerRole:
                 to = None
             if to is not None:
                 # == sign(MapNotify(nonce, records, key_id, alg_id, xtr_id, site_id), key)
-                out.send(map_notify_for(data, msg, key), to)
+                out.send(map_notify_from(data, alg_id, len(mac), key, len(shape.records),
+                                         shape.xtr_id is not None, shape.body_end), to)
                 counters["map_notify_tx"] += 1
         if changed:
             for eid in dict.fromkeys(changed):
                 self.publish(eid, now, out)
+        return True
 
     def _rlocs(self, rec: EidRecord) -> _Rlocs:
-        """(registrant name, set of RLOC addresses, usable RLOC addresses best
-        first, the locators) of a record: what the MAC covers, so what a
-        registration is bound to."""
+        """(registrant name, RLOC addresses, usable RLOC addresses best first)
+        of a record: what the MAC covers, so what a registration is bound to."""
         locs = rec.locators
-        # keyed by identity (the decode memo hands out the same tuple for the
-        # same bytes), holding the tuple so its id stays unique while cached
-        hit = self._rloc_memo.get(id(locs))
-        if hit is not None and hit[3] is locs:
-            return hit
-        addrs = [l.address for l in locs if isinstance(l.address, (IPv4Address, IPv6Address))]
+        addrs = tuple(l.address for l in locs if isinstance(l.address, (IPv4Address, IPv6Address)))
         usable = sorted((l for l in locs if type(l.address) in (IPv4Address, IPv6Address)),
                         key=lambda l: (not l.reachable, l.priority == 255, l.priority))
-        name = ",".join(sorted({str(a) for a in addrs},
-                               key=lambda t: (":" in t, ipaddress.ip_address(t)))) or "no-rloc"
-        if len(self._rloc_memo) >= _OWNER_CACHE_MAX:
-            self._rloc_memo.clear()
+        if len(addrs) == 1:
+            name = str(addrs[0])
+        else:
+            name = ",".join(sorted({str(a) for a in addrs},
+                                   key=lambda t: (":" in t, ipaddress.ip_address(t)))) or "no-rloc"
         # usable holds IP-address locators only (filtered above)
-        hit = self._rloc_memo[id(locs)] = (name, frozenset(addrs), tuple(cast(IPAddress, l.address) for l in usable),
-                                           locs)
-        return hit
+        return name, addrs, tuple(cast(IPAddress, l.address) for l in usable)
 
     def _apply_record(self, entry: list[Any], rec: EidRecord, registrant: str, in_rlocs: bool,
-                      etr: Endpoint | None, msg: MapRegister, src: Endpoint, site: _Site, now: float,
+                      etr: Endpoint | None, shape: _Shape, nonce: int, key_id: int, mac: bytes,
+                      src: Endpoint, site: _Site, now: float,
                       timeout: float, out: Effects) -> tuple[Registration | None, bool]:
         """(the registration, whether the message only repeated its latest one)."""
         eid, owner, regs = entry
         if not regs:
             regs = entry[2] = self.registered.get(eid)
         old = regs.get(registrant) if regs else None
-        if old is None and regs and msg.xtr_id is None:
+        xtr_id, word = shape.xtr_id, shape.word
+        if old is None and regs and xtr_id is None:
             # An xTR without xTR-ID whose RLOCs changed: its registration is
             # the one last refreshed from this very source address. Only a new,
             # authentic message reaches here (replays are dropped above).
@@ -526,7 +594,6 @@ class MapServerRole:
                     regs[registrant] = old
                     heapq.heappush(self._expiry, (old.expires_at, next(self._seq), eid, registrant, old))
                     break
-        mac, nonce = msg.auth_data, msg.nonce
         if old is not None:
             if mac == old.mac:
                 # The very bytes of its latest message: an ETR that reuses its
@@ -552,18 +619,18 @@ class MapServerRole:
             regs = entry[2] = {}
             self.registered.insert(eid, regs)
             site.registrations[eid] = regs
+        proxy_reply = bool(word & _MREG_P) or owner.cfg.proxy_reply
         if old is not None:             # a refresh: its expiry entry is re-filed lazily
-            old.record, old.proxy_reply = rec, msg.proxy_reply or owner.cfg.proxy_reply
-            old.last_seen, old.expires_at, old.xtr_id, old.site_id = now, now + timeout, msg.xtr_id, msg.site_id
+            old.record, old.proxy_reply = rec, proxy_reply
+            old.last_seen, old.expires_at, old.xtr_id, old.site_id = now, now + timeout, xtr_id, shape.site_id
             old.mac, old.nonce, old.etr = mac, nonce, etr
-            old.lisp_sec, old.key_id = msg.security, msg.key_id
+            old.lisp_sec, old.key_id = bool(word & _MREG_S), key_id
             if in_rlocs:
                 old.source = src
             return old, False
         reg = regs[registrant] = Registration(
-            registrant, src, rec, msg.proxy_reply or owner.cfg.proxy_reply,
-            now, now, now + timeout, msg.xtr_id, msg.site_id, etr, mac, nonce,
-            lisp_sec=msg.security, key_id=msg.key_id)
+            registrant, src, rec, proxy_reply, now, now, now + timeout, xtr_id, shape.site_id, etr, mac, nonce,
+            lisp_sec=bool(word & _MREG_S), key_id=key_id)
         heapq.heappush(self._expiry, (reg.expires_at, next(self._seq), eid, registrant, reg))
         out.log(f"{eid} registered by {registrant} (site {site.cfg.name})")
         return reg, False
@@ -776,7 +843,7 @@ class MapServerRole:
         self._now = now
         old = {s.cfg.name: s for s in self.sites}
         self.cfg = cfg
-        self.sites = [_Site(sc) for sc in cfg.site]
+        self.sites = [_Site(sc, superseded_max=superseded_per_site(len(cfg.site))) for sc in cfg.site]
         self.configured = LpmTable()
         for site in self.sites:
             for sp in site.cfg.eid_prefix:
@@ -785,7 +852,8 @@ class MapServerRole:
                 site.registers, site.bad_auth = old[site.cfg.name].registers, old[site.cfg.name].bad_auth
         self._site_by_id = {s.cfg.site_id: s for s in self.sites if s.cfg.site_id is not None}
         self._owners.clear()           # caches of owner lookups hold the old sites
-        self._owners_of.clear()
+        self._shapes.clear()
+        self._shapes_max = max(_OWNER_CACHE_MAX, 2 * len(self.configured))
         out = Effects()
         for prev in old.values():
             for eid, regs in prev.registrations.items():

@@ -33,7 +33,7 @@ from .control import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, ALG_HMAC_SHA256_HKDF, ALG_
 
 __all__ = ["ALG_NONE", "ALG_HMAC_SHA1", "ALG_HMAC_SHA256", "ALG_HMAC_SHA256_HKDF", "AUTH_DATA_LENGTHS",
            "AUTH_OFFSET",
-           "compute_mac", "sign", "signed", "verify", "auth_fields", "map_notify_for"]
+           "compute_mac", "sign", "signed", "verify", "auth_fields", "map_notify_for", "map_notify_from", "verify_register"]
 
 AUTH_TYPES = frozenset((MAP_REGISTER, MAP_NOTIFY, MAP_NOTIFY_ACK, INFO))
 AUTH_OFFSET = 16            # the auth data starts here in every AUTH_TYPES message
@@ -50,6 +50,8 @@ _HKDF_SALTS = {MAP_REGISTER: b"Map-Register Authentication", MAP_NOTIFY: b"Map-N
 
 
 def _key(key: str | bytes) -> bytes:
+    if type(key) is bytes:
+        return key
     return key.encode("utf-8") if isinstance(key, str) else bytes(key)
 
 
@@ -73,9 +75,26 @@ def _new_mac(alg_id: int, key: str | bytes) -> _hmac.HMAC:
         keyed = None
     if keyed is None:
         keyed = _keyed(alg_id, _key(key))
-        if type(key) in (str, bytes) and len(_KEYED_BY_ARG) < 1024:
+        if type(key) in (str, bytes) and len(_KEYED_BY_ARG) < _KEYED_MAX:
             _KEYED_BY_ARG[(alg_id, key)] = keyed
     return keyed.copy()
+
+
+_KEYED_MAX = 1024
+_DIGESTS = {ALG_HMAC_SHA1: "sha1", ALG_HMAC_SHA256: "sha256"}
+
+
+def _digest_name(alg_id: int, key: str | bytes) -> str | None:
+    """The hashlib name to MAC with one call of hmac.digest (OpenSSL, C) when
+    no keyed HMAC is cached for key: with more keys than _KEYED_MAX (a
+    Map-Server for thousands of sites) keying a new HMAC object per message
+    costs twice as much. None: use the cached keyed HMAC (or algorithm 3)."""
+    try:
+        if (alg_id, key) in _KEYED_BY_ARG or len(_KEYED_BY_ARG) < _KEYED_MAX:
+            return None
+    except TypeError:                   # an unhashable key (bytearray)
+        return None
+    return _DIGESTS.get(alg_id)
 
 
 def per_message_key(key: str | bytes, head: bytes) -> bytes | None:
@@ -150,14 +169,27 @@ def map_notify_for(raw: bytes, register: MapRegister, key: str | bytes) -> bytes
     if (register.TYPE != MAP_REGISTER or alen != AUTH_DATA_LENGTHS.get(register.alg_id, -1)
             or rec_end < rec_start or len(register.records) > 255):
         raise ValueError("raw is not the encoding of register")
-    word = (MAP_NOTIFY << 28) | (_NOTIFY_I if has_xtr else 0) | len(register.records)
-    body = raw[rec_start:tail_end]
+    return map_notify_from(raw, register.alg_id, alen, key, len(register.records), has_xtr,
+                           tail_end - len(raw) if register.trailer else None)
+
+
+def map_notify_from(raw: bytes, alg_id: int, alen: int, key: str | bytes, count: int, has_xtr: bool,
+                    body_end: int | None) -> bytes:
+    """map_notify_for() from what the Map-Server already knows of raw (a
+    Map-Register that decoded to `count` records, with an xTR-ID or not, whose
+    records and xTR-ID/site-ID end at raw[body_end] (None: at the end)), alen
+    being its algorithm's full MAC length."""
+    word = (MAP_NOTIFY << 28) | (_NOTIFY_I if has_xtr else 0) | count
+    body = raw[AUTH_OFFSET + alen:body_end]
     head = _WORD.pack(word) + raw[4:AUTH_OFFSET]             # nonce, key ID, alg ID, auth length
     if alen == 0:
         return head + body
-    m = _mac_for(register.alg_id, key, head)
+    digest = _DIGESTS.get(alg_id) if type(key) is bytes else _digest_name(alg_id, key)
+    if digest is not None:
+        return head + _py_hmac.digest(_key(key), head + _ZEROS[alen] + body, digest) + body
+    m = _mac_for(alg_id, key, head)
     if m is None:
-        raise ValueError(f"no MAC for algorithm {register.alg_id}")
+        raise ValueError(f"no MAC for algorithm {alg_id}")
     m.update(head)
     m.update(_ZEROS[alen])
     m.update(body)
@@ -190,6 +222,10 @@ def verify(raw: bytes, key: str | bytes, *,
         return False
     if type(raw) is not bytes:
         raw = bytes(raw)
+    digest = _digest_name(alg_id, key)
+    if digest is not None:
+        return _py_hmac.compare_digest(
+            _py_hmac.digest(_key(key), raw[:AUTH_OFFSET] + _ZEROS[alen] + raw[end:], digest), raw[AUTH_OFFSET:end])
     m = _mac_for(alg_id, key, raw[:12])
     if m is None:
         return False
@@ -201,6 +237,19 @@ def verify(raw: bytes, key: str | bytes, *,
     except InvalidSignature:
         return False
     return True
+
+
+def verify_register(raw: bytes, alg_id: int, alen: int, key: bytes) -> bool:
+    """verify(raw, key, alg_ids=(1, 2, 3)) for a caller that already checked
+    that raw is a Map-Register whose auth length alen is alg_id's full MAC
+    length (a Map-Server's per-message path: one hashlib call for algorithms
+    1 and 2, whatever the number of keys; no keyed HMAC is kept per key)."""
+    digest = _DIGESTS.get(alg_id)
+    if digest is None:
+        return verify(raw, key, alg_ids=(ALG_HMAC_SHA256_HKDF,))
+    end = AUTH_OFFSET + alen
+    return _py_hmac.compare_digest(
+        _py_hmac.digest(key, raw[:AUTH_OFFSET] + _ZEROS[alen] + raw[end:], digest), raw[AUTH_OFFSET:end])
 
 
 # Kept for callers that already hold two MACs (e.g. comparing a stored one).
