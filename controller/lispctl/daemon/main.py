@@ -93,6 +93,7 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
                  device.instance, ",".join(n for n, _ in device.roles),
                  " ".join(runtime.sockets.describe() if runtime.sockets is not None else ()), paths.socket,
                  "attached" if device.datapath is not None else "none")
+        device.info["startup"] = startup_cost()
         print("ready", file=ready_out, flush=True)
         notifier.ready(f"serving: roles {','.join(n for n, _ in device.roles)}, API {paths.socket}")
         # after `ready`, not before: a full collection is ~25 ms of an xTR's
@@ -112,6 +113,20 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
         elif watch is not None:
             watch.close()
         runtime.close()
+
+
+def startup_cost() -> dict:
+    """What reaching `ready` cost: CPU seconds of this process and of the
+    children it waited for (the BPF build child, when one ran), and seconds
+    since the process started (`lispctl status` shows both; bench_daemon)."""
+    t = os.times()
+    try:
+        with open("/proc/self/stat") as fh:
+            started = int(fh.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        wall = round(time.clock_gettime(time.CLOCK_BOOTTIME) - started, 2)
+    except (OSError, ValueError, IndexError):
+        wall = None
+    return {"cpu_s": round(t.user + t.system + t.children_user + t.children_system, 3), "wall_s": wall}
 
 
 def _freeze_startup_objects() -> None:
