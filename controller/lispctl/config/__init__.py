@@ -16,14 +16,14 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from lispctl.config.lines import find_line, key_lines
-from lispctl.config.models import (AddressLocator, Config, DatabaseEntry, DdtConfig, DdtDelegation, EtrConfig,
+from lispctl.config.models import (AddressLocator, Config, DatabaseEntry, DatapathConfig, DdtConfig, DdtDelegation, EtrConfig,
                                    InterfacesConfig, ItrConfig, LocatorConfig, MapCacheEntry,
                                    MapResolverConfig, MapServerConfig, MobileNodeConfig, MrConfig,
                                    MrDdtConfig, MrForward, MsConfig, PetrConfig, PitrConfig, SiteConfig,
                                    SiteEidPrefix, action_of)
 
 __all__ = [
-    "AddressLocator", "Config", "ConfigError", "ConfigProblem", "DatabaseEntry", "DdtConfig", "DdtDelegation",
+    "AddressLocator", "Config", "ConfigError", "ConfigProblem", "DatabaseEntry", "DatapathConfig", "DdtConfig", "DdtDelegation",
     "EtrConfig", "InterfacesConfig", "ItrConfig", "LocatorConfig", "MapCacheEntry", "MapResolverConfig",
     "MapServerConfig", "MobileNodeConfig", "MrConfig", "MrDdtConfig", "MrForward", "MsConfig", "PetrConfig",
     "PitrConfig", "SiteConfig", "SiteEidPrefix",

@@ -223,6 +223,18 @@ class MapCacheEntry(_Model):
         return action_of(self.action) if self.action else MapAction.NO_ACTION
 
 
+class DatapathConfig(_Model):
+    """The BPF data plane's sizing ([datapath], docs/datapath.md "Map-cache size")."""
+    # Map-cache entries per address family (IPv4 and IPv6 each). The maps are
+    # created with it (changing it recompiles); kernel memory is taken per
+    # entry installed, plus a fixed 32 bytes per id (2 x this) for the hash
+    # tables' buckets: 64 MiB at the default.
+    max_mappings: Annotated[int, Field(ge=1024, le=1 << 24)] = 1 << 20
+    # Map-cache tables installed at start, in bulk (the format of
+    # `lispctl map-cache load`); they never expire.
+    map_cache_files: Annotated[list[str], AfterValidator(_unique)] = []
+
+
 class InterfacesConfig(_Model):
     eid_facing: list[str] = []
     rloc_facing: list[str] = []
@@ -522,6 +534,7 @@ class Config(_Model):
         default_factory=lambda: [ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::")],
         min_length=1)
     interfaces: InterfacesConfig = _default(InterfacesConfig)
+    datapath: DatapathConfig = _default(DatapathConfig)
     database: list[DatabaseEntry] = []
     map_server: list[MapServerConfig] = []
     map_resolver: list[MapResolverConfig] = []
