@@ -168,6 +168,8 @@ def _limit_map_cache(device: Device, dp) -> None:
 
 def _load_tables(device: Device, dp) -> None:
     """datapath.map-cache-files, in bulk (daemon/bulk.py); the API loads more."""
+    from lispctl.roles.itr import ItrRole
+
     from .bulk import BulkTables
     itr = next((r for _, r in device.roles if isinstance(r, ItrRole)), None)
     device.bulk = BulkTables(dp, itr, device.info)
