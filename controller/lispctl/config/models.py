@@ -326,6 +326,10 @@ class RtrConfig(_Model):
     # all (token buckets, roles/ratelimit.py; 0 = no limit).
     register_rate_per_source: Annotated[float, Field(ge=0)] = 10.0
     register_rate: Annotated[float, Field(ge=0)] = 1000.0
+    # MS-RTR keys by Map-Server address: a Map-Notify from that Map-Server is
+    # relayed (and binds a peer) only with a valid MS-RTR MAC (R bit); the
+    # same key is in the Map-Server's [ms] rtr-keys (docs/nat.md, "Security").
+    map_server_keys: dict[Address, Annotated[str, Field(min_length=1)]] = {}
 
 
 # ---------------------------------------------------------------- PITR / PETR (RFC 6832)
@@ -405,6 +409,10 @@ class MsConfig(_Model):
     # NAT traversal (docs/nat.md): the RTRs an Info-Reply offers to xTRs
     # behind a NAT (those of the xTR's address family).
     rtr_rlocs: list[Address] = []
+    # MS-RTR keys by RTR address: a Map-Notify answering a registration with
+    # an xTR-ID that such an RTR forwarded carries the R bit and the MS-RTR
+    # MAC with this key, so the RTR can tell it from a forged one.
+    rtr_keys: dict[Address, Annotated[str, Field(min_length=1)]] = {}
 
 
 class MrForward(_Model):
