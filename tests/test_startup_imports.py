@@ -83,23 +83,3 @@ def test_roles_by_name_still_importable():
     from lispctl.roles import EtrRole, MapServerRole
     from lispctl.roles.ms import MapServerRole as Ms
     assert MapServerRole is Ms and EtrRole.__name__ == "EtrRole"
-
-
-def test_daemon_path_skips_pyroute2_init_but_pyroute2_works():
-    mods = _modules("""
-        import lispctl.daemon.main, lispctl.daemon.build, lispctl.daemon.ifwatch, lispctl.net.watch
-        import lispctl.datapath.attach as attach
-        assert attach.ifindex_of("lo") == 1 and attach.is_physical("lo") is False
-        from lispctl import _pyroute2
-        assert not _pyroute2.loaded_fully()
-    """)
-    assert "pyroute2.iproute.linux" in mods
-    assert "pyroute2.conntrack" not in mods and "pyroute2.ndb.main" not in mods
-    # the package's own names are still there, loaded when asked for
-    mods = _modules("""
-        import lispctl
-        from pyroute2 import IPRoute, netns, Conntrack
-        import pyroute2
-        assert pyroute2.__version__ and IPRoute.__module__ == "pyroute2.iproute.linux"
-    """)
-    assert "pyroute2.conntrack" in mods
