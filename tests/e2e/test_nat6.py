@@ -278,6 +278,10 @@ def test_nat66_detected_and_registration_through_the_rtr_over_ipv6(lab):
     rtr = _cli(lab, "rtr", "counters")["roles"]["rtr"]
     assert rtr["notify_relayed"] >= 1, rtr
     assert not {"notify_bad_ms_rtr_auth", "notify_without_ms_rtr_auth", "notify_unknown"} & set(rtr), rtr
+    # mn's data keepalive (an Info-Request to the RTR's 4341) passed the
+    # RTR's IPv6 ETR to its socket: the data binding (the same port here)
+    peer = _eventually(lambda: (p := _rtr_peer(lab)) and p.get("data") and p, 10)
+    assert peer and peer["data"] == f"[{NAT_PUBLIC}]:{MAPPED_PORT}", _rtr_peer(lab)
     # the MS holds mn's EID with the RTR as its IPv6 locator, registered by the RTR
     sites = {s["name"]: s for s in _cli(lab, "ms", "sites")}
     [reg] = sites["mn"]["eid_prefixes"][0]["registrations"]

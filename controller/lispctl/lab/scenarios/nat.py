@@ -40,8 +40,6 @@ def nat_rules(lab: Lab) -> None:
         raise ProcessError(f"nft failed: {r.stderr}")
 
 
-DATA_PORT_MAPPED = 40341
-
 # the mobile node mob: EID on lmn0, home0 behind the NAT (preferred), pub0 public
 MOB, CORR, CORR_HOST = "mob", "pub", "hostP"
 MOB_EID = "10.7.0.7"
@@ -51,7 +49,7 @@ MOB_DATA_PORT_MAPPED = 40342
 CORR_HOST_EID = "10.5.0.2"
 
 
-def map_data_port(lab: Lab, source: str | None = None, port: int = DATA_PORT_MAPPED) -> None:
+def map_data_port(lab: Lab, source: str, port: int) -> None:
     """Endpoint-independent mapping for a node's port 4341, as the draft
     assumes (and many home NATs do): whatever the destination, source:4341
     leaves as NAT_PUBLIC:port. The mobile node's part of the lab uses it, so
@@ -60,8 +58,7 @@ def map_data_port(lab: Lab, source: str | None = None, port: int = DATA_PORT_MAP
     needs the binding the node's data keepalive opens towards the RTR's
     4341. The random masquerade stays for everything else. Existing
     bindings are flushed so the next keepalive takes the new mapping."""
-    match = ["ip", "saddr", source] if source else []
-    r = lab.run("nat", ["nft", "insert", "rule", "ip", "labnat", "post", "oifname", "wan0", *match,
+    r = lab.run("nat", ["nft", "insert", "rule", "ip", "labnat", "post", "oifname", "wan0", "ip", "saddr", source,
                         "udp", "sport", "4341", "masquerade", "to", f":{port}"], timeout=10)
     if r.returncode != 0:
         raise ProcessError(f"nft failed: {r.stderr}")
