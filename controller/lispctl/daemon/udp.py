@@ -149,8 +149,9 @@ class ControlSocket:
         self.stats = stats
         self.first = first
         self.group = group
-        self.rx = group.rx if group is not None else mmsg.Receiver()
-        self._own_rx = group is None
+        rx = group.rx if group is not None else None
+        self.rx = rx if rx is not None else mmsg.Receiver()
+        self._own_rx = rx is None
         self._tx: mmsg.Sender | None = None             # created on the first batched send
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -344,7 +345,7 @@ class ControlSockets:
         self.receiver = receiver
         self.batch_done = batch_done
         self.stats = SocketStats()
-        self.rx = mmsg.Receiver()                # receive buffers, shared by every socket
+        self.rx: mmsg.Receiver | None = mmsg.Receiver()   # receive buffers, shared by every socket
         self.corked = False                      # a batch is being handled: queue replies
         self.pending: list[ControlSocket] = []   # sockets with queued replies
         self.send_failed: Callable[[], None] | None = None   # a queued datagram was refused
