@@ -7,9 +7,9 @@ classes move up to BATCH datagrams per system call and keep the per-datagram
 Python work to slicing preallocated buffers:
 
 - `Receiver.recv(fd)` reads up to BATCH datagrams with one recvmmsg and
-  returns their count; datagram k is `data(k)`, its raw source sockaddr
-  `name(k)` (hashable bytes, the key of the caller's endpoint cache) and its
-  IP_PKTINFO / IPV6_PKTINFO payload `pktinfo(k)` (bytes, or None).
+  returns their count; `datas()` are the datagrams, `names()` their raw
+  source sockaddrs (hashable bytes, the key of the caller's endpoint cache)
+  and `pktinfos(...)` their IP_PKTINFO / IPV6_PKTINFO payloads (or None).
 - `Sender.add(payload, sockaddr)` copies a datagram into the next slot;
   `flush(fd)` sends them all with sendmmsg and reports failures per datagram.
 
@@ -86,13 +86,13 @@ class Receiver:
 
     def __init__(self) -> None:
         self.data = _Area(_RX_SLOT * BATCH)
-        self.names = _Area(_NAME * BATCH)
+        self.names_area = _Area(_NAME * BATCH)
         self.ctrl = _Area(_CTRL * BATCH)
         self.iovs = _Area(16 * BATCH)
         self.hdrs = _Area(_HDR.size * BATCH)
         # msg_namelen and msg_controllen are written back by the kernel: the
         # pristine headers are copied over the used ones after each call
-        self._pristine = _headers(BATCH, self.data, _RX_SLOT, self.names, self.ctrl, self.iovs)
+        self._pristine = _headers(BATCH, self.data, _RX_SLOT, self.names_area, self.ctrl, self.iovs)
         self.hdrs.view[:] = self._pristine
         self._got: list[tuple[int, int, int]] = []
 
@@ -110,27 +110,30 @@ class Receiver:
         view[:64 * n] = self._pristine[:64 * n]
         return n
 
-    def data_of(self, k: int) -> bytes:
-        off = _RX_SLOT * k
-        return self.data.view[off:off + self._got[k][2]].tobytes()
+    def datas(self) -> list[bytes]:
+        """The datagrams of the last recv, in order (copies)."""
+        view = self.data.view
+        return [view[_RX_SLOT * k:_RX_SLOT * k + got[2]].tobytes() for k, got in enumerate(self._got)]
 
-    def name(self, k: int) -> bytes:
-        off = _NAME * k
-        return self.names.view[off:off + self._got[k][0]].tobytes()
+    def names(self) -> list[bytes]:
+        """Their raw source sockaddrs."""
+        view = self.names_area.view
+        return [view[_NAME * k:_NAME * k + got[0]].tobytes() for k, got in enumerate(self._got)]
 
-    def pktinfo(self, k: int, level: int, ctype: int, size: int) -> bytes | None:
-        """The payload of datagram k's first control message when it is
+    def pktinfos(self, level: int, ctype: int, size: int) -> list[bytes | None]:
+        """The payload of each one's first control message when it is
         (level, ctype) (the only one these sockets ask for), else None."""
-        if self._got[k][1] < _CMSG_HDR.size + size:
-            return None
-        off = _CTRL * k
-        _, lv, ty = _CMSG_HDR.unpack_from(self.ctrl.view, off)
-        if lv != level or ty != ctype:
-            return None
-        return self.ctrl.view[off + 16:off + 16 + size].tobytes()
+        view, out = self.ctrl.view, list[bytes | None]()
+        for k, got in enumerate(self._got):
+            off = _CTRL * k
+            if got[1] >= _CMSG_HDR.size + size and _CMSG_HDR.unpack_from(view, off)[1:] == (level, ctype):
+                out.append(view[off + 16:off + 16 + size].tobytes())
+            else:
+                out.append(None)
+        return out
 
     def close(self) -> None:
-        for a in (self.hdrs, self.iovs, self.ctrl, self.names, self.data):
+        for a in (self.hdrs, self.iovs, self.ctrl, self.names_area, self.data):
             a.close()
 
 

@@ -222,11 +222,10 @@ class ControlSocket:
             return
         self.stats.rx += n
         # everything out of the shared buffers before any datagram is handled
-        datas = [rx.data_of(k) for k in range(n)]
-        names = [rx.name(k) for k in range(n)]
+        datas = rx.datas()
+        names = rx.names()
         if self.local.addr.is_unspecified:
-            level, ctype, size = self._pktinfo_kind
-            infos = [rx.pktinfo(k, level, ctype, size) for k in range(n)]
+            infos: list[bytes | None] | None = rx.pktinfos(*self._pktinfo_kind)
         else:
             infos = None                 # bound to one address: every datagram was sent to it
         receiver, srcs, dsts, local = self.receiver, self._srcs, self._dsts, self.local
