@@ -22,7 +22,13 @@
 #define LISP_SLOTS 64           /* weight resolution of a slot table */
 #define LISP_LEVELS 4           /* priority levels precomputed per locator set */
 #define LISP_NO_LOCATOR 0xff    /* empty slot */
-#define LISP_MAX_MAPPINGS 65536
+/* Map-cache entries per address family: set at load time from the config
+ * (datapath.max-mappings, -DLISP_MAX_MAPPINGS=n); this is the default. Ids
+ * (locator sets, per-mapping counters) are shared by both families. */
+#ifndef LISP_MAX_MAPPINGS
+#define LISP_MAX_MAPPINGS 1048576
+#endif
+#define LISP_MAX_MAPPING_IDS (2 * LISP_MAX_MAPPINGS)
 #define LISP_PETR_SET 0         /* locator set id reserved for the Proxy-ETRs */
 
 /* Map-cache actions: the ACT values of RFC 9301 section 5.4. */
@@ -204,7 +210,7 @@ struct lisp_stats {
 
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key4, struct lisp_mapping, map_cache4, LISP_MAX_MAPPINGS, LISP_PIN(map_cache4), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key6, struct lisp_mapping, map_cache6, LISP_MAX_MAPPINGS, LISP_PIN(map_cache6), BPF_F_NO_PREALLOC);
-BPF_TABLE_PINNED("hash", __u32, struct lisp_locset, locsets, LISP_MAX_MAPPINGS, LISP_PIN(locsets), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("hash", __u32, struct lisp_locset, locsets, LISP_MAX_MAPPING_IDS, LISP_PIN(locsets), BPF_F_NO_PREALLOC);
 /* Local EID database: prefix -> locator-status bits of that prefix's own
  * mapping (bit i: the site's locator i, in the order of its mapping, is up).
  * The ITR sends them for packets whose source matches (RFC 9300 5.3). */
@@ -224,7 +230,7 @@ BPF_TABLE_PINNED("hash", __u32, __u32, xdp_targets, 256, LISP_PIN(xdp_targets));
 BPF_TABLE_PINNED("array", __u32, struct lisp_config, config, 1, LISP_PIN(config));
 BPF_TABLE_PINNED("lru_hash", struct lisp_miss_key, __u64, miss_rl, 8192, LISP_PIN(miss_rl));
 BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, LISP_CNT__MAX, LISP_PIN(counters));
-BPF_TABLE_PINNED("percpu_hash", __u32, struct lisp_stats, map_stats, LISP_MAX_MAPPINGS, LISP_PIN(map_stats), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("percpu_hash", __u32, struct lisp_stats, map_stats, LISP_MAX_MAPPING_IDS, LISP_PIN(map_stats), BPF_F_NO_PREALLOC);
 /* Scratch space for buffers too big for the 512-byte BPF stack (ICMP
  * replies, checksum input). Per CPU, used within one program run; not pinned. */
 struct lisp_scratch {

@@ -57,7 +57,8 @@ def test_capacity_comes_from_the_loaded_maps(loaded):
     use what the loaded program holds: one locator-set id per mapping, the
     PETR set's reserved."""
     from lispctl.datapath.loader import header_define
-    assert loaded.capacity == header_define("LISP_MAX_MAPPINGS") - 1
+    assert loaded.capacity == 2 * header_define("LISP_MAX_MAPPINGS") - 1     # both families
+    assert loaded.family_capacity(4) == loaded.family_capacity(6) == header_define("LISP_MAX_MAPPINGS")
     assert loaded.capacity == loaded.table("locsets").max_entries - 1
 
 

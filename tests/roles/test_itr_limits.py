@@ -168,6 +168,24 @@ address = "203.0.113.60"
     assert len(logs) == 1
 
 
+def test_full_family_evicts_its_own_least_recently_used():
+    """Each address family has maps of its own (datapath.max-mappings each):
+    when IPv4's are full, the oldest IPv4 entry goes, not an older IPv6 one."""
+    _, roles = make(XTR.format(alg="hmac-sha256"), wan1=["192.0.2.2"])
+    itr = roles["itr"]
+    itr.start(0.0)
+    itr.capacity, itr.family_capacity = 100, {4: 3, 6: 3}
+    (req,) = requests(itr.on_miss(miss("2001:db8:50::1/128", "fd00::7"), 0.5))
+    answer(itr, req, [eid_record(P("2001:db8:50::/48"), (rloc_to_locator(Rloc(A("203.0.113.2"))),))], 0.6)
+    fill(itr, 3, 1.0)
+    assert (itr.cache.count(4), itr.cache.count(6)) == (3, 1)
+    (req,) = requests(itr.on_miss(miss("10.50.9.1/32"), 11.0))
+    eff = answer(itr, req, [eid_record(P("10.50.9.0/24"), (rloc_to_locator(Rloc(A("203.0.113.2"))),))], 11.1)
+    assert [e for e in eff if isinstance(e, RemoveMapping)] == [RemoveMapping(P("10.50.0.0/24"))]
+    assert itr.cache.get(P("2001:db8:50::/48")) is not None
+    assert (itr.cache.count(4), itr.cache.count(6)) == (3, 1) and itr.counters["evicted_lru"] == 1
+
+
 def test_static_entries_beyond_capacity_are_refused(tmp_path):
     """9.5: the config is refused when its static entries exceed what the data plane holds."""
     from lispctl.daemon.build import MapCacheTooSmall, _limit_map_cache
@@ -182,11 +200,14 @@ address = "203.0.113.60"
 
     class Loaded:                                 # what Datapath.capacity reports
         capacity = 4
+
+        def family_capacity(self, version):
+            return 1024
     with pytest.raises(MapCacheTooSmall, match="5 static"):
         _limit_map_cache(Device(instance="t", roles=list(roles.items())), Loaded())
     Loaded.capacity = 5
     _limit_map_cache(Device(instance="t", roles=list(roles.items())), Loaded())
-    assert roles["itr"].capacity == 5
+    assert roles["itr"].capacity == 5 and roles["itr"].family_capacity == {4: 1024, 6: 1024}
 
 
 def test_adopted_entries_beyond_the_rate_are_queued_not_dropped():

@@ -6,10 +6,11 @@ writes back what it returns; the client uses `encode_request` and
 """
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any, Callable, Mapping
 
-COMMANDS = ("status", "map-cache", "database", "sites", "counters", "stop")
+COMMANDS = ("status", "map-cache", "map-cache-load", "map-cache-unload", "database", "sites", "counters", "stop")
 MAX_LINE = 64 * 1024
 
 
@@ -28,19 +29,42 @@ def _response(ok: bool, **fields: Any) -> bytes:
     return (json.dumps({"ok": ok, **fields}, default=str, separators=(",", ":")) + "\n").encode()
 
 
-def handle_line(line: bytes, handlers: Mapping[str, Handler]) -> bytes:
-    """One request line in, one response line out; never raises for bad input."""
+def _dispatch(line: bytes, handlers: Mapping[str, Handler]) -> tuple[dict | None, Handler | None, bytes]:
+    """(request, its handler, b"") or (None, None, the error response)."""
     try:
         req = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return _response(False, error=f"request is not JSON: {exc}")
+        return None, None, _response(False, error=f"request is not JSON: {exc}")
     if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
-        return _response(False, error='request must be an object with a string "cmd"')
+        return None, None, _response(False, error='request must be an object with a string "cmd"')
     handler = handlers.get(req["cmd"])
     if handler is None:
-        return _response(False, error=f"unknown command {req['cmd']!r}; known: {', '.join(handlers)}")
+        return None, None, _response(False, error=f"unknown command {req['cmd']!r}; known: {', '.join(handlers)}")
+    return req, handler, b""
+
+
+def handle_line(line: bytes, handlers: Mapping[str, Handler]) -> bytes:
+    """One request line in, one response line out; never raises for bad input."""
+    req, handler, err = _dispatch(line, handlers)
+    if handler is None or req is None:
+        return err
     try:
         return _response(True, result=handler(req))
+    except ApiError as exc:
+        return _response(False, error=str(exc))
+
+
+async def handle_line_async(line: bytes, handlers: Mapping[str, Handler]) -> bytes:
+    """handle_line for a server on an event loop: a handler may return an
+    awaitable (long work that must not hold the loop), awaited here."""
+    req, handler, err = _dispatch(line, handlers)
+    if handler is None or req is None:
+        return err
+    try:
+        result = handler(req)
+        if inspect.isawaitable(result):
+            result = await result
+        return _response(True, result=result)
     except ApiError as exc:
         return _response(False, error=str(exc))
 

@@ -16,14 +16,14 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from lispctl.config.lines import find_line, key_lines
-from lispctl.config.models import (AddressLocator, Config, DatabaseEntry, DdtConfig, DdtDelegation, EtrConfig,
+from lispctl.config.models import (AddressLocator, Config, DatabaseEntry, DatapathConfig, DdtConfig, DdtDelegation, EtrConfig,
                                    InterfacesConfig, ItrConfig, LocatorConfig, MapCacheEntry,
                                    MapResolverConfig, MapServerConfig, MobileNodeConfig, MrConfig,
                                    MrDdtConfig, MrForward, MsConfig, PetrConfig, PitrConfig, SiteConfig,
                                    SiteEidPrefix, action_of)
 
 __all__ = [
-    "AddressLocator", "Config", "ConfigError", "ConfigProblem", "DatabaseEntry", "DdtConfig", "DdtDelegation",
+    "AddressLocator", "Config", "ConfigError", "ConfigProblem", "DatabaseEntry", "DatapathConfig", "DdtConfig", "DdtDelegation",
     "EtrConfig", "InterfacesConfig", "ItrConfig", "LocatorConfig", "MapCacheEntry", "MapResolverConfig",
     "MapServerConfig", "MobileNodeConfig", "MrConfig", "MrDdtConfig", "MrForward", "MsConfig", "PetrConfig",
     "PitrConfig", "SiteConfig", "SiteEidPrefix",
@@ -135,6 +135,8 @@ def cross_check(cfg: Config) -> list[tuple[tuple, str]]:
                                           "drop [[mr.map-server]]"))
     if cfg.is_rtr and not cfg.rtr.map_servers:
         out.append((("rtr", "map-servers"), "an RTR (rtr) needs [rtr] map-servers to forward registrations to"))
+    if set(cfg.rtr.map_server_keys) - set(cfg.rtr.map_servers):
+        out.append((("rtr", "map-server-keys"), "[rtr] map-server-keys names an address not in [rtr] map-servers"))
     if cfg.rtr.map_servers and not cfg.is_rtr:
         out.append((("rtr", "map-servers"), "[rtr] map-servers is only used by the rtr role"))
     if cfg.nat.enabled and not cfg.is_etr:

@@ -202,6 +202,18 @@ class MapCacheEntry(_Model):
         return action_of(self.action) if self.action else MapAction.NO_ACTION
 
 
+class DatapathConfig(_Model):
+    """The BPF data plane's sizing ([datapath], docs/datapath.md "Map-cache size")."""
+    # Map-cache entries per address family (IPv4 and IPv6 each). The maps are
+    # created with it (changing it recompiles); kernel memory is taken per
+    # entry installed, plus a fixed 32 bytes per id (2 x this) for the hash
+    # tables' buckets: 64 MiB at the default.
+    max_mappings: Annotated[int, Field(ge=1024, le=1 << 24)] = 1 << 20
+    # Map-cache tables installed at start, in bulk (the format of
+    # `lispctl map-cache load`); they never expire.
+    map_cache_files: Annotated[list[str], AfterValidator(_unique)] = []
+
+
 class InterfacesConfig(_Model):
     eid_facing: list[str] = []
     rloc_facing: list[str] = []
@@ -293,6 +305,10 @@ class RtrConfig(_Model):
     # all (token buckets, roles/ratelimit.py; 0 = no limit).
     register_rate_per_source: Annotated[float, Field(ge=0)] = 10.0
     register_rate: Annotated[float, Field(ge=0)] = 1000.0
+    # MS-RTR keys by Map-Server address: a Map-Notify from that Map-Server is
+    # relayed (and binds a peer) only with a valid MS-RTR MAC (R bit); the
+    # same key is in the Map-Server's [ms] rtr-keys (docs/nat.md, "Security").
+    map_server_keys: dict[Address, Annotated[str, Field(min_length=1)]] = {}
 
 
 # ---------------------------------------------------------------- PITR / PETR (RFC 6832)
@@ -372,6 +388,10 @@ class MsConfig(_Model):
     # NAT traversal (docs/nat.md): the RTRs an Info-Reply offers to xTRs
     # behind a NAT (those of the xTR's address family).
     rtr_rlocs: list[Address] = []
+    # MS-RTR keys by RTR address: a Map-Notify answering a registration with
+    # an xTR-ID that such an RTR forwarded carries the R bit and the MS-RTR
+    # MAC with this key, so the RTR can tell it from a forged one.
+    rtr_keys: dict[Address, Annotated[str, Field(min_length=1)]] = {}
 
 
 class MrForward(_Model):
@@ -501,6 +521,7 @@ class Config(_Model):
         default_factory=lambda: [ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::")],
         min_length=1)
     interfaces: InterfacesConfig = InterfacesConfig()
+    datapath: DatapathConfig = DatapathConfig()
     database: list[DatabaseEntry] = []
     map_server: list[MapServerConfig] = []
     map_resolver: list[MapResolverConfig] = []

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from lispctl.api.protocol import MAX_LINE, Handler, handle_line
+from lispctl.api.protocol import MAX_LINE, Handler, handle_line_async
 
 log = logging.getLogger("lispctl.api")
 
@@ -44,7 +44,7 @@ class ApiServer:
                     break
                 self.requests += 1
                 try:
-                    writer.write(handle_line(line, self.handlers))
+                    writer.write(await handle_line_async(line, self.handlers))
                 except Exception:                 # a handler bug must not reach the loop
                     log.exception("API request %r failed", line[:200])
                     writer.write(b'{"ok":false,"error":"internal error, see the daemon log"}\n')

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from lispctl.api.protocol import ApiError
 from lispctl.datapath.attach import CHECKSUM_MODES
 from lispctl.roles import ItrRole, build_roles, datapath_plan
 from lispctl.roles.base import CONTROL_PORT
@@ -72,7 +73,9 @@ def _setup_datapath(device: Device, plan) -> None:
     from lispctl.datapath import Datapath
     from lispctl.datapath.datapath import DEFAULT_PIN_BASE
     adopted = (DEFAULT_PIN_BASE / device.instance).is_dir()
-    dp = Datapath(instance=device.instance)
+    cfg = device.config
+    dp = Datapath(instance=device.instance,
+                  max_mappings=cfg.datapath.max_mappings if cfg is not None else None)
     # close() detaches what this object attached and, with unpin, removes the
     # instance's pinned maps: `down` means the device is gone. A planned
     # restart (`down --keep-datapath`) releases instead: programs stay
@@ -120,6 +123,7 @@ def _setup_datapath(device: Device, plan) -> None:
         _drop_stale_locals(dp, plan)
     dp.set_miss_action(plan.miss_action, plan.petr)
     _limit_map_cache(device, dp)
+    _load_tables(device, dp)
     device.info["datapath_plan"] = {
         "eid_interfaces": list(plan.eid_interfaces), "rloc_interfaces": list(plan.rloc_interfaces),
         "local_rlocs": [str(a) for a in plan.local_rlocs], "local_eids": [str(e) for e in plan.local_eids],
@@ -147,9 +151,33 @@ def _limit_map_cache(device: Device, dp) -> None:
     static = len(itr.cfg.map_cache)
     if static > capacity:
         raise MapCacheTooSmall(f"{static} static [[map-cache]] entries, but the data plane holds "
-                               f"{capacity} mappings (LISP_MAX_MAPPINGS in bpf/lisp_maps.h)")
+                               f"{capacity} mappings (datapath.max-mappings per address family)")
+    for v in (4, 6):
+        n = sum(1 for e in itr.cfg.map_cache if e.eid_prefix.version == v)
+        if n > dp.family_capacity(v):
+            raise MapCacheTooSmall(f"{n} static IPv{v} [[map-cache]] entries, but the data plane holds "
+                                   f"{dp.family_capacity(v)} (datapath.max-mappings)")
     itr.capacity = capacity
+    itr.family_capacity = {4: dp.family_capacity(4), 6: dp.family_capacity(6)}
     device.info["map_cache_capacity"] = capacity
+
+
+def _load_tables(device: Device, dp) -> None:
+    """datapath.map-cache-files, in bulk (daemon/bulk.py); the API loads more."""
+    from .bulk import BulkTables
+    itr = next((r for _, r in device.roles if isinstance(r, ItrRole)), None)
+    device.bulk = BulkTables(dp, itr, device.info)
+    device.info["map_cache_family_capacity"] = {"ipv4": dp.family_capacity(4), "ipv6": dp.family_capacity(6)}
+    cfg = device.config
+    for path in (cfg.datapath.map_cache_files if cfg is not None else ()):
+        try:
+            device.bulk.load(path)
+        except ApiError as exc:
+            raise MapCacheTableError(f"datapath.map-cache-files: {exc}") from None
+
+
+class MapCacheTableError(Exception):
+    """A datapath.map-cache-files table that cannot be loaded."""
 
 
 def _setup_announcer(device: Device, pcfg) -> None:

@@ -16,6 +16,7 @@ class Device:
     roles: list[tuple[str, Role]]
     datapath: Any = None                      # None: no BPF at all (MS/MR-only devices)
     announcer: Any = None                     # PITR: lispctl.net.announce.RouteAnnouncer
+    bulk: Any = None                          # map-cache tables loaded in bulk (daemon/bulk.py)
     binds: list[str] = field(default_factory=lambda: ["0.0.0.0", "::"])
     control_port: int = CONTROL_PORT
     # Undo actions (detach programs, remove routes...), run newest first at stop.

@@ -110,6 +110,8 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
         elif watch is not None:
             watch.close()
         runtime.close()
+        if device.bulk is not None:
+            device.bulk.close()
 
 
 def _freeze_startup_objects() -> None:
@@ -157,6 +159,7 @@ def _handlers(paths: InstancePaths, device: Device, rt: Runtime, request_stop) -
             "api": str(paths.socket),
             "datapath": device.datapath is not None,
             "map_cache_entries": len(rt.cache),
+            "map_cache_tables": device.bulk.snapshot() if device.bulk is not None else [],
             **device.info,
             "state": rt.role_snapshots(),
         }
@@ -189,7 +192,29 @@ def _handlers(paths: InstancePaths, device: Device, rt: Runtime, request_stop) -
         request_stop()
         return {"stopping": True, "pid": os.getpid(), "keep_datapath": device.keep_datapath}
 
+    def tables():
+        if device.bulk is None:
+            raise ApiError("this device has no data plane map-cache")
+        return device.bulk
+
+    def load_table(req):
+        path, name, ttl = req.get("path"), req.get("name"), req.get("ttl")
+        if not isinstance(path, str) or not path:
+            raise ApiError('map-cache-load needs "path" (a file the daemon can read)')
+        if name is not None and (not isinstance(name, str) or not name or len(name) > 128):
+            raise ApiError('"name" must be a non-empty string')
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))):
+            raise ApiError('"ttl" must be a number of seconds')
+        return tables().load_async(path, name, ttl)
+
+    def unload_table(req):
+        if not isinstance(req.get("name"), str):
+            raise ApiError('map-cache-unload needs "name"')
+        return tables().unload(req["name"])
+
     return {
+        "map-cache-load": load_table,
+        "map-cache-unload": unload_table,
         "status": status,
         "map-cache": lambda _r: rt.map_cache(),
         "database": lambda _r: collect("database"),

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import operator
 import os
 import select
 import shutil
 import socket
+import struct
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -16,9 +19,11 @@ from typing import Sequence
 from lispctl.datapath import attach as _attach
 from lispctl.datapath.errors import DatapathError
 from lispctl.datapath.loader import header_define, header_enum
+from lispctl.datapath.idpool import IdPool
 from lispctl.datapath.maps import RingBuffer
 from lispctl.datapath.prebuilt import forget_layout, open_datapath
 from lispctl.datapath.locsets import build_locator_set
+from lispctl.mapping.bulkfile import KEY_SIZE, BulkTable, key_bytes
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import MissEvent
 
@@ -33,8 +38,9 @@ MAX_LOCATORS = header_define("LISP_MAX_LOCATORS")
 SLOTS = header_define("LISP_SLOTS")
 LEVELS = header_define("LISP_LEVELS")
 NO_LOCATOR = header_define("LISP_NO_LOCATOR")
-MAX_MAPPINGS = header_define("LISP_MAX_MAPPINGS")
+DEFAULT_MAX_MAPPINGS = header_define("LISP_MAX_MAPPINGS")   # per family, unless the caller sets it
 PETR_SET = header_define("LISP_PETR_SET")
+_CHUNK = 8192           # mappings per batched update round (bounded Python buffers)
 MISS_BATCH = 256        # miss events returned by one poll_misses() at most
 
 
@@ -46,6 +52,30 @@ DROP_REASONS = _enum_names("lisp_drop_reason", "LISP_DROP_")
 COUNTER_NAMES = _enum_names("lisp_counter", "LISP_CNT_")
 _CNT = header_enum("lisp_counter")
 _MISS = header_enum("lisp_miss_action")
+
+
+@dataclass
+class BulkSet:
+    """A table installed with load_bulk: what unload_bulk removes."""
+    name: str
+    keys4: bytes                 # LPM keys installed, back to back
+    keys6: bytes
+    ids: array                   # their mapping ids: one per distinct locator set
+    skipped: int = 0             # prefixes left out: already in the map-cache (or listed twice)
+
+    def __len__(self) -> int:
+        return self.count(4) + self.count(6)
+
+    def count(self, version: int) -> int:
+        return len(self.keys4 if version == 4 else self.keys6) // KEY_SIZE[version]
+
+    def info(self) -> dict:
+        return {"name": self.name, "ipv4": len(self.keys4) // KEY_SIZE[4],
+                "ipv6": len(self.keys6) // KEY_SIZE[6], "skipped": self.skipped}
+
+
+_first = operator.itemgetter(0)
+_LEAF = struct.Struct("=IB3x")     # struct lisp_mapping: id, action (checked against the loaded map)
 
 
 @dataclass(frozen=True)
@@ -79,7 +109,7 @@ class Datapath:
     re-attached with replace semantics."""
 
     def __init__(self, instance: str = "default", pin_root: str | os.PathLike | None = None,
-                 cflags: Sequence[str] = ()) -> None:
+                 cflags: Sequence[str] = (), max_mappings: int | None = None) -> None:
         if not instance or "/" in instance or instance.startswith("."):
             raise DatapathError(f"bad instance name {instance!r}")
         if os.geteuid() != 0:
@@ -89,6 +119,13 @@ class Datapath:
             raise DatapathError(f"{base} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)")
         self.instance = instance
         self.pin_dir = base / instance
+        if max_mappings is not None:
+            # per family; part of the build key (prebuilt.py), so another
+            # size compiles and loads anew. Maps already pinned keep theirs:
+            # capacity is read back from the loaded maps.
+            if not 1 <= int(max_mappings) < 1 << 26:
+                raise DatapathError(f"bad max-mappings {max_mappings}")
+            cflags = (*cflags, f"-DLISP_MAX_MAPPINGS={int(max_mappings)}")
         fresh = not self.pin_dir.exists()
         self.pin_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -106,8 +143,11 @@ class Datapath:
         self._attachments: list[_attach.TcAttachment | _attach.XdpAttachment | _attach.TxCsumAttachment] = []
         self._local_rlocs: list[IPAddress] = self._read_local_rlocs()
         self._ids: dict[EidPrefix, int] = self._read_mapping_ids()
-        self._used_ids = set(self._ids.values())     # kept with _ids: _alloc_id stays O(1)
-        self._next_id = 1
+        self._count = {4: 0, 6: 0}                   # entries of _ids per family
+        for eid in self._ids:
+            self._count[eid.prefix.version] += 1
+        self._pool = IdPool(int(self._t["locsets"].max_entries), self._ids.values(), reserved=PETR_SET)
+        self._bulk: dict[str, BulkSet] = {}
         self._ring: RingBuffer | None = None
         self._events: list[MissEvent] = []
         self._closed = False
@@ -335,7 +375,12 @@ class Datapath:
         key = self._lpm_key(t, eid)
         mid = self._ids.get(eid)
         if mid is None:
+            if self._bulk and key in t:
+                raise DatapathError(f"{eid} is held by a bulk-loaded table (unload it first)")
+            if self._count[eid.prefix.version] + self._bulk_count(eid.prefix.version) >= t.max_entries:
+                raise DatapathError(f"map-cache full ({t.max_entries} IPv{eid.prefix.version} mappings)")
             mid = self._alloc_id()
+            self._count[eid.prefix.version] += 1
             self._zero_stats(mid)
         if rlocs:
             self._write_locset(mid, rlocs)
@@ -346,33 +391,180 @@ class Datapath:
         leaf.action = int(action)
         t[key] = leaf
         self._ids[eid] = mid
-        self._used_ids.add(mid)
         if not rlocs:
             self._del_locset(mid)
 
     def delete_mapping(self, eid: EidPrefix) -> None:
-        """Remove an entry (then its locator set: never the other way round)."""
+        """Remove an entry (then its locator set: never the other way round).
+        Only entries set with set_mapping: a bulk-loaded one goes with its table."""
         mid = self._ids.pop(eid, None)
+        if mid is None:
+            return
         t = self._eid_table(eid, "map_cache")
         try:
             del t[self._lpm_key(t, eid)]
         except KeyError:
             pass
-        if mid is not None:
-            self._used_ids.discard(mid)
-            self._del_locset(mid)
-            try:
-                del self._t["map_stats"][self._t["map_stats"].Key(mid)]
-            except KeyError:
-                pass
+        self._count[eid.prefix.version] -= 1
+        self._del_locset(mid)
+        try:
+            del self._t["map_stats"][self._t["map_stats"].Key(mid)]
+        except KeyError:
+            pass
+        self._pool.release(mid)
 
     @property
     def capacity(self) -> int:
-        """Map-cache entries the data plane can hold, IPv4 and IPv6 together:
-        each takes a locator-set id and PETR_SET's is reserved (read from the
-        loaded maps, so it follows LISP_MAX_MAPPINGS in bpf/lisp_maps.h)."""
-        return min(int(self._t["locsets"].max_entries) - 1, int(self._t["map_cache4"].max_entries),
-                   int(self._t["map_cache6"].max_entries))
+        """Map-cache entries the data plane can hold, IPv4 and IPv6 together
+        (each family at most family_capacity): each takes a locator-set id
+        and PETR_SET's is reserved. Read from the loaded maps, so it follows
+        the max_mappings they were created with (datapath.max-mappings)."""
+        return min(int(self._t["locsets"].max_entries) - 1,
+                   self.family_capacity(4) + self.family_capacity(6))
+
+    def family_capacity(self, version: int) -> int:
+        return int(self._t[f"map_cache{version}"].max_entries)
+
+    # ---- bulk map-cache tables ----
+    def load_bulk(self, name: str, table: BulkTable) -> BulkSet:
+        """Install a whole table (lispctl.mapping.bulkfile) with batched map
+        updates (BPF_MAP_UPDATE_BATCH, or one bpf(2) per element where the
+        kernel has no batch for the map type: decided once per map).
+
+        The mappings of a table that share a locator set (the same text
+        after the prefix) share one mapping id, so one locator set: the
+        kernel then holds one LPM node per mapping (~100 bytes), not a
+        500-byte locator set each. What they give up is per-mapping counters
+        (map_stats, which the program skips when missing; the global
+        counters count their packets): a per-CPU element per mapping would
+        cost the kernel ~40 us each, a minute per million.
+
+        Locator sets are written before the entries naming them, so no packet
+        meets an entry without its locator set. Prefixes already in the
+        map-cache (set_mapping or another table) or listed twice (the first
+        line wins) are left out and counted (BulkSet.skipped). All or
+        nothing: a table that does not fit, or a failing update, leaves the
+        maps as they were."""
+        if name in self._bulk:
+            raise DatapathError(f"a bulk table named {name!r} is loaded (unload it first)")
+        self._check_layouts()
+        taken: set[bytes] = {key_bytes(e) for e in self._ids}
+        for other in self._bulk.values():
+            for blob, ks in ((other.keys4, KEY_SIZE[4]), (other.keys6, KEY_SIZE[6])):
+                mv = memoryview(blob)
+                taken.update(mv[o:o + ks].tobytes() for o in range(0, len(blob), ks))
+        skipped = 0
+        keep: dict[int, array | None] = {}            # None: every row
+        for rows_ in (table.v4, table.v6):
+            fmt = f"{KEY_SIZE[rows_.version]}s"
+            uniq = set(map(_first, struct.iter_unpack(fmt, rows_.keys)))
+            if len(uniq) == len(rows_) and uniq.isdisjoint(taken):
+                keep[rows_.version] = None                    # the common case: no per-row work
+                if rows_.version == 4:
+                    taken |= uniq
+                continue
+            del uniq
+            rows = array("I")
+            for i, k in enumerate(map(_first, struct.iter_unpack(fmt, rows_.keys))):
+                if k in taken:
+                    skipped += 1
+                    continue
+                taken.add(k)
+                rows.append(i)
+            keep[rows_.version] = rows
+        del taken
+        counts = {}
+        for v in (4, 6):
+            kv = keep[v]
+            counts[v] = len(table.family(v)) if kv is None else len(kv)
+        for v in (4, 6):
+            free = self.family_capacity(v) - self._count[v] - self._bulk_count(v)
+            if counts[v] > free:
+                raise DatapathError(f"map-cache full: the table has {counts[v]} IPv{v} mappings, "
+                                    f"{free} more fit (datapath.max-mappings)")
+        groups_used: set[int] = set()
+        for v in (4, 6):
+            grp, kv = table.family(v).groups, keep[v]
+            groups_used.update(grp if kv is None else (grp[i] for i in kv))
+        order = sorted(groups_used)
+        ids = self._pool.take_many(len(order))
+        if ids is None:
+            raise DatapathError(f"map-cache full: {len(self._pool)} mapping ids left, the table needs "
+                                f"{len(order)}")
+        gid = dict(zip(order, ids))
+        leaf: dict[int, bytes] = {}
+        installed: dict[int, bytearray] = {4: bytearray(), 6: bytearray()}
+        locsets = self._t["locsets"]
+        try:
+            with_locs = [g for g in order if table.locator_sets[g]]
+            for start in range(0, len(with_locs), _CHUNK):
+                part = with_locs[start:start + _CHUNK]
+                locsets.update_many(array("I", (gid[g] for g in part)).tobytes(),
+                                    b"".join(bytes(self._locset_leaf(table.locator_sets[g])) for g in part))
+            pack = _LEAF.pack
+            for grp_i in order:
+                leaf[grp_i] = pack(gid[grp_i], table.actions_of[grp_i])
+            for v in (4, 6):
+                self._bulk_entries(table.family(v), keep[v], leaf, installed[v])
+        except OSError as exc:
+            self._bulk_remove(bytes(installed[4]), bytes(installed[6]), ids)
+            self._pool.release_many(ids)
+            raise DatapathError(f"bulk load of {name!r} failed after "
+                                f"{(len(installed[4]) // 12) + (len(installed[6]) // 24)} mappings: {exc}") from exc
+        bs = BulkSet(name, bytes(installed[4]), bytes(installed[6]), ids, skipped)
+        self._bulk[name] = bs
+        return bs
+
+    def _bulk_entries(self, rows_, keep: array | None, leaf: dict[int, bytes], installed: bytearray) -> None:
+        cache = self._t[f"map_cache{rows_.version}"]
+        ks, keys, groups = KEY_SIZE[rows_.version], rows_.keys, rows_.groups
+        n = len(rows_) if keep is None else len(keep)
+        for start in range(0, n, _CHUNK):
+            if keep is None:
+                end = min(n, start + _CHUNK)
+                ckeys = keys[start * ks:end * ks]
+                vals = b"".join([leaf[g] for g in groups[start:end]])
+            else:
+                part = keep[start:start + _CHUNK]
+                ckeys = bytearray(b"".join([keys[i * ks:(i + 1) * ks] for i in part]))
+                vals = b"".join([leaf[groups[i]] for i in part])
+            cache.update_many(ckeys, vals)
+            installed += ckeys
+
+    def unload_bulk(self, name: str) -> int:
+        """Remove a table load_bulk installed (batched deletes); returns how
+        many mappings went."""
+        bs = self._bulk.pop(name, None)
+        if bs is None:
+            raise DatapathError(f"no bulk table named {name!r}")
+        self._bulk_remove(bs.keys4, bs.keys6, bs.ids)
+        self._pool.release_many(bs.ids)
+        return len(bs)
+
+    def _bulk_remove(self, keys4: bytes, keys6: bytes, ids: array) -> None:
+        # entries first, then what they name (as delete_mapping does)
+        self._t["map_cache4"].delete_many(keys4)
+        self._t["map_cache6"].delete_many(keys6)
+        # (bulk mappings have no per-mapping counters: see load_bulk)
+        self._t["locsets"].delete_many(ids.tobytes())
+
+    def bulk_tables(self) -> dict[str, BulkSet]:
+        return dict(self._bulk)
+
+    def _bulk_count(self, version: int) -> int:
+        return sum(b.count(version) for b in self._bulk.values())
+
+    def _check_layouts(self) -> None:
+        """The bulk path packs keys and entries with struct, for speed: check
+        once that the loaded maps agree with that packing."""
+        for v in (4, 6):
+            t = self._t[f"map_cache{v}"]
+            K = t.Key
+            if (ctypes.sizeof(K), K.prefixlen.offset, K.iid.offset, K.addr.offset) != (KEY_SIZE[v], 0, 4, 8):
+                raise DatapathError(f"map_cache{v} key layout differs from the bulk packing")
+            L = t.Leaf
+            if (ctypes.sizeof(L), L.id.offset, L.action.offset) != (_LEAF.size, 0, 4):
+                raise DatapathError(f"map_cache{v} value layout differs from the bulk packing")
 
     def mappings(self) -> dict[EidPrefix, int]:
         """Installed prefixes -> mapping id."""
@@ -455,6 +647,8 @@ class Datapath:
     def reset(self) -> None:
         """Empty every map and restore the default configuration (flush)."""
         self._petr_iids = set()
+        for bulk_name in list(self._bulk):
+            self.unload_bulk(bulk_name)
         for name in ("map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
                      "accepted_iids", "eid_ifaces", "miss_rl", "map_stats", "xdp_targets",
                      "petr_accept4", "petr_accept6"):
@@ -470,7 +664,9 @@ class Datapath:
         cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
         t[t.Key(0)] = cfg
         self._ids.clear()
-        self._used_ids.clear()
+        self._count = {4: 0, 6: 0}
+        self._bulk.clear()
+        self._pool = IdPool(int(self._t["locsets"].max_entries), reserved=PETR_SET)
         self._local_rlocs.clear()
         self._mtu_explicit = False
 
@@ -567,7 +763,11 @@ class Datapath:
 
     def release(self) -> None:
         """Drop our handles but leave programs attached and maps pinned, so
-        traffic keeps flowing until a new Datapath(instance) takes over."""
+        traffic keeps flowing until a new Datapath(instance) takes over.
+        Bulk tables are removed first: the next instance would not know them
+        apart from learnt entries (and reloads its datapath.map-cache-files)."""
+        for name in list(self._bulk):
+            self.unload_bulk(name)
         self._attachments.clear()
         self.close(unpin=False)
 
@@ -624,15 +824,16 @@ class Datapath:
             del t[key]
 
     def _alloc_id(self) -> int:
-        used = self._used_ids
-        for _ in range(MAX_MAPPINGS):
-            mid = self._next_id
-            self._next_id = self._next_id % (MAX_MAPPINGS - 1) + 1
-            if mid not in used and mid != PETR_SET:
-                return mid
-        raise DatapathError(f"map-cache full ({MAX_MAPPINGS} mappings)")
+        mid = self._pool.take()
+        if mid is None:
+            raise DatapathError(f"map-cache full ({self._pool.limit - 1} mapping ids)")
+        return mid
 
     def _write_locset(self, mid: int, rlocs: Sequence[Rloc]) -> None:
+        t = self._t["locsets"]
+        t[t.Key(mid)] = self._locset_leaf(rlocs)
+
+    def _locset_leaf(self, rlocs: Sequence[Rloc]):
         ls = build_locator_set(rlocs, MAX_LOCATORS, LEVELS, SLOTS)
         t = self._t["locsets"]
         leaf = t.Leaf()
@@ -649,7 +850,7 @@ class Datapath:
         flat = b"".join(bytes(ls.levels[lvl]) if lvl < len(ls.levels) else bytes([NO_LOCATOR]) * SLOTS
                         for lvl in range(LEVELS))
         _set_bytes(leaf.slots, flat)
-        t[t.Key(mid)] = leaf
+        return leaf
 
     def _del_locset(self, mid: int) -> None:
         t = self._t["locsets"]
@@ -670,14 +871,34 @@ class Datapath:
         return sorted(out, key=lambda a: (a.version, a.packed))
 
     def _read_mapping_ids(self) -> dict[EidPrefix, int]:
+        """Mappings already in pinned maps (a restarted controller). Entries
+        of a bulk table left by a process that did not release() them (it
+        died) are removed: they share ids, which single mappings never do,
+        and have no per-mapping counters, which single mappings always have;
+        adopted as single mappings, the first removal would free an id the
+        others still use."""
         ids: dict[EidPrefix, int] = {}
+        stats = self._t["map_stats"]
+        has_stats: dict[int, bool] = {}
+        leftover: dict[int, bytearray] = {4: bytearray(), 6: bytearray()}
+        leftover_ids: set[int] = set()
         for ver in (4, 6):
             t = self._t[f"map_cache{ver}"]
             for k, v in t.items():
+                mid = int(v.id)
+                single = has_stats.get(mid)
+                if single is None:
+                    single = has_stats[mid] = stats.Key(mid) in stats
+                if not single:
+                    leftover[ver] += bytes(k)
+                    leftover_ids.add(mid)
+                    continue
                 plen = k.prefixlen - 32
                 raw = bytes(k.addr)
                 net = ipaddress.ip_network((raw, plen))
-                ids[EidPrefix(socket.ntohl(k.iid), net)] = int(v.id)
+                ids[EidPrefix(socket.ntohl(k.iid), net)] = mid
+        if leftover_ids:
+            self._bulk_remove(bytes(leftover[4]), bytes(leftover[6]), array("I", sorted(leftover_ids)))
         return ids
 
 

@@ -21,12 +21,14 @@ from lispctl.datapath.syscall import bpf
 
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY = 1, 2, 3, 4
 BPF_OBJ_PIN, BPF_OBJ_GET, BPF_OBJ_GET_INFO_BY_FD = 6, 7, 15
+BPF_MAP_UPDATE_BATCH, BPF_MAP_DELETE_BATCH = 26, 27
 BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PROG_ARRAY = 1, 2, 3
 BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY = 5, 6
 BPF_MAP_TYPE_RINGBUF = 27
 _ARRAYS = (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY)
 _PERCPU = (BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY)
 _ENOENT = 2
+BATCH = 8192            # elements per BPF_MAP_*_BATCH call (the kernel loops, with cond_resched)
 
 
 def _u32(v: int) -> bytes:
@@ -126,6 +128,98 @@ class Table:
             self.Leaf = leaf_type * self.ncpu
         else:
             self.Leaf = leaf_type
+        self.key_size = info.key_size
+        # bytes of one element's value in a syscall: per-CPU maps take one
+        # 8-byte aligned slot per possible CPU
+        self.value_size = self._stride * self.ncpu if self.percpu else info.value_size
+        self._batch: bool | None = None
+
+    # ---- bulk operations ------------------------------------------------
+    @property
+    def batch_supported(self) -> bool:
+        """Whether the kernel takes BPF_MAP_UPDATE/DELETE_BATCH for this map.
+        Asked once (an empty batch: the kernel answers ENOTSUPP or EINVAL
+        for map types or kernels without it), then every bulk call uses the
+        answer: batched, or one bpf(2) per element."""
+        if self._batch is None:
+            try:
+                for cmd in (BPF_MAP_UPDATE_BATCH, BPF_MAP_DELETE_BATCH):
+                    bpf(cmd, self._batch_attr(0, 0, 0))
+                self._batch = self.map_type not in _ARRAYS
+            except OSError:
+                self._batch = False
+        return self._batch
+
+    def _batch_attr(self, keys: int, values: int, count: int) -> bytes:
+        # union bpf_attr.batch: in_batch, out_batch, keys, values, count, map_fd, elem_flags, flags
+        return _u64(0) + _u64(0) + _u64(keys) + _u64(values) + _u32(count) + _u32(self.map_fd) + _u64(0) + _u64(0)
+
+    def update_many(self, keys, values, batch: bool | None = None) -> None:
+        """Insert or replace n elements: keys holds n packed keys back to
+        back (key_size each), values n packed values (value_size each, per-CPU
+        maps: every CPU's slot). Raises OSError at the first failure."""
+        n = len(keys) // self.key_size
+        if len(keys) != n * self.key_size or len(values) != n * self.value_size:
+            raise DatapathError(f"map {self.name}: {len(keys)} key bytes / {len(values)} value bytes "
+                                f"do not hold whole elements of {self.key_size}/{self.value_size}")
+        if n == 0:
+            return
+        kb = (ctypes.c_char * len(keys)).from_buffer(keys) if isinstance(keys, bytearray) \
+            else ctypes.create_string_buffer(bytes(keys), len(keys))
+        vb = (ctypes.c_char * len(values)).from_buffer(values) if isinstance(values, bytearray) \
+            else ctypes.create_string_buffer(bytes(values), len(values))
+        ka, va = ctypes.addressof(kb), ctypes.addressof(vb)
+        if self.batch_supported if batch is None else batch:
+            done = 0
+            while done < n:
+                cnt = min(BATCH, n - done)
+                bpf(BPF_MAP_UPDATE_BATCH, self._batch_attr(ka + done * self.key_size,
+                                                          va + done * self.value_size, cnt))
+                done += cnt
+            return
+        ks, vs, fd = self.key_size, self.value_size, _u32(self.map_fd) + _u32(0)
+        for i in range(n):
+            bpf(BPF_MAP_UPDATE_ELEM, fd + _u64(ka + i * ks) + _u64(va + i * vs) + _u64(0))
+
+    def delete_many(self, keys, batch: bool | None = None) -> int:
+        """Delete n packed keys (back to back); keys not in the map are
+        skipped. Returns how many were deleted."""
+        n = len(keys) // self.key_size
+        if len(keys) != n * self.key_size:
+            raise DatapathError(f"map {self.name}: {len(keys)} key bytes are not whole keys of {self.key_size}")
+        if n == 0:
+            return 0
+        kb = ctypes.create_string_buffer(bytes(keys), len(keys))
+        ka, ks = ctypes.addressof(kb), self.key_size
+        deleted = 0
+        if self.batch_supported if batch is None else batch:
+            count = ctypes.c_uint32()
+            done = 0
+            while done < n:
+                cnt = min(BATCH, n - done)
+                attr = ctypes.create_string_buffer(self._batch_attr(ka + done * ks, 0, cnt), 128)
+                try:
+                    bpf(BPF_MAP_DELETE_BATCH, attr, 128)
+                    ok = cnt
+                except OSError as exc:
+                    if exc.errno != _ENOENT:
+                        raise
+                    # stopped at a key that is not there: skip it
+                    ctypes.memmove(ctypes.addressof(count), ctypes.addressof(attr) + 32, 4)
+                    ok = count.value
+                    done += 1
+                deleted += ok
+                done += ok
+            return deleted
+        fd = _u32(self.map_fd) + _u32(0)
+        for i in range(n):
+            try:
+                bpf(BPF_MAP_DELETE_ELEM, fd + _u64(ka + i * ks) + _u64(0) + _u64(0))
+                deleted += 1
+            except OSError as exc:
+                if exc.errno != _ENOENT:
+                    raise
+        return deleted
 
     def _attr(self, key, value=None, flags: int = 0) -> bytes:
         return (_u32(self.map_fd) + _u32(0) + _u64(ctypes.addressof(key))

@@ -61,9 +61,14 @@ class MapCache:
     def __init__(self) -> None:
         self._table: LpmTable[CacheEntry] = LpmTable()
         self._heap: list[_Timer] = []
+        self._by_version = {4: 0, 6: 0}
 
     def __len__(self) -> int:
         return len(self._table)
+
+    def count(self, version: int) -> int:
+        """Entries of one address family."""
+        return self._by_version[version]
 
     def install(self, eid: EidPrefix, rlocs: tuple[Rloc, ...], action: MapAction,
                 ttl_s: float | None, now: float, source: str = "map-reply") -> CacheEntry:
@@ -74,12 +79,17 @@ class MapCache:
         entry = CacheEntry(eid, tuple(rlocs), action, now, expires,
                            last_used=old.last_used if old else None, source=source)
         self._table.insert(eid, entry)
+        if old is None:
+            self._by_version[eid.prefix.version] += 1
         if expires is not None:
             heapq.heappush(self._heap, _Timer(expires, eid))
         return entry
 
     def remove(self, eid: EidPrefix) -> CacheEntry | None:
-        return self._table.remove(eid)
+        old = self._table.remove(eid)
+        if old is not None:
+            self._by_version[eid.prefix.version] -= 1
+        return old
 
     def get(self, eid: EidPrefix) -> CacheEntry | None:
         return self._table.get(eid)
@@ -110,6 +120,7 @@ class MapCache:
             # stale timers (entry replaced or removed) are skipped
             if entry is not None and entry.expires_at is not None and entry.expires_at <= now:
                 self._table.remove(t.eid)
+                self._by_version[t.eid.prefix.version] -= 1
                 gone.append(entry)
         return gone
 

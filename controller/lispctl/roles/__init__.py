@@ -93,11 +93,14 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
     if cfg.is_petr:
         out.append(("petr", PetrRole(cfg, local_site())))
     if cfg.is_rtr:
-        out.append(("rtr", RtrRole(cfg)))
+        rtr = RtrRole(cfg)
+        out.append(("rtr", rtr))
         if rtr_data_plane(cfg) and itr is None and cfg.map_resolver:
             # the RTR re-encapsulates toward destinations it may not know yet:
             # the data plane reports a miss, this ITR resolves it (docs/nat.md)
-            out.append(("itr", ItrRole(cfg, local_site(), nonce)))
+            itr = ItrRole(cfg, local_site(), nonce)
+            itr.rtr, rtr.itr, rtr.site = rtr, itr, local_site()
+            out.append(("itr", itr))
     return out
 
 

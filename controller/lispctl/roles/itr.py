@@ -29,7 +29,8 @@ entry renews them. SMRs keep working alongside (peers that do not support
 publish/subscribe).
 
 Map-cache capacity: the daemon sets `capacity` to what the loaded data plane
-holds. Installing a new prefix into a full cache first evicts the least
+holds (and `family_capacity`: each address family has maps of its own), less
+what bulk-loaded tables take (daemon/bulk.py). Installing a new prefix into a full cache first evicts the least
 recently used dynamic entry (used = reported by the data plane, or installed
 or refreshed); static entries are never evicted (a config with more static
 entries than the capacity is refused at start). One log line and a counter
@@ -66,6 +67,7 @@ from lispctl.roles.probe import RlocProber
 
 if TYPE_CHECKING:  # nat.py imports this module
     from lispctl.roles.nat import NatRole
+    from lispctl.roles.rtr import RtrRole
 from lispctl.wire import (NO_ADDRESS, TTL_INFINITE, Address, EidRecord, EncapsulatedControlMessage, MalformedMessage,
                           RequestRecord,
                           MapNotify, MapNotifyAck, MapReply, MapRequest, from_eid_prefix,
@@ -126,6 +128,7 @@ class ItrRole:
         self._sub_gc_at = 0.0
         self.cache = MapCache()
         self.capacity: int | None = None               # set by the daemon from the data plane
+        self.family_capacity: dict[int, int] = {}      # version -> entries of that family at most
         self._lru: dict[EidPrefix, None] = {}          # dynamic entries, least recently used first
         self.pending: dict[EidPrefix, _Pending] = {}
         self._pending_wide: set[EidPrefix] = set()     # pending prefixes that are not host prefixes
@@ -147,6 +150,7 @@ class ItrRole:
         # "miss_to_install" when a miss's mapping is installed (daemon metrics).
         self.observe: Callable[[str, float], None] | None = None
         self.nat: NatRole | None = None      # a NatRole steering data to the RTR while behind a NAT
+        self.rtr: RtrRole | None = None      # the RTR this ITR resolves for: never encapsulate to itself
         # misses handed to the RTR (on_miss): taken back when the NAT goes
         self._via_rtr: dict[EidPrefix, None] = {}
 
@@ -162,7 +166,7 @@ class ItrRole:
                        ttl_s: float | None, now: float, source: str = "map-reply",
                        out: Effects | None = None) -> CacheEntry:
         old = self.cache.get(eid)
-        if old is None and self.capacity is not None and out is not None:
+        if old is None and (self.capacity is not None or self.family_capacity) and out is not None:
             self._make_room(eid, out)
         entry = self.cache.install(eid, rlocs, action, ttl_s, now, source=source)
         self.prober.track(eid, old.rlocs if old else (), rlocs, now)
@@ -172,9 +176,19 @@ class ItrRole:
         return entry
 
     def _make_room(self, eid: EidPrefix, out: Effects) -> None:
-        capacity = self.capacity
-        while capacity is not None and len(self.cache) >= capacity and self._lru:
-            victim = next(iter(self._lru))
+        capacity, version = self.capacity, eid.prefix.version
+        family = self.family_capacity.get(version)
+        while self._lru:
+            if family is not None and self.cache.count(version) >= family:
+                # that family's maps are full: its least recently used entry
+                # goes (a scan past newer entries of the other family)
+                victim = next((e for e in self._lru if e.prefix.version == version), None)
+                if victim is None:
+                    return
+            elif capacity is not None and len(self.cache) >= capacity:
+                victim = next(iter(self._lru))
+            else:
+                return
             old = self.cache.remove(victim)
             del self._lru[victim]
             if old is None:
@@ -183,8 +197,8 @@ class ItrRole:
             self.holddown.pop(victim, None)
             out.items.append(RemoveMapping(victim))
             self.counters["evicted_lru"] += 1
-            out.log(f"map-cache full ({self.capacity} entries): evicted least recently used {victim} "
-                    f"for {eid}")
+            out.log(f"map-cache full ({self.capacity} entries, IPv{version} "
+                    f"{self.family_capacity.get(version)}): evicted least recently used {victim} for {eid}")
 
     def _cache_dropped(self, entry: CacheEntry) -> None:
         self._lru.pop(entry.eid, None)
@@ -194,7 +208,20 @@ class ItrRole:
         out = self.prober.effective(rlocs) if self.prober.enabled else tuple(rlocs)
         if self.nat is not None and out:       # behind a NAT: all data to the RTR (roles/nat.py)
             out = self.nat.steer(out)
+        if self.rtr is not None and out:       # an RTR's own RLOC is no locator for it (roles/rtr.py)
+            out = self.rtr.steer(out)
         return out
+
+    def forget(self, eid: EidPrefix) -> None:
+        """Drop eid's cache entry without touching the data plane: the RTR
+        installed that prefix itself (a confirmed NATed peer's EIDs), and a
+        refresh or expiry of ours must not replace or remove its entry."""
+        e = self.cache.get(eid)
+        if e is None or e.static:
+            return
+        self.cache.remove(eid)
+        self._cache_dropped(e)
+        self.holddown.pop(eid, None)
 
     def reinstall_all(self, now: float) -> list[Effect]:
         """InstallMapping for every positive entry again (where data goes
