@@ -215,9 +215,10 @@ class Datapath:
         physical NICs (they complete it). False keeps offloads, and GSO
         super-packets whole across veth, for underlays whose ETRs are all
         kernel ones (lispctl), as the lab's throughput figures want."""
-        resolved = _attach.resolve_rloc_mode(ifname, mode)
+        physical = _attach.is_physical(ifname) if mode == "auto" or complete_checksums is None else None
+        resolved = _attach.resolve_rloc_mode(ifname, mode, physical)
         if complete_checksums is None:
-            complete_checksums = not _attach.is_physical(ifname)
+            complete_checksums = not physical
         if complete_checksums:
             self._attachments.append(_attach.tx_checksum_off(ifname))
         att = _attach.attach_tc(ifname, self.prog_fd("lisp_etr_ingress"), "lisp_etr_ingress", _attach.INGRESS)
