@@ -40,7 +40,7 @@ _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
 _CMSG_HDR = struct.Struct("=Qii")          # cmsg_len, cmsg_level, cmsg_type
 _MSG_DONTWAIT = 0x40
-assert _HDR.size == 64 and _IOV.size == 16 and _RESULT.size == 64
+assert _HDR.size == 64 and _IOV.size == 16 and _RESULT.size == 64 and ctypes.sizeof(ctypes.c_void_p) == 8
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _recvmmsg = _libc.recvmmsg
@@ -49,10 +49,6 @@ _recvmmsg.restype = ctypes.c_int
 _sendmmsg = _libc.sendmmsg
 _sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
 _sendmmsg.restype = ctypes.c_int
-
-
-def available() -> bool:
-    return ctypes.sizeof(ctypes.c_void_p) == 8 and hasattr(_libc, "recvmmsg") and hasattr(_libc, "sendmmsg")
 
 
 class _Area:
@@ -156,9 +152,6 @@ class Sender:
         self.count = 0
         # what each queued datagram was for (error reports)
         self.dests: list[object] = []
-
-    def fits(self, payload: bytes) -> bool:
-        return len(payload) <= TX_SLOT
 
     def add(self, payload: bytes, name: bytes, dest: object) -> bool:
         """Queue one datagram; True when the queue is now full (flush it)."""
