@@ -192,12 +192,12 @@ static __always_inline int pull_headers(struct __sk_buff *skb, __u32 want)
  * (up to 64 KB) it is 0, so the helper checks the skb against the egress
  * device the GSO-aware way instead of failing its MTU check (FRAG_NEEDED);
  * its segment size was checked against path_mtu already. */
-static __always_inline long fib_resolve(struct __sk_buff *skb, struct bpf_fib_lookup *p, int v6,
-                                        const __u8 *src, const __u8 *dst, __u32 tot_len)
+static __always_inline void fib_params(struct bpf_fib_lookup *p, __u32 ifindex, int v6,
+                                       const __u8 *src, const __u8 *dst, __u32 tot_len)
 {
     __builtin_memset(p, 0, sizeof(*p));
-    p->ifindex = skb->ifindex;
-    p->tot_len = skb->gso_size ? 0 : tot_len;
+    p->ifindex = ifindex;
+    p->tot_len = tot_len;
     if (v6) {
         p->family = AF_INET6;
         __builtin_memcpy(p->ipv6_src, src, 16);
@@ -207,6 +207,12 @@ static __always_inline long fib_resolve(struct __sk_buff *skb, struct bpf_fib_lo
         __builtin_memcpy(&p->ipv4_src, src, 4);
         __builtin_memcpy(&p->ipv4_dst, dst, 4);
     }
+}
+
+static __always_inline long fib_resolve(struct __sk_buff *skb, struct bpf_fib_lookup *p, int v6,
+                                        const __u8 *src, const __u8 *dst, __u32 tot_len)
+{
+    fib_params(p, skb->ifindex, v6, src, dst, skb->gso_size ? 0 : tot_len);
     return bpf_fib_lookup(skb, p, sizeof(*p), 0);
 }
 
@@ -377,84 +383,6 @@ static __always_inline int send_time_exceeded(struct __sk_buff *skb, const struc
     return send_icmp(skb, f, 0, 1, egress);
 }
 
-/* UDP checksum of an IPv6-encapsulated packet without reading the payload,
- * the way Linux's local checksum offload (lco_csum) does it: an inner TCP,
- * UDP or ICMP segment with a correct checksum sums to the complement of its
- * pseudo-header sum (ICMPv4: to zero), and that holds as well when the
- * checksum is still to be filled in by offload (CHECKSUM_PARTIAL). So the
- * outer sum = outer pseudo header + UDP + LISP + inner IP header + that.
- * Where it cannot be known (GSO, fragments, IPv6 extension headers, IPv4 UDP
- * without checksum, other protocols) the RFC 6935 zero checksum stays. */
-static __always_inline __u16 outer6_udp_csum(struct __sk_buff *skb, const struct lisp_flow *f,
-                                             const struct lisp_outer6 *o, __u32 inner_len)
-{
-    if (skb->gso_size || f->frag || f->l3len != inner_len)
-        return 0;
-    __u8 proto = f->proto;
-    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP &&
-        !(f->family == 4 && proto == IPPROTO_ICMP) && !(f->family == 6 && proto == IPPROTO_ICMPV6))
-        return 0;
-    if (proto == IPPROTO_UDP && f->udp_nocsum && f->family == 4)
-        return 0;
-    struct lisp_scratch *sc = get_scratch();
-    if (!sc)
-        return 0;
-    __u8 *hdr = sc->buf;
-    __u32 sum = 0;
-    __u32 l4len;
-    if (f->family == 4) {
-        if (!f->ihl_ok || bpf_skb_load_bytes(skb, ETH_HLEN, hdr, 20))
-            return 0;
-        sum = lisp_csum_add(sum, hdr, 10);
-        l4len = inner_len - 20;
-        if (proto != IPPROTO_ICMP) {
-            __u32 ps = lisp_csum_add(0, f->src, 2);
-            ps = lisp_csum_add(ps, f->dst, 2);
-            ps += bpf_htons(proto) + bpf_htons(l4len);
-            sum += lisp_csum_fold(ps);           /* ~pseudo, folded */
-        }
-    } else {
-        if (bpf_skb_load_bytes(skb, ETH_HLEN, hdr, 40))
-            return 0;
-        sum = lisp_csum_add(sum, hdr, 20);
-        l4len = inner_len - 40;
-        __u32 ps = lisp_csum_add(0, f->src, 8);
-        ps = lisp_csum_add(ps, f->dst, 8);
-        ps += bpf_htons(l4len) + bpf_htons(proto);
-        sum += lisp_csum_fold(ps);
-    }
-    sum = lisp_csum_add(sum, &o->ip6.saddr, 16);
-    sum += o->ip6.payload_len + bpf_htons(IPPROTO_UDP);
-    sum = lisp_csum_add(sum, &o->udp, 4);
-    sum = lisp_csum_add(sum, &o->lisp, 4);
-    __u16 c = lisp_csum_fold(sum);
-    return c ? c : 0xffff;
-}
-
-/* A router forwarding the packet decrements its TTL / hop limit: the ITR
- * on an EID-facing interface and the ETR redirecting to the site are that
- * router (the stack fallback decrements on its own). l3_off: the IP header.
- * Returns 0, or -1 when the TTL is <= 1: the caller hands the packet to the
- * stack, which drops it and sends ICMP Time Exceeded (rate limited). */
-static __always_inline int ttl_decrement(struct __sk_buff *skb, __u32 l3_off, struct lisp_flow *f)
-{
-    if (f->ttl <= 1) {
-        count(LISP_CNT_TTL_TO_STACK);
-        return -1;
-    }
-    __u8 ttl = f->ttl - 1;
-    if (f->family == 4) {
-        __u16 old = bpf_htons(((__u16)f->ttl << 8) | f->proto);
-        __u16 new = bpf_htons(((__u16)ttl << 8) | f->proto);
-        bpf_l3_csum_replace(skb, l3_off + offsetof(struct iphdr, check), old, new, 2);
-        bpf_skb_store_bytes(skb, l3_off + offsetof(struct iphdr, ttl), &ttl, 1, 0);
-    } else {
-        bpf_skb_store_bytes(skb, l3_off + offsetof(struct ipv6hdr, hop_limit), &ttl, 1, 0);
-    }
-    f->ttl = ttl;
-    return 0;
-}
-
 /* RFC 9300 7.1, stateless MTU handling: an IPv4 packet without DF that does
  * not fit the path once encapsulated is sent as inner fragments, each
  * encapsulated on its own (the destination host reassembles). A program
@@ -556,6 +484,91 @@ static __always_inline long reencap_grow(struct __sk_buff *skb, __u32 olen, __u6
     return bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags & BPF_F_ADJ_ROOM_FIXED_GSO);
 }
 
+/* Packets and inner bytes encapsulated with mapping id. */
+static __always_inline void mapping_stats(__u32 id, __u32 bytes)
+{
+    struct lisp_stats *st = map_stats.lookup(&id);
+    if (st) {
+        st->packets += 1;
+        st->bytes += bytes;
+    }
+}
+
+/* Instance ID of packets entering on ifindex (0: not registered). */
+static __always_inline __u32 eid_iface_iid(__u32 ifindex)
+{
+    struct lisp_eid_if *ei = eid_ifaces.lookup(&ifindex);
+    return ei ? ei->iid & 0xffffff : 0;
+}
+
+/* The locator of ls for flow hash `hash`, or 0 when none is usable. */
+static __always_inline const struct lisp_locator *itr_locator(const struct lisp_locset *ls, __u32 hash)
+{
+    int i = lisp_pick(ls, hash);
+    if (i < 0 || i >= LISP_MAX_LOCATORS)
+        return 0;
+    return &ls->loc[i];
+}
+
+/* Everything but the Ethernet header of lisp_encap_hdr for a packet to
+ * locator loc, shared by the tc and the XDP ITR: outer headers (RFC 9300
+ * 5.3: TTL and TOS copied, the source site's locator-status bits, a random
+ * nonce) and the inner IP header, read at data + ETH_HLEN; with `hop` (a
+ * routing ITR; the caller answered TTL 1 already) its TTL goes down by one
+ * and the outer TTL is copied from that. gso: a GSO super-packet (no outer
+ * IPv6 UDP checksum). Returns the bytes to write from &h->eth, or 0 when
+ * the inner header is not readable. */
+static __always_inline __u32 itr_headers(struct lisp_encap_hdr *h, void *data, void *data_end,
+                                         struct lisp_flow *f, const struct lisp_locator *loc,
+                                         const struct lisp_config *c, __u32 inner_len, __u32 hash,
+                                         __u32 iid, int hop, int gso)
+{
+    __u8 *ih = data + ETH_HLEN;
+    __u64 lsb = source_lsb(f, iid);
+    __u32 nonce = bpf_get_prandom_u32() & 0xffffff;
+    /* A locator with an explicit port is a NAT traversal path (docs/nat.md):
+     * an RTR toward a NATed xTR's translated port, or a NATed xTR toward its
+     * RTR (port 4341). Those packets leave from source port 4341, not a
+     * hashed one, so a NAT keeps one binding for all flows and the RTR's
+     * packets match it in reverse. */
+    __u16 dport = loc->port ? loc->port : LISP_DATA_PORT;
+    if (hop)
+        f->ttl -= 1;
+    if (loc->family == 6) {
+        if (f->family == 4) {
+            if ((void *)(ih + sizeof(struct iphdr)) > data_end)
+                return 0;
+            __builtin_memcpy(h->v6.in, ih, sizeof(struct iphdr));
+        } else {
+            if ((void *)(ih + sizeof(struct ipv6hdr)) > data_end)
+                return 0;
+            __builtin_memcpy(h->v6.in, ih, sizeof(struct ipv6hdr));
+        }
+        if (hop)
+            lisp_hop(h->v6.in, f->family);
+        lisp_build6(&h->v6.o, f, c->src6, loc->addr, inner_len, hash, iid, lsb, nonce, dport);
+        if (loc->port)
+            h->v6.o.udp.source = bpf_htons(LISP_DATA_PORT);
+        h->v6.o.udp.check = lisp_outer6_csum(h->v6.in, f, &h->v6.o, inner_len, gso);
+        return sizeof(struct ethhdr) + LISP_OVERHEAD6 + lisp_inner_copy(f->family);
+    }
+    if (f->family == 4) {
+        if ((void *)(ih + sizeof(struct iphdr)) > data_end)
+            return 0;
+        __builtin_memcpy(h->v4.in, ih, sizeof(struct iphdr));
+    } else {
+        if ((void *)(ih + sizeof(struct ipv6hdr)) > data_end)
+            return 0;
+        __builtin_memcpy(h->v4.in, ih, sizeof(struct ipv6hdr));
+    }
+    if (hop)
+        lisp_hop(h->v4.in, f->family);
+    lisp_build4(&h->v4.o, f, c->src4, loc->addr, inner_len, hash, iid, lsb, nonce, dport);
+    if (loc->port)
+        h->v4.o.udp.source = bpf_htons(LISP_DATA_PORT);
+    return sizeof(struct ethhdr) + LISP_OVERHEAD4 + lisp_inner_copy(f->family);
+}
+
 static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
                                  const struct lisp_locset *ls, __u32 id,
                                  const struct lisp_config *c, int mode)
@@ -565,10 +578,9 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
     if (!egress && f->ttl <= 1)
         return send_time_exceeded(skb, f, egress);
     __u32 hash = lisp_flow_hash(f);
-    int i = lisp_pick(ls, hash);
-    if (i < 0 || i >= LISP_MAX_LOCATORS)
+    const struct lisp_locator *loc = itr_locator(ls, hash);
+    if (!loc)
         return drop(LISP_DROP_NO_LOCATOR);
-    const struct lisp_locator *loc = &ls->loc[i];
     int v6 = loc->family == 6;
     if (v6 ? !c->has_src6 : !c->has_src4)
         return drop(LISP_DROP_NO_SOURCE);
@@ -579,7 +591,8 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
      * and its headers may not give its length (IPv6 BIG TCP). */
     __u32 inner_len = skb->len - ETH_HLEN;
     if (!skb->gso_size) {
-        if (f->l3len > inner_len)
+        /* longer than the frame, or shorter than its own IP header */
+        if (f->l3len > inner_len || f->l3len < lisp_inner_copy(f->family))
             return drop(LISP_DROP_MALFORMED);
         if (f->l3len < inner_len) {
             if (bpf_skb_change_tail(skb, ETH_HLEN + f->l3len, 0))
@@ -618,63 +631,27 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
         inner_len = f->l3len;
     }
 
-    __u8 dst[16];
-    __builtin_memcpy(dst, loc->addr, 16);
-    /* A locator with an explicit port is a NAT traversal path (docs/nat.md):
-     * an RTR toward a NATed xTR's translated port, or a NATed xTR toward its
-     * RTR (port 4341). Those packets leave from source port 4341, not a
-     * hashed one, so a NAT keeps one binding for all flows and the RTR's
-     * packets match it in reverse. */
-    __u16 dport = loc->port ? loc->port : LISP_DATA_PORT;
     struct bpf_fib_lookup p;
-    long frc = fib_resolve(skb, &p, v6, v6 ? c->src6 : c->src4, dst, inner_len + olen);
+    long frc = fib_resolve(skb, &p, v6, v6 ? c->src6 : c->src4, loc->addr, inner_len + olen);
     if (!fib_ok(frc))
         return drop(LISP_DROP_NO_ROUTE);
     __u8 macs[2 * ETH_ALEN];
     if (frc != BPF_FIB_LKUP_RET_SUCCESS && bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)))
         return drop(LISP_DROP_ENCAP_FAILED);
-
-    if (!egress && ttl_decrement(skb, ETH_HLEN, f))
-        return send_time_exceeded(skb, f, egress);
-    __u64 lsb = source_lsb(f, iid);
-    __u32 nonce = bpf_get_prandom_u32() & 0xffffff;
-    if (v6) {
-        struct {
-            __u8 pad[2];        /* keeps the outer IP header 4-byte aligned on the stack */
-            struct ethhdr eth;
-            struct lisp_outer6 o;
-        } __attribute__((packed, aligned(4))) h = {};
-        lisp_build6(&h.o, f, c->src6, dst, inner_len, hash, iid, lsb, nonce, dport);
-        if (loc->port)
-            h.o.udp.source = bpf_htons(LISP_DATA_PORT);
-        h.o.udp.check = outer6_udp_csum(skb, f, &h.o, inner_len);
-        fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IPV6));
-        if ((bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) &&
-             reencap_grow(skb, olen, flags, mode)) ||
-            bpf_skb_store_bytes(skb, 0, &h.eth, sizeof(h) - sizeof(h.pad), 0))
-            return drop(LISP_DROP_ENCAP_FAILED);
-    } else {
-        struct {
-            __u8 pad[2];        /* keeps the outer IP header 4-byte aligned on the stack */
-            struct ethhdr eth;
-            struct lisp_outer4 o;
-        } __attribute__((packed, aligned(4))) h = {};
-        lisp_build4(&h.o, f, c->src4, dst, inner_len, hash, iid, lsb, nonce, dport);
-        if (loc->port)
-            h.o.udp.source = bpf_htons(LISP_DATA_PORT);
-        fib_eth(&h.eth, frc, &p, macs, bpf_htons(ETH_P_IP));
-        if ((bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) &&
-             reencap_grow(skb, olen, flags, mode)) ||
-            bpf_skb_store_bytes(skb, 0, &h.eth, sizeof(h) - sizeof(h.pad), 0))
-            return drop(LISP_DROP_ENCAP_FAILED);
-    }
+    struct lisp_encap_hdr h = {};
+    fib_eth(&h.eth, frc, &p, macs, v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP));
+    /* a router hop: one less (TTL 1 was answered above) */
+    __u32 n = itr_headers(&h, (void *)(long)skb->data, (void *)(long)skb->data_end, f, loc, c,
+                          inner_len, hash, iid, !egress, skb->gso_size);
+    if (!n)
+        return drop(LISP_DROP_ENCAP_FAILED);
+    flags |= v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4;
+    if ((bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags) && reencap_grow(skb, olen, flags, mode)) ||
+        bpf_skb_store_bytes(skb, 0, &h.eth, n, 0))
+        return drop(LISP_DROP_ENCAP_FAILED);
 
     count(LISP_CNT_ENCAPSULATED);
-    struct lisp_stats *st = map_stats.lookup(&id);
-    if (st) {
-        st->packets += 1;
-        st->bytes += inner_len;
-    }
+    mapping_stats(id, inner_len);
     return fib_send(frc, &p);
 }
 
@@ -771,7 +748,7 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
         return TC_ACT_OK;
     if (lisp_special_dst(&f))
         return TC_ACT_OK;
-    __u32 iid = 0, ifindex = skb->ifindex;
+    __u32 iid;
     __u32 cb = skb->cb[0];
     int mode = egress ? LISP_MODE_EGRESS : 0;
     if (cb & LISP_CB_IID_VALID) {
@@ -779,9 +756,7 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
         skb->cb[0] = 0;
         mode |= LISP_MODE_REENCAP;
     } else {
-        struct lisp_eid_if *ei = eid_ifaces.lookup(&ifindex);
-        if (ei)
-            iid = ei->iid & 0xffffff;
+        iid = eid_iface_iid(skb->ifindex);
     }
     /* Traffic within the site (and to this router) is not encapsulated. */
     if (local_eid(&f, iid))
@@ -1039,35 +1014,6 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
     return LISP_ETR_DECAP;
 }
 
-/* The inner header after decapsulation: TTL / hop limit `ttl` and the
- * RFC 6040 ECN field (e->inner_ecn); the IPv4 checksum follows (RFC 1624). */
-static __always_inline void etr_inner_fix(struct __sk_buff *skb, __u32 off, const struct lisp_etr_pkt *e, __u8 ttl)
-{
-    if (e->inner_ecn != (e->f.tos & 3)) {
-        __u8 b[2];
-        if (bpf_skb_load_bytes(skb, off, b, 2) == 0) {
-            __u8 nb = e->ver == 4 ? (b[1] & ~3) | e->inner_ecn : (b[1] & ~0x30) | (e->inner_ecn << 4);
-            if (e->ver == 4) {
-                __u16 old = bpf_htons(((__u16)b[0] << 8) | b[1]);
-                __u16 new = bpf_htons(((__u16)b[0] << 8) | nb);
-                bpf_l3_csum_replace(skb, off + offsetof(struct iphdr, check), old, new, 2);
-            }
-            bpf_skb_store_bytes(skb, off + 1, &nb, 1, 0);
-            count(LISP_CNT_ECN_MARKED);
-        }
-    }
-    if (ttl == e->f.ttl)
-        return;
-    if (e->ver == 4) {
-        __u16 old = bpf_htons(((__u16)e->f.ttl << 8) | e->f.proto);
-        __u16 new = bpf_htons(((__u16)ttl << 8) | e->f.proto);
-        bpf_l3_csum_replace(skb, off + offsetof(struct iphdr, check), old, new, 2);
-        bpf_skb_store_bytes(skb, off + offsetof(struct iphdr, ttl), &ttl, 1, 0);
-    } else {
-        bpf_skb_store_bytes(skb, off + offsetof(struct ipv6hdr, hop_limit), &ttl, 1, 0);
-    }
-}
-
 /* ETR: decapsulate UDP 4341 packets to a local RLOC; pass everything else. */
 int lisp_etr_ingress(struct __sk_buff *skb)
 {
@@ -1123,17 +1069,27 @@ int lisp_etr_ingress(struct __sk_buff *skb)
             ttl -= 1;
         }
     }
-    struct ethhdr neth;
-    fib_eth(&neth, frc, &p, macs, inner_proto);
-    __u32 inner_off = ETH_HLEN + olen;
-    etr_inner_fix(skb, inner_off, &e, ttl);
+    /* The new Ethernet header and the inner IP header's first bytes (TTL,
+     * ECN, checksum) go into the packet with one store after decapsulation. */
+    struct {
+        struct ethhdr eth;
+        __u8 in[LISP_INNER_FIX];
+    } __attribute__((packed)) nh;
+    fib_eth(&nh.eth, frc, &p, macs, inner_proto);
+    __u32 inner_off = ETH_HLEN + (e.outer6 ? LISP_OVERHEAD6 : LISP_OVERHEAD4);
+    __u8 *ih = data + inner_off;
+    if ((void *)(ih + LISP_INNER_FIX) > data_end)
+        return drop(LISP_DROP_DECAP_FAILED);
+    __builtin_memcpy(nh.in, ih, LISP_INNER_FIX);
+    if (lisp_inner_fix(nh.in, ver, e.inner_ecn, ttl))
+        count(LISP_CNT_ECN_MARKED);
     /* trailing bytes after the UDP payload (Ethernet padding) go too */
     if (skb->len > inner_off + inner_len &&
         bpf_skb_change_tail(skb, inner_off + inner_len, 0))
         return drop(LISP_DROP_DECAP_FAILED);
     if (lisp_decap_room(skb, olen, e.outer6, ver == 6))
         return drop(LISP_DROP_DECAP_FAILED);
-    if (bpf_skb_store_bytes(skb, 0, &neth, sizeof(neth), 0))
+    if (bpf_skb_store_bytes(skb, 0, &nh, sizeof(nh), 0))
         return drop(LISP_DROP_DECAP_FAILED);
     count(LISP_CNT_DECAPSULATED);
 
@@ -1153,3 +1109,4 @@ int lisp_etr_ingress(struct __sk_buff *skb)
 }
 
 #include "lisp_etr_xdp.c"
+#include "lisp_itr_xdp.c"

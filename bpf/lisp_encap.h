@@ -68,6 +68,97 @@ static __always_inline void lisp_fill_hdr(struct lisp_hdr *l, __u32 iid, __u64 l
     l->iid_lsb = bpf_htonl(iid ? (iid << 8) | (bits & 0xff) : bits);
 }
 
+/* Everything an encapsulated packet gets written in front of and into it,
+ * built on the stack and written at once (one bpf_skb_store_bytes, or one
+ * copy in XDP): the new Ethernet header, the outer IP + UDP + LISP headers,
+ * and the inner IP header (IPv4: its first 20 bytes), whose TTL a routing
+ * ITR decrements here rather than with helper calls of its own. */
+#define LISP_INNER_COPY 40
+struct lisp_encap_hdr {
+    __u8 pad[2];                /* keeps the outer IP header 4-byte aligned on the stack */
+    struct ethhdr eth;
+    union {
+        struct {
+            struct lisp_outer4 o;
+            __u8 in[LISP_INNER_COPY];
+        } __attribute__((packed)) v4;
+        struct {
+            struct lisp_outer6 o;
+            __u8 in[LISP_INNER_COPY];
+        } __attribute__((packed)) v6;
+    };
+} __attribute__((packed, aligned(4)));
+
+/* Bytes of the inner IP header copied into lisp_encap_hdr. */
+static __always_inline __u32 lisp_inner_copy(int family)
+{
+    return family == 4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+}
+
+/* An IP header one router hop on: TTL / hop limit - 1 (the caller checked
+ * it is > 1), the IPv4 header checksum updated incrementally (RFC 1624). */
+static __always_inline void lisp_hop(__u8 *ip, int family)
+{
+    if (family == 4) {
+        __u16 old, new, check;
+        __builtin_memcpy(&old, ip + 8, 2);      /* TTL, protocol */
+        ip[8] -= 1;
+        __builtin_memcpy(&new, ip + 8, 2);
+        __builtin_memcpy(&check, ip + 10, 2);
+        check = lisp_csum_replace2(check, old, new);
+        __builtin_memcpy(ip + 10, &check, 2);
+    } else {
+        ip[7] -= 1;
+    }
+}
+
+/* UDP checksum of an IPv6-encapsulated packet without reading the payload,
+ * the way Linux's local checksum offload (lco_csum) does it: an inner TCP,
+ * UDP or ICMP segment with a correct checksum sums to the complement of its
+ * pseudo-header sum (ICMPv4: to zero), and that holds as well when the
+ * checksum is still to be filled in by offload (CHECKSUM_PARTIAL). So the
+ * outer sum = outer pseudo header + UDP + LISP + inner IP header + that.
+ * Where it cannot be known (gso: a GSO super-packet, fragments, IPv6
+ * extension headers, IPv4 UDP without checksum, other protocols) the
+ * RFC 6935 zero checksum stays. in: the inner IP header as it will leave
+ * (lisp_inner_copy bytes). */
+static __always_inline __u16 lisp_outer6_csum(const __u8 *in, const struct lisp_flow *f,
+                                              const struct lisp_outer6 *o, __u32 inner_len, int gso)
+{
+    if (gso || f->frag || f->l3len != inner_len)
+        return 0;
+    __u8 proto = f->proto;
+    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP &&
+        !(f->family == 4 && proto == IPPROTO_ICMP) && !(f->family == 6 && proto == IPPROTO_ICMPV6))
+        return 0;
+    if (proto == IPPROTO_UDP && f->udp_nocsum && f->family == 4)
+        return 0;
+    __u32 sum;
+    if (f->family == 4) {
+        if (!f->ihl_ok)
+            return 0;
+        sum = lisp_csum_add(0, in, 10);
+        if (proto != IPPROTO_ICMP) {
+            __u32 ps = lisp_csum_add(0, f->src, 2);
+            ps = lisp_csum_add(ps, f->dst, 2);
+            ps += bpf_htons(proto) + bpf_htons(inner_len - 20);
+            sum += lisp_csum_fold(ps);           /* ~pseudo, folded */
+        }
+    } else {
+        sum = lisp_csum_add(0, in, 20);
+        __u32 ps = lisp_csum_add(0, f->src, 8);
+        ps = lisp_csum_add(ps, f->dst, 8);
+        ps += bpf_htons(inner_len - 40) + bpf_htons(proto);
+        sum += lisp_csum_fold(ps);
+    }
+    sum = lisp_csum_add(sum, &o->ip6.saddr, 16);
+    sum += o->ip6.payload_len + bpf_htons(IPPROTO_UDP);
+    sum = lisp_csum_add(sum, &o->udp, 4);
+    sum = lisp_csum_add(sum, &o->lisp, 4);
+    __u16 c = lisp_csum_fold(sum);
+    return c ? c : 0xffff;
+}
+
 /* RFC 6040 normal-mode decapsulation: the inner ECN field given the inner
  * and outer ones, or -1 to drop (CE over a not-ECT packet). */
 static __always_inline int lisp_ecn_decap(__u8 inner, __u8 outer)
@@ -81,6 +172,42 @@ static __always_inline int lisp_ecn_decap(__u8 inner, __u8 outer)
     if (inner == 2 && outer == 1)   /* ECT(0) inside ECT(1) */
         return 1;
     return inner;
+}
+
+/* The inner IP header after decapsulation (its first 12 bytes, in place):
+ * the RFC 6040 ECN field `ecn` and TTL / hop limit `ttl`, the IPv4 header
+ * checksum updated incrementally (RFC 1624). Returns 1 when the ECN field
+ * changed. Shared by the tc ETR (on a copy it stores with the new Ethernet
+ * header) and the XDP ETR (on the packet). */
+#define LISP_INNER_FIX 12
+static __always_inline int lisp_inner_fix(__u8 *ip, int family, __u8 ecn, __u8 ttl)
+{
+    int marked = 0;
+    if (family == 4) {
+        __u16 old, new, check;
+        __builtin_memcpy(&check, ip + 10, 2);
+        if ((ip[1] & 3) != ecn) {
+            __builtin_memcpy(&old, ip, 2);
+            ip[1] = (ip[1] & ~3) | ecn;
+            __builtin_memcpy(&new, ip, 2);
+            check = lisp_csum_replace2(check, old, new);
+            marked = 1;
+        }
+        if (ip[8] != ttl) {
+            __builtin_memcpy(&old, ip + 8, 2);
+            ip[8] = ttl;
+            __builtin_memcpy(&new, ip + 8, 2);
+            check = lisp_csum_replace2(check, old, new);
+        }
+        __builtin_memcpy(ip + 10, &check, 2);
+    } else {
+        if (((ip[1] >> 4) & 3) != ecn) {
+            ip[1] = (ip[1] & ~0x30) | (ecn << 4);
+            marked = 1;
+        }
+        ip[7] = ttl;
+    }
+    return marked;
 }
 
 /* inner_len: bytes of the inner IP packet (for GSO, of the whole super-packet);

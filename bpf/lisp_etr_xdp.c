@@ -49,18 +49,8 @@ int lisp_etr_xdp(struct xdp_md *ctx)
     __builtin_memcpy(macs, eth, sizeof(macs));
 
     /* Next hop of the inner packet, looked up before anything changes. */
-    struct bpf_fib_lookup p = {};
-    p.ifindex = ctx->ingress_ifindex;
-    p.tot_len = e.inner_len;
-    if (e.ver == 6) {
-        p.family = AF_INET6;
-        __builtin_memcpy(p.ipv6_src, e.f.src, 16);
-        __builtin_memcpy(p.ipv6_dst, e.f.dst, 16);
-    } else {
-        p.family = AF_INET;
-        __builtin_memcpy(&p.ipv4_src, e.f.src, 4);
-        __builtin_memcpy(&p.ipv4_dst, e.f.dst, 4);
-    }
+    struct bpf_fib_lookup p;
+    fib_params(&p, ctx->ingress_ifindex, e.ver == 6, e.f.src, e.f.dst, e.inner_len);
     long frc = bpf_fib_lookup(ctx, &p, sizeof(p), 0);
     __u32 out_if = p.ifindex;
     /* Redirect only with a resolved neighbour and into a device known to
@@ -100,33 +90,11 @@ int lisp_etr_xdp(struct xdp_md *ctx)
     }
     eth->h_proto = e.inner_proto;
 
-    if (e.ver == 4) {
-        struct iphdr *ip = (void *)(eth + 1);
-        if ((void *)(ip + 1) > data_end)
-            return xdp_drop(LISP_DROP_DECAP_FAILED);
-        if (e.inner_ecn != (e.f.tos & 3)) {
-            __u16 *w0 = (void *)ip;
-            __u16 old = *w0;
-            ip->tos = (ip->tos & ~3) | e.inner_ecn;
-            ip->check = lisp_csum_replace2(ip->check, old, *w0);
-            count(LISP_CNT_ECN_MARKED);
-        }
-        if (ttl != e.f.ttl) {
-            __u16 old = bpf_htons(((__u16)e.f.ttl << 8) | e.f.proto);
-            __u16 new = bpf_htons(((__u16)ttl << 8) | e.f.proto);
-            ip->check = lisp_csum_replace2(ip->check, old, new);
-            ip->ttl = ttl;
-        }
-    } else {
-        struct ipv6hdr *ip6 = (void *)(eth + 1);
-        if ((void *)(ip6 + 1) > data_end)
-            return xdp_drop(LISP_DROP_DECAP_FAILED);
-        if (e.inner_ecn != (e.f.tos & 3)) {
-            ip6->flow_lbl[0] = (ip6->flow_lbl[0] & ~0x30) | (e.inner_ecn << 4);
-            count(LISP_CNT_ECN_MARKED);
-        }
-        ip6->hop_limit = ttl;
-    }
+    __u8 *ip = (void *)(eth + 1);
+    if ((void *)(ip + LISP_INNER_FIX) > data_end)
+        return xdp_drop(LISP_DROP_DECAP_FAILED);
+    if (lisp_inner_fix(ip, e.ver, e.inner_ecn, ttl))
+        count(LISP_CNT_ECN_MARKED);
     count(LISP_CNT_DECAPSULATED);
     count(LISP_CNT_XDP_DECAPSULATED);
     if (redirect)

@@ -94,6 +94,7 @@ enum lisp_counter {
     LISP_CNT_ECN_MARKED = 16,     /* ETR: outer CE (or ECT(1)) copied into the inner header (RFC 6040) */
     LISP_CNT_ICMP_TIME_EXCEEDED = 17, /* ITR: ICMP Time Exceeded sent back */
     LISP_CNT_REENCAP_MARKED = 18, /* RTR: re-encapsulated a packet the kernel still marks encapsulated (reencap_grow) */
+    LISP_CNT_XDP_ENCAPSULATED = 19, /* of encapsulated: done by the XDP ITR */
     LISP_CNT_DROP_BASE = 24,
     LISP_CNT__MAX = 56,           /* room for 32 drop reasons */
 };
@@ -222,10 +223,11 @@ BPF_TABLE_PINNED("hash", __u32, __u32, accepted_iids, 4096, LISP_PIN(accepted_ii
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key4, __u32, petr_accept4, 4096, LISP_PIN(petr_accept4), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key6, __u32, petr_accept6, 4096, LISP_PIN(petr_accept6), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", __u32, struct lisp_eid_if, eid_ifaces, 256, LISP_PIN(eid_ifaces));
-/* EID-facing interfaces the XDP ETR may XDP_REDIRECT into (ifindex -> 1).
- * Redirecting into a device that cannot take XDP frames (a veth whose peer
- * has neither an XDP program nor GRO) drops them silently, so any other
- * egress gets the decapsulated packet through the stack instead (XDP_PASS). */
+/* Interfaces the XDP programs may XDP_REDIRECT into (ifindex -> 1): EID-facing
+ * ones for the XDP ETR, RLOC-facing ones for the XDP ITR. Redirecting into a
+ * device that cannot take XDP frames (a veth whose peer has neither an XDP
+ * program nor GRO) drops them silently, so any other egress gets the packet
+ * through the stack instead (XDP_PASS: the tc programs take it from there). */
 BPF_TABLE_PINNED("hash", __u32, __u32, xdp_targets, 256, LISP_PIN(xdp_targets));
 BPF_TABLE_PINNED("array", __u32, struct lisp_config, config, 1, LISP_PIN(config));
 BPF_TABLE_PINNED("lru_hash", struct lisp_miss_key, __u64, miss_rl, 8192, LISP_PIN(miss_rl));

@@ -277,3 +277,11 @@ def test_metrics_listen(listen, ok):
     else:
         err = error_of(text)
         assert err.problems[0].path == "metrics.listen" and err.problems[0].line == 17, str(err)
+
+
+def test_eid_mode_defaults_to_auto_and_is_checked():
+    assert loads(MINIMAL_XTR, source="t.toml").interfaces.eid_mode == "auto"
+    cfg = loads(MINIMAL_XTR + '\n[interfaces]\neid-mode = "xdp"\n', source="t.toml")
+    assert cfg.interfaces.eid_mode == "xdp"
+    err = error_of(MINIMAL_XTR + '\n[interfaces]\neid-mode = "dpdk"\n')
+    assert "interfaces.eid-mode" in str(err)

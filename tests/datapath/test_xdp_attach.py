@@ -228,17 +228,18 @@ def test_static_runner_rloc_mode_xdp(xlab, pin_root, tmp_path):
     cmd = [sys.executable, "-c",
            f"from pyroute2 import netns; netns.setns({NS!r}); import sys; "
            "from lispctl.datapath.__main__ import main; sys.exit(main(sys.argv[1:]))",
-           "--instance", "stx", "--eid-if", "xe0", "--rloc-if", "xr0", "--rloc-mode", "xdp",
+           "--instance", "stx", "--eid-if", "xe0", "--rloc-if", "xr0", "--rloc-mode", "xdp", "--eid-mode", "xdp",
            "--static", str(f), "--pin-root", str(pin_root)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline().strip()
         assert line == "ready", proc.stderr.read() if proc.poll() is not None else line
         assert A.prog_name_of_id(A.xdp_program_id("xr0")) == "lisp_etr_xdp"
+        assert A.prog_name_of_id(A.xdp_program_id("xe0")) == "lisp_itr_xdp"
     finally:
         proc.terminate()
         rc = proc.wait(timeout=20)
     err = proc.stderr.read()
     assert rc == 0, err
-    assert "xr0: xdp-native" in err
-    assert A.xdp_program_id("xr0") == 0, "detached on exit"
+    assert "xr0: xdp-native" in err and "xe0: xdp-native" in err
+    assert A.xdp_program_id("xr0") == 0 and A.xdp_program_id("xe0") == 0, "detached on exit"

@@ -5,7 +5,7 @@ to the running kernel, never booted on the host) in qemu over this machine's
 root filesystem, read-only, and runs a subset of tests/datapath inside it
 with CI=true, so anything unavailable in the VM fails instead of skipping.
 The subset covers every program (tc ITR ingress and egress, tc ETR, XDP
-ETR, the ITR tail call of re-encapsulation) in both address families, plus
+ETR and ITR, the ITR tail call of re-encapsulation) in both address families, plus
 real traffic: GSO encapsulation and local delivery of decapsulated packets.
 Plain emulation (--disable-kvm): KVM is there on these machines but qemu's
 `-cpu host` fails on an MSR.
@@ -43,6 +43,8 @@ SUBSET = [
     "tests/datapath/test_behaviour.py::test_too_big_ipv6_gets_packet_too_big",
     "tests/datapath/test_xdp.py::test_xdp_decapsulation_exact",          # XDP ETR, 4 pairs
     "tests/datapath/test_xdp.py::test_xdp_inner_ttl_becomes_min_of_inner_and_outer",
+    "tests/datapath/test_xdp_itr.py::test_xdp_itr_encapsulates_like_tc",    # XDP ITR, 4 pairs
+    "tests/datapath/test_xdp_itr_pair.py",                  # XDP ITR + ETR over veth (one more compile)
     "tests/datapath/test_gso.py",                           # real GSO packets, both outer families
     "tests/datapath/test_bulk.py::test_batched_and_per_element_paths_agree",  # batch ops on 6.1's LPM trie
     "tests/datapath/test_bulk.py::test_conflicts_with_single_mappings",

@@ -170,15 +170,20 @@ def run(rec) -> None:
                 dp.add_local_rloc(ipaddress.ip_address(RLOC_LOCAL))
                 dp.add_local_eid(EidPrefix.parse("10.1.0.0/16"))
                 dp.set_mapping(EidPrefix.parse("10.2.0.0/16"), rloc)
-                # as for a NIC: the XDP ETR may redirect into the EID interface
+                # as for NICs: the XDP ETR may redirect into the EID interface,
+                # the XDP ITR into the RLOC interface
                 dp.set_xdp_redirect("eid0", True)
+                dp.set_xdp_redirect("rl0", True)
                 large = min(LARGE_MAP_CACHE, dp.capacity)
                 with IPRoute() as ipr:
                     rl = ipr.link_lookup(ifname="rl0")[0]
+                    ei = ipr.link_lookup(ifname="eid0")[0]
                 progs = fw.load()
                 holder, trivial, trivial_xdp = _trivial_fds()
                 itr, etr, xetr = (dp.prog_fd(n) for n in ("lisp_itr_ingress", "lisp_etr_ingress", "lisp_etr_xdp"))
                 xctx = lambda f: xdp_ctx(len(f), rl)  # noqa: E731  (arrives on rl0, as from a NIC)
+                xitr = dp.prog_fd("lisp_itr_xdp")
+                ectx = lambda f: xdp_ctx(len(f), ei)  # noqa: E731  (the ITR's packets arrive on eid0)
                 installed = 1
                 for entries in (SMALL_MAP_CACHE, large):
                     for i in range(installed - 1, entries - 1):
@@ -188,7 +193,8 @@ def run(rec) -> None:
                     installed = entries
                     fr = Frames(entries)
                     for f in fr.itr1 + fr.itrn:   # every packet takes the path measured, or the figure lies
-                        if run_prog(itr, f).retval != TC_ACT_REDIRECT:
+                        if run_prog(itr, f).retval != TC_ACT_REDIRECT or \
+                                run_prog(xitr, f, ctx=ectx(f)).retval != XDP_REDIRECT:
                             raise RuntimeError("ITR did not redirect a test packet (map-cache or FIB)")
                     for f in fr.etr1 + fr.etrn:
                         if run_prog(etr, f).retval != TC_ACT_REDIRECT or \
@@ -212,6 +218,7 @@ def run(rec) -> None:
                         ns_t["encap", n, entries] = _mean_ns(itr, getattr(fr, f"itr{fl}"))
                         ns_t["decap", n, entries] = _mean_ns(etr, getattr(fr, f"etr{fl}"))
                         ns_t["xdp_decap", n, entries] = _mean_ns(xetr, getattr(fr, f"etr{fl}"), xctx)
+                        ns_t["xdp_encap", n, entries] = _mean_ns(xitr, getattr(fr, f"itr{fl}"), ectx)
             finally:
                 if holder is not None:
                     holder.cleanup()
@@ -249,6 +256,9 @@ def _report(rec, t: dict[tuple[str, int, int], float], large: int) -> None:
     rec.figure("datapath_xdp_decap_ns_per_pkt", xd)
     rec.figure("datapath_xdp_decap_vs_trivial_xdp_ratio", xd / xbase)
     rec.figure("datapath_xdp_decap_vs_tc_decap_ratio", xd / d if d else 0.0)
+    xe = t["xdp_encap", 1, small]
+    rec.figure("datapath_xdp_encap_vs_trivial_xdp_ratio", xe / xbase)
+    rec.figure("datapath_xdp_encap_vs_tc_encap_ratio", xe / e if e else 0.0)
     for (prog, n, entries), v in t.items():
         if prog.startswith("trivial"):
             continue
@@ -303,7 +313,8 @@ def _report(rec, t: dict[tuple[str, int, int], float], large: int) -> None:
                      f"{a / _ref(t, r, 1, entries):.2f} | {b / _ref(t, r, N, entries):.2f} |")
     rec.note("")
     rec.note("XDP on the same frames (ingress rl0, redirect target eid0, as for a NIC): the XDP ETR on "
-             "the LISP packets, bpf-forward (XDP) on the same packets without LISP:")
+             "the LISP packets, bpf-forward (XDP) on the same packets without LISP; and the XDP ITR on the "
+             "tc ITR's packets (ingress eid0, redirect target rl0; its last column: x tc ITR):")
     rec.note("")
     rec.note(f"| program | map-cache | ns/packet, 1 flow | ns/packet, {N:,} flows | x trivial XDP (1 flow) "
              f"| x bpf-forward XDP (1 flow) | x bpf-forward XDP ({N:,} flows) | x tc ETR (1 flow) |")
@@ -315,6 +326,10 @@ def _report(rec, t: dict[tuple[str, int, int], float], large: int) -> None:
         a, b = t["xdp_decap", 1, entries], t["xdp_decap", N, entries]
         rec.note(f"| XDP ETR decapsulation (lisp_etr_xdp) | {entries:,} | {a:.0f} | {b:.0f} | {a / xbase:.2f} | "
                  f"{a / fx1:.2f} | {b / fxn:.2f} | {a / t['decap', 1, entries]:.2f} |")
+    for entries in (small, large):
+        a, b = t["xdp_encap", 1, entries], t["xdp_encap", N, entries]
+        rec.note(f"| XDP ITR encapsulation (lisp_itr_xdp) | {entries:,} | {a:.0f} | {b:.0f} | {a / xbase:.2f} | "
+                 f"- | - | {a / t['encap', 1, entries]:.2f} |")
     rec.note("")
     rec.note("Bound: these figures are the programs' own cost; the generator is the kernel's test-run loop, "
              "whose fixed cost is the trivial program's row, so every row is data-path-bound. Between two "

@@ -220,6 +220,9 @@ class InterfacesConfig(_Model):
     # Where the ETR decapsulates: XDP on physical NICs (one frame at a time,
     # before the stack), tc on virtual devices where XDP would defeat GSO.
     rloc_mode: Literal["auto", "tc", "xdp"] = "auto"
+    # Where the ITR encapsulates, the same choice: XDP in front of tc on
+    # physical NICs (tc keeps GSO super-packets and what XDP passes on).
+    eid_mode: Literal["auto", "tc", "xdp"] = "auto"
     # Inner TCP/UDP checksums on the underlay: "complete" switches the tx
     # checksum offload of the RLOC interfaces off, so any ETR (a userspace
     # one too) gets valid packets; "offload" keeps it (super-packets cross

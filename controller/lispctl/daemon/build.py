@@ -56,6 +56,7 @@ def build_device(cfg, *, control_port: int | None = None, config_path=None) -> D
                     metrics_listen=cfg.metrics.listen, config=cfg, config_path=config_path)
     plan = datapath_plan(cfg, device.roles)
     device.info["rloc_mode"] = cfg.interfaces.rloc_mode
+    device.info["eid_mode"] = cfg.interfaces.eid_mode
     device.info["rloc_checksum"] = cfg.interfaces.rloc_checksum
     if not plan.needed:
         return device
@@ -101,7 +102,7 @@ def _setup_datapath(device: Device, plan) -> None:
         if ifname in plan.rloc_interfaces:
             dp.set_eid_interface(ifname)      # PITR on one uplink: the ETR hands over
         else:
-            dp.attach_eid_interface(ifname)
+            dp.attach_eid_interface(ifname, mode=device.info["eid_mode"])
     # An uplink may not exist yet (a USB modem, Wi-Fi coming up later): the
     # interface watcher (daemon/ifwatch.py) attaches it when it appears, and
     # again if it is re-created; it starts from the ifindexes attached here.

@@ -1,7 +1,7 @@
 """Static-mapping data plane, for the lab and for trying things by hand.
 
     python -m lispctl.datapath --instance NAME --eid-if IF --rloc-if IF --static FILE.json \
-        [--rloc-mode tc|xdp|auto] [--rloc-checksum auto|complete|offload]
+        [--rloc-mode tc|xdp|auto] [--eid-mode tc|xdp|auto] [--rloc-checksum auto|complete|offload]
 
 Loads and attaches the programs, installs what FILE.json says (format in
 docs/datapath.md), prints "ready" and waits; SIGTERM/SIGINT detach and exit
@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rloc-mode", choices=("tc", "xdp", "auto"), default="tc",
                     help="ETR hook of the RLOC interfaces: tc (default), xdp (XDP ETR in front of "
                          "tc; native, else generic), auto (xdp on physical NICs, tc otherwise)")
+    ap.add_argument("--eid-mode", choices=("tc", "xdp", "auto"), default="tc",
+                    help="ITR hook of the EID interfaces: tc (default), xdp (XDP ITR in front of "
+                         "tc; native, else generic), auto (xdp on physical NICs, tc otherwise)")
     ap.add_argument("--rloc-checksum", choices=tuple(CHECKSUM_MODES), default="auto",
                     help="complete: tx checksum offload off on the RLOC interfaces, so inner checksums "
                          "are complete on the wire for any ETR; offload: keep it (GSO super-packets "
@@ -119,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_static(dp, data)
         for ifname in args.eid_if:
-            dp.attach_eid_interface(ifname, args.iid)
+            used = dp.attach_eid_interface(ifname, args.iid, mode=args.eid_mode)
+            if used != "tc":
+                print(f"{ifname}: {used}", file=sys.stderr, flush=True)
         for ifname in args.eid_dev:
             dp.attach_eid_device(ifname, args.iid)
         for ifname in args.rloc_if:

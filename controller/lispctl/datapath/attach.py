@@ -159,6 +159,7 @@ XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 XDP_MODES = {XDP_FLAGS_DRV_MODE: "native", XDP_FLAGS_SKB_MODE: "generic"}
 RLOC_MODES = ("tc", "xdp", "auto")
+EID_MODES = RLOC_MODES
 
 _log = logging.getLogger(__name__)
 
@@ -264,14 +265,19 @@ def is_physical(ifname: str) -> bool:
     return bool(link.get_attr("IFLA_PARENT_DEV_NAME"))
 
 
-def resolve_rloc_mode(ifname: str, mode: str) -> str:
-    """"tc" or "xdp" for attach_rloc_interface's mode ("auto": XDP on
-    physical NICs, tc on virtual devices, where XDP would cost GSO)."""
+def resolve_rloc_mode(ifname: str, mode: str, side: str = "RLOC") -> str:
+    """"tc" or "xdp" for attach_rloc_interface's and attach_eid_interface's
+    mode ("auto": XDP on physical NICs, tc on virtual devices, where XDP
+    would cost GSO)."""
     if mode not in RLOC_MODES:
-        raise DatapathError(f"bad RLOC interface mode {mode!r} (one of {', '.join(RLOC_MODES)})")
+        raise DatapathError(f"bad {side} interface mode {mode!r} (one of {', '.join(RLOC_MODES)})")
     if mode != "auto":
         return mode
     return "xdp" if is_physical(ifname) else "tc"
+
+
+def resolve_eid_mode(ifname: str, mode: str) -> str:
+    return resolve_rloc_mode(ifname, mode, "EID")
 
 
 # ---- BPF program ids (bpf(2), no bcc) ----

@@ -163,8 +163,8 @@ class Datapath:
 
     # ---- program access (tests, benchmark) ----
     def prog_fd(self, name: str) -> int:
-        """fd of lisp_itr_ingress, lisp_itr_egress, lisp_etr_ingress (tc) or
-        lisp_etr_xdp (XDP)."""
+        """fd of lisp_itr_ingress, lisp_itr_egress, lisp_etr_ingress (tc),
+        lisp_etr_xdp or lisp_itr_xdp (XDP)."""
         return self._loaded.progs[name]
 
     def table(self, name: str):
@@ -172,18 +172,43 @@ class Datapath:
         return self._t[name]
 
     # ---- attach ----
-    def attach_eid_interface(self, ifname: str, iid: int = 0, xdp_redirect: bool | None = None) -> None:
+    def attach_eid_interface(self, ifname: str, iid: int = 0, xdp_redirect: bool | None = None,
+                             mode: str = "tc") -> str:
         """ITR on a router: tc ingress of an EID-facing interface; packets
         entering there belong to instance `iid`.
 
+        mode "xdp" also attaches the XDP ITR (lisp_itr_xdp) in front of it,
+        native or (with a logged warning) generic, as attach_rloc_interface
+        does for the ETR: it encapsulates the common case and XDP_REDIRECTs
+        it out of an RLOC interface that may take XDP frames
+        (set_xdp_redirect); the rest goes on to the tc ITR. "auto": "xdp" on
+        physical NICs, "tc" on virtual devices (veth: XDP there turns off
+        the host's TSO). Returns "tc", "xdp-native" or "xdp-generic".
+
         xdp_redirect: whether the XDP ETR may XDP_REDIRECT decapsulated
         packets out of this interface (see set_xdp_redirect); None decides by
-        the device: yes for physical NICs, no for virtual ones."""
+        the device: yes for a physical NIC with our XDP program attached in
+        native mode (many drivers transmit redirected frames only then), no
+        otherwise."""
+        resolved = _attach.resolve_eid_mode(ifname, mode)
         ifindex = _attach.ifindex_of(ifname)
         self._set_eid_if(ifindex, iid)
         self._attachments.append(_attach.attach_tc(ifname, self.prog_fd("lisp_itr_ingress"),
                                                    "lisp_itr_ingress", _attach.INGRESS))
-        self.set_xdp_redirect(ifname, _attach.is_physical(ifname) if xdp_redirect is None else xdp_redirect)
+        used = self._attach_xdp(ifname, "lisp_itr_xdp") if resolved == "xdp" else "tc"
+        self.set_xdp_redirect(ifname, self._redirect_default(ifname, used) if xdp_redirect is None else xdp_redirect)
+        return used
+
+    def _attach_xdp(self, ifname: str, prog: str) -> str:
+        xatt = _attach.attach_xdp(ifname, self.prog_fd(prog), prog)
+        self._attachments.append(xatt)
+        return f"xdp-{xatt.mode}"
+
+    @staticmethod
+    def _redirect_default(ifname: str, used: str) -> bool:
+        """Whether XDP programs may redirect into ifname when the caller did
+        not say: a physical NIC running our XDP program natively."""
+        return used == "xdp-native" and _attach.is_physical(ifname)
 
     def set_eid_interface(self, ifname: str, iid: int = 0) -> None:
         """Instance ID of packets entering ifname, without attaching the ITR
@@ -200,7 +225,8 @@ class Datapath:
         self._attachments.append(_attach.attach_tc(ifname, self.prog_fd("lisp_itr_egress"),
                                                    "lisp_itr_egress", _attach.EGRESS))
 
-    def attach_rloc_interface(self, ifname: str, mode: str = "tc", complete_checksums: bool | None = None) -> str:
+    def attach_rloc_interface(self, ifname: str, mode: str = "tc", complete_checksums: bool | None = None,
+                              xdp_redirect: bool | None = None) -> str:
         """ETR: tc ingress of an RLOC-facing interface. Also sets the path MTU
         from this interface's MTU unless set_path_mtu() was called.
 
@@ -217,7 +243,11 @@ class Datapath:
         virtual devices (veth never completes a partial checksum), not on
         physical NICs (they complete it). False keeps offloads, and GSO
         super-packets whole across veth, for underlays whose ETRs are all
-        kernel ones (lispctl), as the lab's throughput figures want."""
+        kernel ones (lispctl), as the lab's throughput figures want.
+
+        xdp_redirect: whether the XDP ITR may XDP_REDIRECT encapsulated
+        packets out of this interface (see set_xdp_redirect); None: a
+        physical NIC running the XDP ETR natively."""
         resolved = _attach.resolve_rloc_mode(ifname, mode)
         if complete_checksums is None:
             complete_checksums = not _attach.is_physical(ifname)
@@ -225,11 +255,8 @@ class Datapath:
             self._attachments.append(_attach.tx_checksum_off(ifname))
         att = _attach.attach_tc(ifname, self.prog_fd("lisp_etr_ingress"), "lisp_etr_ingress", _attach.INGRESS)
         self._attachments.append(att)
-        used = "tc"
-        if resolved == "xdp":
-            xatt = _attach.attach_xdp(ifname, self.prog_fd("lisp_etr_xdp"), "lisp_etr_xdp")
-            self._attachments.append(xatt)
-            used = f"xdp-{xatt.mode}"
+        used = self._attach_xdp(ifname, "lisp_etr_xdp") if resolved == "xdp" else "tc"
+        self.set_xdp_redirect(ifname, self._redirect_default(ifname, used) if xdp_redirect is None else xdp_redirect)
         if not self._mtu_explicit:
             mtu = _attach.link_mtu(att.ifindex)
             cfg = self._config()
@@ -239,11 +266,14 @@ class Datapath:
         return used
 
     def set_xdp_redirect(self, ifname: str, enabled: bool) -> None:
-        """Allow (or not) the XDP ETR to XDP_REDIRECT into ifname. Only for
-        devices that take XDP frames: a NIC driver with ndo_xdp_xmit, or a
+        """Allow (or not) the XDP programs to XDP_REDIRECT into ifname: the
+        XDP ETR into an EID-facing interface, the XDP ITR into an RLOC-facing
+        one. Only for devices that take XDP frames: a NIC driver with
+        ndo_xdp_xmit (many want an XDP program of their own attached), or a
         veth whose peer has an XDP program or GRO on (otherwise the kernel
         drops redirected frames without a trace). Packets that may not be
-        redirected go to the stack decapsulated (XDP_PASS), which forwards them."""
+        redirected go to the stack (XDP_PASS): decapsulated ones are
+        forwarded there, the ITR's are encapsulated by the tc ITR."""
         t = self._t["xdp_targets"]
         key = t.Key(_attach.ifindex_of(ifname))
         if enabled:

@@ -20,7 +20,7 @@ BPF_DIR = Path(__file__).resolve().parents[3] / "bpf"
 MAIN_SOURCE = "lisp_datapath.c"
 MAPS_HEADER = "lisp_maps.h"
 PROGRAMS = ("lisp_itr_ingress", "lisp_itr_egress", "lisp_etr_ingress")   # tc (SCHED_CLS)
-XDP_PROGRAMS = ("lisp_etr_xdp",)
+XDP_PROGRAMS = ("lisp_etr_xdp", "lisp_itr_xdp")
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
 
