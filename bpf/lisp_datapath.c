@@ -71,9 +71,9 @@ static __always_inline struct lisp_config *get_config(void)
  * (lisp_flowcache.h), else the LPM trie, whose answer the cache then keeps. */
 static __always_inline struct lisp_mapping *cache_lookup(const struct lisp_flow *f, __u32 iid)
 {
-    struct lisp_fc_slot *slot;
+    struct lisp_fc_set *set;
     __u64 gen;
-    struct lisp_mapping *m = fc_get(f, iid, &slot, &gen);
+    struct lisp_mapping *m = fc_get(f, iid, &set, &gen);
     if (m)
         return m;
     if (f->family == 4) {
@@ -85,7 +85,7 @@ static __always_inline struct lisp_mapping *cache_lookup(const struct lisp_flow 
         __builtin_memcpy(k.addr, f->dst, 16);
         m = map_cache6.lookup(&k);
     }
-    return fc_fill(slot, f, iid, gen, m);
+    return fc_fill(set, f, iid, gen, m);
 }
 
 static __always_inline int local_eid(const struct lisp_flow *f, __u32 iid)
