@@ -358,7 +358,7 @@ def _report(rec, r: dict) -> None:
              "is a system call with Python around it, which evicts what it can: that is the "
              "difference, and an upper bound for a router forwarding to that many destinations "
              "back to back. The per-CPU flow cache (bpf/lisp_flowcache.h) closes it: a hit is one "
-             "hash and one slot instead of the walk; 'off' is the same maps with its generation set to 0 "
+             "hash and one set of two slots instead of the walk; 'off' is the same maps with its generation set to 0 "
              "(measured right before 'on', same run). "
              "Install and removal are CPU-bound in the daemon (parsing, one Python pass over the "
              "keys to find prefixes already present) and in the kernel (one LPM node allocation "
