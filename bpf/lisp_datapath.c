@@ -879,6 +879,20 @@ struct lisp_etr_pkt {
 #define LISP_ETR_PASS (-1)      /* not a LISP data packet for us: leave it untouched */
 #define LISP_ETR_DECAP (-2)     /* ours and well-formed: decapsulate */
 
+/* A NATed xTR's keepalive to an RTR's data port (docs/nat.md, "Data
+ * binding"): an Info-Request (first byte 0x70: type 7, R clear) from its
+ * port 4341 to ours, which its NAT translated to any port. As a LISP data
+ * header 0x70 would be L, E and V without N: E is meaningless without N, so
+ * no ITR sends it. To the stack, where the daemon's 4341 socket reads it. */
+#define LISP_INFO_REQUEST_BYTE 0x70
+static __always_inline int info_request_on_data_port(struct udphdr *uh, void *data_end)
+{
+    __u8 *first = (void *)(uh + 1);
+    if ((void *)(first + 1) > data_end)
+        return 0;
+    return *first == LISP_INFO_REQUEST_BYTE;
+}
+
 /* The ETR's header checks over [data, data_end) (starting at the Ethernet
  * header; pkt_len: the whole frame). Returns LISP_ETR_PASS, LISP_ETR_DECAP
  * (e filled in) or the enum lisp_drop_reason to count. Only UDP/4341 to a
@@ -918,6 +932,8 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
             return LISP_ETR_PASS;
         if (uh->source == bpf_htons(LISP_CTRL_PORT))
             return LISP_ETR_PASS;       /* control reply to our port 4341 (NAT traversal) */
+        if (info_request_on_data_port(uh, data_end))
+            return LISP_ETR_PASS;       /* NATed xTR's keepalive to an RTR (docs/nat.md) */
         olen = sizeof(*ip) + sizeof(*uh) + sizeof(struct lisp_hdr);
         outer_ttl = ip->ttl;
         outer_ecn = ip->tos & 3;
@@ -940,6 +956,8 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
             return LISP_ETR_PASS;
         if (uh->source == bpf_htons(LISP_CTRL_PORT))
             return LISP_ETR_PASS;       /* control reply to our port 4341 (NAT traversal) */
+        if (info_request_on_data_port(uh, data_end))
+            return LISP_ETR_PASS;       /* NATed xTR's keepalive to an RTR (docs/nat.md) */
         olen = sizeof(*ip6) + sizeof(*uh) + sizeof(struct lisp_hdr);
         outer_ttl = ip6->hop_limit;
         outer_ecn = (ip6->flow_lbl[0] >> 4) & 3;

@@ -90,10 +90,20 @@ def test_nat_detected_and_registration_sent_through_the_rtr(lab):
     assert peer["xtr_id"] == "0123456789abcdef0123456789abcdef"
     assert peer["translated"] == f"{nt.NAT_PUBLIC}:{udp['udp.srcport']}"
     assert peer["private"] == nt.PRIVATE_RLOC and peer["eids"] == ["10.1.0.0/24"]
-    # its map-cache sends data for mn's EID to that address AND port
+    # mn's data keepalive (an Info-Request from its 4341 to the RTR's 4341)
+    # opened a binding of its own, at yet another port: the RTR's data goes there
+    keepalives = [p for p in dp.tshark_json(rtr_pcap)
+                  if outer_src(p) == nt.NAT_PUBLIC and _udp(p)["udp.dstport"] == "4341"]
+    assert keepalives, pkts
+    data_port = _udp(keepalives[-1])["udp.srcport"]
+    assert data_port != udp["udp.srcport"]
+    peer = nt.rtr_peer(lab)
+    assert peer["data"] == f"{nt.NAT_PUBLIC}:{data_port}", peer
     [entry] = cp.api(lab, "rtr", "map-cache")
     assert entry["eid"] == "10.1.0.0/24" and entry["rlocs"][0]["address"] == nt.NAT_PUBLIC
-    assert entry["rlocs"][0]["port"] == int(udp["udp.srcport"])
+    assert entry["rlocs"][0]["port"] == int(data_port)
+    assert "data_keepalive_unknown" not in cp.counters(lab, "rtr")["roles"]["rtr"]
+    assert dp.counters(lab, "rtr").get("drop_malformed", 0) == 0     # passed up, not dropped as data
 
 
 def test_nat_reboot_is_recovered_within_one_keepalive(lab):
@@ -111,14 +121,15 @@ def test_nat_reboot_is_recovered_within_one_keepalive(lab):
     def recovered():
         peer = nt.rtr_peer(lab)
         got = cp.counters(lab, "mn")["roles"]["nat"]["map_notify_via_rtr_rx"]
-        return peer["translated"] != before["translated"] and got > notifies and peer
+        return (peer["translated"] != before["translated"] and peer["data"] != before["data"]
+                and got > notifies and peer)
     peer = cp.eventually(recovered, 5.0 + 2.0)
     took = time.monotonic() - t0
     assert peer, (before, nt.rtr_peer(lab), cp.counters(lab, "rtr"))
     assert took <= 7.0
     assert cp.counters(lab, "rtr")["roles"]["rtr"]["peer_rebound"] >= 1
     [entry] = cp.api(lab, "rtr", "map-cache")          # data follows the new binding
-    assert f"{entry['rlocs'][0]['address']}:{entry['rlocs'][0]['port']}" == peer["translated"]
+    assert f"{entry['rlocs'][0]['address']}:{entry['rlocs'][0]['port']}" == peer["data"]
     assert nt.wait_nat_state(lab, nt.PRIVATE_RLOC, "nat") is not None
 
 
@@ -148,12 +159,15 @@ def test_nat_binding_expiry_is_recovered_by_the_keepalive(lab):
         first = cp.counters(lab, "mn")["roles"]["nat"]["map_notify_via_rtr_rx"]
 
         def moved_twice():
-            seen.add(nt.rtr_peer(lab)["translated"])
-            return len(seen) >= 3
-        assert cp.eventually(moved_twice, 20.0, interval=0.5), seen
+            peer = nt.rtr_peer(lab)
+            seen.add(peer["translated"])
+            data.add(peer["data"])
+            return len(seen) >= 3 and len(data) >= 3
+        data: set = set()
+        assert cp.eventually(moved_twice, 20.0, interval=0.5), (seen, data)
         assert cp.counters(lab, "mn")["roles"]["nat"]["map_notify_via_rtr_rx"] >= first + 2
         [entry] = [e for e in cp.api(lab, "rtr", "map-cache") if e["eid"] == "10.1.0.0/24"]
-        assert f"{entry['rlocs'][0]['address']}:{entry['rlocs'][0]['port']}" in seen
+        assert f"{entry['rlocs'][0]['address']}:{entry['rlocs'][0]['port']}" in data
     finally:
         lab.sysctl("nat", old)
 
@@ -168,19 +182,66 @@ def _outer(p):
     return ip["ip.src"], u["udp.srcport"], ip["ip.dst"], u["udp.dstport"]
 
 
+def _wait_data_binding(lab):
+    """The RTR's data binding for mn, once the keepalive has set it and the
+    map-cache follows it."""
+    def ok():
+        peer = nt.rtr_peer(lab) or {}
+        entry = [e for e in cp.api(lab, "rtr", "map-cache") if e["eid"] == "10.1.0.0/24"]
+        return peer.get("data") and entry and \
+            f"{nt.NAT_PUBLIC}:{entry[0]['rlocs'][0]['port']}" == peer["data"] and peer["data"]
+    data = cp.eventually(ok, 15)
+    assert data, (nt.rtr_peer(lab), cp.api(lab, "rtr", "map-cache"), cp.log_tail(lab, "mn"))
+    return data
+
+
+def test_correspondent_reaches_the_natted_xtr_first(lab):
+    """Behind a plain masquerade (conntrack filters by address and port) and
+    with no extra NAT rule, hostP reaches hostA through the RTR before mn or
+    hostA has sent any data: mn's data keepalive opened the binding."""
+    if ("pub", cp.DAEMON) not in lab.procs:
+        cp.start_node(lab, "pub")
+    _wait_data_binding(lab)
+    assert dp.counters(lab, "mn")["encapsulated"] == 0          # mn has sent no data yet
+    assert cp.eventually(lambda: cp.ping(lab, "hostP", "10.1.0.2", count=1, timeout=1.0) == 1, 15), \
+        (cp.counters(lab, "rtr"), dp.counters(lab, "rtr"), cp.api(lab, "pub", "map-cache"))
+
+
+def test_data_binding_outlives_the_nats_udp_timeout(lab):
+    """The NAT forgets idle UDP bindings after 7 s, longer than mn's 5 s
+    keepalive: with no data for longer than that, the keepalive alone keeps
+    the data binding, the RTR never has to learn another, and hostP still
+    reaches hostA."""
+    import time
+    keys = ("net.netfilter.nf_conntrack_udp_timeout", "net.netfilter.nf_conntrack_udp_timeout_stream")
+    old = {k: lab.run("nat", ["sysctl", "-n", k], timeout=5).stdout.strip() for k in keys}
+    lab.sysctl("nat", {k: 7 for k in keys})
+    try:
+        sent = cp.counters(lab, "mn")["roles"]["nat"]["data_keepalive_tx"]
+        # from the next keepalive on, every binding carries the 7 s timeout
+        assert cp.eventually(lambda: cp.counters(lab, "mn")["roles"]["nat"]["data_keepalive_tx"] > sent, 8)
+        data = _wait_data_binding(lab)
+        learned = cp.counters(lab, "rtr")["roles"]["rtr"]["data_binding_learned"]
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 9.0:             # longer than the NAT's timeout, no data
+            assert nt.rtr_peer(lab)["data"] == data
+            time.sleep(0.5)
+        assert cp.counters(lab, "rtr")["roles"]["rtr"]["data_binding_learned"] == learned
+        assert cp.ping(lab, "hostP", "10.1.0.2", count=2, timeout=1.0) == 2
+    finally:
+        lab.sysctl("nat", old)
+
+
 def test_data_both_ways_through_the_rtr(lab):
     """hostA (behind the NATed mn) and hostP (behind pub) talk through the
     RTR: mn sends its data to the RTR from port 4341, the RTR decapsulates,
     resolves 10.5.0.0/24 through the MR (a miss of its data plane) and
     re-encapsulates to pub; pub's replies go to the RTR (mn's registered
     locator), which re-encapsulates them to the NAT's translated
-    address:port, from 4341, through the binding mn's data opened."""
-    nt.map_data_port(lab)          # the draft's endpoint-independent mapping for mn:4341
+    address:port, from 4341, through the binding mn's keepalive opened."""
     if ("pub", cp.DAEMON) not in lab.procs:
         cp.start_node(lab, "pub")
-    mapped = f"{nt.NAT_PUBLIC}:{nt.DATA_PORT_MAPPED}"
-    assert cp.eventually(lambda: (nt.rtr_peer(lab) or {}).get("translated") == mapped, 15), \
-        (nt.rtr_peer(lab), cp.log_tail(lab, "mn"))
+    mapped = _wait_data_binding(lab)
     with dp.capture(lab, "rtr", "eth0", "udp port 4341") as pcap:
         assert cp.eventually(lambda: cp.ping(lab, "hostA", "10.5.0.2", count=1) == 1, 15), \
             (cp.counters(lab, "rtr"), cp.api(lab, "rtr", "map-cache"))
@@ -188,12 +249,12 @@ def test_data_both_ways_through_the_rtr(lab):
         assert cp.ping(lab, "hostP", "10.1.0.2", count=5, timeout=1.0) == 5
         res = cp.tcp_transfer(lab, "hostA", "hostP", "10.5.0.2", nbytes=1 << 18)
         assert res["intact"], res
-    pkts = [p for p in dp.tshark_json(pcap) if "lisp-data" in p]
+    pkts = [p for p in dp.tshark_json(pcap) if "lisp-data" in p and "lisp" not in p]
     assert pkts
     for p in pkts:
         assert not dp.expert_problems(p), dp.expert_problems(p)
     flows = {_outer(p) for p in pkts}
-    nat_port = str(nt.DATA_PORT_MAPPED)
+    nat_port = mapped.rsplit(":", 1)[1]
     # mn -> RTR from the translated data port; RTR -> mn to it, from 4341
     assert (nt.NAT_PUBLIC, nat_port, nt.RTR_RLOC, "4341") in flows, flows
     assert (nt.RTR_RLOC, "4341", nt.NAT_PUBLIC, nat_port) in flows, flows

@@ -119,3 +119,26 @@ def test_other_authenticated_types(msg):
     raw = w.sign(msg, "secret")
     assert w.verify(raw, "secret") and not w.verify(raw, "Secret")
     assert w.decode_control(raw) == w.signed(msg, "secret")
+
+
+def test_ms_rtr_auth_round_trip_and_refusals():
+    """add_ms_rtr_auth / strip_ms_rtr_auth (docs/nat.md, "Security"): R bit,
+    MS-RTR Key ID = algorithm (key ID 0), the MAC over the whole notify; the
+    stripped notify is byte for byte the site-signed one."""
+    from lispctl.wire import ALG_HMAC_SHA1, ALG_HMAC_SHA256, MapNotify, decode_control, sign, verify
+    from lispctl.wire.auth import add_ms_rtr_auth, strip_ms_rtr_auth
+    notify = sign(MapNotify(0x1234, (), 1, ALG_HMAC_SHA256, xtr_id=7, site_id=0), "site")
+    for alg, n in ((ALG_HMAC_SHA1, 20), (ALG_HMAC_SHA256, 32)):
+        raw = add_ms_rtr_auth(notify, "msrtr", alg)
+        m = decode_control(raw)
+        assert m.rtr and m.ms_rtr_key_id == alg and len(m.ms_rtr_auth_data) == n
+        assert strip_ms_rtr_auth(raw, "msrtr") == notify and verify(notify, "site")
+        assert strip_ms_rtr_auth(raw, "other") is None
+        flipped = raw[:20] + bytes([raw[20] ^ 1]) + raw[21:]               # a byte the MAC covers
+        assert strip_ms_rtr_auth(flipped, "msrtr") is None
+    assert strip_ms_rtr_auth(notify, "msrtr") is None                       # no R bit
+    assert strip_ms_rtr_auth(raw + b"x", "msrtr") is None                   # trailing bytes
+    assert strip_ms_rtr_auth(b"\x40", "msrtr") is None                      # malformed
+    keyed1 = bytearray(add_ms_rtr_auth(notify, "msrtr"))
+    keyed1[-36] = 1                                                          # key ID 1: not ours
+    assert strip_ms_rtr_auth(bytes(keyed1), "msrtr") is None

@@ -342,8 +342,11 @@ def run(rec) -> None:
              f"Reached in steady state: {steady_rate:,.0f}/s wall clock, "
              f"{sum(p['notifies'] for p in steady) / sum(p['cpu_s'] for p in steady):,.0f} per second of the "
              "daemon's CPU. What bounds it (a profile: docs/daemon.md, \"A Map-Server on several cores\"): "
-             "Python's per-datagram socket path and the kernel's UDP send/receive are about half of the "
-             "daemon's time, the two HMACs 15%; the MS role alone handles about 60,000/s per CPU second. "
+             "the kernel's UDP send/receive and Python's per-datagram path (dispatch, effects) are about "
+             "half of the daemon's time, the two HMACs 15%; the MS role alone handles about 60,000/s per "
+             "CPU second. The sockets are read with recvmmsg and a batch's Map-Notifies leave in one "
+             "sendmmsg (docs/daemon.md, \"Sockets\"), which saves the system calls but not the kernel's "
+             "per-datagram work. "
              "The cold phase pays for decoding, creating every registration and a few full garbage "
              "collections over the growing table (docs/daemon.md, \"Memory and the garbage collector\"). "
              "The configured RSS is mostly the validated configuration of the sites.")

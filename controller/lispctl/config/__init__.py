@@ -135,6 +135,8 @@ def cross_check(cfg: Config) -> list[tuple[tuple, str]]:
                                           "drop [[mr.map-server]]"))
     if cfg.is_rtr and not cfg.rtr.map_servers:
         out.append((("rtr", "map-servers"), "an RTR (rtr) needs [rtr] map-servers to forward registrations to"))
+    if set(cfg.rtr.map_server_keys) - set(cfg.rtr.map_servers):
+        out.append((("rtr", "map-server-keys"), "[rtr] map-server-keys names an address not in [rtr] map-servers"))
     if cfg.rtr.map_servers and not cfg.is_rtr:
         out.append((("rtr", "map-servers"), "[rtr] map-servers is only used by the rtr role"))
     if cfg.nat.enabled and not cfg.is_etr:

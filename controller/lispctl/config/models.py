@@ -5,14 +5,14 @@ Python (`eid_prefix`). Every model forbids unknown keys, so a typo is an
 error instead of a silently ignored setting. Durations are seconds unless the
 key name says minutes (TTLs that travel on the wire are in minutes).
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations`: pydantic would then eval() every
+# field annotation from its string (~15 ms of every start).
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
-                      IPvAnyAddress, field_validator, model_validator)
+                      field_validator, model_validator)
 
 from lispctl.mapping.types import EidPrefix, IPAddress, IPNetwork, MapAction, Rloc
 
@@ -22,8 +22,18 @@ def _hyphen(name: str) -> str:
 
 
 class _Model(BaseModel):
+    # defer_build: a model's validator is built when first used, which for
+    # the sections is as part of Config's (one schema, built once by load());
+    # building all 28 at import cost ~40 ms of every `lispctl up`.
     model_config = ConfigDict(extra="forbid", alias_generator=_hyphen,
-                              populate_by_name=True, frozen=True)
+                              populate_by_name=True, frozen=True, defer_build=True)
+
+
+def _default(model: type[BaseModel]) -> Any:
+    """A section's default: built without validation (its defaults are valid),
+    so neither importing this module nor loading a config that leaves the
+    section out builds the section's own validator."""
+    return Field(default_factory=model.model_construct)
 
 
 def _network(value: object) -> IPNetwork:
@@ -35,6 +45,17 @@ def _network(value: object) -> IPNetwork:
         return ipaddress.ip_network(value.strip(), strict=True)
     except ValueError as exc:
         raise ValueError(f"{value!r} is not a valid IP prefix ({exc})") from None
+
+
+def _address(value: object) -> IPAddress:
+    # pydantic's IPvAnyAddress would do, but importing it (pydantic.networks)
+    # pulls in importlib.metadata: ~10 ms of every start
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return value
+    try:
+        return ipaddress.ip_address(value.strip() if isinstance(value, str) else value)  # type: ignore[arg-type]
+    except ValueError:
+        raise ValueError("value is not a valid IPv4 or IPv6 address") from None
 
 
 def _eid_text(value: object) -> EidPrefix:
@@ -52,7 +73,7 @@ def _eid_text(value: object) -> EidPrefix:
     return EidPrefix(iid, _network(m.group(2)))
 
 
-Address = IPvAnyAddress
+Address = Annotated[IPAddress, BeforeValidator(_address)]
 Prefix = Annotated[IPNetwork, BeforeValidator(_network)]
 EidText = Annotated[EidPrefix, BeforeValidator(_eid_text)]
 U8 = Annotated[int, Field(ge=0, le=255)]
@@ -308,6 +329,10 @@ class RtrConfig(_Model):
     # all (token buckets, roles/ratelimit.py; 0 = no limit).
     register_rate_per_source: Annotated[float, Field(ge=0)] = 10.0
     register_rate: Annotated[float, Field(ge=0)] = 1000.0
+    # MS-RTR keys by Map-Server address: a Map-Notify from that Map-Server is
+    # relayed (and binds a peer) only with a valid MS-RTR MAC (R bit); the
+    # same key is in the Map-Server's [ms] rtr-keys (docs/nat.md, "Security").
+    map_server_keys: dict[Address, Annotated[str, Field(min_length=1)]] = {}
 
 
 # ---------------------------------------------------------------- PITR / PETR (RFC 6832)
@@ -387,6 +412,10 @@ class MsConfig(_Model):
     # NAT traversal (docs/nat.md): the RTRs an Info-Reply offers to xTRs
     # behind a NAT (those of the xTR's address family).
     rtr_rlocs: list[Address] = []
+    # MS-RTR keys by RTR address: a Map-Notify answering a registration with
+    # an xTR-ID that such an RTR forwarded carries the R bit and the MS-RTR
+    # MAC with this key, so the RTR can tell it from a forged one.
+    rtr_keys: dict[Address, Annotated[str, Field(min_length=1)]] = {}
 
 
 class MrForward(_Model):
@@ -511,29 +540,29 @@ class Config(_Model):
     instance: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
     roles: Annotated[list[RoleName], AfterValidator(_unique)] = Field(min_length=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    metrics: MetricsConfig = MetricsConfig()
+    metrics: MetricsConfig = _default(MetricsConfig)
     control_addresses: list[Address] = Field(
         default_factory=lambda: [ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::")],
         min_length=1)
-    interfaces: InterfacesConfig = InterfacesConfig()
-    datapath: DatapathConfig = DatapathConfig()
+    interfaces: InterfacesConfig = _default(InterfacesConfig)
+    datapath: DatapathConfig = _default(DatapathConfig)
     database: list[DatabaseEntry] = []
     map_server: list[MapServerConfig] = []
     map_resolver: list[MapResolverConfig] = []
     proxy_etr: list[AddressLocator] = []
     map_cache: list[MapCacheEntry] = []
-    itr: ItrConfig = ItrConfig()
-    etr: EtrConfig = EtrConfig()
-    ms: MsConfig = MsConfig()
-    mr: MrConfig = MrConfig()
+    itr: ItrConfig = _default(ItrConfig)
+    etr: EtrConfig = _default(EtrConfig)
+    ms: MsConfig = _default(MsConfig)
+    mr: MrConfig = _default(MrConfig)
     site: list[SiteConfig] = []
-    lisp_sec: LispSecConfig = LispSecConfig()
-    ddt: DdtConfig = DdtConfig()
-    mobile_node: MobileNodeConfig = MobileNodeConfig()
-    nat: NatConfig = NatConfig()
-    rtr: RtrConfig = RtrConfig()
+    lisp_sec: LispSecConfig = _default(LispSecConfig)
+    ddt: DdtConfig = _default(DdtConfig)
+    mobile_node: MobileNodeConfig = _default(MobileNodeConfig)
+    nat: NatConfig = _default(NatConfig)
+    rtr: RtrConfig = _default(RtrConfig)
     pitr: PitrConfig | None = None
-    petr: PetrConfig = PetrConfig()
+    petr: PetrConfig = _default(PetrConfig)
     cpm: CpmConfig | None = None
 
     @field_validator("control_addresses")

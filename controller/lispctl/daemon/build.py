@@ -7,10 +7,11 @@ half way through start-up leaves nothing behind.
 from __future__ import annotations
 
 import logging
+import socket
 
 from lispctl.api.protocol import ApiError
 from lispctl.datapath.attach import CHECKSUM_MODES
-from lispctl.roles import ItrRole, build_roles, datapath_plan
+from lispctl.roles import build_roles, datapath_plan
 from lispctl.roles.base import CONTROL_PORT
 
 from .device import Device
@@ -39,13 +40,15 @@ def interface_addresses(names: list[str]) -> dict:
         return out
 
 
-def _existing(names) -> dict:
+def _existing(names) -> dict[str, int | None]:
     """ifname -> ifindex, or None for an interface that does not exist."""
-    if not names:
-        return {}
-    from pyroute2 import IPRoute
-    with IPRoute() as ipr:
-        return {n: (ipr.link_lookup(ifname=n) or [None])[0] for n in names}
+    out: dict[str, int | None] = {}
+    for n in names:
+        try:
+            out[n] = socket.if_nametoindex(n)
+        except OSError:
+            out[n] = None
+    return out
 
 
 def build_device(cfg, *, control_port: int | None = None, config_path=None) -> Device:
@@ -145,6 +148,7 @@ def _limit_map_cache(device: Device, dp) -> None:
     """Tell the ITR how many map-cache entries the loaded data plane holds
     (it evicts the least recently used dynamic entry beyond that); refuse a
     config whose static entries alone do not fit."""
+    from lispctl.roles.itr import ItrRole
     itr = next((r for _, r in device.roles if isinstance(r, ItrRole)), None)   # PitrRole is an ItrRole
     if itr is None:
         return
@@ -165,6 +169,8 @@ def _limit_map_cache(device: Device, dp) -> None:
 
 def _load_tables(device: Device, dp) -> None:
     """datapath.map-cache-files, in bulk (daemon/bulk.py); the API loads more."""
+    from lispctl.roles.itr import ItrRole
+
     from .bulk import BulkTables
     itr = next((r for _, r in device.roles if isinstance(r, ItrRole)), None)
     device.bulk = BulkTables(dp, itr, device.info)

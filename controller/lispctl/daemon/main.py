@@ -93,9 +93,12 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
                  device.instance, ",".join(n for n, _ in device.roles),
                  " ".join(runtime.sockets.describe() if runtime.sockets is not None else ()), paths.socket,
                  "attached" if device.datapath is not None else "none")
-        _freeze_startup_objects()
+        device.info["startup"] = startup_cost()
         print("ready", file=ready_out, flush=True)
         notifier.ready(f"serving: roles {','.join(n for n, _ in device.roles)}, API {paths.socket}")
+        # after `ready`, not before: a full collection is ~25 ms of an xTR's
+        # start (more with large site tables) that nothing before it needs
+        loop.call_soon(_freeze_startup_objects)
         await stop.wait()
         notifier.stopping()
         log.info("stopping")
@@ -114,6 +117,20 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
             device.bulk.close()
 
 
+def startup_cost() -> dict:
+    """What reaching `ready` cost: CPU seconds of this process and of the
+    children it waited for (the BPF build child, when one ran), and seconds
+    since the process started (`lispctl status` shows both; bench_daemon)."""
+    t = os.times()
+    try:
+        with open("/proc/self/stat") as fh:
+            started = int(fh.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        wall = round(time.clock_gettime(time.CLOCK_BOOTTIME) - started, 2)
+    except (OSError, ValueError, IndexError):
+        wall = None
+    return {"cpu_s": round(t.user + t.system + t.children_user + t.children_system, 3), "wall_s": wall}
+
+
 def _freeze_startup_objects() -> None:
     """What start-up built (the configuration, site and prefix tables, the
     data plane's objects) lives as long as the daemon: move it out of the
@@ -121,10 +138,12 @@ def _freeze_startup_objects() -> None:
     holds millions of such objects, and every full collection, which the
     registrations arriving after start trigger, would walk them all.
     Young collections every 10,000 allocations instead of 700: fewer passes
-    over the objects a burst of new registrations creates."""
+    over the objects a burst of new registrations creates. Runs just after
+    `ready`."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
+    gc.enable()          # `lispctl up` runs start-up without it (commands/up.py)
 
 
 def _on_signal(sig: int, stop: asyncio.Event) -> None:

@@ -117,6 +117,7 @@ class Runtime:
         # in between, so that is the same as after each one, and cheaper.
         self.sockets = ControlSockets(self.loop, self._received, port=self.control_port,
                                       binds=self.binds, batch_done=self._reschedule)
+        self.sockets.send_failed = self._queued_send_failed
         if self.datapath is not None and any(hasattr(r, "on_miss") for _, r in self.roles):
             fd_of = getattr(self.datapath, "miss_fd", None)
             if fd_of is not None:
@@ -124,8 +125,10 @@ class Runtime:
                 self.loop.add_reader(self._miss_fd, self._misses_ready)
                 self.held = self._held_packets()
         # The ETR's path for outer fragments (RFC 9300 7): the stack reassembles
-        # them, lispctl.datapath.reassembled decapsulates on UDP 4341.
-        if self.datapath is not None and any(name == "etr" for name, _ in self.roles) \
+        # them, lispctl.datapath.reassembled decapsulates on UDP 4341. An RTR
+        # with a data plane has it too: NATed xTRs' data keepalives reach it
+        # there (docs/nat.md); fragments for it (no local EIDs) are dropped, counted.
+        if self.datapath is not None and any(name in ("etr", "rtr") for name, _ in self.roles) \
                 and hasattr(self.datapath, "open_reassembly"):
             try:
                 self._reassembly = self.datapath.open_reassembly()
@@ -315,6 +318,11 @@ class Runtime:
             self.counters["miss_batches_paused"] += 1
             self._live_loop().remove_reader(self._miss_fd)
             self._live_loop().call_later(took, self._resume_misses)
+
+    def _queued_send_failed(self) -> None:
+        """A reply queued during a batch of datagrams was refused when the
+        batch was sent (the socket logged it)."""
+        self.counters["send_errors"] += 1
 
     def _live_loop(self) -> asyncio.AbstractEventLoop:
         """The loop, for the callbacks that run only while started."""

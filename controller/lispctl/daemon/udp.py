@@ -34,6 +34,8 @@ from typing import Callable, Sequence
 
 from lispctl.roles.base import CONTROL_PORT, Endpoint
 
+from . import mmsg
+
 log = logging.getLogger("lispctl.daemon.udp")
 
 # Linux values; the socket module of Python 3.11 does not export the IPv4 ones.
@@ -106,8 +108,7 @@ def _kernel_drops(sock: socket.socket) -> int:
 
 _IN_PKTINFO = struct.Struct("=I4s4s")      # ifindex, spec_dst, addr (header dst)
 _IN6_PKTINFO = struct.Struct("=16sI")      # addr, ifindex
-_MAX_DATAGRAM = 65535
-RX_BATCH = 64               # datagrams per readiness event before yielding to the loop
+RX_BATCH = mmsg.BATCH       # datagrams per readiness event (one recvmmsg) before yielding to the loop
 _CACHE_MAX = 4096           # per-socket endpoint caches are cleared when they reach this
 
 Receiver = Callable[[bytes, Endpoint, Endpoint], None]
@@ -121,17 +122,6 @@ class SocketStats:
     send_errors: int = 0
 
 
-def _pktinfo_dst(family: int, ancdata) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    for level, ctype, cdata in ancdata:
-        if family == socket.AF_INET and level == socket.IPPROTO_IP and ctype == IP_PKTINFO:
-            _, _, addr = _IN_PKTINFO.unpack_from(cdata)
-            return ipaddress.IPv4Address(addr)
-        if family == socket.AF_INET6 and level == socket.IPPROTO_IPV6 and ctype == IPV6_PKTINFO:
-            addr, _ = _IN6_PKTINFO.unpack_from(cdata)
-            return ipaddress.IPv6Address(addr)
-    return None
-
-
 def _src_cmsg(src: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list:
     if src.version == 4:
         return [(socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, src.packed, b"\0" * 4))]
@@ -139,20 +129,30 @@ def _src_cmsg(src: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list:
 
 
 class ControlSocket:
-    """One UDP socket (one family) bound to a port; reports (data, src, dst)."""
+    """One UDP socket (one family) bound to a port; reports (data, src, dst).
+
+    Datagrams are read up to mmsg.BATCH per recvmmsg; while the sockets of
+    the device are draining such a batch (ControlSockets.corked), replies are
+    queued and leave together in one sendmmsg when the batch is done."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, family: int, bind_addr: str,
                  port: int, receiver: Receiver, stats: SocketStats,
                  batch_done: BatchDone | None = None, *, reuseport: bool = False,
-                 first: "ControlSocket | None" = None) -> None:
+                 first: "ControlSocket | None" = None, group: "ControlSockets | None" = None) -> None:
         """reuseport: join a SO_REUSEPORT group (the control/requests pair).
-        first: a socket drained before each batch of this one."""
+        first: a socket drained before each batch of this one.
+        group: the device's sockets (shared receive buffers, send batching)."""
         self.family = family
         self.loop = loop
         self.receiver = receiver
         self.batch_done = batch_done
         self.stats = stats
         self.first = first
+        self.group = group
+        rx = group.rx if group is not None else None
+        self.rx = rx if rx is not None else mmsg.Receiver()
+        self._own_rx = rx is None
+        self._tx: mmsg.Sender | None = None             # created on the first batched send
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -169,16 +169,20 @@ class ControlSocket:
             sock.bind((bind_addr, port))
         except OSError:
             sock.close()
+            if self._own_rx:
+                self.rx.close()
             raise
         self.sock = sock
+        self.fd = sock.fileno()
         self.local = Endpoint(ipaddress.ip_address(sock.getsockname()[0]), sock.getsockname()[1])
-        self._pktinfo_kind = ((socket.IPPROTO_IPV6, IPV6_PKTINFO) if family == socket.AF_INET6
-                              else (socket.IPPROTO_IP, IP_PKTINFO))
-        self._srcs: dict[tuple, tuple] = {}             # sockaddr -> (Endpoint, send sockaddr)
+        # (level, type, size) of the destination-address control message
+        self._pktinfo_kind = ((socket.IPPROTO_IPV6, IPV6_PKTINFO, _IN6_PKTINFO.size) if family == socket.AF_INET6
+                              else (socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.size))
+        self._srcs: dict[bytes, tuple] = {}             # raw sockaddr -> (Endpoint, sendto address, raw)
         self._dsts: dict[bytes, Endpoint] = {}          # pktinfo bytes -> Endpoint
-        self._sockaddrs: dict[Endpoint, tuple] = {}     # Endpoint -> sockaddr
-        self._last: tuple = (None, None)                # (Endpoint, sockaddr) last received
-        loop.add_reader(sock.fileno(), self._readable)
+        self._sockaddrs: dict[Endpoint, tuple] = {}     # Endpoint -> (sendto address, raw sockaddr)
+        self._last: tuple = (None, None, None)          # (Endpoint, sendto address, raw) last received
+        loop.add_reader(self.fd, self._readable)
 
     @property
     def port(self) -> int:
@@ -187,103 +191,143 @@ class ControlSocket:
     def _readable(self) -> None:
         # Drain what is queued, but yield to the loop after a batch so one busy
         # socket cannot starve timers and the API. Endpoints are cached per
-        # sockaddr / pktinfo: parsing an address costs more than the rest of
-        # the receive path, and a server hears the same few peers over and over.
-        # batch_done (if any) runs once after the batch.
+        # raw sockaddr / pktinfo: parsing an address costs more than the rest
+        # of the receive path, and a server hears the same few peers over and
+        # over. Replies queued meanwhile leave together at the end of the
+        # batch; batch_done (if any) runs once after it.
+        group = self.group
+        if group is not None:
+            group.corked = True
         try:
             if self.first is not None:
                 self.first._drain()      # Map-Registers before Map-Requests
             self._drain()
         finally:
+            if group is not None:
+                group.uncork()
             if self.batch_done is not None:
                 self.batch_done()
 
     def _drain(self) -> None:
-        if not self.local.addr.is_unspecified:
-            return self._drain_bound()
-        recvmsg, receiver, stats = self.sock.recvmsg, self.receiver, self.stats
-        srcs, dsts = self._srcs, self._dsts
-        for _ in range(RX_BATCH):
+        rx = self.rx
+        for _ in range(2):               # a pending socket error (ICMP) is reported first
             try:
-                data, anc, _flags, addr = recvmsg(_MAX_DATAGRAM, 256)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:          # e.g. ICMP port unreachable reported late
-                log.debug("recvmsg on %s: %s", self.local, exc)
-                continue
-            stats.rx += 1
-            last = srcs.get(addr)
-            if last is None:
-                last = self._src_endpoint(addr)
-            self._last = last
-            src = last[0]
-            dst = dsts.get(anc[0][2]) if len(anc) == 1 else None
-            if dst is None:
-                dst = self._dst_endpoint(anc)
-            receiver(data, src, dst)
-
-    def _drain_bound(self) -> None:
-        # Bound to one address: every datagram was sent to it, so the
-        # destination needs no IP_PKTINFO and recvfrom does.
-        recvfrom, receiver, stats = self.sock.recvfrom, self.receiver, self.stats
-        srcs, dst = self._srcs, self.local
-        for _ in range(RX_BATCH):
-            try:
-                data, addr = recvfrom(_MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                return
+                n = rx.recv(self.fd)
+                break
             except OSError as exc:
-                log.debug("recvfrom on %s: %s", self.local, exc)
-                continue
-            stats.rx += 1
-            last = srcs.get(addr)
+                log.debug("recvmmsg on %s: %s", self.local, exc)
+        else:
+            return
+        if not n:
+            return
+        self.stats.rx += n
+        # everything out of the shared buffers before any datagram is handled
+        datas = rx.datas()
+        names = rx.names()
+        if self.local.addr.is_unspecified:
+            infos: list[bytes | None] | None = rx.pktinfos(*self._pktinfo_kind)
+        else:
+            infos = None                 # bound to one address: every datagram was sent to it
+        receiver, srcs, dsts, local = self.receiver, self._srcs, self._dsts, self.local
+        for k in range(n):
+            name = names[k]
+            last = srcs.get(name)
             if last is None:
-                last = self._src_endpoint(addr)
+                last = self._src_endpoint(name)
             self._last = last
-            src = last[0]
-            receiver(data, src, dst)
+            if infos is None:
+                dst = local
+            else:
+                info = infos[k]
+                dst = dsts.get(info) if info is not None else local  # type: ignore[assignment]
+                if dst is None:
+                    dst = self._dst_endpoint(info)
+            receiver(datas[k], last[0], dst)
 
-    def _src_endpoint(self, addr: tuple) -> tuple[Endpoint, tuple]:
-        """(Endpoint, the sockaddr send() uses for it) of a sender."""
+    def _src_endpoint(self, name: bytes) -> tuple[Endpoint, tuple, bytes]:
+        """(Endpoint, the sendto address, the raw sockaddr) of a sender."""
         if len(self._srcs) >= _CACHE_MAX:   # spoofed sources must not grow it without bound
             self._srcs.clear()
-        ep = Endpoint(ipaddress.ip_address(addr[0].split("%", 1)[0]), addr[1])
-        pair = self._srcs[addr] = (ep, (str(ep.addr), ep.port))
-        return pair
+        port = int.from_bytes(name[2:4], "big")
+        raw = name[4:8] if self.family == socket.AF_INET else name[8:24]
+        ep = Endpoint(ipaddress.ip_address(raw), port)
+        triple = self._srcs[name] = (ep, (str(ep.addr), ep.port), name)
+        return triple
 
-    def _dst_endpoint(self, anc) -> Endpoint:
-        ep = Endpoint(_pktinfo_dst(self.family, anc) or self.local.addr, self.local.port)
-        if len(anc) == 1 and len(self._dsts) < _CACHE_MAX:
-            level, ctype, cdata = anc[0]
-            if (level, ctype) == self._pktinfo_kind:
-                self._dsts[cdata] = ep
+    def _dst_endpoint(self, info: bytes) -> Endpoint:
+        addr = (_IN_PKTINFO.unpack(info)[2] if self.family == socket.AF_INET
+                else _IN6_PKTINFO.unpack(info)[0])
+        ep = Endpoint(ipaddress.ip_address(addr), self.local.port)
+        if len(self._dsts) < _CACHE_MAX:
+            self._dsts[info] = ep
         return ep
 
-    def send(self, payload: bytes, dst: Endpoint, src_addr=None) -> bool:
-        last_src, last_to = self._last
+    def _address_of(self, dst: Endpoint) -> tuple:
+        """(sendto address, raw sockaddr) of a destination."""
+        last_src, last_to, last_raw = self._last
         # A reply to the datagram just received goes to that very Endpoint object.
-        to = last_to if dst is last_src else self._sockaddrs.get(dst)
-        if to is None:
+        if dst is last_src:
+            return last_to, last_raw
+        pair = self._sockaddrs.get(dst)
+        if pair is None:
             if len(self._sockaddrs) >= _CACHE_MAX:
                 self._sockaddrs.clear()
-            to = self._sockaddrs[dst] = (str(dst.addr), dst.port)
+            pair = self._sockaddrs[dst] = ((str(dst.addr), dst.port),
+                                           mmsg.sockaddr(self.family, dst.addr.packed, dst.port))
+        return pair
+
+    def send(self, payload: bytes, dst: Endpoint, src_addr=None) -> bool:
+        """Send (or, during a batch, queue) one datagram. False when the
+        kernel refused it at once; a queued one that fails is counted when
+        the batch is sent (ControlSockets.send_failed)."""
+        to, raw = self._address_of(dst)
+        group = self.group
+        plain = src_addr is None or src_addr.is_unspecified
+        if group is not None and group.corked and plain and len(payload) <= mmsg.TX_SLOT \
+                and dst.addr.version == self.local.addr.version:
+            tx = self._tx
+            if tx is None:
+                tx = self._tx = mmsg.Sender()
+            if not tx.count:
+                group.pending.append(self)
+            if tx.add(payload, raw, dst):
+                self.flush()
+            return True
+        if self._tx is not None and self._tx.count:
+            self.flush()                 # keep the order of this socket's datagrams
         try:
-            if src_addr is None or src_addr.is_unspecified:
+            if plain:
                 self.sock.sendto(payload, to)
             else:
                 self.sock.sendmsg([payload], _src_cmsg(src_addr), 0, to)
         except OSError as exc:
-            self.stats.send_errors += 1
-            level = logging.DEBUG if exc.errno in (errno.ECONNREFUSED, errno.EAGAIN) else logging.WARNING
-            log.log(level, "send to %s from %s failed: %s", dst, src_addr or self.local.addr, exc)
+            self._send_failed(dst, exc, src_addr)
             return False
         self.stats.tx += 1
         return True
 
+    def flush(self) -> None:
+        """Send the queued datagrams (one sendmmsg)."""
+        if self._tx is not None and self._tx.count and self.sock.fileno() >= 0:
+            self.stats.tx += self._tx.flush(self.fd, self._send_failed)
+
+    def _send_failed(self, dst, exc: OSError, src_addr=None) -> None:
+        self.stats.send_errors += 1
+        level = logging.DEBUG if exc.errno in (errno.ECONNREFUSED, errno.EAGAIN) else logging.WARNING
+        log.log(level, "send to %s from %s failed: %s", dst, src_addr or self.local.addr, exc)
+        if self.group is not None and self.group.send_failed is not None:
+            self.group.send_failed()
+
     def close(self) -> None:
         if self.sock.fileno() >= 0:
-            self.loop.remove_reader(self.sock.fileno())
+            self.flush()
+            self.loop.remove_reader(self.fd)
             self.sock.close()
+        if self._tx is not None:
+            self._tx.close()
+            self._tx = None
+        if self._own_rx:
+            self.rx.close()
 
 
 class ControlSockets:
@@ -300,6 +344,10 @@ class ControlSockets:
         self.receiver = receiver
         self.batch_done = batch_done
         self.stats = SocketStats()
+        self.rx: mmsg.Receiver | None = mmsg.Receiver()   # receive buffers, shared by every socket
+        self.corked = False                      # a batch is being handled: queue replies
+        self.pending: list[ControlSocket] = []   # sockets with queued replies
+        self.send_failed: Callable[[], None] | None = None   # a queued datagram was refused
         self.sockets: list[ControlSocket] = []
         self.request_sockets: list[ControlSocket] = []   # REQUEST_QUEUES per control socket
         self.extra: dict[tuple[str, int], ControlSocket] = {}
@@ -313,7 +361,7 @@ class ControlSockets:
                 family = socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
                 try:
                     sock = ControlSocket(loop, family, str(addr), port, receiver, self.stats, batch_done,
-                                         reuseport=True)
+                                         reuseport=True, group=self)
                 except OSError as exc:
                     # A host without IPv6 still serves IPv4 with the default binds.
                     if family == socket.AF_INET6 and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL) \
@@ -340,7 +388,7 @@ class ControlSockets:
         try:
             for _ in range(REQUEST_QUEUES):
                 reqs.append(ControlSocket(self.loop, family, addr, port, self.receiver, self.stats,
-                                          self.batch_done, reuseport=True, first=control))
+                                          self.batch_done, reuseport=True, first=control, group=self))
             _attach_steering(control.sock, family)
         except OSError as exc:
             for r in reqs:
@@ -349,6 +397,13 @@ class ControlSockets:
                         addr, port, exc)
             return
         self.request_sockets.extend(reqs)
+
+    def uncork(self) -> None:
+        """The batch is done: send every reply queued during it."""
+        self.corked = False
+        pending = self.pending
+        while pending:
+            pending.pop().flush()
 
     def queue_drops(self) -> dict[str, int]:
         """Datagrams the kernel dropped for a full receive queue, per kind."""
@@ -395,7 +450,7 @@ class ControlSockets:
             family = socket.AF_INET if src.addr.version == 4 else socket.AF_INET6
             try:
                 self.extra[key] = ControlSocket(self.loop, family, str(src.addr), src.port,
-                                                self.receiver, self.stats, self.batch_done)
+                                                self.receiver, self.stats, self.batch_done, group=self)
             except OSError as exc:
                 log.warning("cannot bind %s port %d to send from it: %s", src.addr, src.port, exc)
                 return None
@@ -411,4 +466,8 @@ class ControlSockets:
         self.sockets.clear()
         self.request_sockets.clear()
         self.extra.clear()
+        self.pending.clear()
         self._default = {}
+        if self.rx is not None:
+            self.rx.close()
+            self.rx = None

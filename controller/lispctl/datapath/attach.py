@@ -5,6 +5,7 @@ import ctypes
 import errno
 import logging
 import os
+import socket
 import struct
 from dataclasses import dataclass
 
@@ -28,18 +29,19 @@ class TcAttachment:
 
 def _ipr():
     try:
-        from pyroute2 import IPRoute
+        from pyroute2.iproute.linux import IPRoute
     except ImportError as exc:
         raise DatapathError("pyroute2 is not installed") from exc
     return IPRoute()
 
 
 def ifindex_of(ifname: str) -> int:
-    with _ipr() as ipr:
-        idx = ipr.link_lookup(ifname=ifname)
-    if not idx:
-        raise DatapathError(f"no such interface: {ifname}")
-    return idx[0]
+    # one ioctl in the current namespace; an IPRoute session (socket, and
+    # pyroute2's machinery) per lookup cost a start-up ~14 of them
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError:
+        raise DatapathError(f"no such interface: {ifname}") from None
 
 
 def link_mtu(ifindex: int) -> int:
@@ -265,15 +267,16 @@ def is_physical(ifname: str) -> bool:
     return bool(link.get_attr("IFLA_PARENT_DEV_NAME"))
 
 
-def resolve_rloc_mode(ifname: str, mode: str, side: str = "RLOC") -> str:
+def resolve_rloc_mode(ifname: str, mode: str, side: str = "RLOC", physical: bool | None = None) -> str:
     """"tc" or "xdp" for attach_rloc_interface's and attach_eid_interface's
     mode ("auto": XDP on physical NICs, tc on virtual devices, where XDP
-    would cost GSO)."""
+    would cost GSO). physical: is_physical(ifname), when the caller has it
+    already."""
     if mode not in RLOC_MODES:
         raise DatapathError(f"bad {side} interface mode {mode!r} (one of {', '.join(RLOC_MODES)})")
     if mode != "auto":
         return mode
-    return "xdp" if is_physical(ifname) else "tc"
+    return "xdp" if (is_physical(ifname) if physical is None else physical) else "tc"
 
 
 def resolve_eid_mode(ifname: str, mode: str) -> str:

@@ -248,9 +248,10 @@ class Datapath:
         xdp_redirect: whether the XDP ITR may XDP_REDIRECT encapsulated
         packets out of this interface (see set_xdp_redirect); None: a
         physical NIC running the XDP ETR natively."""
-        resolved = _attach.resolve_rloc_mode(ifname, mode)
+        physical = _attach.is_physical(ifname) if mode == "auto" or complete_checksums is None else None
+        resolved = _attach.resolve_rloc_mode(ifname, mode, physical=physical)
         if complete_checksums is None:
-            complete_checksums = not _attach.is_physical(ifname)
+            complete_checksums = not physical
         if complete_checksums:
             self._attachments.append(_attach.tx_checksum_off(ifname))
         att = _attach.attach_tc(ifname, self.prog_fd("lisp_etr_ingress"), "lisp_etr_ingress", _attach.INGRESS)

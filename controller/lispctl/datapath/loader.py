@@ -48,11 +48,17 @@ def inline_source(name: str = MAIN_SOURCE, seen: set[str] | None = None) -> str:
     return _INCLUDE.sub(repl, text)
 
 
+@lru_cache(maxsize=4)
+def _header(bpf: Path, comments: bool) -> str:
+    """lisp_maps.h, read once per start (a dozen constants come from it)."""
+    text = (bpf / MAPS_HEADER).read_text()
+    return text if comments else re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+
+
 @lru_cache(maxsize=None)
 def header_enum(enum_name: str) -> dict[str, int]:
     """{'LISP_DROP_MALFORMED': 0, ...} for `enum <enum_name>` in lisp_maps.h."""
-    text = (bpf_dir() / MAPS_HEADER).read_text()
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    text = _header(bpf_dir(), comments=False)
     m = re.search(r"enum\s+" + re.escape(enum_name) + r"\s*\{(.*?)\}", text, re.S)
     if not m:
         raise DatapathError(f"enum {enum_name} not found in {MAPS_HEADER}")
@@ -68,7 +74,7 @@ def header_enum(enum_name: str) -> dict[str, int]:
 
 @lru_cache(maxsize=None)
 def header_define(name: str) -> int:
-    text = (bpf_dir() / MAPS_HEADER).read_text()
+    text = _header(bpf_dir(), comments=True)
     m = re.search(r"^#define\s+" + re.escape(name) + r"\s+(\w+)", text, re.M)
     if not m:
         raise DatapathError(f"#define {name} not found in {MAPS_HEADER}")

@@ -185,7 +185,9 @@ class ReassemblyReceiver:
             except (BlockingIOError, InterruptedError):
                 break
             n += 1
-            if _addr[1] == LISP_CONTROL_PORT:
+            # control: a reply from 4342, or a NATed xTR's keepalive Info-Request
+            # (first byte 0x70, as the ETR program tells them from data)
+            if _addr[1] == LISP_CONTROL_PORT or data[:1] == b"\x70":
                 if self.on_control is None:
                     self.counters["control_ignored"] += 1
                 else:

@@ -46,7 +46,7 @@ class RouteAnnouncer:
 
     @staticmethod
     def _open():
-        from pyroute2 import IPRoute
+        from pyroute2.iproute.linux import IPRoute
         return IPRoute()
 
     def _run(self, fn, *args):

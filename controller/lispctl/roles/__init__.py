@@ -11,31 +11,45 @@ MobileNodePlan. See docs/config.md.
 """
 from __future__ import annotations
 
+import importlib
 import random
 import time
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from lispctl.config import Config
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import Role
 from lispctl.roles.common import nonce_source
-from lispctl.roles.cpm import CpmRole
-from lispctl.roles.ddt import DdtNodeRole
-from lispctl.roles.ddt_resolver import DdtResolverRole
-from lispctl.roles.etr import EtrRole
-from lispctl.roles.itr import ItrRole
 from lispctl.roles.local import LocalSite, UplinkSpec, uplink_specs
-from lispctl.roles.mr import MapResolverRole
-from lispctl.roles.nat import NatRole
-from lispctl.roles.rtr import RtrRole
-from lispctl.roles.ms import MapServerRole
-from lispctl.roles.petr import PetrRole
-from lispctl.roles.pitr import PitrRole
+
+if TYPE_CHECKING:
+    from lispctl.roles.cpm import CpmRole
+    from lispctl.roles.ddt import DdtNodeRole
+    from lispctl.roles.ddt_resolver import DdtResolverRole
+    from lispctl.roles.etr import EtrRole
+    from lispctl.roles.itr import ItrRole
+    from lispctl.roles.mr import MapResolverRole
+    from lispctl.roles.ms import MapServerRole
+    from lispctl.roles.petr import PetrRole
+    from lispctl.roles.pitr import PitrRole
 
 __all__ = ["CpmRole", "DatapathPlan", "DdtNodeRole", "DdtResolverRole", "EtrRole", "ItrRole", "LocalSite",
            "MapResolverRole", "MapServerRole", "MobileNodePlan", "PetrRole", "PitrRole", "UplinkSpec", "build_roles",
            "datapath_plan", "find_role", "uplink_specs"]
+
+# A role's module is imported when a config enables the role (or when its
+# class is asked for by name here): a daemon does not pay for the code of
+# roles it does not run (the Map-Server's alone is ~10 ms of every start).
+_LAZY = {"CpmRole": "cpm", "DdtNodeRole": "ddt", "DdtResolverRole": "ddt_resolver", "EtrRole": "etr",
+         "ItrRole": "itr", "MapResolverRole": "mr", "MapServerRole": "ms", "NatRole": "nat",
+         "PetrRole": "petr", "PitrRole": "pitr", "RtrRole": "rtr"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAddress]] | None = None,
@@ -59,25 +73,33 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
         return site
 
     if cfg.is_ms:
+        from lispctl.roles.ms import MapServerRole
         ms = MapServerRole(cfg, answer_ecm=not cfg.is_mr)
         out.append(("ms", ms))
     else:
         ms = None
     if cfg.is_ddt_node:
+        from lispctl.roles.ddt import DdtNodeRole
         out.append(("ddt-node", DdtNodeRole(cfg)))
     if cfg.is_mr:
+        from lispctl.roles.ddt_resolver import DdtResolverRole
+        from lispctl.roles.mr import MapResolverRole
         out.append(("mr", DdtResolverRole(cfg) if cfg.mr.ddt is not None else MapResolverRole(cfg, ms)))
     etr: EtrRole | None = None
     itr: ItrRole | None = None
     if cfg.is_etr:
+        from lispctl.roles.etr import EtrRole
         etr = EtrRole(cfg, local_site(), nonce, answer_plain_ecm=not cfg.is_mr)
         out.append(("etr", etr))
         if cfg.nat.enabled:
+            from lispctl.roles.nat import NatRole
             # from data port 4341 (the role's default, as the draft says): the
             # NAT binding the RTR learns is then the one data uses (docs/nat.md)
             etr.nat = NatRole(cfg, local_site(), nonce)
             etr.nat.etr = etr
             out.append(("nat", etr.nat))
+    if cfg.is_itr or rtr_data_plane(cfg):
+        from lispctl.roles.itr import ItrRole
     if cfg.is_itr:
         itr = ItrRole(cfg, local_site(), nonce)
         out.append(("itr", itr))
@@ -85,19 +107,26 @@ def build_roles(cfg: Config, *, interface_addresses: Mapping[str, Iterable[IPAdd
         if nat is not None:
             itr.nat, nat.itr = nat, itr
     if cfg.cpm is not None and etr is not None:
+        from lispctl.roles.cpm import CpmRole
         # after the ITR: it sees a Map-Reply first (roles/cpm.py). The replay
         # guard compares timestamps with the system clock (time in, like `now`).
         out.append(("cpm", CpmRole(cfg, etr, itr, nonce, wall_clock=lambda _now: time.time())))
     if cfg.is_pitr:
+        from lispctl.roles.pitr import PitrRole
         out.append(("pitr", PitrRole(cfg, local_site(), nonce)))
     if cfg.is_petr:
+        from lispctl.roles.petr import PetrRole
         out.append(("petr", PetrRole(cfg, local_site())))
     if cfg.is_rtr:
-        out.append(("rtr", RtrRole(cfg)))
+        from lispctl.roles.rtr import RtrRole
+        rtr = RtrRole(cfg)
+        out.append(("rtr", rtr))
         if rtr_data_plane(cfg) and itr is None and cfg.map_resolver:
             # the RTR re-encapsulates toward destinations it may not know yet:
             # the data plane reports a miss, this ITR resolves it (docs/nat.md)
-            out.append(("itr", ItrRole(cfg, local_site(), nonce)))
+            itr = ItrRole(cfg, local_site(), nonce)
+            itr.rtr, rtr.itr, rtr.site = rtr, itr, local_site()
+            out.append(("itr", itr))
     return out
 
 
@@ -151,7 +180,8 @@ class DatapathPlan:
 def datapath_plan(cfg: Config, roles: list[tuple[str, Role]]) -> DatapathPlan:
     holder = (find_role(roles, "etr") or find_role(roles, "itr") or find_role(roles, "pitr")
               or find_role(roles, "petr"))
-    site = holder.site if isinstance(holder, (EtrRole, ItrRole, PetrRole)) else None
+    # the ETR, ITR (and PITR) and PETR share the device's LocalSite
+    site: LocalSite | None = getattr(holder, "site", None)
     needed = cfg.is_itr or cfg.is_etr or cfg.is_pitr or cfg.is_petr or rtr_data_plane(cfg)
     ma = cfg.miss_action
     mn = None

@@ -67,6 +67,7 @@ from lispctl.roles.probe import RlocProber
 
 if TYPE_CHECKING:  # nat.py imports this module
     from lispctl.roles.nat import NatRole
+    from lispctl.roles.rtr import RtrRole
 from lispctl.wire import (NO_ADDRESS, TTL_INFINITE, Address, EidRecord, EncapsulatedControlMessage, MalformedMessage,
                           RequestRecord,
                           MapNotify, MapNotifyAck, MapReply, MapRequest, from_eid_prefix,
@@ -149,6 +150,7 @@ class ItrRole:
         # "miss_to_install" when a miss's mapping is installed (daemon metrics).
         self.observe: Callable[[str, float], None] | None = None
         self.nat: NatRole | None = None      # a NatRole steering data to the RTR while behind a NAT
+        self.rtr: RtrRole | None = None      # the RTR this ITR resolves for: never encapsulate to itself
         # misses handed to the RTR (on_miss): taken back when the NAT goes
         self._via_rtr: dict[EidPrefix, None] = {}
 
@@ -206,7 +208,20 @@ class ItrRole:
         out = self.prober.effective(rlocs) if self.prober.enabled else tuple(rlocs)
         if self.nat is not None and out:       # behind a NAT: all data to the RTR (roles/nat.py)
             out = self.nat.steer(out)
+        if self.rtr is not None and out:       # an RTR's own RLOC is no locator for it (roles/rtr.py)
+            out = self.rtr.steer(out)
         return out
+
+    def forget(self, eid: EidPrefix) -> None:
+        """Drop eid's cache entry without touching the data plane: the RTR
+        installed that prefix itself (a confirmed NATed peer's EIDs), and a
+        refresh or expiry of ours must not replace or remove its entry."""
+        e = self.cache.get(eid)
+        if e is None or e.static:
+            return
+        self.cache.remove(eid)
+        self._cache_dropped(e)
+        self.holddown.pop(eid, None)
 
     def reinstall_all(self, now: float) -> list[Effect]:
         """InstallMapping for every positive entry again (where data goes

@@ -550,8 +550,11 @@ class MapServerRole:
                 to = None
             if to is not None:
                 # == sign(MapNotify(nonce, records, key_id, alg_id, xtr_id, site_id), key)
-                out.send(map_notify_from(data, alg_id, len(mac), key, len(shape.records),
-                                         shape.xtr_id is not None, shape.body_end), to)
+                notify = map_notify_from(data, alg_id, len(mac), key, len(shape.records),
+                                         shape.xtr_id is not None, shape.body_end)
+                if shape.xtr_id is not None:        # maybe to an RTR: MS-RTR MAC (roles/nat_ms.py)
+                    notify = self.nat.for_rtr(notify, to)
+                out.send(notify, to)
                 counters["map_notify_tx"] += 1
         if changed:
             for eid in dict.fromkeys(changed):

@@ -250,10 +250,10 @@ class NatRole:
         if type(msg) is InfoReply:
             self._on_reply(data, msg, src, now, out)
         elif (type(msg) is EncapsulatedControlMessage and type(msg.message) is MapNotify):
-            self._on_notify(data, msg.message, src, now)
+            self._on_notify(data, msg.message, src, now, out)
         return out.items
 
-    def _on_notify(self, data: bytes, msg: MapNotify, src: Endpoint, now: float) -> None:
+    def _on_notify(self, data: bytes, msg: MapNotify, src: Endpoint, now: float, out: Effects) -> None:
         """The Map-Server's Map-Notify for a registration we sent through the
         RTR, which the RTR hands back to us inside an ECM."""
         if msg.nonce not in self._register_nonces:
@@ -266,6 +266,27 @@ class NatRole:
             return
         self.counters["map_notify_via_rtr_rx"] += 1
         self.last_notify = now
+        self._data_keepalive(msg.nonce, ms, src.addr, out)
+
+    def _data_keepalive(self, nonce: int, ms: MapServerConfig, rtr: IPAddress, out: Effects) -> None:
+        """Open (and, once per keepalive interval, keep) the NAT binding the
+        RTR's data comes back through: an Info-Request from our 4341 to the
+        RTR's 4341. A NAT filtering by address and port (Linux conntrack)
+        passes the RTR's data only through a binding towards its 4341, and
+        the register's (to its 4342) may even be mapped to another port. It
+        carries the nonce of the register the Map-Server just confirmed:
+        the RTR takes the binding only with that nonce (roles/rtr.py); the
+        RTR does not answer it (docs/nat.md)."""
+        prefixes = self.site.eids()
+        if not prefixes or self.port != DATA_PORT:       # no data plane: no data binding
+            return
+        addr, mask = from_eid_prefix(prefixes[0])
+        ttl = max(1, math.ceil(self.cfg.nat.keepalive_interval / 60))
+        msg = sign(InfoRequest(nonce, addr, mask, ms.key_id, ALG_IDS[ms.algorithm], ttl=ttl), ms.key)
+        for r in self.rlocs.values():
+            if r.state == NAT and r.rtr == rtr:
+                out.send(msg, Endpoint(rtr, DATA_PORT), Endpoint(r.address, self.port))
+                self.counters["data_keepalive_tx"] += 1
 
     def _on_reply(self, data: bytes, msg: InfoReply, src: Endpoint, now: float, out: Effects) -> None:
         c = self.counters

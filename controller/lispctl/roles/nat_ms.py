@@ -23,6 +23,11 @@ request and carries a NAT-Traversal LCAF (type 7) with:
   RTR RLOCs                    [ms] rtr-rlocs of our configuration.
 It is signed with the same site key and sent back to the source address and
 port of the request, so it crosses the NAT on the binding the request opened.
+
+A Map-Notify for a registration an RTR forwarded goes to that RTR, which
+binds the xTR to the NAT address it saw on its strength. With an MS-RTR key
+for that RTR ([ms] rtr-keys) the notify carries the R bit and the MS-RTR MAC
+(wire/auth.py add_ms_rtr_auth), so the RTR can refuse a forged one.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from typing import TYPE_CHECKING
 from lispctl.roles.base import Effects, Endpoint
 from lispctl.wire import (ALG_HMAC_SHA1, ALG_HMAC_SHA256, NO_ADDRESS, InfoReply, InfoRequest,
                           MalformedMessage, NatTraversal, sign, verify)
+from lispctl.wire.auth import add_ms_rtr_auth
 from lispctl.wire.convert import to_eid_prefix
 
 if TYPE_CHECKING:
@@ -47,7 +53,17 @@ class InfoResponder:
     def __init__(self, ms: "MapServerRole") -> None:
         self.ms = ms
         self.rtr_rlocs = tuple(ms.cfg.ms.rtr_rlocs)
+        self.rtr_keys = dict(ms.cfg.ms.rtr_keys)
         self.counters = ms.counters
+
+    def for_rtr(self, notify: bytes, to: Endpoint) -> bytes:
+        """The Map-Notify (signed with the site key) as sent to `to`: with the
+        R bit and the MS-RTR MAC when `to` is an RTR we share a key with."""
+        key = self.rtr_keys.get(to.addr)
+        if key is None:
+            return notify
+        self.counters["map_notify_ms_rtr_auth_tx"] += 1
+        return add_ms_rtr_auth(notify, key)
 
     def on_info_request(self, data: bytes, msg: InfoRequest, src: Endpoint, dst: Endpoint,
                         now: float, out: Effects) -> None:

@@ -40,8 +40,6 @@ def nat_rules(lab: Lab) -> None:
         raise ProcessError(f"nft failed: {r.stderr}")
 
 
-DATA_PORT_MAPPED = 40341
-
 # the mobile node mob: EID on lmn0, home0 behind the NAT (preferred), pub0 public
 MOB, CORR, CORR_HOST = "mob", "pub", "hostP"
 MOB_EID = "10.7.0.7"
@@ -51,15 +49,16 @@ MOB_DATA_PORT_MAPPED = 40342
 CORR_HOST_EID = "10.5.0.2"
 
 
-def map_data_port(lab: Lab, source: str | None = None, port: int = DATA_PORT_MAPPED) -> None:
-    """Endpoint-independent mapping for mn's port 4341, as the draft assumes
-    (and many home NATs do): whatever the destination, mn:4341 leaves as
-    NAT_PUBLIC:40341, so the binding the RTR learns from the ECM'd
-    Map-Register (to its port 4342) is the one data (to its 4341) uses. The
-    random masquerade stays for everything else. Existing bindings are
-    flushed so the next keepalive takes the new mapping."""
-    match = ["ip", "saddr", source] if source else []
-    r = lab.run("nat", ["nft", "insert", "rule", "ip", "labnat", "post", "oifname", "wan0", *match,
+def map_data_port(lab: Lab, source: str, port: int) -> None:
+    """Endpoint-independent mapping for a node's port 4341, as the draft
+    assumes (and many home NATs do): whatever the destination, source:4341
+    leaves as NAT_PUBLIC:port. The mobile node's part of the lab uses it, so
+    the lab has both NAT types (mn sits behind the plain random masquerade).
+    Filtering stays conntrack's (by address and port): the RTR's data still
+    needs the binding the node's data keepalive opens towards the RTR's
+    4341. The random masquerade stays for everything else. Existing
+    bindings are flushed so the next keepalive takes the new mapping."""
+    r = lab.run("nat", ["nft", "insert", "rule", "ip", "labnat", "post", "oifname", "wan0", "ip", "saddr", source,
                         "udp", "sport", "4341", "masquerade", "to", f":{port}"], timeout=10)
     if r.returncode != 0:
         raise ProcessError(f"nft failed: {r.stderr}")
@@ -118,7 +117,8 @@ def start_mobile(lab: Lab) -> None:
 
 def start_mobile_peers(lab: Lab) -> None:
     """NAT rules with mob:4341 mapped endpoint-independently (as the draft
-    assumes), msmr, rtr and pub (those not running yet)."""
+    assumes; mn stays behind the plain random masquerade), msmr, rtr and pub
+    (those not running yet)."""
     if (MSMR_NODE, cp.DAEMON) not in lab.procs:
         nat_rules(lab)
         cp.start_node(lab, MSMR_NODE)
@@ -234,12 +234,12 @@ class MobStream:
 
 
 def warm_up_mobile(lab: Lab, timeout: float = 15.0) -> bool:
-    """Ping mob -> hostP, then hostP -> mob's EID, until both map-caches
-    are resolved. mob first: the lab NAT filters by address and port
-    (conntrack), so the RTR's data reaches mob only through the binding
-    mob's own data to the RTR's port 4341 opened (docs/nat.md)."""
-    return bool(cp.eventually(lambda: cp.ping(lab, MOB, CORR_HOST_EID, count=1, timeout=0.3), timeout, 0.05)
-                and cp.eventually(lambda: cp.ping(lab, CORR_HOST, MOB_EID, count=1, timeout=0.3), timeout, 0.05))
+    """Ping hostP -> mob's EID, then mob -> hostP, until both map-caches
+    are resolved. The correspondent first: the lab NAT filters by address
+    and port (conntrack), and the RTR's data reaches mob through the binding
+    mob's data keepalive opened towards the RTR's port 4341 (docs/nat.md)."""
+    return bool(cp.eventually(lambda: cp.ping(lab, CORR_HOST, MOB_EID, count=1, timeout=0.3), timeout, 0.05)
+                and cp.eventually(lambda: cp.ping(lab, MOB, CORR_HOST_EID, count=1, timeout=0.3), timeout, 0.05))
 
 
 def run_mobile(lab: Lab, say: Callable[[str], None]) -> bool:
