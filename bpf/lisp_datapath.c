@@ -32,6 +32,7 @@
 #include "lisp_parse.h"
 #include "lisp_encap.h"
 #include "lisp_compat.h"
+#include "lisp_flowcache.h"
 
 /* Packets built by AF_PACKET TX rings (trafgen) and by some drivers carry
  * only the MAC header in the linear part of the skb, which is all that direct
@@ -66,16 +67,25 @@ static __always_inline struct lisp_config *get_config(void)
     return config.lookup(&zero);
 }
 
+/* The map-cache entry for (iid, dst): the per-CPU flow cache
+ * (lisp_flowcache.h), else the LPM trie, whose answer the cache then keeps. */
 static __always_inline struct lisp_mapping *cache_lookup(const struct lisp_flow *f, __u32 iid)
 {
+    struct lisp_fc_set *set;
+    __u64 gen;
+    struct lisp_mapping *m = fc_get(f, iid, &set, &gen);
+    if (m)
+        return m;
     if (f->family == 4) {
         struct lisp_key4 k = {.prefixlen = 64, .iid = bpf_htonl(iid)};
         __builtin_memcpy(k.addr, f->dst, 4);
-        return map_cache4.lookup(&k);
+        m = map_cache4.lookup(&k);
+    } else {
+        struct lisp_key6 k = {.prefixlen = 160, .iid = bpf_htonl(iid)};
+        __builtin_memcpy(k.addr, f->dst, 16);
+        m = map_cache6.lookup(&k);
     }
-    struct lisp_key6 k = {.prefixlen = 160, .iid = bpf_htonl(iid)};
-    __builtin_memcpy(k.addr, f->dst, 16);
-    return map_cache6.lookup(&k);
+    return fc_fill(set, f, iid, gen, m);
 }
 
 static __always_inline int local_eid(const struct lisp_flow *f, __u32 iid)

@@ -267,7 +267,7 @@ def is_physical(ifname: str) -> bool:
     return bool(link.get_attr("IFLA_PARENT_DEV_NAME"))
 
 
-def resolve_rloc_mode(ifname: str, mode: str, physical: bool | None = None, side: str = "RLOC") -> str:
+def resolve_rloc_mode(ifname: str, mode: str, side: str = "RLOC", physical: bool | None = None) -> str:
     """"tc" or "xdp" for attach_rloc_interface's and attach_eid_interface's
     mode ("auto": XDP on physical NICs, tc on virtual devices, where XDP
     would cost GSO). physical: is_physical(ifname), when the caller has it
@@ -280,7 +280,7 @@ def resolve_rloc_mode(ifname: str, mode: str, physical: bool | None = None, side
 
 
 def resolve_eid_mode(ifname: str, mode: str) -> str:
-    return resolve_rloc_mode(ifname, mode, side="EID")
+    return resolve_rloc_mode(ifname, mode, "EID")
 
 
 # ---- BPF program ids (bpf(2), no bcc) ----

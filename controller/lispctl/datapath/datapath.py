@@ -153,6 +153,9 @@ class Datapath:
         self._closed = False
         self._mtu_explicit = False
         self._petr_iids: set[int] = set()
+        # a writer that died between a map-cache write and its bump, or maps
+        # never opened before (generation 0 disables the flow cache)
+        self._map_cache_changed()
         cfg = self._config()
         if cfg.miss_interval_ns == 0 and not any(True for _ in self._t["map_cache4"].keys()):
             cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
@@ -246,7 +249,7 @@ class Datapath:
         packets out of this interface (see set_xdp_redirect); None: a
         physical NIC running the XDP ETR natively."""
         physical = _attach.is_physical(ifname) if mode == "auto" or complete_checksums is None else None
-        resolved = _attach.resolve_rloc_mode(ifname, mode, physical)
+        resolved = _attach.resolve_rloc_mode(ifname, mode, physical=physical)
         if complete_checksums is None:
             complete_checksums = not physical
         if complete_checksums:
@@ -421,6 +424,7 @@ class Datapath:
         leaf.id = mid
         leaf.action = int(action)
         t[key] = leaf
+        self._map_cache_changed()
         self._ids[eid] = mid
         if not rlocs:
             self._del_locset(mid)
@@ -436,6 +440,7 @@ class Datapath:
             del t[self._lpm_key(t, eid)]
         except KeyError:
             pass
+        self._map_cache_changed()
         self._count[eid.prefix.version] -= 1
         self._del_locset(mid)
         try:
@@ -560,6 +565,7 @@ class Datapath:
                 ckeys = bytearray(b"".join([keys[i * ks:(i + 1) * ks] for i in part]))
                 vals = b"".join([leaf[groups[i]] for i in part])
             cache.update_many(ckeys, vals)
+            self._map_cache_changed()      # a more-specific prefix is seen by the next packet
             installed += ckeys
 
     def unload_bulk(self, name: str) -> int:
@@ -576,6 +582,7 @@ class Datapath:
         # entries first, then what they name (as delete_mapping does)
         self._t["map_cache4"].delete_many(keys4)
         self._t["map_cache6"].delete_many(keys6)
+        self._map_cache_changed()
         # (bulk mappings have no per-mapping counters: see load_bulk)
         self._t["locsets"].delete_many(ids.tobytes())
 
@@ -683,6 +690,8 @@ class Datapath:
         for name in ("map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
                      "accepted_iids", "eid_ifaces", "miss_rl", "map_stats", "xdp_targets",
                      "petr_accept4", "petr_accept6"):
+            if name == "locsets":
+                self._map_cache_changed()  # the entries are gone: before their locator sets
             t = self._t[name]
             for k in list(t.keys()):
                 try:
@@ -809,6 +818,19 @@ class Datapath:
         self.close(unpin=False)
 
     # ---- internals ----
+    def _map_cache_changed(self) -> None:
+        """Every write or delete of map_cache4/6 comes through here, after the
+        entries changed and before anything they named (locator sets, ids)
+        is freed: the new generation makes every per-CPU flow-cache slot
+        filled before it a miss (bpf/lisp_flowcache.h), so the next packet
+        walks the trie again. Read from the pinned map each time, so several
+        processes on the same maps (a restarted daemon) never reuse a value."""
+        t = self._t["flow_gen"]
+        key = t.Key(0)
+        gen = t[key]
+        gen.value += 1
+        t[key] = gen
+
     def _config(self):
         t = self._t["config"]
         return t[t.Key(0)]

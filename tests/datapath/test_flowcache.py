@@ -1,0 +1,115 @@
+"""The ITR's per-CPU flow cache (bpf/lisp_flowcache.h) never outlives a
+map-cache change: after the cache was warmed for a destination, the very
+next packet sees a new locator set, a deleted entry, a more-specific prefix
+(single or bulk-loaded) and its removal."""
+from __future__ import annotations
+
+import ipaddress
+import os
+
+import pytest
+
+from lispctl.datapath.testrun import TC_ACT_REDIRECT, XDP_REDIRECT, run_prog, skb_ctx, xdp_ctx
+from lispctl.mapping.bulkfile import parse
+from lispctl.mapping.types import EidPrefix, MapAction, Rloc
+from tests.datapath import packets as P
+from tests.datapath.conftest import EID_MAC, HOST_MAC
+
+ip = ipaddress.ip_address
+
+# inner src, inner dst, covering prefix, more-specific prefix, three locators
+FAMILIES = {
+    4: ("10.1.0.10", "10.2.7.5", "10.2.0.0/16", "10.2.7.0/24", "192.0.2.2", "192.0.2.3", "192.0.2.4"),
+    6: ("fd00:1::10", "fd00:2:0:7::5", "fd00:2::/32", "fd00:2:0:7::/64", "2001:db8:1::2", "2001:db8:1::3",
+        "192.0.2.5"),
+}
+
+
+@pytest.fixture
+def one_cpu():
+    """PROG_TEST_RUN runs on the caller's CPU, and the cache is per CPU: pin
+    the test to one, so the packet after a change meets the warmed slot."""
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(old)})
+    yield
+    os.sched_setaffinity(0, old)
+
+
+NOT_SENT = "not encapsulated"
+
+
+@pytest.mark.parametrize("prog", ["tc", "xdp"])
+@pytest.mark.parametrize("family", [4, 6])
+def test_next_packet_sees_every_map_cache_change(dp, lab, one_cpu, family, prog):
+    src, dst, wide, narrow, a, b, c = FAMILIES[family]
+    inner = P.ip_packet(src, dst, b"x" * 64)
+    frame = P.eth(P.mac(EID_MAC), P.mac(HOST_MAC), P.ETH_IP if family == 4 else P.ETH_IP6) + inner
+    if prog == "tc":
+        fd, ctx, sent = dp.prog_fd("lisp_itr_ingress"), skb_ctx(ifindex=lab.eid_if), TC_ACT_REDIRECT
+    else:
+        dp.set_xdp_redirect("rl0", True)
+        fd, ctx, sent = dp.prog_fd("lisp_itr_xdp"), xdp_ctx(len(frame), lab.eid_if), XDP_REDIRECT
+
+    def send():
+        res = run_prog(fd, frame, ctx=ctx)
+        return P.split_encap(res.data).dst if res.retval == sent else NOT_SENT
+
+    def warm(expect):
+        for _ in range(3):
+            assert send() == expect
+
+    eid = EidPrefix.parse(wide)
+    dp.set_mapping(eid, [Rloc(ip(a))])
+    warm(ip(a))
+    dp.set_mapping(eid, [Rloc(ip(b))])                      # new locators, same mapping id
+    assert send() == ip(b)
+    warm(ip(b))
+    dp.set_mapping(eid, [], MapAction.DROP)                  # new action
+    assert send() == NOT_SENT
+    if prog == "tc":                                         # the entry's drop, not a stale id's
+        assert dp.counters().drops.get("negative") == 1
+    dp.set_mapping(eid, [Rloc(ip(b))])
+    warm(ip(b))
+    more = EidPrefix.parse(narrow)
+    dp.set_mapping(more, [Rloc(ip(c))])                      # more-specific prefix added
+    assert send() == ip(c)
+    warm(ip(c))
+    dp.delete_mapping(more)                                  # ... and removed
+    assert send() == ip(b)
+    warm(ip(b))
+    dp.load_bulk("t", parse(f"{narrow} {c}\n"))              # bulk-loaded more-specific
+    assert send() == ip(c)
+    warm(ip(c))
+    dp.unload_bulk("t")
+    assert send() == ip(b)
+    warm(ip(b))
+    dp.delete_mapping(eid)                                   # deleted: a miss (miss action drop)
+    misses = dp.counters().miss
+    assert send() == NOT_SENT
+    assert prog != "tc" or dp.counters().miss == misses + 1
+    dp.set_mapping(eid, [Rloc(ip(a))])                       # a miss is never cached
+    assert send() == ip(a)
+    warm(ip(a))
+    dp.reset()                                               # flush
+    assert send() == NOT_SENT
+
+
+def test_generation_bumped_by_every_writer(dp):
+    def gen():
+        t = dp.table("flow_gen")
+        return t[t.Key(0)].value
+
+    g = gen()
+    assert g >= 1                       # 0 would disable the cache
+    eid = EidPrefix.parse("10.9.0.0/16")
+    dp.set_mapping(eid, [Rloc(ip("192.0.2.2"))])
+    assert gen() > g
+    g = gen()
+    dp.delete_mapping(eid)
+    assert gen() > g
+    g = gen()
+    dp.load_bulk("t", parse("10.8.0.0/16 192.0.2.2\n"))
+    assert gen() > g
+    g = gen()
+    dp.unload_bulk("t")
+    assert gen() > g
