@@ -58,13 +58,13 @@ def _site_dst(j: int) -> str:
 
 def _remote_dst(j: int, entries: int) -> str:
     """A host in the j-th of FLOWS map-cache entries spread over the table's
-    filler prefixes (20.0.0.0/8 in /24s)."""
+    filler prefixes (/24s of 20.0.0.0/8, then of 21.0.0.0/8)."""
     i = j * (entries - 1) // FLOWS
-    return f"20.{i // 256}.{i % 256}.5"
+    return f"{20 + i // 65536}.{i // 256 % 256}.{i % 256}.5"
 
 
 def _filler(i: int) -> str:
-    return f"20.{i // 256}.{i % 256}.0/24"
+    return f"{20 + i // 65536}.{i // 256 % 256}.{i % 256}.0/24"     # 20/8 then 21/8
 
 
 def _routes(indexes: range) -> None:
@@ -94,7 +94,7 @@ def _lab() -> None:
             ipr.neigh("add", dst=dst, lladdr=f"02:00:00:00:{2 + j // 256:02x}:{j % 256:02x}", ifindex=ei,
                       state=0x80)
         # for bpf-forward: the remote EIDs are routed, over the same next hop the ITR uses
-        for net in ("10.2.0.0/16", "20.0.0.0/8"):
+        for net in ("10.2.0.0/16", "20.0.0.0/8", "21.0.0.0/8"):
             ipr.route("add", dst=net, gateway=RLOC_PEER)
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
 
@@ -279,7 +279,7 @@ def _report(rec, t: dict[tuple[str, int, int], float], large: int) -> None:
              f"run. **{N:,} flows**: each run the next of {N:,} packets, each to its own "
              "destination: for the ITR its own map-cache entry, spread over the table; for the ETR and "
              f"bpf-forward its own neighbour behind the EID interface. Map-cache of {small:,} entries and "
-             f"of {large:,} (the rest /24s of 20.0.0.0/8)."
+             f"of {large:,} (the rest /24s of 20.0.0.0/8 and 21.0.0.0/8)."
              + ("" if large >= LARGE_MAP_CACHE else
                 f" {LARGE_MAP_CACHE:,} entries were asked for; the loaded data plane holds {large:,} "
                 "(`Datapath.capacity`: LISP_MAX_MAPPINGS in bpf/lisp_maps.h, one locator set id per "
