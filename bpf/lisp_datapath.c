@@ -33,6 +33,7 @@
 #include "lisp_encap.h"
 #include "lisp_compat.h"
 #include "lisp_flowcache.h"
+#include "lisp_nexthop.h"
 
 /* Packets built by AF_PACKET TX rings (trafgen) and by some drivers carry
  * only the MAC header in the linear part of the skb, which is all that direct
@@ -209,11 +210,14 @@ static __always_inline void fib_params(struct bpf_fib_lookup *p, __u32 ifindex, 
     }
 }
 
+/* Through the next-hop cache (lisp_nexthop.h); a GSO super-packet asks the
+ * FIB itself (tot_len 0). */
 static __always_inline long fib_resolve(struct __sk_buff *skb, struct bpf_fib_lookup *p, int v6,
                                         const __u8 *src, const __u8 *dst, __u32 tot_len)
 {
+    int xdp;
     fib_params(p, skb->ifindex, v6, src, dst, skb->gso_size ? 0 : tot_len);
-    return bpf_fib_lookup(skb, p, sizeof(*p), 0);
+    return nh_fib_lookup(skb, p, &xdp);
 }
 
 static __always_inline int fib_ok(long rc)

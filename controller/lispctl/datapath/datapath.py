@@ -156,6 +156,7 @@ class Datapath:
         # a writer that died between a map-cache write and its bump, or maps
         # never opened before (generation 0 disables the flow cache)
         self._map_cache_changed()
+        self.next_hops_changed()
         cfg = self._config()
         if cfg.miss_interval_ns == 0 and not any(True for _ in self._t["map_cache4"].keys()):
             cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
@@ -281,6 +282,7 @@ class Datapath:
             t[key] = t.Leaf(1)
         elif key in t:
             del t[key]
+        self.next_hops_changed()      # cached next hops carry the answer
 
     def detach(self) -> None:
         """Remove every filter and XDP program this object attached (maps stay)."""
@@ -703,6 +705,7 @@ class Datapath:
         cfg = t.Leaf()
         cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
         t[t.Key(0)] = cfg
+        self.next_hops_changed()       # xdp_targets and the outer sources are gone
         self._ids.clear()
         self._count = {4: 0, 6: 0}
         self._bulk.clear()
@@ -831,6 +834,18 @@ class Datapath:
         gen.value += 1
         t[key] = gen
 
+    def next_hops_changed(self) -> None:
+        """The kernel's routes, neighbours, links or addresses changed (the
+        daemon calls this on every such netlink event, lispctl.daemon.ifwatch):
+        a new generation makes every per-CPU next-hop slot filled before it a
+        miss (bpf/lisp_nexthop.h), so the next packet asks the FIB again.
+        Without a call, slots still expire one second after they were filled."""
+        t = self._t["nh_gen"]
+        key = t.Key(0)
+        gen = t[key]
+        gen.value += 1
+        t[key] = gen
+
     def _config(self):
         t = self._t["config"]
         return t[t.Key(0)]
@@ -838,6 +853,7 @@ class Datapath:
     def _write_config(self, cfg) -> None:
         t = self._t["config"]
         t[t.Key(0)] = cfg
+        self.next_hops_changed()      # the outer sources are part of the ITR's next-hop key
 
     def _update_sources(self) -> None:
         cfg = self._config()
