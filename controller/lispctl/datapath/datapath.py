@@ -22,7 +22,7 @@ from lispctl.datapath.loader import header_define, header_enum
 from lispctl.datapath.idpool import IdPool
 from lispctl.datapath.maps import RingBuffer
 from lispctl.datapath.prebuilt import forget_layout, open_datapath
-from lispctl.datapath.locsets import build_locator_set
+from lispctl.datapath.locsets import build_locator_set, fixed_choice
 from lispctl.mapping.bulkfile import KEY_SIZE, BulkTable, key_bytes
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import MissEvent
@@ -356,6 +356,7 @@ class Datapath:
         t[key] = t.Leaf(lsb)
         if new:
             self._iid_ref(eid.iid, +1)
+            self._map_cache_changed()   # the flow cache keeps local-EID answers
 
     def remove_local_eid(self, eid: EidPrefix) -> None:
         t = self._eid_table(eid, "local_eid")
@@ -364,6 +365,7 @@ class Datapath:
         except KeyError:
             return
         self._iid_ref(eid.iid, -1)
+        self._map_cache_changed()       # the flow cache keeps local-EID answers
 
     def iid_accepted(self, iid: int) -> bool:
         """Whether the ETR decapsulates instance `iid` (the kernel's rule)."""
@@ -700,6 +702,7 @@ class Datapath:
                     del t[k]
                 except KeyError:
                     pass
+        self._map_cache_changed()          # local EIDs too (the flow cache keeps them)
         self._t["counters"].clear()
         t = self._t["config"]
         cfg = t.Leaf()
@@ -822,9 +825,10 @@ class Datapath:
 
     # ---- internals ----
     def _map_cache_changed(self) -> None:
-        """Every write or delete of map_cache4/6 comes through here, after the
-        entries changed and before anything they named (locator sets, ids)
-        is freed: the new generation makes every per-CPU flow-cache slot
+        """Every write or delete of map_cache4/6 (and of the locator sets
+        they name, which are written before the entry) comes through here,
+        and every new or removed local EID prefix, after the entries changed
+        and before anything they named (locator sets, ids) is freed: the new generation makes every per-CPU flow-cache slot
         filled before it a miss (bpf/lisp_flowcache.h), so the next packet
         walks the trie again. Read from the pinned map each time, so several
         processes on the same maps (a restarted daemon) never reuse a value."""
@@ -908,6 +912,7 @@ class Datapath:
         leaf = t.Leaf()
         leaf.count = len(ls.locators)
         leaf.nlevels = len(ls.levels)
+        leaf.fixed = fixed_choice(ls, SLOTS)
         for i, r in enumerate(ls.locators):
             loc = leaf.loc[i]
             _set_bytes(loc.addr, _addr16(r.address))
