@@ -70,7 +70,7 @@ int lisp_itr_xdp(struct xdp_md *ctx)
     struct bpf_fib_lookup p;
     fib_params(&p, ctx->ingress_ifindex, v6, v6 ? c->src6 : c->src4, loc->addr, inner_len + olen);
     int xdp_ok;
-    long frc = nh_fib_lookup(ctx, &p, &xdp_ok);
+    long frc = nh_fib_lookup(ctx, &p, 1, &xdp_ok);
     __u32 out_if = p.ifindex;
     if (frc != BPF_FIB_LKUP_RET_SUCCESS || !xdp_ok)
         return XDP_PASS;

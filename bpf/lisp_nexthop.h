@@ -1,10 +1,13 @@
 /* Per-CPU next-hop cache in front of bpf_fib_lookup.
  *
  * Why: the FIB lookup (route, then neighbour) is ~200-250 ns of every
- * forwarded packet, and for the ITR its answer depends only on the locator
- * (outer destination), the configured outer source and the ingress device;
- * for the ETRs on the inner addresses. A hit here is one hash and one per-CPU
- * array element (a set of two slots), no helper call.
+ * packet the ITR forwards, and its answer depends only on the locator (outer
+ * destination), the configured outer source and the ingress device: a few
+ * keys however many flows, so nearly every packet hits. A hit is one hash
+ * and one per-CPU array element (a set of two one-line slots), no helper
+ * call. Used by the tc and XDP ITR; not by the ETRs, whose next hops are
+ * the site's hosts (one key per inner destination): over 1,000 of them a
+ * slot per host cost more than the kernel's own neighbour lookup.
  *
  * What is cached: only BPF_FIB_LKUP_RET_SUCCESS answers of lookups that
  * checked the MTU (tot_len given; GSO super-packets always ask the FIB): the
@@ -30,8 +33,10 @@
  *     (bpf_ktime_get_coarse_ns, kernel >= 5.11): one tick of precision is
  *     plenty for a one-second bound and it costs no clock read.
  * Generation 0 is never current (Datapath starts it at 1): the cache is off.
+ * Slots keep the low 32 bits of the generation (a slot from 2^32 bumps ago
+ * would be more than a second old anyway).
  *
- * Memory: LISP_NH_SETS x 152 bytes per possible CPU (152 KiB at 1,024).
+ * Memory: LISP_NH_SETS x 128 bytes per possible CPU (128 KiB at 1,024).
  * Not pinned: a new program starts with an empty cache of its own.
  */
 #ifndef LISP_NEXTHOP_H
@@ -42,25 +47,28 @@
 #endif
 _Static_assert((LISP_NH_SETS & (LISP_NH_SETS - 1)) == 0, "LISP_NH_SETS must be a power of two");
 #define LISP_NH_MAX_AGE_NS 1000000000ULL
+#define LISP_NH_TICK_SHIFT 20   /* slot times in units of 2^20 ns (~1.05 ms): 32 bits, ~52 days */
+#define LISP_NH_MAX_AGE (LISP_NH_MAX_AGE_NS >> LISP_NH_TICK_SHIFT)
 
+/* One cache line: with many destinations each hit is one line to fetch
+ * (a FIB lookup over a small table costs about as much as two). */
 struct lisp_nh_slot {
-    __u64 gen;                 /* nh_gen when filled; 0 / stale: empty */
-    __u64 filled_ns;           /* bpf_ktime_get_coarse_ns() when filled */
+    __u32 gen;                 /* low 32 bits of nh_gen when filled; 0 / stale: empty */
+    __u32 filled;              /* bpf_ktime_get_coarse_ns() >> LISP_NH_TICK_SHIFT when filled */
     __u32 in_ifindex;          /* key: the ingress device the lookup named */
+    __u32 out_ifindex;
+    __u32 src[4];              /* key, as in struct bpf_fib_lookup (IPv4: word 0, the rest 0) */
+    __u32 dst[4];              /* key */
     __u8 family;               /* key: AF_INET / AF_INET6 */
     __u8 xdp;                  /* out_ifindex is in xdp_targets */
     __u16 mtu;                 /* the FIB's mtu_result */
-    __u32 src[4];              /* key, as in struct bpf_fib_lookup (IPv4: word 0, the rest 0) */
-    __u32 dst[4];              /* key */
-    __u32 out_ifindex;
     __u8 smac[ETH_ALEN];
     __u8 dmac[ETH_ALEN];
 };
+_Static_assert(sizeof(struct lisp_nh_slot) == 64, "a next-hop slot is one cache line");
 
 struct lisp_nh_set {
     struct lisp_nh_slot way[2];
-    __u32 next;                /* the way the next fill takes (FIFO) */
-    __u32 pad;
 };
 
 BPF_TABLE_PINNED("array", __u32, __u64, nh_gen, 1, LISP_PIN(nh_gen));
@@ -81,9 +89,9 @@ static __always_inline __u32 nh_hash(const struct bpf_fib_lookup *p)
 }
 
 static __always_inline int nh_match(const struct lisp_nh_slot *s, const struct bpf_fib_lookup *p,
-                                    __u64 gen, __u64 now)
+                                    __u32 gen, __u32 now)
 {
-    return s->gen == gen && now - s->filled_ns < LISP_NH_MAX_AGE_NS && s->in_ifindex == p->ifindex &&
+    return s->gen == gen && now - s->filled < LISP_NH_MAX_AGE && s->in_ifindex == p->ifindex &&
            s->family == p->family &&
            s->dst[0] == p->ipv6_dst[0] && s->dst[1] == p->ipv6_dst[1] && s->dst[2] == p->ipv6_dst[2] &&
            s->dst[3] == p->ipv6_dst[3] &&
@@ -95,22 +103,21 @@ static __always_inline int nh_match(const struct lisp_nh_slot *s, const struct b
  * filled in. On SUCCESS p holds the egress ifindex and both MACs as the
  * helper would leave them (not mtu_result, nor the gateway the helper
  * writes into the destination), and *xdp whether the egress device is an
- * XDP_REDIRECT target. Any other answer comes straight from the helper,
- * uncached. */
-static __always_inline long nh_fib_lookup(void *ctx, struct bpf_fib_lookup *p, int *xdp)
+ * XDP_REDIRECT target (want_xdp: the XDP programs; tc ones get it only
+ * from a hit). Any other answer comes straight from the helper, uncached. */
+static __always_inline long nh_fib_lookup(void *ctx, struct bpf_fib_lookup *p, int want_xdp, int *xdp)
 {
     __u32 zero = 0;
     __u16 tot_len = p->tot_len;
     *xdp = 0;
     __u64 *g = nh_gen.lookup(&zero);
-    __u64 gen = g ? *(volatile __u64 *)g : 0;
-    struct lisp_nh_set *s = 0;
+    __u32 gen = g ? (__u32)*(volatile __u64 *)g : 0;
     struct lisp_nh_slot *slot = 0;
-    __u64 now = 0;
+    __u32 now = 0;
     if (gen && tot_len) {
         __u32 idx = nh_hash(p);
-        s = nh_cache.lookup(&idx);
-        now = bpf_ktime_get_coarse_ns();
+        struct lisp_nh_set *s = nh_cache.lookup(&idx);
+        now = bpf_ktime_get_coarse_ns() >> LISP_NH_TICK_SHIFT;
         if (s) {
             struct lisp_nh_slot *hit = 0;
             if (nh_match(&s->way[0], p, gen, now))
@@ -124,12 +131,17 @@ static __always_inline long nh_fib_lookup(void *ctx, struct bpf_fib_lookup *p, i
                 *xdp = hit->xdp;
                 return BPF_FIB_LKUP_RET_SUCCESS;
             }
-            /* the way this lookup's answer will take: a stale one if there
-             * is one, else the older fill. Its key is written now, while p
-             * still holds it (the helper overwrites the destination with the
-             * gateway, and may change the family). */
-            __u32 w = s->way[0].gen != gen ? 0 : s->way[1].gen != gen ? 1 : s->next & 1;
-            s->next = w ^ 1;
+            /* the way this lookup's answer will take: an empty or stale
+             * one, else either. Its key is written now, while p still holds
+             * it (the helper overwrites the destination with the gateway,
+             * and may change the family). */
+            __u32 w;
+            if (s->way[0].gen != gen || now - s->way[0].filled >= LISP_NH_MAX_AGE)
+                w = 0;
+            else if (s->way[1].gen != gen || now - s->way[1].filled >= LISP_NH_MAX_AGE)
+                w = 1;
+            else
+                w = bpf_get_prandom_u32() & 1;
             slot = w ? &s->way[1] : &s->way[0];
             slot->gen = 0;      /* never a half-written slot that looks valid */
             slot->in_ifindex = p->ifindex;
@@ -142,13 +154,15 @@ static __always_inline long nh_fib_lookup(void *ctx, struct bpf_fib_lookup *p, i
     if (rc != BPF_FIB_LKUP_RET_SUCCESS)
         return rc;
     __u32 out_if = p->ifindex;
-    *xdp = xdp_targets.lookup(&out_if) != 0;
     /* mtu_result (kernel >= 5.12) is the MTU the helper checked tot_len
      * against; a packet longer than it asks the FIB again. */
     __u16 mtu = p->mtu_result;
-    if (!slot || mtu < tot_len)
+    int fill = slot && mtu >= tot_len;
+    if (want_xdp || fill)
+        *xdp = xdp_targets.lookup(&out_if) != 0;
+    if (!fill)
         return rc;
-    slot->filled_ns = now;
+    slot->filled = now;
     slot->mtu = mtu;
     slot->xdp = *xdp;
     slot->out_ifindex = out_if;
