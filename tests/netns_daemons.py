@@ -1,10 +1,18 @@
 """`lispctl up` daemons inside a test's own namespaces: started one after
 another (each waits for its `ready` line, so a failed start shows its log),
-stopped newest first, every one the test started and nothing else."""
+stopped newest first, every one the test started and nothing else.
+
+Also the router+host topology several modules share, with the TOML of the
+xTR and the MS/MR it carries, and `netns_daemons`, which builds a module's
+namespaces and run directory and removes exactly those afterwards."""
 from __future__ import annotations
 
+import contextlib
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from pyroute2 import NetNS, netns
@@ -26,6 +34,12 @@ class Daemons:
         assert p.stdout is not None
         assert p.stdout.readline().strip() == "ready", (self.run_dir / f"{name}.log").read_text()
         return p
+
+    def start(self, ns: str, name: str, toml: str) -> subprocess.Popen:
+        """up() with the configuration `toml`, written to the run directory as {name}.toml."""
+        cfg = self.run_dir / f"{name}.toml"
+        cfg.write_text(toml)
+        return self.up(ns, cfg, name)
 
     def stop(self) -> None:
         for p, log in reversed(self.procs):
@@ -57,3 +71,72 @@ def router_and_host(router: str, host: str) -> None:
             h.link("set", index=h.link_lookup(ifname=name)[0], state="up")
         h.addr("add", index=h.link_lookup(ifname="h0")[0], address="10.1.0.2", prefixlen=24)
         h.route("add", dst="0.0.0.0/0", gateway="10.1.0.1")
+
+
+# The daemons of router_and_host, both in the router: an xTR at 192.0.2.1 for
+# 10.1.0.0/16 (EIDs on lan0) and its MS/MR at 192.0.2.10, key ID 1 "k".
+# More tables (e.g. [itr], [metrics]) go after them.
+MS_TOML = """
+instance = "{tag}-ms"
+roles = ["ms", "mr"]
+control-addresses = ["192.0.2.10"]
+[[site]]
+name = "a"
+keys = {{ 1 = "k" }}
+[[site.eid-prefix]]
+prefix = "10.1.0.0/16"
+"""
+XTR_TOML = """
+instance = "{tag}-x"
+roles = ["xtr"]
+control-addresses = ["192.0.2.1"]
+[interfaces]
+eid-facing = ["lan0"]
+rloc-facing = ["wan0"]
+[[database]]
+eid-prefix = "10.1.0.0/16"
+[[database.locator]]
+interface = "wan0"
+family = "ipv4"
+[[map-server]]
+address = "192.0.2.10"
+key-id = 1
+key = "k"
+[[map-resolver]]
+address = "192.0.2.10"
+"""
+MISS_DROP = """[itr]
+miss-action = "drop"
+"""
+
+
+def ms_toml(tag: str, *tables: str) -> str:
+    return MS_TOML.format(tag=tag) + "".join(tables)
+
+
+def xtr_toml(tag: str, *tables: str) -> str:
+    return XTR_TOML.format(tag=tag) + "".join(tables)
+
+
+@contextlib.contextmanager
+def netns_daemons(tag: str, namespaces: Sequence[str], topology: Callable[[], None]) -> Iterator[Daemons]:
+    """Daemons in a fresh run directory, after topology() has built
+    `namespaces`; afterwards the daemons stop, those namespaces (in the order
+    given) and the run directory go, whatever failed on the way."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"lispctl-{tag}-"))
+    daemons = Daemons(run_dir)
+    try:
+        topology()
+        yield daemons
+    finally:
+        daemons.stop()
+        for ns in namespaces:
+            if ns in netns.listnetns():
+                netns.remove(ns)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def router_and_host_daemons(tag: str) -> contextlib.AbstractContextManager[Daemons]:
+    """netns_daemons over router_and_host(f"{tag}r", f"{tag}h")."""
+    router, host = f"{tag}r", f"{tag}h"
+    return netns_daemons(tag, (host, router), lambda: router_and_host(router, host))
