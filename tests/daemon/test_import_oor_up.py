@@ -16,7 +16,7 @@ import pytest
 from pyroute2 import NetNS, netns
 
 from tests.conftest import need_root
-from tests.netns_daemons import netns_daemons
+from tests.netns_daemons import daemon_run
 
 pytestmark = pytest.mark.root
 
@@ -53,7 +53,7 @@ def _cli(run_dir, *args):
 
 def test_converted_xtr_and_ms_start_and_register():
     need_root()
-    with netns_daemons(TAG, (XNS, MNS), _topology) as daemons:
+    with daemon_run(TAG, (XNS, MNS), _topology) as daemons:
         run_dir = daemons.run_dir
         for ns, conf, extra in ((MNS, "msmr.conf", []), (XNS, "xtr.conf", ["--eid-facing", "lan0"])):
             conv = subprocess.run([sys.executable, "-m", "lispctl.cli", "import-oor", str(OOR / conf),

@@ -39,7 +39,7 @@ from lispctl.lab.nsexec import call_in_netns, preexec
 from lispctl.mapping.types import EidPrefix
 from lispctl.wire import EncapsulatedControlMessage, MapRequest, decode_control, request_record
 from tests.conftest import need_root
-from tests.netns_daemons import netns_daemons
+from tests.netns_daemons import daemon_run
 
 pytestmark = pytest.mark.root
 
@@ -119,7 +119,7 @@ def _forwarding():
 @pytest.fixture(scope="module")
 def lab():
     need_root()
-    with netns_daemons(TAG, (REQ, ATT, XTR, MSNS), _topology) as daemons:
+    with daemon_run(TAG, (REQ, ATT, XTR, MSNS), _topology) as daemons:
         daemons.start(MSNS, "ms", MS_CFG.format(tag=TAG))
         daemons.start(XTR, "x", XTR_CFG.format(tag=TAG))
         api = ApiClient.for_instance(f"{TAG}-ms", run_dir=daemons.run_dir)

@@ -26,7 +26,7 @@ from pyroute2 import NetNS, netns
 from lispctl.api.client import ApiClient
 from lispctl.lab.nsexec import preexec
 from tests.conftest import need_root
-from tests.netns_daemons import netns_daemons
+from tests.netns_daemons import daemon_run
 
 pytestmark = pytest.mark.root
 
@@ -142,7 +142,7 @@ def _in(ns, argv, **kw):
 @pytest.fixture(scope="module")
 def lab():
     need_root()
-    with netns_daemons(TAG, (HOST, ROUTER), _topology) as daemons:
+    with daemon_run(TAG, (HOST, ROUTER), _topology) as daemons:
         daemons.start(ROUTER, "x", XTR.format(tag=TAG))
         yield {"run_dir": daemons.run_dir}
 
