@@ -11,7 +11,6 @@ from lispctl.commands.lig import build_request, match_reply
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
 from lispctl.wire import (EncapsulatedControlMessage, MapReply, MapRequest, decode_control,
                           eid_record, record_prefix)
-
 from tests.loopback_resolver import LoopbackResolver
 
 runner = CliRunner()

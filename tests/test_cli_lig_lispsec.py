@@ -13,7 +13,6 @@ from lispctl.mapping.types import EidPrefix, Rloc
 from lispctl.roles import lispsec as sec
 from lispctl.roles.common import Counters
 from lispctl.wire import MapReply, eid_record
-
 from tests.loopback_resolver import LoopbackResolver
 
 runner = CliRunner()
