@@ -78,15 +78,16 @@ class FakeRole:
                 "sites": [{"site": "site-a", "eid": "10.1.0.0/16", "registered": False}]}
 
 
-def run_in_runtime(body, role, name: str = "fake", **kw):
-    """body(rt) in a fresh event loop, with a started Runtime around `role`
-    (control port 0: any free port), closed after whatever body did."""
+def run_in_runtime(body, roles, **kw):
+    """body(rt) in a fresh event loop, with a started Runtime around `roles`
+    ([(name, role)]; control port 0: any free port), closed after whatever
+    body did."""
     import asyncio
 
     from lispctl.daemon.runtime import Runtime
 
     async def main():
-        rt = Runtime([(name, role)], control_port=0, **kw)
+        rt = Runtime(roles, control_port=0, **kw)
         rt.start()
         try:
             return await body(rt)

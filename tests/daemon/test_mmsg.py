@@ -40,7 +40,7 @@ class Replier:
 
 def _run(body, binds):
     role = Replier()
-    return role, run_in_runtime(body, role, "r", binds=list(binds))
+    return role, run_in_runtime(body, [("r", role)], binds=list(binds))
 
 
 def _drain(s: socket.socket, n: int) -> list[bytes]:

@@ -16,7 +16,7 @@ class Both(FakeRole):
 
 def _run(body, binds=("127.0.0.1",)):
     role = Both()
-    return role, run_in_runtime(body, role, "msmr", binds=list(binds))
+    return role, run_in_runtime(body, [("msmr", role)], binds=list(binds))
 
 
 def test_each_control_address_gets_a_request_socket_and_both_reach_the_roles():

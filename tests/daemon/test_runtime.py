@@ -45,7 +45,7 @@ async def _quiet(payload: bytes, to: tuple) -> None:
 
 
 def run(coro_fn, role=None, **kw):
-    return run_in_runtime(coro_fn, role or FakeRole(), **kw)
+    return run_in_runtime(coro_fn, [("fake", role or FakeRole())], **kw)
 
 
 def test_datagram_reaches_role_with_src_and_dst_v4():
