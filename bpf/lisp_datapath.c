@@ -224,18 +224,10 @@ static __always_inline void fib_params(struct bpf_fib_lookup *p, __u32 ifindex, 
     }
 }
 
+/* Through the next-hop cache (lisp_nexthop.h); a GSO super-packet asks the
+ * FIB itself (tot_len 0). */
 static __always_inline long fib_resolve(struct __sk_buff *skb, struct bpf_fib_lookup *p, int v6,
                                         const __u8 *src, const __u8 *dst, __u32 tot_len)
-{
-    fib_params(p, skb->ifindex, v6, src, dst, skb->gso_size ? 0 : tot_len);
-    return bpf_fib_lookup(skb, p, sizeof(*p), 0);
-}
-
-/* The ITR's next hop toward its locator, through the next-hop cache
- * (lisp_nexthop.h: few keys, one per locator, so nearly every packet hits);
- * a GSO super-packet asks the FIB itself (tot_len 0). */
-static __always_inline long locator_fib_resolve(struct __sk_buff *skb, struct bpf_fib_lookup *p, int v6,
-                                                const __u8 *src, const __u8 *dst, __u32 tot_len)
 {
     int xdp;
     fib_params(p, skb->ifindex, v6, src, dst, skb->gso_size ? 0 : tot_len);
@@ -657,7 +649,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
     }
 
     struct bpf_fib_lookup p;
-    long frc = locator_fib_resolve(skb, &p, v6, v6 ? c->src6 : c->src4, loc->addr, inner_len + olen);
+    long frc = fib_resolve(skb, &p, v6, v6 ? c->src6 : c->src4, loc->addr, inner_len + olen);
     if (!fib_ok(frc))
         return drop(LISP_DROP_NO_ROUTE);
     __u8 macs[2 * ETH_ALEN];

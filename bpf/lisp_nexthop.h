@@ -1,13 +1,13 @@
 /* Per-CPU next-hop cache in front of bpf_fib_lookup.
  *
  * Why: the FIB lookup (route, then neighbour) is ~200-250 ns of every
- * packet the ITR forwards, and its answer depends only on the locator (outer
- * destination), the configured outer source and the ingress device: a few
- * keys however many flows, so nearly every packet hits. A hit is one hash
- * and one per-CPU array element (a set of two one-line slots), no helper
- * call. Used by the tc and XDP ITR; not by the ETRs, whose next hops are
- * the site's hosts (one key per inner destination): over 1,000 of them a
- * slot per host cost more than the kernel's own neighbour lookup.
+ * forwarded packet. For the ITR its answer depends only on the locator
+ * (outer destination), the configured outer source and the ingress device:
+ * a few keys however many flows, so nearly every packet hits. For the ETRs
+ * it depends on the inner addresses (a key per site host and source). A hit
+ * is one hash and one per-CPU array element (a set of two one-line slots),
+ * no helper call. Used by every program that forwards by redirect (tc and
+ * XDP ITR, tc and XDP ETR, PETR).
  *
  * What is cached: only BPF_FIB_LKUP_RET_SUCCESS answers of lookups that
  * checked the MTU (tot_len given; GSO super-packets always ask the FIB): the

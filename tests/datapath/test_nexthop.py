@@ -6,8 +6,8 @@ After a neighbour's MAC or a route changes in the namespace:
   very next packet follows the new next hop;
 - with nothing watching, a cached next hop is used for at most about one
   second after it was looked up.
-For the tc and XDP ITR (the next hop of the locator), both families (the
-ETRs ask the FIB for every packet). The packet right after the change
+For the tc and XDP ITR (next hop of the locator) and the tc and XDP ETR (of
+the inner destination), both families. The packet right after the change
 still takes the old next hop: the cache is in use, so the tests show what
 ends it."""
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from lispctl.datapath.testrun import TC_ACT_REDIRECT, XDP_REDIRECT, run_prog, skb_ctx, xdp_ctx
 from lispctl.mapping.types import EidPrefix, Rloc
 from tests.datapath import packets as P
-from tests.datapath.conftest import EID_MAC, HOST_MAC, PEER_MAC
+from tests.datapath.conftest import EID_MAC, HOST_MAC, PEER_MAC, RLOC_MAC
 
 ip = ipaddress.ip_address
 NEW_MAC = "02:00:00:00:0e:0e"
@@ -47,22 +47,35 @@ class Case:
     sent: int
     next_hop: str           # the neighbour the packet goes to
     other: str              # another neighbour on the same link (a route change's new gateway)
-    dev: int                # their interface (rl0)
+    dev: int                # their interface
 
 
 def _case(dp, lab, prog: str, family: int) -> Case:
-    src, dst, eid = ("10.1.0.10", "10.2.0.5", "10.2.0.0/16") if family == 4 else \
-        ("fd00:1::10", "fd00:2::5", "fd00:2::/32")
-    loc, other = ("192.0.2.2", "192.0.2.3") if family == 4 else ("2001:db8:1::2", "2001:db8:1::3")
-    dp.set_mapping(EidPrefix.parse(eid), [Rloc(ip(loc))])
-    frame = P.eth(P.mac(EID_MAC), P.mac(HOST_MAC), P.ETH_IP if family == 4 else P.ETH_IP6) + \
-        P.ip_packet(src, dst, b"x" * 64)
-    dp.set_xdp_redirect("rl0", True)
-    if prog == "tc_itr":
-        fd, ctx, sent = dp.prog_fd("lisp_itr_ingress"), skb_ctx(ifindex=lab.eid_if), TC_ACT_REDIRECT
+    itr = prog.endswith("itr")
+    if itr:
+        src, dst, eid = ("10.1.0.10", "10.2.0.5", "10.2.0.0/16") if family == 4 else \
+            ("fd00:1::10", "fd00:2::5", "fd00:2::/32")
+        loc, other = ("192.0.2.2", "192.0.2.3") if family == 4 else ("2001:db8:1::2", "2001:db8:1::3")
+        dp.set_mapping(EidPrefix.parse(eid), [Rloc(ip(loc))])
+        frame = P.eth(P.mac(EID_MAC), P.mac(HOST_MAC), P.ETH_IP if family == 4 else P.ETH_IP6) + \
+            P.ip_packet(src, dst, b"x" * 64)
+        hop, dev, in_if = loc, lab.rl_if, lab.eid_if
+        dp.set_xdp_redirect("rl0", True)
     else:
-        fd, ctx, sent = dp.prog_fd("lisp_itr_xdp"), xdp_ctx(len(frame), lab.eid_if), XDP_REDIRECT
-    return Case(frame, fd, ctx, sent, loc, other, lab.rl_if)
+        src, dst = ("10.2.0.5", "10.1.0.10") if family == 4 else ("fd00:2::5", "fd00:1::10")
+        other = "10.1.0.11" if family == 4 else "fd00:1::11"
+        rloc, local = ("192.0.2.2", "192.0.2.1") if family == 4 else ("2001:db8:1::2", "2001:db8:1::1")
+        frame = P.eth(P.mac(RLOC_MAC), P.mac(PEER_MAC[rloc]), P.ETH_IP if family == 4 else P.ETH_IP6) + \
+            P.lisp_packet(rloc, local, P.ip_packet(src, dst, b"x" * 64))
+        hop, dev, in_if = dst, lab.eid_if, lab.rl_if
+        dp.set_xdp_redirect("eid0", True)
+    name = {"tc_itr": "lisp_itr_ingress", "xdp_itr": "lisp_itr_xdp",
+            "tc_etr": "lisp_etr_ingress", "xdp_etr": "lisp_etr_xdp"}[prog]
+    if prog.startswith("tc"):
+        ctx, sent = skb_ctx(ifindex=in_if), TC_ACT_REDIRECT
+    else:
+        ctx, sent = xdp_ctx(len(frame), in_if), XDP_REDIRECT
+    return Case(frame, dp.prog_fd(name), ctx, sent, hop, other, dev)
 
 
 def _dmac(case: Case) -> str:
@@ -78,7 +91,11 @@ class _Change:
         from pyroute2 import IPRoute
         self.ipr = IPRoute()
         self.case, self.kind = case, kind
-        self.expect = NEW_MAC if kind == "neigh" else PEER_MAC[case.other]
+        self.added_other = False
+        if case.other not in PEER_MAC:           # the ETR's second site host
+            self.ipr.neigh("add", dst=case.other, lladdr=NEW_MAC, ifindex=case.dev, state=0x80)
+            self.added_other = True
+        self.expect = NEW_MAC if kind == "neigh" or self.added_other else PEER_MAC[case.other]
 
     def apply(self) -> None:
         c = self.case
@@ -99,11 +116,13 @@ class _Change:
                     self.ipr.route("del", dst=f"{c.next_hop}/{plen}", gateway=c.other, oif=c.dev)
                 except Exception:
                     pass
+            if self.added_other:
+                self.ipr.neigh("del", dst=c.other, ifindex=c.dev)
         finally:
             self.ipr.close()
 
 
-PROGS = ["tc_itr", "xdp_itr"]
+PROGS = ["tc_itr", "xdp_itr", "tc_etr", "xdp_etr"]
 
 
 @pytest.mark.parametrize("kind", ["neigh", "route"])
