@@ -20,7 +20,7 @@
  *
  * Invalidation, two bounds:
  *   - nh_gen[0] is a generation the daemon increments when the kernel's
- *     forwarding state changes (netlink RTM_NEW/DELROUTE, NEIGH, LINK, ADDR
+ *     forwarding state changes (netlink RTM_NEW/DELROUTE, RULE, NEIGH, LINK, ADDR
  *     in the namespace: lispctl.daemon.ifwatch) and after writes of the
  *     config (outer sources) and xdp_targets (lispctl.datapath.Datapath).
  *     A slot filled under another generation is a miss. Read before the FIB

@@ -1,6 +1,6 @@
 """The per-CPU next-hop cache (bpf/lisp_nexthop.h) in front of bpf_fib_lookup.
 
-After a neighbour's MAC or a route changes in the namespace:
+After a neighbour's MAC, a route or a policy rule changes in the namespace:
 - with the daemon's invalidation (a real rtnetlink watcher, the
   InterfaceWatcher the daemon opens, and the NextHopSync it drives), the
   very next packet follows the new next hop;
@@ -84,8 +84,13 @@ def _dmac(case: Case) -> str:
     return ":".join(f"{b:02x}" for b in res.data[:6])
 
 
+TABLE = 4242           # the policy-routing table of the "rule" change
+
+
 class _Change:
-    """One change of the namespace's forwarding state, undone afterwards."""
+    """One change of the namespace's forwarding state, undone afterwards:
+    "neigh" the next hop's MAC, "route" a host route via another neighbour,
+    "rule" a policy rule sending the destination to a table that has one."""
 
     def __init__(self, case: Case, kind: str) -> None:
         from pyroute2 import IPRoute
@@ -96,20 +101,36 @@ class _Change:
             self.ipr.neigh("add", dst=case.other, lladdr=NEW_MAC, ifindex=case.dev, state=0x80)
             self.added_other = True
         self.expect = NEW_MAC if kind == "neigh" or self.added_other else PEER_MAC[case.other]
+        self.family = 2 if ip(case.next_hop).version == 4 else 10
+        self.plen = 32 if self.family == 2 else 128
+        if kind == "rule":                       # the table first: only the rule changes later
+            self.ipr.route("add", dst=f"{case.next_hop}/{self.plen}", gateway=case.other, oif=case.dev,
+                           table=TABLE)
 
     def apply(self) -> None:
         c = self.case
         if self.kind == "neigh":
             self.ipr.neigh("replace", dst=c.next_hop, lladdr=NEW_MAC, ifindex=c.dev, state=0x80)
+        elif self.kind == "route":
+            self.ipr.route("add", dst=f"{c.next_hop}/{self.plen}", gateway=c.other, oif=c.dev)
         else:
-            plen = 32 if ip(c.next_hop).version == 4 else 128
-            self.ipr.route("add", dst=f"{c.next_hop}/{plen}", gateway=c.other, oif=c.dev)
+            self.ipr.rule("add", family=self.family, dst=c.next_hop, dst_len=self.plen, table=TABLE,
+                          priority=100)
 
     def undo(self) -> None:
         c = self.case
         try:
             if self.kind == "neigh":
                 self.ipr.neigh("replace", dst=c.next_hop, lladdr=PEER_MAC[c.next_hop], ifindex=c.dev, state=0x80)
+            elif self.kind == "rule":
+                for undo in (lambda: self.ipr.rule("del", family=self.family, dst=c.next_hop,
+                                                   dst_len=self.plen, table=TABLE, priority=100),
+                             lambda: self.ipr.route("del", dst=f"{c.next_hop}/{self.plen}", gateway=c.other,
+                                                    oif=c.dev, table=TABLE)):
+                    try:
+                        undo()
+                    except Exception:
+                        pass
             else:
                 plen = 32 if ip(c.next_hop).version == 4 else 128
                 try:
@@ -125,7 +146,7 @@ class _Change:
 PROGS = ["tc_itr", "xdp_itr", "tc_etr", "xdp_etr"]
 
 
-@pytest.mark.parametrize("kind", ["neigh", "route"])
+@pytest.mark.parametrize("kind", ["neigh", "route", "rule"])
 @pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.parametrize("prog", PROGS)
 def test_next_packet_follows_netlink_change(dp, lab, one_cpu, prog, family, kind):

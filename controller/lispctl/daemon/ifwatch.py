@@ -47,7 +47,7 @@ class NextHopSync:
     """Drops the data plane's cached next hops (bpf/lisp_nexthop.h) when the
     kernel's forwarding state changed: called after each drain of an
     InterfaceWatcher opened with track_forwarding, it bumps the next-hop
-    generation once if any link, address, route or neighbour notification
+    generation once if any link, address, route, rule or neighbour notification
     (or a re-dump) came since the last call, so the next packet asks the FIB.
     Returns whether it did."""
 

@@ -839,7 +839,7 @@ class Datapath:
         t[key] = gen
 
     def next_hops_changed(self) -> None:
-        """The kernel's routes, neighbours, links or addresses changed (the
+        """The kernel's routes, rules, neighbours, links or addresses changed (the
         daemon calls this on every such netlink event, lispctl.daemon.ifwatch):
         a new generation makes every per-CPU next-hop slot filled before it a
         miss (bpf/lisp_nexthop.h), so the next packet asks the FIB again.

@@ -36,6 +36,7 @@ from pyroute2.netlink.rtnl import (
     RTM_DELLINK,
     RTM_DELNEIGH,
     RTM_DELROUTE,
+    RTM_DELRULE,
     RTM_GETADDR,
     RTM_GETLINK,
     RTM_GETROUTE,
@@ -43,10 +44,13 @@ from pyroute2.netlink.rtnl import (
     RTM_NEWLINK,
     RTM_NEWNEIGH,
     RTM_NEWROUTE,
+    RTM_NEWRULE,
     RTMGRP_IPV4_IFADDR,
     RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV4_RULE,
     RTMGRP_IPV6_IFADDR,
     RTMGRP_IPV6_ROUTE,
+    RTMGRP_IPV6_RULE,
     RTMGRP_LINK,
     RTMGRP_NEIGH,
 )
@@ -437,12 +441,12 @@ class InterfaceWatcher:
     track_gateways=False leaves out route notifications, which on a router
     with a large table would be a flood nobody here needs.
 
-    track_forwarding=True also subscribes to route and neighbour
+    track_forwarding=True also subscribes to route, rule and neighbour
     notifications without parsing them into the view (unless track_gateways):
-    `forwarding_changes` counts every link, address, route and neighbour
-    notification (and every re-dump after a loss), so whoever caches the
-    kernel's forwarding answers (the data plane's next-hop cache) knows when
-    to drop them.
+    `forwarding_changes` counts every link, address, route, rule and
+    neighbour notification (and every re-dump after a loss), so whoever
+    caches the kernel's forwarding answers (the data plane's next-hop cache)
+    knows when to drop them.
     """
 
     def __init__(self, netns: str | None = None, *, track_gateways: bool = True,
@@ -467,7 +471,7 @@ class InterfaceWatcher:
         if self.track_gateways or self.track_forwarding:
             groups |= RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
         if self.track_forwarding:
-            groups |= RTMGRP_NEIGH
+            groups |= RTMGRP_NEIGH | RTMGRP_IPV4_RULE | RTMGRP_IPV6_RULE
         sock = _netlink_socket(self.netns)
         try:
             try:
@@ -545,11 +549,11 @@ class InterfaceWatcher:
 
     def _apply(self, msg) -> list[NetEvent]:
         mtype = msg["header"]["type"]
-        if mtype not in (RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR,
-                         RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH):
+        if mtype not in (RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE,
+                         RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH, RTM_NEWRULE, RTM_DELRULE):
             return []
         self.forwarding_changes += 1
-        if mtype in (RTM_NEWNEIGH, RTM_DELNEIGH) or \
+        if mtype in (RTM_NEWNEIGH, RTM_DELNEIGH, RTM_NEWRULE, RTM_DELRULE) or \
                 (mtype in (RTM_NEWROUTE, RTM_DELROUTE) and not self.track_gateways):
             return []           # subscribed for forwarding_changes only
         old = self.view
