@@ -55,17 +55,14 @@ REQUEST_QUEUES = 8
 _SKF_NET_OFF = 0xFFF00000             # -0x100000 as u32
 
 
-def _steer_program(family: int, queues: int = REQUEST_QUEUES) -> tuple:
+def _steer_program(family: int, queues: int = REQUEST_QUEUES, workers: int = 0) -> tuple:
     """A = payload[0] >> 4; types 1 (Map-Request) and 8 (ECM): return
-    1 + fold(last 32 bits of the source address) % queues; anything else,
-    or an empty datagram (the load fails: 0), returns 0."""
+    1 + fold(last 32 bits of the source address) % queues; with workers,
+    type 3 (Map-Register): 1 + queues + fold(first EID record's address) %
+    workers (register_worker_of); anything else, or a datagram too short for
+    a load (the load fails: 0), returns 0."""
     src_word = _SKF_NET_OFF + (12 if family == socket.AF_INET else 20)
-    return (
-        (0x30, 0, 0, 0),            # ldb [0]
-        (0x74, 0, 0, 4),            # rsh #4
-        (0x15, 2, 0, 1),            # jeq #1 -> request
-        (0x15, 1, 0, 8),            # jeq #8 -> request
-        (0x06, 0, 0, 0),            # ret #0: control socket
+    request = (
         (0x20, 0, 0, src_word),     # request: ld [net + source address]
         (0x07, 0, 0, 0),            # tax
         (0x74, 0, 0, 16),           # rsh #16
@@ -77,6 +74,55 @@ def _steer_program(family: int, queues: int = REQUEST_QUEUES) -> tuple:
         (0x04, 0, 0, 1),            # add #1
         (0x16, 0, 0, 0),            # ret a
     )
+    if not workers:
+        return (
+            (0x30, 0, 0, 0),            # ldb [0]
+            (0x74, 0, 0, 4),            # rsh #4
+            (0x15, 2, 0, 1),            # jeq #1 -> request
+            (0x15, 1, 0, 8),            # jeq #8 -> request
+            (0x06, 0, 0, 0),            # ret #0: control socket
+        ) + request
+    # Map-Register: 16 bytes of header (type/flags/count, nonce, key ID,
+    # algorithm ID, authentication data length at 14), the authentication
+    # data, then the first record: 12 bytes (TTL, counts, flags, version,
+    # EID-AFI) before its EID address. Every message of a registration names
+    # the same first EID, so it reaches the same worker, replays included.
+    register = (
+        (0x28, 0, 0, 14),           # ldh [14]: authentication data length
+        (0x07, 0, 0, 0),            # tax
+        (0x40, 0, 0, 28),           # ld [x + 28]: the first EID's first 32 bits
+        (0x07, 0, 0, 0),            # tax
+        (0x74, 0, 0, 16),           # rsh #16
+        (0xAC, 0, 0, 0),            # xor x
+        (0x07, 0, 0, 0),            # tax
+        (0x74, 0, 0, 8),            # rsh #8
+        (0xAC, 0, 0, 0),            # xor x
+        (0x94, 0, 0, workers),      # mod #workers
+        (0x04, 0, 0, 1 + queues),   # add #(first worker socket)
+        (0x16, 0, 0, 0),            # ret a
+    )
+    return (
+        (0x30, 0, 0, 0),            # ldb [0]
+        (0x74, 0, 0, 4),            # rsh #4
+        (0x15, 3, 0, 1),            # jeq #1 -> request
+        (0x15, 2, 0, 8),            # jeq #8 -> request
+        (0x15, 1 + len(request), 0, 3),   # jeq #3 -> register
+        (0x06, 0, 0, 0),            # ret #0: control socket
+    ) + request + register
+
+
+def register_worker_of(data: bytes, workers: int) -> int | None:
+    """The worker (0..workers-1) _steer_program sends a Map-Register to, or
+    None when it goes to the control socket (too short)."""
+    if len(data) < 16:
+        return None
+    off = 28 + int.from_bytes(data[14:16], "big")
+    if len(data) < off + 4:
+        return None
+    a = int.from_bytes(data[off:off + 4], "big")
+    a ^= a >> 16
+    a ^= a >> 8
+    return a % workers
 
 
 def request_queue_of(addr: ipaddress._BaseAddress, queues: int = REQUEST_QUEUES) -> int:
@@ -87,9 +133,9 @@ def request_queue_of(addr: ipaddress._BaseAddress, queues: int = REQUEST_QUEUES)
     return 1 + a % queues
 
 
-def _attach_steering(sock: socket.socket, family: int) -> None:
+def _attach_steering(sock: socket.socket, family: int, workers: int = 0) -> None:
     """Attach the steering program to sock's reuseport group (OSError when refused)."""
-    prog = _steer_program(family)
+    prog = _steer_program(family, workers=workers)
     filt = (ctypes.c_uint64 * len(prog))()
     for i, (code, jt, jf, k) in enumerate(prog):
         filt[i] = struct.unpack("=Q", struct.pack("=HBBI", code, jt, jf, k))[0]
@@ -128,6 +174,29 @@ def _src_cmsg(src: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list:
     return [(socket.IPPROTO_IPV6, IPV6_PKTINFO, _IN6_PKTINFO.pack(src.packed, 0))]
 
 
+def open_socket(family: int, bind_addr: str, port: int, reuseport: bool) -> socket.socket:
+    """A bound, non-blocking UDP control socket with the destination-address
+    control messages on."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            # An RLOC may be added after start-up (DHCP, mobile node handover).
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        sock.setblocking(False)
+        sock.bind((bind_addr, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class ControlSocket:
     """One UDP socket (one family) bound to a port; reports (data, src, dst).
 
@@ -138,10 +207,13 @@ class ControlSocket:
     def __init__(self, loop: asyncio.AbstractEventLoop, family: int, bind_addr: str,
                  port: int, receiver: Receiver, stats: SocketStats,
                  batch_done: BatchDone | None = None, *, reuseport: bool = False,
-                 first: "ControlSocket | None" = None, group: "ControlSockets | None" = None) -> None:
+                 first: "ControlSocket | None" = None, group: "ControlSockets | None" = None,
+                 sock: socket.socket | None = None) -> None:
         """reuseport: join a SO_REUSEPORT group (the control/requests pair).
         first: a socket drained before each batch of this one.
-        group: the device's sockets (shared receive buffers, send batching)."""
+        group: the device's sockets (shared receive buffers, send batching).
+        sock: an open, bound socket to serve instead of a new one (an MS
+        worker's, bound by the daemon before it forked)."""
         self.family = family
         self.loop = loop
         self.receiver = receiver
@@ -153,25 +225,13 @@ class ControlSocket:
         self.rx = rx if rx is not None else mmsg.Receiver()
         self._own_rx = rx is None
         self._tx: mmsg.Sender | None = None             # created on the first batched send
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuseport:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
-            else:
-                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-                # An RLOC may be added after start-up (DHCP, mobile node handover).
-                sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-            sock.setblocking(False)
-            sock.bind((bind_addr, port))
-        except OSError:
-            sock.close()
-            if self._own_rx:
-                self.rx.close()
-            raise
+        if sock is None:
+            try:
+                sock = open_socket(family, bind_addr, port, reuseport)
+            except OSError:
+                if self._own_rx:
+                    self.rx.close()
+                raise
         self.sock = sock
         self.fd = sock.fileno()
         self.local = Endpoint(ipaddress.ip_address(sock.getsockname()[0]), sock.getsockname()[1])
@@ -337,9 +397,14 @@ class ControlSockets:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, receiver: Receiver, *,
                  port: int = CONTROL_PORT, binds: Sequence[str] = ("0.0.0.0", "::"),
-                 batch_done: BatchDone | None = None) -> None:
+                 batch_done: BatchDone | None = None, workers: int = 0,
+                 adopt: Sequence[socket.socket] = ()) -> None:
         """receiver(data, src, dst) per datagram; batch_done() after each
-        batch read from one socket (the loop runs nothing in between)."""
+        batch read from one socket (the loop runs nothing in between).
+        workers: bind that many more sockets into each control address's
+        group, for Map-Register worker processes (`worker_sockets`; this
+        process does not read them), and steer Map-Registers to them.
+        adopt: serve these bound sockets instead (in a worker process)."""
         self.loop = loop
         self.receiver = receiver
         self.batch_done = batch_done
@@ -350,10 +415,16 @@ class ControlSockets:
         self.send_failed: Callable[[], None] | None = None   # a queued datagram was refused
         self.sockets: list[ControlSocket] = []
         self.request_sockets: list[ControlSocket] = []   # REQUEST_QUEUES per control socket
+        # per worker, its socket in each control address's group (same order as `sockets`)
+        self.worker_sockets: list[list[socket.socket]] = [[] for _ in range(workers)]
+        self.workers = workers
         self.extra: dict[tuple[str, int], ControlSocket] = {}
         # port -> send(payload, dst, src): a port some other socket of ours
         # serves (4341: the data plane's reassembly socket, NAT traversal)
         self.port_senders: dict[int, Callable[[bytes, Endpoint, Endpoint], bool]] = {}
+        if adopt:
+            self._adopt(adopt)
+            return
         if not binds:
             raise ValueError("no control address configured")
         try:
@@ -375,6 +446,15 @@ class ControlSockets:
         except Exception:
             self.close()
             raise
+        self._defaults()
+
+    def _adopt(self, socks: Sequence[socket.socket]) -> None:
+        for sock in socks:
+            self.sockets.append(ControlSocket(self.loop, sock.family, "", 0, self.receiver, self.stats,
+                                              self.batch_done, group=self, sock=sock))
+        self._defaults()
+
+    def _defaults(self) -> None:
         self._default: dict[int, ControlSocket] = {}
         for version in (4, 6):
             same = [s for s in self.sockets if s.local.addr.version == version]
@@ -383,20 +463,34 @@ class ControlSockets:
                 self._default[version] = (wild or same)[0]
 
     def _pair(self, control: ControlSocket, family: int, addr: str, port: int) -> None:
-        """The requests sockets beside control, and the steering program."""
+        """The requests sockets beside control, the workers' sockets, and the
+        steering program. The group's socket indexes are the order of the
+        binds: control 0, requests 1..REQUEST_QUEUES, then the workers'."""
         reqs: list[ControlSocket] = []
+        wsocks: list[socket.socket] = []
         try:
             for _ in range(REQUEST_QUEUES):
                 reqs.append(ControlSocket(self.loop, family, addr, port, self.receiver, self.stats,
                                           self.batch_done, reuseport=True, first=control, group=self))
-            _attach_steering(control.sock, family)
+            for _ in range(self.workers):
+                wsocks.append(open_socket(family, addr, port, True))
+            _attach_steering(control.sock, family, self.workers)
         except OSError as exc:
             for r in reqs:
                 r.close()
+            for w in wsocks:
+                w.close()
+            if self.workers:
+                # without the program the kernel would hash registrations to
+                # any socket of the group: no worker could own its sites
+                raise OSError(exc.errno, f"cannot steer Map-Registers to [ms] workers on {addr} port {port} "
+                                         f"(reuseport BPF: {exc.strerror}); set [ms] workers = 1") from None
             log.warning("Map-Requests share the control socket on %s port %d (no reuseport BPF steering: %s)",
                         addr, port, exc)
             return
         self.request_sockets.extend(reqs)
+        for k, w in enumerate(wsocks):
+            self.worker_sockets[k].append(w)
 
     def uncork(self) -> None:
         """The batch is done: send every reply queued during it."""
@@ -407,8 +501,11 @@ class ControlSockets:
 
     def queue_drops(self) -> dict[str, int]:
         """Datagrams the kernel dropped for a full receive queue, per kind."""
-        return {"control": sum(_kernel_drops(s.sock) for s in self.sockets if s.sock.fileno() >= 0),
-                "requests": sum(_kernel_drops(s.sock) for s in self.request_sockets if s.sock.fileno() >= 0)}
+        out = {"control": sum(_kernel_drops(s.sock) for s in self.sockets if s.sock.fileno() >= 0),
+               "requests": sum(_kernel_drops(s.sock) for s in self.request_sockets if s.sock.fileno() >= 0)}
+        if self.workers:
+            out["workers"] = sum(_kernel_drops(s) for w in self.worker_sockets for s in w if s.fileno() >= 0)
+        return out
 
     @property
     def port(self) -> int:
@@ -463,6 +560,10 @@ class ControlSockets:
     def close(self) -> None:
         for s in self.request_sockets + self.sockets + list(self.extra.values()):
             s.close()
+        for w in self.worker_sockets:
+            for sock in w:
+                sock.close()
+            w.clear()
         self.sockets.clear()
         self.request_sockets.clear()
         self.extra.clear()
