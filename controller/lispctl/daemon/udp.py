@@ -58,9 +58,9 @@ _SKF_NET_OFF = 0xFFF00000             # -0x100000 as u32
 def _steer_program(family: int, queues: int = REQUEST_QUEUES, workers: int = 0) -> tuple:
     """A = payload[0] >> 4; types 1 (Map-Request) and 8 (ECM): return
     1 + fold(last 32 bits of the source address) % queues; with workers,
-    type 3 (Map-Register): 1 + queues + fold(first EID record's address) %
-    workers (register_worker_of); anything else, or a datagram too short for
-    a load (the load fails: 0), returns 0."""
+    type 3 (Map-Register): 1 + queues + a hash of the first EID record's
+    EID (with its instance ID) % workers (register_worker_of); anything
+    else, or a datagram too short for a load (the load fails: 0), returns 0."""
     src_word = _SKF_NET_OFF + (12 if family == socket.AF_INET else 20)
     request = (
         (0x20, 0, 0, src_word),     # request: ld [net + source address]
@@ -84,23 +84,54 @@ def _steer_program(family: int, queues: int = REQUEST_QUEUES, workers: int = 0) 
         ) + request
     # Map-Register: 16 bytes of header (type/flags/count, nonce, key ID,
     # algorithm ID, authentication data length at 14), the authentication
-    # data, then the first record: 12 bytes (TTL, counts, flags, version,
-    # EID-AFI) before its EID address. Every message of a registration names
-    # the same first EID, so it reaches the same worker, replays included.
-    register = (
+    # data, then the first record: 10 bytes (TTL, counts, flags, version),
+    # its EID-AFI, its EID. Only the EID is hashed (never a locator, whose
+    # priority may change): every message of a registration reaches the
+    # same worker, replays included. An EID the program does not read (an
+    # LCAF other than an Instance-ID, a distinguished name), or a datagram
+    # too short, goes to the control socket: this process serves it.
+    register = _assemble((
+        "register",
         (0x28, 0, 0, 14),           # ldh [14]: authentication data length
         (0x07, 0, 0, 0),            # tax
-        (0x40, 0, 0, 28),           # ld [x + 28]: the first EID's first 32 bits
-        (0x07, 0, 0, 0),            # tax
+        (0x48, 0, 0, 26),           # ldh [x + 26]: EID-AFI
+        (0x15, "v4", 0, 1),
+        (0x15, "v6", 0, 2),
+        (0x15, "lcaf", 0, 16387),
+        (0x06, 0, 0, 0),            # ret #0
+        "v4",
+        (0x40, 0, 0, 28),           # ld [x + 28]
+        (0x05, 0, 0, "hash"),       # ja
+        "v6",
+        *_xor_words(28, 4),
+        (0x05, 0, 0, "hash"),
+        "lcaf",
+        (0x50, 0, 0, 30),           # ldb [x + 30]: LCAF type
+        (0x15, "iid", 0, 2),        # Instance-ID
+        (0x06, 0, 0, 0),
+        "iid",
+        (0x40, 0, 0, 34),           # ld [x + 34]: the instance ID
+        (0x02, 0, 0, 4),            # st M[4]
+        (0x48, 0, 0, 38),           # ldh [x + 38]: its AFI
+        (0x15, "iid4", 0, 1),
+        (0x15, "iid6", 0, 2),
+        (0x06, 0, 0, 0),
+        "iid4",
+        (0x40, 0, 0, 40),           # ld [x + 40]
+        (0x61, 0, 0, 4),            # ldx M[4]
+        (0xAC, 0, 0, 0),            # xor x
+        (0x05, 0, 0, "hash"),
+        "iid6",
+        *_xor_words(40, 4),
+        (0x61, 0, 0, 4),            # ldx M[4]
+        (0xAC, 0, 0, 0),            # xor x
+        "hash",
+        (0x24, 0, 0, _HASH_MUL),    # mul (Knuth's multiplicative hash)
         (0x74, 0, 0, 16),           # rsh #16
-        (0xAC, 0, 0, 0),            # xor x
-        (0x07, 0, 0, 0),            # tax
-        (0x74, 0, 0, 8),            # rsh #8
-        (0xAC, 0, 0, 0),            # xor x
         (0x94, 0, 0, workers),      # mod #workers
         (0x04, 0, 0, 1 + queues),   # add #(first worker socket)
         (0x16, 0, 0, 0),            # ret a
-    )
+    ), len(request) + 6)
     return (
         (0x30, 0, 0, 0),            # ldb [0]
         (0x74, 0, 0, 4),            # rsh #4
@@ -111,18 +142,79 @@ def _steer_program(family: int, queues: int = REQUEST_QUEUES, workers: int = 0) 
     ) + request + register
 
 
+_HASH_MUL = 0x9E3779B1
+
+
+def _xor_words(off: int, n: int) -> tuple:
+    """A = the XOR of the n 32-bit words at x + off (X is kept until the
+    last load; M[0..n-2] hold the others)."""
+    out: list = []
+    for i in range(n - 1):
+        out += [(0x40, 0, 0, off + 4 * i), (0x02, 0, 0, i)]          # ld [x + ...]; st M[i]
+    out.append((0x40, 0, 0, off + 4 * (n - 1)))
+    for i in range(n - 1):
+        out += [(0x61, 0, 0, i), (0xAC, 0, 0, 0)]                     # ldx M[i]; xor x
+    return tuple(out)
+
+
+def _assemble(items: tuple, base: int) -> tuple:
+    """Instructions with label names (strings) as jump targets -> offsets.
+    base: the index of the first instruction in the whole program (labels
+    only resolve within items)."""
+    at: dict[str, int] = {}
+    prog: list = []
+    for it in items:
+        if isinstance(it, str):
+            at[it] = len(prog)
+        else:
+            prog.append(it)
+    out = []
+    for i, (code, jt, jf, k) in enumerate(prog):
+        if isinstance(jt, str):
+            jt = at[jt] - i - 1
+        if isinstance(jf, str):
+            jf = at[jf] - i - 1
+        if isinstance(k, str):
+            k = at[k] - i - 1
+        assert 0 <= jt < 256 and 0 <= jf < 256
+        out.append((code, jt, jf, k))
+    return tuple(out)
+
+
+class _Short(Exception):
+    pass
+
+
 def register_worker_of(data: bytes, workers: int) -> int | None:
     """The worker (0..workers-1) _steer_program sends a Map-Register to, or
-    None when it goes to the control socket (too short)."""
+    None when it goes to the control socket (this process)."""
     if len(data) < 16:
         return None
-    off = 28 + int.from_bytes(data[14:16], "big")
-    if len(data) < off + 4:
+    x = int.from_bytes(data[14:16], "big")
+
+    def load(off: int, size: int) -> int:
+        if len(data) < x + off + size:
+            raise _Short                 # the program's load fails: it returns 0
+        return int.from_bytes(data[x + off:x + off + size], "big")
+    try:
+        afi = load(26, 2)
+        if afi == 1:
+            a = load(28, 4)
+        elif afi == 2:
+            a = load(28, 4) ^ load(32, 4) ^ load(36, 4) ^ load(40, 4)
+        elif afi == 16387 and load(30, 1) == 2:
+            iid, inner = load(34, 4), load(38, 2)
+            if inner == 1:
+                a = load(40, 4) ^ iid
+            elif inner == 2:
+                a = load(40, 4) ^ load(44, 4) ^ load(48, 4) ^ load(52, 4) ^ iid
+            else:
+                return None
+        else:
+            return None
+    except _Short:
         return None
-    a = int.from_bytes(data[off:off + 4], "big")
-    a ^= a >> 16
-    a ^= a >> 8
-    return a % workers
+    return (((a * _HASH_MUL) & 0xFFFFFFFF) >> 16) % workers
 
 
 def request_queue_of(addr: ipaddress._BaseAddress, queues: int = REQUEST_QUEUES) -> int:
@@ -131,6 +223,7 @@ def request_queue_of(addr: ipaddress._BaseAddress, queues: int = REQUEST_QUEUES)
     a ^= a >> 16
     a ^= a >> 8
     return 1 + a % queues
+
 
 
 def _attach_steering(sock: socket.socket, family: int, workers: int = 0) -> None:
