@@ -251,18 +251,17 @@ def test_the_steering_program_sends_registers_to_the_worker_of_their_first_eid()
             eids = [EidPrefix(iid, ipaddress.ip_network(net)) for iid in (0, 77) for net in
                     [f"10.{i}.0.0/16" for i in range(20)] + [f"2001:db8:{i:x}::/48" for i in range(20)]]
             sent = 0
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                for i, eid in enumerate(eids):
-                    # another locator priority: the same worker (only the EID is hashed)
-                    for prio in (1, 2):
-                        data = register(i % 50, rloc="127.0.0.9", eid=eid, priority=prio)
-                        expect[register_worker_of(data, 3)].add(data)
-                        for _ in range(2):         # again, from another source port
-                            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as t:
-                                t.sendto(data, to)
-                            sent += 1
-                    assert register_worker_of(register(i % 50, eid=eid, priority=1), 3) == \
-                        register_worker_of(register(i % 50, eid=eid, priority=2), 3)
+            for i, eid in enumerate(eids):
+                # another locator priority: the same worker (only the EID is hashed)
+                for prio in (1, 2):
+                    data = register(i % 50, rloc="127.0.0.9", eid=eid, priority=prio)
+                    expect[register_worker_of(data, 3)].add(data)
+                    for _ in range(2):         # again, from another source port
+                        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as t:
+                            t.sendto(data, to)
+                        sent += 1
+                assert register_worker_of(register(i % 50, eid=eid, priority=1), 3) == \
+                    register_worker_of(register(i % 50, eid=eid, priority=2), 3)
             got: dict[int, set] = {0: set(), 1: set(), 2: set()}
             counts = [0, 0, 0]
             for _ in range(100):

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import gc
 import logging
 import mmap
 import os
