@@ -261,14 +261,25 @@ def _handlers(paths: InstancePaths, device: Device, rt: Runtime, request_stop) -
             raise ApiError('map-cache-unload needs "name"')
         return tables().unload(req["name"])
 
+    def fresh(fn):
+        """With Map-Server workers: their counters as of now, not of their
+        last periodic report."""
+        if rt.ms_workers is None:
+            return fn
+
+        async def call(req):
+            await rt.ms_workers.refresh()
+            return fn(req)
+        return call
+
     return {
         "map-cache-load": load_table,
         "map-cache-unload": unload_table,
-        "status": status,
+        "status": fresh(status),
         "map-cache": lambda _r: rt.map_cache(),
         "database": lambda _r: collect("database"),
-        "sites": lambda _r: collect("sites"),
-        "counters": counters,
+        "sites": fresh(lambda _r: collect("sites")),
+        "counters": fresh(counters),
         "stop": stop,
         "reload": lambda _r: Reloader(device, rt).reload(),
     }

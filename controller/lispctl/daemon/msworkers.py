@@ -166,7 +166,18 @@ async def _serve_worker(k: int, cfg: Any, socks: list[socket.socket], conn: sock
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_reader(conn.fileno(), stop.set)       # the main process never writes: end of file, it is gone
+    def asked() -> None:
+        """The main process asks for the counters now (an API call), or it
+        is gone (end of file)."""
+        try:
+            data = conn.recv(64)
+        except OSError:
+            data = b""
+        if not data:
+            stop.set()
+        else:
+            counters()
+    loop.add_reader(conn.fileno(), asked)
     _send_frame(conn, "ready", {"pid": os.getpid(), "restored": len(role.restored)})
     last: dict[int, tuple[int, int]] = {}
 
@@ -215,6 +226,7 @@ class _Worker:
         self.daemon: dict[str, int] = {}
         self.sockets: dict[str, int] = {}
         self.sites: dict[str, tuple[int, int]] = {}
+        self.waiters: list[asyncio.Future[None]] = []   # API calls waiting for its next counters
 
 
 class MsWorkers:
@@ -354,6 +366,10 @@ class MsWorkers:
         elif kind == "counters":
             w.role, w.daemon, w.sockets = payload["role"], payload["daemon"], payload["sockets"]
             w.sites.update(payload["sites"])
+            for f in w.waiters:
+                if not f.done():
+                    f.set_result(None)
+            w.waiters.clear()
         elif kind == "ready":
             w.ready = True
             log.info("ms worker %d serving (pid %d, %d MAC fingerprints of earlier workers refused)",
@@ -405,6 +421,24 @@ class MsWorkers:
             self._spawn(k)
 
     # -- views for the API
+    async def refresh(self, timeout: float = 1.0) -> None:
+        """Ask every serving worker for its counters now and wait for them
+        (at most timeout: a worker busy beyond that is shown as it last
+        reported, at most COUNTERS_EVERY_S ago)."""
+        futs = []
+        for w in self.workers:
+            if w is None or not w.ready:
+                continue
+            try:
+                w.conn.send(b"c")
+            except OSError:
+                continue
+            f = self.loop.create_future()
+            w.waiters.append(f)
+            futs.append(f)
+        if futs:
+            await asyncio.wait(futs, timeout=timeout)
+
     def role_counters(self) -> Counter[str]:
         out = Counter(self.base_role)
         for w in self.workers:

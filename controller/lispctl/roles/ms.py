@@ -714,7 +714,7 @@ class MapServerRole:
         """A worker's registration refreshed by a new message (called before
         it is updated): reported when what the main process uses changed."""
         if (old.record is not rec and old.record != rec) or old.proxy_reply != proxy_reply \
-                or old.etr != etr or old.xtr_id != xtr_id or old.site_id != site_id \
+                or (old.etr is not etr and old.etr != etr) or old.xtr_id != xtr_id or old.site_id != site_id \
                 or old.lisp_sec != lisp_sec or old.key_id != key_id:
             assert self.report is not None
             self.report.append((eid, registrant, old))
