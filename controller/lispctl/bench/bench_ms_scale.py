@@ -19,7 +19,8 @@ receives with sendmmsg/recvmmsg (ctypes), batches as large as the Map-Notifies
 that came back, so its cost per message is the kernel's. Memory: the
 daemon's resident set before the first Map-Register and after each phase.
 
-LISPCTL_BENCH_MS_SITES overrides N_SITES (e.g. 20000 for a quick run).
+LISPCTL_BENCH_MS_SITES overrides N_SITES (e.g. 20000 for a quick run), LISPCTL_BENCH_MS_WINDOW
+the Map-Registers in flight (64).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ SECTION = "Map-Server at scale (100,000 sites)"
 
 N_SITES = int(os.environ.get("LISPCTL_BENCH_MS_SITES", "100000"))
 STEADY_ROUNDS = 2
-WINDOW = 64
+WINDOW = int(os.environ.get("LISPCTL_BENCH_MS_WINDOW", "64"))
 WORKERS = 2            # the [ms] workers measured beside the single process
 MS_ADDR, GEN_ADDR = "192.0.2.2", "192.0.2.1"
 
@@ -265,11 +266,13 @@ def _measure(rec, workers: int = 1, rounds: list[list[bytes]] | None = None) -> 
         phases = [("cold", rounds[0])] + [(f"steady{r}", rounds[r]) for r in range(1, len(rounds))] \
             + [("warm", rounds[-1])]
         for name, msgs in phases:
-            u0, s0 = (sum(x) for x in zip(*(_cpu_s(q) for q in pids)))
+            cpu0 = [_cpu_s(q) for q in pids]
+            u0, s0 = (sum(x) for x in zip(*cpu0))
             out = lab.call("gen", _phase_here, msgs, MS_ADDR, WINDOW, gen_cpu)
             u1, s1 = (sum(x) for x in zip(*(_cpu_s(q) for q in pids)))
             out["cpu_s"], out["sys_s"] = u1 - u0 + s1 - s0, s1 - s0
             out["rss_kib"] = _rss_kib(pid) if workers == 1 else sum(_pss_kib(q) for q in pids)
+            out["main_cpu_s"] = sum(_cpu_s(pid)) - sum(cpu0[0])
             res[name] = out
         c1 = client.call("counters")["roles"]["ms"]
         daemon = client.call("counters").get("daemon", {})
@@ -394,14 +397,15 @@ def run(rec) -> None:
              f"Memory: the processes' proportional set sizes added up (pages the workers share with the "
              f"main process, forked from it, counted once). Load average when it started: {r2['load']:.1f}.")
     rec.note("")
-    rec.note("| phase | workers | Map-Notifies/s | daemon CPU busy | per daemon CPU-second "
-             "| generator CPU busy | daemon memory after (MiB) |")
-    rec.note("|---|---:|---:|---:|---:|---:|---:|")
+    rec.note("| phase | workers | Map-Notifies/s | daemon CPU busy | of which the main process "
+             "| per daemon CPU-second | generator CPU busy | daemon memory after (MiB) |")
+    rec.note("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, key in (("cold", "cold"), *((f"steady {k}", f"steady{k}") for k in range(1, len(s2) + 1)),
                        ("warm", "warm")):
         for w, res in ((1, r), (WORKERS, r2)):
             ph = res[key]
-            rec.note(f"| {label} | {w} | {rate(ph):,.0f} | {busy(ph):.0%} | {per_cpu(ph):,.0f} "
+            main = f"{ph['main_cpu_s'] / ph['cpu_s']:.0%}" if w > 1 and ph["cpu_s"] else ""
+            rec.note(f"| {label} | {w} | {rate(ph):,.0f} | {busy(ph):.0%} | {main} | {per_cpu(ph):,.0f} "
                      f"| {ph['gen_cpu_s'] / ph['wall_s']:.0%} | {mib(ph['rss_kib']):.1f} |")
     c2 = r2["counters"]
     rec.note("")
