@@ -347,7 +347,15 @@ class MsWorkers:
             (size,) = _FRAME.unpack_from(buf, off)
             if len(buf) - off - 4 < size:
                 break
-            kind, payload = pickle.loads(memoryview(buf)[off + 4:off + 4 + size])
+            try:
+                kind, payload = pickle.loads(memoryview(buf)[off + 4:off + 4 + size])
+            except Exception:
+                # a worker that sends what it cannot have meant: replace it
+                # (end of file follows; its registrations stay until they expire)
+                log.exception("ms worker %d sent an unreadable frame: killing it", k)
+                self._signal(w, signal.SIGKILL)
+                self._gone(w)
+                return
             off += 4 + size
             try:
                 self._frame(w, kind, payload)

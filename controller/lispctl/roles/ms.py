@@ -69,6 +69,11 @@ _OWNER_CACHE_MAX = 65536
 _SUPERSEDED_MAX = 4096
 _SUPERSEDED_TOTAL = 1 << 20
 _SUPERSEDED_MIN = 16
+# A Map-Register worker reports at most this many registrations again per
+# tick: registrations that arrived together come due together (100,000
+# after a restart), and each costs the worker a pickle and the main process
+# a merge.
+_REPORT_BATCH = 1024
 
 
 def superseded_per_site(sites: int) -> int:
@@ -342,9 +347,10 @@ class MapServerRole:
             regs = self.registered.get(eid)
             assert regs is not None             # an expiry entry is dropped with its registrations
             del regs[key]
-            if reg.nonces_vary:
+            if reg.nonces_vary and reg.origin < 0:
                 # an ETR that varies its nonce never sends these bytes again
-                # (in a worker the journal has it already: _apply_record)
+                # (in a worker the journal has it already: _apply_record;
+                # a worker's registration in the union: its worker refuses them)
                 owner = self.configured.longest_covering(eid)
                 if owner is not None:
                     _supersede(owner[1].site, reg.mac)
@@ -727,7 +733,9 @@ class MapServerRole:
         the registration timeout of expiring: reported again if refreshed
         since (else they expire here, and there, at the same time)."""
         heap = self._report_heap
-        while heap and heap[0][0] <= now:
+        budget = _REPORT_BATCH          # the rest at the next tick, after the datagrams waiting meanwhile
+        while heap and heap[0][0] <= now and budget:
+            budget -= 1
             _, _, eid, registrant, reg = heapq.heappop(heap)
             regs = self.registered.get(eid)
             if regs is None or regs.get(registrant) is not reg or reg.expires_at <= reg.reported:
