@@ -235,18 +235,23 @@ def test_reload_restarts_the_workers_with_the_new_sites(ms):
     assert _api(ms["run_dir"], "counters")["daemon"]["ms_worker_restarts"] == restarts   # not crashes
 
 
-def test_the_steering_program_sends_registers_to_the_worker_of_their_first_eid():
+@pytest.mark.parametrize("bind", ["127.0.0.1", "::1"])
+def test_the_steering_program_sends_registers_to_the_worker_of_their_first_eid(bind):
     """In-process: the reuseport group's worker sockets, read directly."""
     from lispctl.daemon.runtime import Runtime
     from .fakes import FakeRole
+    from .test_runtime import _has_ipv6_loopback
+    if ":" in bind and not _has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback")
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
 
     async def main():
-        rt = Runtime([("ms", FakeRole())], control_port=0, binds=["127.0.0.1"], workers=3)
+        rt = Runtime([("ms", FakeRole())], control_port=0, binds=[bind], workers=3)
         rt.start()
         try:
             socks = [w[0] for w in rt.sockets.worker_sockets]
             assert len(rt.sockets.request_sockets) == REQUEST_QUEUES
-            to = ("127.0.0.1", rt.sockets.port)
+            to = (bind, rt.sockets.port)
             expect: dict[int, set] = {0: set(), 1: set(), 2: set()}
             eids = [EidPrefix(iid, ipaddress.ip_network(net)) for iid in (0, 77) for net in
                     [f"10.{i}.0.0/16" for i in range(20)] + [f"2001:db8:{i:x}::/48" for i in range(20)]]
@@ -257,7 +262,7 @@ def test_the_steering_program_sends_registers_to_the_worker_of_their_first_eid()
                     data = register(i % 50, rloc="127.0.0.9", eid=eid, priority=prio)
                     expect[register_worker_of(data, 3)].add(data)
                     for _ in range(2):         # again, from another source port
-                        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as t:
+                        with socket.socket(family, socket.SOCK_DGRAM) as t:
                             t.sendto(data, to)
                         sent += 1
                 assert register_worker_of(register(i % 50, eid=eid, priority=1), 3) == \
@@ -291,3 +296,24 @@ def test_workers_out_of_bounds_is_a_clear_config_error(tmp_path, n):
         load(cfg)
     assert "ms.workers" in str(err.value) and ("greater than or equal to 1" in str(err.value)
                                                or "less than or equal to 64" in str(err.value))
+
+
+def test_workers_do_not_outlive_a_killed_daemon(tmp_path):
+    cfg = tmp_path / "ms.toml"
+    cfg.write_text(config(f"mswk{os.getpid()}", 2))
+    with open(tmp_path / "daemon.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "lispctl.cli", "up", "-c", str(cfg),
+                                 "--run-dir", str(tmp_path), "--control-port", "0"],
+                                stdout=subprocess.PIPE, stderr=log, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "ready", (tmp_path / "daemon.log").read_text()
+            pids = [w["pid"] for w in _api(tmp_path, "status")["ms_workers"]]
+            assert len(pids) == 2 and all(_alive(p) for p in pids)
+            proc.kill()                      # no clean-up by the daemon: the workers must notice
+            proc.wait(10)
+            _until(lambda: not any(_alive(p) for p in pids), timeout=5, what="workers gone")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            proc.stdout.close()
