@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import socket
-import threading
 
 from typer.testing import CliRunner
 
@@ -13,54 +11,37 @@ from lispctl.commands.lig import build_request, match_reply
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
 from lispctl.wire import (EncapsulatedControlMessage, MapReply, MapRequest, decode_control,
                           eid_record, record_prefix)
+from tests.loopback_resolver import LoopbackResolver
 
 runner = CliRunner()
 
 
-class ScriptedResolver:
+class ScriptedResolver(LoopbackResolver):
     """Answers ECM'd Map-Requests like a Map-Resolver: to ITR-RLOC[0] at the
     inner source port. `drop_first` requests are ignored (to test retries);
     a stray reply with a wrong nonce is sent before every real one."""
 
     def __init__(self, negative: bool, drop_first: int = 0, answer: bool = True):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
         self.negative, self.drop_first, self.answer = negative, drop_first, answer
         self.requests: list[EncapsulatedControlMessage] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                data, _ = self.sock.recvfrom(65535)
-            except socket.timeout:
-                continue
-            ecm = decode_control(data)
-            self.requests.append(ecm)
-            if len(self.requests) <= self.drop_first or not self.answer:
-                continue
-            req: MapRequest = ecm.message
-            prefix = record_prefix(req.records[0])
-            if self.negative:
-                rec = eid_record(EidPrefix(prefix.iid, ipaddress.ip_network("10.0.0.0/8")),
-                                 ttl=15, act=MapAction.NATIVELY_FORWARD)
-            else:
-                rec = eid_record(EidPrefix(prefix.iid, ipaddress.ip_network("10.1.0.0/16")),
-                                 [Rloc(ipaddress.ip_address("192.0.2.1"), 1, 60),
-                                  Rloc(ipaddress.ip_address("192.0.2.2"), 2, 40, reachable=False)],
-                                 ttl=1440, authoritative=True)
-            to = (str(req.itr_rlocs[0]), ecm.inner_sport)
-            self.sock.sendto(MapReply(req.nonce ^ 1, (rec,)).encode(), to)
-            self.sock.sendto(MapReply(req.nonce, (rec,)).encode(), to)
-
-    def close(self):
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
+    def on_request(self, ecm):
+        self.requests.append(ecm)
+        if len(self.requests) <= self.drop_first or not self.answer:
+            return
+        req: MapRequest = ecm.message
+        prefix = record_prefix(req.records[0])
+        if self.negative:
+            rec = eid_record(EidPrefix(prefix.iid, ipaddress.ip_network("10.0.0.0/8")),
+                             ttl=15, act=MapAction.NATIVELY_FORWARD)
+        else:
+            rec = eid_record(EidPrefix(prefix.iid, ipaddress.ip_network("10.1.0.0/16")),
+                             [Rloc(ipaddress.ip_address("192.0.2.1"), 1, 60),
+                              Rloc(ipaddress.ip_address("192.0.2.2"), 2, 40, reachable=False)],
+                             ttl=1440, authoritative=True)
+        self.to_itr(ecm, MapReply(req.nonce ^ 1, (rec,)).encode())
+        self.to_itr(ecm, MapReply(req.nonce, (rec,)).encode())
 
 
 def _lig(port, *args):

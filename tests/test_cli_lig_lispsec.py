@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import socket
-import threading
 
 from typer.testing import CliRunner
 
@@ -14,46 +12,30 @@ from lispctl.cli import app
 from lispctl.mapping.types import EidPrefix, Rloc
 from lispctl.roles import lispsec as sec
 from lispctl.roles.common import Counters
-from lispctl.wire import MapReply, decode_control, eid_record
+from lispctl.wire import MapReply, eid_record
+from tests.loopback_resolver import LoopbackResolver
 
 runner = CliRunner()
 KEY = "lig-itr-key"
 
 
-class SigningResolver:
+class SigningResolver(LoopbackResolver):
     def __init__(self, sign: bool):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
         self.sign = sign
         self.protected = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                data, _ = self.sock.recvfrom(65535)
-            except socket.timeout:
-                continue
-            ecm = decode_control(data)
-            self.protected.append(ecm.security and bool(ecm.auth))
-            req = ecm.message
-            # the ETR claims the /16; the Map-Server vouches for the /24 only
-            reply = MapReply(req.nonce, (eid_record(EidPrefix.parse("10.1.0.0/16"),
-                                                    [Rloc(ipaddress.ip_address("192.0.2.1"))], ttl=60),))
-            payload = reply.encode()
-            op, why = sec.open_request(ecm, {3: KEY}, Counters())
-            if self.sign and op is not None:
-                payload = sec.ms_signed(reply, op, sec.ms_eid_ad(op, [EidPrefix.parse("10.1.0.0/24")]))
-            self.sock.sendto(payload, (str(req.itr_rlocs[0]), ecm.inner_sport))
-
-    def close(self):
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
+    def on_request(self, ecm):
+        self.protected.append(ecm.security and bool(ecm.auth))
+        req = ecm.message
+        # the ETR claims the /16; the Map-Server vouches for the /24 only
+        reply = MapReply(req.nonce, (eid_record(EidPrefix.parse("10.1.0.0/16"),
+                                                [Rloc(ipaddress.ip_address("192.0.2.1"))], ttl=60),))
+        payload = reply.encode()
+        op, why = sec.open_request(ecm, {3: KEY}, Counters())
+        if self.sign and op is not None:
+            payload = sec.ms_signed(reply, op, sec.ms_eid_ad(op, [EidPrefix.parse("10.1.0.0/24")]))
+        self.to_itr(ecm, payload)
 
 
 def _lig(port, *args):

@@ -1,4 +1,5 @@
-"""A scriptable role and a runner that starts a daemon around it in a subprocess.
+"""A scriptable role, a Runtime around a role in this process
+(run_in_runtime), and a runner that starts a daemon around it in a subprocess.
 
 The role reacts to the first word of each datagram, so a test drives the
 daemon with plain UDP datagrams and reads its answers.
@@ -75,6 +76,24 @@ class FakeRole:
                 "database": [{"eid": "10.1.0.0/16", "rlocs": [
                     {"address": "192.0.2.1", "priority": 1, "weight": 100, "reachable": True}]}],
                 "sites": [{"site": "site-a", "eid": "10.1.0.0/16", "registered": False}]}
+
+
+def run_in_runtime(body, roles, **kw):
+    """body(rt) in a fresh event loop, with a started Runtime around `roles`
+    ([(name, role)]; control port 0: any free port), closed after whatever
+    body did."""
+    import asyncio
+
+    from lispctl.daemon.runtime import Runtime
+
+    async def main():
+        rt = Runtime(roles, control_port=0, **kw)
+        rt.start()
+        try:
+            return await body(rt)
+        finally:
+            rt.close()
+    return asyncio.run(main())
 
 
 def main(argv: list[str]) -> int:

@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from pyroute2 import netns
 
 from lispctl.datapath.pinned import PinnedMap
 from lispctl.mapping.bulkfile import key_bytes
 from lispctl.mapping.types import EidPrefix
 from tests.conftest import need_root
-from tests.netns_daemons import Daemons, router_and_host
+from tests.netns_daemons import router_and_host_daemons, xtr_toml
 
 pytestmark = pytest.mark.root
 
@@ -28,25 +25,7 @@ TAG = f"lb{os.getpid()}"
 ROUTER, HOST = f"{TAG}r", f"{TAG}h"
 N = 100_000
 
-XTR = """
-instance = "{tag}-x"
-roles = ["xtr"]
-control-addresses = ["192.0.2.1"]
-[interfaces]
-eid-facing = ["lan0"]
-rloc-facing = ["wan0"]
-[[database]]
-eid-prefix = "10.1.0.0/16"
-[[database.locator]]
-interface = "wan0"
-family = "ipv4"
-[[map-server]]
-address = "192.0.2.10"
-key-id = 1
-key = "k"
-[[map-resolver]]
-address = "192.0.2.10"
-[datapath]
+DATAPATH = """[datapath]
 max-mappings = 131072
 map-cache-files = ["{static}"]
 """
@@ -59,24 +38,14 @@ def _v4(i: int) -> str:
 @pytest.fixture(scope="module")
 def lab():
     need_root()
-    run_dir = Path(tempfile.mkdtemp(prefix=f"lispctl-{TAG}-"))
-    daemons = Daemons(run_dir)
-    try:
-        router_and_host(ROUTER, HOST)
+    with router_and_host_daemons(TAG) as daemons:
+        run_dir = daemons.run_dir
         static = run_dir / "static.txt"
         static.write_text("# a static table\n40.0.0.0/8 192.0.2.77\n2001:db8:40::/48 drop\n")
         big = run_dir / "big.txt"
         big.write_text("\n".join(f"{_v4(i)} 192.0.2.{2 + i % 8}" for i in range(N)) + "\n")
-        cfg = run_dir / "x.toml"
-        cfg.write_text(XTR.format(tag=TAG, static=static))
-        daemons.up(ROUTER, cfg, "x")
+        daemons.start(ROUTER, "x", xtr_toml(TAG, DATAPATH.format(static=static)))
         yield {"run_dir": run_dir, "big": big, "pin": Path("/sys/fs/bpf/lispctl") / f"{TAG}-x"}
-    finally:
-        daemons.stop()
-        for ns in (HOST, ROUTER):
-            if ns in netns.listnetns():
-                netns.remove(ns)
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _cli(lab, *args):

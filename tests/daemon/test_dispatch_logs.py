@@ -8,10 +8,9 @@ import logging
 import socket
 
 from lispctl.daemon.logsummary import LogSummary
-from lispctl.daemon.runtime import Runtime
 from lispctl.roles.base import Log
 
-from .fakes import FakeRole
+from .fakes import FakeRole, run_in_runtime
 
 
 class Typed(FakeRole):
@@ -47,14 +46,7 @@ async def _until(cond, timeout=3.0):
 
 
 def _run(roles, body):
-    async def main():
-        rt = Runtime(roles, control_port=0, binds=["127.0.0.1"])
-        rt.start()
-        try:
-            return await body(rt)
-        finally:
-            rt.close()
-    return asyncio.run(main())
+    return run_in_runtime(body, roles, binds=["127.0.0.1"])
 
 
 def test_each_type_reaches_only_the_roles_registered_for_it():

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pytest
 from pyroute2 import NetNS, netns
 
 from tests.conftest import need_root
-from tests.netns_daemons import Daemons
+from tests.netns_daemons import daemon_run
 
 pytestmark = pytest.mark.root
 
@@ -55,18 +53,14 @@ def _cli(run_dir, *args):
 
 def test_converted_xtr_and_ms_start_and_register():
     need_root()
-    run_dir = Path(tempfile.mkdtemp(prefix=f"lispctl-{TAG}-"))
-    daemons = Daemons(run_dir)
-    try:
-        _topology()
+    with daemon_run(TAG, (XNS, MNS), _topology) as daemons:
+        run_dir = daemons.run_dir
         for ns, conf, extra in ((MNS, "msmr.conf", []), (XNS, "xtr.conf", ["--eid-facing", "lan0"])):
             conv = subprocess.run([sys.executable, "-m", "lispctl.cli", "import-oor", str(OOR / conf),
                                    "--instance", f"{TAG}-{conf.split('.')[0]}", *extra],
                                   capture_output=True, text=True, timeout=60)
             assert conv.returncode == 0, conv.stderr
-            toml = run_dir / conf.replace(".conf", ".toml")
-            toml.write_text(conv.stdout)
-            daemons.up(ns, toml, conf)
+            daemons.start(ns, conf.split(".")[0], conv.stdout)
 
         deadline = time.monotonic() + 10
         while True:
@@ -81,9 +75,3 @@ def test_converted_xtr_and_ms_start_and_register():
         cache = _cli(run_dir, "map-cache", "--json", "-i", f"{TAG}-xtr")
         assert [(e["prefix"], [r["address"] for r in e["rlocs"]]) for e in cache] == \
             [("10.99.0.0/16", ["203.0.113.9"])]                 # the static-map-cache entry
-    finally:
-        daemons.stop()
-        for ns in (XNS, MNS):
-            if ns in netns.listnetns():
-                netns.remove(ns)
-        shutil.rmtree(run_dir, ignore_errors=True)

@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from pyroute2 import netns
 
 from lispctl.lab.nsexec import preexec
 from tests.conftest import need_root
-from tests.netns_daemons import Daemons, router_and_host
+from tests.netns_daemons import MISS_DROP, ms_toml, router_and_host_daemons, xtr_toml
 
 pytestmark = pytest.mark.root
 
@@ -28,40 +25,11 @@ TAG = f"lm{os.getpid()}"
 ROUTER, HOST = f"{TAG}r", f"{TAG}h"
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
-MS = """
-instance = "{tag}-ms"
-roles = ["ms", "mr"]
-control-addresses = ["192.0.2.10"]
-[metrics]
+MS_METRICS = """[metrics]
 listen = "127.0.0.1:9342"
-[[site]]
-name = "a"
-keys = {{ 1 = "k" }}
-[[site.eid-prefix]]
-prefix = "10.1.0.0/16"
 """
-XTR = """
-instance = "{tag}-x"
-roles = ["xtr"]
-control-addresses = ["192.0.2.1"]
-[metrics]
+XTR_METRICS = """[metrics]
 listen = "[::1]:9343"
-[interfaces]
-eid-facing = ["lan0"]
-rloc-facing = ["wan0"]
-[[database]]
-eid-prefix = "10.1.0.0/16"
-[[database.locator]]
-interface = "wan0"
-family = "ipv4"
-[[map-server]]
-address = "192.0.2.10"
-key-id = 1
-key = "k"
-[[map-resolver]]
-address = "192.0.2.10"
-[itr]
-miss-action = "drop"
 """
 
 SCRAPE = """
@@ -77,21 +45,10 @@ except urllib.error.HTTPError as e:
 @pytest.fixture(scope="module")
 def lab():
     need_root()
-    run_dir = Path(tempfile.mkdtemp(prefix=f"lispctl-{TAG}-"))
-    daemons = Daemons(run_dir)
-    try:
-        router_and_host(ROUTER, HOST)
-        for name, text in (("ms", MS), ("x", XTR)):
-            cfg = run_dir / f"{name}.toml"
-            cfg.write_text(text.format(tag=TAG))
-            daemons.up(ROUTER, cfg, name)
-        yield run_dir
-    finally:
-        daemons.stop()
-        for ns in (HOST, ROUTER):
-            if ns in netns.listnetns():
-                netns.remove(ns)
-        shutil.rmtree(run_dir, ignore_errors=True)
+    with router_and_host_daemons(TAG) as daemons:
+        daemons.start(ROUTER, "ms", ms_toml(TAG, MS_METRICS))
+        daemons.start(ROUTER, "x", xtr_toml(TAG, XTR_METRICS, MISS_DROP))
+        yield daemons.run_dir
 
 
 def _get(url: str) -> str:

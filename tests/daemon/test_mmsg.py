@@ -11,9 +11,9 @@ import socket
 import pytest
 
 from lispctl.daemon import mmsg
-from lispctl.daemon.runtime import Runtime
 from lispctl.roles.base import Endpoint, Send
 
+from .fakes import run_in_runtime
 from .test_dispatch_logs import _until
 
 
@@ -40,15 +40,7 @@ class Replier:
 
 def _run(body, binds):
     role = Replier()
-
-    async def main():
-        rt = Runtime([("r", role)], control_port=0, binds=list(binds))
-        rt.start()
-        try:
-            return await body(rt)
-        finally:
-            rt.close()
-    return role, asyncio.run(main())
+    return role, run_in_runtime(body, [("r", role)], binds=list(binds))
 
 
 def _drain(s: socket.socket, n: int) -> list[bytes]:

@@ -5,12 +5,7 @@ import ipaddress
 import json
 import os
 import secrets
-import shutil
 import socket
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -19,6 +14,7 @@ from lispctl.cli import app
 from lispctl.mapping.types import EidPrefix, Rloc
 from lispctl.wire import (ALG_HMAC_SHA256, MapNotify, MapRegister, decode_control, eid_record,
                           record_prefix, sign, verify)
+from tests.netns_daemons import daemon_run
 
 runner = CliRunner()
 
@@ -37,28 +33,12 @@ prefix = "10.1.0.0/16"
 
 @pytest.fixture(scope="module")
 def msmr():
-    run_dir = Path(tempfile.mkdtemp(prefix=f"lispctl-msmr-{os.getpid()}-"))
     instance = f"msmr{os.getpid()}"
-    cfg = run_dir / "ms-mr.toml"
-    cfg.write_text(CONFIG.format(instance=instance))
-    log = open(run_dir / "daemon.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "lispctl.cli", "up", "-c", str(cfg),
-                             "--run-dir", str(run_dir), "--control-port", "0", "--log-level", "debug"],
-                            stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.strip() == "ready", (run_dir / "daemon.log").read_text()
-        st = json.loads(runner.invoke(app, ["status", "--json", "--run-dir", str(run_dir)]).output)
-        port = int(st["control"][0].rsplit(":", 1)[1])
-        yield {"run_dir": run_dir, "port": port, "proc": proc, "instance": instance,
-               "log": run_dir / "daemon.log"}
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
-        proc.stdout.close()
-        log.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
+    with daemon_run(instance) as daemons:
+        proc = daemons.start(None, "daemon", CONFIG.format(instance=instance), "--control-port", "0",
+                             "--log-level", "debug")
+        yield {"run_dir": daemons.run_dir, "port": daemons.control_port(), "proc": proc, "instance": instance,
+               "log": daemons.run_dir / "daemon.log"}
 
 
 def _lig(env, eid):

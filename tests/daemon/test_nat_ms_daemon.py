@@ -8,9 +8,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -19,6 +16,7 @@ from tests.conftest import unavailable
 from lispctl.capture.writer import PcapWriter
 from lispctl.cli import app
 from lispctl.wire import ALG_HMAC_SHA256, NO_ADDRESS, InfoReply, InfoRequest, decode_control, sign, verify
+from tests.netns_daemons import daemon_run
 
 runner = CliRunner()
 A = ipaddress.ip_address
@@ -39,24 +37,10 @@ prefix = "10.1.0.0/16"
 
 @pytest.fixture
 def ms_daemon():
-    run_dir = Path(tempfile.mkdtemp(prefix=f"lispctl-natms-{os.getpid()}-"))
-    cfg = run_dir / "ms.toml"
-    cfg.write_text(CONFIG.format(instance=f"natms{os.getpid()}"))
-    log = open(run_dir / "daemon.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "lispctl.cli", "up", "-c", str(cfg),
-                             "--run-dir", str(run_dir), "--control-port", "0"],
-                            stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready", (run_dir / "daemon.log").read_text()
-        st = json.loads(runner.invoke(app, ["status", "--json", "--run-dir", str(run_dir)]).output)
-        yield run_dir, int(st["control"][0].rsplit(":", 1)[1])
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
-        proc.stdout.close()
-        log.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
+    instance = f"natms{os.getpid()}"
+    with daemon_run(instance) as daemons:
+        daemons.start(None, "ms", CONFIG.format(instance=instance), "--control-port", "0")
+        yield daemons.run_dir, daemons.control_port()
 
 
 def test_info_request_answered_over_real_sockets_and_tshark_agrees(ms_daemon, tmp_path):

@@ -3,12 +3,10 @@ type), so a request flood cannot push Map-Registers out of the kernel queue,
 and registers are handled before requests (issue 9.2)."""
 from __future__ import annotations
 
-import asyncio
 import socket
 
-from lispctl.daemon.runtime import Runtime
 
-from .fakes import FakeRole
+from .fakes import FakeRole, run_in_runtime
 from .test_dispatch_logs import _until
 
 
@@ -18,15 +16,7 @@ class Both(FakeRole):
 
 def _run(body, binds=("127.0.0.1",)):
     role = Both()
-
-    async def main():
-        rt = Runtime([("msmr", role)], control_port=0, binds=list(binds))
-        rt.start()
-        try:
-            return await body(rt)
-        finally:
-            rt.close()
-    return role, asyncio.run(main())
+    return role, run_in_runtime(body, [("msmr", role)], binds=list(binds))
 
 
 def test_each_control_address_gets_a_request_socket_and_both_reach_the_roles():

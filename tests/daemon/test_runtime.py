@@ -11,9 +11,8 @@ import pytest
 
 from lispctl.mapping.types import EidPrefix, MapAction
 from lispctl.roles.base import MissEvent
-from lispctl.daemon.runtime import Runtime
 
-from .fakes import FakeRole
+from .fakes import FakeRole, run_in_runtime
 
 
 def _has_ipv6_loopback() -> bool:
@@ -46,14 +45,7 @@ async def _quiet(payload: bytes, to: tuple) -> None:
 
 
 def run(coro_fn, role=None, **kw):
-    async def main():
-        rt = Runtime([("fake", role or FakeRole())], control_port=0, **kw)
-        rt.start()
-        try:
-            return await coro_fn(rt)
-        finally:
-            rt.close()
-    return asyncio.run(main())
+    return run_in_runtime(coro_fn, [("fake", role or FakeRole())], **kw)
 
 
 def test_datagram_reaches_role_with_src_and_dst_v4():

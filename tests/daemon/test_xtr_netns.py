@@ -6,57 +6,22 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from pyroute2 import NetNS, netns
+from pyroute2 import NetNS
 
 from lispctl.lab.nsexec import preexec
 from tests.conftest import need_root
-from tests.netns_daemons import Daemons, router_and_host
+from tests.netns_daemons import MISS_DROP, ms_toml, router_and_host_daemons, xtr_toml
 
 pytestmark = pytest.mark.root
 
 TAG = f"ld{os.getpid()}"
 ROUTER, HOST = f"{TAG}r", f"{TAG}h"
-
-MS = """
-instance = "{tag}-ms"
-roles = ["ms", "mr"]
-control-addresses = ["192.0.2.10"]
-[[site]]
-name = "a"
-keys = {{ 1 = "k" }}
-[[site.eid-prefix]]
-prefix = "10.1.0.0/16"
-"""
-XTR = """
-instance = "{tag}-x"
-roles = ["xtr"]
-control-addresses = ["192.0.2.1"]
-[interfaces]
-eid-facing = ["lan0"]
-rloc-facing = ["wan0"]
-[[database]]
-eid-prefix = "10.1.0.0/16"
-[[database.locator]]
-interface = "wan0"
-family = "ipv4"
-[[map-server]]
-address = "192.0.2.10"
-key-id = 1
-key = "k"
-[[map-resolver]]
-address = "192.0.2.10"
-[itr]
-miss-action = "drop"
-"""
-
 
 def _in(ns, argv, **kw):
     return subprocess.Popen(argv, preexec_fn=preexec(ns), **kw)
@@ -65,21 +30,10 @@ def _in(ns, argv, **kw):
 @pytest.fixture(scope="module")
 def lab():
     need_root()
-    run_dir = Path(tempfile.mkdtemp(prefix=f"lispctl-{TAG}-"))
-    daemons = Daemons(run_dir)
-    try:
-        router_and_host(ROUTER, HOST)
-        for name, text in (("ms", MS), ("x", XTR)):
-            cfg = run_dir / f"{name}.toml"
-            cfg.write_text(text.format(tag=TAG))
-            daemons.up(ROUTER, cfg, name)
-        yield {"run_dir": run_dir, "procs": daemons.procs}
-    finally:
-        daemons.stop()
-        for ns in (HOST, ROUTER):
-            if ns in netns.listnetns():
-                netns.remove(ns)
-        shutil.rmtree(run_dir, ignore_errors=True)
+    with router_and_host_daemons(TAG) as daemons:
+        daemons.start(ROUTER, "ms", ms_toml(TAG))
+        daemons.start(ROUTER, "x", xtr_toml(TAG, MISS_DROP))
+        yield {"run_dir": daemons.run_dir, "procs": daemons.procs}
 
 
 def _cli(lab, *args):

@@ -30,6 +30,7 @@ PEER_MAC = {                        # static neighbours
     "10.1.0.10": "02:00:00:00:02:10", "fd00:1::10": "02:00:00:00:02:11",
 }
 HOST_MAC = "02:00:00:00:02:10"
+VIA_ITR = "10.2.0.5"                # a remote EID our own packets reach through the ITR (fixture via_itr)
 
 
 @dataclass
@@ -75,6 +76,23 @@ def lab():
     finally:
         netns.popns()
         netns.remove(NS)
+
+
+@pytest.fixture
+def via_itr(lab):
+    """VIA_ITR reached through eid0p, so packets this process sends to it
+    enter eid0 (the ITR) as from a host of the site."""
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        peer = ipr.link_lookup(ifname="eid0p")[0]
+        ipr.neigh("add", dst=VIA_ITR, lladdr=EID_MAC, ifindex=peer, state=0x80)
+        ipr.route("add", dst=f"{VIA_ITR}/32", oif=peer, prefsrc="10.1.0.254")
+    try:
+        yield
+    finally:
+        with IPRoute() as ipr:
+            ipr.route("del", dst=f"{VIA_ITR}/32", oif=peer)
+            ipr.neigh("del", dst=VIA_ITR, lladdr=EID_MAC, ifindex=peer)
 
 
 _counter = [0]

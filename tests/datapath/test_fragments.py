@@ -17,25 +17,8 @@ import pytest
 
 from lispctl.mapping.types import EidPrefix, Rloc
 from tests.datapath import packets as P
-from tests.datapath.conftest import EID_MAC
-
-DST = "10.2.0.5"
-
-
-@pytest.fixture
-def via_itr(lab):
-    """DST reached through eid0p, so packets sent here enter eid0 (the ITR)."""
-    from pyroute2 import IPRoute
-    with IPRoute() as ipr:
-        peer = ipr.link_lookup(ifname="eid0p")[0]
-        ipr.neigh("add", dst=DST, lladdr=EID_MAC, ifindex=peer, state=0x80)
-        ipr.route("add", dst=f"{DST}/32", oif=peer, prefsrc="10.1.0.254")
-    try:
-        yield
-    finally:
-        with IPRoute() as ipr:
-            ipr.route("del", dst=f"{DST}/32", oif=peer)
-            ipr.neigh("del", dst=DST, lladdr=EID_MAC, ifindex=peer)
+from tests.datapath.conftest import EID_MAC, HOST_MAC
+from tests.datapath.conftest import VIA_ITR as DST
 
 
 def _lisp_frames(cap: socket.socket, want: int, timeout: float = 3.0) -> list[bytes]:
@@ -97,7 +80,6 @@ def test_df_clear_packet_too_big_is_sent_as_inner_fragments(dp, lab, via_itr, pa
 
 def test_df_set_still_gets_frag_needed(dp, lab):
     from lispctl.datapath.testrun import TC_ACT_REDIRECT, run_prog
-    from tests.datapath.conftest import HOST_MAC
     dp.set_path_mtu(1400)
     dp.set_mapping(EidPrefix.parse("10.2.0.0/16"), [Rloc(ipaddress.ip_address("192.0.2.2"))])
     big = P.ip_packet("10.1.0.10", DST, b"a" * 1400)

@@ -16,27 +16,10 @@ import time
 import pytest
 
 from lispctl.mapping.types import EidPrefix, Rloc
-from tests.datapath.conftest import EID_MAC
+from tests.datapath.conftest import VIA_ITR as DST
 
 UDP_SEGMENT = 103
 SEG, NSEG = 1000, 8
-DST = "10.2.0.5"
-
-
-@pytest.fixture
-def gso_route(lab):
-    """10.2.0.5 reached through eid0p, so our own packets enter eid0 (the ITR)."""
-    from pyroute2 import IPRoute
-    with IPRoute() as ipr:
-        peer = ipr.link_lookup(ifname="eid0p")[0]
-        ipr.neigh("add", dst=DST, lladdr=EID_MAC, ifindex=peer, state=0x80)
-        ipr.route("add", dst=f"{DST}/32", oif=peer, prefsrc="10.1.0.254")
-    try:
-        yield
-    finally:
-        with IPRoute() as ipr:
-            ipr.route("del", dst=f"{DST}/32", oif=peer)
-            ipr.neigh("del", dst=DST, lladdr=EID_MAC, ifindex=peer)
 
 
 def _capture_lisp(sock: socket.socket, want_bytes: int, timeout: float = 3.0) -> list[bytes]:
@@ -58,7 +41,7 @@ def _capture_lisp(sock: socket.socket, want_bytes: int, timeout: float = 3.0) ->
 
 
 @pytest.mark.parametrize("rloc", ["192.0.2.2", "2001:db8:1::2"])
-def test_gso_super_packet_encapsulated_whole(dp, lab, gso_route, rloc):
+def test_gso_super_packet_encapsulated_whole(dp, lab, via_itr, rloc):
     dp.set_path_mtu(1500)
     dp.set_mapping(EidPrefix.parse("10.2.0.0/16"), [Rloc(ipaddress.ip_address(rloc))])
     dp.attach_eid_interface("eid0")

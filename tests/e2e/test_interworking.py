@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import subprocess
 import time
 
 import pytest
@@ -26,6 +25,7 @@ from lispctl.lab.scenarios import control as cp
 from lispctl.lab.scenarios import interworking as iw
 from tests.conftest import need_root, unavailable
 from tests.datapath import packets as P
+from tests.e2e import tshark
 
 pytestmark = pytest.mark.root
 
@@ -45,16 +45,6 @@ def lab():
         cp.wait_registered(lab, ("site1", "mn"))
         iw.wait_bgp(lab, iw.AGGREGATES)
         yield lab
-
-
-def _tshark(pcap, fields: list[str], display_filter: str = "") -> list[list[str]]:
-    argv = ["tshark", "-r", str(pcap), "-n", "-T", "fields", "-E", "separator=|"]
-    if display_filter:
-        argv += ["-Y", display_filter]
-    for f in fields:
-        argv += ["-e", f]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
-    return [line.split("|") for line in out.splitlines() if line]
 
 
 def _dp(lab) -> dict:
@@ -87,7 +77,7 @@ def test_pitr_map_requests_p_bit_source_eid_afi_0(lab):
         time.sleep(1.5)                               # health probes: one a second
         cp.ping(lab, "legacy", "10.1.0.77", count=1, timeout=0.3)    # a miss for an unused EID
         time.sleep(0.5)
-    rows = _tshark(pcap, ["lisp.type", "lisp.mreq.flags.pitr", "lisp.mreq.srceid.afi",
+    rows = tshark.fields(pcap, ["lisp.type", "lisp.mreq.flags.pitr", "lisp.mreq.srceid.afi",
                           "lisp.mreq.itr_rloc_ipv4", "lisp.mreq.record.prefix.ipv4"], "lisp.type == 1")
     assert rows, "no Map-Request from the PITR"
     asked = set()
@@ -104,7 +94,7 @@ def test_legacy_to_site_through_the_pitr(lab, fam):
     before = _dp(lab)
     with capture(lab, "core", "c3", f"udp dst port 4341 and src host {iw.PXTR_RLOC}") as pcap:
         assert cp.ping(lab, node, host, count=5, timeout=1.0) == 5
-    rows = _tshark(pcap, ["ip.src", "ip.dst", "ipv6.src", "ipv6.dst"], "lisp-data")
+    rows = tshark.fields(pcap, ["ip.src", "ip.dst", "ipv6.src", "ipv6.dst"], "lisp-data")
     assert len(rows) >= 5
     for s4, d4, s6, d6 in rows:
         # outer IPv4 PITR RLOC -> xtr1 RLOC; inner legacy -> host (IPv6 inner over IPv4)
@@ -127,13 +117,13 @@ def test_site_to_legacy_through_the_petr(lab, fam):
     with capture(lab, "core", "c3", f"udp dst port 4341 and dst host {iw.PXTR_RLOC}") as enc, \
             capture(lab, "inet", "i1", f"{'ip' if fam == 4 else 'ip6'} src {host}") as native:
         assert cp.ping(lab, "hostA", legacy, count=5, timeout=1.0) == 5
-    rows = _tshark(enc, ["ip.src", "ip.dst", "ipv6.dst"], "lisp-data")
+    rows = tshark.fields(enc, ["ip.src", "ip.dst", "ipv6.dst"], "lisp-data")
     assert len(rows) >= 5
     for s4, d4, d6 in rows:
         assert s4.split(",")[0] == XTR1_RLOC and d4.split(",")[0] == iw.PXTR_RLOC
         assert (d4.split(",")[1] if fam == 4 else d6) == legacy
     assert [p for layers in tshark_json(native) for p in expert_problems(layers)] == []
-    nat = _tshark(native, ["ip.dst", "ipv6.dst", "udp.port"])
+    nat = tshark.fields(native, ["ip.dst", "ipv6.dst", "udp.port"])
     assert len(nat) >= 5 and all((r[0] or r[1]) == legacy and not r[2] for r in nat), nat  # not LISP
     after = _dp(lab)
     assert after["other"]["petr_forwarded"] >= before["other"]["petr_forwarded"] + 5
@@ -196,7 +186,7 @@ def test_petr_drops_outside_accept_eids_and_local_only(lab):
     assert d, (before, _dp(lab)["drops"])
     assert d["petr_src_denied"] - before["petr_src_denied"] == 10
     assert d["petr_local_only"] - before["petr_local_only"] == 20
-    assert _tshark(pcap, ["frame.number"]) == []
+    assert tshark.fields(pcap, ["frame.number"]) == []
 
 
 def test_every_map_resolver_silent_withdraws_and_answer_reannounces(lab):

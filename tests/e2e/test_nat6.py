@@ -23,9 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 from pyroute2 import NetNS, netns
@@ -34,7 +32,7 @@ from lispctl.lab import dataplane as dp
 from lispctl.lab.nsexec import call_in_netns, preexec, write_sysctls
 from lispctl.lab.traffic import ping_here, tcp_send_here
 from tests.conftest import need_root, unavailable
-from tests.netns_daemons import Daemons
+from tests.netns_daemons import daemon_run
 
 pytestmark = pytest.mark.root
 
@@ -166,38 +164,25 @@ def lab():
     need_root()
     if not shutil.which("nft"):
         unavailable("nft is not installed (Debian package nftables; scripts/setup.sh installs it)")
-    run_dir = Path(tempfile.mkdtemp(prefix=f"lispctl-{TAG}-"))
-    daemons = Daemons(run_dir)
-    sink = None
-    try:
-        _build()
-        cfgs = {
-            "ms": MS, "rtr": RTR,
-            "mn": XTR.format(tag=TAG, name="mn", up="up0", eid="10.1.0.0/24", ms=MS_ADDR, key="mn-secret",
-                             xtr_id=XTR_ID),
-            "pub": XTR.format(tag=TAG, name="pub", up="rloc0", eid="10.5.0.0/24", ms=MS_ADDR,
-                              key="pub-secret", xtr_id="fedcba9876543210fedcba9876543210"),
-        }
-        procs = {}
-        for name in ("ms", "rtr", "pub", "mn"):
-            cfg = run_dir / f"{name}.toml"
-            cfg.write_text(cfgs[name])
-            procs[name] = daemons.up(NS[name], cfg, name)
+    cfgs = {
+        "ms": MS, "rtr": RTR,
+        "mn": XTR.format(tag=TAG, name="mn", up="up0", eid="10.1.0.0/24", ms=MS_ADDR, key="mn-secret",
+                         xtr_id=XTR_ID),
+        "pub": XTR.format(tag=TAG, name="pub", up="rloc0", eid="10.5.0.0/24", ms=MS_ADDR,
+                          key="pub-secret", xtr_id="fedcba9876543210fedcba9876543210"),
+    }
+    with daemon_run(TAG, list(NS.values()), _build) as daemons:
+        procs = {name: daemons.start(NS[name], name, cfgs[name]) for name in ("ms", "rtr", "pub", "mn")}
         sink = subprocess.Popen([sys.executable, "-m", "lispctl.lab.traffic", "sink", str(SINK_PORT)],
                                 preexec_fn=preexec(NS["hP"]), stdout=subprocess.PIPE, text=True)
-        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
-        yield {"run_dir": run_dir, "procs": procs, "daemons": daemons}
-    finally:
-        if sink is not None:
+        try:
+            assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+            yield {"run_dir": daemons.run_dir, "procs": procs, "daemons": daemons}
+        finally:
             sink.terminate()
             sink.wait(10)
             assert sink.stdout is not None
             sink.stdout.close()
-        daemons.stop()
-        for ns in NS.values():
-            if ns in netns.listnetns():
-                netns.remove(ns)
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _cli(lab, node: str, *args: str):

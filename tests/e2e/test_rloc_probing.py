@@ -16,7 +16,6 @@ repair) and the repair test removes the blackhole whatever happened before.
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from lispctl.lab.dataplane import capture
 from lispctl.lab.scenarios import control as cp
 from lispctl.lab.scenarios.mobile import udp_flows_here
 from tests.conftest import need_root
+from tests.e2e import tshark
 
 pytestmark = pytest.mark.root
 
@@ -102,16 +102,6 @@ def _blackhole(lab, on: bool) -> None:
                     pass
 
 
-def _tshark_fields(pcap, fields: list[str], display_filter: str = "") -> list[list[str]]:
-    argv = ["tshark", "-r", str(pcap), "-n", "-T", "fields", "-E", "separator=|"]
-    if display_filter:
-        argv += ["-Y", display_filter]
-    for f in fields:
-        argv += ["-e", f]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
-    return [line.split("|") for line in out.splitlines() if line]
-
-
 def _flow_split(lab, f: Fam, first_sport: int) -> Counter:
     """Send FLOWS one-datagram UDP flows hostA -> hostB; xtr1's encapsulated
     packets per outer destination, as seen on the router."""
@@ -120,7 +110,7 @@ def _flow_split(lab, f: Fam, first_sport: int) -> Counter:
         assert sent == FLOWS
         time.sleep(0.3)     # let the last packets cross before the capture stops
     # ip.dst / ipv6.dst list the outer then the inner destination
-    return Counter((r[0] or r[1]).split(",")[0] for r in _tshark_fields(pcap, ["ip.dst", "ipv6.dst"]))
+    return Counter((r[0] or r[1]).split(",")[0] for r in tshark.fields(pcap, ["ip.dst", "ipv6.dst"]))
 
 
 def test_all_locators_are_probed_and_reachable(lab):
@@ -153,7 +143,7 @@ def test_probes_on_the_wire_carry_p_bit_and_nonce(lab):
     fields = ["lisp.type", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "udp.srcport", "lisp.nonce",
               "lisp.mreq.flags.probe", "lisp.mrep.flags.probe", "lisp.loc.locator", "lisp.loc.flags.probe"]
     rows = []
-    for r in _tshark_fields(pcap, fields, "lisp"):
+    for r in tshark.fields(pcap, fields, "lisp"):
         typ, s4, d4, s6, d6, sport, nonce, qp, rp, locs, lp = r
         rows.append(dict(type=typ, src=s4 or s6, dst=d4 or d6, sport=sport, nonce=nonce,
                          probe=(qp or rp) in ("1", "True"), locs=locs.split(","), lp=lp.split(",")))

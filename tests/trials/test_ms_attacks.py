@@ -22,11 +22,9 @@ import json
 import os
 import secrets
 import select
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from ipaddress import ip_address
@@ -41,7 +39,7 @@ from lispctl.lab.nsexec import call_in_netns, preexec
 from lispctl.mapping.types import EidPrefix
 from lispctl.wire import EncapsulatedControlMessage, MapRequest, decode_control, request_record
 from tests.conftest import need_root
-from tests.netns_daemons import Daemons
+from tests.netns_daemons import daemon_run
 
 pytestmark = pytest.mark.root
 
@@ -121,23 +119,12 @@ def _forwarding():
 @pytest.fixture(scope="module")
 def lab():
     need_root()
-    run_dir = Path(tempfile.mkdtemp(prefix=f"lispctl-{TAG}-"))
-    daemons = Daemons(run_dir)
-    try:
-        _topology()
-        for name, ns, text in (("ms", MSNS, MS_CFG), ("x", XTR, XTR_CFG)):
-            cfg = run_dir / f"{name}.toml"
-            cfg.write_text(text.format(tag=TAG))
-            daemons.up(ns, cfg, name)
-        api = ApiClient.for_instance(f"{TAG}-ms", run_dir=run_dir)
+    with daemon_run(TAG, (REQ, ATT, XTR, MSNS), _topology) as daemons:
+        daemons.start(MSNS, "ms", MS_CFG.format(tag=TAG))
+        daemons.start(XTR, "x", XTR_CFG.format(tag=TAG))
+        api = ApiClient.for_instance(f"{TAG}-ms", run_dir=daemons.run_dir)
         _eventually(lambda: _registration(api) is not None, 20.0)
-        yield {"run_dir": run_dir, "api": api}
-    finally:
-        daemons.stop()
-        for ns in (REQ, ATT, XTR, MSNS):
-            if ns in netns.listnetns():
-                netns.remove(ns)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        yield {"run_dir": daemons.run_dir, "api": api}
 
 
 def _eventually(fn, timeout=5.0):

@@ -16,12 +16,9 @@ Bounded: a few seconds of traffic each, < 60 s with daemon start-up.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 from pyroute2 import NetNS, netns
@@ -29,7 +26,7 @@ from pyroute2 import NetNS, netns
 from lispctl.api.client import ApiClient
 from lispctl.lab.nsexec import preexec
 from tests.conftest import need_root
-from tests.netns_daemons import Daemons
+from tests.netns_daemons import daemon_run
 
 pytestmark = pytest.mark.root
 
@@ -145,20 +142,9 @@ def _in(ns, argv, **kw):
 @pytest.fixture(scope="module")
 def lab():
     need_root()
-    run_dir = Path(tempfile.mkdtemp(prefix=f"lispctl-{TAG}-"))
-    daemons = Daemons(run_dir)
-    try:
-        _topology()
-        cfg = run_dir / "x.toml"
-        cfg.write_text(XTR.format(tag=TAG))
-        daemons.up(ROUTER, cfg, "x")
-        yield {"run_dir": run_dir}
-    finally:
-        daemons.stop()
-        for ns in (HOST, ROUTER):
-            if ns in netns.listnetns():
-                netns.remove(ns)
-        shutil.rmtree(run_dir, ignore_errors=True)
+    with daemon_run(TAG, (HOST, ROUTER), _topology) as daemons:
+        daemons.start(ROUTER, "x", XTR.format(tag=TAG))
+        yield {"run_dir": daemons.run_dir}
 
 
 def _counters(lab) -> tuple[dict, float]:

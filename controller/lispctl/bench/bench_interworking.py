@@ -4,7 +4,7 @@ and the PITR's time from the first packet of a new destination to its first
 encapsulated packet.
 
 Modes, one lab each, built at the start and measured in interleaved rounds
-(as bench_throughput, whose quiet-machine and trafgen helpers this uses):
+on a quiet machine (rounds.py, as bench_throughput):
   lisp   the lab as `make lab TOPO=interworking` runs it: BIRD, the MS/MR,
          xtr1 and the PxTR daemons; legacy -> hostA crosses the PITR
          (encapsulation) and xtr1 (decapsulation), hostA -> legacy crosses
@@ -35,9 +35,11 @@ from lispctl.lab import Lab, load
 from lispctl.lab.dataplane import capture
 from lispctl.lab.scenarios import control as cp
 from lispctl.lab.scenarios import interworking as iw
-from lispctl.lab.traffic import iperf3, iperf3_gbps, link_stats, mac_of, ping_here, trafgen_config
+from lispctl.lab.traffic import iperf3, iperf3_gbps, mac_of, ping_here, trafgen_config
 
-from .bench_throughput import QUIET_BUSY, UDP_CPU, UDP_WARMUP, UDP_WINDOW, stop_group, wait_quiet
+from . import Recorder
+from . import rounds as rd
+from .trafgen import UDP_CPU, UDP_WINDOW, udp_rates
 
 SECTION = "Interworking: PITR and PETR (netns lab)"
 TCP_SECONDS = 3
@@ -90,20 +92,10 @@ def udp_pps(lab: Lab, src: str, dst_node: str, dst: str) -> float:
     hop = NEXT_HOP[src]
     cfg = lab.rundir / f"udp64-{src}.trafgen"
     cfg.write_text(trafgen_config(mac_of(lab, src, "eth0"), mac_of(lab, *hop), lab.addr(src), dst, 64))
-    proc = lab.start(src, "trafgen", ["taskset", "-c", str(UDP_CPU), "trafgen", "-i", str(cfg), "-o", "eth0",
-                                      "--cpus", "1", "-q"], ready=None, sysfs=True)
-    try:
-        time.sleep(UDP_WARMUP)
-        b0, t0 = link_stats(lab, dst_node, "eth0"), time.monotonic()
-        time.sleep(UDP_WINDOW)
-        b1, t1 = link_stats(lab, dst_node, "eth0"), time.monotonic()
-    finally:
-        stop_group(proc.pid)
-        lab.stop(src, "trafgen")
-    return (b1["rx_packets"] - b0["rx_packets"]) / (t1 - t0)
+    return udp_rates(lab, src, cfg, ((dst_node, "rx_packets"),))[0]
 
 
-def sample(lab: Lab) -> dict[str, float]:
+def sample(mode: str, lab: Lab) -> dict[str, float]:
     out = {}
     for path, (client, server, dst) in PATHS.items():
         out[f"{path}_tcp4_gbit_per_s"] = iperf3_gbps(iperf3(lab, client, server, dst, TCP_SECONDS,
@@ -159,10 +151,11 @@ def first_packet(lab_factory) -> list[float]:
         cp.wait_registered(lab, ("site1",), timeout=30)
         iw.wait_bgp(lab, iw.AGGREGATES)
         dsts = [f"10.1.{i}.9" for i in range(1, FIRST_N + 1)]
+        quiet = rd.Quiet()
         with capture(lab, "pxtr", "inet0", "udp dst port 9") as arrive, \
                 capture(lab, "pxtr", "core0", f"udp dst port 4341 and src host {iw.PXTR_RLOC}") as leave:
             for dst in dsts:
-                wait_quiet(patience=5)
+                quiet.wait(patience=5)
                 lab.call("legacy", _stream_here, dst, FIRST_GAP_S, FIRST_SPAN_S)
         t_in, t_out = _first_times(arrive, False), _first_times(leave, True)
     return [(t_out[d] - t_in[d]) * 1000 for d in dsts if d in t_in and d in t_out]
@@ -173,37 +166,16 @@ def _p(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
-def run(rec) -> None:
-    samples: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
+def run(rec: Recorder) -> None:
     errors: dict[str, str] = {}
-    noisy: list[str] = []
     counters = None
     with contextlib.ExitStack() as stack:
-        labs: dict[str, Lab] = {}
-        for mode in MODES:
-            try:
-                lab = stack.enter_context(Lab(load("interworking")))
-                prepare(lab, mode)
-                labs[mode] = lab
-            except Exception as exc:
-                errors[mode] = repr(exc)
-                print(f"  {mode} failed: {exc!r}")
-        order = list(labs)
-        for r in range(ROUNDS):
-            for mode in order[r % len(order):] + order[: r % len(order)]:
-                if mode in errors:
-                    continue
-                try:
-                    before = wait_quiet()
-                    print(f"  -- round {r + 1} {mode} (before: {before:.0%} busy)")
-                    s = sample(labs[mode])
-                    after = wait_quiet(patience=0)
-                    if max(before, after) > QUIET_BUSY:
-                        noisy.append(f"round {r + 1} {mode} ({before:.0%} before, {after:.0%} after)")
-                    samples[mode].append(s)
-                except Exception as exc:
-                    errors[mode] = repr(exc)
-                    print(f"  {mode} failed: {exc!r}")
+        def make(mode: str) -> Lab:
+            lab = stack.enter_context(Lab(load("interworking")))
+            prepare(lab, mode)
+            return lab
+        labs = rd.build(MODES, make, errors)
+        taken = rd.interleave(labs, sample, ROUNDS, rd.Quiet(), errors)
         if "lisp" in labs:
             with contextlib.suppress(Exception):
                 d = cp.counters(labs["lisp"], "pxtr")["datapath"]
@@ -218,14 +190,13 @@ def run(rec) -> None:
         print(f"  first packet failed: {exc!r}")
 
     keys = [f"{p}_{k}" for p in PATHS for k in ("tcp4_gbit_per_s", "udp64_delivered_pps")]
-    med, rng = {}, {}
-    for mode, ss in samples.items():
-        if not ss:
+    stats: dict[str, dict[str, rd.Stat]] = {}
+    for mode, ss in taken.samples.items():
+        if mode in errors or not ss:
             continue
-        med[mode] = {k: statistics.median(s[k] for s in ss) for k in keys}
-        rng[mode] = {k: (min(s[k] for s in ss), max(s[k] for s in ss)) for k in keys}
+        stats[mode] = rd.summarise(ss, keys)
         for k in keys:
-            rec.figure(f"interworking_{mode}_{k}", round(med[mode][k], 3))
+            rec.figure(f"interworking_{mode}_{k}", round(stats[mode][k].median, 3))
 
     rec.note(f"The `interworking` lab (docs/lab.md), IPv4 EIDs. Two labs built once and measured in "
              f"{ROUNDS} interleaved rounds: **lisp** (legacy -> PITR -> xtr1 -> hostA, and hostA -> xtr1 "
@@ -234,27 +205,19 @@ def run(rec) -> None:
              f"{CPUS[1]}. UDP: 64-byte payloads from trafgen on CPU {UDP_CPU}, delivered rate over "
              f"{UDP_WINDOW:.0f} s.")
     rec.note("")
-    rec.note("| mode | through PITR: TCP Gbit/s | through PITR: UDP 64 B pkt/s | "
-             "through PETR: TCP Gbit/s | through PETR: UDP 64 B pkt/s |")
-    rec.note("|---|---:|---:|---:|---:|")
-
-    def cell(mode: str, k: str) -> str:
-        lo, hi = rng[mode][k]
-        if k.endswith("pps"):
-            return f"{med[mode][k]:,.0f} ({lo:,.0f}-{hi:,.0f})"
-        return f"{med[mode][k]:.1f} ({lo:.1f}-{hi:.1f})"
-
+    for line in rd.header("mode", [f"through {p.upper()}: {what}" for p in PATHS
+                                   for what in ("TCP Gbit/s", "UDP 64 B pkt/s")]):
+        rec.note(line)
     for mode in MODES:
-        if mode in med:
-            rec.note(f"| {mode} | " + " | ".join(cell(mode, k) for k in keys) + " |")
+        if mode in stats:
+            rec.note(rd.row(mode, (rd.cell(k, stats[mode][k]) for k in keys)))
         else:
-            rec.note(f"| {mode} | failed | | | |")
-    if "lisp" in med and "plain" in med:
-        ratios = {k: (med["lisp"][k] / med["plain"][k] if med["plain"][k] else 0.0) for k in keys}
+            rec.note(rd.failed_row(mode, len(keys)))
+    if "lisp" in stats and "plain" in stats:
+        ratios = {k: rd.ratio(stats["lisp"][k].median, stats["plain"][k].median) for k in keys}
         for k, v in ratios.items():
-            short = k.replace("_gbit_per_s", "").replace("_delivered_pps", "")
-            rec.figure(f"interworking_lisp_vs_plain_{short}_ratio", round(v, 3))
-        rec.note("| LISP / plain | " + " | ".join(f"{ratios[k]:.2f}" for k in keys) + " |")
+            rec.figure(f"interworking_lisp_vs_plain_{rd.short(k)}_ratio", round(v, 3))
+        rec.note(rd.ratio_row("LISP / plain", ratios.values()))
     if counters:
         rec.note("")
         rec.note(f"PxTR data-plane counters after the run: `{counters}`")
@@ -267,10 +230,7 @@ def run(rec) -> None:
                  f"drop): median **{statistics.median(firsts):.1f} ms**, p99 {_p(firsts, 0.99):.1f} ms, "
                  f"min {min(firsts):.1f} ms, max {max(firsts):.1f} ms (miss event, Map-Request through the "
                  "MS to xtr1's ETR, Map-Reply, install).")
-    if noisy:
+    if taken.noisy:
         rec.note("")
-        rec.note(f"**Samples taken on a busy machine:** {', '.join(noisy)}.")
-    for what, err in errors.items():
-        rec.note(f"\n{what} failed: `{err}`")
-    if errors:
-        raise RuntimeError(f"failed: {', '.join(errors)}")
+        rec.note(rd.busy_note(taken.noisy))
+    rd.report_errors(rec, errors)

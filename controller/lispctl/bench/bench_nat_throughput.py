@@ -2,8 +2,7 @@
 (re-encapsulation) against plain routing on the same topology.
 
 Three labs of netns-lab/nat.toml, built at the start and measured in
-interleaved rounds (as bench_throughput, whose quiet-machine, trafgen and
-reporting conventions this uses):
+interleaved rounds on a quiet machine (rounds.py, as bench_throughput):
   rtr    the lab's daemons (msmr, rtr, mn behind the nftables masquerade,
          pub): hostA -> hostP is encapsulated by mn to the RTR from port
          4341 (mapped endpoint-independently to 40341 by the NAT, as the
@@ -29,17 +28,17 @@ hostA, delivered at hostP). IPv4 EIDs over IPv4 RLOCs.
 from __future__ import annotations
 
 import contextlib
-import statistics
-import time
 
 from lispctl.lab import Lab, load
 from lispctl.lab import dataplane as dp
 from lispctl.lab.procs import ProcessError
 from lispctl.lab.scenarios import control as cp
 from lispctl.lab.scenarios import nat as nt
-from lispctl.lab.traffic import iperf3, iperf3_gbps, link_stats, mac_of, ping_here, trafgen_config
+from lispctl.lab.traffic import iperf3, iperf3_gbps, mac_of, ping_here, trafgen_config
 
-from .bench_throughput import QUIET_BUSY, QUIET_PATIENCE, UDP_CPU, UDP_WARMUP, UDP_WINDOW, stop_group, wait_quiet
+from . import Recorder
+from . import rounds as rd
+from .trafgen import UDP_CPU, UDP_WINDOW, udp_rates
 
 SECTION = "NAT traversal: throughput through the RTR (netns lab)"
 TCP_SECONDS = 3
@@ -106,21 +105,11 @@ def udp_pps(lab: Lab) -> tuple[float, float]:
     """(sent, delivered) packets/s of 64-byte UDP from hostA to hostP."""
     cfg = lab.rundir / "udp64-nat.trafgen"
     cfg.write_text(trafgen_config(mac_of(lab, SRC, "eth0"), mac_of(lab, "mn", "eid0"), lab.addr(SRC), DST, 64))
-    proc = lab.start(SRC, "trafgen", ["taskset", "-c", str(UDP_CPU), "trafgen", "-i", str(cfg), "-o", "eth0",
-                                      "--cpus", "1", "-q"], ready=None, sysfs=True)
-    try:
-        time.sleep(UDP_WARMUP)
-        a0, b0, t0 = link_stats(lab, SRC, "eth0"), link_stats(lab, DST_NODE, "eth0"), time.monotonic()
-        time.sleep(UDP_WINDOW)
-        a1, b1, t1 = link_stats(lab, SRC, "eth0"), link_stats(lab, DST_NODE, "eth0"), time.monotonic()
-    finally:
-        stop_group(proc.pid)
-        lab.stop(SRC, "trafgen")
-    dt = t1 - t0
-    return (a1["tx_packets"] - a0["tx_packets"]) / dt, (b1["rx_packets"] - b0["rx_packets"]) / dt
+    sent, delivered = udp_rates(lab, SRC, cfg, ((SRC, "tx_packets"), (DST_NODE, "rx_packets")))
+    return sent, delivered
 
 
-def sample(lab: Lab) -> dict[str, float]:
+def sample(mode: str, lab: Lab) -> dict[str, float]:
     out = {"tcp4_gbit_per_s": iperf3_gbps(iperf3(lab, SRC, DST_NODE, DST, TCP_SECONDS, parallel=2, cpus=CPUS))}
     out["udp64_sent_pps"], out["udp64_delivered_pps"] = udp_pps(lab)
     return out
@@ -129,41 +118,16 @@ def sample(lab: Lab) -> dict[str, float]:
 KEYS = ("tcp4_gbit_per_s", "udp64_sent_pps", "udp64_delivered_pps")
 
 
-def run(rec) -> None:
-    samples: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
+def run(rec: Recorder) -> None:
     errors: dict[str, str] = {}
-    noisy: list[str] = []
     counters: dict[str, object] = {}
     with contextlib.ExitStack() as stack:
-        labs: dict[str, Lab] = {}
-        for mode in MODES:
-            try:
-                lab = stack.enter_context(Lab(load("nat")))
-                prepare(lab, mode)
-                labs[mode] = lab
-            except Exception as exc:  # keep the reference even when one mode fails
-                errors[mode] = repr(exc)
-                print(f"  {mode} failed: {exc!r}")
-        order = list(labs)
-        for r in range(ROUNDS):
-            for mode in order[r % len(order):] + order[: r % len(order)]:
-                if mode in errors:
-                    continue
-                try:
-                    for _attempt in range(2):
-                        before = wait_quiet()
-                        print(f"  -- round {r + 1} {mode} (before: {before:.0%} busy)")
-                        s = sample(labs[mode])
-                        after = wait_quiet(patience=0)
-                        if max(before, after) <= QUIET_BUSY:
-                            break
-                        print(f"  machine busy around the sample ({before:.0%}/{after:.0%})")
-                    else:
-                        noisy.append(f"round {r + 1} {mode} ({before:.0%} before, {after:.0%} after)")
-                    samples[mode].append(s)
-                except Exception as exc:
-                    errors[mode] = repr(exc)
-                    print(f"  {mode} failed: {exc!r}")
+        def make(mode: str) -> Lab:
+            lab = stack.enter_context(Lab(load("nat")))
+            prepare(lab, mode)
+            return lab
+        labs = rd.build(MODES, make, errors)   # keep the reference even when one mode fails
+        taken = rd.interleave(labs, sample, ROUNDS, rd.Quiet(), errors)
         if "rtr" in labs:
             try:
                 c = {n: dp.counters(labs["rtr"], n) for n in ("mn", "rtr", "pub")}
@@ -171,17 +135,12 @@ def run(rec) -> None:
             except Exception as exc:
                 counters = {"error": str(exc)}
 
-    med: dict[str, dict[str, float]] = {}
-    rng: dict[str, dict[str, tuple[float, float]]] = {}
-    for mode, ss in samples.items():
+    stats: dict[str, dict[str, rd.Stat]] = {}
+    for mode, ss in taken.samples.items():
         if mode in errors or not ss:
             continue
-        med[mode] = {k: statistics.median(s[k] for s in ss) for k in KEYS}
-        rng[mode] = {k: (min(s[k] for s in ss), max(s[k] for s in ss)) for k in KEYS}
-        for k in KEYS:
-            rec.figure(f"nat_{mode}_{k}", round(med[mode][k], 3))
-            rec.figure(f"nat_{mode}_{k}_min", round(rng[mode][k][0], 3))
-            rec.figure(f"nat_{mode}_{k}_max", round(rng[mode][k][1], 3))
+        stats[mode] = rd.summarise(ss, KEYS)
+        rd.record(rec, f"nat_{mode}", stats[mode], 3)
 
     rec.note("hostA (behind mn, whose only uplink is behind the lab's nftables masquerade) -> hostP "
              "(behind pub, public). **rtr**: mn encapsulates to the RTR, the RTR's eBPF data plane "
@@ -195,32 +154,25 @@ def run(rec) -> None:
              f"from trafgen on CPU {UDP_CPU}, sent (hostA) and delivered (hostP) over a "
              f"{UDP_WINDOW:.0f} s window.")
     rec.note("")
-    rec.note("| mode | TCP Gbit/s | UDP 64 B sent pkt/s | UDP 64 B delivered pkt/s |")
-    rec.note("|---|---:|---:|---:|")
-
-    def cell(mode: str, k: str) -> str:
-        lo, hi = rng[mode][k]
-        if k.endswith("pps"):
-            return f"{med[mode][k]:,.0f} ({lo:,.0f}-{hi:,.0f})"
-        return f"{med[mode][k]:.2f} ({lo:.2f}-{hi:.2f})"
-
+    for line in rd.header("mode", ["TCP Gbit/s", "UDP 64 B sent pkt/s", "UDP 64 B delivered pkt/s"]):
+        rec.note(line)
     for mode in MODES:
-        if mode not in med:
-            rec.note(f"| {mode} | failed | | |")
+        if mode not in stats:
+            rec.note(rd.failed_row(mode, len(KEYS)))
             continue
-        rec.note(f"| {mode} | " + " | ".join(cell(mode, k) for k in KEYS) + " |")
-    if "plain" in med and any(m in med for m in ("rtr", "rtr_complete")):
+        rec.note(rd.row(mode, (rd.cell(k, stats[mode][k], 2) for k in KEYS)))
+    if "plain" in stats and any(m in stats for m in ("rtr", "rtr_complete")):
         rec.note("")
-        rec.note("| ratio of medians | TCP | UDP 64 B pkt/s |")
-        rec.note("|---|---:|---:|")
+        for line in rd.header("ratio of medians", ["TCP", "UDP 64 B pkt/s"]):
+            rec.note(line)
         for mode in ("rtr", "rtr_complete"):
-            if mode not in med:
+            if mode not in stats:
                 continue
-            ratios = {k: med[mode][k] / med["plain"][k] if med["plain"][k] else 0.0
-                      for k in ("tcp4_gbit_per_s", "udp64_delivered_pps")}
-            rec.figure(f"nat_{mode}_vs_plain_tcp4_ratio", round(ratios["tcp4_gbit_per_s"], 3))
-            rec.figure(f"nat_{mode}_vs_plain_udp64_ratio", round(ratios["udp64_delivered_pps"], 3))
-            rec.note(f"| {mode} / plain | {ratios['tcp4_gbit_per_s']:.2f} | {ratios['udp64_delivered_pps']:.2f} |")
+            ratios = [rd.ratio(stats[mode][k].median, stats["plain"][k].median)
+                      for k in ("tcp4_gbit_per_s", "udp64_delivered_pps")]
+            rec.figure(f"nat_{mode}_vs_plain_tcp4_ratio", round(ratios[0], 3))
+            rec.figure(f"nat_{mode}_vs_plain_udp64_ratio", round(ratios[1], 3))
+            rec.note(rd.ratio_row(f"{mode} / plain", ratios))
     rec.note("")
     rec.note("What bounds each figure: on veth every hop's forwarding runs in softirq on the sending "
              "CPU, so one CPU carries the generator and the whole chain (mn's encapsulation, the NAT, "
@@ -239,12 +191,8 @@ def run(rec) -> None:
         rec.note("")
         rec.note(f"Data-plane counters of the rtr lab after the run (non-zero): `{counters}`")
     rec.note("")
-    rec.note(f"Before each sample the bench waits up to {QUIET_PATIENCE:.0f} s for a quiet machine "
-             f"(at most {QUIET_BUSY:.0%} CPU busy) and takes a busy sample again once. "
-             + (f"**Samples taken on a busy machine:** {', '.join(noisy)}." if noisy
-                else "Every sample started on a quiet machine."))
-    rec.figure("nat_busy_samples_count", len(noisy))
-    for mode, err in errors.items():
-        rec.note(f"\n{mode} failed: `{err}`")
-    if errors:
-        raise RuntimeError(f"modes failed: {', '.join(errors)}")
+    rec.note(f"Before each sample the bench waits up to {rd.QUIET_PATIENCE:.0f} s for a quiet machine "
+             f"(at most {rd.QUIET_BUSY:.0%} CPU busy) and takes a busy sample again once. "
+             + rd.busy_note(taken.noisy))
+    rec.figure("nat_busy_samples_count", len(taken.noisy))
+    rd.report_errors(rec, errors)

@@ -46,8 +46,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import statistics
 import time
 from typing import Callable
 
@@ -56,16 +54,16 @@ from lispctl.lab import dataplane as dp
 from lispctl.lab.references import setup_plain, setup_vxlan
 from lispctl.lab.traffic import iperf3, iperf3_gbps, link_stats, mac_of, ping_here, trafgen_config
 
+from . import Recorder
 from . import forwarder as fw
+from . import rounds as rd
+from .trafgen import UDP_CPU, udp_rates
 
 SECTION = "Data-plane throughput (netns lab)"
 QUICK = os.environ.get("LISPCTL_BENCH_QUICK", "") not in ("", "0")
 TCP_SECONDS = 1 if QUICK else 3
 ROUNDS = 1 if QUICK else 3
 UDP_WARMUP, UDP_WINDOW = (0.5, 1.0) if QUICK else (1.0, 2.0)
-UDP_CPU = 0
-# Between samples nothing of ours runs: more CPU use than this is someone else's.
-QUIET_BUSY, QUIET_PATIENCE = 0.10, 30.0
 # iperf3 (client CPU, server CPU): "split" is the usual case on an idle
 # 2-core box; "same" makes one CPU carry sender, every hop and receiver.
 PLACEMENTS = {"split": (0, 1), "same": (1, 1)}
@@ -130,24 +128,6 @@ TESTS: dict[str, tuple[int, str]] = {
 }
 
 
-def stop_group(pgid: int) -> None:
-    """Stop trafgen with its worker: trafgen forks one sender per CPU, and a
-    signal to the parent alone leaves the sender running (and taking a
-    whole CPU from every later sample). The lab starts each program as a
-    session leader, so its process group is exactly trafgen and its workers."""
-    for sig in (signal.SIGINT, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        for _ in range(20):
-            time.sleep(0.05)
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-
-
 def multi_trafgen_config(src_mac: str, dst_mac: str, src: str, payload: int = 64) -> str:
     """Like trafgen_config, with the destination's last byte stepping too
     (trafgen recomputes the IPv4 and UDP checksums of changed fields)."""
@@ -162,50 +142,9 @@ def udp_pps(lab: Lab, payload: int = 64, multi: bool = False) -> tuple[float, fl
     smac, dmac = mac_of(lab, "hostA", "eth0"), mac_of(lab, "xtr1", "eid0")
     cfg.write_text(multi_trafgen_config(smac, dmac, lab.addr("hostA"), payload) if multi else
                    trafgen_config(smac, dmac, lab.addr("hostA"), lab.addr("hostB"), payload))
-    # sysfs=True: trafgen inspects the device under /sys/class/net
-    proc = lab.start("hostA", "trafgen", ["taskset", "-c", str(UDP_CPU), "trafgen", "-i", str(cfg), "-o", "eth0",
-                                          "--cpus", "1", "-q"], ready=None, sysfs=True)
-    try:
-        time.sleep(UDP_WARMUP)
-        a0, b0, t0 = link_stats(lab, "hostA", "eth0"), link_stats(lab, "hostB", "eth0"), time.monotonic()
-        time.sleep(UDP_WINDOW)
-        a1, b1, t1 = link_stats(lab, "hostA", "eth0"), link_stats(lab, "hostB", "eth0"), time.monotonic()
-    finally:
-        stop_group(proc.pid)
-        lab.stop("hostA", "trafgen")
-    dt = t1 - t0
-    return (a1["tx_packets"] - a0["tx_packets"]) / dt, (b1["rx_packets"] - b0["rx_packets"]) / dt
-
-
-def _cpu_times() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
-    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-    idle = f[3] + f[4]  # idle + iowait
-    return sum(f) - idle, sum(f)
-
-
-_waited = [0.0]   # seconds wait_quiet spent beyond its one window (someone else's load)
-_timing: dict[str, float] = {}   # build_s, sample_s (sum), samples (count, retakes included)
-
-
-def wait_quiet(window: float = 0.5, limit: float = QUIET_BUSY, patience: float = QUIET_PATIENCE) -> float:
-    """Wait until the machine is quiet between samples (another program's
-    load would decide the result, not the data path); returns the busy
-    fraction of the last window (above `limit`: gave up after `patience` s)."""
-    start = time.monotonic()
-    deadline = start + patience
-    said = False
-    while True:
-        b0, t0 = _cpu_times()
-        time.sleep(window)
-        b1, t1 = _cpu_times()
-        busy = (b1 - b0) / max(t1 - t0, 1)
-        if busy <= limit or time.monotonic() > deadline:
-            _waited[0] += max(0.0, time.monotonic() - start - window)
-            return busy
-        if not said:
-            print(f"  machine busy ({busy:.0%}), waiting up to {patience:.0f} s")
-            said = True
+    sent, delivered = udp_rates(lab, "hostA", cfg, (("hostA", "tx_packets"), ("hostB", "rx_packets")),
+                                UDP_WARMUP, UDP_WINDOW)
+    return sent, delivered
 
 
 def multi_flow_hosts(lab: Lab) -> None:
@@ -246,7 +185,7 @@ def _moved(lab: Lab) -> int:
     return sum(link_stats(lab, h, "eth0")["tx_packets"] for h in ("hostA", "hostB"))
 
 
-def sample(lab: Lab, mode: str) -> dict[str, float]:
+def sample(mode: str, lab: Lab) -> dict[str, float]:
     """One sample of every test in one lab."""
     out: dict[str, float] = {}
     if mode in BPF_MODES:
@@ -289,81 +228,45 @@ def _key(mode: str) -> str:
     return mode.replace("-", "_")
 
 
-def measure(rec) -> tuple[dict[str, list[dict[str, float]]], dict[str, str], dict | None, list[str]]:
-    samples: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
-    errors: dict[str, str] = {}
+def measure(quiet: rd.Quiet, errors: dict[str, str]) -> tuple[rd.Taken, dict | None, float]:
+    """(samples, the LISP lab's counters, seconds building the labs)."""
     counters: dict | None = None
-    noisy: list[str] = []
     with contextlib.ExitStack() as stack:
-        labs: dict[str, Lab] = {}
+        def make(mode: str) -> Lab:
+            lab = stack.enter_context(Lab(load("dataplane")))
+            prepare(lab, mode)
+            return lab
         t0 = time.monotonic()
-        for mode in MODES:
-            try:
-                lab = stack.enter_context(Lab(load("dataplane")))
-                prepare(lab, mode)
-                labs[mode] = lab
-            except Exception as exc:  # keep the others even when one mode fails
-                errors[mode] = repr(exc)
-                print(f"  {mode} failed: {exc!r}")
-        order = list(labs)
-        _timing.update(build_s=time.monotonic() - t0, sample_s=0.0, samples=0)
-        for r in range(ROUNDS):
-            for mode in order[r % len(order):] + order[: r % len(order)]:
-                if mode in errors:
-                    continue
-                try:
-                    # Load that starts during a sample shows right after it
-                    # (others' test runs last longer than a sample): such a
-                    # sample is taken again, once.
-                    for attempt in range(2):
-                        before = wait_quiet()
-                        print(f"  -- round {r + 1} {mode} (before: {before:.0%} busy)")
-                        t1 = time.monotonic()
-                        s = sample(labs[mode], mode)
-                        _timing["sample_s"] += time.monotonic() - t1
-                        _timing["samples"] += 1
-                        after = wait_quiet(patience=0)
-                        if max(before, after) <= QUIET_BUSY:
-                            break
-                        print(f"  machine busy around the sample ({before:.0%}/{after:.0%})")
-                    else:
-                        noisy.append(f"round {r + 1} {mode} ({before:.0%} before, {after:.0%} after)")
-                    samples[mode].append(s)
-                except Exception as exc:
-                    errors[mode] = repr(exc)
-                    print(f"  {mode} failed: {exc!r}")
+        labs = rd.build(MODES, make, errors)   # keep the others even when one mode fails
+        build_s = time.monotonic() - t0
+        taken = rd.interleave(labs, sample, ROUNDS, quiet, errors)
         if "lisp" in labs:
             try:
                 counters = {x: {k: v for k, v in dp.counters(labs["lisp"], x).items() if v}
                             for x in ("xtr1", "xtr2")}
             except Exception as exc:
                 counters = {"error": str(exc)}
-    return samples, errors, counters, noisy
+    return taken, counters, build_s
 
 
-def run(rec) -> None:
+def run(rec: Recorder) -> None:
     t_start = time.monotonic()
-    _waited[0] = 0.0
-    samples, errors, counters, noisy = measure(rec)
+    quiet = rd.Quiet()
+    errors: dict[str, str] = {}
+    taken, counters, build_s = measure(quiet, errors)
+    noisy = taken.noisy
     keys = [k for k, _ in COLUMNS] + ["udp64_sent_pps", "udp64_multi_sent_pps"]
-    med: dict[str, dict[str, float]] = {}
-    rng: dict[str, dict[str, tuple[float, float]]] = {}
-    for mode, ss in samples.items():
+    stats: dict[str, dict[str, rd.Stat]] = {}
+    for mode, ss in taken.samples.items():
         if mode in errors or not ss:
             continue
-        ks = keys + (["stack_share"] if mode in BPF_MODES else [])
-        med[mode] = {k: statistics.median(s[k] for s in ss) for k in ks}
-        rng[mode] = {k: (min(s[k] for s in ss), max(s[k] for s in ss)) for k in ks}
-        for k in ks:
-            if mode == "sink" and "delivered" in k:
-                continue
-            rec.figure(f"throughput_{_key(mode)}_{k}", round(med[mode][k], 4))
-            rec.figure(f"throughput_{_key(mode)}_{k}_min", round(rng[mode][k][0], 4))
-            rec.figure(f"throughput_{_key(mode)}_{k}_max", round(rng[mode][k][1], 4))
-    if "sink" in med:   # the sink's UDP figure is what was sent into the drop
+        st = stats[mode] = rd.summarise(ss, keys + (["stack_share"] if mode in BPF_MODES else []))
+        rd.record(rec, f"throughput_{_key(mode)}",
+                  {k: v for k, v in st.items() if not (mode == "sink" and "delivered" in k)}, 4)
+    if "sink" in stats:   # the sink's UDP figure is what was sent into the drop
         for k in ("udp64", "udp64_multi"):
-            med["sink"][f"{k}_delivered_pps"] = med["sink"][f"{k}_sent_pps"]
-            rng["sink"][f"{k}_delivered_pps"] = rng["sink"][f"{k}_sent_pps"]
+            stats["sink"][f"{k}_delivered_pps"] = stats["sink"][f"{k}_sent_pps"]
+    med = {mode: {k: v.median for k, v in st.items()} for mode, st in stats.items()}
 
     split, same = PLACEMENTS["split"], PLACEMENTS["same"]
     if QUICK:
@@ -389,42 +292,35 @@ def run(rec) -> None:
              "forwarded): the endpoints' ceiling. UDP into a tc program on xtr1's eid0 that drops "
              "every packet: the generator's ceiling (trafgen and one veth hop).")
     rec.note("")
-    rec.note("| mode | " + " | ".join(h for _, h in COLUMNS) + " | UDP lost (1 / many destinations) |")
-    rec.note("|---|" + "---:|" * (len(COLUMNS) + 1))
-
-    def cell(mode: str, k: str) -> str:
-        lo, hi = rng[mode][k]
-        if k.endswith("pps"):
-            return f"{med[mode][k]:,.0f} ({lo:,.0f}-{hi:,.0f})"
-        return f"{med[mode][k]:.1f} ({lo:.1f}-{hi:.1f})"
+    for line in rd.header("mode", [h for _, h in COLUMNS] + ["UDP lost (1 / many destinations)"]):
+        rec.note(line)
 
     def lost(mode: str, k: str) -> str:
         sent = med[mode][f"{k}_sent_pps"]
         return f"{max(0.0, 1 - med[mode][f'{k}_delivered_pps'] / sent):.1%}" if sent else "-"
 
     for mode in ("lisp", "bpf-forward", "vxlan", "plain", "sink"):
-        if mode not in med:
-            rec.note(f"| {mode} | failed |" + " |" * len(COLUMNS))
+        if mode not in stats:
+            rec.note(rd.failed_row(mode, len(COLUMNS) + 1))
             continue
         loss = "-" if mode == "sink" else f"{lost(mode, 'udp64')} / {lost(mode, 'udp64_multi')}"
-        rec.note(f"| {mode} | " + " | ".join(cell(mode, k) for k, _ in COLUMNS) + f" | {loss} |")
+        rec.note(rd.row(mode, [rd.cell(k, stats[mode][k]) for k, _ in COLUMNS] + [loss]))
 
     def ratio(a: str, b: str, k: str) -> float:
-        return med[a][k] / med[b][k] if med[b][k] else 0.0
+        return rd.ratio(med[a][k], med[b][k])
 
+    short_headers = [h.replace(" Gbit/s", "").replace(", pkt/s", "") for _, h in COLUMNS]
     rec.note("")
-    rec.note("| ratio of medians | " + " | ".join(h.replace(" Gbit/s", "").replace(", pkt/s", "")
-                                                for _, h in COLUMNS) + " |")
-    rec.note("|---|" + "---:|" * len(COLUMNS))
+    for line in rd.header("ratio of medians", short_headers):
+        rec.note(line)
     pairs = [("lisp", r) for r in REFS] + [("bpf-forward", "plain")]
     for a, b in pairs:
         if a not in med or b not in med:
             continue
         for k, _ in COLUMNS:
-            short = k.replace("_gbit_per_s", "").replace("_delivered_pps", "")
-            rec.figure(f"throughput_{_key(a)}_vs_{_key(b)}_{short}_ratio", round(ratio(a, b, k), 3))
+            rec.figure(f"throughput_{_key(a)}_vs_{_key(b)}_{rd.short(k)}_ratio", round(ratio(a, b, k), 3))
         name = {"lisp": "LISP"}.get(a, a)
-        rec.note(f"| {name} / {b} | " + " | ".join(f"{ratio(a, b, k):.2f}" for k, _ in COLUMNS) + " |")
+        rec.note(rd.ratio_row(f"{name} / {b}", (ratio(a, b, k) for k, _ in COLUMNS)))
 
     if "sink" in med:
         rec.note("")
@@ -442,19 +338,17 @@ def run(rec) -> None:
                  "it: a TCP figure near the sink's says the endpoints are the limit, and TCP ratios "
                  "between modes then hide data-path differences rather than show them.")
         rec.note("")
-        rec.note("| share of the sink's rate | " + " | ".join(h.replace(" Gbit/s", "").replace(", pkt/s", "")
-                                                        for _, h in COLUMNS) + " |")
-        rec.note("|---|" + "---:|" * len(COLUMNS))
+        for line in rd.header("share of the sink's rate", short_headers):
+            rec.note(line)
         for mode in ("lisp", "bpf-forward", "vxlan", "plain"):
             if mode not in med:
                 continue
             cells = []
             for k, _ in COLUMNS:
                 sh = ratio(mode, "sink", k)
-                rec.figure(f"throughput_{_key(mode)}_vs_sink_{k.replace('_gbit_per_s', '').replace('_delivered_pps', '')}"
-                           "_ratio", round(sh, 3))
+                rec.figure(f"throughput_{_key(mode)}_vs_sink_{rd.short(k)}_ratio", round(sh, 3))
                 cells.append(f"{sh:.2f} ({'generator' if sh >= GENERATOR_BOUND else 'data path'})")
-            rec.note(f"| {mode} | " + " | ".join(cells) + " |")
+            rec.note(rd.row(mode, cells))
 
     if "lisp" in med and "bpf-forward" in med:
         def goal(k: str, want: float) -> str:
@@ -477,23 +371,18 @@ def run(rec) -> None:
         rec.note("")
         rec.note(f"LISP data-plane counters after the run (non-zero): `{counters}`")
     rec.note("")
-    rec.note(f"Before each sample the bench waits up to {QUIET_PATIENCE:.0f} s for a quiet machine "
-             f"(at most {QUIET_BUSY:.0%} CPU busy over 0.5 s) and takes a sample again (once) if the machine "
-             "was busy right after it. "
-             + (f"**Samples taken on a busy machine:** {', '.join(noisy)}." if noisy
-                else "Every sample started on a quiet machine."))
+    rec.note(f"Before each sample the bench waits up to {rd.QUIET_PATIENCE:.0f} s for a quiet machine "
+             f"(at most {rd.QUIET_BUSY:.0%} CPU busy over {rd.QUIET_WINDOW:g} s) and takes a sample again (once) "
+             "if the machine was busy right after it. " + rd.busy_note(noisy))
     elapsed = time.monotonic() - t_start
     rec.note("")
-    per = _timing.get("sample_s", 0.0) / max(_timing.get("samples", 0), 1)
-    quiet = _timing.get("build_s", 0.0) + ROUNDS * len(MODES) * (per + 1.0)   # + the two 0.5 s quiet checks
-    rec.note(f"The module ran {elapsed / 60:.1f} minutes: {_waited[0] / 60:.1f} waiting for a quiet machine, "
-             f"{_timing.get('build_s', 0.0):.0f} s building the labs, {int(_timing.get('samples', 0))} samples "
-             f"(retakes included) of {per:.0f} s each; on a quiet machine, about {quiet / 60:.1f} minutes.")
-    rec.figure("throughput_quiet_machine_estimate_seconds", round(quiet, 1))
+    per = taken.seconds / max(taken.count, 1)
+    estimate = build_s + ROUNDS * len(MODES) * (per + 2 * rd.QUIET_WINDOW)   # + the two quiet checks
+    rec.note(f"The module ran {elapsed / 60:.1f} minutes: {quiet.waited / 60:.1f} waiting for a quiet machine, "
+             f"{build_s:.0f} s building the labs, {taken.count} samples "
+             f"(retakes included) of {per:.0f} s each; on a quiet machine, about {estimate / 60:.1f} minutes.")
+    rec.figure("throughput_quiet_machine_estimate_seconds", round(estimate, 1))
     rec.figure("throughput_busy_samples_count", len(noisy))
     rec.figure("throughput_run_seconds", round(elapsed, 1))
-    rec.figure("throughput_waiting_for_quiet_seconds", round(_waited[0], 1))
-    for mode, err in errors.items():
-        rec.note(f"\n{mode} failed: `{err}`")
-    if errors:
-        raise RuntimeError(f"modes failed: {', '.join(errors)}")
+    rec.figure("throughput_waiting_for_quiet_seconds", round(quiet.waited, 1))
+    rd.report_errors(rec, errors)

@@ -23,10 +23,12 @@ import ipaddress
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import time
 from pathlib import Path
+
+from . import Recorder
+from . import rounds as rd
 
 SECTION = "XDP on both xTRs (64-byte UDP, netns)"
 ROUNDS = 3
@@ -107,8 +109,8 @@ def _attach(dp, mode: str) -> None:
     dp.attach_rloc_interface("rloc0", mode=mode, complete_checksums=False, xdp_redirect=(mode == "xdp"))
 
 
-def _sample(names: dict[str, str], cfg: Path) -> tuple[float, float]:
-    """(sent, delivered) packets/s."""
+def _sample(names: dict[str, str], cfg: Path) -> dict[str, float]:
+    """sent_pps and delivered_pps."""
     proc = subprocess.Popen(["ip", "netns", "exec", names["hostA"], "taskset", "-c", str(CPU), "trafgen",
                              "-i", str(cfg), "-o", "eth0", "--cpus", "1", "-q"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -131,10 +133,10 @@ def _sample(names: dict[str, str], cfg: Path) -> tuple[float, float]:
             except subprocess.TimeoutExpired:
                 continue
     dt = t1 - t0
-    return (a1 - a0) / dt, (b1 - b0) / dt
+    return {"sent_pps": (a1 - a0) / dt, "delivered_pps": (b1 - b0) / dt}
 
 
-def run(rec) -> None:
+def run(rec: Recorder) -> None:
     if os.geteuid() != 0 or not shutil.which("trafgen"):
         rec.note("_skipped: needs root and trafgen_")
         print("  skipped: needs root and trafgen")
@@ -148,7 +150,7 @@ def run(rec) -> None:
     names = {n: _ns(t) for n, t in (("hostA", "a"), ("xtr1", "x"), ("xtr2", "y"), ("hostB", "b"))}
     pin = Path(f"/sys/fs/bpf/lispctl-bench-xdp-{os.getpid()}")
     dps: dict[str, Datapath] = {}
-    samples: dict[str, list[tuple[float, float]]] = {m: [] for m in MODES}
+    samples: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
     try:
         _build(names)
         for node, ns in names.items():
@@ -163,21 +165,20 @@ def run(rec) -> None:
         cfg = Path("/tmp") / f"lispctl-bench-xdp-{os.getpid()}.trafgen"
         cfg.write_text(trafgen_config(_in(names["hostA"], _mac, "eth0"), _in(names["xtr1"], _mac, "eid0"),
                                       "10.1.0.2", "10.2.0.2", 64))
-        for r in range(ROUNDS):
-            for mode in (MODES if r % 2 == 0 else MODES[::-1]):
+        for _r, mode in rd.rotation(MODES, ROUNDS):
+            for xtr, d in dps.items():
+                _in(names[xtr], _attach, d, mode)
+            try:
+                samples[mode].append(_sample(names, cfg))
+                counts = {x: d.counters() for x, d in dps.items()}
+            finally:
                 for xtr, d in dps.items():
-                    _in(names[xtr], _attach, d, mode)
-                try:
-                    samples[mode].append(_sample(names, cfg))
-                    counts = {x: d.counters() for x, d in dps.items()}
-                finally:
-                    for xtr, d in dps.items():
-                        _in(names[xtr], d.detach)
-                if mode == "xdp":
-                    xdp_share = (counts["xtr1"].other["xdp_encapsulated"], counts["xtr1"].encapsulated,
-                                 counts["xtr2"].other["xdp_decapsulated"], counts["xtr2"].decapsulated)
-                for d in dps.values():
-                    d.table("counters").clear()
+                    _in(names[xtr], d.detach)
+            if mode == "xdp":
+                xdp_share = (counts["xtr1"].other["xdp_encapsulated"], counts["xtr1"].encapsulated,
+                             counts["xtr2"].other["xdp_decapsulated"], counts["xtr2"].decapsulated)
+            for d in dps.values():
+                d.table("counters").clear()
         cfg.unlink(missing_ok=True)
     finally:
         for xtr, d in dps.items():
@@ -188,19 +189,18 @@ def run(rec) -> None:
             except OSError:
                 pass
         shutil.rmtree(pin, ignore_errors=True)
-    med = {m: (statistics.median(s for s, _ in v), statistics.median(d for _, d in v)) for m, v in samples.items()}
-    rng = {m: (min(d for _, d in v), max(d for _, d in v)) for m, v in samples.items()}
-    rec.figure("xdp_pair_udp64_tc_delivered_pps", med["tc"][1])
-    rec.figure("xdp_pair_udp64_xdp_delivered_pps", med["xdp"][1])
-    rec.figure("xdp_pair_udp64_xdp_vs_tc_ratio", med["xdp"][1] / med["tc"][1] if med["tc"][1] else 0.0)
+    stats = {m: rd.summarise(v, ("sent_pps", "delivered_pps")) for m, v in samples.items()}
+    delivered = {m: st["delivered_pps"] for m, st in stats.items()}
+    rec.figure("xdp_pair_udp64_tc_delivered_pps", delivered["tc"].median)
+    rec.figure("xdp_pair_udp64_xdp_delivered_pps", delivered["xdp"].median)
+    rec.figure("xdp_pair_udp64_xdp_vs_tc_ratio", rd.ratio(delivered["xdp"].median, delivered["tc"].median))
     rec.note(f"64-byte UDP, trafgen in hostA on CPU {CPU}, {ROUNDS} interleaved rounds per mode "
              f"({WARMUP:.0f} s warm-up, {WINDOW:.0f} s window); median, min-max of delivered packets/s.")
     rec.note("")
-    rec.note("| xTRs | sent pkt/s | delivered pkt/s (min-max) |")
-    rec.note("|---|---:|---:|")
-    rec.note(f"| tc ITR + tc ETR | {med['tc'][0]:,.0f} | {med['tc'][1]:,.0f} ({rng['tc'][0]:,.0f}-{rng['tc'][1]:,.0f}) |")
-    rec.note(f"| XDP ITR + XDP ETR (tc behind) | {med['xdp'][0]:,.0f} | {med['xdp'][1]:,.0f} "
-             f"({rng['xdp'][0]:,.0f}-{rng['xdp'][1]:,.0f}) |")
+    for line in rd.header("xTRs", ["sent pkt/s", "delivered pkt/s (min-max)"]):
+        rec.note(line)
+    for mode, name in (("tc", "tc ITR + tc ETR"), ("xdp", "XDP ITR + XDP ETR (tc behind)")):
+        rec.note(rd.row(name, (f"{stats[mode]['sent_pps'].median:,.0f}", rd.cell("delivered_pps", delivered[mode]))))
     rec.note("")
     rec.note(f"In the last XDP round the XDP ITR encapsulated {xdp_share[0]:,} of xtr1's {xdp_share[1]:,} "
              f"encapsulated packets and the XDP ETR decapsulated {xdp_share[2]:,} of xtr2's {xdp_share[3]:,} "
