@@ -303,6 +303,11 @@ def run(rec) -> None:
     per100k = (r["cold"]["rss_kib"] - r["rss0_kib"]) * 100_000 / n
     steady_growth = (steady[-1]["rss_kib"] - r["cold"]["rss_kib"]) * 100_000 / n / len(steady)
     rec.figure("ms_scale_sites", n)
+    if max(r["load"], r2["load"]) > 1.0:
+        rec.note(f"**Taken under load** (load average {r['load']:.1f} and {r2['load']:.1f} when the two daemons' "
+                 "runs started, from other jobs on this 2-core VM): every rate below is lower than on a quiet "
+                 "machine, and the wall-clock rates most.")
+        rec.note("")
     rec.figure("ms_scale_cold_registrations_per_s", round(rate(r["cold"])))
     rec.figure("ms_scale_steady_registrations_per_s", round(steady_rate))
     rec.figure("ms_scale_warm_identical_per_s", round(rate(r["warm"])))
@@ -408,7 +413,18 @@ def run(rec) -> None:
             rec.note(f"| {label} | {w} | {rate(ph):,.0f} | {busy(ph):.0%} | {main} | {per_cpu(ph):,.0f} "
                      f"| {ph['gen_cpu_s'] / ph['wall_s']:.0%} | {mib(ph['rss_kib']):.1f} |")
     c2 = r2["counters"]
+    busy2 = [busy(r2[k]) for k in ("cold", *(f"steady{i}" for i in range(1, len(s2) + 1)), "warm")]
+    gen2 = [r2[k]["gen_cpu_s"] / r2[k]["wall_s"] for k in ("cold", "warm")]
     rec.note("")
+    rec.note(f"What bounds the {WORKERS}-worker figures: not the generator (its CPU {min(gen2):.0%}-{max(gen2):.0%} "
+             f"busy); the daemon's processes together used {min(busy2):.0%}-{max(busy2):.0%} of a core out of "
+             "the 200% the machine has, so they waited: for the cores (the generator and whatever else runs "
+             "there) and for each other (64 Map-Registers in flight split between two workers: smaller "
+             "batches, more wake-ups, which also raise the CPU each message costs). In steady state the main "
+             "process is nearly idle (*of which the main process*); in the cold phase each new registration "
+             "costs the worker a pickle and the main process an unpickle and a merge into the union (about "
+             "40 us, docs/daemon.md). The memory adds each worker's own site tables (built from the "
+             "configuration after the fork) to the main process's.")
     rec.note(f"With {WORKERS} workers, MS counters over the run (main and workers added up): "
              f"{c2.get('map_register_ok', 0):,} accepted, {c2.get('map_register_repeat_ignored', 0):,} identical "
              f"repeats, {c2.get('map_notify_tx', 0):,} Map-Notifies; registration changes the workers sent the "
