@@ -159,7 +159,7 @@ async def _serve_worker(k: int, cfg: Any, socks: list[socket.socket], conn: sock
     journal.sync()
     role.journal = journal
     role.restore(journal.fingerprints())
-    rt = _WorkerRuntime([("ms", role)], adopt=socks)
+    rt = _WorkerRuntime([(f"ms-worker{k}", role)], adopt=socks)     # its log lines say which worker
     rt.conn = conn
     rt.start()
     _freeze_startup_objects()
