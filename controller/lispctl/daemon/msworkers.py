@@ -15,7 +15,8 @@ workers the daemon (the "main" process):
 - forks worker k with its sockets, one end of a unix stream socket and its
   journal. The worker runs a MapServerRole of its own (the same sites):
   authenticates, updates, answers with the Map-Notify, and sends the main
-  process only changes ("frames": pickles, length-prefixed): a registration
+  process, before the Map-Notifies of a batch leave, only changes
+  ("frames": pickles, length-prefixed): a registration
   added, its locators, ETR, flags or key changed, withdrawn or expired, and,
   when the main process's copy would otherwise come within half the
   registration timeout of its expiry, the registration again with its
@@ -109,16 +110,26 @@ def _send_frame(conn: socket.socket, kind: str, payload: Any) -> None:
 
 # -- the worker process ------------------------------------------------------------
 class _WorkerRuntime(Runtime):
-    """The Runtime of a worker: after each batch of datagrams and each tick
-    (where deadlines are re-read) the role's changes go to the main process."""
+    """The Runtime of a worker: the role's changes go to the main process
+    after each batch of datagrams, before the batch's Map-Notifies leave (a
+    worker killed in between has told the main process everything it
+    answered for: the stream keeps what was written), and after each tick."""
     conn: socket.socket
 
-    def _reschedule(self) -> None:
+    def start(self) -> None:
+        super().start()
+        assert self.sockets is not None
+        self.sockets.before_replies = self.report
+
+    def report(self) -> None:
         role = self.roles[0][1]
         report = getattr(role, "report", None)
         if report:
             role.report = []          # type: ignore[attr-defined]
             _send_frame(self.conn, "changes", report)
+
+    def _reschedule(self) -> None:
+        self.report()                 # after a tick (after a batch: nothing left)
         super()._reschedule()
 
 

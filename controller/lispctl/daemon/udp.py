@@ -506,6 +506,9 @@ class ControlSockets:
         self.corked = False                      # a batch is being handled: queue replies
         self.pending: list[ControlSocket] = []   # sockets with queued replies
         self.send_failed: Callable[[], None] | None = None   # a queued datagram was refused
+        # runs when a batch is done, before its replies leave (an MS worker
+        # tells the main process what changed before it answers)
+        self.before_replies: Callable[[], None] | None = None
         self.sockets: list[ControlSocket] = []
         self.request_sockets: list[ControlSocket] = []   # REQUEST_QUEUES per control socket
         # per worker, its socket in each control address's group (same order as `sockets`)
@@ -588,6 +591,8 @@ class ControlSockets:
     def uncork(self) -> None:
         """The batch is done: send every reply queued during it."""
         self.corked = False
+        if self.before_replies is not None:
+            self.before_replies()
         pending = self.pending
         while pending:
             pending.pop().flush()
