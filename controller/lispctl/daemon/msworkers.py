@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import mmap
 import os
@@ -161,8 +162,6 @@ async def _serve_worker(k: int, cfg: Any, socks: list[socket.socket], conn: sock
     from lispctl.roles.ms import MapServerRole
     from lispctl.wire import MapRegister
 
-    from .main import _freeze_startup_objects
-
     loop = asyncio.get_running_loop()
     role = MapServerRole(cfg, answer_ecm=False)
     role.message_types = frozenset({MapRegister.TYPE})
@@ -173,7 +172,13 @@ async def _serve_worker(k: int, cfg: Any, socks: list[socket.socket], conn: sock
     rt = _WorkerRuntime([(f"ms-worker{k}", role)], adopt=socks)     # its log lines say which worker
     rt.conn = conn
     rt.start()
-    _freeze_startup_objects()
+    # What the main process built is frozen (MsWorkers._spawn): a collection
+    # here walks only this worker's own objects, and leaves the pages it
+    # shares with the main process unwritten (a full collection of the
+    # inherited heap would copy all of it)
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+    gc.enable()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -267,6 +272,7 @@ class MsWorkers:
     async def start(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Fork every worker; return when all of them serve."""
         self._ready = self.loop.create_future()
+        gc.collect()                  # start-up's garbage, before it is frozen (_spawn)
         for k in range(self.n):
             self._spawn(k)
         try:
@@ -280,6 +286,10 @@ class MsWorkers:
         main_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         for h in logging.getLogger().handlers:
             h.flush()
+        # Out of the collector's reach in both processes from now on (as the
+        # main process does after `ready` anyway): no collection in the
+        # worker then writes to the pages it shares with the main process.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:                                  # the worker
             try:
