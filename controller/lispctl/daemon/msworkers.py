@@ -429,7 +429,8 @@ class MsWorkers:
         if self.closing:
             return
         if self._ready is not None and not w.ready:
-            self._ready.set_exception(RuntimeError(f"ms worker {k} exited before serving ({how})"))
+            if not self._ready.done():
+                self._ready.set_exception(RuntimeError(f"ms worker {k} exited before serving ({how})"))
             return
         if w.stopping == "reload":
             self._spawn(k)
