@@ -633,7 +633,7 @@ class MapServerRole:
             # the one last refreshed from this very source address. Only a new,
             # authentic message reaches here (replays are dropped above).
             for k, r in regs.items():
-                if r.xtr_id is None and r.source.addr == src.addr:
+                if r.xtr_id is None and r.source.addr == src.addr and r.origin < 0:    # not a worker's
                     old = regs.pop(k)
                     old.registrant = registrant
                     regs[registrant] = old
