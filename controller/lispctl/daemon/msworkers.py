@@ -182,6 +182,7 @@ async def _serve_worker(k: int, cfg: Any, socks: list[socket.socket], conn: sock
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+
     def asked() -> None:
         """The main process asks for the counters now (an API call), or it
         is gone (end of file)."""
@@ -196,8 +197,13 @@ async def _serve_worker(k: int, cfg: Any, socks: list[socket.socket], conn: sock
     loop.add_reader(conn.fileno(), asked)
     _send_frame(conn, "ready", {"pid": os.getpid(), "restored": len(role.restored)})
     last: dict[int, tuple[int, int]] = {}
+    seen = [-1]
 
-    def counters() -> None:
+    def counters(periodic: bool = False) -> None:
+        moved = sum(role.counters.values()) + rt.counters["datagrams_rx"]
+        if periodic and moved == seen[0]:
+            return                               # idle: nothing new to say (and no scan of the sites)
+        seen[0] = moved
         sites = {}
         for i, site in enumerate(role.sites):
             v = (site.registers, site.bad_auth)
@@ -212,7 +218,7 @@ async def _serve_worker(k: int, cfg: Any, socks: list[socket.socket], conn: sock
     async def tick_counters() -> None:
         while True:
             await asyncio.sleep(COUNTERS_EVERY_S)
-            counters()
+            counters(periodic=True)
     task = loop.create_task(tick_counters())
     try:
         await stop.wait()
