@@ -298,6 +298,17 @@ def test_workers_out_of_bounds_is_a_clear_config_error(tmp_path, n):
                                                or "less than or equal to 64" in str(err.value))
 
 
+def test_a_worker_holds_only_its_own_sockets(ms):
+    """Not the main process's: an API client or a metrics scrape waiting
+    for end of file must not wait for a worker, nor the pidfile's lock."""
+    for w in _workers(ms):
+        links = [os.readlink(f"/proc/{w['pid']}/fd/{fd}") for fd in os.listdir(f"/proc/{w['pid']}/fd")]
+        sockets = [x for x in links if x.startswith("socket:")]
+        # its control socket, its stream to the main process, its loop's self-pipe
+        assert len(sockets) <= 4, links
+        assert not any(x.endswith(".pid") or x.endswith(".sock") for x in links), links
+
+
 def test_workers_do_not_outlive_a_killed_daemon(tmp_path):
     cfg = tmp_path / "ms.toml"
     cfg.write_text(config(f"mswk{os.getpid()}", 2))

@@ -134,10 +134,41 @@ class _WorkerRuntime(Runtime):
         super()._reschedule()
 
 
+def _release_inherited(keep: set[int]) -> None:
+    """Let go of every file the worker inherited but does not use: the
+    main process's sockets (an API client or a metrics scrape would wait
+    for an end of file only the worker's exit gives), its epoll instance,
+    the pidfile's lock. Each is replaced by /dev/null rather than closed,
+    so no number is reused while an object of the main process (never run
+    here, never freed) still believes it owns it."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd in keep or fd == null or fd <= 2:
+                continue
+            try:
+                os.fstat(fd)                     # (the listing's own, closed by now)
+            except OSError:
+                continue
+            os.dup2(null, fd, inheritable=False)
+    finally:
+        os.close(null)
+
+
 def _worker_process(k: int, cfg: Any, socks: list[socket.socket], conn: socket.socket, journal: Journal) -> None:
     """The body of a forked worker; never returns."""
     code = 1
     try:
+        keep = {s.fileno() for s in socks} | {conn.fileno()}
+        for h in logging.getLogger().handlers:
+            stream = getattr(h, "stream", None)
+            if stream is not None and hasattr(stream, "fileno"):
+                try:
+                    keep.add(stream.fileno())
+                except (OSError, ValueError):
+                    pass
+        _release_inherited(keep)
         # The main process's loop set these up: its wakeup fd is the main
         # loop's pipe (shared after fork) and its handlers do nothing here.
         signal.set_wakeup_fd(-1)
