@@ -425,6 +425,7 @@ def run(rec) -> None:
              "costs the worker a pickle and the main process an unpickle and a merge into the union (about "
              "40 us, docs/daemon.md). The memory adds each worker's own site tables (built from the "
              "configuration after the fork) to the main process's.")
+    rec.note("")
     rec.note(f"With {WORKERS} workers, MS counters over the run (main and workers added up): "
              f"{c2.get('map_register_ok', 0):,} accepted, {c2.get('map_register_repeat_ignored', 0):,} identical "
              f"repeats, {c2.get('map_notify_tx', 0):,} Map-Notifies; registration changes the workers sent the "
