@@ -14,6 +14,11 @@ Map-Registers in flight (each Map-Notify releases the next one):
   `Control plane` figure measures; for these ETRs, which vary their nonce,
   a repeat refreshes nothing but is still authenticated and answered).
 
+Then the same messages against a daemon with `[ms] workers = WORKERS`
+(docs/daemon.md, "A Map-Server on several cores"): CPU of the main process
+and its workers added up, memory as their proportional set sizes, nothing
+pinned (the generator shares the 2 cores with them).
+
 Every message is signed before timing starts. The generator sends and
 receives with sendmmsg/recvmmsg (ctypes), batches as large as the Map-Notifies
 that came back, so its cost per message is the kernel's. Memory: the
