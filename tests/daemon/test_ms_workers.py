@@ -167,6 +167,8 @@ def test_registrations_from_many_sources_land_on_both_workers_and_the_main_answe
     sites = {s["name"]: s for s in _api(ms["run_dir"], "sites")}
     assert all(sites[f"s{i}"]["registers"] >= 1 for i in range(N_SITES))
     assert _api(ms["run_dir"], "counters")["daemon"]["ms_workers"] == 2
+    text = runner.invoke(app, ["status", "--run-dir", str(ms["run_dir"])]).output
+    assert [line.split()[2] for line in text.splitlines() if line.startswith("ms worker")] == ["0:", "1:"]
 
 
 def test_a_worker_killed_keeps_its_registrations_in_the_union_until_their_ttl_and_replays_stay_refused(ms):
