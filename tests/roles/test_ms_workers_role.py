@@ -124,3 +124,26 @@ def test_an_etr_that_reuses_its_nonce_is_not_journaled_and_keeps_refreshing_afte
     n.restore(w.journal)
     only_send(n.handle(m, SITE1, MS_ADDR, 5.0))
     assert n.counters["map_register_ok"] == 1
+
+
+def test_the_union_publishes_what_a_worker_changed_to_subscribers():
+    from lispctl.wire import EncapsulatedControlMessage, MapRequest, decode_control, request_record, verify
+    from roles_helpers import A
+    text = MSMR.format(roles='["ms"]').replace('name = "site-b"\n', 'name = "site-b"\nsite-id = 2\n')
+    main = make(text)[1]["ms"]
+    w = _worker()
+    w.handle(register(nonce=1, xtr_id=5), SITE1, MS_ADDR, 0.0)
+    main.merge(0, _take(w), 0.0)
+    # an ITR of site-b subscribes to 10.1.0.0/16: answered (forwarded) and confirmed
+    req = MapRequest(0x99, (request_record(P("10.1.2.3/32"), notify=True),), (A("203.0.113.2"),),
+                     source_eid=A("10.2.0.1"), xtr_id=0xBB, site_id=2)
+    ecm = EncapsulatedControlMessage(req, A("203.0.113.2"), A("10.1.2.3"), 4342, 4342)
+    main.handle(ecm.encode(), ep("203.0.113.2"), MS_ADDR, 1.0)
+    assert main.counters["subscription_accepted"] == 1
+    # the worker sees the ETR move: the main process pushes the new mapping
+    w.handle(register(rlocs=("192.0.2.9",), nonce=2, xtr_id=5), ep("192.0.2.9"), MS_ADDR, 2.0)
+    pushed = [s for s in sends(main.merge(0, _take(w), 2.0)) if s.dst.addr == A("203.0.113.2")]
+    assert len(pushed) == 1
+    notify = decode_control(pushed[0].payload)
+    assert isinstance(notify, MapNotify) and verify(pushed[0].payload, "secret-b")
+    assert [str(l.address) for l in notify.records[0].locators] == ["192.0.2.9"]
