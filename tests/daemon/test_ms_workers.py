@@ -330,3 +330,16 @@ def test_workers_do_not_outlive_a_killed_daemon(tmp_path):
                 proc.kill()
                 proc.wait(10)
             proc.stdout.close()
+
+
+@pytest.mark.parametrize("roles, why", [('["ms", "mr", "rtr"]', "roles are only ms and mr"),
+                                        ('["mr"]', "only used by the ms role")])
+def test_workers_on_other_devices_are_a_config_error(tmp_path, roles, why):
+    cfg = tmp_path / "ms.toml"
+    cfg.write_text(HEAD.format(instance="x", timeout=TIMEOUT_S).replace('["ms", "mr"]', roles)
+                   + "[rtr]\nmap-servers = [\"192.0.2.1\"]\n" * ("rtr" in roles)
+                   + '[[mr.map-server]]\naddress = "192.0.2.1"\neid-prefix = ["10.0.0.0/8"]\n' * ("ms" not in roles)
+                   + site_toml(0) * ("ms" in roles))
+    with pytest.raises(ConfigError) as err:
+        load(cfg)
+    assert any(p.path == "ms.workers" and why in p.message for p in err.value.problems), str(err.value)
