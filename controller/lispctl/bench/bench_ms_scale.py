@@ -10,6 +10,8 @@ Map-Registers in flight (each Map-Notify releases the next one):
   registration table and caches);
 - steady: further rounds, every message with a fresh nonce (what sites that
   re-register every 60 s send: the same records, a new nonce and MAC);
+- steady, WIDE_WINDOW in flight: one more such round with twice the
+  Map-Registers in flight (with workers, each sees half the window);
 - warm: the last round sent again, identical bytes (what the 200-site
   `Control plane` figure measures; for these ETRs, which vary their nonce,
   a repeat refreshes nothing but is still authenticated and answered).
@@ -43,6 +45,9 @@ SECTION = "Map-Server at scale (100,000 sites)"
 
 N_SITES = int(os.environ.get("LISPCTL_BENCH_MS_SITES", "100000"))
 STEADY_ROUNDS = 2
+# One more steady round with this many in flight (what more concurrency
+# gives, with workers: each sees half the window); the warm round repeats it.
+WIDE_WINDOW = 128
 WINDOW = int(os.environ.get("LISPCTL_BENCH_MS_WINDOW", "64"))
 WORKERS = 2            # the [ms] workers measured beside the single process
 MS_ADDR, GEN_ADDR = "192.0.2.2", "192.0.2.1"
@@ -245,7 +250,7 @@ def _measure(rec, workers: int = 1, rounds: list[list[bytes]] | None = None) -> 
 
     t = time.perf_counter()
     if rounds is None:
-        rounds = registers(N_SITES, 1 + STEADY_ROUNDS)
+        rounds = registers(N_SITES, 2 + STEADY_ROUNDS)
     sign_s = time.perf_counter() - t
     res: dict = {"sign_s": sign_s, "load": os.getloadavg()[0], "rounds": rounds, "workers": workers}
     with Lab(loads(TOPO)) as lab:
@@ -268,12 +273,13 @@ def _measure(rec, workers: int = 1, rounds: list[list[bytes]] | None = None) -> 
         lab.call("gen", _resolve_neighbours, MS_ADDR)
         rss0 = _rss_kib(pid) if workers == 1 else sum(_pss_kib(q) for q in pids)
         c0 = client.call("counters")["roles"]["ms"]
-        phases = [("cold", rounds[0])] + [(f"steady{r}", rounds[r]) for r in range(1, len(rounds))] \
-            + [("warm", rounds[-1])]
-        for name, msgs in phases:
+        phases = [("cold", rounds[0], WINDOW)] \
+            + [(f"steady{r}", rounds[r], WINDOW) for r in range(1, len(rounds) - 1)] \
+            + [("wide", rounds[-1], WIDE_WINDOW), ("warm", rounds[-1], WINDOW)]
+        for name, msgs, window in phases:
             cpu0 = [_cpu_s(q) for q in pids]
             u0, s0 = (sum(x) for x in zip(*cpu0))
-            out = lab.call("gen", _phase_here, msgs, MS_ADDR, WINDOW, gen_cpu)
+            out = lab.call("gen", _phase_here, msgs, MS_ADDR, window, gen_cpu)
             u1, s1 = (sum(x) for x in zip(*(_cpu_s(q) for q in pids)))
             out["cpu_s"], out["sys_s"] = u1 - u0 + s1 - s0, s1 - s0
             out["rss_kib"] = _rss_kib(pid) if workers == 1 else sum(_pss_kib(q) for q in pids)
@@ -316,6 +322,7 @@ def run(rec) -> None:
     rec.figure("ms_scale_cold_registrations_per_s", round(rate(r["cold"])))
     rec.figure("ms_scale_steady_registrations_per_s", round(steady_rate))
     rec.figure("ms_scale_warm_identical_per_s", round(rate(r["warm"])))
+    rec.figure(f"ms_scale_steady_{WIDE_WINDOW}_in_flight_per_s", round(rate(r["wide"])))
     rec.figure("ms_scale_cold_per_daemon_cpu_s", round(per_cpu(r["cold"])))
     rec.figure("ms_scale_steady_per_daemon_cpu_s",
                round(sum(p["notifies"] for p in steady) / sum(p["cpu_s"] for p in steady)))
@@ -343,6 +350,7 @@ def run(rec) -> None:
     row("cold: first registration of every site (empty tables and caches)", r["cold"])
     for k, ph in enumerate(steady, 1):
         row(f"steady {k}: every site again, fresh nonce", ph)
+    row(f"steady, {WIDE_WINDOW} in flight: every site again, fresh nonce", r["wide"])
     row("warm: the last round again, identical bytes", r["warm"])
     rec.note("")
     rec.note("*Daemon CPU busy*: the daemon's CPU time (user + system) over the phase's duration "
@@ -377,7 +385,8 @@ def run(rec) -> None:
              f"{c.get('map_register_repeat_ignored', 0):,} identical repeats (warm), "
              f"{c.get('map_register_bad_auth', 0):,} authentication failures, "
              f"{c.get('map_notify_tx', 0):,} Map-Notifies; generator refills after losses: "
-             + ", ".join(f"{k} {r[k]['refills']}" for k in ("cold", *(f'steady{i}' for i in range(1, len(steady) + 1)), "warm"))
+             + ", ".join(f"{k} {r[k]['refills']}"
+                         for k in ("cold", *(f'steady{i}' for i in range(1, len(steady) + 1)), "wide", "warm"))
              + ".")
 
     # -- [ms] workers = WORKERS beside the single process
@@ -393,6 +402,7 @@ def run(rec) -> None:
     rec.figure(f"ms_scale_workers{WORKERS}_cold_registrations_per_s", round(rate(r2["cold"])))
     rec.figure(f"ms_scale_workers{WORKERS}_steady_registrations_per_s", round(wall(s2)))
     rec.figure(f"ms_scale_workers{WORKERS}_warm_identical_per_s", round(rate(r2["warm"])))
+    rec.figure(f"ms_scale_workers{WORKERS}_steady_{WIDE_WINDOW}_in_flight_per_s", round(rate(r2["wide"])))
     rec.figure(f"ms_scale_workers{WORKERS}_steady_per_daemon_cpu_s", round(cpu(s2)))
     rec.figure(f"ms_scale_workers{WORKERS}_pss_after_steady_mib", round(mib(s2[-1]["rss_kib"]), 1))
     rec.note("")
@@ -411,15 +421,19 @@ def run(rec) -> None:
              "| per daemon CPU-second | generator CPU busy | daemon memory after (MiB) |")
     rec.note("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, key in (("cold", "cold"), *((f"steady {k}", f"steady{k}") for k in range(1, len(s2) + 1)),
-                       ("warm", "warm")):
+                       (f"steady, {WIDE_WINDOW} in flight", "wide"), ("warm", "warm")):
         for w, res in ((1, r), (WORKERS, r2)):
             ph = res[key]
             main = f"{ph['main_cpu_s'] / ph['cpu_s']:.0%}" if w > 1 and ph["cpu_s"] else ""
             rec.note(f"| {label} | {w} | {rate(ph):,.0f} | {busy(ph):.0%} | {main} | {per_cpu(ph):,.0f} "
                      f"| {ph['gen_cpu_s'] / ph['wall_s']:.0%} | {mib(ph['rss_kib']):.1f} |")
     c2 = r2["counters"]
-    busy2 = [busy(r2[k]) for k in ("cold", *(f"steady{i}" for i in range(1, len(s2) + 1)), "warm")]
+    busy2 = [busy(r2[k]) for k in ("cold", *(f"steady{i}" for i in range(1, len(s2) + 1)), "wide", "warm")]
     gen2 = [r2[k]["gen_cpu_s"] / r2[k]["wall_s"] for k in ("cold", "warm")]
+    rec.note("")
+    rec.note(f"With {WIDE_WINDOW} in flight each worker gets the batches the single process gets with 64: "
+             "compare that row with the single process's 64-in-flight rows for what the split costs, and "
+             "with its own 128-in-flight row for what two cores give.")
     rec.note("")
     rec.note(f"What bounds the {WORKERS}-worker figures: not the generator (its CPU {min(gen2):.0%}-{max(gen2):.0%} "
              f"busy); the daemon's processes together used {min(busy2):.0%}-{max(busy2):.0%} of a core out of "
@@ -436,5 +450,8 @@ def run(rec) -> None:
              f"repeats, {c2.get('map_notify_tx', 0):,} Map-Notifies; registration changes the workers sent the "
              f"main process: {r2['daemon'].get('ms_worker_changes_rx', 0):,} (one per new registration, and "
              "one per registration whose copy there came within half the registration timeout of expiring: "
-             "refreshes that change nothing send none); daemon start with "
+             "refreshes that change nothing send none); generator refills after losses: "
+             + ", ".join(f"{k} {r2[k]['refills']}"
+                         for k in ("cold", *(f'steady{i}' for i in range(1, len(s2) + 1)), "wide", "warm"))
+             + "; daemon start with "
              f"{n:,} sites to `ready` (workers forked and serving): {r2['start_s']:.1f} s.")
