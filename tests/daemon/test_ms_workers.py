@@ -199,7 +199,7 @@ def test_a_worker_killed_keeps_its_registrations_in_the_union_until_their_ttl_an
     # copy comes that close to expiring), never past its own timeout
     _until(lambda: _lig(ms, f"10.{i}.2.2") == [], timeout=TIMEOUT_S + 3, what="expiry in the union")
     gone_after = time.monotonic() - registered_at
-    assert TIMEOUT_S / 2 - 0.3 <= gone_after <= TIMEOUT_S + 0.5, gone_after
+    assert TIMEOUT_S / 2 - 0.3 <= gone_after <= TIMEOUT_S + 1.5, gone_after    # (+ polling on a busy machine)
     # a new message of the site registers it again through the new worker
     assert _send_and_notify(ms, register(i), src) is not None
     assert _until(lambda: _lig(ms, f"10.{i}.2.2")) == [src]
@@ -217,7 +217,7 @@ def test_a_refreshed_registration_outlives_main_s_first_copy_and_expires_with_it
         assert _lig(ms, f"10.{i}.0.1") == [src]
         time.sleep(0.5)
     _until(lambda: _lig(ms, f"10.{i}.0.1") == [], timeout=TIMEOUT_S + 3, what="expiry")
-    assert TIMEOUT_S - 0.3 <= time.monotonic() - last <= TIMEOUT_S + 0.5
+    assert TIMEOUT_S - 0.3 <= time.monotonic() - last <= TIMEOUT_S + 1.5
 
 
 def test_reload_restarts_the_workers_with_the_new_sites(ms):
