@@ -205,6 +205,23 @@ def test_a_worker_killed_keeps_its_registrations_in_the_union_until_their_ttl_an
     assert _until(lambda: _lig(ms, f"10.{i}.2.2")) == [src]
 
 
+def test_a_first_message_replayed_after_a_restart_is_refused_once_the_registrant_moved_on(ms):
+    i = 23
+    src = f"127.0.0.{2 + i % 50}"
+    xtr = (0xDEF << 100) | i                          # a registrant the workers have not seen
+    shard = register_worker_of(register(i, xtr=xtr), 2)
+    m1 = register(i, xtr=xtr)
+    assert _send_and_notify(ms, m1, src) is not None
+    old = _workers(ms)[shard]["pid"]
+    os.kill(old, signal.SIGKILL)                     # before the registrant's second message
+    new = _until(lambda: (w := _workers(ms)[shard])["serving"] and w["pid"] != old and w["pid"], what="respawn")
+    ms["pids"].append(new)
+    assert _send_and_notify(ms, register(i, xtr=xtr), src) is not None
+    before = _ms_counters(ms).get("map_register_replayed", 0)
+    assert _send_and_notify(ms, m1, src, timeout=0.5) is None
+    assert _ms_counters(ms).get("map_register_replayed", 0) == before + 1
+
+
 def test_a_refreshed_registration_outlives_main_s_first_copy_and_expires_with_its_worker(ms):
     """Refreshes that change nothing cross no process boundary; the worker
     reports the later expiry before the main process's copy runs out."""

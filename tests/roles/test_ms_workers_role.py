@@ -102,7 +102,8 @@ def test_a_worker_after_a_dead_one_refuses_what_the_dead_one_would_have():
     m1, m2 = register(nonce=1, xtr_id=5), register(nonce=2, xtr_id=5)
     w.handle(m1, SITE1, MS_ADDR, 0.0)
     w.handle(m2, SITE1, MS_ADDR, 1.0)               # the ETR varies its nonce: m1 superseded
-    assert len(w.journal) == 2                      # m1 (superseded) and m2 (its latest)
+    # m1 as a first message, then as superseded; m2, its latest
+    assert [e & 1 for e in w.journal] == [1, 0, 0]
     # a new worker of the same shard: fresh tables, the journal restored
     n = _worker()
     n.restore(w.journal)
@@ -114,16 +115,30 @@ def test_a_worker_after_a_dead_one_refuses_what_the_dead_one_would_have():
     assert isinstance(notify, MapNotify)
 
 
-def test_an_etr_that_reuses_its_nonce_is_not_journaled_and_keeps_refreshing_after_a_restart():
+def test_an_etr_that_reuses_its_nonce_keeps_refreshing_after_a_restart():
     w = _worker()
     m = register(nonce=0, xtr_id=5)
     for t in range(3):
         w.handle(m, SITE1, MS_ADDR, float(t))
-    assert w.journal == []
+    assert [e & 1 for e in w.journal] == [1]       # only as the first message of its registration
     n = _worker()
     n.restore(w.journal)
-    only_send(n.handle(m, SITE1, MS_ADDR, 5.0))
-    assert n.counters["map_register_ok"] == 1
+    for t in range(3):
+        only_send(n.handle(m, SITE1, MS_ADDR, 5.0 + t))
+    assert n.counters["map_register_ok"] == 3 and n.counters["map_register_replayed"] == 0
+
+
+def test_a_first_message_replayed_after_the_registrant_moved_on_in_the_new_worker_is_refused():
+    w = _worker()
+    m1 = register(rlocs=("192.0.2.1", "192.0.2.7"), nonce=1, xtr_id=5)
+    w.handle(m1, SITE1, MS_ADDR, 0.0)             # the worker dies before the registrant's second message
+    n = _worker()
+    n.restore(w.journal)
+    only_send(n.handle(register(nonce=2, xtr_id=5), SITE1, MS_ADDR, 60.0))
+    assert sends(n.handle(m1, SITE1, MS_ADDR, 61.0)) == []
+    assert n.counters["map_register_replayed"] == 1
+    assert [str(l.address) for l in n.registered.get(P("10.1.0.0/16"))[f"{5:032x}"].record.locators] \
+        == ["192.0.2.1"]
 
 
 def test_the_union_publishes_what_a_worker_changed_to_subscribers():

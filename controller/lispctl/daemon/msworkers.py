@@ -226,7 +226,7 @@ async def _serve_worker(k: int, cfg: Any, socks: list[socket.socket], conn: sock
         else:
             counters()
     loop.add_reader(conn.fileno(), asked)
-    _send_frame(conn, "ready", {"pid": os.getpid(), "restored": len(role.restored)})
+    _send_frame(conn, "ready", {"pid": os.getpid(), "restored": len(role.restored) + len(role.restored_first)})
     last: dict[int, tuple[int, int]] = {}
     seen = [-1]
 

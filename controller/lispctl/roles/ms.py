@@ -290,12 +290,15 @@ class MapServerRole:
         # reported again with its current expiry (_report_due)
         self.report: list[tuple[EidPrefix, str, Registration | None]] | None = None
         self._report_heap: list[tuple[float, int, EidPrefix, str, Registration]] = []
-        # the replay memory that outlives the worker: add(fingerprint) for
-        # every MAC a replay of which must be refused (daemon/msworkers.py)
+        # the replay memory that outlives the worker: add(entry) for every
+        # MAC a replay of which must be refused, and for the first message
+        # of each registration (_journal; daemon/msworkers.py)
         self.journal: Any = None
-        # fingerprints a previous worker of this shard refused replays of
-        # (sorted, searched by bisection: 8 bytes each)
+        # from a previous worker of this shard: the fingerprints it refused
+        # replays of, and those of first messages (a replay once the
+        # registrant moved on); sorted, searched by bisection, 8 bytes each
         self.restored: Any = ()
+        self.restored_first: Any = ()
         # the workers' per-site (registers, bad_auth), added to the snapshot
         self.remote_site_counters: Any = None
 
@@ -547,7 +550,9 @@ class MapServerRole:
                     f"{'unknown key-id ' + str(key_id) if key is None else 'authentication failed'}",
                     kind="map-register-auth-failed", peer=src.addr)
             return False
-        if (site.superseded and _fingerprint(mac) in site.superseded) or (self.restored and self._restored(mac)):
+        if (site.superseded and _fingerprint(mac) in site.superseded) \
+                or (self.restored and self._restored(mac)) \
+                or (self.restored_first and self._replays_first(mac, shape)):
             # An authentic message the registrant has since replaced by one
             # with another nonce: a replay (the ETR itself never goes back).
             counters["map_register_replayed"] += 1
@@ -654,7 +659,7 @@ class MapServerRole:
                 return old, True
             if nonce != old.nonce:
                 if not old.nonces_vary and self.journal is not None:
-                    self.journal.add(_fingerprint(old.mac))   # not journaled when it arrived
+                    self._journal(old.mac)    # journaled only as a first message when it arrived
                 old.nonces_vary = True
                 _supersede(site, old.mac)
         if rec.ttl == 0:       # de-registration
@@ -675,7 +680,7 @@ class MapServerRole:
             if self.journal is not None and old.nonces_vary:
                 # its latest message: here a repeat of it refreshes nothing
                 # (map_register_repeat_ignored); a worker after this one refuses it
-                self.journal.add(_fingerprint(mac))
+                self._journal(mac)
             if self.report is not None:
                 self._report_refresh(eid, registrant, old, rec, proxy_reply, etr, xtr_id, shape.site_id,
                                      bool(word & _MREG_S), key_id, mac)
@@ -691,21 +696,52 @@ class MapServerRole:
             lisp_sec=bool(word & _MREG_S), key_id=key_id)
         heapq.heappush(self._expiry, (reg.expires_at, next(self._seq), eid, registrant, reg))
         out.log(f"{eid} registered by {registrant} (site {site.cfg.name})")
+        if self.journal is not None:
+            self._journal(mac, first=True)
         if self.report is not None:
             self._report(eid, registrant, reg)
         return reg, False
 
     # ------------------------------------------------------------ Map-Register workers
-    def _restored(self, mac: bytes) -> bool:
-        fp = _fingerprint(mac)
-        restored = self.restored
-        i = bisect.bisect_left(restored, fp)
-        return i < len(restored) and restored[i] == fp
+    def _journal(self, mac: bytes, first: bool = False) -> None:
+        """A journal entry: the fingerprint without its lowest bit, which
+        tells a registration's first message (whether its registrant varies
+        its nonce is not known yet) from a MAC to refuse."""
+        self.journal.add(_fingerprint(mac) & ~1 | first)
 
-    def restore(self, fingerprints: Any) -> None:
+    @staticmethod
+    def _listed(table: Any, mac: bytes) -> bool:
+        fp = _fingerprint(mac) & ~1
+        i = bisect.bisect_left(table, fp)
+        return i < len(table) and bool(table[i] == fp)
+
+    def _restored(self, mac: bytes) -> bool:
+        return self._listed(self.restored, mac)
+
+    def _replays_first(self, mac: bytes, shape: _Shape) -> bool:
+        """The first message of a registration a previous worker accepted,
+        while this worker holds that registration from another message: the
+        registrant has moved on, so this is a replay. (Without a
+        registration here it may be an ETR that reuses its nonce: those very
+        bytes must refresh it.)"""
+        if not self._listed(self.restored_first, mac):
+            return False
+        for entry, registrant in zip(shape.owners, shape.registrants):
+            regs = entry[2] or self.registered.get(entry[0])
+            old = regs.get(registrant) if regs else None
+            if old is not None and old.mac != mac:
+                return True
+        return False
+
+    def restore(self, entries: Any) -> None:
         """A worker that replaces a dead one (or the workers after a reload):
-        the MACs its predecessors journaled are replays here too."""
-        self.restored = array.array("Q", sorted(set(fingerprints)))
+        the MACs its predecessors refused replays of are replays here too,
+        and so are the first messages of their registrations once the
+        registrant has sent another."""
+        refused = {e & ~1 for e in entries if not e & 1}
+        first = {e & ~1 for e in entries if e & 1}
+        self.restored = array.array("Q", sorted(refused))
+        self.restored_first = array.array("Q", sorted(first))
 
     def _report(self, eid: EidPrefix, registrant: str, reg: Registration) -> None:
         assert self.report is not None
