@@ -91,7 +91,6 @@ def _steer_program(family: int, queues: int = REQUEST_QUEUES, workers: int = 0) 
     # LCAF other than an Instance-ID, a distinguished name), or a datagram
     # too short, goes to the control socket: this process serves it.
     register = _assemble((
-        "register",
         (0x28, 0, 0, 14),           # ldh [14]: authentication data length
         (0x07, 0, 0, 0),            # tax
         (0x48, 0, 0, 26),           # ldh [x + 26]: EID-AFI
@@ -131,7 +130,7 @@ def _steer_program(family: int, queues: int = REQUEST_QUEUES, workers: int = 0) 
         (0x94, 0, 0, workers),      # mod #workers
         (0x04, 0, 0, 1 + queues),   # add #(first worker socket)
         (0x16, 0, 0, 0),            # ret a
-    ), len(request) + 6)
+    ))
     return (
         (0x30, 0, 0, 0),            # ldb [0]
         (0x74, 0, 0, 4),            # rsh #4
@@ -157,10 +156,9 @@ def _xor_words(off: int, n: int) -> tuple:
     return tuple(out)
 
 
-def _assemble(items: tuple, base: int) -> tuple:
-    """Instructions with label names (strings) as jump targets -> offsets.
-    base: the index of the first instruction in the whole program (labels
-    only resolve within items)."""
+def _assemble(items: tuple) -> tuple:
+    """Instructions with label names (strings) as jump targets (relative
+    jumps: the labels resolve within items) -> the instructions."""
     at: dict[str, int] = {}
     prog: list = []
     for it in items:
