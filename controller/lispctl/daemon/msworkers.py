@@ -7,7 +7,7 @@ workers the daemon (the "main" process):
 - binds N more sockets into each control address's SO_REUSEPORT group
   before it forks (daemon/udp.py): the group's steering program sends a
   Map-Register to the worker socket a hash of its first EID record's
-  address picks, so every message of one registration, replays included,
+  EID picks, so every message of one registration, replays included,
   reaches the same worker; everything else comes to the main process.
   The main process keeps its copy of every worker socket open and never
   reads it: the group's order (its socket indexes) never changes, and a
@@ -16,12 +16,13 @@ workers the daemon (the "main" process):
   journal. The worker runs a MapServerRole of its own (the same sites):
   authenticates, updates, answers with the Map-Notify, and sends the main
   process, before the Map-Notifies of a batch leave, only changes
-  ("frames": pickles, length-prefixed): a registration
-  added, its locators, ETR, flags or key changed, withdrawn or expired, and,
-  when the main process's copy would otherwise come within half the
-  registration timeout of its expiry, the registration again with its
-  current expiry. A refresh that changes nothing crosses no process
-  boundary. Counters every COUNTERS_EVERY_S.
+  ("frames": pickles, length-prefixed): a registration added, its
+  locators, ETR, flags or key changed, withdrawn or expired, and, when the
+  main process's copy would otherwise come within half the registration
+  timeout of its expiry, the registration again with its current expiry.
+  A refresh that changes nothing crosses no process boundary. Counters
+  when the main process asks (an API call) and every COUNTERS_EVERY_S
+  while it works.
 - keeps the union in its own MapServerRole (MapServerRole.merge), which
   answers Map-Requests, LISP-SEC, publish/subscribe and the API.
 
@@ -30,11 +31,12 @@ stream, reaps it, counts it (`ms_worker_restarts`) and forks it again (at
 once; after a crash within RESPAWN_QUICK_S of its start, with a back-off up
 to RESPAWN_MAX_S). What the dead worker had reported stays in the union
 until the expiry it last reported, which is never later than the worker's
-own: the union neither drops a registration when its worker dies nor keeps
-it past its timeout. A replay must stay refused across the restart: the
-worker writes the fingerprint of every MAC whose replay it refuses (a
-superseded MAC, and the latest of a registrant that varies its nonce) into
-its journal, a ring in memory the main process created and shares (a
+own and, while the worker lived, at least half the registration timeout
+ahead: the union neither drops a registration when its worker dies nor
+keeps it past its timeout. A replay must stay refused across the restart:
+the worker writes the fingerprint of every MAC whose replay it refuses (a
+superseded MAC, and the latest of a registrant that varies its nonce), and
+that of each registration's first message, marked, into its journal, a ring in memory the main process created and shares (a
 write, not a message: nothing is lost when the worker is killed between
 accepting a message and sending anything); the next worker of that shard
 refuses those (MapServerRole.restore). A reload (new sites) replaces every
