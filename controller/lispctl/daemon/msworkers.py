@@ -158,7 +158,19 @@ def _release_inherited(keep: set[int]) -> None:
         os.close(null)
 
 
-def _worker_process(k: int, cfg: Any, socks: list[socket.socket], conn: socket.socket, journal: Journal) -> None:
+def worker_role(cfg: Any) -> Any:
+    """The MapServerRole a worker runs, built in the main process before it
+    forks: the worker starts with it as it is, without touching (and so
+    copying, reference counts being writes) the configuration's objects."""
+    from lispctl.roles.ms import MapServerRole
+    from lispctl.wire import MapRegister
+    role = MapServerRole(cfg, answer_ecm=False)
+    role.message_types = frozenset({MapRegister.TYPE})
+    role.report = []
+    return role
+
+
+def _worker_process(k: int, role: Any, socks: list[socket.socket], conn: socket.socket, journal: Journal) -> None:
     """The body of a forked worker; never returns."""
     code = 1
     try:
@@ -181,7 +193,7 @@ def _worker_process(k: int, cfg: Any, socks: list[socket.socket], conn: socket.s
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         except (OSError, AttributeError):
             pass                      # the stream's end of file stops us too
-        asyncio.run(_serve_worker(k, cfg, socks, conn, journal))
+        asyncio.run(_serve_worker(k, role, socks, conn, journal))
         code = 0
     except BaseException:             # noqa: BLE001 - a worker must end here, whatever happened
         log.exception("ms worker %d failed", k)
@@ -190,15 +202,9 @@ def _worker_process(k: int, cfg: Any, socks: list[socket.socket], conn: socket.s
         os._exit(code)
 
 
-async def _serve_worker(k: int, cfg: Any, socks: list[socket.socket], conn: socket.socket,
+async def _serve_worker(k: int, role: Any, socks: list[socket.socket], conn: socket.socket,
                         journal: Journal) -> None:
-    from lispctl.roles.ms import MapServerRole
-    from lispctl.wire import MapRegister
-
     loop = asyncio.get_running_loop()
-    role = MapServerRole(cfg, answer_ecm=False)
-    role.message_types = frozenset({MapRegister.TYPE})
-    role.report = []
     journal.sync()
     role.journal = journal
     role.restore(journal.fingerprints())
@@ -305,12 +311,14 @@ class MsWorkers:
         self.base_daemon: Counter[str] = Counter()
         self.base_sites: dict[str, tuple[int, int]] = {}
         self._ready: asyncio.Future[None] | None = None
+        self.template: Any = None             # the role each worker starts with (worker_role)
         role.remote_site_counters = self.site_counters
 
     # -- life cycle
     async def start(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Fork every worker; return when all of them serve."""
         self._ready = self.loop.create_future()
+        self.template = worker_role(self.cfg)
         gc.collect()                  # start-up's garbage, before it is frozen (_spawn)
         for k in range(self.n):
             self._spawn(k)
@@ -333,7 +341,7 @@ class MsWorkers:
         if pid == 0:                                  # the worker
             try:
                 main_end.close()
-                _worker_process(k, self.cfg, socks, worker_end, self.journals[k])
+                _worker_process(k, self.template, socks, worker_end, self.journals[k])
             finally:
                 os._exit(1)
         worker_end.close()
@@ -345,6 +353,7 @@ class MsWorkers:
     def restart(self, cfg: Any) -> None:
         """A reload: every worker is replaced by one with the new sites."""
         self.cfg = cfg
+        self.template = worker_role(cfg)
         for w in self.workers:
             if w is not None and w.stopping is None:
                 w.stopping = "reload"
