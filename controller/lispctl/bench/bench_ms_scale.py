@@ -442,8 +442,9 @@ def run(rec) -> None:
              "batches, more wake-ups, which also raise the CPU each message costs). In steady state the main "
              "process is nearly idle (*of which the main process*); in the cold phase each new registration "
              "costs the worker a pickle and the main process an unpickle and a merge into the union (about "
-             "40 us, docs/daemon.md). The memory adds each worker's own site tables (built from the "
-             "configuration after the fork) to the main process's.")
+             "40 us, docs/daemon.md). The memory adds to the main process's what each worker holds of "
+             "its own (its share of the registrations, their shapes and replay lists) and the pages it "
+             "shares with the main process but has written to (reference counts).")
     rec.note("")
     rec.note(f"With {WORKERS} workers, MS counters over the run (main and workers added up): "
              f"{c2.get('map_register_ok', 0):,} accepted, {c2.get('map_register_repeat_ignored', 0):,} identical "
