@@ -10,16 +10,24 @@ Map-Registers in flight (each Map-Notify releases the next one):
   registration table and caches);
 - steady: further rounds, every message with a fresh nonce (what sites that
   re-register every 60 s send: the same records, a new nonce and MAC);
+- steady, WIDE_WINDOW in flight: one more such round with twice the
+  Map-Registers in flight (with workers, each sees half the window);
 - warm: the last round sent again, identical bytes (what the 200-site
   `Control plane` figure measures; for these ETRs, which vary their nonce,
   a repeat refreshes nothing but is still authenticated and answered).
+
+Then the same messages against a daemon with `[ms] workers = WORKERS`
+(docs/daemon.md, "A Map-Server on several cores"): CPU of the main process
+and its workers added up, memory as their proportional set sizes, nothing
+pinned (the generator shares the 2 cores with them).
 
 Every message is signed before timing starts. The generator sends and
 receives with sendmmsg/recvmmsg (ctypes), batches as large as the Map-Notifies
 that came back, so its cost per message is the kernel's. Memory: the
 daemon's resident set before the first Map-Register and after each phase.
 
-LISPCTL_BENCH_MS_SITES overrides N_SITES (e.g. 20000 for a quick run).
+LISPCTL_BENCH_MS_SITES overrides N_SITES (e.g. 20000 for a quick run), LISPCTL_BENCH_MS_WINDOW
+the Map-Registers in flight (64).
 """
 from __future__ import annotations
 
@@ -37,7 +45,11 @@ SECTION = "Map-Server at scale (100,000 sites)"
 
 N_SITES = int(os.environ.get("LISPCTL_BENCH_MS_SITES", "100000"))
 STEADY_ROUNDS = 2
-WINDOW = 64
+# One more steady round with this many in flight (what more concurrency
+# gives, with workers: each sees half the window); the warm round repeats it.
+WIDE_WINDOW = 128
+WINDOW = int(os.environ.get("LISPCTL_BENCH_MS_WINDOW", "64"))
+WORKERS = 2            # the [ms] workers measured beside the single process
 MS_ADDR, GEN_ADDR = "192.0.2.2", "192.0.2.1"
 
 TOPO = """
@@ -60,9 +72,9 @@ def site_prefix(i: int) -> tuple[ipaddress.IPv4Address, int]:
     return ipaddress.IPv4Address(0x0A000000 + i * 64), 26        # 10.0.0.0/26, 10.0.0.64/26, ...
 
 
-def ms_config(instance: str, n: int) -> str:
+def ms_config(instance: str, n: int, workers: int = 1) -> str:
     lines = [f'instance = "{instance}"', 'roles = ["ms"]', 'log-level = "warning"',
-             f'control-addresses = ["{MS_ADDR}"]']
+             f'control-addresses = ["{MS_ADDR}"]', "[ms]", f"workers = {workers}"]
     for i in range(n):
         a, m = site_prefix(i)
         lines += ["[[site]]", f'name = "s{i}"', f'keys = {{ 1 = "{site_key(i)}" }}',
@@ -109,10 +121,11 @@ _MSG_DONTWAIT = 0x40
 _RX_BATCH = 256
 
 
-def _phase_here(msgs: list[bytes], dst: str, window: int, cpu: int) -> dict:
-    """Runs in the generator's namespace, pinned to `cpu`: send every message
-    once, keeping `window` in flight; a Map-Notify back releases one more."""
-    os.sched_setaffinity(0, {cpu})
+def _phase_here(msgs: list[bytes], dst: str, window: int, cpu: int | None) -> dict:
+    """Runs in the generator's namespace, pinned to `cpu` (None: wherever
+    the scheduler puts it): send every message once, keeping `window` in
+    flight; a Map-Notify back releases one more."""
+    os.sched_setaffinity(0, {cpu} if cpu is not None else set(range(os.cpu_count() or 1)))
     libc = ctypes.CDLL(None, use_errno=True)
     n = len(msgs)
     blob = ctypes.create_string_buffer(b"".join(msgs))
@@ -209,6 +222,16 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _pss_kib(pid: int) -> int:
+    """Proportional set size: the workers share pages with the main process
+    (forked from it): summing their RSS would count those twice."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
 def _cpu_s(pid: int) -> tuple[float, float]:
     """(user, system) CPU time the process has used."""
     with open(f"/proc/{pid}/stat") as f:
@@ -217,51 +240,50 @@ def _cpu_s(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tck, int(fields[12]) / tck
 
 
-def _daemon_pid(p) -> int:
-    """The lispctl process itself (the lab may start it through a wrapper)."""
-    pid = p.pid
-    for _ in range(3):
-        try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                kids = f.read().split()
-        except OSError:
-            break
-        if not kids:
-            break
-        pid = int(kids[0])
-    return pid
-
-
-def _measure(rec) -> dict:
+def _measure(rec, workers: int = 1, rounds: list[list[bytes]] | None = None) -> dict:
+    """One daemon, every phase. workers = 1: the daemon pinned to CPU 0 and
+    the generator to CPU 1; more: the daemon's processes (main and workers)
+    and the generator wherever the scheduler puts them (2 cores: the
+    generator takes a share of them)."""
     from lispctl.api.client import ApiClient
     from lispctl.lab import Lab, loads
 
     t = time.perf_counter()
-    rounds = registers(N_SITES, 1 + STEADY_ROUNDS)
+    if rounds is None:
+        rounds = registers(N_SITES, 2 + STEADY_ROUNDS)
     sign_s = time.perf_counter() - t
-    res: dict = {"sign_s": sign_s, "load": os.getloadavg()[0]}
+    res: dict = {"sign_s": sign_s, "load": os.getloadavg()[0], "rounds": rounds, "workers": workers}
     with Lab(loads(TOPO)) as lab:
         cfg = lab.rundir / "ms.toml"
-        cfg.write_text(ms_config(lab.instance("ms"), N_SITES))
+        cfg.write_text(ms_config(lab.instance("ms"), N_SITES, workers))
         run_dir = lab.rundir / "run"
         t = time.perf_counter()
-        p = lab.start("ms", "lispctl", [lab.expand("ms", "{python}"), "-m", "lispctl.cli", "up", "-c", str(cfg),
-                                         "--run-dir", str(run_dir)], timeout=300)
+        lab.start("ms", "lispctl", [lab.expand("ms", "{python}"), "-m", "lispctl.cli", "up", "-c", str(cfg),
+                                    "--run-dir", str(run_dir)], timeout=300)
         res["start_s"] = time.perf_counter() - t
-        pid = _daemon_pid(p)
-        os.sched_setaffinity(pid, {0})
         client = ApiClient.for_instance(lab.instance("ms"), run_dir)
+        status = client.call("status")
+        pid = status["pid"]
+        pids = [pid] + [w["pid"] for w in status.get("ms_workers", [])]
+        gen_cpu: int | None = 1
+        if workers == 1:
+            os.sched_setaffinity(pid, {0})
+        else:
+            gen_cpu = None
         lab.call("gen", _resolve_neighbours, MS_ADDR)
-        rss0 = _rss_kib(pid)
+        rss0 = _rss_kib(pid) if workers == 1 else sum(_pss_kib(q) for q in pids)
         c0 = client.call("counters")["roles"]["ms"]
-        phases = [("cold", rounds[0])] + [(f"steady{r}", rounds[r]) for r in range(1, len(rounds))] \
-            + [("warm", rounds[-1])]
-        for name, msgs in phases:
-            u0, s0 = _cpu_s(pid)
-            out = lab.call("gen", _phase_here, msgs, MS_ADDR, WINDOW, 1)
-            u1, s1 = _cpu_s(pid)
+        phases = [("cold", rounds[0], WINDOW)] \
+            + [(f"steady{r}", rounds[r], WINDOW) for r in range(1, len(rounds) - 1)] \
+            + [("wide", rounds[-1], WIDE_WINDOW), ("warm", rounds[-1], WINDOW)]
+        for name, msgs, window in phases:
+            cpu0 = [_cpu_s(q) for q in pids]
+            u0, s0 = (sum(x) for x in zip(*cpu0))
+            out = lab.call("gen", _phase_here, msgs, MS_ADDR, window, gen_cpu)
+            u1, s1 = (sum(x) for x in zip(*(_cpu_s(q) for q in pids)))
             out["cpu_s"], out["sys_s"] = u1 - u0 + s1 - s0, s1 - s0
-            out["rss_kib"] = _rss_kib(pid)
+            out["rss_kib"] = _rss_kib(pid) if workers == 1 else sum(_pss_kib(q) for q in pids)
+            out["main_cpu_s"] = sum(_cpu_s(pid)) - sum(cpu0[0])
             res[name] = out
         c1 = client.call("counters")["roles"]["ms"]
         daemon = client.call("counters").get("daemon", {})
@@ -276,6 +298,7 @@ def run(rec) -> None:
         raise RuntimeError("needs root (network namespaces)")
     r = _measure(rec)
     n = N_SITES
+    r2 = _measure(rec, workers=WORKERS, rounds=r.pop("rounds"))
 
     def rate(ph: dict) -> float:
         return ph["notifies"] / ph["seconds"] if ph["seconds"] > 0 else 0.0
@@ -291,9 +314,15 @@ def run(rec) -> None:
     per100k = (r["cold"]["rss_kib"] - r["rss0_kib"]) * 100_000 / n
     steady_growth = (steady[-1]["rss_kib"] - r["cold"]["rss_kib"]) * 100_000 / n / len(steady)
     rec.figure("ms_scale_sites", n)
+    if max(r["load"], r2["load"]) > 1.0:
+        rec.note(f"**Taken under load** (load average {r['load']:.1f} and {r2['load']:.1f} when the two daemons' "
+                 "runs started, from other jobs on this 2-core VM): every rate below is lower than on a quiet "
+                 "machine, and the wall-clock rates most.")
+        rec.note("")
     rec.figure("ms_scale_cold_registrations_per_s", round(rate(r["cold"])))
     rec.figure("ms_scale_steady_registrations_per_s", round(steady_rate))
     rec.figure("ms_scale_warm_identical_per_s", round(rate(r["warm"])))
+    rec.figure(f"ms_scale_steady_{WIDE_WINDOW}_in_flight_per_s", round(rate(r["wide"])))
     rec.figure("ms_scale_cold_per_daemon_cpu_s", round(per_cpu(r["cold"])))
     rec.figure("ms_scale_steady_per_daemon_cpu_s",
                round(sum(p["notifies"] for p in steady) / sum(p["cpu_s"] for p in steady)))
@@ -321,6 +350,7 @@ def run(rec) -> None:
     row("cold: first registration of every site (empty tables and caches)", r["cold"])
     for k, ph in enumerate(steady, 1):
         row(f"steady {k}: every site again, fresh nonce", ph)
+    row(f"steady, {WIDE_WINDOW} in flight: every site again, fresh nonce", r["wide"])
     row("warm: the last round again, identical bytes", r["warm"])
     rec.note("")
     rec.note("*Daemon CPU busy*: the daemon's CPU time (user + system) over the phase's duration "
@@ -355,5 +385,74 @@ def run(rec) -> None:
              f"{c.get('map_register_repeat_ignored', 0):,} identical repeats (warm), "
              f"{c.get('map_register_bad_auth', 0):,} authentication failures, "
              f"{c.get('map_notify_tx', 0):,} Map-Notifies; generator refills after losses: "
-             + ", ".join(f"{k} {r[k]['refills']}" for k in ("cold", *(f'steady{i}' for i in range(1, len(steady) + 1)), "warm"))
+             + ", ".join(f"{k} {r[k]['refills']}"
+                         for k in ("cold", *(f'steady{i}' for i in range(1, len(steady) + 1)), "wide", "warm"))
              + ".")
+
+    # -- [ms] workers = WORKERS beside the single process
+    def steady_of(res: dict) -> list[dict]:
+        return [res[k] for k in res if k.startswith("steady")]
+
+    def wall(phs: list[dict]) -> float:
+        return sum(p["notifies"] for p in phs) / sum(p["seconds"] for p in phs)
+
+    def cpu(phs: list[dict]) -> float:
+        return sum(p["notifies"] for p in phs) / sum(p["cpu_s"] for p in phs)
+    s2 = steady_of(r2)
+    rec.figure(f"ms_scale_workers{WORKERS}_cold_registrations_per_s", round(rate(r2["cold"])))
+    rec.figure(f"ms_scale_workers{WORKERS}_steady_registrations_per_s", round(wall(s2)))
+    rec.figure(f"ms_scale_workers{WORKERS}_warm_identical_per_s", round(rate(r2["warm"])))
+    rec.figure(f"ms_scale_workers{WORKERS}_steady_{WIDE_WINDOW}_in_flight_per_s", round(rate(r2["wide"])))
+    rec.figure(f"ms_scale_workers{WORKERS}_steady_per_daemon_cpu_s", round(cpu(s2)))
+    rec.figure(f"ms_scale_workers{WORKERS}_pss_after_steady_mib", round(mib(s2[-1]["rss_kib"]), 1))
+    rec.note("")
+    rec.note(f"**`[ms] workers = {WORKERS}`** (docs/daemon.md, \"A Map-Server on several cores\"): the same "
+             f"messages against a daemon with {WORKERS} Map-Register worker processes. This VM has 2 cores and "
+             "the generator needs one: the daemon's processes (main and workers) and the generator are not "
+             "pinned and share both cores, against one core each for the single process above. So the "
+             "wall-clock rate shows what 2 cores give with the generator on them too, and *per daemon "
+             "CPU-second* (Map-Notifies per second of the CPU time of all the daemon's processes together) "
+             "what the work costs; neither can show the scaling a machine with a core per worker and the "
+             "generator elsewhere would. *Daemon CPU busy* adds up its processes (up to 200% on 2 cores). "
+             f"Memory: the processes' proportional set sizes added up (pages the workers share with the "
+             f"main process, forked from it, counted once). Load average when it started: {r2['load']:.1f}.")
+    rec.note("")
+    rec.note("| phase | workers | Map-Notifies/s | daemon CPU busy | of which the main process "
+             "| per daemon CPU-second | generator CPU busy | daemon memory after (MiB) |")
+    rec.note("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, key in (("cold", "cold"), *((f"steady {k}", f"steady{k}") for k in range(1, len(s2) + 1)),
+                       (f"steady, {WIDE_WINDOW} in flight", "wide"), ("warm", "warm")):
+        for w, res in ((1, r), (WORKERS, r2)):
+            ph = res[key]
+            main = f"{ph['main_cpu_s'] / ph['cpu_s']:.0%}" if w > 1 and ph["cpu_s"] else ""
+            rec.note(f"| {label} | {w} | {rate(ph):,.0f} | {busy(ph):.0%} | {main} | {per_cpu(ph):,.0f} "
+                     f"| {ph['gen_cpu_s'] / ph['wall_s']:.0%} | {mib(ph['rss_kib']):.1f} |")
+    c2 = r2["counters"]
+    busy2 = [busy(r2[k]) for k in ("cold", *(f"steady{i}" for i in range(1, len(s2) + 1)), "wide", "warm")]
+    gen2 = [r2[k]["gen_cpu_s"] / r2[k]["wall_s"] for k in ("cold", "warm")]
+    rec.note("")
+    rec.note(f"With {WIDE_WINDOW} in flight each worker gets the batches the single process gets with 64: "
+             "compare that row with the single process's 64-in-flight rows for what the split costs, and "
+             "with its own 128-in-flight row for what two cores give.")
+    rec.note("")
+    rec.note(f"What bounds the {WORKERS}-worker figures: not the generator (its CPU {min(gen2):.0%}-{max(gen2):.0%} "
+             f"busy); the daemon's processes together used {min(busy2):.0%}-{max(busy2):.0%} of a core out of "
+             "the 200% the machine has, so they waited: for the cores (the generator and whatever else runs "
+             "there) and for each other (64 Map-Registers in flight split between two workers: smaller "
+             "batches, more wake-ups, which also raise the CPU each message costs). In steady state the main "
+             "process is nearly idle (*of which the main process*); in the cold phase each new registration "
+             "costs the worker a pickle and the main process an unpickle and a merge into the union (about "
+             "40 us, docs/daemon.md). The memory adds to the main process's what each worker holds of "
+             "its own (its share of the registrations, their shapes and replay lists) and the pages it "
+             "shares with the main process but has written to (reference counts).")
+    rec.note("")
+    rec.note(f"With {WORKERS} workers, MS counters over the run (main and workers added up): "
+             f"{c2.get('map_register_ok', 0):,} accepted, {c2.get('map_register_repeat_ignored', 0):,} identical "
+             f"repeats, {c2.get('map_notify_tx', 0):,} Map-Notifies; registration changes the workers sent the "
+             f"main process: {r2['daemon'].get('ms_worker_changes_rx', 0):,} (one per new registration, and "
+             "one per registration whose copy there came within half the registration timeout of expiring: "
+             "refreshes that change nothing send none); generator refills after losses: "
+             + ", ".join(f"{k} {r2[k]['refills']}"
+                         for k in ("cold", *(f'steady{i}' for i in range(1, len(s2) + 1)), "wide", "warm"))
+             + "; daemon start with "
+             f"{n:,} sites to `ready` (workers forked and serving): {r2['start_s']:.1f} s.")

@@ -39,6 +39,9 @@ def _status_text(st: dict) -> str:
     for t in st.get("map_cache_tables") or []:
         left = f", expires in {render.duration(t['expires_in_s'])}" if t.get("expires_in_s") is not None else ""
         rows.append(("table", f"{t['name']}: {t['ipv4']} IPv4 + {t['ipv6']} IPv6 mappings from {t.get('path')}{left}"))
+    for w in st.get("ms_workers") or []:      # [ms] workers: Map-Register worker processes
+        rows.append(("ms worker", f"{w['worker']}: pid {w['pid']}, {'serving' if w['serving'] else 'starting'}, "
+                                  f"{w['map_register_rx']} Map-Registers"))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {render.cell(v)}" for k, v in rows]
     for role, snap in (st.get("state") or {}).items():

@@ -122,6 +122,15 @@ def cross_check(cfg: Config) -> list[tuple[tuple, str]]:
         out.append((("site",), "a Map-Server (ms) needs at least one [[site]]"))
     if cfg.site and not cfg.is_ms:
         out.append((("site",), "[[site]] is only used by the ms role"))
+    if cfg.ms.workers > 1:
+        if not cfg.is_ms:
+            out.append((("ms", "workers"), "[ms] workers is only used by the ms role"))
+        elif set(cfg.roles) - {"ms", "mr"}:
+            # a forked worker must not share a data plane, its threads or its
+            # netlink sessions with the main process
+            out.append((("ms", "workers"), "Map-Server workers need a device whose roles are only ms and mr "
+                                           f"(this one also has {', '.join(sorted(set(cfg.roles) - {'ms', 'mr'}))}); "
+                                           "run the Map-Server as its own instance, or set workers = 1"))
     if cfg.mr.map_server and not cfg.is_mr:
         out.append((("mr", "map-server"), "[[mr.map-server]] is only used by the mr role"))
     if cfg.is_mr and not cfg.is_ms and not cfg.mr.map_server and cfg.mr.ddt is None:

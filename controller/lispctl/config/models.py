@@ -402,8 +402,16 @@ class SiteConfig(_Model):
         return kid, self.keys[kid]
 
 
+# Bound of [ms] workers: processes beyond the cores only add context switches;
+# 64 keeps the reuseport group (control + request + worker sockets) small.
+MS_WORKERS_MAX = 64
+
+
 class MsConfig(_Model):
     registration_timeout: Seconds = 180.0
+    # Map-Register worker processes (docs/daemon.md, "A Map-Server on several
+    # cores"); 1: the daemon's own process handles them (no worker).
+    workers: Annotated[int, Field(ge=1, le=MS_WORKERS_MAX)] = 1
     # RFC 9437: accept subscriptions (Map-Request N and I bits) and push
     # changes as Map-Notify, retransmitted until a Map-Notify-Ack.
     pubsub: bool = True

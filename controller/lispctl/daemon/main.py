@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from typing import Callable, TextIO
 
 from lispctl.api.protocol import ApiError
@@ -68,10 +69,15 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
     notifier = notifier or Notifier(None)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    workers = _ms_workers(device)
     runtime = Runtime(device.roles, datapath=device.datapath,
-                      control_port=device.control_port, binds=device.binds)
+                      control_port=device.control_port, binds=device.binds, workers=workers)
     runtime.announcer = device.announcer
     runtime.start()
+    pool = None
+    if workers:
+        from .msworkers import MsWorkers
+        pool = runtime.ms_workers = MsWorkers(runtime, dict(device.roles)["ms"], device.config, workers)
     mobile = MobileNodeWatch.for_device(runtime, device)
     watch = mobile or LocatorWatch.for_device(runtime, device)
     if watch is not None and mobile is None:
@@ -79,6 +85,9 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
     api = ApiServer(paths.socket, _handlers(paths, device, runtime, lambda: loop.call_soon(stop.set)))
     metrics = None
     try:
+        if pool is not None:
+            notifier.status(f"starting: {workers} Map-Server workers")
+            await pool.start()
         if mobile is not None:
             await mobile.setup(loop)     # EID device, uplinks, then the same watcher
         await api.start()
@@ -106,6 +115,8 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await api.close()
+        if pool is not None:
+            pool.close()
         if metrics is not None:
             await metrics.close()
         if mobile is not None:
@@ -115,6 +126,15 @@ async def _serve(paths: InstancePaths, device: Device, ready_out: TextIO,
         runtime.close()
         if device.bulk is not None:
             device.bulk.close()
+
+
+def _ms_workers(device: Device) -> int:
+    """Map-Register worker processes to fork ([ms] workers; 0 for one process)."""
+    cfg = device.config
+    if cfg is None or "ms" not in dict(device.roles):
+        return 0
+    n = cfg.ms.workers
+    return n if n > 1 else 0
 
 
 def startup_cost() -> dict:
@@ -179,6 +199,7 @@ def _handlers(paths: InstancePaths, device: Device, rt: Runtime, request_stop) -
             "datapath": device.datapath is not None,
             "map_cache_entries": len(rt.cache),
             "map_cache_tables": device.bulk.snapshot() if device.bulk is not None else [],
+            **({"ms_workers": rt.ms_workers.describe()} if rt.ms_workers is not None else {}),
             **device.info,
             "state": rt.role_snapshots(),
         }
@@ -189,10 +210,19 @@ def _handlers(paths: InstancePaths, device: Device, rt: Runtime, request_stop) -
                "roles": {}}
         # each role's own counters: not its whole snapshot (a Map-Server's
         # lists every site and registration, 100,000s of them)
+        pool = rt.ms_workers
+        if pool is not None:          # the workers' counts added to this process's
+            for k, v in pool.daemon_counters().items():
+                out["daemon"][k] = out["daemon"].get(k, 0) + v
+            out["daemon"] = dict(sorted(out["daemon"].items()))
         for name, role in rt.roles:
             c = getattr(role, "counters", None)
             if hasattr(c, "snapshot"):
                 out["roles"][name] = c.snapshot()
+                if pool is not None and name == "ms":
+                    total = Counter(c)
+                    total.update(pool.role_counters())
+                    out["roles"][name] = dict(sorted(total.items()))
             else:
                 snap = rt.role_snapshot(name, role)
                 if isinstance(snap, dict) and isinstance(snap.get("counters"), dict):
@@ -231,14 +261,25 @@ def _handlers(paths: InstancePaths, device: Device, rt: Runtime, request_stop) -
             raise ApiError('map-cache-unload needs "name"')
         return tables().unload(req["name"])
 
+    def fresh(fn):
+        """With Map-Server workers: their counters as of now, not of their
+        last periodic report."""
+        if rt.ms_workers is None:
+            return fn
+
+        async def call(req):
+            await rt.ms_workers.refresh()
+            return fn(req)
+        return call
+
     return {
         "map-cache-load": load_table,
         "map-cache-unload": unload_table,
-        "status": status,
+        "status": fresh(status),
         "map-cache": lambda _r: rt.map_cache(),
         "database": lambda _r: collect("database"),
-        "sites": lambda _r: collect("sites"),
-        "counters": counters,
+        "sites": fresh(lambda _r: collect("sites")),
+        "counters": fresh(counters),
         "stop": stop,
         "reload": lambda _r: Reloader(device, rt).reload(),
     }

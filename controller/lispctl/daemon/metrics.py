@@ -79,10 +79,18 @@ class LispctlCollector(Collector):
     def _daemon(self):
         fam = CounterMetricFamily("lispctl_daemon_events", "Daemon event counters (lispctl counters: daemon)",
                                   labels=["event"])
-        for name, value in sorted(self.rt.counters.items()):
+        pool = getattr(self.rt, "ms_workers", None)
+        counts = Counter(self.rt.counters)
+        if pool is not None:            # Map-Server workers: as they last reported (each second)
+            counts.update({k: v for k, v in pool.daemon_counters().items() if not k.startswith("socket_")})
+        for name, value in sorted(counts.items()):
             fam.add_metric([name], value)
         yield fam
-        sock = self.rt.socket_counters()
+        sock = dict(self.rt.socket_counters())
+        if pool is not None:
+            for k, v in pool.daemon_counters().items():
+                if k.startswith("socket_") and k[7:] in sock:
+                    sock[k[7:]] += v
         for key, name, text in (("rx", "lispctl_control_datagrams_received", "Control datagrams received"),
                                 ("tx", "lispctl_control_datagrams_sent", "Control datagrams sent"),
                                 ("send_errors", "lispctl_control_send_errors", "Control datagrams not sent")):
@@ -102,8 +110,12 @@ class LispctlCollector(Collector):
     def _roles(self):
         fam = CounterMetricFamily("lispctl_role_events", "Protocol event counters of each role "
                                   "(lispctl counters: roles)", labels=["role", "event"])
+        pool = getattr(self.rt, "ms_workers", None)
         for name, role in self.rt.roles:
             counters = getattr(role, "counters", None)
+            if pool is not None and name == "ms":
+                counters = Counter(counters or {})
+                counters.update(pool.role_counters())
             for event, value in sorted((counters or {}).items()):
                 fam.add_metric([name, event], value)
         yield fam

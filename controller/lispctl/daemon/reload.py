@@ -94,6 +94,9 @@ class Reloader:
             raise ApiError(f"applying {path} failed half way ({type(exc).__name__}: {exc}); "
                            "see the daemon log and restart the device") from None
         self.device.config = new
+        pool = getattr(self.rt, "ms_workers", None)
+        if pool is not None and ("site" in changed or "log-level" in changed):
+            pool.restart(new)              # workers with the new sites (the union kept what they accept)
         log.info("reloaded %s: %s", path, ", ".join(changed))
         return {"config": str(path), "changed": changed}
 

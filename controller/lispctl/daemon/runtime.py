@@ -73,7 +73,13 @@ class Runtime:
 
     def __init__(self, roles: Iterable[tuple[str, Role]], *, datapath: Any = None,
                  control_port: int = CONTROL_PORT,
-                 binds: Sequence[str] = ("0.0.0.0", "::")) -> None:
+                 binds: Sequence[str] = ("0.0.0.0", "::"), workers: int = 0,
+                 adopt: Sequence[Any] = ()) -> None:
+        """workers: bind sockets for that many Map-Register worker processes
+        (daemon/msworkers.py); adopt: serve these bound sockets (a worker)."""
+        self.workers = workers
+        self.adopt = list(adopt)
+        self.ms_workers: Any = None         # the Map-Server's worker processes (daemon/msworkers.py)
         self.roles: list[tuple[str, Role]] = list(roles)
         # The message registry: control message type (the first 4 bits) ->
         # the roles that take it, in config order. A role names its types in
@@ -116,7 +122,8 @@ class Runtime:
         # Deadlines are re-read once per batch of datagrams: nothing can run
         # in between, so that is the same as after each one, and cheaper.
         self.sockets = ControlSockets(self.loop, self._received, port=self.control_port,
-                                      binds=self.binds, batch_done=self._reschedule)
+                                      binds=self.binds, batch_done=self._reschedule,
+                                      workers=self.workers, adopt=self.adopt)
         self.sockets.send_failed = self._queued_send_failed
         if self.datapath is not None and any(hasattr(r, "on_miss") for _, r in self.roles):
             fd_of = getattr(self.datapath, "miss_fd", None)
@@ -542,5 +549,5 @@ class Runtime:
             return {}
         drops = sockets.queue_drops()
         return {"rx": s.rx, "tx": s.tx, "send_errors": s.send_errors,
-                "queue_drops_control": drops["control"], "queue_drops_requests": drops["requests"],
+                **{f"queue_drops_{k}": v for k, v in drops.items()},
                 "request_sockets": len(sockets.request_sockets)}

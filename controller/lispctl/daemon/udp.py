@@ -55,17 +55,14 @@ REQUEST_QUEUES = 8
 _SKF_NET_OFF = 0xFFF00000             # -0x100000 as u32
 
 
-def _steer_program(family: int, queues: int = REQUEST_QUEUES) -> tuple:
+def _steer_program(family: int, queues: int = REQUEST_QUEUES, workers: int = 0) -> tuple:
     """A = payload[0] >> 4; types 1 (Map-Request) and 8 (ECM): return
-    1 + fold(last 32 bits of the source address) % queues; anything else,
-    or an empty datagram (the load fails: 0), returns 0."""
+    1 + fold(last 32 bits of the source address) % queues; with workers,
+    type 3 (Map-Register): 1 + queues + a hash of the first EID record's
+    EID (with its instance ID) % workers (register_worker_of); anything
+    else, or a datagram too short for a load (the load fails: 0), returns 0."""
     src_word = _SKF_NET_OFF + (12 if family == socket.AF_INET else 20)
-    return (
-        (0x30, 0, 0, 0),            # ldb [0]
-        (0x74, 0, 0, 4),            # rsh #4
-        (0x15, 2, 0, 1),            # jeq #1 -> request
-        (0x15, 1, 0, 8),            # jeq #8 -> request
-        (0x06, 0, 0, 0),            # ret #0: control socket
+    request = (
         (0x20, 0, 0, src_word),     # request: ld [net + source address]
         (0x07, 0, 0, 0),            # tax
         (0x74, 0, 0, 16),           # rsh #16
@@ -77,6 +74,145 @@ def _steer_program(family: int, queues: int = REQUEST_QUEUES) -> tuple:
         (0x04, 0, 0, 1),            # add #1
         (0x16, 0, 0, 0),            # ret a
     )
+    if not workers:
+        return (
+            (0x30, 0, 0, 0),            # ldb [0]
+            (0x74, 0, 0, 4),            # rsh #4
+            (0x15, 2, 0, 1),            # jeq #1 -> request
+            (0x15, 1, 0, 8),            # jeq #8 -> request
+            (0x06, 0, 0, 0),            # ret #0: control socket
+        ) + request
+    # Map-Register: 16 bytes of header (type/flags/count, nonce, key ID,
+    # algorithm ID, authentication data length at 14), the authentication
+    # data, then the first record: 10 bytes (TTL, counts, flags, version),
+    # its EID-AFI, its EID. Only the EID is hashed (never a locator, whose
+    # priority may change): every message of a registration reaches the
+    # same worker, replays included. An EID the program does not read (an
+    # LCAF other than an Instance-ID, a distinguished name), or a datagram
+    # too short, goes to the control socket: this process serves it.
+    register = _assemble((
+        (0x28, 0, 0, 14),           # ldh [14]: authentication data length
+        (0x07, 0, 0, 0),            # tax
+        (0x48, 0, 0, 26),           # ldh [x + 26]: EID-AFI
+        (0x15, "v4", 0, 1),
+        (0x15, "v6", 0, 2),
+        (0x15, "lcaf", 0, 16387),
+        (0x06, 0, 0, 0),            # ret #0
+        "v4",
+        (0x40, 0, 0, 28),           # ld [x + 28]
+        (0x05, 0, 0, "hash"),       # ja
+        "v6",
+        *_xor_words(28, 4),
+        (0x05, 0, 0, "hash"),
+        "lcaf",
+        (0x50, 0, 0, 30),           # ldb [x + 30]: LCAF type
+        (0x15, "iid", 0, 2),        # Instance-ID
+        (0x06, 0, 0, 0),
+        "iid",
+        (0x40, 0, 0, 34),           # ld [x + 34]: the instance ID
+        (0x02, 0, 0, 4),            # st M[4]
+        (0x48, 0, 0, 38),           # ldh [x + 38]: its AFI
+        (0x15, "iid4", 0, 1),
+        (0x15, "iid6", 0, 2),
+        (0x06, 0, 0, 0),
+        "iid4",
+        (0x40, 0, 0, 40),           # ld [x + 40]
+        (0x61, 0, 0, 4),            # ldx M[4]
+        (0xAC, 0, 0, 0),            # xor x
+        (0x05, 0, 0, "hash"),
+        "iid6",
+        *_xor_words(40, 4),
+        (0x61, 0, 0, 4),            # ldx M[4]
+        (0xAC, 0, 0, 0),            # xor x
+        "hash",
+        (0x24, 0, 0, _HASH_MUL),    # mul (Knuth's multiplicative hash)
+        (0x74, 0, 0, 16),           # rsh #16
+        (0x94, 0, 0, workers),      # mod #workers
+        (0x04, 0, 0, 1 + queues),   # add #(first worker socket)
+        (0x16, 0, 0, 0),            # ret a
+    ))
+    return (
+        (0x30, 0, 0, 0),            # ldb [0]
+        (0x74, 0, 0, 4),            # rsh #4
+        (0x15, 3, 0, 1),            # jeq #1 -> request
+        (0x15, 2, 0, 8),            # jeq #8 -> request
+        (0x15, 1 + len(request), 0, 3),   # jeq #3 -> register
+        (0x06, 0, 0, 0),            # ret #0: control socket
+    ) + request + register
+
+
+_HASH_MUL = 0x9E3779B1
+
+
+def _xor_words(off: int, n: int) -> tuple:
+    """A = the XOR of the n 32-bit words at x + off (X is kept until the
+    last load; M[0..n-2] hold the others)."""
+    out: list = []
+    for i in range(n - 1):
+        out += [(0x40, 0, 0, off + 4 * i), (0x02, 0, 0, i)]          # ld [x + ...]; st M[i]
+    out.append((0x40, 0, 0, off + 4 * (n - 1)))
+    for i in range(n - 1):
+        out += [(0x61, 0, 0, i), (0xAC, 0, 0, 0)]                     # ldx M[i]; xor x
+    return tuple(out)
+
+
+def _assemble(items: tuple) -> tuple:
+    """Instructions with label names (strings) as jump targets (relative
+    jumps: the labels resolve within items) -> the instructions."""
+    at: dict[str, int] = {}
+    prog: list = []
+    for it in items:
+        if isinstance(it, str):
+            at[it] = len(prog)
+        else:
+            prog.append(it)
+    out = []
+    for i, (code, jt, jf, k) in enumerate(prog):
+        if isinstance(jt, str):
+            jt = at[jt] - i - 1
+        if isinstance(jf, str):
+            jf = at[jf] - i - 1
+        if isinstance(k, str):
+            k = at[k] - i - 1
+        assert 0 <= jt < 256 and 0 <= jf < 256
+        out.append((code, jt, jf, k))
+    return tuple(out)
+
+
+class _Short(Exception):
+    pass
+
+
+def register_worker_of(data: bytes, workers: int) -> int | None:
+    """The worker (0..workers-1) _steer_program sends a Map-Register to, or
+    None when it goes to the control socket (this process)."""
+    if len(data) < 16:
+        return None
+    x = int.from_bytes(data[14:16], "big")
+
+    def load(off: int, size: int) -> int:
+        if len(data) < x + off + size:
+            raise _Short                 # the program's load fails: it returns 0
+        return int.from_bytes(data[x + off:x + off + size], "big")
+    try:
+        afi = load(26, 2)
+        if afi == 1:
+            a = load(28, 4)
+        elif afi == 2:
+            a = load(28, 4) ^ load(32, 4) ^ load(36, 4) ^ load(40, 4)
+        elif afi == 16387 and load(30, 1) == 2:
+            iid, inner = load(34, 4), load(38, 2)
+            if inner == 1:
+                a = load(40, 4) ^ iid
+            elif inner == 2:
+                a = load(40, 4) ^ load(44, 4) ^ load(48, 4) ^ load(52, 4) ^ iid
+            else:
+                return None
+        else:
+            return None
+    except _Short:
+        return None
+    return (((a * _HASH_MUL) & 0xFFFFFFFF) >> 16) % workers
 
 
 def request_queue_of(addr: ipaddress._BaseAddress, queues: int = REQUEST_QUEUES) -> int:
@@ -87,9 +223,10 @@ def request_queue_of(addr: ipaddress._BaseAddress, queues: int = REQUEST_QUEUES)
     return 1 + a % queues
 
 
-def _attach_steering(sock: socket.socket, family: int) -> None:
+
+def _attach_steering(sock: socket.socket, family: int, workers: int = 0) -> None:
     """Attach the steering program to sock's reuseport group (OSError when refused)."""
-    prog = _steer_program(family)
+    prog = _steer_program(family, workers=workers)
     filt = (ctypes.c_uint64 * len(prog))()
     for i, (code, jt, jf, k) in enumerate(prog):
         filt[i] = struct.unpack("=Q", struct.pack("=HBBI", code, jt, jf, k))[0]
@@ -128,6 +265,29 @@ def _src_cmsg(src: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list:
     return [(socket.IPPROTO_IPV6, IPV6_PKTINFO, _IN6_PKTINFO.pack(src.packed, 0))]
 
 
+def open_socket(family: int, bind_addr: str, port: int, reuseport: bool) -> socket.socket:
+    """A bound, non-blocking UDP control socket with the destination-address
+    control messages on."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            # An RLOC may be added after start-up (DHCP, mobile node handover).
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        sock.setblocking(False)
+        sock.bind((bind_addr, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class ControlSocket:
     """One UDP socket (one family) bound to a port; reports (data, src, dst).
 
@@ -138,10 +298,13 @@ class ControlSocket:
     def __init__(self, loop: asyncio.AbstractEventLoop, family: int, bind_addr: str,
                  port: int, receiver: Receiver, stats: SocketStats,
                  batch_done: BatchDone | None = None, *, reuseport: bool = False,
-                 first: "ControlSocket | None" = None, group: "ControlSockets | None" = None) -> None:
+                 first: "ControlSocket | None" = None, group: "ControlSockets | None" = None,
+                 sock: socket.socket | None = None) -> None:
         """reuseport: join a SO_REUSEPORT group (the control/requests pair).
         first: a socket drained before each batch of this one.
-        group: the device's sockets (shared receive buffers, send batching)."""
+        group: the device's sockets (shared receive buffers, send batching).
+        sock: an open, bound socket to serve instead of a new one (an MS
+        worker's, bound by the daemon before it forked)."""
         self.family = family
         self.loop = loop
         self.receiver = receiver
@@ -153,25 +316,13 @@ class ControlSocket:
         self.rx = rx if rx is not None else mmsg.Receiver()
         self._own_rx = rx is None
         self._tx: mmsg.Sender | None = None             # created on the first batched send
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuseport:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
-            else:
-                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-                # An RLOC may be added after start-up (DHCP, mobile node handover).
-                sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-            sock.setblocking(False)
-            sock.bind((bind_addr, port))
-        except OSError:
-            sock.close()
-            if self._own_rx:
-                self.rx.close()
-            raise
+        if sock is None:
+            try:
+                sock = open_socket(family, bind_addr, port, reuseport)
+            except OSError:
+                if self._own_rx:
+                    self.rx.close()
+                raise
         self.sock = sock
         self.fd = sock.fileno()
         self.local = Endpoint(ipaddress.ip_address(sock.getsockname()[0]), sock.getsockname()[1])
@@ -337,9 +488,14 @@ class ControlSockets:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, receiver: Receiver, *,
                  port: int = CONTROL_PORT, binds: Sequence[str] = ("0.0.0.0", "::"),
-                 batch_done: BatchDone | None = None) -> None:
+                 batch_done: BatchDone | None = None, workers: int = 0,
+                 adopt: Sequence[socket.socket] = ()) -> None:
         """receiver(data, src, dst) per datagram; batch_done() after each
-        batch read from one socket (the loop runs nothing in between)."""
+        batch read from one socket (the loop runs nothing in between).
+        workers: bind that many more sockets into each control address's
+        group, for Map-Register worker processes (`worker_sockets`; this
+        process does not read them), and steer Map-Registers to them.
+        adopt: serve these bound sockets instead (in a worker process)."""
         self.loop = loop
         self.receiver = receiver
         self.batch_done = batch_done
@@ -348,12 +504,21 @@ class ControlSockets:
         self.corked = False                      # a batch is being handled: queue replies
         self.pending: list[ControlSocket] = []   # sockets with queued replies
         self.send_failed: Callable[[], None] | None = None   # a queued datagram was refused
+        # runs when a batch is done, before its replies leave (an MS worker
+        # tells the main process what changed before it answers)
+        self.before_replies: Callable[[], None] | None = None
         self.sockets: list[ControlSocket] = []
         self.request_sockets: list[ControlSocket] = []   # REQUEST_QUEUES per control socket
+        # per worker, its socket in each control address's group (same order as `sockets`)
+        self.worker_sockets: list[list[socket.socket]] = [[] for _ in range(workers)]
+        self.workers = workers
         self.extra: dict[tuple[str, int], ControlSocket] = {}
         # port -> send(payload, dst, src): a port some other socket of ours
         # serves (4341: the data plane's reassembly socket, NAT traversal)
         self.port_senders: dict[int, Callable[[bytes, Endpoint, Endpoint], bool]] = {}
+        if adopt:
+            self._adopt(adopt)
+            return
         if not binds:
             raise ValueError("no control address configured")
         try:
@@ -375,6 +540,15 @@ class ControlSockets:
         except Exception:
             self.close()
             raise
+        self._defaults()
+
+    def _adopt(self, socks: Sequence[socket.socket]) -> None:
+        for sock in socks:
+            self.sockets.append(ControlSocket(self.loop, sock.family, "", 0, self.receiver, self.stats,
+                                              self.batch_done, group=self, sock=sock))
+        self._defaults()
+
+    def _defaults(self) -> None:
         self._default: dict[int, ControlSocket] = {}
         for version in (4, 6):
             same = [s for s in self.sockets if s.local.addr.version == version]
@@ -383,32 +557,51 @@ class ControlSockets:
                 self._default[version] = (wild or same)[0]
 
     def _pair(self, control: ControlSocket, family: int, addr: str, port: int) -> None:
-        """The requests sockets beside control, and the steering program."""
+        """The requests sockets beside control, the workers' sockets, and the
+        steering program. The group's socket indexes are the order of the
+        binds: control 0, requests 1..REQUEST_QUEUES, then the workers'."""
         reqs: list[ControlSocket] = []
+        wsocks: list[socket.socket] = []
         try:
             for _ in range(REQUEST_QUEUES):
                 reqs.append(ControlSocket(self.loop, family, addr, port, self.receiver, self.stats,
                                           self.batch_done, reuseport=True, first=control, group=self))
-            _attach_steering(control.sock, family)
+            for _ in range(self.workers):
+                wsocks.append(open_socket(family, addr, port, True))
+            _attach_steering(control.sock, family, self.workers)
         except OSError as exc:
             for r in reqs:
                 r.close()
+            for w in wsocks:
+                w.close()
+            if self.workers:
+                # without the program the kernel would hash registrations to
+                # any socket of the group: no worker could own its sites
+                raise OSError(exc.errno, f"cannot steer Map-Registers to [ms] workers on {addr} port {port} "
+                                         f"(reuseport BPF: {exc.strerror}); set [ms] workers = 1") from None
             log.warning("Map-Requests share the control socket on %s port %d (no reuseport BPF steering: %s)",
                         addr, port, exc)
             return
         self.request_sockets.extend(reqs)
+        for k, w in enumerate(wsocks):
+            self.worker_sockets[k].append(w)
 
     def uncork(self) -> None:
         """The batch is done: send every reply queued during it."""
         self.corked = False
+        if self.before_replies is not None:
+            self.before_replies()
         pending = self.pending
         while pending:
             pending.pop().flush()
 
     def queue_drops(self) -> dict[str, int]:
         """Datagrams the kernel dropped for a full receive queue, per kind."""
-        return {"control": sum(_kernel_drops(s.sock) for s in self.sockets if s.sock.fileno() >= 0),
-                "requests": sum(_kernel_drops(s.sock) for s in self.request_sockets if s.sock.fileno() >= 0)}
+        out = {"control": sum(_kernel_drops(s.sock) for s in self.sockets if s.sock.fileno() >= 0),
+               "requests": sum(_kernel_drops(s.sock) for s in self.request_sockets if s.sock.fileno() >= 0)}
+        if self.workers:
+            out["workers"] = sum(_kernel_drops(s) for w in self.worker_sockets for s in w if s.fileno() >= 0)
+        return out
 
     @property
     def port(self) -> int:
@@ -463,6 +656,10 @@ class ControlSockets:
     def close(self) -> None:
         for s in self.request_sockets + self.sockets + list(self.extra.values()):
             s.close()
+        for w in self.worker_sockets:
+            for sock in w:
+                sock.close()
+            w.clear()
         self.sockets.clear()
         self.request_sockets.clear()
         self.extra.clear()

@@ -31,6 +31,8 @@ under its Map-Register key), or a signed negative reply with ETR-Cant-Sign.
 """
 from __future__ import annotations
 
+import array
+import bisect
 import dataclasses
 import heapq
 import ipaddress
@@ -67,6 +69,11 @@ _OWNER_CACHE_MAX = 65536
 _SUPERSEDED_MAX = 4096
 _SUPERSEDED_TOTAL = 1 << 20
 _SUPERSEDED_MIN = 16
+# A Map-Register worker reports at most this many registrations again per
+# tick: registrations that arrived together come due together (100,000
+# after a restart), and each costs the worker a pickle and the main process
+# a merge.
+_REPORT_BATCH = 1024
 
 
 def superseded_per_site(sites: int) -> int:
@@ -102,6 +109,11 @@ class Registration:
     nonces_vary: bool = False        # seen with two nonces: repeats are replays
     lisp_sec: bool = False           # registered with the S bit (RFC 9303 6.3)
     key_id: int = 0                  # of the key it registered with (wraps its MS-OTK)
+    # Map-Server workers (docs/daemon.md, "A Map-Server on several cores"):
+    # in the main process, the worker that holds it (-1: this process); in a
+    # worker, the expiry the main process was last told
+    origin: int = -1
+    reported: float = 0.0
 
 
 @dataclass
@@ -270,6 +282,25 @@ class MapServerRole:
                                         InfoRequest.TYPE})
         self.ddt = MapServerDdt(cfg, self)       # DDT Map-Requests (RFC 8111): roles/ddt.py
         self.nat = InfoResponder(self)           # Info-Request -> Info-Reply: roles/nat_ms.py
+        # -- as a Map-Register worker (daemon/msworkers.py); all None/empty otherwise:
+        # (eid, registrant, Registration or None: gone) for the main process,
+        # taken by the daemon after each batch; a refresh that changes nothing
+        # appends nothing, but before the main process's copy would expire
+        # (within half the registration timeout of it) the registration is
+        # reported again with its current expiry (_report_due)
+        self.report: list[tuple[EidPrefix, str, Registration | None]] | None = None
+        self._report_heap: list[tuple[float, int, EidPrefix, str, Registration]] = []
+        # the replay memory that outlives the worker: add(entry) for every
+        # MAC a replay of which must be refused, and for the first message
+        # of each registration (_journal; daemon/msworkers.py)
+        self.journal: Any = None
+        # from a previous worker of this shard: the fingerprints it refused
+        # replays of, and those of first messages (a replay once the
+        # registrant moved on); sorted, searched by bisection, 8 bytes each
+        self.restored: Any = ()
+        self.restored_first: Any = ()
+        # the workers' per-site (registers, bad_auth), added to the snapshot
+        self.remote_site_counters: Any = None
 
     # ------------------------------------------------------------ timers
     def _expiry_top(self) -> float | None:
@@ -294,6 +325,9 @@ class MapServerRole:
 
     def next_deadline(self) -> float | None:
         best = self._expiry_top()
+        if self._report_heap:
+            at = self._report_heap[0][0]
+            best = at if best is None or at < best else best
         if self._sub_expiry or self.outgoing:
             while self._sub_expiry and not self._sub_live(self._sub_expiry[0][0], self._sub_expiry[0][2]):
                 heapq.heappop(self._sub_expiry)
@@ -308,19 +342,30 @@ class MapServerRole:
     def tick(self, now: float) -> list[Effect]:
         self._now = now
         out = Effects()
+        if self._report_heap:
+            self._report_due(now)
         while (at := self._expiry_top()) is not None and at <= now:
             _, _, eid, key, reg = heapq.heappop(self._expiry)
             before = self._locator_view(eid)
             regs = self.registered.get(eid)
             assert regs is not None             # an expiry entry is dropped with its registrations
             del regs[key]
-            if reg.nonces_vary:
+            if reg.nonces_vary and reg.origin < 0:
                 # an ETR that varies its nonce never sends these bytes again
+                # (in a worker the journal has it already: _apply_record;
+                # a worker's registration in the union: its worker refuses them)
                 owner = self.configured.longest_covering(eid)
                 if owner is not None:
                     _supersede(owner[1].site, reg.mac)
-            self.counters["registration_expired"] += 1
-            out.log(f"registration of {eid} by {key} expired")
+            if reg.origin >= 0:
+                # a worker's, not refreshed in time: the worker died (or its
+                # notice of the expiry is on its way)
+                self.counters["union_registration_expired"] += 1
+            else:
+                self.counters["registration_expired"] += 1
+                out.log(f"registration of {eid} by {key} expired")
+                if self.report is not None:
+                    self.report.append((eid, key, None))
             if not regs:
                 self._forget(eid)
             elif self._locator_view(eid) != before:
@@ -505,7 +550,9 @@ class MapServerRole:
                     f"{'unknown key-id ' + str(key_id) if key is None else 'authentication failed'}",
                     kind="map-register-auth-failed", peer=src.addr)
             return False
-        if site.superseded and _fingerprint(mac) in site.superseded:
+        if (site.superseded and _fingerprint(mac) in site.superseded) \
+                or (self.restored and self._restored(mac)) \
+                or (self.restored_first and self._replays_first(mac, shape)):
             # An authentic message the registrant has since replaced by one
             # with another nonce: a replay (the ETR itself never goes back).
             counters["map_register_replayed"] += 1
@@ -591,10 +638,12 @@ class MapServerRole:
             # the one last refreshed from this very source address. Only a new,
             # authentic message reaches here (replays are dropped above).
             for k, r in regs.items():
-                if r.xtr_id is None and r.source.addr == src.addr:
+                if r.xtr_id is None and r.source.addr == src.addr and r.origin < 0:    # not a worker's
                     old = regs.pop(k)
                     old.registrant = registrant
                     regs[registrant] = old
+                    if self.report is not None:
+                        self.report.append((eid, k, None))       # reported again under its new name
                     heapq.heappush(self._expiry, (old.expires_at, next(self._seq), eid, registrant, old))
                     break
         if old is not None:
@@ -609,6 +658,8 @@ class MapServerRole:
                         old.source = src
                 return old, True
             if nonce != old.nonce:
+                if not old.nonces_vary and self.journal is not None:
+                    self._journal(old.mac)    # journaled only as a first message when it arrived
                 old.nonces_vary = True
                 _supersede(site, old.mac)
         if rec.ttl == 0:       # de-registration
@@ -617,6 +668,8 @@ class MapServerRole:
                 if not regs:
                     self._forget(eid)
                 out.log(f"{eid} de-registered by {registrant} (site {site.cfg.name})")
+                if self.report is not None:
+                    self.report.append((eid, registrant, None))
             return None, False
         if regs is None:
             regs = entry[2] = {}
@@ -624,6 +677,13 @@ class MapServerRole:
             site.registrations[eid] = regs
         proxy_reply = bool(word & _MREG_P) or owner.cfg.proxy_reply
         if old is not None:             # a refresh: its expiry entry is re-filed lazily
+            if self.journal is not None and old.nonces_vary:
+                # its latest message: here a repeat of it refreshes nothing
+                # (map_register_repeat_ignored); a worker after this one refuses it
+                self._journal(mac)
+            if self.report is not None:
+                self._report_refresh(eid, registrant, old, rec, proxy_reply, etr, xtr_id, shape.site_id,
+                                     bool(word & _MREG_S), key_id, mac)
             old.record, old.proxy_reply = rec, proxy_reply
             old.last_seen, old.expires_at, old.xtr_id, old.site_id = now, now + timeout, xtr_id, shape.site_id
             old.mac, old.nonce, old.etr = mac, nonce, etr
@@ -636,7 +696,122 @@ class MapServerRole:
             lisp_sec=bool(word & _MREG_S), key_id=key_id)
         heapq.heappush(self._expiry, (reg.expires_at, next(self._seq), eid, registrant, reg))
         out.log(f"{eid} registered by {registrant} (site {site.cfg.name})")
+        if self.journal is not None:
+            self._journal(mac, first=True)
+        if self.report is not None:
+            self._report(eid, registrant, reg)
         return reg, False
+
+    # ------------------------------------------------------------ Map-Register workers
+    def _journal(self, mac: bytes, first: bool = False) -> None:
+        """A journal entry: the fingerprint without its lowest bit, which
+        tells a registration's first message (whether its registrant varies
+        its nonce is not known yet) from a MAC to refuse."""
+        self.journal.add(_fingerprint(mac) & ~1 | first)
+
+    @staticmethod
+    def _listed(table: Any, mac: bytes) -> bool:
+        fp = _fingerprint(mac) & ~1
+        i = bisect.bisect_left(table, fp)
+        return i < len(table) and bool(table[i] == fp)
+
+    def _restored(self, mac: bytes) -> bool:
+        return self._listed(self.restored, mac)
+
+    def _replays_first(self, mac: bytes, shape: _Shape) -> bool:
+        """The first message of a registration a previous worker accepted,
+        while this worker holds that registration from another message: the
+        registrant has moved on, so this is a replay. (Without a
+        registration here it may be an ETR that reuses its nonce: those very
+        bytes must refresh it.)"""
+        if not self._listed(self.restored_first, mac):
+            return False
+        for entry, registrant in zip(shape.owners, shape.registrants):
+            regs = entry[2] or self.registered.get(entry[0])
+            old = regs.get(registrant) if regs else None
+            if old is not None and old.mac != mac:
+                return True
+        return False
+
+    def restore(self, entries: Any) -> None:
+        """A worker that replaces a dead one (or the workers after a reload):
+        the MACs its predecessors refused replays of are replays here too,
+        and so are the first messages of their registrations once the
+        registrant has sent another."""
+        refused = {e & ~1 for e in entries if not e & 1}
+        first = {e & ~1 for e in entries if e & 1}
+        self.restored = array.array("Q", sorted(refused))
+        self.restored_first = array.array("Q", sorted(first))
+
+    def _report(self, eid: EidPrefix, registrant: str, reg: Registration) -> None:
+        assert self.report is not None
+        self.report.append((eid, registrant, reg))
+        reg.reported = reg.expires_at
+        heapq.heappush(self._report_heap, (reg.expires_at - self.cfg.ms.registration_timeout / 2,
+                                           next(self._seq), eid, registrant, reg))
+
+    def _report_refresh(self, eid: EidPrefix, registrant: str, old: Registration, rec: EidRecord,
+                        proxy_reply: bool, etr: Endpoint | None, xtr_id: int | None, site_id: int | None,
+                        lisp_sec: bool, key_id: int, mac: bytes) -> None:
+        """A worker's registration refreshed by a new message (called before
+        it is updated): reported when what the main process uses changed."""
+        if (old.record is not rec and old.record != rec) or old.proxy_reply != proxy_reply \
+                or (old.etr is not etr and old.etr != etr) or old.xtr_id != xtr_id or old.site_id != site_id \
+                or old.lisp_sec != lisp_sec or old.key_id != key_id:
+            assert self.report is not None
+            self.report.append((eid, registrant, old))
+            old.reported = self._now + self.cfg.ms.registration_timeout
+            heapq.heappush(self._report_heap, (old.reported - self.cfg.ms.registration_timeout / 2,
+                                               next(self._seq), eid, registrant, old))
+
+    def _report_due(self, now: float) -> None:
+        """Registrations whose copy in the main process comes within half
+        the registration timeout of expiring: reported again if refreshed
+        since (else they expire here, and there, at the same time)."""
+        heap = self._report_heap
+        budget = _REPORT_BATCH          # the rest at the next tick, after the datagrams waiting meanwhile
+        while heap and heap[0][0] <= now and budget:
+            budget -= 1
+            _, _, eid, registrant, reg = heapq.heappop(heap)
+            regs = self.registered.get(eid)
+            if regs is None or regs.get(registrant) is not reg or reg.expires_at <= reg.reported:
+                continue
+            self._report(eid, registrant, reg)
+
+    def merge(self, origin: int, changes: list[tuple[EidPrefix, str, Registration | None]],
+              now: float) -> list[Effect]:
+        """In the main process: what worker `origin` reported. Its
+        registrations join the union (Map-Requests, LISP-SEC,
+        publish/subscribe, the API) and expire here at the time last
+        reported, unless reported again: a worker that dies leaves them until
+        then. A removal removes only an entry that worker reported."""
+        self._now = now
+        out = Effects()
+        subs = self.subs
+        for eid, registrant, reg in changes:
+            owner = self._site_of(eid)
+            if owner is None:
+                continue                    # not a configured site (any more: a reload in between)
+            regs = self.registered.get(eid)
+            before = self._locator_view(eid) if subs else None
+            if reg is None:
+                cur = regs.get(registrant) if regs else None
+                if regs is None or cur is None or cur.origin != origin:
+                    continue
+                del regs[registrant]
+                if not regs:
+                    self._forget(eid)
+            else:
+                reg.origin = origin
+                if regs is None:
+                    regs = {}
+                    self.registered.insert(eid, regs)
+                    owner.site.registrations[eid] = regs
+                regs[registrant] = reg      # the old object's expiry entry is dropped lazily
+                heapq.heappush(self._expiry, (reg.expires_at, next(self._seq), eid, registrant, reg))
+            if subs and self._locator_view(eid) != before:
+                self.publish(eid, now, out)
+        return out.items
 
     # ------------------------------------------------------------ publish/subscribe
     def _locator_view(self, eid: EidPrefix) -> tuple[tuple[Any, ...], ...] | None:
@@ -890,8 +1065,12 @@ class MapServerRole:
                         "registered_for_s": round(now - r.first_seen, 1),
                     } for e, rs in regs for r in rs.values()],
                 })
+            registers, bad_auth = site.registers, site.bad_auth
+            if self.remote_site_counters is not None:      # the workers'
+                r, b = self.remote_site_counters(site.cfg.name)
+                registers, bad_auth = registers + r, bad_auth + b
             sites.append({"name": site.cfg.name, "description": site.cfg.description,
-                          "registers": site.registers, "bad_auth": site.bad_auth, "eid_prefixes": prefixes})
+                          "registers": registers, "bad_auth": bad_auth, "eid_prefixes": prefixes})
         subs = [{"eid": str(s.key), "asked": str(s.asked), "xtr_id": f"{s.xtr_id:032x}",
                  "site_id": s.site_id, "site": s.site_name, "itr": str(s.target.addr),
                  "expires_in_s": round(max(0.0, s.expires_at - now), 1),
