@@ -80,6 +80,23 @@ static __always_inline int local_eid(const struct lisp_flow *f, __u32 iid)
     return local_eid6.lookup(&k) != 0;
 }
 
+/* local_eid() through the per-CPU flow cache, for the ETR: a slot says
+ * local (LISP_ACT_LOCAL) or, holding a mapping, not local (cache_lookup
+ * fills a mapping only after local_eid() missed under the same generation).
+ * A local destination is remembered; a non-local one is not (no mapping). */
+static __always_inline int cached_local_eid(const struct lisp_flow *f, __u32 iid)
+{
+    struct lisp_fc_set *set;
+    __u64 gen;
+    struct lisp_fc_slot *hit = fc_get(f, iid, &set, &gen);
+    if (hit)
+        return hit->m.action == LISP_ACT_LOCAL;
+    if (!local_eid(f, iid))
+        return 0;
+    fc_fill(set, f, iid, gen, 0, LISP_ACT_LOCAL);
+    return 1;
+}
+
 /* What the ITR's lookups say about (iid, dst), through the per-CPU flow
  * cache (lisp_flowcache.h): 1 when dst is a local EID (the packet stays in
  * the site), else 0 with *m the map-cache entry (0: none) and *slot the
@@ -130,6 +147,28 @@ static __always_inline __u64 source_lsb(const struct lisp_flow *f, __u32 iid)
         v = local_eid6.lookup(&k);
     }
     return v ? *v : LISP_LSB_NONE;
+}
+
+/* source_lsb() through the flow-cache slot of the packet's destination
+ * (lisp_flowcache.h): the slot remembers the answer for the last source.
+ * The XDP ITR's only: in the tc ITR these branches, ahead of encap(),
+ * multiply its verifier paths past the 1M-instruction limit. */
+static __always_inline __u64 cached_source_lsb(struct lisp_fc_slot *slot, const struct lisp_flow *f, __u32 iid)
+{
+    __u64 a[2], b[2];
+    __builtin_memcpy(b, f->src, 16);
+    if (slot && slot->has_lsb) {
+        __builtin_memcpy(a, slot->src, 16);
+        if (a[0] == b[0] && a[1] == b[1])
+            return slot->lsb;
+    }
+    __u64 lsb = source_lsb(f, iid);
+    if (slot) {
+        __builtin_memcpy(slot->src, b, 16);
+        slot->lsb = lsb;
+        slot->has_lsb = 1;
+    }
+    return lsb;
 }
 
 /* One ring-buffer event per (iid, destination) per miss_interval_ns. With
@@ -530,7 +569,8 @@ static __always_inline const struct lisp_locator *itr_locator(const struct lisp_
 
 /* Everything but the Ethernet header of lisp_encap_hdr for a packet to
  * locator loc, shared by the tc and the XDP ITR: outer headers (RFC 9300
- * 5.3: TTL and TOS copied, the source site's locator-status bits, a random
+ * 5.3: TTL and TOS copied, the source site's locator-status bits (through
+ * the flow-cache slot `slot` of the XDP ITR; the tc ITR passes 0), a random
  * nonce) and the inner IP header, read at data + ETH_HLEN; with `hop` (a
  * routing ITR; the caller answered TTL 1 already) its TTL goes down by one
  * and the outer TTL is copied from that. gso: a GSO super-packet (no outer
@@ -539,10 +579,10 @@ static __always_inline const struct lisp_locator *itr_locator(const struct lisp_
 static __always_inline __u32 itr_headers(struct lisp_encap_hdr *h, void *data, void *data_end,
                                          struct lisp_flow *f, const struct lisp_locator *loc,
                                          const struct lisp_config *c, __u32 inner_len, __u32 hash,
-                                         __u32 iid, int hop, int gso)
+                                         __u32 iid, struct lisp_fc_slot *slot, int hop, int gso)
 {
     __u8 *ih = data + ETH_HLEN;
-    __u64 lsb = source_lsb(f, iid);
+    __u64 lsb = cached_source_lsb(slot, f, iid);
     __u32 nonce = bpf_get_prandom_u32() & 0xffffff;
     /* A locator with an explicit port is a NAT traversal path (docs/nat.md):
      * an RTR toward a NATed xTR's translated port, or a NATed xTR toward its
@@ -659,7 +699,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
     fib_eth(&h.eth, frc, &p, macs, v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP));
     /* a router hop: one less (TTL 1 was answered above) */
     __u32 n = itr_headers(&h, (void *)(long)skb->data, (void *)(long)skb->data_end, f, loc, c,
-                          inner_len, hash, iid, !egress, skb->gso_size);
+                          inner_len, hash, iid, 0, !egress, skb->gso_size);
     if (!n)
         return drop(LISP_DROP_ENCAP_FAILED);
     flags |= v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4;
@@ -1050,7 +1090,7 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
     struct lisp_config *c = get_config();
     if (!c)
         return LISP_ETR_PASS;
-    int is_local = local_eid(&e->f, iid);
+    int is_local = cached_local_eid(&e->f, iid);
     if (!is_local && (c->flags & LISP_CFG_PETR)) {
         int bad = petr_check(&e->f, iid, c);
         if (bad)

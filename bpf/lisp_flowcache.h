@@ -16,6 +16,13 @@
  * locators. A set whose choice depends on the flow is still looked up by id
  * per packet.
  *
+ * The slot also keeps the answer of the source-site locator-status bits
+ * (RFC 9300 5.3: a second local-EID trie lookup, by source) for the last
+ * source that sent to dst: one host talking to one destination, the common
+ * case, then pays that lookup once. Another source replaces it (a lookup
+ * and a 16-byte store: no worse than without). local_eid4/6 bump the
+ * generation like the rest, so the same invalidation covers it.
+ *
  * Invalidation: flow_gen[0] is a generation the daemon increments after every
  * write or delete of map_cache4/6, of the locator sets they name, and of
  * local_eid4/6 (lispctl.datapath.Datapath._map_cache_changed: single
@@ -29,7 +36,7 @@
  * Generation 0 is never current (the daemon starts at 1), so a zeroed slot is
  * a miss.
  *
- * Memory: LISP_FC_SETS x 136 bytes per possible CPU (544 KiB per CPU at 4,096 sets).
+ * Memory: LISP_FC_SETS x 184 bytes per possible CPU (736 KiB per CPU at 4,096 sets).
  * Not pinned: a new program starts with an empty cache of its own.
  */
 #ifndef LISP_FLOWCACHE_H
@@ -49,10 +56,13 @@ struct lisp_fc_slot {
     __u32 iid;
     __u8 family;
     __u8 has_loc;              /* loc: the locator every flow to dst takes (locset.fixed) */
-    __u8 pad[2];
+    __u8 has_lsb;              /* lsb: the source-site LSBs of the last source seen, src */
+    __u8 pad;
     __u8 dst[16];              /* IPv4 in the first 4 bytes, the rest 0 */
     struct lisp_mapping m;     /* action LISP_ACT_LOCAL: a local EID */
     struct lisp_locator loc;
+    __u8 src[16];              /* like dst */
+    __u64 lsb;                 /* source_lsb() of (iid, src): LISP_LSB_NONE for no EID of ours */
 };
 
 /* Two ways per set: a direct-mapped table of the same size lost ~12% of
@@ -132,6 +142,7 @@ static __always_inline struct lisp_fc_slot *fc_fill(struct lisp_fc_set *s, const
     slot->iid = iid;
     slot->family = f->family;
     slot->has_loc = 0;
+    slot->has_lsb = 0;
     __builtin_memcpy(slot->dst, f->dst, 16);
     slot->m.id = id;
     slot->m.action = action;

@@ -79,7 +79,7 @@ int lisp_itr_xdp(struct xdp_md *ctx)
     __builtin_memcpy(h.eth.h_dest, p.dmac, ETH_ALEN);
     __builtin_memcpy(h.eth.h_source, p.smac, ETH_ALEN);
     h.eth.h_proto = v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
-    __u32 n = itr_headers(&h, data, data_end, &f, loc, c, inner_len, hash, iid, 1, 0);
+    __u32 n = itr_headers(&h, data, data_end, &f, loc, c, inner_len, hash, iid, slot, 1, 0);
     if (!n)
         return XDP_PASS;
     /* Until here nothing changed. Trimming the padding alone leaves a packet
