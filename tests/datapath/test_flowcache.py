@@ -13,7 +13,7 @@ from lispctl.datapath.testrun import TC_ACT_REDIRECT, XDP_REDIRECT, run_prog, sk
 from lispctl.mapping.bulkfile import parse
 from lispctl.mapping.types import EidPrefix, MapAction, Rloc
 from tests.datapath import packets as P
-from tests.datapath.conftest import EID_MAC, HOST_MAC
+from tests.datapath.conftest import EID_MAC, HOST_MAC, PEER_MAC, RLOC_MAC
 
 ip = ipaddress.ip_address
 
@@ -103,6 +103,71 @@ def test_next_packet_sees_every_map_cache_change(dp, lab, one_cpu, family, prog)
     warm(ip(a))
     dp.reset()                                               # flush
     assert send() == NOT_SENT
+
+
+@pytest.mark.parametrize("prog", ["tc", "xdp"])
+@pytest.mark.parametrize("family", [4, 6])
+def test_next_packet_carries_new_lsb(dp, lab, one_cpu, family, prog):
+    """The XDP ITR's slot remembers the source site's locator-status bits:
+    new bits for the source's prefix, and another source to the same
+    destination, are in the very next packet (the tc ITR: same rule)."""
+    src, dst, wide, _, a, _, _ = FAMILIES[family]
+    src2, site, site2 = ("10.1.9.1", "10.1.0.0/16", "10.1.9.0/24") if family == 4 else \
+        ("fd00:1:9::1", "fd00:1::/32", "fd00:1:9::/48")
+    if prog == "tc":
+        fd, sent = dp.prog_fd("lisp_itr_ingress"), TC_ACT_REDIRECT
+    else:
+        dp.set_xdp_redirect("rl0", True)
+        fd, sent = dp.prog_fd("lisp_itr_xdp"), XDP_REDIRECT
+
+    def lsb(s):
+        frame = P.eth(P.mac(EID_MAC), P.mac(HOST_MAC), P.ETH_IP if family == 4 else P.ETH_IP6) + \
+            P.ip_packet(s, dst, b"x" * 64)
+        ctx = skb_ctx(ifindex=lab.eid_if) if prog == "tc" else xdp_ctx(len(frame), lab.eid_if)
+        res = run_prog(fd, frame, ctx=ctx)
+        assert res.retval == sent
+        o = P.split_encap(res.data)
+        return o.lisp_word if o.lisp_flags & 0x40 else None
+
+    dp.set_mapping(EidPrefix.parse(wide), [Rloc(ip(a))])
+    dp.add_local_eid(EidPrefix.parse(site), lsb=0b1)
+    dp.add_local_eid(EidPrefix.parse(site2), lsb=0b100)
+    assert [lsb(src) for _ in range(3)] == [0b1] * 3
+    dp.add_local_eid(EidPrefix.parse(site), lsb=0b10)       # same prefix, new bits
+    assert lsb(src) == 0b10
+    assert lsb(src2) == 0b100                               # another source, same destination
+    assert lsb(src) == 0b10
+    dp.remove_local_eid(EidPrefix.parse(site2))             # no longer ours: the covering prefix's bits
+    assert lsb(src2) == 0b10
+
+
+@pytest.mark.parametrize("prog", ["tc", "xdp"])
+@pytest.mark.parametrize("family", [4, 6])
+def test_etr_next_packet_sees_local_eid_change(dp, lab, one_cpu, family, prog):
+    """The ETRs ask the flow cache whether the inner destination is local:
+    a destination that stops being a local EID is not decapsulated from the
+    very next packet on, and one that becomes local again is."""
+    rloc, local, src, dst, site = ("192.0.2.2", "192.0.2.1", "10.2.0.5", "10.1.0.10", "10.1.0.0/16") \
+        if family == 4 else ("2001:db8:1::2", "2001:db8:1::1", "fd00:2::5", "fd00:1::10", "fd00:1::/32")
+    frame = P.eth(P.mac(RLOC_MAC), P.mac(PEER_MAC[rloc]), P.ETH_IP if family == 4 else P.ETH_IP6) + \
+        P.lisp_packet(rloc, local, P.ip_packet(src, dst, b"x" * 64))
+    if prog == "tc":
+        fd, ctx, sent = dp.prog_fd("lisp_etr_ingress"), skb_ctx(ifindex=lab.rl_if), TC_ACT_REDIRECT
+    else:
+        dp.set_xdp_redirect("eid0", True)
+        fd, ctx, sent = dp.prog_fd("lisp_etr_xdp"), xdp_ctx(len(frame), lab.rl_if), XDP_REDIRECT
+
+    def decapsulated():
+        return run_prog(fd, frame, ctx=ctx).retval == sent
+
+    assert all(decapsulated() for _ in range(3))
+    drops = dp.counters().drops.get("not_local_eid", 0)
+    dp.remove_local_eid(EidPrefix.parse(site))
+    assert not decapsulated()
+    if prog == "tc":
+        assert dp.counters().drops.get("not_local_eid", 0) == drops + 1
+    dp.add_local_eid(EidPrefix.parse(site))
+    assert decapsulated()
 
 
 def test_generation_bumped_by_every_writer(dp):

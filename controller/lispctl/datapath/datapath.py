@@ -352,11 +352,15 @@ class Datapath:
             raise DatapathError(f"bad locator-status bits {lsb:#x}")
         t = self._eid_table(eid, "local_eid")
         key = self._lpm_key(t, eid)
-        new = key not in t
+        old = t.get(key)
+        if old is not None and old.value == lsb:
+            return                      # unchanged: the flow cache stays warm
         t[key] = t.Leaf(lsb)
-        if new:
+        if old is None:
             self._iid_ref(eid.iid, +1)
-            self._map_cache_changed()   # the flow cache keeps local-EID answers
+        # the flow cache keeps local-EID answers, and the XDP ITR's slots a
+        # source's bits: new or changed, the next packet must see them
+        self._map_cache_changed()
 
     def remove_local_eid(self, eid: EidPrefix) -> None:
         t = self._eid_table(eid, "local_eid")
