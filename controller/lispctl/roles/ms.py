@@ -38,7 +38,7 @@ import heapq
 import ipaddress
 import itertools
 from ipaddress import IPv4Address, IPv6Address
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 from lispctl.config import Config, SiteConfig, SiteEidPrefix
@@ -156,7 +156,7 @@ class _Shape:
     authenticated message and never decodes a refresh again. A pure function
     of those bytes and the configured sites (dropped on reconfigure)."""
     __slots__ = ("word", "records", "xtr_id", "site_id", "owners", "site", "rlocs_of", "registrants",
-                 "body_end", "src_addr", "from_rloc", "etr")
+                 "body_end", "src_addr", "from_rloc", "etr", "key_id", "key")
 
     def __init__(self, word: int, records: tuple[EidRecord, ...], xtr_id: int | None, site_id: int | None,
                  owners: list[Any], site: "_Site", rlocs_of: list[_Rlocs], trailer_len: int) -> None:
@@ -175,6 +175,9 @@ class _Shape:
         self.src_addr: IPAddress | None = None
         self.from_rloc = False
         self.etr: Endpoint | None = None
+        # the site's key it last authenticated with (its ID, as bytes)
+        self.key_id = -1
+        self.key: bytes | None = None
 
     def source(self, addr: IPAddress) -> tuple[bool, Endpoint | None]:
         """(source is one of the message's RLOCs, the registrant's ETR endpoint).
@@ -208,33 +211,45 @@ def _within(a: EidPrefix, b: EidPrefix) -> bool:
             and a.prefix.subnet_of(b.prefix))  # type: ignore[arg-type]
 
 
-@dataclass
 class _Prefix:
-    site: "_Site"
-    cfg: SiteEidPrefix
+    """A configured site prefix. The registrations of exactly it are found in
+    the registered table; `more` holds those of its more-specifics
+    (accept-more-specifics), created with the first."""
+    __slots__ = ("site", "cfg", "eid", "more")
+
+    def __init__(self, site: "_Site", cfg: SiteEidPrefix) -> None:
+        self.site = site
+        self.cfg = cfg
+        self.eid = cfg.eid          # one EidPrefix object, shared by its registrations
+        self.more: dict[EidPrefix, dict[str, Registration]] | None = None
 
 
-@dataclass
 class _Site:
-    cfg: SiteConfig
-    registrations: dict[EidPrefix, dict[str, Registration]] = field(default_factory=dict)
-    registers: int = 0
-    bad_auth: int = 0
-    # Fingerprints of the MACs of messages a registrant replaced by one with
-    # another nonce (oldest first, at most superseded_max): such bytes
-    # arriving again are replays.
-    superseded: dict[int, None] = field(default_factory=dict)
-    superseded_max: int = _SUPERSEDED_MAX
-    # its keys as bytes (what HMAC takes), by key ID
-    key_bytes: dict[int, bytes] = field(default_factory=dict)
+    """A configured site's state (slots, nothing allocated before it is
+    used: a Map-Server may hold 100,000)."""
+    __slots__ = ("cfg", "registers", "bad_auth", "superseded", "superseded_max")
 
-    def __post_init__(self) -> None:
-        self.key_bytes = {kid: k.encode("utf-8") for kid, k in self.cfg.keys.items()}
+    def __init__(self, cfg: SiteConfig, superseded_max: int = _SUPERSEDED_MAX) -> None:
+        self.cfg = cfg
+        self.registers = 0
+        self.bad_auth = 0
+        # Fingerprints of the MACs of messages a registrant replaced by one
+        # with another nonce (oldest first, at most superseded_max): such
+        # bytes arriving again are replays. Created with the first.
+        self.superseded: dict[int, None] | None = None
+        self.superseded_max = superseded_max
+
+    def key(self, key_id: int) -> bytes | None:
+        """Its key with this ID, as bytes (what HMAC takes)."""
+        k = self.cfg.keys.get(key_id)
+        return None if k is None else k.encode("utf-8")
 
 
 def _supersede(site: _Site, mac: bytes) -> None:
     superseded = site.superseded
-    if len(superseded) >= site.superseded_max:
+    if superseded is None:
+        superseded = site.superseded = {}
+    elif len(superseded) >= site.superseded_max:
         # the oldest: a plain dict keeps insertion order; the deleted slots
         # the scan skips are compacted whenever the dict resizes
         del superseded[next(iter(superseded))]
@@ -394,11 +409,33 @@ class MapServerRole:
         if sub is not None and sub.outstanding is not None:
             self.outgoing.pop(sub.outstanding, None)
 
+    def _file(self, owner: _Prefix, eid: EidPrefix, regs: dict[str, Registration]) -> None:
+        """The first registration of eid, inside owner."""
+        self.registered.insert(eid, regs)
+        if eid != owner.eid:
+            if owner.more is None:
+                owner.more = {}
+            owner.more[eid] = regs
+
     def _forget(self, eid: EidPrefix) -> None:
         self.registered.remove(eid)
         owner = self.configured.longest_covering(eid)
-        if owner is not None:
-            owner[1].site.registrations.pop(eid, None)
+        if owner is not None and owner[1].more:
+            owner[1].more.pop(eid, None)
+
+    def _registrations(self, site: _Site) -> list[tuple[EidPrefix, dict[str, Registration]]]:
+        """What is registered in a site's prefixes (and their more-specifics)."""
+        out = []
+        for sp in site.cfg.eid_prefix:
+            p = self.configured.get(sp.eid)
+            if p is None or p.site is not site:
+                continue
+            regs = self.registered.get(p.eid)
+            if regs:
+                out.append((p.eid, regs))
+            if p.more:
+                out.extend(p.more.items())
+        return out
 
     # ------------------------------------------------------------ datagrams
     def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
@@ -500,10 +537,12 @@ class MapServerRole:
                 except MalformedMessage:
                     unknown = True
                     continue
-                hit = [eid, self._site_of(eid), None]
-                if hit[1] is None:
+                owner = self._site_of(eid)
+                if owner is None:
                     unknown = True
                     continue
+                # the configured prefix's own object where it is the same prefix
+                hit = [owner.eid if eid == owner.eid else eid, owner, None]
                 if len(cache) >= _OWNER_CACHE_MAX:    # the configured sites never change
                     cache.clear()
                 cache[(rec.eid, rec.mask_len)] = hit
@@ -542,7 +581,7 @@ class MapServerRole:
         counters = self.counters
         counters["map_register_rx"] += 1
         site = shape.site
-        key = site.key_bytes.get(key_id)
+        key = shape.key if key_id == shape.key_id else site.key(key_id)
         if key is None or not verify_register(data, alg_id, len(mac), key):
             site.bad_auth += 1
             counters["map_register_bad_auth"] += 1
@@ -550,6 +589,8 @@ class MapServerRole:
                     f"{'unknown key-id ' + str(key_id) if key is None else 'authentication failed'}",
                     kind="map-register-auth-failed", peer=src.addr)
             return False
+        if key_id != shape.key_id:
+            shape.key_id, shape.key = key_id, key
         if (site.superseded and _fingerprint(mac) in site.superseded) \
                 or (self.restored and self._restored(mac)) \
                 or (self.restored_first and self._replays_first(mac, shape)):
@@ -673,8 +714,7 @@ class MapServerRole:
             return None, False
         if regs is None:
             regs = entry[2] = {}
-            self.registered.insert(eid, regs)
-            site.registrations[eid] = regs
+            self._file(owner, eid, regs)
         proxy_reply = bool(word & _MREG_P) or owner.cfg.proxy_reply
         if old is not None:             # a refresh: its expiry entry is re-filed lazily
             if self.journal is not None and old.nonces_vary:
@@ -805,8 +845,7 @@ class MapServerRole:
                 reg.origin = origin
                 if regs is None:
                     regs = {}
-                    self.registered.insert(eid, regs)
-                    owner.site.registrations[eid] = regs
+                    self._file(owner, owner.eid if eid == owner.eid else eid, regs)
                 regs[registrant] = reg      # the old object's expiry entry is dropped lazily
                 heapq.heappush(self._expiry, (reg.expires_at, next(self._seq), eid, registrant, reg))
             if subs and self._locator_view(eid) != before:
@@ -1022,7 +1061,7 @@ class MapServerRole:
         old = {s.cfg.name: s for s in self.sites}
         self.cfg = cfg
         self.sites = [_Site(sc, superseded_max=superseded_per_site(len(cfg.site))) for sc in cfg.site]
-        self.configured = LpmTable()
+        old_configured, self.configured = self.configured, LpmTable()
         for site in self.sites:
             for sp in site.cfg.eid_prefix:
                 self.configured.insert(sp.eid, _Prefix(site, sp))
@@ -1033,16 +1072,18 @@ class MapServerRole:
         self._shapes.clear()
         self._shapes_max = max(_OWNER_CACHE_MAX, 2 * len(self.configured))
         out = Effects()
-        for prev in old.values():
-            for eid, regs in prev.registrations.items():
-                hit = self.configured.longest_covering(eid)
-                if hit is not None and hit[1].site.cfg.name == prev.cfg.name \
-                        and (hit[0] == eid or hit[1].cfg.accept_more_specifics):
-                    hit[1].site.registrations[eid] = regs
-                    continue
-                self.registered.remove(eid)
-                self.counters["registration_dropped_by_reload"] += 1
-                out.log(f"registration of {eid} dropped: no configured site accepts it any more")
+        for eid, regs in list(self.registered.items()):
+            prev = old_configured.longest_covering(eid)
+            hit = self.configured.longest_covering(eid)
+            if prev is not None and hit is not None and hit[1].site.cfg.name == prev[1].site.cfg.name \
+                    and (hit[0] == eid or hit[1].cfg.accept_more_specifics):
+                if hit[0] != eid:
+                    more = hit[1].more = hit[1].more or {}
+                    more[eid] = regs
+                continue
+            self.registered.remove(eid)
+            self.counters["registration_dropped_by_reload"] += 1
+            out.log(f"registration of {eid} dropped: no configured site accepts it any more")
         return out.items
 
     def snapshot(self) -> dict[str, Any]:
@@ -1050,8 +1091,9 @@ class MapServerRole:
         sites = []
         for site in self.sites:
             prefixes = []
+            registered = self._registrations(site)
             for sp in site.cfg.eid_prefix:
-                regs = sorted(((e, r) for e, r in site.registrations.items()
+                regs = sorted(((e, r) for e, r in registered
                               if _within(e, sp.eid)), key=lambda x: eid_sort_key(x[0]))
                 prefixes.append({
                     "prefix": str(sp.eid), "accept_more_specifics": sp.accept_more_specifics,
