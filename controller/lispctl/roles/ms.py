@@ -59,10 +59,9 @@ from lispctl.wire.auth import map_notify_from, verify_register
 from lispctl.wire.control import _AUTH_HDR, _MREG_M, _MREG_P, _MREG_S
 from lispctl.wire.records import decode_eid_records
 
-# Bound of the (EID address, mask length) -> (EidPrefix, owner) memo of the
-# Map-Register path; cleared when full (accept-more-specifics lets a site
-# register many distinct prefixes).
-_OWNER_CACHE_MAX = 65536
+# Least bound of the memo of decoded Map-Registers (_Shape); cleared when
+# full (accept-more-specifics lets a site register many distinct prefixes).
+_SHAPES_MIN = 65536
 # Per site: how many replaced Map-Register MACs are remembered to refuse
 # replays: _SUPERSEDED_MAX, fewer when there are many sites so that all
 # together stay under _SUPERSEDED_TOTAL (at least _SUPERSEDED_MIN per site).
@@ -143,9 +142,9 @@ class _Outgoing:
     interval: float
 
 
-# (registrant name, its IP RLOCs, usable IP RLOCs best first); tuples, not
-# sets: a record has a few RLOCs, and 100,000 sites hold one each
-_Rlocs = tuple[str, tuple[IPAddress, ...], tuple[IPAddress, ...]]
+# (its IP RLOCs, usable IP RLOCs best first; often the same tuple); tuples,
+# not sets: a record has a few RLOCs, and 100,000 sites hold one each
+_Rlocs = tuple[tuple[IPAddress, ...], tuple[IPAddress, ...]]
 
 
 class _Shape:
@@ -159,7 +158,8 @@ class _Shape:
                  "body_end", "src_addr", "from_rloc", "etr", "key_id", "key")
 
     def __init__(self, word: int, records: tuple[EidRecord, ...], xtr_id: int | None, site_id: int | None,
-                 owners: list[Any], site: "_Site", rlocs_of: list[_Rlocs], trailer_len: int) -> None:
+                 owners: tuple[list[Any], ...], site: "_Site", rlocs_of: tuple[_Rlocs, ...],
+                 trailer_len: int) -> None:
         self.word = word
         self.records = records
         self.xtr_id = xtr_id
@@ -169,7 +169,7 @@ class _Shape:
         self.rlocs_of = rlocs_of
         xtr = f"{xtr_id:032x}" if xtr_id is not None else None
         # who registers each record: the xTR-ID, else the record's RLOC set
-        self.registrants = [xtr or r[0] for r in rlocs_of]
+        self.registrants = tuple(xtr or _rloc_name(r[0]) for r in rlocs_of)
         self.body_end = -trailer_len if trailer_len else None     # end of records + xTR-ID/site-ID
         # the last source seen and what follows from it (an ETR registers from one address)
         self.src_addr: IPAddress | None = None
@@ -186,15 +186,22 @@ class _Shape:
         (the address we know reaches it), else an RLOC of the source's
         family (an IPv4-only MS with a site's IPv6 EIDs on IPv6 RLOCs)."""
         if addr is not self.src_addr and addr != self.src_addr:
-            from_rloc = any(addr in r[1] for r in self.rlocs_of)
+            from_rloc = any(addr in r[0] for r in self.rlocs_of)
             if from_rloc:
                 etr: Endpoint | None = Endpoint(addr, CONTROL_PORT)
             else:
-                usable = [a for r in self.rlocs_of for a in r[2]]
+                usable = [a for r in self.rlocs_of for a in r[1]]
                 best = next((a for a in usable if a.version == addr.version), usable[0] if usable else None)
                 etr = Endpoint(best, CONTROL_PORT) if best is not None else None
             self.src_addr, self.from_rloc, self.etr = addr, from_rloc, etr
         return self.from_rloc, self.etr
+
+
+def _rloc_name(addrs: tuple[IPAddress, ...]) -> str:
+    """The name of a registrant without xTR-ID: its RLOC set."""
+    if len(addrs) == 1:
+        return str(addrs[0])
+    return ",".join(sorted({str(a) for a in addrs}, key=lambda t: (":" in t, ipaddress.ip_address(t)))) or "no-rloc"
 
 
 def _address_key(a: Address) -> tuple[int, int]:
@@ -274,15 +281,10 @@ class MapServerRole:
         # object in place; the entry is re-filed at the new time when it comes
         # to the top (cheaper than a push per Map-Register, and bounded).
         self._expiry: list[tuple[float, int, EidPrefix, str, Registration]] = []
-        # (EID address, mask length) -> [EidPrefix, owner, its registrations
-        # dict or None]. A registrations dict is never empty while it is in
-        # `registered` (it is forgotten when it empties), so a non-empty one
-        # here is the live one and spares the table lookup.
-        self._owners: dict[tuple[Any, int], list[Any]] = {}
         # bytes after the MAC of an authenticated Map-Register -> its _Shape;
         # bounded (cleared when full) at twice the configured prefixes or more
         self._shapes: dict[bytes, _Shape] = {}
-        self._shapes_max = max(_OWNER_CACHE_MAX, 2 * len(self.configured))
+        self._shapes_max = max(_SHAPES_MIN, 2 * len(self.configured))
         self._seq = itertools.count()
         self.subs: dict[tuple[EidPrefix, int], Subscription] = {}
         self._sub_expiry: list[tuple[float, int, tuple[EidPrefix, int]]] = []
@@ -521,37 +523,33 @@ class MapServerRole:
             return None
         return owner
 
-    def _owners_for(self, records: tuple[EidRecord, ...]) -> tuple[list[Any], _Site | None, bool, bool]:
-        """([EidPrefix, owner, registrations] per record, the site, some record
-        outside every site, records of several sites)."""
+    def _owners_for(self, records: tuple[EidRecord, ...]) -> tuple[tuple[list[Any], ...], _Site | None, bool, bool]:
+        """([EidPrefix, owner, registrations dict or None] per record, the
+        site, some record outside every site, records of several sites).
+        A registrations dict is never empty while it is in `registered` (it
+        is forgotten when it empties), so a non-empty one in an entry (a
+        _Shape keeps them) is the live one and spares the table lookup."""
         owners = []
-        cache = self._owners
         site = None
         unknown = not records
         several = False
         for rec in records:
-            hit = cache.get((rec.eid, rec.mask_len))
-            if hit is None:
-                try:
-                    eid = record_prefix(rec)
-                except MalformedMessage:
-                    unknown = True
-                    continue
-                owner = self._site_of(eid)
-                if owner is None:
-                    unknown = True
-                    continue
-                # the configured prefix's own object where it is the same prefix
-                hit = [owner.eid if eid == owner.eid else eid, owner, None]
-                if len(cache) >= _OWNER_CACHE_MAX:    # the configured sites never change
-                    cache.clear()
-                cache[(rec.eid, rec.mask_len)] = hit
-            owners.append(hit)
+            try:
+                eid = record_prefix(rec)
+            except MalformedMessage:
+                unknown = True
+                continue
+            owner = self._site_of(eid)
+            if owner is None:
+                unknown = True
+                continue
+            # the configured prefix's own object where it is the same prefix
+            owners.append([owner.eid if eid == owner.eid else eid, owner, None])
             if site is None:
-                site = hit[1].site
-            elif hit[1].site is not site:
+                site = owner.site
+            elif owner.site is not site:
                 several = True
-        return owners, site, unknown, several
+        return tuple(owners), site, unknown, several
 
     def _on_register(self, data: bytes, msg: MapRegister, src: Endpoint, now: float, out: Effects) -> None:
         """A Map-Register whose records were not seen before (or not lately):
@@ -568,7 +566,7 @@ class MapServerRole:
             return
         alen = len(msg.auth_data)
         shape = _Shape(_AUTH_HDR.unpack_from(data, 0)[0], records, msg.xtr_id, msg.site_id, owners, site,
-                       [self._rlocs(rec) for rec in records], len(msg.trailer))
+                       tuple(self._rlocs(rec) for rec in records), len(msg.trailer))
         if self._register(data, shape, msg.nonce, msg.key_id, msg.alg_id, msg.auth_data, src, now, out):
             if len(self._shapes) >= self._shapes_max:
                 self._shapes.clear()
@@ -649,20 +647,17 @@ class MapServerRole:
                 self.publish(eid, now, out)
         return True
 
-    def _rlocs(self, rec: EidRecord) -> _Rlocs:
-        """(registrant name, RLOC addresses, usable RLOC addresses best first)
-        of a record: what the MAC covers, so what a registration is bound to."""
+    @staticmethod
+    def _rlocs(rec: EidRecord) -> _Rlocs:
+        """(RLOC addresses, usable RLOC addresses best first) of a record:
+        what the MAC covers, so what a registration is bound to."""
         locs = rec.locators
         addrs = tuple(l.address for l in locs if isinstance(l.address, (IPv4Address, IPv6Address)))
         usable = sorted((l for l in locs if type(l.address) in (IPv4Address, IPv6Address)),
                         key=lambda l: (not l.reachable, l.priority == 255, l.priority))
-        if len(addrs) == 1:
-            name = str(addrs[0])
-        else:
-            name = ",".join(sorted({str(a) for a in addrs},
-                                   key=lambda t: (":" in t, ipaddress.ip_address(t)))) or "no-rloc"
         # usable holds IP-address locators only (filtered above)
-        return name, addrs, tuple(cast(IPAddress, l.address) for l in usable)
+        best = tuple(cast(IPAddress, l.address) for l in usable)
+        return addrs, addrs if best == addrs else best
 
     def _apply_record(self, entry: list[Any], rec: EidRecord, registrant: str, in_rlocs: bool,
                       etr: Endpoint | None, shape: _Shape, nonce: int, key_id: int, mac: bytes,
@@ -1068,9 +1063,8 @@ class MapServerRole:
             if site.cfg.name in old:
                 site.registers, site.bad_auth = old[site.cfg.name].registers, old[site.cfg.name].bad_auth
         self._site_by_id = {s.cfg.site_id: s for s in self.sites if s.cfg.site_id is not None}
-        self._owners.clear()           # caches of owner lookups hold the old sites
         self._shapes.clear()
-        self._shapes_max = max(_OWNER_CACHE_MAX, 2 * len(self.configured))
+        self._shapes_max = max(_SHAPES_MIN, 2 * len(self.configured))
         out = Effects()
         for eid, regs in list(self.registered.items()):
             prev = old_configured.longest_covering(eid)
