@@ -638,7 +638,7 @@ class MapServerRole:
                 # == sign(MapNotify(nonce, records, key_id, alg_id, xtr_id, site_id), key)
                 notify = map_notify_from(data, alg_id, len(mac), key, len(shape.records),
                                          shape.xtr_id is not None, shape.body_end)
-                if shape.xtr_id is not None:        # maybe to an RTR: MS-RTR MAC (roles/nat_ms.py)
+                if shape.xtr_id is not None and self.nat.rtr_keys:   # maybe to an RTR: MS-RTR MAC (roles/nat_ms.py)
                     notify = self.nat.for_rtr(notify, to)
                 out.send(notify, to)
                 counters["map_notify_tx"] += 1
