@@ -282,7 +282,7 @@ def _supersede(site: _Site, mac: bytes) -> None:
 
 def _replayed(superseded: dict[int, None] | bytearray, mac: bytes) -> bool:
     """Is mac's fingerprint in a site's superseded list?"""
-    if type(superseded) is dict:
+    if not isinstance(superseded, bytearray):
         return _fingerprint(mac) in superseded
     fp = _ring_key(mac)
     i = superseded.find(fp)
