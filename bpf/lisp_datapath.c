@@ -33,6 +33,7 @@
 #include "lisp_encap.h"
 #include "lisp_compat.h"
 #include "lisp_flowcache.h"
+#include "lisp_nexthop.h"
 
 /* Packets built by AF_PACKET TX rings (trafgen) and by some drivers carry
  * only the MAC header in the linear part of the skb, which is all that direct
@@ -67,27 +68,6 @@ static __always_inline struct lisp_config *get_config(void)
     return config.lookup(&zero);
 }
 
-/* The map-cache entry for (iid, dst): the per-CPU flow cache
- * (lisp_flowcache.h), else the LPM trie, whose answer the cache then keeps. */
-static __always_inline struct lisp_mapping *cache_lookup(const struct lisp_flow *f, __u32 iid)
-{
-    struct lisp_fc_set *set;
-    __u64 gen;
-    struct lisp_mapping *m = fc_get(f, iid, &set, &gen);
-    if (m)
-        return m;
-    if (f->family == 4) {
-        struct lisp_key4 k = {.prefixlen = 64, .iid = bpf_htonl(iid)};
-        __builtin_memcpy(k.addr, f->dst, 4);
-        m = map_cache4.lookup(&k);
-    } else {
-        struct lisp_key6 k = {.prefixlen = 160, .iid = bpf_htonl(iid)};
-        __builtin_memcpy(k.addr, f->dst, 16);
-        m = map_cache6.lookup(&k);
-    }
-    return fc_fill(set, f, iid, gen, m);
-}
-
 static __always_inline int local_eid(const struct lisp_flow *f, __u32 iid)
 {
     if (f->family == 4) {
@@ -98,6 +78,41 @@ static __always_inline int local_eid(const struct lisp_flow *f, __u32 iid)
     struct lisp_key6 k = {.prefixlen = 160, .iid = bpf_htonl(iid)};
     __builtin_memcpy(k.addr, f->dst, 16);
     return local_eid6.lookup(&k) != 0;
+}
+
+/* What the ITR's lookups say about (iid, dst), through the per-CPU flow
+ * cache (lisp_flowcache.h): 1 when dst is a local EID (the packet stays in
+ * the site), else 0 with *m the map-cache entry (0: none) and *slot the
+ * cache slot holding it (0: not cached), for route() to keep the locator in. */
+static __always_inline int cache_lookup(const struct lisp_flow *f, __u32 iid, struct lisp_mapping **m,
+                                        struct lisp_fc_slot **slot)
+{
+    struct lisp_fc_set *set;
+    __u64 gen;
+    struct lisp_fc_slot *hit = fc_get(f, iid, &set, &gen);
+    *slot = hit;
+    if (hit) {
+        *m = &hit->m;
+        return hit->m.action == LISP_ACT_LOCAL;
+    }
+    if (local_eid(f, iid)) {
+        fc_fill(set, f, iid, gen, 0, LISP_ACT_LOCAL);
+        return 1;
+    }
+    struct lisp_mapping *e;
+    if (f->family == 4) {
+        struct lisp_key4 k = {.prefixlen = 64, .iid = bpf_htonl(iid)};
+        __builtin_memcpy(k.addr, f->dst, 4);
+        e = map_cache4.lookup(&k);
+    } else {
+        struct lisp_key6 k = {.prefixlen = 160, .iid = bpf_htonl(iid)};
+        __builtin_memcpy(k.addr, f->dst, 16);
+        e = map_cache6.lookup(&k);
+    }
+    *m = e;
+    if (e)
+        *slot = fc_fill(set, f, iid, gen, e->id, e->action);
+    return 0;
 }
 
 /* Locator-status bits of the local mapping the packet's source matches
@@ -209,11 +224,14 @@ static __always_inline void fib_params(struct bpf_fib_lookup *p, __u32 ifindex, 
     }
 }
 
+/* Through the next-hop cache (lisp_nexthop.h); a GSO super-packet asks the
+ * FIB itself (tot_len 0). */
 static __always_inline long fib_resolve(struct __sk_buff *skb, struct bpf_fib_lookup *p, int v6,
                                         const __u8 *src, const __u8 *dst, __u32 tot_len)
 {
+    int xdp;
     fib_params(p, skb->ifindex, v6, src, dst, skb->gso_size ? 0 : tot_len);
-    return bpf_fib_lookup(skb, p, sizeof(*p), 0);
+    return nh_fib_lookup(skb, p, 0, &xdp);
 }
 
 static __always_inline int fib_ok(long rc)
@@ -569,16 +587,15 @@ static __always_inline __u32 itr_headers(struct lisp_encap_hdr *h, void *data, v
     return sizeof(struct ethhdr) + LISP_OVERHEAD4 + lisp_inner_copy(f->family);
 }
 
+/* loc: the locator route() chose for flow hash `hash` (0: none usable). */
 static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
-                                 const struct lisp_locset *ls, __u32 id,
+                                 const struct lisp_locator *loc, __u32 hash, __u32 id,
                                  const struct lisp_config *c, int mode)
 {
     int egress = mode & LISP_MODE_EGRESS;
     /* a router hop: TTL 1 expires here */
     if (!egress && f->ttl <= 1)
         return send_time_exceeded(skb, f, egress);
-    __u32 hash = lisp_flow_hash(f);
-    const struct lisp_locator *loc = itr_locator(ls, hash);
     if (!loc)
         return drop(LISP_DROP_NO_LOCATOR);
     int v6 = loc->family == 6;
@@ -664,23 +681,29 @@ static __always_inline struct lisp_locset *petr_set(const struct lisp_config *c)
     return locsets.lookup(&id);
 }
 
-/* Map-cache decision for an IP packet of instance iid. One encap() call
- * site: the program is inlined, and a second copy costs verifier budget. */
+/* Map-cache decision for an IP packet of instance iid (m, slot: what
+ * cache_lookup found). One encap() call site and one locator choice: the
+ * program is inlined, and a second copy costs verifier budget. */
 static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
-                                 const struct lisp_config *c, int mode)
+                                 const struct lisp_config *c, int mode,
+                                 const struct lisp_mapping *m, struct lisp_fc_slot *slot)
 {
-    struct lisp_mapping *m = cache_lookup(f, iid);
     if (!m && (c->flags & LISP_CFG_PITR)) {
         /* PITR: outside the EID aggregates; the host's own Internet traffic */
         count(LISP_CNT_PITR_PASSED);
         return TC_ACT_OK;
     }
     __u32 id = LISP_PETR_SET;
-    struct lisp_locset *ls;
+    struct lisp_locset *ls = 0;
+    const struct lisp_locator *loc = 0;
     __u8 action = m ? m->action : LISP_ACT_SEND_MAP_REQUEST;
     switch (action) {
     case LISP_ACT_NO_ACTION:
         id = m ? m->id : 0;
+        if (slot && slot->has_loc) {
+            loc = &slot->loc;       /* every flow to dst takes it (lisp_flowcache.h) */
+            break;
+        }
         ls = locsets.lookup(&id);
         /* Python installs "no-action without locators" (RFC 9301: do not
          * encapsulate) as NATIVELY_FORWARD, and writes a locator set before
@@ -688,6 +711,7 @@ static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u
          * let EID traffic out unencapsulated because of it. */
         if (!ls)
             return drop(LISP_DROP_NO_LOCATOR_SET);
+        fc_keep_locator(slot, ls);
         break;
     case LISP_ACT_NATIVELY_FORWARD:
         /* RFC 6832 section 6: with Proxy-ETRs, traffic to non-LISP
@@ -720,7 +744,19 @@ static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u
     default:
         return drop(LISP_DROP_NEGATIVE);
     }
-    return encap(skb, f, iid, ls, id, c, mode);
+    __u32 hash = lisp_flow_hash(f);
+    if (ls)
+        loc = itr_locator(ls, hash);
+    /* copied to scratch space (no room on the stack): a pointer into either
+     * of two maps would double the verifier's paths through encap() */
+    struct lisp_scratch *sc = get_scratch();
+    if (loc && sc) {
+        sc->loc = *loc;
+        loc = &sc->loc;
+    } else {
+        loc = 0;
+    }
+    return encap(skb, f, iid, loc, hash, id, c, mode);
 }
 
 static __always_inline int itr(struct __sk_buff *skb, int egress)
@@ -759,12 +795,14 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
         iid = eid_iface_iid(skb->ifindex);
     }
     /* Traffic within the site (and to this router) is not encapsulated. */
-    if (local_eid(&f, iid))
+    struct lisp_mapping *m;
+    struct lisp_fc_slot *slot;
+    if (cache_lookup(&f, iid, &m, &slot))
         return TC_ACT_OK;
     struct lisp_config *c = get_config();
     if (!c)
         return TC_ACT_OK;
-    return route(skb, &f, iid, c, mode);
+    return route(skb, &f, iid, c, mode, m, slot);
 }
 
 int lisp_itr_ingress(struct __sk_buff *skb)

@@ -48,15 +48,17 @@ int lisp_etr_xdp(struct xdp_md *ctx)
     __u8 macs[2 * ETH_ALEN];
     __builtin_memcpy(macs, eth, sizeof(macs));
 
-    /* Next hop of the inner packet, looked up before anything changes. */
+    /* Next hop of the inner packet, looked up before anything changes
+     * (through the next-hop cache, lisp_nexthop.h). */
     struct bpf_fib_lookup p;
     fib_params(&p, ctx->ingress_ifindex, e.ver == 6, e.f.src, e.f.dst, e.inner_len);
-    long frc = bpf_fib_lookup(ctx, &p, sizeof(p), 0);
+    int xdp_ok;
+    long frc = nh_fib_lookup(ctx, &p, 1, &xdp_ok);
     __u32 out_if = p.ifindex;
     /* Redirect only with a resolved neighbour and into a device known to
      * take XDP frames; otherwise the stack forwards (and resolves, fragments
      * or delivers locally) the decapsulated packet. */
-    int redirect = frc == BPF_FIB_LKUP_RET_SUCCESS && xdp_targets.lookup(&out_if) != 0;
+    int redirect = frc == BPF_FIB_LKUP_RET_SUCCESS && xdp_ok;
     /* RFC 9300 5.3: inner TTL = min(inner, outer); redirected, we route it:
      * one less, and at 1 the stack takes it (Time Exceeded). */
     __u8 ttl = e.outer_ttl < e.f.ttl ? e.outer_ttl : e.f.ttl;

@@ -7,13 +7,19 @@
  * list, no lock, no atomic operation (a third flow in a set replaces the
  * older of the two).
  *
- * What is cached: the struct lisp_mapping the trie returned (mapping id and
- * action), never a trie miss. Locator sets are still looked up by id per
- * packet, so replacing the locators of a mapping (same id) needs nothing here.
+ * What is cached, per (iid, dst): whether dst is a local EID (local_eid4/6:
+ * the ITR leaves such packets alone), else the struct lisp_mapping the trie
+ * returned (mapping id and action), never a trie miss; and, when every flow
+ * to dst takes the same locator (struct lisp_locset.fixed: one usable
+ * locator, the common case), that locator, so a hit skips the local-EID
+ * trie, the map-cache trie, the locator set and the choice among its
+ * locators. A set whose choice depends on the flow is still looked up by id
+ * per packet.
  *
  * Invalidation: flow_gen[0] is a generation the daemon increments after every
- * write or delete of map_cache4/6 (lispctl.datapath.Datapath._map_cache_changed:
- * single mappings, bulk loads and removals, expiry, flush). A slot is valid
+ * write or delete of map_cache4/6, of the locator sets they name, and of
+ * local_eid4/6 (lispctl.datapath.Datapath._map_cache_changed: single
+ * mappings, bulk loads and removals, expiry, flush, local EIDs). A slot is valid
  * only if it carries the current generation. The program reads the generation
  * BEFORE the trie and stores the slot with that value: a trie result older
  * than the latest write therefore always carries an older generation than the
@@ -23,7 +29,7 @@
  * Generation 0 is never current (the daemon starts at 1), so a zeroed slot is
  * a miss.
  *
- * Memory: LISP_FC_SETS x 88 bytes per possible CPU (352 KiB per CPU at 4,096 sets).
+ * Memory: LISP_FC_SETS x 136 bytes per possible CPU (544 KiB per CPU at 4,096 sets).
  * Not pinned: a new program starts with an empty cache of its own.
  */
 #ifndef LISP_FLOWCACHE_H
@@ -34,13 +40,19 @@
 #endif
 _Static_assert((LISP_FC_SETS & (LISP_FC_SETS - 1)) == 0, "LISP_FC_SETS must be a power of two");
 
+/* Flow cache only: the destination is one of our EIDs (local_eid4/6), so the
+ * ITR leaves the packet alone. Never a map-cache action (RFC 9301: 0-5). */
+#define LISP_ACT_LOCAL 0xff
+
 struct lisp_fc_slot {
     __u64 gen;                 /* flow_gen when filled; 0 / stale: empty */
     __u32 iid;
     __u8 family;
-    __u8 pad[3];
+    __u8 has_loc;              /* loc: the locator every flow to dst takes (locset.fixed) */
+    __u8 pad[2];
     __u8 dst[16];              /* IPv4 in the first 4 bytes, the rest 0 */
-    struct lisp_mapping m;
+    struct lisp_mapping m;     /* action LISP_ACT_LOCAL: a local EID */
+    struct lisp_locator loc;
 };
 
 /* Two ways per set: a direct-mapped table of the same size lost ~12% of
@@ -80,8 +92,8 @@ static __always_inline int fc_match(const struct lisp_fc_slot *s, const struct l
     return s->gen == gen && s->family == f->family && s->iid == iid && a[0] == b[0] && a[1] == b[1];
 }
 
-/* The cached mapping for (iid, dst), or 0. *set and *gen are for fc_fill. */
-static __always_inline struct lisp_mapping *fc_get(const struct lisp_flow *f, __u32 iid,
+/* The slot for (iid, dst), or 0. *set and *gen are for fc_fill. */
+static __always_inline struct lisp_fc_slot *fc_get(const struct lisp_flow *f, __u32 iid,
                                                    struct lisp_fc_set **set, __u64 *gen)
 {
     __u32 zero = 0;
@@ -99,30 +111,44 @@ static __always_inline struct lisp_mapping *fc_get(const struct lisp_flow *f, __
         return 0;
     *set = s;
     if (fc_match(&s->way[0], f, iid, *gen))
-        return &s->way[0].m;
+        return &s->way[0];
     if (fc_match(&s->way[1], f, iid, *gen))
-        return &s->way[1].m;
+        return &s->way[1];
     return 0;
 }
 
-/* Remember what the trie returned under the generation read before the
- * lookup: in a stale way if there is one, else the older fill. A trie miss
- * is not cached. */
-static __always_inline struct lisp_mapping *fc_fill(struct lisp_fc_set *s, const struct lisp_flow *f,
-                                                    __u32 iid, __u64 gen, const struct lisp_mapping *m)
+/* Remember what the lookups answered (mapping id and action, or
+ * LISP_ACT_LOCAL) under the generation read before them: in a stale way if
+ * there is one, else the older fill. A trie miss is not cached. */
+static __always_inline struct lisp_fc_slot *fc_fill(struct lisp_fc_set *s, const struct lisp_flow *f,
+                                                    __u32 iid, __u64 gen, __u32 id, __u8 action)
 {
-    if (!s || !m)
-        return (struct lisp_mapping *)m;
+    if (!s)
+        return 0;
     __u32 w = s->way[0].gen != gen ? 0 : s->way[1].gen != gen ? 1 : s->next & 1;
     s->next = w ^ 1;
     struct lisp_fc_slot *slot = w ? &s->way[1] : &s->way[0];
     slot->gen = 0;              /* never a half-written slot that looks valid */
     slot->iid = iid;
     slot->family = f->family;
+    slot->has_loc = 0;
     __builtin_memcpy(slot->dst, f->dst, 16);
-    slot->m = *m;
+    slot->m.id = id;
+    slot->m.action = action;
     slot->gen = gen;
-    return &slot->m;
+    return slot;
+}
+
+/* The locator set of a slot's mapping, read after the generation the slot
+ * carries: when every flow takes the same locator, the slot keeps it, and
+ * the next hits skip the locator set. */
+static __always_inline void fc_keep_locator(struct lisp_fc_slot *slot, const struct lisp_locset *ls)
+{
+    __u32 i = ls->fixed;
+    if (!slot || !i || i > LISP_MAX_LOCATORS || i > ls->count)
+        return;
+    slot->loc = ls->loc[(i - 1) & (LISP_MAX_LOCATORS - 1)];
+    slot->has_loc = 1;
 }
 
 #endif

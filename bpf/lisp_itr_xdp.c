@@ -34,20 +34,25 @@ int lisp_itr_xdp(struct xdp_md *ctx)
     if (lisp_special_dst(&f))
         return XDP_PASS;
     __u32 iid = eid_iface_iid(ctx->ingress_ifindex);
-    if (local_eid(&f, iid))
+    struct lisp_mapping *m;
+    struct lisp_fc_slot *slot;
+    if (cache_lookup(&f, iid, &m, &slot) || !m || m->action != LISP_ACT_NO_ACTION || f.ttl <= 1)
         return XDP_PASS;
     struct lisp_config *c = get_config();
     if (!c)
         return XDP_PASS;
-    struct lisp_mapping *m = cache_lookup(&f, iid);
-    if (!m || m->action != LISP_ACT_NO_ACTION)
-        return XDP_PASS;
     __u32 id = m->id;
-    struct lisp_locset *ls = locsets.lookup(&id);
-    if (!ls || f.ttl <= 1)
-        return XDP_PASS;
     __u32 hash = lisp_flow_hash(&f);
-    const struct lisp_locator *loc = itr_locator(ls, hash);
+    const struct lisp_locator *loc;
+    if (slot && slot->has_loc) {
+        loc = &slot->loc;
+    } else {
+        struct lisp_locset *ls = locsets.lookup(&id);
+        if (!ls)
+            return XDP_PASS;
+        fc_keep_locator(slot, ls);
+        loc = itr_locator(ls, hash);
+    }
     if (!loc)
         return XDP_PASS;
     int v6 = loc->family == 6;
@@ -64,9 +69,10 @@ int lisp_itr_xdp(struct xdp_md *ctx)
 
     struct bpf_fib_lookup p;
     fib_params(&p, ctx->ingress_ifindex, v6, v6 ? c->src6 : c->src4, loc->addr, inner_len + olen);
-    long frc = bpf_fib_lookup(ctx, &p, sizeof(p), 0);
+    int xdp_ok;
+    long frc = nh_fib_lookup(ctx, &p, 1, &xdp_ok);
     __u32 out_if = p.ifindex;
-    if (frc != BPF_FIB_LKUP_RET_SUCCESS || !xdp_targets.lookup(&out_if))
+    if (frc != BPF_FIB_LKUP_RET_SUCCESS || !xdp_ok)
         return XDP_PASS;
 
     struct lisp_encap_hdr h = {};

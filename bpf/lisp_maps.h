@@ -141,7 +141,9 @@ struct lisp_locator {
 struct lisp_locset {
     __u8 count;
     __u8 nlevels;
-    __u8 lsb;                  /* unused: the LSBs sent are the source site's (local_eid4/6) */
+    __u8 fixed;                /* 1 + the locator every flow takes (lisp_pick's answer for any
+                                * hash), or 0: depends on the flow; computed by Python
+                                * (locsets.fixed_choice), cached by the flow cache */
     __u8 pad;
     struct lisp_locator loc[LISP_MAX_LOCATORS];
     __u8 slots[LISP_LEVELS * LISP_SLOTS];
@@ -238,6 +240,7 @@ BPF_TABLE_PINNED("percpu_hash", __u32, struct lisp_stats, map_stats, LISP_MAX_MA
 struct lisp_scratch {
     __u8 buf[512];             /* room beyond the largest use, so masked lengths stay inside */
     __u64 icmp_exceeded_ns;    /* last Time Exceeded sent from this CPU (rate limit) */
+    struct lisp_locator loc;   /* the ITR's chosen locator (route(): one map, one verifier path) */
 };
 BPF_PERCPU_ARRAY(scratch, struct lisp_scratch, 1);
 /* lisp_etr_ingress tail-calls lisp_itr_ingress (slot LISP_TAIL_ITR) to

@@ -81,6 +81,34 @@ def test_xtr_registers_resolves_a_miss_and_answers_lig(lab):
     assert sorted(l["address"] for l in res["records"][0]["locators"]) == ["192.0.2.1", "192.0.2.10"]
 
 
+def test_neighbour_change_drops_the_data_planes_cached_next_hops(lab):
+    """The running xTR follows rtnetlink: a neighbour appearing on its RLOC
+    side bumps the next-hop generation of its data plane (bpf/lisp_nexthop.h;
+    tests/datapath/test_nexthop.py shows the next packet then asks the FIB)."""
+    import ctypes
+
+    from lispctl.datapath.maps import Table, obj_get
+    gen_t = Table(obj_get(str(Path("/sys/fs/bpf/lispctl") / f"{TAG}-x" / "nh_gen")),
+                  ctypes.c_uint32, ctypes.c_uint64, "nh_gen")
+
+    def invalidations():
+        return json.loads(_cli(lab, "counters", "--json", "-i", f"{TAG}-x"))["daemon"].get(
+            "next_hop_invalidations", 0)
+
+    try:
+        n0, g0 = invalidations(), gen_t[0].value
+        assert g0 >= 1
+        with NetNS(ROUTER) as r:
+            wan = r.link_lookup(ifname="wan0")[0]
+            r.neigh("add", dst="192.0.2.77", lladdr="02:00:00:00:07:07", ifindex=wan, state=0x80)
+            try:
+                assert _eventually(lambda: invalidations() > n0 and gen_t[0].value > g0)
+            finally:
+                r.neigh("del", dst="192.0.2.77", ifindex=wan)
+    finally:
+        os.close(gen_t.map_fd)
+
+
 def test_sigterm_detaches_and_unpins(lab):
     p, _ = lab["procs"][1]
     pin = Path("/sys/fs/bpf/lispctl") / f"{TAG}-x"

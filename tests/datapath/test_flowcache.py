@@ -83,6 +83,17 @@ def test_next_packet_sees_every_map_cache_change(dp, lab, one_cpu, family, prog)
     dp.unload_bulk("t")
     assert send() == ip(b)
     warm(ip(b))
+    site = EidPrefix.parse(narrow)
+    dp.add_local_eid(site)                                   # now a local EID: left alone
+    assert send() == NOT_SENT
+    dp.remove_local_eid(site)                                # ... and no longer
+    assert send() == ip(b)
+    warm(ip(b))
+    dp.set_mapping(eid, [Rloc(ip(a)), Rloc(ip(b), reachable=False)])   # one usable of two: kept in the slot
+    warm(ip(a))
+    dp.set_mapping(eid, [Rloc(ip(a), reachable=False), Rloc(ip(b))])   # the other one up
+    assert send() == ip(b)
+    warm(ip(b))
     dp.delete_mapping(eid)                                   # deleted: a miss (miss action drop)
     misses = dp.counters().miss
     assert send() == NOT_SENT
@@ -113,3 +124,21 @@ def test_generation_bumped_by_every_writer(dp):
     g = gen()
     dp.unload_bulk("t")
     assert gen() > g
+
+
+def test_fixed_choice_is_the_kernels_pick_for_every_flow():
+    """locsets.fixed_choice: the locator every flow hash picks (one usable
+    locator, wherever it sits), or 0 when flows spread or none is usable."""
+    from lispctl.datapath.locsets import build_locator_set, fixed_choice
+
+    def fixed(*rlocs):
+        return fixed_choice(build_locator_set(rlocs, 8, 4, 64), 64)
+
+    a, b, c = ip("192.0.2.2"), ip("192.0.2.3"), ip("192.0.2.4")
+    assert fixed(Rloc(a)) == 1
+    assert fixed(Rloc(a), Rloc(b)) == 0                                  # equal priority: by flow
+    assert fixed(Rloc(a, priority=1), Rloc(b, priority=2)) == 1          # the best priority only
+    assert fixed(Rloc(a, reachable=False), Rloc(b), Rloc(c, priority=5)) == 2
+    assert fixed(Rloc(a, priority=255), Rloc(b)) == 1                    # 255 is left out: b is index 0
+    assert fixed(Rloc(a, reachable=False)) == 0                          # nothing usable
+    assert fixed(Rloc(a, priority=1), Rloc(b, priority=1, weight=0), Rloc(c, priority=2)) == 1   # b: no slot

@@ -43,6 +43,26 @@ def _site_role(roles: list) -> EtrRole | ItrRole | PetrRole | None:
     return None
 
 
+class NextHopSync:
+    """Drops the data plane's cached next hops (bpf/lisp_nexthop.h) when the
+    kernel's forwarding state changed: called after each drain of an
+    InterfaceWatcher opened with track_forwarding, it bumps the next-hop
+    generation once if any link, address, route, rule or neighbour notification
+    (or a re-dump) came since the last call, so the next packet asks the FIB.
+    Returns whether it did."""
+
+    def __init__(self, datapath) -> None:
+        self.dp = datapath
+        self.seen = 0
+
+    def __call__(self, watcher) -> bool:
+        if watcher.forwarding_changes == self.seen:
+            return False
+        self.seen = watcher.forwarding_changes
+        self.dp.next_hops_changed()
+        return True
+
+
 class LocatorWatch:
     def __init__(self, runtime, device, names: list[str]) -> None:
         self.rt = runtime
@@ -66,6 +86,8 @@ class LocatorWatch:
         self._pending: list = []
         self._worker: asyncio.Task | None = None
         self.attach_errors = 0
+        dp = device.datapath
+        self.next_hops = NextHopSync(dp) if getattr(dp, "next_hops_changed", None) else None
 
     @classmethod
     def for_device(cls, runtime, device) -> "LocatorWatch | None":
@@ -78,7 +100,8 @@ class LocatorWatch:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         from lispctl.net.watch import InterfaceWatcher
-        self.watcher = watcher = InterfaceWatcher(track_gateways=False).open()
+        self.watcher = watcher = InterfaceWatcher(
+            track_gateways=False, track_forwarding=self.next_hops is not None).open()
         self.known = {n: list(self.site.iface_addrs.get(n, [])) for n in self.names}
         loop.add_reader(watcher.fileno(), self._ready)
         self._enqueue([])     # anything that changed between build and now
@@ -103,8 +126,19 @@ class LocatorWatch:
             self.rt.counters["netwatch_errors"] += 1
             log.exception("reading interface changes failed")
             return
+        self.next_hops_sync()
         if events:
             self._enqueue(events)
+
+    def next_hops_sync(self) -> None:
+        if self.watcher is None or self.next_hops is None:
+            return
+        try:
+            if self.next_hops(self.watcher):
+                self.rt.counters["next_hop_invalidations"] += 1
+        except Exception:
+            self.rt.counters["effect_errors"] += 1
+            log.exception("invalidating the data plane's next hops failed")
 
     def _enqueue(self, events) -> None:
         """Handle at once unless an RLOC interface needs (re)attaching or the

@@ -156,7 +156,8 @@ class MobileNodeWatch(LocatorWatch):
                 "eid_device": p.eid_device, "eids": [str(e) for e in p.eids],
                 "uplinks": [f"{s.ifname}/ipv{s.family}" for s in self.specs]}
             # gateways too: an uplink's table must follow its default route
-            self.watcher = watcher = InterfaceWatcher(track_gateways=True).open()
+            self.watcher = watcher = InterfaceWatcher(track_gateways=True,
+                                                      track_forwarding=self.next_hops is not None).open()
             self.known = {n: list(self.site.iface_addrs.get(n, [])) for n in self.names}
             view = watcher.view
             now = self.rt.now()
@@ -204,6 +205,7 @@ class MobileNodeWatch(LocatorWatch):
             self.rt.counters["netwatch_errors"] += 1
             log.exception("reading interface changes failed")
             return
+        self.next_hops_sync()
         if not events:
             return
         self._drop_unusable()

@@ -22,7 +22,7 @@ from lispctl.datapath.loader import header_define, header_enum
 from lispctl.datapath.idpool import IdPool
 from lispctl.datapath.maps import RingBuffer
 from lispctl.datapath.prebuilt import forget_layout, open_datapath
-from lispctl.datapath.locsets import build_locator_set
+from lispctl.datapath.locsets import build_locator_set, fixed_choice
 from lispctl.mapping.bulkfile import KEY_SIZE, BulkTable, key_bytes
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import MissEvent
@@ -156,6 +156,7 @@ class Datapath:
         # a writer that died between a map-cache write and its bump, or maps
         # never opened before (generation 0 disables the flow cache)
         self._map_cache_changed()
+        self.next_hops_changed()
         cfg = self._config()
         if cfg.miss_interval_ns == 0 and not any(True for _ in self._t["map_cache4"].keys()):
             cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
@@ -281,6 +282,7 @@ class Datapath:
             t[key] = t.Leaf(1)
         elif key in t:
             del t[key]
+        self.next_hops_changed()      # cached next hops carry the answer
 
     def detach(self) -> None:
         """Remove every filter and XDP program this object attached (maps stay)."""
@@ -354,6 +356,7 @@ class Datapath:
         t[key] = t.Leaf(lsb)
         if new:
             self._iid_ref(eid.iid, +1)
+            self._map_cache_changed()   # the flow cache keeps local-EID answers
 
     def remove_local_eid(self, eid: EidPrefix) -> None:
         t = self._eid_table(eid, "local_eid")
@@ -362,6 +365,7 @@ class Datapath:
         except KeyError:
             return
         self._iid_ref(eid.iid, -1)
+        self._map_cache_changed()       # the flow cache keeps local-EID answers
 
     def iid_accepted(self, iid: int) -> bool:
         """Whether the ETR decapsulates instance `iid` (the kernel's rule)."""
@@ -698,11 +702,13 @@ class Datapath:
                     del t[k]
                 except KeyError:
                     pass
+        self._map_cache_changed()          # local EIDs too (the flow cache keeps them)
         self._t["counters"].clear()
         t = self._t["config"]
         cfg = t.Leaf()
         cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
         t[t.Key(0)] = cfg
+        self.next_hops_changed()       # xdp_targets and the outer sources are gone
         self._ids.clear()
         self._count = {4: 0, 6: 0}
         self._bulk.clear()
@@ -819,13 +825,26 @@ class Datapath:
 
     # ---- internals ----
     def _map_cache_changed(self) -> None:
-        """Every write or delete of map_cache4/6 comes through here, after the
-        entries changed and before anything they named (locator sets, ids)
-        is freed: the new generation makes every per-CPU flow-cache slot
+        """Every write or delete of map_cache4/6 (and of the locator sets
+        they name, which are written before the entry) comes through here,
+        and every new or removed local EID prefix, after the entries changed
+        and before anything they named (locator sets, ids) is freed: the new generation makes every per-CPU flow-cache slot
         filled before it a miss (bpf/lisp_flowcache.h), so the next packet
         walks the trie again. Read from the pinned map each time, so several
         processes on the same maps (a restarted daemon) never reuse a value."""
         t = self._t["flow_gen"]
+        key = t.Key(0)
+        gen = t[key]
+        gen.value += 1
+        t[key] = gen
+
+    def next_hops_changed(self) -> None:
+        """The kernel's routes, rules, neighbours, links or addresses changed (the
+        daemon calls this on every such netlink event, lispctl.daemon.ifwatch):
+        a new generation makes every per-CPU next-hop slot filled before it a
+        miss (bpf/lisp_nexthop.h), so the next packet asks the FIB again.
+        Without a call, slots still expire one second after they were filled."""
+        t = self._t["nh_gen"]
         key = t.Key(0)
         gen = t[key]
         gen.value += 1
@@ -838,6 +857,7 @@ class Datapath:
     def _write_config(self, cfg) -> None:
         t = self._t["config"]
         t[t.Key(0)] = cfg
+        self.next_hops_changed()      # the outer sources are part of the ITR's next-hop key
 
     def _update_sources(self) -> None:
         cfg = self._config()
@@ -892,6 +912,7 @@ class Datapath:
         leaf = t.Leaf()
         leaf.count = len(ls.locators)
         leaf.nlevels = len(ls.levels)
+        leaf.fixed = fixed_choice(ls, SLOTS)
         for i, r in enumerate(ls.locators):
             loc = leaf.loc[i]
             _set_bytes(loc.addr, _addr16(r.address))

@@ -51,3 +51,25 @@ def build_locator_set(rlocs: Sequence[Rloc], max_locators: int, levels: int, slo
         if table:
             tables.append(table)
     return LocatorSet(tuple(usable), tuple(tables[:levels]), lsb & 0xFF)
+
+
+def fixed_choice(ls: LocatorSet, slots: int) -> int:
+    """1 + the locator index the kernel's lisp_pick (bpf/lisp_encap.h) returns
+    for every flow hash, or 0 when the choice depends on the flow or nothing
+    is usable. With one, the ITR's flow cache keeps the locator itself and a
+    hit skips the locator set (bpf/lisp_flowcache.h)."""
+    def usable(i: int) -> bool:
+        return i < len(ls.locators) and ls.locators[i].reachable and ls.locators[i].priority != 255
+
+    picks = set()
+    for s in range(slots):
+        pick = -1
+        for table in ls.levels:
+            pick = next((table[(s + j) % slots] for j in range(slots) if usable(table[(s + j) % slots])), -1)
+            if pick >= 0:
+                break
+        picks.add(pick)
+        if len(picks) > 1:
+            return 0
+    (only,) = picks
+    return only + 1 if only >= 0 else 0

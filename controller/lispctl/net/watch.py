@@ -34,18 +34,25 @@ from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
 from pyroute2.netlink.rtnl import (
     RTM_DELADDR,
     RTM_DELLINK,
+    RTM_DELNEIGH,
     RTM_DELROUTE,
+    RTM_DELRULE,
     RTM_GETADDR,
     RTM_GETLINK,
     RTM_GETROUTE,
     RTM_NEWADDR,
     RTM_NEWLINK,
+    RTM_NEWNEIGH,
     RTM_NEWROUTE,
+    RTM_NEWRULE,
     RTMGRP_IPV4_IFADDR,
     RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV4_RULE,
     RTMGRP_IPV6_IFADDR,
     RTMGRP_IPV6_ROUTE,
+    RTMGRP_IPV6_RULE,
     RTMGRP_LINK,
+    RTMGRP_NEIGH,
 )
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
@@ -433,12 +440,22 @@ class InterfaceWatcher:
 
     track_gateways=False leaves out route notifications, which on a router
     with a large table would be a flood nobody here needs.
+
+    track_forwarding=True also subscribes to route, rule and neighbour
+    notifications without parsing them into the view (unless track_gateways):
+    `forwarding_changes` counts every link, address, route, rule and
+    neighbour notification (and every re-dump after a loss), so whoever
+    caches the kernel's forwarding answers (the data plane's next-hop cache)
+    knows when to drop them.
     """
 
     def __init__(self, netns: str | None = None, *, track_gateways: bool = True,
+                 track_forwarding: bool = False,
                  rcvbuf: int = 4 << 20, dump_timeout: float = 5.0) -> None:
         self.netns = netns
         self.track_gateways = track_gateways
+        self.track_forwarding = track_forwarding
+        self.forwarding_changes = 0
         self.rcvbuf = rcvbuf
         self.dump_timeout = dump_timeout
         self.view = NetView()
@@ -451,8 +468,10 @@ class InterfaceWatcher:
     # -- lifecycle
     def open(self) -> "InterfaceWatcher":
         groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
-        if self.track_gateways:
+        if self.track_gateways or self.track_forwarding:
             groups |= RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
+        if self.track_forwarding:
+            groups |= RTMGRP_NEIGH | RTMGRP_IPV4_RULE | RTMGRP_IPV6_RULE
         sock = _netlink_socket(self.netns)
         try:
             try:
@@ -506,6 +525,7 @@ class InterfaceWatcher:
                 # throw it away, then dump. Everything queued from here on is newer.
                 log.warning("rtnetlink overflow; re-dumping interfaces")
                 self.resyncs += 1
+                self.forwarding_changes += 1
                 self._discard_queued()
                 fresh = self._snapshot()
                 events += diff_views(self.view, fresh)
@@ -529,9 +549,13 @@ class InterfaceWatcher:
 
     def _apply(self, msg) -> list[NetEvent]:
         mtype = msg["header"]["type"]
-        if mtype not in (RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR,
-                         RTM_NEWROUTE, RTM_DELROUTE):
+        if mtype not in (RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE,
+                         RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH, RTM_NEWRULE, RTM_DELRULE):
             return []
+        self.forwarding_changes += 1
+        if mtype in (RTM_NEWNEIGH, RTM_DELNEIGH, RTM_NEWRULE, RTM_DELRULE) or \
+                (mtype in (RTM_NEWROUTE, RTM_DELROUTE) and not self.track_gateways):
+            return []           # subscribed for forwarding_changes only
         old = self.view
         new = apply_message(old, msg)
         if new is old:
