@@ -119,6 +119,9 @@ class Registration:
     reported: float = 0.0
 
 
+_REGISTRATION_FIELDS = tuple(f.name for f in dataclasses.fields(Registration))
+
+
 @dataclass
 class Subscription:
     key: EidPrefix                   # registered (or configured) prefix subscribed to
@@ -725,6 +728,8 @@ class MapServerRole:
                     old.last_seen, old.expires_at = now, now + timeout
                     if in_rlocs:
                         old.source = src
+                    if self.report is not None:
+                        self._report_late(eid, registrant, old, now, timeout)
                 return old, True
             if nonce != old.nonce:
                 if not old.nonces_vary and self.journal is not None:
@@ -758,6 +763,8 @@ class MapServerRole:
             old.lisp_sec, old.key_id = bool(word & _MREG_S), key_id
             if in_rlocs:
                 old.source = src
+            if self.report is not None:
+                self._report_late(eid, registrant, old, now, timeout)
             return old, False
         reg = regs[registrant] = Registration(
             registrant, src, rec, proxy_reply, now, now, now + timeout, xtr_id, shape.site_id, etr, mac, nonce,
@@ -832,6 +839,15 @@ class MapServerRole:
             heapq.heappush(self._report_heap, (old.reported - self.cfg.ms.registration_timeout / 2,
                                                next(self._seq), eid, registrant, old))
 
+    def _report_late(self, eid: EidPrefix, registrant: str, reg: Registration, now: float,
+                     timeout: float) -> None:
+        """A refresh after the time its report was due (reg.reported -
+        timeout / 2: _report_due found nothing new then, after a lost
+        refresh, and stopped watching it): reported now, or the main
+        process's copy would expire while this one lives on."""
+        if now >= reg.reported - timeout / 2 and reg.expires_at > reg.reported:
+            self._report(eid, registrant, reg)
+
     def _report_due(self, now: float) -> None:
         """Registrations whose copy in the main process comes within half
         the registration timeout of expiring: reported again if refreshed
@@ -860,6 +876,8 @@ class MapServerRole:
             owner = self._site_of(eid)
             if owner is None:
                 continue                    # not a configured site (any more: a reload in between)
+            if eid == owner.eid:
+                eid = owner.eid             # not the unpickled copy: one object per prefix
             regs = self.registered.get(eid)
             before = self._locator_view(eid) if subs else None
             if reg is None:
@@ -873,9 +891,17 @@ class MapServerRole:
                 reg.origin = origin
                 if regs is None:
                     regs = {}
-                    self._file(owner, owner.eid if eid == owner.eid else eid, regs)
-                regs[registrant] = reg      # the old object's expiry entry is dropped lazily
-                heapq.heappush(self._expiry, (reg.expires_at, next(self._seq), eid, registrant, reg))
+                    self._file(owner, eid, regs)
+                cur = regs.get(registrant)
+                if cur is not None and cur.origin == origin and reg.expires_at >= cur.expires_at:
+                    # reported again (every half timeout or so): updated in
+                    # place, its expiry entry re-filed lazily, as a refresh;
+                    # a new object would live on in its heap entry until then
+                    for name in _REGISTRATION_FIELDS:
+                        setattr(cur, name, getattr(reg, name))
+                else:
+                    regs[registrant] = reg      # an old object's expiry entry is dropped lazily
+                    heapq.heappush(self._expiry, (reg.expires_at, next(self._seq), eid, registrant, reg))
             if subs and self._locator_view(eid) != before:
                 self.publish(eid, now, out)
         return out.items
