@@ -102,3 +102,27 @@ def test_ipv6_requests_are_steered_too():
         return rt.socket_counters()
     role, counters = _run(body, binds=("::1",))
     assert registers(role) == 20 and counters["queue_drops_requests"] > 0
+
+
+def test_a_burst_of_registers_fits_the_control_sockets_receive_buffer():
+    """1,000 Map-Register-sized datagrams while the loop cannot read: the
+    default receive buffer (208 KiB, about 200 such datagrams) dropped most;
+    the control socket's (udp.CONTROL_RCVBUF, raised as root) holds them."""
+    import os
+    from tests.conftest import unavailable
+    if os.geteuid() != 0:
+        unavailable("needs root (SO_RCVBUFFORCE beyond net.core.rmem_max)")
+    payload = b"\x30" + bytes(99)            # an IPv4 Map-Register with one record is about 100 bytes
+
+    def registers(role):
+        return sum(1 for d, _, _ in role.seen if d[0] == 0x30)
+
+    async def body(rt):
+        to = ("127.0.0.1", rt.sockets.port)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(1000):
+                s.sendto(payload, to)
+        await _until(lambda: registers(rt.roles[0][1]) == 1000)
+        return rt.socket_counters()
+    role, counters = _run(body)
+    assert registers(role) == 1000 and counters["queue_drops_control"] == 0

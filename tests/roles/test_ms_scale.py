@@ -82,7 +82,8 @@ def test_replay_memo_is_bounded_in_total_across_sites():
     msgs = [register(prefix="10.0.0.0/24", key="key-0", nonce=n, xtr_id=0xAB) for n in range(10)]
     for t, raw in enumerate(msgs):
         only_send(ms.handle(raw, XTR, MS_ADDR, float(t)))
-    assert len(site.superseded) == 4
+    assert ms_mod.superseded_count(site) == 4
+    assert type(site.superseded) is bytearray       # few per site: 8 bytes each
     # the last 4 superseded messages (nonces 5-8) are refused, older ones are not remembered
     for raw in msgs[5:9]:
         assert sends(ms.handle(raw, XTR, MS_ADDR, 20.0)) == []
@@ -118,3 +119,14 @@ def test_map_notify_from_equals_signing_the_notify_past_the_cache():
         assert auth.map_notify_for(raw, reg, key) == want
         assert verify(want, key) and not verify(want, key + "x")
         assert verify(raw, key.encode()) and not verify(dataclasses.replace(reg, nonce=6).encode(), key)
+
+
+def test_superseded_ring_matches_whole_entries_only():
+    site = ms_mod._Site(_ms().sites[0].cfg, superseded_max=4)
+    a, b = bytes(range(1, 33)), bytes(range(101, 133))
+    ms_mod._supersede(site, a)
+    ms_mod._supersede(site, b)
+    assert ms_mod._replayed(site.superseded, a) and ms_mod._replayed(site.superseded, b)
+    straddling = a[4:8] + b[:4] + bytes(24)     # its first 8 bytes span the two entries
+    assert not ms_mod._replayed(site.superseded, straddling)
+    assert not ms_mod._replayed(site.superseded, bytes(32))

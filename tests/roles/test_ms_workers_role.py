@@ -162,3 +162,42 @@ def test_the_union_publishes_what_a_worker_changed_to_subscribers():
     notify = decode_control(pushed[0].payload)
     assert isinstance(notify, MapNotify) and verify(pushed[0].payload, "secret-b")
     assert [str(l.address) for l in notify.records[0].locators] == ["192.0.2.9"]
+
+
+def _refresh_every_minute(w, main, until, skip=()):
+    """The ETR refreshes every 60 s (a new nonce each time; none at the
+    times in skip: lost); the worker's timers run when due and what it
+    reports is merged into the union at once."""
+    t, nonce = 0.0, 1
+    while t <= until:
+        due = w.next_deadline()
+        if due is not None and due <= t:
+            w.tick(due)
+            main.merge(0, _take(w), due)
+            continue
+        if t not in skip:
+            w.handle(register(nonce=nonce, xtr_id=5), SITE1, MS_ADDR, t)
+            main.merge(0, _take(w), t)
+        nonce += 1
+        t += 60.0
+
+
+def test_a_registration_reported_again_is_updated_in_place_in_the_union():
+    """Each report is a new (unpickled) object: the union keeps one per
+    registration and one expiry entry, not one per report until it expires."""
+    w, main = _worker(), _main()
+    _refresh_every_minute(w, main, 600.0)
+    (reg,) = main.registered.get(P("10.1.0.0/16")).values()
+    assert reg.origin == 0 and reg.expires_at >= 600.0 + T / 2
+    assert len(main._expiry) == 1
+
+
+def test_a_refresh_after_a_lost_one_is_still_reported_to_the_union():
+    """The refresh at 120 s is lost: when the report came due (at 150 s) there
+    was nothing new; the one at 180 s extends the worker's copy past the
+    union's (expiring at 240 s) and must reach it."""
+    w, main = _worker(), _main()
+    _refresh_every_minute(w, main, 600.0, skip=(120.0,))
+    main.tick(600.0)
+    assert registered(main) == {"10.1.0.0/16": ["192.0.2.1"]}
+    assert main.counters["union_registration_expired"] == 0

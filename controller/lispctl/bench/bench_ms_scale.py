@@ -379,7 +379,10 @@ def run(rec) -> None:
              "per-datagram work. "
              "The cold phase pays for decoding, creating every registration and a few full garbage "
              "collections over the growing table (docs/daemon.md, \"Memory and the garbage collector\"). "
-             "The configured RSS is mostly the validated configuration of the sites.")
+             "The configured RSS is the interpreter and code (about 50 MiB) and about 1.3 KB per site: its "
+             "validated [[site]] table and the role's site and prefix objects; a registration adds its "
+             "decoded message, its shape and the registration (docs/daemon.md, \"Memory of a large "
+             "Map-Server\").")
     rec.note("")
     rec.note(f"MS counters over the run: {c.get('map_register_ok', 0):,} accepted, "
              f"{c.get('map_register_repeat_ignored', 0):,} identical repeats (warm), "

@@ -47,6 +47,19 @@ IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 SO_ATTACH_REUSEPORT_CBPF = getattr(socket, "SO_ATTACH_REUSEPORT_CBPF", 51)
 SO_MEMINFO = 55
 _SK_MEMINFO_DROPS = 8
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+# Receive buffer of the sockets Map-Registers arrive on (the control sockets
+# and the [ms] workers'). The default (net.core.rmem_default, 208 KiB) holds
+# about 200 small datagrams (the kernel charges each its buffer's true size,
+# about 1 KiB), fewer than the Map-Registers a few hundred sites keep in
+# flight, or than 100,000 sites re-registering every minute send while the
+# daemon is busy for a few milliseconds. 4 MiB holds about 4,000; the kernel
+# takes the memory only for what is queued. Raised beyond net.core.rmem_max
+# with SO_RCVBUFFORCE where we may (root, CAP_NET_ADMIN); else as far as
+# rmem_max allows, with a warning. What still overflows is counted
+# (queue_drops_control, queue_drops_workers).
+CONTROL_RCVBUF = 4 << 20
 
 # Classic BPF for the reuseport group. The program sees the UDP payload at
 # offset 0 and the IP header at SKF_NET_OFF; it returns the index of the
@@ -232,6 +245,19 @@ def _attach_steering(sock: socket.socket, family: int, workers: int = 0) -> None
         filt[i] = struct.unpack("=Q", struct.pack("=HBBI", code, jt, jf, k))[0]
     fprog = struct.pack("@HP", len(prog), ctypes.addressof(filt))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+
+
+def size_receive_buffer(sock: socket.socket, size: int = CONTROL_RCVBUF) -> int:
+    """Ask for a receive buffer of `size` bytes; returns what the kernel
+    granted (it reports twice the size asked, the bookkeeping included)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:                      # not privileged: capped at net.core.rmem_max
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        except OSError:
+            pass
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
 
 
 def _kernel_drops(sock: socket.socket) -> int:
@@ -513,6 +539,7 @@ class ControlSockets:
         self.worker_sockets: list[list[socket.socket]] = [[] for _ in range(workers)]
         self.workers = workers
         self.extra: dict[tuple[str, int], ControlSocket] = {}
+        self._warned_rcvbuf = False
         # port -> send(payload, dst, src): a port some other socket of ours
         # serves (4341: the data plane's reassembly socket, NAT traversal)
         self.port_senders: dict[int, Callable[[bytes, Endpoint, Endpoint], bool]] = {}
@@ -535,12 +562,21 @@ class ControlSockets:
                         continue
                     raise OSError(exc.errno, f"cannot bind UDP {addr} port {port}: {exc.strerror}") from None
                 self.sockets.append(sock)
+                self._size(sock.sock, str(addr))
                 port = port or sock.port     # port 0 (tests): every family on the same port
                 self._pair(sock, family, str(addr), port)
         except Exception:
             self.close()
             raise
         self._defaults()
+
+    def _size(self, sock: socket.socket, addr: str) -> None:
+        got = size_receive_buffer(sock)
+        if got < CONTROL_RCVBUF and not self._warned_rcvbuf:
+            self._warned_rcvbuf = True
+            log.warning("the control socket on %s has a %d KiB receive buffer, not %d KiB (net.core.rmem_max; "
+                        "not root): bursts of Map-Registers may overflow it (counted: queue_drops_control)",
+                        addr, got >> 10, CONTROL_RCVBUF >> 10)
 
     def _adopt(self, socks: Sequence[socket.socket]) -> None:
         for sock in socks:
@@ -568,6 +604,7 @@ class ControlSockets:
                                           self.batch_done, reuseport=True, first=control, group=self))
             for _ in range(self.workers):
                 wsocks.append(open_socket(family, addr, port, True))
+                size_receive_buffer(wsocks[-1])
             _attach_steering(control.sock, family, self.workers)
         except OSError as exc:
             for r in reqs:

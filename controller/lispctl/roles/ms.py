@@ -38,7 +38,7 @@ import heapq
 import ipaddress
 import itertools
 from ipaddress import IPv4Address, IPv6Address
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 from lispctl.config import Config, SiteConfig, SiteEidPrefix
@@ -59,16 +59,19 @@ from lispctl.wire.auth import map_notify_from, verify_register
 from lispctl.wire.control import _AUTH_HDR, _MREG_M, _MREG_P, _MREG_S
 from lispctl.wire.records import decode_eid_records
 
-# Bound of the (EID address, mask length) -> (EidPrefix, owner) memo of the
-# Map-Register path; cleared when full (accept-more-specifics lets a site
-# register many distinct prefixes).
-_OWNER_CACHE_MAX = 65536
+# Least bound of the memo of decoded Map-Registers (_Shape); cleared when
+# full (accept-more-specifics lets a site register many distinct prefixes).
+_SHAPES_MIN = 65536
 # Per site: how many replaced Map-Register MACs are remembered to refuse
 # replays: _SUPERSEDED_MAX, fewer when there are many sites so that all
 # together stay under _SUPERSEDED_TOTAL (at least _SUPERSEDED_MIN per site).
 _SUPERSEDED_MAX = 4096
 _SUPERSEDED_TOTAL = 1 << 20
 _SUPERSEDED_MIN = 16
+# Up to this many per site (more than 4,096 sites) they are kept as 8-byte
+# fingerprints in one bytearray, oldest first (searched by memmem: about
+# 200 bytes a site at 16, against 1.3 KB as a dict of ints); more, in a dict.
+_SUPERSEDED_RING_MAX = 256
 # A Map-Register worker reports at most this many registrations again per
 # tick: registrations that arrived together come due together (100,000
 # after a restart), and each costs the worker a pickle and the main process
@@ -116,6 +119,9 @@ class Registration:
     reported: float = 0.0
 
 
+_REGISTRATION_FIELDS = tuple(f.name for f in dataclasses.fields(Registration))
+
+
 @dataclass
 class Subscription:
     key: EidPrefix                   # registered (or configured) prefix subscribed to
@@ -143,9 +149,9 @@ class _Outgoing:
     interval: float
 
 
-# (registrant name, its IP RLOCs, usable IP RLOCs best first); tuples, not
-# sets: a record has a few RLOCs, and 100,000 sites hold one each
-_Rlocs = tuple[str, tuple[IPAddress, ...], tuple[IPAddress, ...]]
+# (its IP RLOCs, usable IP RLOCs best first; often the same tuple); tuples,
+# not sets: a record has a few RLOCs, and 100,000 sites hold one each
+_Rlocs = tuple[tuple[IPAddress, ...], tuple[IPAddress, ...]]
 
 
 class _Shape:
@@ -156,10 +162,11 @@ class _Shape:
     authenticated message and never decodes a refresh again. A pure function
     of those bytes and the configured sites (dropped on reconfigure)."""
     __slots__ = ("word", "records", "xtr_id", "site_id", "owners", "site", "rlocs_of", "registrants",
-                 "body_end", "src_addr", "from_rloc", "etr")
+                 "body_end", "src_addr", "from_rloc", "etr", "key_id", "key")
 
     def __init__(self, word: int, records: tuple[EidRecord, ...], xtr_id: int | None, site_id: int | None,
-                 owners: list[Any], site: "_Site", rlocs_of: list[_Rlocs], trailer_len: int) -> None:
+                 owners: tuple[list[Any], ...], site: "_Site", rlocs_of: tuple[_Rlocs, ...],
+                 trailer_len: int) -> None:
         self.word = word
         self.records = records
         self.xtr_id = xtr_id
@@ -169,12 +176,15 @@ class _Shape:
         self.rlocs_of = rlocs_of
         xtr = f"{xtr_id:032x}" if xtr_id is not None else None
         # who registers each record: the xTR-ID, else the record's RLOC set
-        self.registrants = [xtr or r[0] for r in rlocs_of]
+        self.registrants = tuple(xtr or _rloc_name(r[0]) for r in rlocs_of)
         self.body_end = -trailer_len if trailer_len else None     # end of records + xTR-ID/site-ID
         # the last source seen and what follows from it (an ETR registers from one address)
         self.src_addr: IPAddress | None = None
         self.from_rloc = False
         self.etr: Endpoint | None = None
+        # the site's key it last authenticated with (its ID, as bytes)
+        self.key_id = -1
+        self.key: bytes | None = None
 
     def source(self, addr: IPAddress) -> tuple[bool, Endpoint | None]:
         """(source is one of the message's RLOCs, the registrant's ETR endpoint).
@@ -183,15 +193,22 @@ class _Shape:
         (the address we know reaches it), else an RLOC of the source's
         family (an IPv4-only MS with a site's IPv6 EIDs on IPv6 RLOCs)."""
         if addr is not self.src_addr and addr != self.src_addr:
-            from_rloc = any(addr in r[1] for r in self.rlocs_of)
+            from_rloc = any(addr in r[0] for r in self.rlocs_of)
             if from_rloc:
                 etr: Endpoint | None = Endpoint(addr, CONTROL_PORT)
             else:
-                usable = [a for r in self.rlocs_of for a in r[2]]
+                usable = [a for r in self.rlocs_of for a in r[1]]
                 best = next((a for a in usable if a.version == addr.version), usable[0] if usable else None)
                 etr = Endpoint(best, CONTROL_PORT) if best is not None else None
             self.src_addr, self.from_rloc, self.etr = addr, from_rloc, etr
         return self.from_rloc, self.etr
+
+
+def _rloc_name(addrs: tuple[IPAddress, ...]) -> str:
+    """The name of a registrant without xTR-ID: its RLOC set."""
+    if len(addrs) == 1:
+        return str(addrs[0])
+    return ",".join(sorted({str(a) for a in addrs}, key=lambda t: (":" in t, ipaddress.ip_address(t)))) or "no-rloc"
 
 
 def _address_key(a: Address) -> tuple[int, int]:
@@ -208,37 +225,78 @@ def _within(a: EidPrefix, b: EidPrefix) -> bool:
             and a.prefix.subnet_of(b.prefix))  # type: ignore[arg-type]
 
 
-@dataclass
 class _Prefix:
-    site: "_Site"
-    cfg: SiteEidPrefix
+    """A configured site prefix. The registrations of exactly it are found in
+    the registered table; `more` holds those of its more-specifics
+    (accept-more-specifics), created with the first."""
+    __slots__ = ("site", "cfg", "eid", "more")
+
+    def __init__(self, site: "_Site", cfg: SiteEidPrefix) -> None:
+        self.site = site
+        self.cfg = cfg
+        self.eid = cfg.eid          # one EidPrefix object, shared by its registrations
+        self.more: dict[EidPrefix, dict[str, Registration]] | None = None
 
 
-@dataclass
 class _Site:
-    cfg: SiteConfig
-    registrations: dict[EidPrefix, dict[str, Registration]] = field(default_factory=dict)
-    registers: int = 0
-    bad_auth: int = 0
-    # Fingerprints of the MACs of messages a registrant replaced by one with
-    # another nonce (oldest first, at most superseded_max): such bytes
-    # arriving again are replays.
-    superseded: dict[int, None] = field(default_factory=dict)
-    superseded_max: int = _SUPERSEDED_MAX
-    # its keys as bytes (what HMAC takes), by key ID
-    key_bytes: dict[int, bytes] = field(default_factory=dict)
+    """A configured site's state (slots, nothing allocated before it is
+    used: a Map-Server may hold 100,000)."""
+    __slots__ = ("cfg", "registers", "bad_auth", "superseded", "superseded_max")
 
-    def __post_init__(self) -> None:
-        self.key_bytes = {kid: k.encode("utf-8") for kid, k in self.cfg.keys.items()}
+    def __init__(self, cfg: SiteConfig, superseded_max: int = _SUPERSEDED_MAX) -> None:
+        self.cfg = cfg
+        self.registers = 0
+        self.bad_auth = 0
+        # Fingerprints of the MACs of messages a registrant replaced by one
+        # with another nonce (oldest first, at most superseded_max): such
+        # bytes arriving again are replays. Created with the first
+        # (_supersede, _replayed).
+        self.superseded: dict[int, None] | bytearray | None = None
+        self.superseded_max = superseded_max
+
+    def key(self, key_id: int) -> bytes | None:
+        """Its key with this ID, as bytes (what HMAC takes)."""
+        k = self.cfg.keys.get(key_id)
+        return None if k is None else k.encode("utf-8")
+
+
+def _ring_key(mac: bytes) -> bytes:
+    """_fingerprint(mac) as the 8 bytes a ring holds."""
+    fp = mac[:8]
+    return fp if len(fp) == 8 else fp.rjust(8, b"\0")
 
 
 def _supersede(site: _Site, mac: bytes) -> None:
     superseded = site.superseded
+    if superseded is None:
+        superseded = site.superseded = bytearray() if site.superseded_max <= _SUPERSEDED_RING_MAX else {}
+    if type(superseded) is bytearray:
+        if len(superseded) >= 8 * site.superseded_max:
+            del superseded[:8]                  # the oldest
+        superseded += _ring_key(mac)
+        return
+    assert type(superseded) is dict
     if len(superseded) >= site.superseded_max:
         # the oldest: a plain dict keeps insertion order; the deleted slots
         # the scan skips are compacted whenever the dict resizes
         del superseded[next(iter(superseded))]
     superseded[_fingerprint(mac)] = None
+
+
+def _replayed(superseded: dict[int, None] | bytearray, mac: bytes) -> bool:
+    """Is mac's fingerprint in a site's superseded list?"""
+    if not isinstance(superseded, bytearray):
+        return _fingerprint(mac) in superseded
+    fp = _ring_key(mac)
+    i = superseded.find(fp)
+    while i > 0 and i & 7:                      # only whole entries count
+        i = superseded.find(fp, i + 1)
+    return i >= 0
+
+
+def superseded_count(site: _Site) -> int:
+    s = site.superseded
+    return 0 if s is None else len(s) // 8 if type(s) is bytearray else len(s)
 
 
 class MapServerRole:
@@ -259,15 +317,10 @@ class MapServerRole:
         # object in place; the entry is re-filed at the new time when it comes
         # to the top (cheaper than a push per Map-Register, and bounded).
         self._expiry: list[tuple[float, int, EidPrefix, str, Registration]] = []
-        # (EID address, mask length) -> [EidPrefix, owner, its registrations
-        # dict or None]. A registrations dict is never empty while it is in
-        # `registered` (it is forgotten when it empties), so a non-empty one
-        # here is the live one and spares the table lookup.
-        self._owners: dict[tuple[Any, int], list[Any]] = {}
         # bytes after the MAC of an authenticated Map-Register -> its _Shape;
         # bounded (cleared when full) at twice the configured prefixes or more
         self._shapes: dict[bytes, _Shape] = {}
-        self._shapes_max = max(_OWNER_CACHE_MAX, 2 * len(self.configured))
+        self._shapes_max = max(_SHAPES_MIN, 2 * len(self.configured))
         self._seq = itertools.count()
         self.subs: dict[tuple[EidPrefix, int], Subscription] = {}
         self._sub_expiry: list[tuple[float, int, tuple[EidPrefix, int]]] = []
@@ -394,11 +447,33 @@ class MapServerRole:
         if sub is not None and sub.outstanding is not None:
             self.outgoing.pop(sub.outstanding, None)
 
+    def _file(self, owner: _Prefix, eid: EidPrefix, regs: dict[str, Registration]) -> None:
+        """The first registration of eid, inside owner."""
+        self.registered.insert(eid, regs)
+        if eid != owner.eid:
+            if owner.more is None:
+                owner.more = {}
+            owner.more[eid] = regs
+
     def _forget(self, eid: EidPrefix) -> None:
         self.registered.remove(eid)
         owner = self.configured.longest_covering(eid)
-        if owner is not None:
-            owner[1].site.registrations.pop(eid, None)
+        if owner is not None and owner[1].more:
+            owner[1].more.pop(eid, None)
+
+    def _registrations(self, site: _Site) -> list[tuple[EidPrefix, dict[str, Registration]]]:
+        """What is registered in a site's prefixes (and their more-specifics)."""
+        out = []
+        for sp in site.cfg.eid_prefix:
+            p = self.configured.get(sp.eid)
+            if p is None or p.site is not site:
+                continue
+            regs = self.registered.get(p.eid)
+            if regs:
+                out.append((p.eid, regs))
+            if p.more:
+                out.extend(p.more.items())
+        return out
 
     # ------------------------------------------------------------ datagrams
     def handle(self, data: bytes, src: Endpoint, dst: Endpoint, now: float) -> list[Effect]:
@@ -484,35 +559,33 @@ class MapServerRole:
             return None
         return owner
 
-    def _owners_for(self, records: tuple[EidRecord, ...]) -> tuple[list[Any], _Site | None, bool, bool]:
-        """([EidPrefix, owner, registrations] per record, the site, some record
-        outside every site, records of several sites)."""
+    def _owners_for(self, records: tuple[EidRecord, ...]) -> tuple[tuple[list[Any], ...], _Site | None, bool, bool]:
+        """([EidPrefix, owner, registrations dict or None] per record, the
+        site, some record outside every site, records of several sites).
+        A registrations dict is never empty while it is in `registered` (it
+        is forgotten when it empties), so a non-empty one in an entry (a
+        _Shape keeps them) is the live one and spares the table lookup."""
         owners = []
-        cache = self._owners
         site = None
         unknown = not records
         several = False
         for rec in records:
-            hit = cache.get((rec.eid, rec.mask_len))
-            if hit is None:
-                try:
-                    eid = record_prefix(rec)
-                except MalformedMessage:
-                    unknown = True
-                    continue
-                hit = [eid, self._site_of(eid), None]
-                if hit[1] is None:
-                    unknown = True
-                    continue
-                if len(cache) >= _OWNER_CACHE_MAX:    # the configured sites never change
-                    cache.clear()
-                cache[(rec.eid, rec.mask_len)] = hit
-            owners.append(hit)
+            try:
+                eid = record_prefix(rec)
+            except MalformedMessage:
+                unknown = True
+                continue
+            owner = self._site_of(eid)
+            if owner is None:
+                unknown = True
+                continue
+            # the configured prefix's own object where it is the same prefix
+            owners.append([owner.eid if eid == owner.eid else eid, owner, None])
             if site is None:
-                site = hit[1].site
-            elif hit[1].site is not site:
+                site = owner.site
+            elif owner.site is not site:
                 several = True
-        return owners, site, unknown, several
+        return tuple(owners), site, unknown, several
 
     def _on_register(self, data: bytes, msg: MapRegister, src: Endpoint, now: float, out: Effects) -> None:
         """A Map-Register whose records were not seen before (or not lately):
@@ -529,7 +602,7 @@ class MapServerRole:
             return
         alen = len(msg.auth_data)
         shape = _Shape(_AUTH_HDR.unpack_from(data, 0)[0], records, msg.xtr_id, msg.site_id, owners, site,
-                       [self._rlocs(rec) for rec in records], len(msg.trailer))
+                       tuple(self._rlocs(rec) for rec in records), len(msg.trailer))
         if self._register(data, shape, msg.nonce, msg.key_id, msg.alg_id, msg.auth_data, src, now, out):
             if len(self._shapes) >= self._shapes_max:
                 self._shapes.clear()
@@ -542,7 +615,7 @@ class MapServerRole:
         counters = self.counters
         counters["map_register_rx"] += 1
         site = shape.site
-        key = site.key_bytes.get(key_id)
+        key = shape.key if key_id == shape.key_id else site.key(key_id)
         if key is None or not verify_register(data, alg_id, len(mac), key):
             site.bad_auth += 1
             counters["map_register_bad_auth"] += 1
@@ -550,7 +623,9 @@ class MapServerRole:
                     f"{'unknown key-id ' + str(key_id) if key is None else 'authentication failed'}",
                     kind="map-register-auth-failed", peer=src.addr)
             return False
-        if (site.superseded and _fingerprint(mac) in site.superseded) \
+        if key_id != shape.key_id:
+            shape.key_id, shape.key = key_id, key
+        if (site.superseded and _replayed(site.superseded, mac)) \
                 or (self.restored and self._restored(mac)) \
                 or (self.restored_first and self._replays_first(mac, shape)):
             # An authentic message the registrant has since replaced by one
@@ -599,7 +674,7 @@ class MapServerRole:
                 # == sign(MapNotify(nonce, records, key_id, alg_id, xtr_id, site_id), key)
                 notify = map_notify_from(data, alg_id, len(mac), key, len(shape.records),
                                          shape.xtr_id is not None, shape.body_end)
-                if shape.xtr_id is not None:        # maybe to an RTR: MS-RTR MAC (roles/nat_ms.py)
+                if shape.xtr_id is not None and self.nat.rtr_keys:   # maybe to an RTR: MS-RTR MAC (roles/nat_ms.py)
                     notify = self.nat.for_rtr(notify, to)
                 out.send(notify, to)
                 counters["map_notify_tx"] += 1
@@ -608,20 +683,17 @@ class MapServerRole:
                 self.publish(eid, now, out)
         return True
 
-    def _rlocs(self, rec: EidRecord) -> _Rlocs:
-        """(registrant name, RLOC addresses, usable RLOC addresses best first)
-        of a record: what the MAC covers, so what a registration is bound to."""
+    @staticmethod
+    def _rlocs(rec: EidRecord) -> _Rlocs:
+        """(RLOC addresses, usable RLOC addresses best first) of a record:
+        what the MAC covers, so what a registration is bound to."""
         locs = rec.locators
         addrs = tuple(l.address for l in locs if isinstance(l.address, (IPv4Address, IPv6Address)))
         usable = sorted((l for l in locs if type(l.address) in (IPv4Address, IPv6Address)),
                         key=lambda l: (not l.reachable, l.priority == 255, l.priority))
-        if len(addrs) == 1:
-            name = str(addrs[0])
-        else:
-            name = ",".join(sorted({str(a) for a in addrs},
-                                   key=lambda t: (":" in t, ipaddress.ip_address(t)))) or "no-rloc"
         # usable holds IP-address locators only (filtered above)
-        return name, addrs, tuple(cast(IPAddress, l.address) for l in usable)
+        best = tuple(cast(IPAddress, l.address) for l in usable)
+        return addrs, addrs if best == addrs else best
 
     def _apply_record(self, entry: list[Any], rec: EidRecord, registrant: str, in_rlocs: bool,
                       etr: Endpoint | None, shape: _Shape, nonce: int, key_id: int, mac: bytes,
@@ -656,6 +728,8 @@ class MapServerRole:
                     old.last_seen, old.expires_at = now, now + timeout
                     if in_rlocs:
                         old.source = src
+                    if self.report is not None:
+                        self._report_late(eid, registrant, old, now, timeout)
                 return old, True
             if nonce != old.nonce:
                 if not old.nonces_vary and self.journal is not None:
@@ -673,8 +747,7 @@ class MapServerRole:
             return None, False
         if regs is None:
             regs = entry[2] = {}
-            self.registered.insert(eid, regs)
-            site.registrations[eid] = regs
+            self._file(owner, eid, regs)
         proxy_reply = bool(word & _MREG_P) or owner.cfg.proxy_reply
         if old is not None:             # a refresh: its expiry entry is re-filed lazily
             if self.journal is not None and old.nonces_vary:
@@ -690,6 +763,8 @@ class MapServerRole:
             old.lisp_sec, old.key_id = bool(word & _MREG_S), key_id
             if in_rlocs:
                 old.source = src
+            if self.report is not None:
+                self._report_late(eid, registrant, old, now, timeout)
             return old, False
         reg = regs[registrant] = Registration(
             registrant, src, rec, proxy_reply, now, now, now + timeout, xtr_id, shape.site_id, etr, mac, nonce,
@@ -764,6 +839,15 @@ class MapServerRole:
             heapq.heappush(self._report_heap, (old.reported - self.cfg.ms.registration_timeout / 2,
                                                next(self._seq), eid, registrant, old))
 
+    def _report_late(self, eid: EidPrefix, registrant: str, reg: Registration, now: float,
+                     timeout: float) -> None:
+        """A refresh after the time its report was due (reg.reported -
+        timeout / 2: _report_due found nothing new then, after a lost
+        refresh, and stopped watching it): reported now, or the main
+        process's copy would expire while this one lives on."""
+        if now >= reg.reported - timeout / 2 and reg.expires_at > reg.reported:
+            self._report(eid, registrant, reg)
+
     def _report_due(self, now: float) -> None:
         """Registrations whose copy in the main process comes within half
         the registration timeout of expiring: reported again if refreshed
@@ -792,6 +876,8 @@ class MapServerRole:
             owner = self._site_of(eid)
             if owner is None:
                 continue                    # not a configured site (any more: a reload in between)
+            if eid == owner.eid:
+                eid = owner.eid             # not the unpickled copy: one object per prefix
             regs = self.registered.get(eid)
             before = self._locator_view(eid) if subs else None
             if reg is None:
@@ -805,10 +891,17 @@ class MapServerRole:
                 reg.origin = origin
                 if regs is None:
                     regs = {}
-                    self.registered.insert(eid, regs)
-                    owner.site.registrations[eid] = regs
-                regs[registrant] = reg      # the old object's expiry entry is dropped lazily
-                heapq.heappush(self._expiry, (reg.expires_at, next(self._seq), eid, registrant, reg))
+                    self._file(owner, eid, regs)
+                cur = regs.get(registrant)
+                if cur is not None and cur.origin == origin and reg.expires_at >= cur.expires_at:
+                    # reported again (every half timeout or so): updated in
+                    # place, its expiry entry re-filed lazily, as a refresh;
+                    # a new object would live on in its heap entry until then
+                    for name in _REGISTRATION_FIELDS:
+                        setattr(cur, name, getattr(reg, name))
+                else:
+                    regs[registrant] = reg      # an old object's expiry entry is dropped lazily
+                    heapq.heappush(self._expiry, (reg.expires_at, next(self._seq), eid, registrant, reg))
             if subs and self._locator_view(eid) != before:
                 self.publish(eid, now, out)
         return out.items
@@ -1022,27 +1115,28 @@ class MapServerRole:
         old = {s.cfg.name: s for s in self.sites}
         self.cfg = cfg
         self.sites = [_Site(sc, superseded_max=superseded_per_site(len(cfg.site))) for sc in cfg.site]
-        self.configured = LpmTable()
+        old_configured, self.configured = self.configured, LpmTable()
         for site in self.sites:
             for sp in site.cfg.eid_prefix:
                 self.configured.insert(sp.eid, _Prefix(site, sp))
             if site.cfg.name in old:
                 site.registers, site.bad_auth = old[site.cfg.name].registers, old[site.cfg.name].bad_auth
         self._site_by_id = {s.cfg.site_id: s for s in self.sites if s.cfg.site_id is not None}
-        self._owners.clear()           # caches of owner lookups hold the old sites
         self._shapes.clear()
-        self._shapes_max = max(_OWNER_CACHE_MAX, 2 * len(self.configured))
+        self._shapes_max = max(_SHAPES_MIN, 2 * len(self.configured))
         out = Effects()
-        for prev in old.values():
-            for eid, regs in prev.registrations.items():
-                hit = self.configured.longest_covering(eid)
-                if hit is not None and hit[1].site.cfg.name == prev.cfg.name \
-                        and (hit[0] == eid or hit[1].cfg.accept_more_specifics):
-                    hit[1].site.registrations[eid] = regs
-                    continue
-                self.registered.remove(eid)
-                self.counters["registration_dropped_by_reload"] += 1
-                out.log(f"registration of {eid} dropped: no configured site accepts it any more")
+        for eid, regs in list(self.registered.items()):
+            prev = old_configured.longest_covering(eid)
+            hit = self.configured.longest_covering(eid)
+            if prev is not None and hit is not None and hit[1].site.cfg.name == prev[1].site.cfg.name \
+                    and (hit[0] == eid or hit[1].cfg.accept_more_specifics):
+                if hit[0] != eid:
+                    more = hit[1].more = hit[1].more or {}
+                    more[eid] = regs
+                continue
+            self.registered.remove(eid)
+            self.counters["registration_dropped_by_reload"] += 1
+            out.log(f"registration of {eid} dropped: no configured site accepts it any more")
         return out.items
 
     def snapshot(self) -> dict[str, Any]:
@@ -1050,8 +1144,9 @@ class MapServerRole:
         sites = []
         for site in self.sites:
             prefixes = []
+            registered = self._registrations(site)
             for sp in site.cfg.eid_prefix:
-                regs = sorted(((e, r) for e, r in site.registrations.items()
+                regs = sorted(((e, r) for e, r in registered
                               if _within(e, sp.eid)), key=lambda x: eid_sort_key(x[0]))
                 prefixes.append({
                     "prefix": str(sp.eid), "accept_more_specifics": sp.accept_more_specifics,

@@ -187,9 +187,13 @@ def map_notify_from(raw: bytes, alg_id: int, alen: int, key: str | bytes, count:
     head = _WORD.pack(word) + raw[4:AUTH_OFFSET]             # nonce, key ID, alg ID, auth length
     if alen == 0:
         return head + body
-    digest = _DIGESTS.get(alg_id) if type(key) is bytes else _digest_name(alg_id, key)
+    if type(key) is bytes:
+        digest = _DIGESTS.get(alg_id)
+    else:
+        digest = _digest_name(alg_id, key)
+        key = _key(key)
     if digest is not None:
-        return head + _py_hmac.digest(_key(key), head + _ZEROS[alen] + body, digest) + body
+        return head + _py_hmac.digest(key, head + _ZEROS[alen] + body, digest) + body
     m = _mac_for(alg_id, key, head)
     if m is None:
         raise ValueError(f"no MAC for algorithm {alg_id}")
