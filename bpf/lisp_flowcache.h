@@ -16,6 +16,9 @@
  * locators. A set whose choice depends on the flow is still looked up by id
  * per packet.
  *
+ * The ETRs read the same slots for "is the inner destination a local EID"
+ * (lisp_datapath.c cached_local_eid), and fill LISP_ACT_LOCAL ones.
+ *
  * The slot also keeps the answer of the source-site locator-status bits
  * (RFC 9300 5.3: a second local-EID trie lookup, by source) for the last
  * source that sent to dst: one host talking to one destination, the common
