@@ -14,7 +14,12 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # Layouts of compiled BPF programs (lispctl.datapath.prebuilt) go to a
 # directory of this run, not /run/lispctl/bpf, and leave with it.
-_BPF_CACHE = os.environ.setdefault("LISPCTL_BPF_CACHE", tempfile.mkdtemp(prefix="lispctl-test-bpf-"))
+# Test modules also `import conftest`, which runs this again: make the
+# directory only the first time (setdefault would evaluate mkdtemp anyway
+# and leave an unused directory behind each time).
+if "LISPCTL_BPF_CACHE" not in os.environ:
+    os.environ["LISPCTL_BPF_CACHE"] = tempfile.mkdtemp(prefix="lispctl-test-bpf-")
+_BPF_CACHE = os.environ["LISPCTL_BPF_CACHE"]
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
