@@ -166,10 +166,17 @@ def tshark_json(pcap: Path) -> list[dict[str, Any]]:
 
 
 def expert_problems(layers: Any, path: str = "") -> list[str]:
-    """tshark's malformed markers and expert items of warning/error severity, anywhere in a packet."""
-    found = []
+    """tshark's malformed markers and expert items of warning/error severity, anywhere in a packet.
+
+    TCP's sequence analysis (tcp.analysis: "previous segment not captured",
+    retransmissions, duplicate ACKs) is left out: it judges the conversation
+    as far as the capture saw it (a packet the capture ring dropped on a busy
+    machine, a loss) rather than whether the bytes on the wire are well formed."""
+    found: list[str] = []
     if isinstance(layers, dict):
         for k, v in layers.items():
+            if k == "tcp.analysis":
+                continue
             if k == "_ws.malformed" or k.startswith("_ws.malformed"):
                 found.append(f"{path}{k}")
             if k == "_ws.expert":
