@@ -32,10 +32,12 @@ def test_each_control_address_gets_a_request_socket_and_both_reach_the_roles():
     assert counters["request_sockets"] == 8
 
 
-def test_a_request_flood_that_overflows_its_queue_loses_no_register_and_registers_go_first():
-    def registers(role):
-        return sum(1 for d, _, _ in role.seen if d[0] == 0x30)
+def registers(role):
+    """Map-Registers the role was handed."""
+    return sum(1 for d, _, _ in role.seen if d[0] == 0x30)
 
+
+def test_a_request_flood_that_overflows_its_queue_loses_no_register_and_registers_go_first():
     async def body(rt):
         to = ("127.0.0.1", rt.sockets.port)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -87,9 +89,6 @@ def test_ipv6_requests_are_steered_too():
     if not _has_ipv6_loopback():
         pytest.skip("no IPv6 loopback")
 
-    def registers(role):
-        return sum(1 for d, _, _ in role.seen if d[0] == 0x30)
-
     async def body(rt):
         assert len(rt.sockets.request_sockets) == 8
         to = ("::1", rt.sockets.port)
@@ -113,9 +112,6 @@ def test_a_burst_of_registers_fits_the_control_sockets_receive_buffer():
     if os.geteuid() != 0:
         unavailable("needs root (SO_RCVBUFFORCE beyond net.core.rmem_max)")
     payload = b"\x30" + bytes(99)            # an IPv4 Map-Register with one record is about 100 bytes
-
-    def registers(role):
-        return sum(1 for d, _, _ in role.seen if d[0] == 0x30)
 
     async def body(rt):
         to = ("127.0.0.1", rt.sockets.port)

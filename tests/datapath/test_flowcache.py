@@ -38,17 +38,24 @@ def one_cpu():
 NOT_SENT = "not encapsulated"
 
 
+def _program(dp, lab, side, prog):
+    """(fd, ctx(frame), verdict when forwarded) of the ITR or ETR as a tc or
+    XDP program; the XDP one's redirect target is marked as such."""
+    ifindex = lab.eid_if if side == "itr" else lab.rl_if
+    if prog == "tc":
+        return dp.prog_fd(f"lisp_{side}_ingress"), lambda frame: skb_ctx(ifindex=ifindex), TC_ACT_REDIRECT
+    dp.set_xdp_redirect("rl0" if side == "itr" else "eid0", True)
+    return dp.prog_fd(f"lisp_{side}_xdp"), lambda frame: xdp_ctx(len(frame), ifindex), XDP_REDIRECT
+
+
 @pytest.mark.parametrize("prog", ["tc", "xdp"])
 @pytest.mark.parametrize("family", [4, 6])
 def test_next_packet_sees_every_map_cache_change(dp, lab, one_cpu, family, prog):
     src, dst, wide, narrow, a, b, c = FAMILIES[family]
     inner = P.ip_packet(src, dst, b"x" * 64)
     frame = P.eth(P.mac(EID_MAC), P.mac(HOST_MAC), P.ETH_IP if family == 4 else P.ETH_IP6) + inner
-    if prog == "tc":
-        fd, ctx, sent = dp.prog_fd("lisp_itr_ingress"), skb_ctx(ifindex=lab.eid_if), TC_ACT_REDIRECT
-    else:
-        dp.set_xdp_redirect("rl0", True)
-        fd, ctx, sent = dp.prog_fd("lisp_itr_xdp"), xdp_ctx(len(frame), lab.eid_if), XDP_REDIRECT
+    fd, ctx_of, sent = _program(dp, lab, "itr", prog)
+    ctx = ctx_of(frame)
 
     def send():
         res = run_prog(fd, frame, ctx=ctx)
@@ -114,17 +121,12 @@ def test_next_packet_carries_new_lsb(dp, lab, one_cpu, family, prog):
     src, dst, wide, _, a, _, _ = FAMILIES[family]
     src2, site, site2 = ("10.1.9.1", "10.1.0.0/16", "10.1.9.0/24") if family == 4 else \
         ("fd00:1:9::1", "fd00:1::/32", "fd00:1:9::/48")
-    if prog == "tc":
-        fd, sent = dp.prog_fd("lisp_itr_ingress"), TC_ACT_REDIRECT
-    else:
-        dp.set_xdp_redirect("rl0", True)
-        fd, sent = dp.prog_fd("lisp_itr_xdp"), XDP_REDIRECT
+    fd, ctx_of, sent = _program(dp, lab, "itr", prog)
 
     def lsb(s):
         frame = P.eth(P.mac(EID_MAC), P.mac(HOST_MAC), P.ETH_IP if family == 4 else P.ETH_IP6) + \
             P.ip_packet(s, dst, b"x" * 64)
-        ctx = skb_ctx(ifindex=lab.eid_if) if prog == "tc" else xdp_ctx(len(frame), lab.eid_if)
-        res = run_prog(fd, frame, ctx=ctx)
+        res = run_prog(fd, frame, ctx=ctx_of(frame))
         assert res.retval == sent
         o = P.split_encap(res.data)
         return o.lisp_word if o.lisp_flags & 0x40 else None
@@ -151,11 +153,8 @@ def test_etr_next_packet_sees_local_eid_change(dp, lab, one_cpu, family, prog):
         if family == 4 else ("2001:db8:1::2", "2001:db8:1::1", "fd00:2::5", "fd00:1::10", "fd00:1::/32")
     frame = P.eth(P.mac(RLOC_MAC), P.mac(PEER_MAC[rloc]), P.ETH_IP if family == 4 else P.ETH_IP6) + \
         P.lisp_packet(rloc, local, P.ip_packet(src, dst, b"x" * 64))
-    if prog == "tc":
-        fd, ctx, sent = dp.prog_fd("lisp_etr_ingress"), skb_ctx(ifindex=lab.rl_if), TC_ACT_REDIRECT
-    else:
-        dp.set_xdp_redirect("eid0", True)
-        fd, ctx, sent = dp.prog_fd("lisp_etr_xdp"), xdp_ctx(len(frame), lab.rl_if), XDP_REDIRECT
+    fd, ctx_of, sent = _program(dp, lab, "etr", prog)
+    ctx = ctx_of(frame)
 
     def decapsulated():
         return run_prog(fd, frame, ctx=ctx).retval == sent
