@@ -836,11 +836,7 @@ class Datapath:
         filled before it a miss (bpf/lisp_flowcache.h), so the next packet
         walks the trie again. Read from the pinned map each time, so several
         processes on the same maps (a restarted daemon) never reuse a value."""
-        t = self._t["flow_gen"]
-        key = t.Key(0)
-        gen = t[key]
-        gen.value += 1
-        t[key] = gen
+        self._bump("flow_gen")
 
     def next_hops_changed(self) -> None:
         """The kernel's routes, rules, neighbours, links or addresses changed (the
@@ -848,7 +844,11 @@ class Datapath:
         a new generation makes every per-CPU next-hop slot filled before it a
         miss (bpf/lisp_nexthop.h), so the next packet asks the FIB again.
         Without a call, slots still expire one second after they were filled."""
-        t = self._t["nh_gen"]
+        self._bump("nh_gen")
+
+    def _bump(self, name: str) -> None:
+        """Increments a pinned one-element generation map (flow_gen, nh_gen)."""
+        t = self._t[name]
         key = t.Key(0)
         gen = t[key]
         gen.value += 1
