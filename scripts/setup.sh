@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# gcc and libc6-dev: the benchmark compiles its warm-path test-run driver
+# (controller/lispctl/bench/warmrun.c) with cc.
 APT_PACKAGES=(python3-bpfcc bpfcc-tools python3-venv linux-headers-amd64 tshark
-              iperf3 tcpdump netsniff-ng iproute2 ethtool bird2 nftables)
+              iperf3 tcpdump netsniff-ng iproute2 ethtool bird2 nftables gcc libc6-dev)
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup: must run as root (apt, kernel headers, bpffs)" >&2

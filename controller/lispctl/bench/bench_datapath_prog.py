@@ -9,6 +9,11 @@ neighbour for the ETR), with a map-cache of 1,001 entries and of
 LARGE_MAP_CACHE (or as many as the loaded data plane holds). Runs in a
 namespace of its own so FIB lookups hit known routes and neighbours.
 
+Every figure twice: driven from Python (cold-ish: the interpreter touches
+much memory between two runs, so the maps a program reads may miss the
+caches; the trivial program reads nothing), and on the warm path
+(warmrun.c: the same single runs back to back from C, on one CPU).
+
 LISPCTL_BENCH_QUICK=1: 5,000 runs per figure (for developing the bench).
 """
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import shutil
 import struct
 import subprocess
+import tempfile
 from pathlib import Path
 
 SECTION = "Data plane programs (BPF_PROG_TEST_RUN)"
@@ -42,6 +48,30 @@ def _mean_ns(fd: int, frames: list[bytes], ctx=None) -> float:
         f = frames[i % n]
         total += run_prog(fd, f, ctx=ctx(f) if callable(ctx) else ctx).duration_ns
     return total / RUNS
+
+
+class _Meter:
+    """Measures a program both ways: cold (the Python loop, _mean_ns) into
+    `cold`, warm (warmrun.c) into `warm` when a C compiler was found."""
+
+    def __init__(self, workdir: Path) -> None:
+        from lispctl.bench import warmrun
+        self.workdir = workdir
+        self.exe = warmrun.build(workdir)
+        self.cold: dict[tuple[str, int, int], float] = {}
+        self.warm: dict[tuple[str, int, int], float] = {}
+
+    def __call__(self, key: tuple[str, int, int], fd: int, frames: list[bytes], ctx=None,
+                 retval: int | None = None) -> None:
+        from lispctl.bench import warmrun
+        self.cold[key] = _mean_ns(fd, frames, ctx)
+        if self.exe is None:
+            return
+        ctxs = [ctx(f) if callable(ctx) else ctx for f in frames]
+        r = warmrun.run(self.exe, fd, frames, ctxs, RUNS, self.workdir)
+        if retval is not None and set(r.retvals) != {retval}:
+            raise RuntimeError(f"warm path: {key[0]} returned {r.retvals}, expected {retval} every run")
+        self.warm[key] = r.mean_ns
 
 
 def _trivial_fds():
@@ -148,15 +178,19 @@ def run(rec) -> None:
 
     from lispctl.bench import forwarder as fw
     from lispctl.datapath import Datapath
-    from lispctl.datapath.testrun import TC_ACT_REDIRECT, XDP_REDIRECT, run_prog, xdp_ctx
+    from lispctl.datapath.testrun import TC_ACT_REDIRECT, XDP_PASS, XDP_REDIRECT, run_prog, xdp_ctx
     from lispctl.mapping.types import EidPrefix, Rloc
 
     ns = f"lbench{os.getpid()}"
     pin = Path(f"/sys/fs/bpf/lispctl-bench-{os.getpid()}")
     ns_made = False
-    ns_t: dict[tuple[str, int, int], float] = {}   # (program, flows, map-cache entries or 0) -> ns/packet
+    # (program, flows, map-cache entries or 0) -> ns/packet, cold and warm
+    work = Path(tempfile.mkdtemp(prefix="lispctl-warmrun-"))
     large = LARGE_MAP_CACHE
     try:
+        m = _Meter(work)
+        if m.exe is None:
+            print("  no C compiler (cc): the warm-path columns are skipped")
         netns.create(ns)
         ns_made = True
         netns.pushns(ns)
@@ -207,18 +241,19 @@ def run(rec) -> None:
                         if run_prog(progs.xdp, f, ctx=xctx(f)).retval != XDP_REDIRECT:
                             raise RuntimeError("bpf-forward (XDP) did not redirect a test packet")
                     print(f"  map-cache {entries:,} entries")
+                    TR, XR = TC_ACT_REDIRECT, XDP_REDIRECT
                     if entries == SMALL_MAP_CACHE:   # nothing of these looks at the map-cache
-                        ns_t["trivial_tc", 1, 0] = _mean_ns(trivial, fr.itr1)
-                        ns_t["trivial_xdp", 1, 0] = _mean_ns(trivial_xdp, fr.fwd_in1, xctx)
+                        m(("trivial_tc", 1, 0), trivial, fr.itr1, retval=0)
+                        m(("trivial_xdp", 1, 0), trivial_xdp, fr.fwd_in1, xctx, retval=XDP_PASS)
                         for n, fl in ((1, "1"), (FLOWS, "n")):
-                            ns_t["bpf_forward_tc_in", n, 0] = _mean_ns(progs.tc, getattr(fr, f"fwd_in{fl}"))
-                            ns_t["bpf_forward_xdp_in", n, 0] = _mean_ns(progs.xdp, getattr(fr, f"fwd_in{fl}"), xctx)
+                            m(("bpf_forward_tc_in", n, 0), progs.tc, getattr(fr, f"fwd_in{fl}"), retval=TR)
+                            m(("bpf_forward_xdp_in", n, 0), progs.xdp, getattr(fr, f"fwd_in{fl}"), xctx, retval=XR)
                     for n, fl in ((1, "1"), (FLOWS, "n")):
-                        ns_t["bpf_forward_tc_out", n, entries] = _mean_ns(progs.tc, getattr(fr, f"itr{fl}"))
-                        ns_t["encap", n, entries] = _mean_ns(itr, getattr(fr, f"itr{fl}"))
-                        ns_t["decap", n, entries] = _mean_ns(etr, getattr(fr, f"etr{fl}"))
-                        ns_t["xdp_decap", n, entries] = _mean_ns(xetr, getattr(fr, f"etr{fl}"), xctx)
-                        ns_t["xdp_encap", n, entries] = _mean_ns(xitr, getattr(fr, f"itr{fl}"), ectx)
+                        m(("bpf_forward_tc_out", n, entries), progs.tc, getattr(fr, f"itr{fl}"), retval=TR)
+                        m(("encap", n, entries), itr, getattr(fr, f"itr{fl}"), retval=TR)
+                        m(("decap", n, entries), etr, getattr(fr, f"etr{fl}"), retval=TR)
+                        m(("xdp_decap", n, entries), xetr, getattr(fr, f"etr{fl}"), xctx, retval=XR)
+                        m(("xdp_encap", n, entries), xitr, getattr(fr, f"itr{fl}"), ectx, retval=XR)
             finally:
                 if holder is not None:
                     holder.cleanup()
@@ -229,7 +264,8 @@ def run(rec) -> None:
         if ns_made:
             netns.remove(ns)
         shutil.rmtree(pin, ignore_errors=True)
-    _report(rec, ns_t, large)
+        shutil.rmtree(work, ignore_errors=True)
+    _report(rec, m.cold, m.warm, large)
 
 
 def _flows(n: int) -> str:
@@ -242,33 +278,87 @@ def _ref(t: dict[tuple[str, int, int], float], r: str, n: int, entries: int) -> 
     return t[r, n, entries] if (r, n, entries) in t else t[r, n, 0]
 
 
-def _report(rec, t: dict[tuple[str, int, int], float], large: int) -> None:
+def _figures(rec, t: dict[tuple[str, int, int], float], large: int, sfx: str) -> None:
+    """The figures of one way of driving (sfx "": cold, the names of earlier
+    runs; "_warm": the warm path)."""
     small, N = SMALL_MAP_CACHE, FLOWS
     base, xbase = max(t["trivial_tc", 1, 0], 1.0), max(t["trivial_xdp", 1, 0], 1.0)
     e, d, xd = t["encap", 1, small], t["decap", 1, small], t["xdp_decap", 1, small]
-    # the figures of earlier runs, same names (one flow, 1,001 entries)
-    rec.figure("datapath_trivial_tc_ns_per_pkt", base)
-    rec.figure("datapath_encap_ns_per_pkt", e)
-    rec.figure("datapath_decap_ns_per_pkt", d)
-    rec.figure("datapath_encap_vs_trivial_ratio", e / base)
-    rec.figure("datapath_decap_vs_trivial_ratio", d / base)
-    rec.figure("datapath_trivial_xdp_ns_per_pkt", xbase)
-    rec.figure("datapath_xdp_decap_ns_per_pkt", xd)
-    rec.figure("datapath_xdp_decap_vs_trivial_xdp_ratio", xd / xbase)
-    rec.figure("datapath_xdp_decap_vs_tc_decap_ratio", xd / d if d else 0.0)
+    # one flow, 1,001 entries
+    rec.figure(f"datapath_trivial_tc{sfx}_ns_per_pkt", base)
+    rec.figure(f"datapath_encap{sfx}_ns_per_pkt", e)
+    rec.figure(f"datapath_decap{sfx}_ns_per_pkt", d)
+    rec.figure(f"datapath_encap_vs_trivial{sfx}_ratio", e / base)
+    rec.figure(f"datapath_decap_vs_trivial{sfx}_ratio", d / base)
+    rec.figure(f"datapath_trivial_xdp{sfx}_ns_per_pkt", xbase)
+    rec.figure(f"datapath_xdp_decap{sfx}_ns_per_pkt", xd)
+    rec.figure(f"datapath_xdp_decap_vs_trivial_xdp{sfx}_ratio", xd / xbase)
+    rec.figure(f"datapath_xdp_decap_vs_tc_decap{sfx}_ratio", xd / d if d else 0.0)
     xe = t["xdp_encap", 1, small]
-    rec.figure("datapath_xdp_encap_vs_trivial_xdp_ratio", xe / xbase)
-    rec.figure("datapath_xdp_encap_vs_tc_encap_ratio", xe / e if e else 0.0)
+    rec.figure(f"datapath_xdp_encap_vs_trivial_xdp{sfx}_ratio", xe / xbase)
+    rec.figure(f"datapath_xdp_encap_vs_tc_encap{sfx}_ratio", xe / e if e else 0.0)
     for (prog, n, entries), v in t.items():
         if prog.startswith("trivial"):
             continue
-        rec.figure(f"datapath_{prog}_{_flows(n)}" + (f"_{entries}entries" if entries else "") + "_ns_per_pkt", v)
-    ref = {"encap": "bpf_forward_tc_out", "decap": "bpf_forward_tc_in", "xdp_decap": "bpf_forward_xdp_in"}
-    for prog, r in ref.items():
+        rec.figure(f"datapath_{prog}_{_flows(n)}" + (f"_{entries}entries" if entries else "") + f"{sfx}_ns_per_pkt", v)
+    for prog, r in REF.items():
         for n in (1, N):
             for entries in (small, large):
-                rec.figure(f"datapath_{prog}_vs_bpf_forward_{_flows(n)}_{entries}entries_ratio",
+                rec.figure(f"datapath_{prog}_vs_bpf_forward_{_flows(n)}_{entries}entries{sfx}_ratio",
                            t[prog, n, entries] / _ref(t, r, n, entries))
+
+
+REF = {"encap": "bpf_forward_tc_out", "decap": "bpf_forward_tc_in", "xdp_decap": "bpf_forward_xdp_in"}
+
+
+def _tc_table(rec, t: dict[tuple[str, int, int], float], large: int) -> None:
+    small, N = SMALL_MAP_CACHE, FLOWS
+    base = max(t["trivial_tc", 1, 0], 1.0)
+    rec.note(f"| program | map-cache | ns/packet, 1 flow | ns/packet, {N:,} flows | x trivial tc (1 flow) "
+             f"| x bpf-forward (1 flow) | x bpf-forward ({N:,} flows) |")
+    rec.note("|---|---:|---:|---:|---:|---:|---:|")
+    rec.note(f"| trivial (return TC_ACT_OK) | - | {base:.0f} | | 1.00 | | |")
+    for entries in (small, large):
+        r = "bpf_forward_tc_out"
+        rec.note(f"| bpf-forward, tc (the ITR's packets) | {entries:,} FIB routes | {t[r, 1, entries]:.0f} | "
+                 f"{t[r, N, entries]:.0f} | {t[r, 1, entries] / base:.2f} | 1.00 | 1.00 |")
+    r = "bpf_forward_tc_in"
+    rec.note(f"| bpf-forward, tc (the ETR's packets without LISP) | - | {t[r, 1, 0]:.0f} | {t[r, N, 0]:.0f} | "
+             f"{t[r, 1, 0] / base:.2f} | 1.00 | 1.00 |")
+    for label, prog in (("ITR encapsulation (lisp_itr_ingress)", "encap"),
+                        ("ETR decapsulation (lisp_etr_ingress)", "decap")):
+        r = REF[prog]
+        for entries in (small, large):
+            a, b = t[prog, 1, entries], t[prog, N, entries]
+            rec.note(f"| {label} | {entries:,} | {a:.0f} | {b:.0f} | {a / base:.2f} | "
+                     f"{a / _ref(t, r, 1, entries):.2f} | {b / _ref(t, r, N, entries):.2f} |")
+
+
+def _xdp_table(rec, t: dict[tuple[str, int, int], float], large: int) -> None:
+    small, N = SMALL_MAP_CACHE, FLOWS
+    xbase, d = max(t["trivial_xdp", 1, 0], 1.0), t["decap", 1, small]
+    rec.note(f"| program | map-cache | ns/packet, 1 flow | ns/packet, {N:,} flows | x trivial XDP (1 flow) "
+             f"| x bpf-forward XDP (1 flow) | x bpf-forward XDP ({N:,} flows) | x tc ETR (1 flow) |")
+    rec.note("|---|---:|---:|---:|---:|---:|---:|---:|")
+    fx1, fxn = t["bpf_forward_xdp_in", 1, 0], t["bpf_forward_xdp_in", N, 0]
+    rec.note(f"| trivial (return XDP_PASS) | - | {xbase:.0f} | | 1.00 | | | {xbase / d:.2f} |")
+    rec.note(f"| bpf-forward, XDP | - | {fx1:.0f} | {fxn:.0f} | {fx1 / xbase:.2f} | 1.00 | 1.00 | {fx1 / d:.2f} |")
+    for entries in (small, large):
+        a, b = t["xdp_decap", 1, entries], t["xdp_decap", N, entries]
+        rec.note(f"| XDP ETR decapsulation (lisp_etr_xdp) | {entries:,} | {a:.0f} | {b:.0f} | {a / xbase:.2f} | "
+                 f"{a / fx1:.2f} | {b / fxn:.2f} | {a / t['decap', 1, entries]:.2f} |")
+    for entries in (small, large):
+        a, b = t["xdp_encap", 1, entries], t["xdp_encap", N, entries]
+        rec.note(f"| XDP ITR encapsulation (lisp_itr_xdp) | {entries:,} | {a:.0f} | {b:.0f} | {a / xbase:.2f} | "
+                 f"- | - | {a / t['encap', 1, entries]:.2f} |")
+
+
+def _report(rec, t: dict[tuple[str, int, int], float], w: dict[tuple[str, int, int], float],
+            large: int) -> None:
+    small, N = SMALL_MAP_CACHE, FLOWS
+    _figures(rec, t, large, "")
+    if w:
+        _figures(rec, w, large, "_warm")
 
     if QUICK:
         rec.note(f"**Quick run (LISPCTL_BENCH_QUICK): {RUNS:,} runs per figure, not for the record.**")
@@ -285,6 +375,18 @@ def _report(rec, t: dict[tuple[str, int, int], float], large: int) -> None:
                 "(`Datapath.capacity`: LISP_MAX_MAPPINGS in bpf/lisp_maps.h, one locator set id per "
                 "mapping), so the large table is filled to capacity."))
     rec.note("")
+    rec.note("Every program is measured two ways, on the same packets. **Cold-ish** (the first tables): "
+             "the runs are driven one by one from Python, and between two runs the interpreter touches "
+             "much memory, so the maps, flow and next-hop cache slots and neighbours a program reads may "
+             "have left the CPU's caches by its next run, even with 1 flow, while the trivial program "
+             "reads nothing: these ratios to trivial overstate a busy router's cost. **Warm path** (the "
+             "tables so named): the same single runs back to back from a small C driver "
+             "(controller/lispctl/bench/warmrun.c, compiled at bench time), pinned to one CPU, after an "
+             "untimed pass over the packets: what a program costs when its working set stays in cache, "
+             "as on a router forwarding steadily; trivial and bpf-forward are measured the same way, so "
+             "its ratios compare like with like."
+             + ("" if w else " **No C compiler (cc) was found: the warm-path tables are left out.**"))
+    rec.note("")
     rec.note("**bpf-forward** (bpf/bench_forward.c, benchmark only) does what any BPF router must: "
              "`bpf_fib_lookup`, new MACs, TTL - 1, `bpf_redirect`; no map, no encapsulation. It runs on "
              "the same packets without LISP (the ITR's input; the ETR's output, arriving on rl0); for "
@@ -293,51 +395,33 @@ def _report(rec, t: dict[tuple[str, int, int], float], large: int) -> None:
              "Program x bpf-forward is what encapsulation or decapsulation and the LISP lookups add "
              "to the cheapest forwarding by redirect.")
     rec.note("")
-    rec.note(f"| program | map-cache | ns/packet, 1 flow | ns/packet, {N:,} flows | x trivial tc (1 flow) "
-             f"| x bpf-forward (1 flow) | x bpf-forward ({N:,} flows) |")
-    rec.note("|---|---:|---:|---:|---:|---:|---:|")
-    rec.note(f"| trivial (return TC_ACT_OK) | - | {base:.0f} | | 1.00 | | |")
-    for entries in (small, large):
-        r = "bpf_forward_tc_out"
-        rec.note(f"| bpf-forward, tc (the ITR's packets) | {entries:,} FIB routes | {t[r, 1, entries]:.0f} | "
-                 f"{t[r, N, entries]:.0f} | {t[r, 1, entries] / base:.2f} | 1.00 | 1.00 |")
-    r = "bpf_forward_tc_in"
-    rec.note(f"| bpf-forward, tc (the ETR's packets without LISP) | - | {t[r, 1, 0]:.0f} | {t[r, N, 0]:.0f} | "
-             f"{t[r, 1, 0] / base:.2f} | 1.00 | 1.00 |")
-    for label, prog in (("ITR encapsulation (lisp_itr_ingress)", "encap"),
-                        ("ETR decapsulation (lisp_etr_ingress)", "decap")):
-        r = ref[prog]
-        for entries in (small, large):
-            a, b = t[prog, 1, entries], t[prog, N, entries]
-            rec.note(f"| {label} | {entries:,} | {a:.0f} | {b:.0f} | {a / base:.2f} | "
-                     f"{a / _ref(t, r, 1, entries):.2f} | {b / _ref(t, r, N, entries):.2f} |")
+    rec.note("tc, cold-ish (driven from Python):")
+    rec.note("")
+    _tc_table(rec, t, large)
+    if w:
+        rec.note("")
+        rec.note("tc, warm path (C driver, back to back):")
+        rec.note("")
+        _tc_table(rec, w, large)
     rec.note("")
     rec.note("XDP on the same frames (ingress rl0, redirect target eid0, as for a NIC): the XDP ETR on "
              "the LISP packets, bpf-forward (XDP) on the same packets without LISP; and the XDP ITR on the "
-             "tc ITR's packets (ingress eid0, redirect target rl0; its last column: x tc ITR):")
+             "tc ITR's packets (ingress eid0, redirect target rl0; its last column: x tc ITR). "
+             "XDP, cold-ish (driven from Python):")
     rec.note("")
-    rec.note(f"| program | map-cache | ns/packet, 1 flow | ns/packet, {N:,} flows | x trivial XDP (1 flow) "
-             f"| x bpf-forward XDP (1 flow) | x bpf-forward XDP ({N:,} flows) | x tc ETR (1 flow) |")
-    rec.note("|---|---:|---:|---:|---:|---:|---:|---:|")
-    fx1, fxn = t["bpf_forward_xdp_in", 1, 0], t["bpf_forward_xdp_in", N, 0]
-    rec.note(f"| trivial (return XDP_PASS) | - | {xbase:.0f} | | 1.00 | | | {xbase / d:.2f} |")
-    rec.note(f"| bpf-forward, XDP | - | {fx1:.0f} | {fxn:.0f} | {fx1 / xbase:.2f} | 1.00 | 1.00 | {fx1 / d:.2f} |")
-    for entries in (small, large):
-        a, b = t["xdp_decap", 1, entries], t["xdp_decap", N, entries]
-        rec.note(f"| XDP ETR decapsulation (lisp_etr_xdp) | {entries:,} | {a:.0f} | {b:.0f} | {a / xbase:.2f} | "
-                 f"{a / fx1:.2f} | {b / fxn:.2f} | {a / t['decap', 1, entries]:.2f} |")
-    for entries in (small, large):
-        a, b = t["xdp_encap", 1, entries], t["xdp_encap", N, entries]
-        rec.note(f"| XDP ITR encapsulation (lisp_itr_xdp) | {entries:,} | {a:.0f} | {b:.0f} | {a / xbase:.2f} | "
-                 f"- | - | {a / t['encap', 1, entries]:.2f} |")
+    _xdp_table(rec, t, large)
+    if w:
+        rec.note("")
+        rec.note("XDP, warm path (C driver, back to back):")
+        rec.note("")
+        _xdp_table(rec, w, large)
     rec.note("")
     rec.note("Bound: these figures are the programs' own cost; the generator is the kernel's test-run loop, "
-             "whose fixed cost is the trivial program's row, so every row is data-path-bound. Between two "
-             f"runs the Python loop driving them touches much memory, and with {N:,} flows each entry is "
-             f"reused only every {N:,} runs: those figures are close to cold-cache costs (map-cache trie "
-             "nodes, locator sets, neighbours), an upper bound for a router whose working set stays in "
-             "cache; the 1-flow figures are the warm end. The ETR "
-             "never reads the map-cache: its rows at the two sizes differ by noise only. Test runs "
-             "measure the program only: the XDP figure leaves out the skb allocation and GRO that a real "
-             "NIC's tc path pays before the tc ETR runs, so on hardware the difference is larger than "
-             "this ratio.")
+             "whose fixed cost is the trivial program's row, so every row is data-path-bound. Cold-ish "
+             f"figures: with {N:,} flows each entry is reused only every {N:,} runs, so they are close to "
+             "cold-cache costs (map-cache trie nodes, locator sets, neighbours); the 1-flow figures are "
+             "partly cold too (see above). The warm path is the lower end: every figure there is with "
+             "caches hot. The ETR never reads the map-cache: its rows at the two sizes differ by noise "
+             "only. Test runs measure the program only: the XDP figure leaves out the skb allocation and "
+             "GRO that a real NIC's tc path pays before the tc ETR runs, so on hardware the difference is "
+             "larger than this ratio.")
