@@ -80,20 +80,39 @@ static __always_inline int local_eid(const struct lisp_flow *f, __u32 iid)
     return local_eid6.lookup(&k) != 0;
 }
 
-/* local_eid() through the per-CPU flow cache, for the ETR: a slot says
- * local (LISP_ACT_LOCAL) or, holding a mapping, not local (cache_lookup
- * fills a mapping only after local_eid() missed under the same generation).
- * A local destination is remembered; a non-local one is not (no mapping). */
-static __always_inline int cached_local_eid(const struct lisp_flow *f, __u32 iid)
+/* The ETR's two questions about (iid, inner destination), through the
+ * per-CPU flow cache: is iid accepted (accepted_iids; returns 0 when not),
+ * and is the destination a local EID (*is_local). A slot says local
+ * (LISP_ACT_LOCAL) or, holding a mapping, not local (cache_lookup fills a
+ * mapping only after local_eid() missed under the same generation), and
+ * with iid_ok that iid was accepted under its generation (the daemon bumps
+ * flow_gen after every change of accepted_iids, like of local_eid4/6). A
+ * local destination is remembered with both answers; a non-local one is
+ * not (no mapping), and a hit without iid_ok (filled by the ITR) gets it
+ * here. */
+static __always_inline int etr_lookup(const struct lisp_flow *f, __u32 iid, int *is_local)
 {
     struct lisp_fc_set *set;
     __u64 gen;
     struct lisp_fc_slot *hit = fc_get(f, iid, &set, &gen);
-    if (hit)
-        return hit->m.action == LISP_ACT_LOCAL;
-    if (!local_eid(f, iid))
+    *is_local = 0;
+    if (hit && hit->iid_ok) {
+        *is_local = hit->m.action == LISP_ACT_LOCAL;
+        return 1;
+    }
+    if (!accepted_iids.lookup(&iid))
         return 0;
-    fc_fill(set, f, iid, gen, 0, LISP_ACT_LOCAL);
+    if (hit) {
+        hit->iid_ok = 1;    /* looked up after the generation the slot carries was read */
+        *is_local = hit->m.action == LISP_ACT_LOCAL;
+        return 1;
+    }
+    if (local_eid(f, iid)) {
+        struct lisp_fc_slot *slot = fc_fill(set, f, iid, gen, 0, LISP_ACT_LOCAL);
+        if (slot)
+            slot->iid_ok = 1;
+        *is_local = 1;
+    }
     return 1;
 }
 
@@ -863,6 +882,28 @@ static __always_inline int local_rloc(int v6, const void *addr)
     return local_rlocs.lookup(&k) != 0;
 }
 
+/* local_rloc() for the ETR: the config's outer source of each family is the
+ * first local RLOC of that family (Datapath._update_sources keeps it in
+ * local_rlocs, and takes it out of the config before the map), and most
+ * packets are addressed to it: one compare instead of hashing the key. */
+static __always_inline int etr_local_rloc(const struct lisp_config *c, int v6, const void *addr)
+{
+    if (v6) {
+        __u64 a[2], b[2];
+        __builtin_memcpy(a, addr, 16);
+        __builtin_memcpy(b, c->src6, 16);
+        if (c->has_src6 && a[0] == b[0] && a[1] == b[1])
+            return 1;
+    } else {
+        __u32 a, b;
+        __builtin_memcpy(&a, addr, 4);
+        __builtin_memcpy(&b, c->src4, 4);
+        if (c->has_src4 && a == b)
+            return 1;
+    }
+    return local_rloc(v6, addr);
+}
+
 /* ---- Proxy-ETR (RFC 6832 section 6) ------------------------------------
  * A PETR decapsulates for any destination, not only local EIDs, and hands
  * the inner packet to the FIB. Because that makes it a relay for whoever
@@ -928,9 +969,8 @@ static __always_inline int petr_fib_verdict(long frc)
  * also its RLOC interface (one uplink), that is the Internet traffic the
  * ITR program must see: it gets it by tail call, instance ID from
  * eid_ifaces (the ITR passes whatever no map-cache entry covers). */
-static __always_inline int etr_pass(struct __sk_buff *skb)
+static __always_inline int etr_pass(struct __sk_buff *skb, const struct lisp_config *c)
 {
-    struct lisp_config *c = get_config();
     if (c && (c->flags & LISP_CFG_PITR)) {
         skb->cb[0] = 0;
         tail_progs.call(skb, LISP_TAIL_ITR);
@@ -980,7 +1020,8 @@ static __always_inline int info_request_on_data_port(struct udphdr *uh, void *da
  * docs/nat.md) is answered from port 4342 to 4341: such packets go to the
  * stack (the daemon's socket on 4341), never decapsulated. LISP data never
  * comes from 4342 (4341 or a hashed port >= 0xc000). */
-static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, struct lisp_etr_pkt *e)
+static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, const struct lisp_config *c,
+                                     struct lisp_etr_pkt *e)
 {
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > data_end)
@@ -1006,7 +1047,7 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
         uh = (void *)(ip + 1);
         if ((void *)(uh + 1) > data_end || uh->dest != bpf_htons(LISP_DATA_PORT))
             return LISP_ETR_PASS;
-        if (!local_rloc(0, &ip->daddr))
+        if (!etr_local_rloc(c, 0, &ip->daddr))
             return LISP_ETR_PASS;
         if (uh->source == bpf_htons(LISP_CTRL_PORT))
             return LISP_ETR_PASS;       /* control reply to our port 4341 (NAT traversal) */
@@ -1030,7 +1071,7 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
         uh = (void *)(ip6 + 1);
         if ((void *)(uh + 1) > data_end || uh->dest != bpf_htons(LISP_DATA_PORT))
             return LISP_ETR_PASS;
-        if (!local_rloc(1, &ip6->daddr))
+        if (!etr_local_rloc(c, 1, &ip6->daddr))
             return LISP_ETR_PASS;
         if (uh->source == bpf_htons(LISP_CTRL_PORT))
             return LISP_ETR_PASS;       /* control reply to our port 4341 (NAT traversal) */
@@ -1078,7 +1119,8 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
         if ((void *)(iip6 + 1) > data_end || bpf_ntohs(iip6->payload_len) + sizeof(*iip6) != inner_len)
             return LISP_DROP_MALFORMED;
     }
-    if (!accepted_iids.lookup(&iid))
+    int is_local;
+    if (!etr_lookup(&e->f, iid, &is_local))
         return LISP_DROP_UNKNOWN_IID;
     if (outer_ttl == 0)
         return LISP_DROP_TTL;
@@ -1087,10 +1129,6 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
     int ecn = lisp_ecn_decap(e->f.tos, outer_ecn);
     if (ecn < 0)
         return LISP_DROP_ECN;
-    struct lisp_config *c = get_config();
-    if (!c)
-        return LISP_ETR_PASS;
-    int is_local = cached_local_eid(&e->f, iid);
     if (!is_local && (c->flags & LISP_CFG_PETR)) {
         int bad = petr_check(&e->f, iid, c);
         if (bad)
@@ -1118,12 +1156,15 @@ int lisp_etr_ingress(struct __sk_buff *skb)
     want += skb->protocol == bpf_htons(ETH_P_IPV6) ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
     if (pull_headers(skb, want))
         return TC_ACT_OK;
+    struct lisp_config *c = get_config();
+    if (!c)
+        return TC_ACT_OK;
     void *data = (void *)(long)skb->data;
     void *data_end = (void *)(long)skb->data_end;
     struct lisp_etr_pkt e = {};
-    int rc = etr_check(data, data_end, skb->len, &e);
+    int rc = etr_check(data, data_end, skb->len, c, &e);
     if (rc == LISP_ETR_PASS)
-        return etr_pass(skb);
+        return etr_pass(skb, c);
     if (rc != LISP_ETR_DECAP)
         return drop(rc);
     struct ethhdr *eth = data;

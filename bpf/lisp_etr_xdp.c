@@ -32,8 +32,11 @@ int lisp_etr_xdp(struct xdp_md *ctx)
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
     __u32 pkt_len = lisp_xdp_buff_len(ctx);
+    struct lisp_config *c = get_config();
+    if (!c)
+        return XDP_PASS;
     struct lisp_etr_pkt e = {};
-    int rc = etr_check(data, data_end, pkt_len, &e);
+    int rc = etr_check(data, data_end, pkt_len, c, &e);
     if (rc == LISP_ETR_PASS)
         return XDP_PASS;
     if (rc != LISP_ETR_DECAP)

@@ -17,7 +17,9 @@
  * per packet.
  *
  * The ETRs read the same slots for "is the inner destination a local EID"
- * (lisp_datapath.c cached_local_eid), and fill LISP_ACT_LOCAL ones.
+ * and "is the instance ID accepted" (lisp_datapath.c etr_lookup: iid_ok, set
+ * once accepted_iids had it under the slot's generation), and fill
+ * LISP_ACT_LOCAL ones.
  *
  * The slot also keeps the answer of the source-site locator-status bits
  * (RFC 9300 5.3: a second local-EID trie lookup, by source) for the last
@@ -27,8 +29,9 @@
  * generation like the rest, so the same invalidation covers it.
  *
  * Invalidation: flow_gen[0] is a generation the daemon increments after every
- * write or delete of map_cache4/6, of the locator sets they name, and of
- * local_eid4/6 (lispctl.datapath.Datapath._map_cache_changed: single
+ * write or delete of map_cache4/6, of the locator sets they name, of
+ * local_eid4/6, and after every delete from accepted_iids
+ * (lispctl.datapath.Datapath._map_cache_changed: single
  * mappings, bulk loads and removals, expiry, flush, local EIDs). A slot is valid
  * only if it carries the current generation. The program reads the generation
  * BEFORE the trie and stores the slot with that value: a trie result older
@@ -60,7 +63,7 @@ struct lisp_fc_slot {
     __u8 family;
     __u8 has_loc;              /* loc: the locator every flow to dst takes (locset.fixed) */
     __u8 has_lsb;              /* lsb: the source-site LSBs of the last source seen, src */
-    __u8 pad;
+    __u8 iid_ok;               /* ETR: iid was in accepted_iids under this generation */
     __u8 dst[16];              /* IPv4 in the first 4 bytes, the rest 0 */
     struct lisp_mapping m;     /* action LISP_ACT_LOCAL: a local EID */
     struct lisp_locator loc;
@@ -146,6 +149,7 @@ static __always_inline struct lisp_fc_slot *fc_fill(struct lisp_fc_set *s, const
     slot->family = f->family;
     slot->has_loc = 0;
     slot->has_lsb = 0;
+    slot->iid_ok = 0;
     __builtin_memcpy(slot->dst, f->dst, 16);
     slot->m.id = id;
     slot->m.action = action;

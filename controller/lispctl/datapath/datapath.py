@@ -318,13 +318,15 @@ class Datapath:
 
     def remove_local_rloc(self, addr: IPAddress) -> None:
         addr = ipaddress.ip_address(addr)
+        # out of the config's outer sources first: the ETR takes a source
+        # as local without asking local_rlocs (etr_local_rloc)
+        if addr in self._local_rlocs:
+            self._local_rlocs.remove(addr)
+        self._update_sources()
         try:
             del self._t["local_rlocs"][self._rloc_key(addr)]
         except KeyError:
             pass
-        if addr in self._local_rlocs:
-            self._local_rlocs.remove(addr)
-        self._update_sources()
 
     def local_rlocs(self) -> list[IPAddress]:
         return list(self._local_rlocs)
@@ -695,6 +697,12 @@ class Datapath:
         self._petr_iids = set()
         for bulk_name in list(self._bulk):
             self.unload_bulk(bulk_name)
+        # the default configuration first: its outer sources go before
+        # local_rlocs (the ETR takes a source as local without the map)
+        t = self._t["config"]
+        cfg = t.Leaf()
+        cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
+        t[t.Key(0)] = cfg
         for name in ("map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
                      "accepted_iids", "eid_ifaces", "miss_rl", "map_stats", "xdp_targets",
                      "petr_accept4", "petr_accept6"):
@@ -708,10 +716,6 @@ class Datapath:
                     pass
         self._map_cache_changed()          # local EIDs too (the flow cache keeps them)
         self._t["counters"].clear()
-        t = self._t["config"]
-        cfg = t.Leaf()
-        cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
-        t[t.Key(0)] = cfg
         self.next_hops_changed()       # xdp_targets and the outer sources are gone
         self._ids.clear()
         self._count = {4: 0, 6: 0}
@@ -831,7 +835,8 @@ class Datapath:
     def _map_cache_changed(self) -> None:
         """Every write or delete of map_cache4/6 (and of the locator sets
         they name, which are written before the entry) comes through here,
-        and every new or removed local EID prefix, after the entries changed
+        every new or removed local EID prefix and every instance ID no longer
+        accepted, after the entries changed
         and before anything they named (locator sets, ids) is freed: the new generation makes every per-CPU flow-cache slot
         filled before it a miss (bpf/lisp_flowcache.h), so the next packet
         walks the trie again. Read from the pinned map each time, so several
@@ -899,6 +904,10 @@ class Datapath:
             t[key] = t.Leaf(new)
         elif key in t:
             del t[key]
+            # the ETR keeps "iid accepted" in flow-cache slots (etr_lookup in
+            # bpf/lisp_datapath.c); never a "not accepted", so only a removal
+            # needs the new generation
+            self._map_cache_changed()
 
     def _alloc_id(self) -> int:
         mid = self._pool.take()
