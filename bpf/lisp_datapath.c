@@ -1012,7 +1012,8 @@ static __always_inline int info_request_on_data_port(struct udphdr *uh, void *da
 }
 
 /* The ETR's header checks over [data, data_end) (starting at the Ethernet
- * header; pkt_len: the whole frame). Returns LISP_ETR_PASS, LISP_ETR_DECAP
+ * header; pkt_len: the whole frame, or 0 when it ends at data_end, as an
+ * XDP frame without frags does). Returns LISP_ETR_PASS, LISP_ETR_DECAP
  * (e filled in) or the enum lisp_drop_reason to count. Only UDP/4341 to a
  * local RLOC is ours; from there on anything wrong is a drop. */
 /* A control message sent from our data port 4341 (NAT traversal: the
@@ -1089,7 +1090,8 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
     /* From here on the packet is ours: anything wrong is a counted drop. */
     __u32 ulen = bpf_ntohs(uh->len);
     __u32 udp_off = olen - sizeof(struct udphdr) - sizeof(struct lisp_hdr);
-    if (l3_len + ETH_HLEN > pkt_len || ulen + udp_off > l3_len ||
+    int short_frame = pkt_len ? l3_len + ETH_HLEN > pkt_len : data + ETH_HLEN + l3_len > data_end;
+    if (short_frame || ulen + udp_off > l3_len ||
         ulen < sizeof(struct udphdr) + sizeof(struct lisp_hdr) + sizeof(struct iphdr))
         return LISP_DROP_MALFORMED;
     struct lisp_hdr *lh = (void *)(uh + 1);

@@ -17,8 +17,9 @@
  */
 
 /* Kernel >= 5.18; not declared by bcc 0.26. Without XDP frags (we do not set
- * BPF_F_XDP_HAS_FRAGS) it is data_end - data, which the verifier does not
- * let a program compute from packet pointers. */
+ * BPF_F_XDP_HAS_FRAGS) it is data_end - data, which the verifier lets only
+ * CAP_PERFMON programs compute from packet pointers. A helper call: asked
+ * only for a frame with padding to trim; the checks compare pointers. */
 static __u64 (*lisp_xdp_buff_len)(struct xdp_md *ctx) = (void *)BPF_FUNC_xdp_get_buff_len;
 
 static __always_inline int xdp_drop(__u32 reason)
@@ -31,12 +32,11 @@ int lisp_etr_xdp(struct xdp_md *ctx)
 {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
-    __u32 pkt_len = lisp_xdp_buff_len(ctx);
     struct lisp_config *c = get_config();
     if (!c)
         return XDP_PASS;
     struct lisp_etr_pkt e = {};
-    int rc = etr_check(data, data_end, pkt_len, c, &e);
+    int rc = etr_check(data, data_end, 0, c, &e);
     if (rc == LISP_ETR_PASS)
         return XDP_PASS;
     if (rc != LISP_ETR_DECAP)
@@ -76,8 +76,11 @@ int lisp_etr_xdp(struct xdp_md *ctx)
 
     /* trailing bytes after the UDP payload (Ethernet padding) go first */
     __u32 keep = ETH_HLEN + e.olen + e.inner_len;
-    if (pkt_len > keep && bpf_xdp_adjust_tail(ctx, (int)keep - (int)pkt_len))
-        return xdp_drop(LISP_DROP_DECAP_FAILED);
+    if (data + keep < data_end) {
+        __u32 pkt_len = lisp_xdp_buff_len(ctx);
+        if (bpf_xdp_adjust_tail(ctx, (int)keep - (int)pkt_len))
+            return xdp_drop(LISP_DROP_DECAP_FAILED);
+    }
     if (bpf_xdp_adjust_head(ctx, (int)e.olen))
         return xdp_drop(LISP_DROP_DECAP_FAILED);
     data = (void *)(long)ctx->data;
