@@ -94,7 +94,7 @@ static __always_inline __u32 fc_hash(const struct lisp_flow *f, __u32 iid)
         h = (h ^ w[2]) * 0x27D4EB2Fu;
         h = (h ^ w[3]) * 0x165667B1u;
     }
-    return (h ^ (h >> 15)) & (LISP_FC_SETS - 1);
+    return lisp_fmix(h) & (LISP_FC_SETS - 1);
 }
 
 /* Same flow: family, instance and all 16 address bytes (IPv4 flows have

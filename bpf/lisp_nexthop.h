@@ -86,7 +86,7 @@ static __always_inline __u32 nh_hash(const struct bpf_fib_lookup *p)
         h = (h ^ p->ipv6_dst[i]) * 0x85EBCA77u;
         h = (h ^ p->ipv6_src[i]) * 0xC2B2AE3Du;
     }
-    return (h ^ (h >> 15)) & (LISP_NH_SETS - 1);
+    return lisp_fmix(h) & (LISP_NH_SETS - 1);
 }
 
 static __always_inline int nh_match(const struct lisp_nh_slot *s, const struct bpf_fib_lookup *p,

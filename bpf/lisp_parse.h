@@ -110,6 +110,21 @@ static __always_inline int lisp_special_dst(const struct lisp_flow *f)
     return f->dst[0] == 0xff || (f->dst[0] == 0xfe && (f->dst[1] & 0xc0) == 0x80);
 }
 
+/* murmur3's finaliser: every output bit depends on every input bit. The
+ * per-CPU caches index their sets by the low bits of a multiplicative hash,
+ * in which a multiply carries input bits only upwards: without this, IPv4
+ * addresses that differ in the last octet (the top byte of the word as
+ * loaded) fell into 8 of 1,024 next-hop sets. */
+static __always_inline __u32 lisp_fmix(__u32 h)
+{
+    h ^= h >> 16;
+    h *= 0x85ebca6b;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35;
+    h ^= h >> 16;
+    return h;
+}
+
 static __always_inline __u32 lisp_mix(__u32 h, __u32 w)
 {
     h ^= w;

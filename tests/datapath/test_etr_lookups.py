@@ -91,3 +91,71 @@ def test_etr_asks_accepted_iids_on_a_slot_the_itr_filled(dp, lab, one_cpu, prog)
     assert dp.counters().drops.get("unknown_iid", 0) == 1
     dp.accept_iid(0)                                    # added: no generation needed
     assert run_prog(fd, f, ctx=ctx).retval == sent
+
+
+# ---- the per-CPU caches spread a site's hosts over their sets ---------------
+
+BPF_MAP_GET_FD_BY_ID = 14
+
+
+def _cpu_sets(prog_fd: int, name: str, cpu: int) -> list[bytes]:
+    """This CPU's bytes of every set of the per-CPU array `name` the program
+    uses (read raw: only whether a set changed matters here)."""
+    import ctypes
+    import os
+
+    from lispctl.datapath.maps import BPF_MAP_LOOKUP_ELEM, MapInfo, _u32, _u64, obj_info, prog_map_ids
+    from lispctl.datapath.syscall import bpf
+    for map_id in prog_map_ids(prog_fd):
+        fd = bpf(BPF_MAP_GET_FD_BY_ID, _u32(map_id))
+        try:
+            info = MapInfo()
+            obj_info(fd, info)
+            if info.name.decode() != name:
+                continue
+            text = open("/sys/devices/system/cpu/possible").read().strip()
+            ncpu = int(text.split("-")[-1]) + 1
+            stride = (info.value_size + 7) // 8 * 8
+            buf = ctypes.create_string_buffer(stride * ncpu)
+            key = ctypes.c_uint32()
+            out = []
+            for i in range(info.max_entries):
+                key.value = i
+                bpf(BPF_MAP_LOOKUP_ELEM, _u32(fd) + _u32(0) + _u64(ctypes.addressof(key))
+                    + _u64(ctypes.addressof(buf)) + _u64(0))
+                out.append(buf.raw[cpu * stride: cpu * stride + info.value_size])
+            return out
+        finally:
+            os.close(fd)
+    raise LookupError(name)
+
+
+@pytest.mark.parametrize("prog", ["tc", "xdp"])
+def test_caches_spread_consecutive_hosts(dp, lab, one_cpu, prog):  # noqa: F811
+    """160 site hosts with consecutive addresses (they differ in the last
+    octet) take ~150 distinct sets of the next-hop and the flow cache: the
+    set index mixes every address bit (before lisp_fmix, a multiplicative
+    hash left them in 8 next-hop and 32 flow-cache sets, so most of a site's
+    flows evicted each other and asked the FIB every packet)."""
+    import os
+
+    from pyroute2 import IPRoute
+    hosts = [str(ip("10.1.0.20") + j) for j in range(160)]
+    fd, ctx_of, sent = _program(dp, lab, "etr", prog)
+    cpu = min(os.sched_getaffinity(0))
+    with IPRoute() as ipr:
+        for j, h in enumerate(hosts):
+            ipr.neigh("add", dst=h, lladdr=f"02:00:00:00:03:{j:02x}", ifindex=lab.eid_if, state=0x80)
+    try:
+        before = {n: _cpu_sets(fd, n, cpu) for n in ("nh_cache", "flow_cache")}
+        for h in hosts:
+            f = _frame(4, "192.0.2.2", "192.0.2.1", "10.2.0.5", h)
+            assert run_prog(fd, f, ctx=ctx_of(f)).retval == sent
+        for n, old in before.items():
+            new = _cpu_sets(fd, n, cpu)
+            changed = sum(a != b for a, b in zip(old, new))
+            assert changed >= 120, f"{n}: {len(hosts)} hosts filled only {changed} sets"
+    finally:
+        with IPRoute() as ipr:
+            for h in hosts:
+                ipr.neigh("del", dst=h, ifindex=lab.eid_if)
