@@ -1090,7 +1090,12 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
     /* From here on the packet is ours: anything wrong is a counted drop. */
     __u32 ulen = bpf_ntohs(uh->len);
     __u32 udp_off = olen - sizeof(struct udphdr) - sizeof(struct lisp_hdr);
-    int short_frame = pkt_len ? l3_len + ETH_HLEN > pkt_len : data + ETH_HLEN + l3_len > data_end;
+    /* 6.1's verifier keeps no bound through the byte swap of l3_len: the
+     * mask (a no-op, l3_len <= 65575) gives it one for the pointer sum */
+    __u32 l3_max = l3_len;
+    asm volatile("" : "+r"(l3_max));
+    l3_max &= 0x1ffff;
+    int short_frame = pkt_len ? l3_len + ETH_HLEN > pkt_len : data + ETH_HLEN + l3_max > data_end;
     if (short_frame || ulen + udp_off > l3_len ||
         ulen < sizeof(struct udphdr) + sizeof(struct lisp_hdr) + sizeof(struct iphdr))
         return LISP_DROP_MALFORMED;

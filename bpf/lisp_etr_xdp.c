@@ -76,7 +76,10 @@ int lisp_etr_xdp(struct xdp_md *ctx)
 
     /* trailing bytes after the UDP payload (Ethernet padding) go first */
     __u32 keep = ETH_HLEN + e.olen + e.inner_len;
-    if (data + keep < data_end) {
+    __u32 keep_max = keep;
+    asm volatile("" : "+r"(keep_max));
+    keep_max &= 0x1ffff;    /* a no-op that 6.1's verifier needs as a bound (byte-swapped lengths) */
+    if (data + keep_max < data_end) {
         __u32 pkt_len = lisp_xdp_buff_len(ctx);
         if (bpf_xdp_adjust_tail(ctx, (int)keep - (int)pkt_len))
             return xdp_drop(LISP_DROP_DECAP_FAILED);
