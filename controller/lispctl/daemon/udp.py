@@ -276,6 +276,9 @@ _CACHE_MAX = 4096           # per-socket endpoint caches are cleared when they r
 
 Receiver = Callable[[bytes, Endpoint, Endpoint], None]
 BatchDone = Callable[[], None]
+# A role's fast path (MapServerRole.refresh): (data, src, now) -> the reply
+# to send back to src, having handled data; None: hand data to the receiver
+FastPath = Callable[[bytes, Endpoint, float], "bytes | None"]
 
 
 @dataclass
@@ -359,6 +362,9 @@ class ControlSocket:
         self._dsts: dict[bytes, Endpoint] = {}          # pktinfo bytes -> Endpoint
         self._sockaddrs: dict[Endpoint, tuple] = {}     # Endpoint -> (sendto address, raw sockaddr)
         self._last: tuple = (None, None, None)          # (Endpoint, sendto address, raw) last received
+        # offer datagrams to the group's fast path first: the socket replies
+        # to a source go out of (ControlSockets.send), see _defaults
+        self.takes_fast = False
         loop.add_reader(self.fd, self._readable)
 
     @property
@@ -406,12 +412,23 @@ class ControlSocket:
         else:
             infos = None                 # bound to one address: every datagram was sent to it
         receiver, srcs, dsts, local = self.receiver, self._srcs, self._dsts, self.local
+        group = self.group
+        fast = group.fast if group is not None and self.takes_fast else None
+        if fast is not None:
+            now = self.loop.time()
+            handled = 0
         for k in range(n):
             name = names[k]
             last = srcs.get(name)
             if last is None:
                 last = self._src_endpoint(name)
             self._last = last
+            if fast is not None:
+                reply = fast(datas[k], last[0], now)
+                if reply is not None:
+                    self.send(reply, last[0])
+                    handled += 1
+                    continue
             if infos is None:
                 dst = local
             else:
@@ -420,6 +437,8 @@ class ControlSocket:
                 if dst is None:
                     dst = self._dst_endpoint(info)
             receiver(datas[k], last[0], dst)
+        if fast is not None:
+            group.fast_handled += handled
 
     def _src_endpoint(self, name: bytes) -> tuple[Endpoint, tuple, bytes]:
         """(Endpoint, the sendto address, the raw sockaddr) of a sender."""
@@ -530,6 +549,11 @@ class ControlSockets:
         self.corked = False                      # a batch is being handled: queue replies
         self.pending: list[ControlSocket] = []   # sockets with queued replies
         self.send_failed: Callable[[], None] | None = None   # a queued datagram was refused
+        # a role's fast path, offered each datagram of the default sockets
+        # first (Runtime: the Map-Server's refresh), and how many datagrams it
+        # answered since the owner last took the count
+        self.fast: FastPath | None = None
+        self.fast_handled = 0
         # runs when a batch is done, before its replies leave (an MS worker
         # tells the main process what changed before it answers)
         self.before_replies: Callable[[], None] | None = None
@@ -591,6 +615,9 @@ class ControlSockets:
             wild = [s for s in same if s.local.addr.is_unspecified]
             if same:
                 self._default[version] = (wild or same)[0]
+                # replies are sent from the default socket of their family:
+                # one the fast path answers from the socket it arrived on
+                self._default[version].takes_fast = True
 
     def _pair(self, control: ControlSocket, family: int, addr: str, port: int) -> None:
         """The requests sockets beside control, the workers' sockets, and the
