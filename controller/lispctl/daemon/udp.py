@@ -302,11 +302,17 @@ def open_socket(family: int, bind_addr: str, port: int, reuseport: bool) -> sock
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuseport:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        # The destination address of each datagram, where the socket does
+        # not tell it (bound to a wildcard; ControlSocket._drain): the kernel
+        # would build that control message for every datagram otherwise too
+        pktinfo = ipaddress.ip_address(bind_addr).is_unspecified
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            if pktinfo:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
         else:
-            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            if pktinfo:
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             # An RLOC may be added after start-up (DHCP, mobile node handover).
             sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
         sock.setblocking(False)
@@ -425,8 +431,11 @@ class ControlSocket:
             self._last = last
             if fast is not None:
                 reply = fast(datas[k], last[0], now)
-                if reply is not None:
-                    self.send(reply, last[0])
+                if reply is not None:        # to the source: send() without its choices
+                    if len(reply) <= mmsg.TX_SLOT:
+                        self._queue(reply, last[2], last[0])
+                    else:
+                        self.send(reply, last[0])
                     handled += 1
                     continue
             if infos is None:
@@ -481,13 +490,7 @@ class ControlSocket:
         plain = src_addr is None or src_addr.is_unspecified
         if group is not None and group.corked and plain and len(payload) <= mmsg.TX_SLOT \
                 and dst.addr.version == self.local.addr.version:
-            tx = self._tx
-            if tx is None:
-                tx = self._tx = mmsg.Sender()
-            if not tx.count:
-                group.pending.append(self)
-            if tx.add(payload, raw, dst):
-                self.flush()
+            self._queue(payload, raw, dst)
             return True
         if self._tx is not None and self._tx.count:
             self.flush()                 # keep the order of this socket's datagrams
@@ -501,6 +504,16 @@ class ControlSocket:
             return False
         self.stats.tx += 1
         return True
+
+    def _queue(self, payload: bytes, raw: bytes, dst: Endpoint) -> None:
+        """Queue a datagram (of at most mmsg.TX_SLOT bytes) during a batch."""
+        tx = self._tx
+        if tx is None:
+            tx = self._tx = mmsg.Sender()
+        if not tx.count:
+            self.group.pending.append(self)      # type: ignore[union-attr]   # (during a batch of the group)
+        if tx.add(payload, raw, dst):
+            self.flush()
 
     def flush(self) -> None:
         """Send the queued datagrams (one sendmmsg)."""
