@@ -446,7 +446,7 @@ class ControlSocket:
                 if dst is None:
                     dst = self._dst_endpoint(info)
             receiver(datas[k], last[0], dst)
-        if fast is not None:
+        if fast is not None and group is not None:
             group.fast_handled += handled
 
     def _src_endpoint(self, name: bytes) -> tuple[Endpoint, tuple, bytes]:
