@@ -509,7 +509,7 @@ class ControlSocket:
         """Queue a datagram (of at most mmsg.TX_SLOT bytes) during a batch."""
         tx = self._tx
         if tx is None:
-            tx = self._tx = mmsg.Sender()
+            tx = self._tx = mmsg.Sender(16 if self.family == socket.AF_INET else 28)
         if not tx.count:
             self.group.pending.append(self)      # type: ignore[union-attr]   # (during a batch of the group)
         if tx.add(payload, raw, dst):
