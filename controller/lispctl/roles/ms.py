@@ -55,7 +55,8 @@ from lispctl.wire import (ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, ECM, MAP_NOTIFY, M
                           MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest, RequestRecord,
                           SourceDestKey, UnknownLcaf, eid_record,
                           record_prefix, sign, verify)
-from lispctl.wire.auth import _DIGESTS, _NOTIFY_I, _ZEROS, compare_digest, hmac_pads, hmac_with, map_notify_from, verify_register
+from lispctl.wire.auth import (_DIGESTS, _HASHLIB, _NOTIFY_I, _ZEROS, compare_digest, hmac_pads, map_notify_from,
+                               verify_register)
 from lispctl.wire.control import _AUTH_HDR, _MREG_M, _MREG_P, _MREG_S
 from lispctl.wire.records import decode_eid_records
 
@@ -757,18 +758,30 @@ class MapServerRole:
             return None
         site = shape.site
         mac = data[16:16 + alen]
-        if mac == reg.mac or (site.superseded and _replayed(site.superseded, mac)):
+        if mac == reg.mac:
             return None
+        superseded = site.superseded
+        if superseded:                       # _replayed, inline
+            if type(superseded) is bytearray:
+                fp = mac[:8]
+                i = superseded.find(fp)
+                while i > 0 and i & 7:
+                    i = superseded.find(fp, i + 1)
+                if i >= 0:
+                    return None
+            elif _fingerprint(mac) in superseded:
+                return None
         regs = shape.owners[0][2]
         if regs is None or regs.get(shape.registrants[0]) is not reg or reg.record is not shape.records[0] \
                 or reg.etr is not shape.etr or reg.key_id != key_id or not shape.from_rloc:
             shape.fast = None              # changed since by another message (or gone)
             return None
-        key = shape.key
+        # HMAC (hmac_with, inline), both under the same key pads
         digest = _DIGESTS[alg_id]
-        pads = hmac_pads(key, digest)      # type: ignore[arg-type]   # (set with key_id)
+        h = _HASHLIB[digest]
+        ipad, opad = hmac_pads(shape.key, digest)     # type: ignore[arg-type]   # (set with key_id)
         zeros = _ZEROS[alen]
-        if not compare_digest(hmac_with(digest, pads, data[:16] + zeros + tail), mac):
+        if not compare_digest(h(opad + h(ipad + data[:16] + zeros + tail).digest()).digest(), mac):
             return None
         # what _register and _apply_record do for it
         self._now = now
@@ -784,7 +797,7 @@ class MapServerRole:
         counters["map_notify_tx"] += 1
         head = _NOTIFY_HEAD[shape.xtr_id is not None] + data[4:16]
         body = tail if shape.body_end is None else tail[:shape.body_end]
-        return head + hmac_with(digest, pads, head + zeros + body) + body
+        return head + h(opad + h(ipad + head + zeros + body).digest()).digest() + body
 
     @staticmethod
     def _rlocs(rec: EidRecord) -> _Rlocs:
