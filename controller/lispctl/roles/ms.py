@@ -745,7 +745,7 @@ class MapServerRole:
         re-filed lazily, tick); the Map-Notify is the Map-Register's own
         bytes with another first word and MAC (map_notify_from), under the
         same HMAC key pads."""
-        if len(data) < 16 or data[0] >> 4 != MAP_REGISTER:
+        if len(data) < 16 or data[0] >> 4 != MAP_REGISTER or type(data) is not bytes:
             return None
         w, nonce, key_id, alg_id, alen = _AUTH_HDR.unpack_from(data, 0)
         tail = data[16 + alen:]
