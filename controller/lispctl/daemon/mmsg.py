@@ -107,13 +107,13 @@ class Receiver:
 
     def datas(self) -> list[bytes]:
         """The datagrams of the last recv, in order (copies)."""
-        view = self.data.view
-        return [view[_RX_SLOT * k:_RX_SLOT * k + got[2]].tobytes() for k, got in enumerate(self._got)]
+        area = self.data.map                     # (a slice of the mmap is bytes: one copy, no view)
+        return [area[_RX_SLOT * k:_RX_SLOT * k + got[2]] for k, got in enumerate(self._got)]
 
     def names(self) -> list[bytes]:
         """Their raw source sockaddrs."""
-        view = self.names_area.view
-        return [view[_NAME * k:_NAME * k + got[0]].tobytes() for k, got in enumerate(self._got)]
+        area = self.names_area.map
+        return [area[_NAME * k:_NAME * k + got[0]] for k, got in enumerate(self._got)]
 
     def pktinfos(self, level: int, ctype: int, size: int) -> list[bytes | None]:
         """The payload of each one's first control message when it is

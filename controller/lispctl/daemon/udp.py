@@ -423,6 +423,7 @@ class ControlSocket:
         if fast is not None:
             now = self.loop.time()
             handled = 0
+            queue, slot = self._queue, mmsg.TX_SLOT
         for k in range(n):
             name = names[k]
             last = srcs.get(name)
@@ -432,8 +433,8 @@ class ControlSocket:
             if fast is not None:
                 reply = fast(datas[k], last[0], now)
                 if reply is not None:        # to the source: send() without its choices
-                    if len(reply) <= mmsg.TX_SLOT:
-                        self._queue(reply, last[2], last[0])
+                    if len(reply) <= slot:
+                        queue(reply, last[2], last[0])
                     else:
                         self.send(reply, last[0])
                     handled += 1
