@@ -4,6 +4,7 @@ bytes handle() gives, and the daemon's and the role's counters stay exact."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import ipaddress
 import socket
 
@@ -75,3 +76,22 @@ def test_refreshes_are_answered_by_the_fast_path_with_exact_counters():
     assert {k: v for k, v in role.counters.items() if v} == {
         "map_register_rx": ROUNDS, "map_register_ok": ROUNDS, "map_notify_tx": ROUNDS}
     assert role.sites[0].registers == ROUNDS
+
+
+def test_no_fast_path_when_another_role_takes_map_registers_or_datagrams_are_logged():
+    from .fakes import FakeRole                  # offered every datagram (no message_types)
+
+    async def body(rt):
+        return rt.sockets.fast
+    assert run_in_runtime(body, [("ms", MapServerRole(loads(CONFIG))), ("fake", FakeRole())],
+                          binds=["127.0.0.1"]) is None
+    role = MapServerRole(loads(CONFIG))
+    assert run_in_runtime(body, [("ms", role)], binds=["127.0.0.1"]) == role.refresh
+
+    log = logging.getLogger("lispctl.daemon")
+    level = log.level
+    log.setLevel(logging.DEBUG)
+    try:
+        assert run_in_runtime(body, [("ms", MapServerRole(loads(CONFIG)))], binds=["127.0.0.1"]) is None
+    finally:
+        log.setLevel(level)
