@@ -493,6 +493,8 @@ class ControlSocket:
                 and dst.addr.version == self.local.addr.version:
             self._queue(payload, raw, dst)
             return True
+        if group is not None and group.corked:
+            group.before_send()
         if self._tx is not None and self._tx.count:
             self.flush()                 # keep the order of this socket's datagrams
         try:
@@ -511,9 +513,12 @@ class ControlSocket:
         tx = self._tx
         if tx is None:
             tx = self._tx = mmsg.Sender(16 if self.family == socket.AF_INET else 28)
+        group = self.group
+        assert group is not None                 # (during a batch of the group)
         if not tx.count:
-            self.group.pending.append(self)      # type: ignore[union-attr]   # (during a batch of the group)
-        if tx.add(payload, raw, dst):
+            group.pending.append(self)
+        if tx.add(payload, raw, dst):           # full: these leave before the batch ends
+            group.before_send()
             self.flush()
 
     def flush(self) -> None:
@@ -664,11 +669,16 @@ class ControlSockets:
         for k, w in enumerate(wsocks):
             self.worker_sockets[k].append(w)
 
+    def before_send(self) -> None:
+        """A reply of the batch is about to leave (the batch is done, or
+        its replies fill a send queue, or one is sent on its own)."""
+        if self.before_replies is not None:
+            self.before_replies()
+
     def uncork(self) -> None:
         """The batch is done: send every reply queued during it."""
         self.corked = False
-        if self.before_replies is not None:
-            self.before_replies()
+        self.before_send()
         pending = self.pending
         while pending:
             pending.pop().flush()
