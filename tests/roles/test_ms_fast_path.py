@@ -9,6 +9,7 @@ only uses handle()."""
 import hashlib
 import hmac
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from lispctl.roles.base import Send
@@ -154,10 +155,15 @@ op = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(op, min_size=2, max_size=40))
-def test_fast_and_slow_path_agree(ops):
+@pytest.mark.parametrize("replay_list", [4096, 4])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(op, min_size=2, max_size=40))
+def test_fast_and_slow_path_agree(replay_list, ops):
+    """replay_list: how many superseded MACs a site remembers: 4,096 (a dict,
+    few sites) or 4 (the ring of many sites, short enough to forget)."""
     fast, slow = _ms(), _ms()
+    for site in fast.sites + slow.sites:
+        site.superseded_max = replay_list
     now, fresh, sent, params, hits = 0.0, 1000, [], [], 0
     for o in ops:
         now += 1.0
