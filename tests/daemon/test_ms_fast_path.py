@@ -95,3 +95,39 @@ def test_no_fast_path_when_another_role_takes_map_registers_or_datagrams_are_log
         assert run_in_runtime(body, [("ms", MapServerRole(loads(CONFIG)))], binds=["127.0.0.1"]) is None
     finally:
         log.setLevel(level)
+
+
+class _Buggy:
+    """A role whose fast path raises for b"boom": the datagram must still be
+    handled (handle() answers "slow"), and the error counted."""
+    message_types = frozenset({3})
+
+    def fast_path(self):
+        return 3, self.refresh
+
+    def refresh(self, data, src, now):
+        if data.endswith(b"boom"):
+            raise RuntimeError("fast path bug")
+        return b"fast"
+
+    def handle(self, data, src, dst, now):
+        return [Send(b"slow", src)]
+
+    def next_deadline(self):
+        return None
+
+
+def test_an_error_in_the_fast_path_is_counted_and_the_datagram_handled():
+    async def body(rt):
+        loop = asyncio.get_running_loop()
+        got = []
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setblocking(False)
+            s.bind(("127.0.0.1", 0))
+            for d in (b"\x30 ok", b"\x30 boom", b"\x30 ok"):
+                s.sendto(d, ("127.0.0.1", rt.sockets.port))
+                got.append((await asyncio.wait_for(loop.sock_recvfrom(s, 100), 3.0))[0])
+        return got, dict(rt.counters)
+    got, counters = run_in_runtime(body, [("buggy", _Buggy())], binds=["127.0.0.1"])
+    assert got == [b"fast", b"slow", b"fast"]
+    assert counters["role_errors"] == 1 and counters["datagrams_rx"] == 3 and counters["sends"] == 3

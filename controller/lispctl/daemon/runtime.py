@@ -285,6 +285,9 @@ class Runtime:
                 sockets.fast_handled = 0
                 self.counters["datagrams_rx"] += n
                 self.counters["sends"] += n
+            if sockets.fast_errors:
+                self.counters["role_errors"] += sockets.fast_errors
+                sockets.fast_errors = 0
             # it logs nothing: off while every datagram is logged (debug)
             sockets.fast = None if log.isEnabledFor(logging.DEBUG) else self._fast
         self._reschedule()

@@ -431,7 +431,12 @@ class ControlSocket:
                 last = self._src_endpoint(name)
             self._last = last
             if fast is not None:
-                reply = fast(datas[k], last[0], now)
+                try:
+                    reply = fast(datas[k], last[0], now)
+                except Exception:            # a bug: logged, counted; the datagram goes the usual way
+                    log.exception("fast path: error handling datagram from %s", last[0])
+                    group.fast_errors += 1   # type: ignore[union-attr]   # (fast: group is set)
+                    reply = None
                 if reply is not None:        # to the source: send() without its choices
                     if len(reply) <= slot:
                         queue(reply, last[2], last[0])
@@ -573,6 +578,7 @@ class ControlSockets:
         # answered since the owner last took the count
         self.fast: FastPath | None = None
         self.fast_handled = 0
+        self.fast_errors = 0                     # (exceptions it raised: the owner counts them too)
         # runs when a batch is done, before its replies leave (an MS worker
         # tells the main process what changed before it answers)
         self.before_replies: Callable[[], None] | None = None
