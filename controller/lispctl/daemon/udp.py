@@ -368,8 +368,8 @@ class ControlSocket:
         self._dsts: dict[bytes, Endpoint] = {}          # pktinfo bytes -> Endpoint
         self._sockaddrs: dict[Endpoint, tuple] = {}     # Endpoint -> (sendto address, raw sockaddr)
         self._last: tuple = (None, None, None)          # (Endpoint, sendto address, raw) last received
-        # offer datagrams to the group's fast path first: the socket replies
-        # to a source go out of (ControlSockets.send), see _defaults
+        # offer datagrams to the group's fast path first: set (by _defaults)
+        # on the socket its family's replies leave from (ControlSockets.send)
         self.takes_fast = False
         loop.add_reader(self.fd, self._readable)
 
