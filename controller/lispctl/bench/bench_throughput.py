@@ -449,8 +449,12 @@ def run(rec: Recorder) -> None:
     rec.note("")
     rec.note("TCP in the XDP modes crosses as MTU-sized frames with software checksums at the hosts (above), "
              "against GSO super-packets in the others: their TCP ratios compare the two ways a veth lab can "
-             "run, not the programs' cost; the 64-byte UDP columns compare like with like (one frame, one "
-             "program run per hop in every mode).")
+             "run, not the programs' cost. Between the two XDP modes TCP differs at the router too: in "
+             "bpf-forward-xdp it receives plain TCP, which its GRO merges and its forwarding segments again "
+             "in software (XDP on the next veth turned that veth's peer's TSO off), while in lisp-xdp it "
+             "receives LISP UDP, which GRO leaves alone; so LISP-XDP / bpf-forward-XDP for TCP is no cost of "
+             "LISP. The 64-byte UDP columns compare like with like (one frame, one program run per hop in "
+             "every mode; GRO merges no UDP here).")
 
     if "sink" in med:
         rec.note("")
