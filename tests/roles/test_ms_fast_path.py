@@ -99,6 +99,25 @@ def test_bad_mac_other_source_and_changes_are_left_to_handle():
     assert ms.refresh(register(nonce=7, xtr_id=0xAA), XTR, 6.0) is None
 
 
+def test_a_lisp_sec_capable_refresh_takes_the_fast_path_and_a_changed_s_bit_does_not():
+    """Every lispctl ETR sets S (it signs LISP-SEC replies): its refreshes
+    are the common case. S cleared (or set) again is another first word:
+    handle() records it."""
+    fast, slow = _ms(), _ms()
+    for ms in (fast, slow):
+        ms.handle(register(nonce=1, security=True), XTR, MS_ADDR, 0.0)
+    raw = register(nonce=2, security=True)
+    effects, took = offer(fast, raw, XTR, 10.0)
+    assert took and effects == slow.handle(raw, XTR, MS_ADDR, 10.0)
+    assert state(fast) == state(slow)
+    (reg,) = fast.registered.get(P("10.1.0.0/16")).values()
+    assert reg.lisp_sec and reg.nonce == 2
+    assert fast.refresh(register(nonce=3, security=False), XTR, 20.0) is None
+    fast.handle(register(nonce=3, security=False), XTR, MS_ADDR, 20.0)
+    assert not reg.lisp_sec and offer(fast, register(nonce=4, security=False), XTR, 30.0)[1]
+    assert fast.refresh(register(nonce=5, security=True), XTR, 40.0) is None
+
+
 def test_no_fast_path_in_a_map_register_worker():
     ms = _ms()
     assert ms.fast_path() == (3, ms.refresh)
@@ -143,6 +162,7 @@ message = st.fixed_dictionaries({
     "record": st.sampled_from((0, 0, 0, 1, 2, 3, 4)), "nonce": st.integers(0, 3) | st.none(),
     "src": st.sampled_from((0, 0, 0, 1, 2)), "notify": st.sampled_from((True, True, True, False)),
     "alg": st.sampled_from((ALG_HMAC_SHA256, ALG_HMAC_SHA1)),
+    "security": st.booleans(),                              # S: LISP-SEC capable (every lispctl ETR)
 })
 index = st.integers(0, 200)
 op = st.one_of(
@@ -190,7 +210,7 @@ def test_fast_and_slow_path_agree(replay_list, ops):
             site = SITES[m["site"]]
             data = register(prefix=site["prefix"], key=site["key"], key_id=site.get("key_id", 1), alg=m["alg"],
                             nonce=fresh if m["nonce"] is None else m["nonce"], notify=m["notify"],
-                            xtr_id=m["xtr_id"], **RECORDS[m["record"]])
+                            xtr_id=m["xtr_id"], security=m["security"], **RECORDS[m["record"]])
             if o[0] == "forge":
                 data = data[:20] + bytes([data[20] ^ 0x40]) + data[21:]
             src = SOURCES[m["src"]]

@@ -714,12 +714,14 @@ class MapServerRole:
 
     def _fast_ok(self, shape: _Shape, from_rloc: bool, alg_id: int) -> bool:
         """May refreshes of this shape take the fast path (refresh)? One
-        record, not a de-registration, the M bit without the S bit, from an
-        RLOC of the record (the Map-Notify goes back to the source),
-        HMAC-SHA-1 or -SHA-256; not in a Map-Register worker (journal,
-        reports); no MS-RTR authentication to add."""
+        record, not a de-registration, the M bit, from an RLOC of the record
+        (the Map-Notify goes back to the source), HMAC-SHA-1 or -SHA-256;
+        not in a Map-Register worker (journal, reports); no MS-RTR
+        authentication to add. The S bit (LISP-SEC) may be set: a refresh
+        has the first word of the message the registration holds, so its
+        lisp_sec stays as it is (every lispctl ETR sets S)."""
         return (len(shape.records) == 1 and shape.records[0].ttl != 0 and from_rloc
-                and shape.word & (_MREG_M | _MREG_S) == _MREG_M and alg_id in _DIGESTS
+                and shape.word & _MREG_M and alg_id in _DIGESTS
                 and self.report is None and self.journal is None and not self.restored and not self.restored_first
                 and not (shape.xtr_id is not None and self.nat.rtr_keys))
 
