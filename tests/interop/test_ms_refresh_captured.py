@@ -1,12 +1,13 @@
 """The Map-Server's refresh fast path with real registrants
 (captures/oor-lispctl-xtrs-register-at-lispctl-ms.pcap, taken at a lispctl
-MS/MR): an OOR 1.3 xTR (192.0.2.2, EID 10.2.0.0/24, key ID 0, HMAC-SHA-1,
-M bit) and a lispctl xTR (192.0.2.1, EID 10.1.0.0/24, key ID 1,
-HMAC-SHA-256, M and S bits) re-registering every 10 s with the same record
-and a fresh nonce. After each one's first message every refresh must take
-the fast path, and its Map-Notify must be the very bytes the live Map-Server
-sent (which OOR accepted: "Map-Notify message confirms correct
-registration", each time)."""
+MS/MR during the live check of docs/lab.md): an OOR 1.3 xTR (192.0.2.2:
+10.2.0.0/24 and fd00:2::/64 in a message each; key ID 0, HMAC-SHA-1, M bit)
+and a lispctl xTR (192.0.2.1: 10.1.0.0/24 and fd00:1::/64 in one message;
+key ID 1, HMAC-SHA-256, M and S bits) re-registering every 10 s with the
+same records and a fresh nonce. After the first of each kind of message,
+every refresh must take the fast path, and its Map-Notify must be the very
+bytes the live Map-Server sent (which OOR accepted: "Map-Notify message
+confirms correct registration", each time)."""
 import ipaddress
 from pathlib import Path
 
@@ -31,11 +32,15 @@ name = "oor"
 keys = { 0 = "oor-secret" }
 [[site.eid-prefix]]
 prefix = "10.2.0.0/24"
+[[site.eid-prefix]]
+prefix = "fd00:2::/64"
 [[site]]
 name = "lx"
 keys = { 1 = "lx-secret" }
 [[site.eid-prefix]]
 prefix = "10.1.0.0/24"
+[[site.eid-prefix]]
+prefix = "fd00:1::/64"
 """
 
 
@@ -49,15 +54,22 @@ def _control(src=None, dst=None, kind=None):
             and (src is None or d.src == src) and (dst is None or d.dst == dst)]
 
 
+def _prefixes(msg) -> tuple[str, ...]:
+    return tuple(str(w.record_prefix(r)) for r in msg.records)
+
+
 def test_the_capture_is_what_the_test_says():
-    for xtr, key_id, alg, flags in ((OOR, 0, w.ALG_HMAC_SHA1, {"M"}), (LISPCTL, 1, w.ALG_HMAC_SHA256, {"M", "S"})):
+    kinds = {OOR: (0, w.ALG_HMAC_SHA1, False, {("10.2.0.0/24",), ("fd00:2::/64",)}),
+             LISPCTL: (1, w.ALG_HMAC_SHA256, True, {("10.1.0.0/24", "fd00:1::/64")})}
+    for xtr, (key_id, alg, s_bit, shapes) in kinds.items():
         regs = _control(xtr, MS, w.MAP_REGISTER)
-        assert len(regs) >= 10
         msgs = [w.decode_control(d.payload) for d in regs]
-        assert {(m.key_id, m.alg_id, m.want_map_notify, m.security) for m in msgs} == \
-            {(key_id, alg, "M" in flags, "S" in flags)}
+        assert {(m.key_id, m.alg_id, m.want_map_notify, m.security) for m in msgs} == {(key_id, alg, True, s_bit)}
+        assert {_prefixes(m) for m in msgs} == shapes
+        assert len(msgs) >= 6 * len(shapes)
         assert len({m.nonce for m in msgs}) == len(msgs)                 # a fresh nonce each time
-        assert len({m.records for m in msgs}) == 1                       # the same record each time
+        for shape in shapes:                                             # the same records each time
+            assert len({m.records for m in msgs if _prefixes(m) == shape}) == 1
         assert len(_control(MS, xtr, w.MAP_NOTIFY)) == len(regs)
 
 
@@ -67,16 +79,17 @@ def test_every_refresh_after_the_first_takes_the_fast_path_with_the_notify_sent_
     first, fast = set(), {OOR: 0, LISPCTL: 0}
     for d in _control(None, MS, w.MAP_REGISTER):
         src, now = _ep(d.src, d.sport), d.ts_ns / 1e9
-        nonce = w.decode_control(d.payload).nonce
+        msg = w.decode_control(d.payload)
         reply = ms.refresh(d.payload, src, now)
-        if d.src not in first:
+        if (d.src, _prefixes(msg)) not in first:
             assert reply is None                                       # a first registration: handle()
-            first.add(d.src)
+            first.add((d.src, _prefixes(msg)))
             (send,) = [e for e in ms.handle(d.payload, src, _ep(MS, 4342), now) if isinstance(e, Send)]
             reply = send.payload
         else:
             assert reply is not None, f"a refresh from {d.src} (frame {d.frame}) left the fast path"
             fast[d.src] += 1
-        assert reply == notifies[(d.src, nonce)]
-    assert fast[OOR] >= 9 and fast[LISPCTL] >= 9
-    assert ms.counters["map_register_ok"] == ms.counters["map_notify_tx"] == sum(fast.values()) + 2
+        assert reply == notifies[(d.src, msg.nonce)]
+    assert len(first) == 3 and fast[OOR] >= 10 and fast[LISPCTL] >= 5
+    assert ms.counters["map_register_ok"] == ms.counters["map_notify_tx"] == sum(fast.values()) + 3
+    assert {str(e) for e, _ in ms.registered.items()} == {"10.2.0.0/24", "fd00:2::/64", "10.1.0.0/24", "fd00:1::/64"}
