@@ -105,14 +105,17 @@ static __always_inline int fc_match(const struct lisp_fc_slot *s, const struct l
     return s->gen == gen && s->family == f->family && s->iid == iid && a[0] == b[0] && a[1] == b[1];
 }
 
-/* The slot for (iid, dst), or 0. *set and *gen are for fc_fill. */
+/* The slot for (iid, dst), or 0. *set, *gen and *ref are for fc_fill;
+ * *ref names the slot returned (set index << 1 | way: what the tc ITR's
+ * tail call carries instead of a pointer), or LISP_FC_NOREF. */
 static __always_inline struct lisp_fc_slot *fc_get(const struct lisp_flow *f, __u32 iid,
-                                                   struct lisp_fc_set **set, __u64 *gen)
+                                                   struct lisp_fc_set **set, __u64 *gen, __u32 *ref)
 {
     __u32 zero = 0;
     __u64 *g = flow_gen.lookup(&zero);
     *set = 0;
     *gen = 0;
+    *ref = LISP_FC_NOREF;
     if (!g)
         return 0;
     *gen = *(volatile __u64 *)g;
@@ -123,8 +126,10 @@ static __always_inline struct lisp_fc_slot *fc_get(const struct lisp_flow *f, __
     if (!s)
         return 0;
     *set = s;
+    *ref = idx << 1;
     if (fc_match(&s->way[0], f, iid, *gen))
         return &s->way[0];
+    *ref = idx << 1 | 1;
     if (fc_match(&s->way[1], f, iid, *gen))
         return &s->way[1];
     return 0;
@@ -134,11 +139,12 @@ static __always_inline struct lisp_fc_slot *fc_get(const struct lisp_flow *f, __
  * LISP_ACT_LOCAL) under the generation read before them: in a stale way if
  * there is one, else the older fill. A trie miss is not cached. */
 static __always_inline struct lisp_fc_slot *fc_fill(struct lisp_fc_set *s, const struct lisp_flow *f,
-                                                    __u32 iid, __u64 gen, __u32 id, __u8 action)
+                                                    __u32 iid, __u64 gen, __u32 id, __u8 action, __u32 *ref)
 {
     if (!s)
         return 0;
     __u32 w = s->way[0].gen != gen ? 0 : s->way[1].gen != gen ? 1 : s->next & 1;
+    *ref = (*ref & ~1u) | w;
     s->next = w ^ 1;
     struct lisp_fc_slot *slot = w ? &s->way[1] : &s->way[0];
     slot->gen = 0;              /* never a half-written slot that looks valid */
