@@ -553,6 +553,18 @@ static __always_inline void mapping_stats(__u32 id, __u32 bytes)
     }
 }
 
+/* The same through the destination's flow-cache slot (0: none), which
+ * holds mapping id's counts until it is refilled (lisp_flowcache.h). */
+static __always_inline void slot_stats(struct lisp_fc_slot *slot, __u32 id, __u32 bytes)
+{
+    if (slot) {
+        slot->packets += 1;
+        slot->bytes += bytes;
+    } else {
+        mapping_stats(id, bytes);
+    }
+}
+
 /* Instance ID of packets entering on ifindex (0: not registered). */
 static __always_inline __u32 eid_iface_iid(__u32 ifindex)
 {
@@ -711,7 +723,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
         return drop(LISP_DROP_ENCAP_FAILED);
 
     count(LISP_CNT_ENCAPSULATED);
-    mapping_stats(id, inner_len);
+    slot_stats(slot, id, inner_len);
     return fib_send(frc, &p);
 }
 

@@ -66,6 +66,8 @@ struct lisp_fc_slot {
     struct lisp_locator loc;
     __u8 src[16];              /* like dst */
     __u64 lsb;                 /* source_lsb() of (iid, src): LISP_LSB_NONE for no EID of ours */
+    __u64 packets;             /* encapsulated with m.id since the fill, not yet in map_stats */
+    __u64 bytes;
 };
 
 /* Two ways per set: a direct-mapped table of the same size lost ~12% of
@@ -135,6 +137,24 @@ static __always_inline struct lisp_fc_slot *fc_get(const struct lisp_flow *f, __
     return 0;
 }
 
+/* The packets a slot counted (lisp_itr_encap, lisp_itr_xdp) go to its
+ * mapping's map_stats before the slot is reused: the only time a
+ * per-mapping counter is looked up while the flow cache is on. */
+static __always_inline void fc_fold(struct lisp_fc_slot *slot)
+{
+    __u64 packets = slot->packets;
+    if (!packets)
+        return;
+    __u32 id = slot->m.id;
+    struct lisp_stats *st = map_stats.lookup(&id);
+    if (st && slot->gen >= st->since) {
+        st->packets += packets;
+        st->bytes += slot->bytes;
+    }
+    slot->packets = 0;
+    slot->bytes = 0;
+}
+
 /* Remember what the lookups answered (mapping id and action, or
  * LISP_ACT_LOCAL) under the generation read before them: in a stale way if
  * there is one, else the older fill. A trie miss is not cached. */
@@ -147,6 +167,7 @@ static __always_inline struct lisp_fc_slot *fc_fill(struct lisp_fc_set *s, const
     *ref = (*ref & ~1u) | w;
     s->next = w ^ 1;
     struct lisp_fc_slot *slot = w ? &s->way[1] : &s->way[0];
+    fc_fold(slot);
     slot->gen = 0;              /* never a half-written slot that looks valid */
     slot->iid = iid;
     slot->family = f->family;

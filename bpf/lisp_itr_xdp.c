@@ -110,6 +110,6 @@ int lisp_itr_xdp(struct xdp_md *ctx)
     }
     count(LISP_CNT_ENCAPSULATED);
     count(LISP_CNT_XDP_ENCAPSULATED);
-    mapping_stats(id, inner_len);
+    slot_stats(slot, id, inner_len);
     return bpf_redirect(out_if, 0);
 }

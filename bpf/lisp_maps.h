@@ -209,9 +209,18 @@ struct lisp_miss_event {
  * packets (GSO super-packets, jumbo frames) are not carried. */
 #define LISP_MISS_PKT_MAX 1500
 
+/* Per-mapping counters. The ITRs count a flow-cache hit in the slot
+ * (lisp_flowcache.h: no map_stats lookup per packet, a cold one with many
+ * destinations) and the slot's counts come here when it is refilled; the
+ * daemon adds the counts still in slots (Datapath.mapping_counters). since:
+ * flow_gen when the daemon created the element (before the entry naming it
+ * is written); a slot counts toward it only if filled under a generation
+ * >= since, so a slot left by an earlier mapping with the same (reused) id
+ * never does. */
 struct lisp_stats {
     __u64 packets;
     __u64 bytes;
+    __u64 since;
 };
 
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key4, struct lisp_mapping, map_cache4, LISP_MAX_MAPPINGS, LISP_PIN(map_cache4), BPF_F_NO_PREALLOC);

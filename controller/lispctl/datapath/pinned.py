@@ -162,14 +162,55 @@ def read_counters(instance: str, pin_root: str | os.PathLike | None = None):
 
 
 def read_mapping_stats(instance: str, pin_root: str | os.PathLike | None = None) -> dict[int, tuple[int, int]]:
-    """{mapping id: (packets, inner bytes)} summed over CPUs (ids: Datapath.mappings())."""
+    """{mapping id: (packets, inner bytes)} summed over CPUs (ids: Datapath.mappings()),
+    with the counts still in flow-cache slots, as Datapath.mapping_counters."""
     fields = _struct_u64_fields("lisp_stats")
-    with PinnedMap(_pin_dir(instance, pin_root) / "map_stats") as m:
+    pin = _pin_dir(instance, pin_root)
+    with PinnedMap(pin / "map_stats") as m:
         _check(m, "map_stats", 4, 8 * len(fields))
-        out = {}
+        out: dict[int, list[int]] = {}
+        since: dict[int, int] = {}
         for key in m.keys():
             per_cpu = m.lookup(key) or []
             sums = [sum(int.from_bytes(v[8 * i:8 * i + 8], sys.byteorder) for v in per_cpu) for i in range(len(fields))]
             rec = dict(zip(fields, sums))
-            out[int.from_bytes(key, sys.byteorder)] = (rec["packets"], rec["bytes"])
-    return out
+            mid = int.from_bytes(key, sys.byteorder)
+            out[mid] = [rec["packets"], rec["bytes"]]
+            i = fields.index("since")
+            since[mid] = int.from_bytes(per_cpu[0][8 * i:8 * i + 8], sys.byteorder) if per_cpu else 0
+    add_slot_counts(out, since, _pinned_flow_cache(pin))
+    return {mid: (v[0], v[1]) for mid, v in out.items()}
+
+
+def _pinned_flow_cache(pin: Path):
+    """The struct lisp_fc_set values of every CPU of the instance's flow cache
+    (pinned next to its programs, layout from their build: prebuilt.py)."""
+    import json
+
+    from lispctl.datapath.maps import rebuild
+    from lispctl.datapath.prebuilt import PREFIX, cache_dir
+    for d in sorted(pin.glob(PREFIX + "*")):
+        try:
+            layouts = json.loads((cache_dir() / f"{d.name[len(PREFIX):]}.json").read_text())
+            leaf_t = rebuild(layouts["maps"]["flow_cache"]["leaf"])
+        except (OSError, ValueError, KeyError):
+            continue
+        with PinnedMap(d / "flow_cache") as m:
+            _check(m, "flow_cache", 4, ctypes.sizeof(leaf_t))
+            for i in range(m.max_entries):
+                for raw in m.lookup(i.to_bytes(4, sys.byteorder)) or []:
+                    yield leaf_t.from_buffer_copy(raw)
+
+
+def add_slot_counts(out: dict[int, list[int]], since: dict[int, int], sets) -> None:
+    """Add to out[id] = [packets, bytes] what flow-cache slots (sets: struct
+    lisp_fc_set values) counted for id and did not fold into map_stats yet:
+    slots of an encapsulating entry filled under a generation >= since[id]
+    (bpf/lisp_maps.h, struct lisp_stats). Ids without since are not asked."""
+    for s in sets:
+        for w in s.way:
+            if w.packets and w.m.action == 0:       # LISP_ACT_NO_ACTION
+                mid = int(w.m.id)
+                if mid in since and w.gen >= since[mid]:
+                    out[mid][0] += int(w.packets)
+                    out[mid][1] += int(w.bytes)

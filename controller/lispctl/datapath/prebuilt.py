@@ -42,9 +42,12 @@ MAPS = ("map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "loca
         "petr_accept4", "petr_accept6", "flow_gen", "nh_gen")
 # Not pinned by the header (transient), pinned here next to the programs:
 # the ring buffer so the daemon can read it, the prog array because its
-# entries are cleared when the last user reference to it goes.
-PROG_MAPS = ("miss_events", "tail_progs")
-LAYOUT_VERSION = "1"
+# entries are cleared when the last user reference to it goes, the flow
+# cache because its slots hold per-mapping counts not yet in map_stats.
+PROG_MAPS = ("miss_events", "tail_progs", "flow_cache")
+# Of those, opened as tables (layouts written like MAPS').
+PROG_TABLES = ("flow_cache",)
+LAYOUT_VERSION = "2"
 PREFIX = "prog-"
 
 
@@ -131,6 +134,11 @@ def _try_open(pin_dir: Path, key: str, compiled: bool = False) -> Loaded | None:
                 raise LookupError(m)          # programs of an older set of maps
             lay = layouts["maps"][m]
             tables[m] = Table(fd, rebuild(lay["key"]), rebuild(lay["leaf"]), m)
+        for m in PROG_TABLES:
+            fd = obj_get(str(prog_dir / m))
+            fds.append(fd)
+            lay = layouts["maps"][m]
+            tables[m] = Table(fd, rebuild(lay["key"]), rebuild(lay["leaf"]), m)
         ring_fd = obj_get(str(prog_dir / "miss_events"))
         fds.append(ring_fd)
         return Loaded(key, compiled, progs, tables, ring_fd, rebuild(layouts["event"]))
@@ -166,7 +174,7 @@ def build(pin_dir: Path, extra_cflags: tuple[str, ...]) -> None:
     for m in PROG_MAPS:
         obj_pin(bpf[m.encode()].map_fd, str(prog_dir / m))
     layouts: dict = {"maps": {}}
-    for m in MAPS:
+    for m in (*MAPS, *PROG_TABLES):
         t = bpf[m.encode()]
         layouts["maps"][m] = {"key": describe(t.Key), "leaf": describe(getattr(t, "sLeaf", t.Leaf))}
     ring = bpf[b"miss_events"]
