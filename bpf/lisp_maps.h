@@ -267,6 +267,12 @@ struct lisp_itr_state {
 struct lisp_scratch {
     __u8 buf[512];             /* room beyond the largest use, so masked lengths stay inside */
     __u64 icmp_exceeded_ns;    /* last Time Exceeded sent from this CPU (rate limit) */
+    /* The ITRs' last eid_ifaces answer on this CPU (lisp_datapath.c
+     * ingress_iid): valid while flow_gen is ifc_gen (writes of eid_ifaces
+     * bump it), so a packet from the same interface skips the hash lookup. */
+    __u64 ifc_gen;
+    __u32 ifc_index;
+    __u32 ifc_iid;
     struct lisp_itr_state itr;
 };
 BPF_PERCPU_ARRAY(scratch, struct lisp_scratch, 1);

@@ -307,6 +307,7 @@ class Datapath:
         leaf = t.Leaf()
         leaf.iid = iid
         t[t.Key(ifindex)] = leaf
+        self._map_cache_changed()       # the ITRs keep the last answer per CPU under flow_gen
 
     # ---- local RLOCs and EIDs ----
     def add_local_rloc(self, addr: IPAddress) -> None:

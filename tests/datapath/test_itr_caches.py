@@ -1,8 +1,9 @@
 """Per-mapping counters counted in the ITRs' flow-cache slots
 (bpf/lisp_flowcache.h, fc_fold): exact through a slot's eviction by other
 flows, through a generation change, for a reused mapping id, and in the
-pinned reader; and the tc ITR's encapsulation runs as the tail-called
-program lisp_itr_encap."""
+pinned reader; the tc ITR's encapsulation runs as the tail-called program
+lisp_itr_encap; and its per-CPU interface -> instance answer follows
+eid_ifaces."""
 from __future__ import annotations
 
 import ctypes
@@ -157,3 +158,24 @@ def test_tc_itr_encapsulates_through_the_tail_call(dp, lab):
         bpf(2, attr + ctypes.addressof(val).to_bytes(8, sys.byteorder) + bytes(8))   # BPF_MAP_UPDATE_ELEM
         os.close(tail)
     assert run_prog(fd, f, ctx=ctx).retval == TC_ACT_REDIRECT
+
+
+def test_next_packet_sees_new_interface_instance(dp, lab, one_cpu):
+    """The tc ITR keeps the last interface -> instance answer per CPU: a new
+    instance ID for the interface applies from the very next packet."""
+    dp.set_mapping(EidPrefix.parse("10.2.0.0/16"), [Rloc(ip("192.0.2.2"))])
+    dp.set_mapping(EidPrefix.parse("[7]10.2.0.0/16"), [Rloc(ip("192.0.2.3"))])
+    f = _frame("10.2.7.5")
+    fd, ctx = dp.prog_fd("lisp_itr_ingress"), skb_ctx(ifindex=lab.eid_if)
+
+    def locator():
+        res = run_prog(fd, f, ctx=ctx)
+        assert res.retval == TC_ACT_REDIRECT
+        return P.split_encap(res.data).dst
+
+    try:
+        for iid, rloc in ((0, "192.0.2.2"), (7, "192.0.2.3"), (0, "192.0.2.2")):
+            dp.set_eid_interface("eid0", iid)
+            assert [locator() for _ in range(3)] == [ip(rloc)] * 3
+    finally:
+        dp.set_eid_interface("eid0", 0)
