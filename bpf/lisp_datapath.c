@@ -152,9 +152,8 @@ static __always_inline __u64 source_lsb(const struct lisp_flow *f, __u32 iid)
 }
 
 /* source_lsb() through the flow-cache slot of the packet's destination
- * (lisp_flowcache.h): the slot remembers the answer for the last source.
- * The XDP ITR's only: in the tc ITR these branches, ahead of encap(),
- * multiply its verifier paths past the 1M-instruction limit. */
+ * (lisp_flowcache.h; 0: none): the slot remembers the answer for the last
+ * source. */
 static __always_inline __u64 cached_source_lsb(struct lisp_fc_slot *slot, const struct lisp_flow *f, __u32 iid)
 {
     __u64 a[2], b[2];
@@ -605,7 +604,7 @@ static __always_inline const struct lisp_locator *itr_locator(const struct lisp_
 /* Everything but the Ethernet header of lisp_encap_hdr for a packet to
  * locator loc, shared by the tc and the XDP ITR: outer headers (RFC 9300
  * 5.3: TTL and TOS copied, the source site's locator-status bits (through
- * the flow-cache slot `slot` of the XDP ITR; the tc ITR passes 0), a random
+ * the flow-cache slot `slot` of the destination, 0: none), a random
  * nonce) and the inner IP header, read at data + ETH_HLEN; with `hop` (a
  * routing ITR; the caller answered TTL 1 already) its TTL goes down by one
  * and the outer TTL is copied from that. gso: a GSO super-packet (no outer

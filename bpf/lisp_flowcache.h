@@ -26,6 +26,16 @@
  * and a 16-byte store: no worse than without). local_eid4/6 bump the
  * generation like the rest, so the same invalidation covers it.
  *
+ * And it counts the packets the ITRs encapsulate with its mapping (packets,
+ * bytes), instead of a map_stats lookup per packet (a per-CPU hash as large
+ * as the ids: with many destinations a bucket, an element and a per-CPU
+ * value, each a cache miss). fc_fold adds them to map_stats when the slot
+ * is refilled; the daemon's reads add what is still in slots
+ * (Datapath.mapping_counters, pinned.read_mapping_stats: the cache is
+ * pinned with the programs for that). A slot counts toward a map_stats
+ * element only if filled under a generation >= the element's `since`, so a
+ * reused mapping id never inherits an older mapping's packets.
+ *
  * Invalidation: flow_gen[0] is a generation the daemon increments after every
  * write or delete of map_cache4/6, of the locator sets they name, and of
  * local_eid4/6 (lispctl.datapath.Datapath._map_cache_changed: single
@@ -39,8 +49,10 @@
  * Generation 0 is never current (the daemon starts at 1), so a zeroed slot is
  * a miss.
  *
- * Memory: LISP_FC_SETS x 184 bytes per possible CPU (736 KiB per CPU at 4,096 sets).
- * Not pinned: a new program starts with an empty cache of its own.
+ * Memory: LISP_FC_SETS x 216 bytes per possible CPU (864 KiB per CPU at 4,096 sets).
+ * Pinned with the programs that use it (prog-<key>/flow_cache), not with
+ * the maps: a new program starts with an empty cache of its own (the counts
+ * left in the old one's slots are lost with it).
  */
 #ifndef LISP_FLOWCACHE_H
 #define LISP_FLOWCACHE_H

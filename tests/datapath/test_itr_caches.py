@@ -179,3 +179,41 @@ def test_next_packet_sees_new_interface_instance(dp, lab, one_cpu):
             assert [locator() for _ in range(3)] == [ip(rloc)] * 3
     finally:
         dp.set_eid_interface("eid0", 0)
+
+
+def test_counts_survive_a_new_build(lab, pin_root, one_cpu):
+    """A new build (other source or flags) loads programs with a flow cache
+    of their own: the counts in the old one's slots are still read (its pin
+    is kept), by the new Datapath and by the pinned reader."""
+    from lispctl.datapath import Datapath
+
+    eid = EidPrefix.parse("10.2.0.0/16")
+    old = Datapath("upgrade", pin_root=pin_root)
+    released = False
+    try:
+        old.add_local_rloc(ip("192.0.2.1"))
+        old.add_local_eid(EidPrefix.parse("10.1.0.0/16"))
+        old.set_mapping(eid, [Rloc(ip("192.0.2.2"))])
+        f = _frame("10.2.7.5")
+        for _ in range(3):
+            assert run_prog(old.prog_fd("lisp_itr_ingress"), f, ctx=skb_ctx(ifindex=lab.eid_if)).retval \
+                == TC_ACT_REDIRECT
+        assert old.mapping_counters(eid) == (3, 3 * (len(f) - 14))
+        old.release()                                   # hand-over: maps and programs stay
+        released = True
+        new = Datapath("upgrade", pin_root=pin_root, cflags=("-DLISP_TEST_NEW_BUILD=1",))
+        try:
+            assert new.compiled
+            assert new.mapping_counters(eid) == (3, 3 * (len(f) - 14))
+            assert run_prog(new.prog_fd("lisp_itr_ingress"), f, ctx=skb_ctx(ifindex=lab.eid_if)).retval \
+                == TC_ACT_REDIRECT
+            assert new.mapping_counters(eid) == (4, 4 * (len(f) - 14))
+            mid = new.mappings()[eid]
+            assert read_mapping_stats("upgrade", pin_root)[mid] == (4, 4 * (len(f) - 14))
+            new.reset()
+            assert not list(new.pin_dir.glob("flow_cache-*"))   # flushed with the counters
+        finally:
+            new.close(unpin=True)
+    finally:
+        if not released:
+            old.close(unpin=True)

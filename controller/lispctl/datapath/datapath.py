@@ -21,8 +21,8 @@ from lispctl.datapath.errors import DatapathError
 from lispctl.datapath.loader import header_define, header_enum
 from lispctl.datapath.idpool import IdPool
 from lispctl.datapath.maps import RingBuffer
-from lispctl.datapath.pinned import add_slot_counts
-from lispctl.datapath.prebuilt import forget_layout, open_datapath
+from lispctl.datapath.pinned import add_slot_counts, flow_cache_sets
+from lispctl.datapath.prebuilt import RETIRED_FLOW_CACHE, forget_layout, open_datapath
 from lispctl.datapath.locsets import build_locator_set, fixed_choice
 from lispctl.mapping.bulkfile import KEY_SIZE, BulkTable, key_bytes
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
@@ -709,6 +709,8 @@ class Datapath:
                 except KeyError:
                     pass
         self._map_cache_changed()          # local EIDs too (the flow cache keeps them)
+        for retired in self.pin_dir.glob(RETIRED_FLOW_CACHE + "*"):
+            retired.unlink()               # their counts were of mappings now gone
         self._t["counters"].clear()
         t = self._t["config"]
         cfg = t.Leaf()
@@ -775,8 +777,7 @@ class Datapath:
             out[mid] = [sum(int(v.packets) for v in per_cpu), sum(int(v.bytes) for v in per_cpu)]
             since[mid] = int(per_cpu[0].since)
         if since:
-            fc = self._t["flow_cache"]
-            add_slot_counts(out, since, (s for i in range(fc.max_entries) for s in fc[fc.Key(i)]))
+            add_slot_counts(out, since, flow_cache_sets(self.pin_dir))
         return {mid: (v[0], v[1]) for mid, v in out.items()}
 
     # ---- miss events ----

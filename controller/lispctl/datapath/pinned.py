@@ -178,24 +178,31 @@ def read_mapping_stats(instance: str, pin_root: str | os.PathLike | None = None)
             out[mid] = [rec["packets"], rec["bytes"]]
             i = fields.index("since")
             since[mid] = int.from_bytes(per_cpu[0][8 * i:8 * i + 8], sys.byteorder) if per_cpu else 0
-    add_slot_counts(out, since, _pinned_flow_cache(pin))
+    add_slot_counts(out, since, flow_cache_sets(pin))
     return {mid: (v[0], v[1]) for mid, v in out.items()}
 
 
-def _pinned_flow_cache(pin: Path):
-    """The struct lisp_fc_set values of every CPU of the instance's flow cache
-    (pinned next to its programs, layout from their build: prebuilt.py)."""
+def flow_cache_sets(pin: Path):
+    """The struct lisp_fc_set values of every CPU of each flow cache of the
+    instance: the one pinned with its programs (prog-<key>/flow_cache) and
+    those of programs a new build replaced (RETIRED_FLOW_CACHE: their slots
+    still hold counts, prebuilt.py). Layouts from each one's build."""
     import json
 
     from lispctl.datapath.maps import rebuild
-    from lispctl.datapath.prebuilt import PREFIX, cache_dir
-    for d in sorted(pin.glob(PREFIX + "*")):
+    from lispctl.datapath.prebuilt import PREFIX, RETIRED_FLOW_CACHE, cache_dir
+    caches = [(d / "flow_cache", d.name[len(PREFIX):]) for d in sorted(pin.glob(PREFIX + "*"))]
+    caches += [(p, p.name[len(RETIRED_FLOW_CACHE):].split("-")[0])       # flow_cache-<key>-<map id>
+               for p in sorted(pin.glob(RETIRED_FLOW_CACHE + "*"))]
+    for path, key in caches:
         try:
-            layouts = json.loads((cache_dir() / f"{d.name[len(PREFIX):]}.json").read_text())
+            layouts = json.loads((cache_dir() / f"{key}.json").read_text())
             leaf_t = rebuild(layouts["maps"]["flow_cache"]["leaf"])
         except (OSError, ValueError, KeyError):
             continue
-        with PinnedMap(d / "flow_cache") as m:
+        if not path.exists():
+            continue
+        with PinnedMap(path) as m:
             _check(m, "flow_cache", 4, ctypes.sizeof(leaf_t))
             for i in range(m.max_entries):
                 for raw in m.lookup(i.to_bytes(4, sys.byteorder)) or []:
