@@ -21,7 +21,7 @@ from lispctl.datapath.errors import DatapathError
 from lispctl.datapath.loader import header_define, header_enum
 from lispctl.datapath.idpool import IdPool
 from lispctl.datapath.maps import RingBuffer
-from lispctl.datapath.pinned import add_slot_counts, flow_cache_sets
+from lispctl.datapath.pinned import add_slot_counts, slot_counts
 from lispctl.datapath.prebuilt import RETIRED_FLOW_CACHE, forget_layout, open_datapath
 from lispctl.datapath.locsets import build_locator_set, fixed_choice
 from lispctl.mapping.bulkfile import KEY_SIZE, BulkTable, key_bytes
@@ -777,7 +777,7 @@ class Datapath:
             out[mid] = [sum(int(v.packets) for v in per_cpu), sum(int(v.bytes) for v in per_cpu)]
             since[mid] = int(per_cpu[0].since)
         if since:
-            add_slot_counts(out, since, flow_cache_sets(self.pin_dir))
+            add_slot_counts(out, since, slot_counts(self.pin_dir))
         return {mid: (v[0], v[1]) for mid, v in out.items()}
 
     # ---- miss events ----
