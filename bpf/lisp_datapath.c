@@ -762,7 +762,8 @@ static __always_inline struct lisp_locset *petr_set(const struct lisp_config *c)
  * by tail call. */
 static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
                                  const struct lisp_config *c, int mode,
-                                 const struct lisp_mapping *m, struct lisp_fc_slot *slot, __u32 ref)
+                                 const struct lisp_mapping *m, struct lisp_fc_slot *slot, __u32 ref,
+                                 struct lisp_itr_state *st)
 {
     if (!m && (c->flags & LISP_CFG_PITR)) {
         /* PITR: outside the EID aggregates; the host's own Internet traffic */
@@ -823,15 +824,8 @@ static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u
     __u32 hash = lisp_flow_hash(f);
     if (ls)
         loc = itr_locator(ls, hash);
-    struct lisp_scratch *sc = get_scratch();
-    if (!sc)
-        return drop(LISP_DROP_ENCAP_FAILED);
-    struct lisp_itr_state *st = &sc->itr;
-    st->f = *f;
-    st->iid = iid;
     st->hash = hash;
     st->id = id;
-    st->mode = mode;
     /* the slot is counted in and keeps the source's LSBs only for a
      * mapping of its own (not for the Proxy-ETRs of a negative entry) */
     st->fc_ref = slot && action == LISP_ACT_NO_ACTION ? ref : LISP_FC_NOREF;
@@ -883,10 +877,19 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
     __u32 ref;
     if (cache_lookup(&f, iid, &m, &slot, &ref))
         return TC_ACT_OK;
-    struct lisp_config *c = get_config();
-    if (!c)
+    struct lisp_scratch *sc = get_scratch();
+    if (!sc)
         return TC_ACT_OK;
-    return route(skb, &f, iid, c, mode, m, slot, ref);
+    struct lisp_itr_state *st = &sc->itr;
+    st->f = f;
+    st->iid = iid;
+    st->mode = mode;
+    st->fc_ref = slot ? ref : LISP_FC_NOREF;
+    st->has_m = m != 0;
+    if (m)
+        st->m = *m;
+    tail_progs.call(skb, LISP_TAIL_ROUTE);
+    return drop(LISP_DROP_ENCAP_FAILED);
 }
 
 int lisp_itr_ingress(struct __sk_buff *skb)
@@ -913,8 +916,21 @@ static __always_inline struct lisp_fc_slot *fc_deref(__u32 ref)
     return ref & 1 ? &s->way[1] : &s->way[0];
 }
 
-/* The tc ITR's second half, tail-called by lisp_itr_ingress/egress with
- * struct lisp_itr_state in scratch: encapsulate and forward. */
+/* The tc ITR's map-cache decision, tail-called by lisp_itr_ingress/egress
+ * with struct lisp_itr_state in scratch. */
+int lisp_itr_route(struct __sk_buff *skb)
+{
+    struct lisp_scratch *sc = get_scratch();
+    struct lisp_config *c = get_config();
+    if (!sc || !c)
+        return TC_ACT_OK;
+    struct lisp_itr_state *st = &sc->itr;
+    __u32 ref = st->fc_ref;
+    return route(skb, &st->f, st->iid, c, st->mode, st->has_m ? &st->m : 0, fc_deref(ref), ref, st);
+}
+
+/* The tc ITR's encapsulation, tail-called by lisp_itr_route with struct
+ * lisp_itr_state in scratch: encapsulate and forward. */
 int lisp_itr_encap(struct __sk_buff *skb)
 {
     struct lisp_scratch *sc = get_scratch();

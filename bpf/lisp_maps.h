@@ -249,20 +249,22 @@ BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, LISP_CNT__MAX, LISP_PIN
 BPF_TABLE_PINNED("percpu_hash", __u32, struct lisp_stats, map_stats, LISP_MAX_MAPPING_IDS, LISP_PIN(map_stats), BPF_F_NO_PREALLOC);
 /* Scratch space for buffers too big for the 512-byte BPF stack (ICMP
  * replies, checksum input). Per CPU, used within one program run; not pinned. */
-/* What the tc ITR's decision (lisp_itr_ingress/egress) hands its
- * encapsulation (lisp_itr_encap) across the tail call: the parsed packet,
- * the chosen locator and the flow-cache slot to count in. */
+/* What the tc ITR's three programs hand on across their tail calls:
+ * lisp_itr_ingress/egress (parse, lookups) -> lisp_itr_route (the
+ * map-cache decision, the locator) -> lisp_itr_encap. */
 struct lisp_itr_state {
     struct lisp_flow f;
-    struct lisp_locator loc;   /* valid when has_loc */
+    struct lisp_locator loc;   /* route -> encap, valid when has_loc */
+    struct lisp_mapping m;     /* lookups -> route, valid when has_m */
     __u32 iid;
-    __u32 hash;                /* lisp_flow_hash */
-    __u32 id;                  /* mapping id (stats), LISP_PETR_SET for the Proxy-ETRs */
+    __u32 hash;                /* route -> encap: lisp_flow_hash */
+    __u32 id;                  /* route -> encap: mapping id (stats), LISP_PETR_SET for the Proxy-ETRs */
     __u32 fc_ref;              /* flow-cache slot: set index << 1 | way, or LISP_FC_NOREF */
 #define LISP_FC_NOREF 0xffffffff
     __u8 mode;                 /* LISP_MODE_* */
     __u8 has_loc;
-    __u8 pad[2];
+    __u8 has_m;
+    __u8 pad;
 };
 struct lisp_scratch {
     __u8 buf[512];             /* room beyond the largest use, so masked lengths stay inside */
@@ -278,14 +280,17 @@ struct lisp_scratch {
 BPF_PERCPU_ARRAY(scratch, struct lisp_scratch, 1);
 /* lisp_etr_ingress tail-calls lisp_itr_ingress (slot LISP_TAIL_ITR) to
  * re-encapsulate, with the instance ID in skb->cb[0] | LISP_CB_IID_VALID.
- * lisp_itr_ingress/egress tail-call lisp_itr_encap (slot LISP_TAIL_ENCAP)
- * with struct lisp_itr_state in scratch: one program holding both the
- * decision and the encapsulation takes nearly all of the verifier's
- * 1,000,000-instruction budget (their paths multiply). */
+ * lisp_itr_ingress/egress tail-call lisp_itr_route (LISP_TAIL_ROUTE), which
+ * tail-calls lisp_itr_encap (LISP_TAIL_ENCAP), with struct lisp_itr_state in
+ * scratch: in one program the verifier walks every path of the lookups
+ * times every path of the decision times every path of the encapsulation,
+ * nearly all of its 1,000,000-instruction budget (over it on 6.1 with any
+ * addition). */
 #define LISP_TAIL_ITR 0
 #define LISP_TAIL_ENCAP 1
+#define LISP_TAIL_ROUTE 2
 #define LISP_CB_IID_VALID 0x80000000
-BPF_PROG_ARRAY(tail_progs, 2);
+BPF_PROG_ARRAY(tail_progs, 3);
 /* Not pinned here: lispctl.datapath.prebuilt pins it with the programs it
  * belongs to (a recompiled program gets a new one). */
 BPF_RINGBUF_OUTPUT(miss_events, 64);  /* 256 KiB: ~170 events that carry a packet */

@@ -1,8 +1,8 @@
 """Per-mapping counters counted in the ITRs' flow-cache slots
 (bpf/lisp_flowcache.h, fc_fold): exact through a slot's eviction by other
 flows, through a generation change, for a reused mapping id, and in the
-pinned reader; the tc ITR's encapsulation runs as the tail-called program
-lisp_itr_encap; and its per-CPU interface -> instance answer follows
+pinned reader; the tc ITR runs as three programs chained by tail calls
+(lisp_itr_ingress, lisp_itr_route, lisp_itr_encap); and its per-CPU interface -> instance answer follows
 eid_ifaces."""
 from __future__ import annotations
 
@@ -134,9 +134,11 @@ def test_reused_id_starts_from_zero(lab, pin_root, one_cpu):
         d.close(unpin=True)
 
 
-def test_tc_itr_encapsulates_through_the_tail_call(dp, lab):
-    """lisp_itr_ingress decides, lisp_itr_encap (tail_progs slot
-    LISP_TAIL_ENCAP) encapsulates: without it the packet is dropped, counted."""
+@pytest.mark.parametrize("slot,prog", [("LISP_TAIL_ROUTE", "lisp_itr_route"),
+                                       ("LISP_TAIL_ENCAP", "lisp_itr_encap")])
+def test_tc_itr_encapsulates_through_the_tail_calls(dp, lab, slot, prog):
+    """lisp_itr_ingress looks up, lisp_itr_route decides, lisp_itr_encap
+    encapsulates (tail_progs): without either the packet is dropped, counted."""
     from lispctl.datapath.loader import header_define
 
     dp.set_mapping(EidPrefix.parse("10.2.0.0/16"), [Rloc(ip("192.0.2.2"))])
@@ -146,8 +148,8 @@ def test_tc_itr_encapsulates_through_the_tail_call(dp, lab):
     assert run_prog(fd, f, ctx=ctx).retval == TC_ACT_REDIRECT
     prog_dir = next(dp.pin_dir.glob("prog-*"))
     tail = obj_get(str(prog_dir / "tail_progs"))
-    key = ctypes.c_uint32(header_define("LISP_TAIL_ENCAP"))
-    val = ctypes.c_uint32(dp.prog_fd("lisp_itr_encap"))
+    key = ctypes.c_uint32(header_define(slot))
+    val = ctypes.c_uint32(dp.prog_fd(prog))
     attr = (tail.to_bytes(4, sys.byteorder) + bytes(4) + ctypes.addressof(key).to_bytes(8, sys.byteorder))
     try:
         bpf(3, attr + bytes(16))                                        # BPF_MAP_DELETE_ELEM
