@@ -105,3 +105,49 @@ def test_a_refused_reply_of_a_batch_is_counted_and_the_others_are_sent():
     _, (got, counters, socks) = _run(body, ("127.0.0.1",))
     assert got == [b"kept"] * 10
     assert counters["send_errors"] == 10 and socks["send_errors"] == 10 and socks["tx"] == 10
+
+
+def test_before_replies_runs_before_any_reply_of_a_batch_leaves(monkeypatch):
+    """An [ms] worker tells the main process what a batch changed before the
+    batch's Map-Notifies leave (daemon/msworkers.py): also when a full batch
+    of replies fills the send queue and leaves before the batch ends."""
+    events: list[str] = []
+    flush = mmsg.Sender.flush
+
+    def recording_flush(self, fd, failed):
+        if self.count:
+            events.append("replies")
+        return flush(self, fd, failed)
+    monkeypatch.setattr(mmsg.Sender, "flush", recording_flush)
+    recv = mmsg.Receiver.recv
+
+    def recording_recv(self, fd):
+        n = recv(self, fd)
+        if n:
+            events.append("batch")
+        return n
+    monkeypatch.setattr(mmsg.Receiver, "recv", recording_recv)
+    sent = [b"%d" % i for i in range(3 * mmsg.BATCH)]
+
+    async def body(rt):
+        rt.sockets.before_replies = lambda: events.append("told")
+        port = rt.sockets.port
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+            s.bind(("127.0.0.1", 0))
+            for d in sent:          # queued before the loop runs: full batches
+                s.sendto(d, ("127.0.0.1", port))
+            await _until(lambda: rt.counters["datagrams_rx"] == len(sent))
+            return await asyncio.get_running_loop().run_in_executor(None, _drain, s, len(sent))
+    _, got = _run(body, ("127.0.0.1",))
+    assert got == [d[::-1] for d in sent]
+    assert events.count("replies") >= 3
+    # in each batch, the main process is told before the first of its replies leaves
+    told = False
+    for e in events:
+        if e == "batch":
+            told = False
+        elif e == "told":
+            told = True
+        else:
+            assert told, events

@@ -37,7 +37,6 @@ _IOV = struct.Struct("=QQ")
 _RESULT = struct.Struct("=8xI28xQ8xI4x")   # msg_namelen, msg_controllen, msg_len
 _NAMELEN_OFF = 8                # msg_namelen
 _U32 = struct.Struct("=I")
-_U64 = struct.Struct("=Q")
 _CMSG_HDR = struct.Struct("=Qii")          # cmsg_len, cmsg_level, cmsg_type
 _MSG_DONTWAIT = 0x40
 assert _HDR.size == 64 and _IOV.size == 16 and _RESULT.size == 64 and ctypes.sizeof(ctypes.c_void_p) == 8
@@ -108,13 +107,13 @@ class Receiver:
 
     def datas(self) -> list[bytes]:
         """The datagrams of the last recv, in order (copies)."""
-        view = self.data.view
-        return [view[_RX_SLOT * k:_RX_SLOT * k + got[2]].tobytes() for k, got in enumerate(self._got)]
+        area = self.data.map                     # (a slice of the mmap is bytes: one copy, no view)
+        return [area[_RX_SLOT * k:_RX_SLOT * k + got[2]] for k, got in enumerate(self._got)]
 
     def names(self) -> list[bytes]:
         """Their raw source sockaddrs."""
-        view = self.names_area.view
-        return [view[_NAME * k:_NAME * k + got[0]].tobytes() for k, got in enumerate(self._got)]
+        area = self.names_area.map
+        return [area[_NAME * k:_NAME * k + got[0]] for k, got in enumerate(self._got)]
 
     def pktinfos(self, level: int, ctype: int, size: int) -> list[bytes | None]:
         """The payload of each one's first control message when it is
@@ -141,28 +140,34 @@ def sockaddr(family: int, addr: bytes, port: int) -> bytes:
 
 
 class Sender:
-    """Datagrams of one socket queued during a batch, sent with one sendmmsg."""
+    """Datagrams of one socket queued during a batch, sent with one sendmmsg.
+    Every destination is a sockaddr of the socket's family: `namelen` bytes
+    (16 for AF_INET, 28 for AF_INET6), written into every header once."""
 
-    def __init__(self) -> None:
+    def __init__(self, namelen: int = _NAME) -> None:
         self.data = _Area(TX_SLOT * BATCH)
         self.names = _Area(_NAME * BATCH)
         self.iovs = _Area(16 * BATCH)
         self.hdrs = _Area(_HDR.size * BATCH)
         self.hdrs.view[:] = _headers(BATCH, self.data, TX_SLOT, self.names, None, self.iovs)
+        for k in range(BATCH):
+            _U32.pack_into(self.hdrs.view, 64 * k + _NAMELEN_OFF, namelen)
+        self.namelen = namelen
+        # the iovecs as 64-bit words: [base, length] per slot
+        self._iov_words = self.iovs.view.cast("Q")
         self.count = 0
         # what each queued datagram was for (error reports)
         self.dests: list[object] = []
 
     def add(self, payload: bytes, name: bytes, dest: object) -> bool:
-        """Queue one datagram; True when the queue is now full (flush it)."""
+        """Queue one datagram to name (namelen bytes); True when the queue is
+        now full (flush it)."""
         k = self.count
         off = TX_SLOT * k
         ln = len(payload)
         self.data.view[off:off + ln] = payload
-        noff = _NAME * k
-        self.names.view[noff:noff + len(name)] = name
-        _U32.pack_into(self.hdrs.view, 64 * k + _NAMELEN_OFF, len(name))
-        _U64.pack_into(self.iovs.view, 16 * k + 8, ln)
+        self.names.view[_NAME * k:_NAME * k + self.namelen] = name
+        self._iov_words[2 * k + 1] = ln
         self.dests.append(dest)
         self.count = k + 1
         return self.count == BATCH
@@ -190,5 +195,6 @@ class Sender:
         return sent
 
     def close(self) -> None:
+        self._iov_words.release()
         for a in (self.hdrs, self.iovs, self.names, self.data):
             a.close()

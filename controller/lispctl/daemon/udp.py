@@ -276,6 +276,9 @@ _CACHE_MAX = 4096           # per-socket endpoint caches are cleared when they r
 
 Receiver = Callable[[bytes, Endpoint, Endpoint], None]
 BatchDone = Callable[[], None]
+# A role's fast path (MapServerRole.refresh): (data, src, now) -> the reply
+# to send back to src, having handled data; None: hand data to the receiver
+FastPath = Callable[[bytes, Endpoint, float], "bytes | None"]
 
 
 @dataclass
@@ -299,11 +302,17 @@ def open_socket(family: int, bind_addr: str, port: int, reuseport: bool) -> sock
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuseport:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        # The destination address of each datagram, where the socket does
+        # not tell it (bound to a wildcard; ControlSocket._drain): the kernel
+        # would build that control message for every datagram otherwise too
+        pktinfo = ipaddress.ip_address(bind_addr).is_unspecified
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            if pktinfo:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
         else:
-            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            if pktinfo:
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             # An RLOC may be added after start-up (DHCP, mobile node handover).
             sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
         sock.setblocking(False)
@@ -359,6 +368,9 @@ class ControlSocket:
         self._dsts: dict[bytes, Endpoint] = {}          # pktinfo bytes -> Endpoint
         self._sockaddrs: dict[Endpoint, tuple] = {}     # Endpoint -> (sendto address, raw sockaddr)
         self._last: tuple = (None, None, None)          # (Endpoint, sendto address, raw) last received
+        # offer datagrams to the group's fast path first: set (by _defaults)
+        # on the socket its family's replies leave from (ControlSockets.send)
+        self.takes_fast = False
         loop.add_reader(self.fd, self._readable)
 
     @property
@@ -406,12 +418,32 @@ class ControlSocket:
         else:
             infos = None                 # bound to one address: every datagram was sent to it
         receiver, srcs, dsts, local = self.receiver, self._srcs, self._dsts, self.local
+        group = self.group
+        fast = group.fast if group is not None and self.takes_fast else None
+        if fast is not None:
+            now = self.loop.time()
+            handled = 0
+            queue, slot = self._queue, mmsg.TX_SLOT
         for k in range(n):
             name = names[k]
             last = srcs.get(name)
             if last is None:
                 last = self._src_endpoint(name)
             self._last = last
+            if fast is not None:
+                try:
+                    reply = fast(datas[k], last[0], now)
+                except Exception:            # a bug: logged, counted; the datagram goes the usual way
+                    log.exception("fast path: error handling datagram from %s", last[0])
+                    group.fast_errors += 1   # type: ignore[union-attr]   # (fast: group is set)
+                    reply = None
+                if reply is not None:        # to the source: send() without its choices
+                    if len(reply) <= slot:
+                        queue(reply, last[2], last[0])
+                    else:
+                        self.send(reply, last[0])
+                    handled += 1
+                    continue
             if infos is None:
                 dst = local
             else:
@@ -420,6 +452,8 @@ class ControlSocket:
                 if dst is None:
                     dst = self._dst_endpoint(info)
             receiver(datas[k], last[0], dst)
+        if fast is not None and group is not None:
+            group.fast_handled += handled
 
     def _src_endpoint(self, name: bytes) -> tuple[Endpoint, tuple, bytes]:
         """(Endpoint, the sendto address, the raw sockaddr) of a sender."""
@@ -462,14 +496,10 @@ class ControlSocket:
         plain = src_addr is None or src_addr.is_unspecified
         if group is not None and group.corked and plain and len(payload) <= mmsg.TX_SLOT \
                 and dst.addr.version == self.local.addr.version:
-            tx = self._tx
-            if tx is None:
-                tx = self._tx = mmsg.Sender()
-            if not tx.count:
-                group.pending.append(self)
-            if tx.add(payload, raw, dst):
-                self.flush()
+            self._queue(payload, raw, dst)
             return True
+        if group is not None and group.corked:
+            group.before_send()
         if self._tx is not None and self._tx.count:
             self.flush()                 # keep the order of this socket's datagrams
         try:
@@ -482,6 +512,19 @@ class ControlSocket:
             return False
         self.stats.tx += 1
         return True
+
+    def _queue(self, payload: bytes, raw: bytes, dst: Endpoint) -> None:
+        """Queue a datagram (of at most mmsg.TX_SLOT bytes) during a batch."""
+        tx = self._tx
+        if tx is None:
+            tx = self._tx = mmsg.Sender(16 if self.family == socket.AF_INET else 28)
+        group = self.group
+        assert group is not None                 # (during a batch of the group)
+        if not tx.count:
+            group.pending.append(self)
+        if tx.add(payload, raw, dst):           # full: these leave before the batch ends
+            group.before_send()
+            self.flush()
 
     def flush(self) -> None:
         """Send the queued datagrams (one sendmmsg)."""
@@ -530,6 +573,12 @@ class ControlSockets:
         self.corked = False                      # a batch is being handled: queue replies
         self.pending: list[ControlSocket] = []   # sockets with queued replies
         self.send_failed: Callable[[], None] | None = None   # a queued datagram was refused
+        # a role's fast path, offered each datagram of the default sockets
+        # first (Runtime: the Map-Server's refresh), and how many datagrams it
+        # answered since the owner last took the count
+        self.fast: FastPath | None = None
+        self.fast_handled = 0
+        self.fast_errors = 0                     # (exceptions it raised: the owner counts them too)
         # runs when a batch is done, before its replies leave (an MS worker
         # tells the main process what changed before it answers)
         self.before_replies: Callable[[], None] | None = None
@@ -591,6 +640,9 @@ class ControlSockets:
             wild = [s for s in same if s.local.addr.is_unspecified]
             if same:
                 self._default[version] = (wild or same)[0]
+                # replies are sent from the default socket of their family:
+                # one the fast path answers from the socket it arrived on
+                self._default[version].takes_fast = True
 
     def _pair(self, control: ControlSocket, family: int, addr: str, port: int) -> None:
         """The requests sockets beside control, the workers' sockets, and the
@@ -623,11 +675,16 @@ class ControlSockets:
         for k, w in enumerate(wsocks):
             self.worker_sockets[k].append(w)
 
+    def before_send(self) -> None:
+        """A reply of the batch is about to leave (the batch is done, or
+        its replies fill a send queue, or one is sent on its own)."""
+        if self.before_replies is not None:
+            self.before_replies()
+
     def uncork(self) -> None:
         """The batch is done: send every reply queued during it."""
         self.corked = False
-        if self.before_replies is not None:
-            self.before_replies()
+        self.before_send()
         pending = self.pending
         while pending:
             pending.pop().flush()

@@ -50,12 +50,13 @@ from lispctl.roles.ddt import MapServerDdt, is_ddt_request
 from lispctl.roles.lispsec import Opened, ms_eid_ad, ms_signed, open_request, to_etr
 from lispctl.roles.nat_ms import InfoResponder
 from lispctl.roles.ratelimit import PER_KEY, RateLimiter
-from lispctl.wire import (ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, ECM, MAP_REGISTER,
+from lispctl.wire import (ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, ECM, MAP_NOTIFY, MAP_REGISTER,
                           Address, EidRecord, EncapsulatedControlMessage, InfoRequest, InstanceId, LocatorRecord,
                           MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest, RequestRecord,
                           SourceDestKey, UnknownLcaf, eid_record,
                           record_prefix, sign, verify)
-from lispctl.wire.auth import map_notify_from, verify_register
+from lispctl.wire.auth import (_DIGESTS, _HASHLIB, _NOTIFY_I, _ZEROS, compare_digest, hmac_pads, map_notify_from,
+                               verify_register)
 from lispctl.wire.control import _AUTH_HDR, _MREG_M, _MREG_P, _MREG_S
 from lispctl.wire.records import decode_eid_records
 
@@ -72,11 +73,21 @@ _SUPERSEDED_MIN = 16
 # fingerprints in one bytearray, oldest first (searched by memmem: about
 # 200 bytes a site at 16, against 1.3 KB as a dict of ints); more, in a dict.
 _SUPERSEDED_RING_MAX = 256
+# The expiry heap's entries are re-filed (or dropped) from this long before
+# their time on (_expiry_due): the ticks a stale top entry causes come about
+# once a second, each taking every entry of that second.
+_REFILE_AHEAD = 1.0
 # A Map-Register worker reports at most this many registrations again per
 # tick: registrations that arrived together come due together (100,000
 # after a restart), and each costs the worker a pickle and the main process
 # a merge.
 _REPORT_BATCH = 1024
+
+
+# The first word of the Map-Notify answering a one-record Map-Register
+# (map_notify_from), by whether it has an xTR-ID (the I bit)
+_NOTIFY_HEAD = {has_xtr: ((MAP_NOTIFY << 28) | (_NOTIFY_I if has_xtr else 0) | 1).to_bytes(4, "big")
+                for has_xtr in (False, True)}
 
 
 def superseded_per_site(sites: int) -> int:
@@ -162,7 +173,7 @@ class _Shape:
     authenticated message and never decodes a refresh again. A pure function
     of those bytes and the configured sites (dropped on reconfigure)."""
     __slots__ = ("word", "records", "xtr_id", "site_id", "owners", "site", "rlocs_of", "registrants",
-                 "body_end", "src_addr", "from_rloc", "etr", "key_id", "key")
+                 "body_end", "src_addr", "from_rloc", "etr", "key_id", "key", "fast", "alg_id", "alen")
 
     def __init__(self, word: int, records: tuple[EidRecord, ...], xtr_id: int | None, site_id: int | None,
                  owners: tuple[list[Any], ...], site: "_Site", rlocs_of: tuple[_Rlocs, ...],
@@ -185,6 +196,13 @@ class _Shape:
         # the site's key it last authenticated with (its ID, as bytes)
         self.key_id = -1
         self.key: bytes | None = None
+        # The registration a refresh of these bytes updates on the fast path
+        # (MapServerRole.refresh), with the algorithm and MAC length it was
+        # last authenticated with; None when its last message here did not
+        # qualify (_fast_ok)
+        self.fast: Registration | None = None
+        self.alg_id = -1
+        self.alen = -1
 
     def source(self, addr: IPAddress) -> tuple[bool, Endpoint | None]:
         """(source is one of the message's RLOCs, the registrant's ETR endpoint).
@@ -356,28 +374,35 @@ class MapServerRole:
         self.remote_site_counters: Any = None
 
     # ------------------------------------------------------------ timers
-    def _expiry_top(self) -> float | None:
-        """The time of the earliest registration expiry, after dropping heap
-        entries of removed registrations and re-filing refreshed ones."""
+    def _expiry_due(self, now: float) -> bool:
+        """Is the registration of the expiry heap's top entry due (at now)?
+        Entries are looked at only from _REFILE_AHEAD before their time: one
+        of a removed registration is dropped, one of a refreshed one re-filed
+        at its current expiry (a refresh moves expires_at in place: a site
+        re-registering every minute is re-filed about once per timeout, not
+        once per refresh). So the heap's top time, next_deadline, can be
+        earlier than the real next expiry, never later."""
         heap = self._expiry
-        while heap:
+        horizon = now + _REFILE_AHEAD
+        while heap and heap[0][0] <= horizon:
             at, _, eid, registrant, reg = heap[0]
-            if reg.expires_at == at:
-                regs = self.registered.get(eid)
-                if regs is not None and regs.get(registrant) is reg:
-                    return at
-                heapq.heappop(heap)                  # removed (de-registered, expired)
-            else:
-                # refreshed (or removed, and then dropped when it comes back up)
+            regs = self.registered.get(eid)
+            if regs is None or regs.get(registrant) is not reg:
+                heapq.heappop(heap)                  # removed (de-registered, expired, replaced)
+            elif reg.expires_at != at:
                 heapq.heapreplace(heap, (reg.expires_at, next(self._seq), eid, registrant, reg))
-        return None
+            else:
+                return at <= now
+        return False
 
     def _sub_live(self, at: float, key: tuple[EidPrefix, int]) -> bool:
         sub = self.subs.get(key)
         return sub is not None and sub.expires_at == at
 
     def next_deadline(self) -> float | None:
-        best = self._expiry_top()
+        # the top entry's time, maybe that of a registration refreshed or
+        # removed since: tick re-files or drops it then (_expiry_due)
+        best = self._expiry[0][0] if self._expiry else None
         if self._report_heap:
             at = self._report_heap[0][0]
             best = at if best is None or at < best else best
@@ -397,7 +422,7 @@ class MapServerRole:
         out = Effects()
         if self._report_heap:
             self._report_due(now)
-        while (at := self._expiry_top()) is not None and at <= now:
+        while self._expiry_due(now):
             _, _, eid, key, reg = heapq.heappop(self._expiry)
             before = self._locator_view(eid)
             regs = self.registered.get(eid)
@@ -651,6 +676,10 @@ class MapServerRole:
             repeat = repeat and rep
             if subs and self._locator_view(eid) != before:
                 changed.append(eid)
+        # the next refresh of these bytes (another nonce) takes the fast path
+        # when this registration holds this very message and it qualifies
+        shape.fast = reg if reg is not None and reg.mac == mac and self._fast_ok(shape, from_rloc, alg_id) else None
+        shape.alg_id, shape.alen = alg_id, len(mac)
         if not repeat:
             counters["map_register_ok"] += 1
         elif reg is not None and reg.nonces_vary:
@@ -682,6 +711,93 @@ class MapServerRole:
             for eid in dict.fromkeys(changed):
                 self.publish(eid, now, out)
         return True
+
+    def _fast_ok(self, shape: _Shape, from_rloc: bool, alg_id: int) -> bool:
+        """May refreshes of this shape take the fast path (refresh)? One
+        record, not a de-registration, the M bit without the S bit, from an
+        RLOC of the record (the Map-Notify goes back to the source),
+        HMAC-SHA-1 or -SHA-256; not in a Map-Register worker (journal,
+        reports); no MS-RTR authentication to add."""
+        return (len(shape.records) == 1 and shape.records[0].ttl != 0 and from_rloc
+                and shape.word & (_MREG_M | _MREG_S) == _MREG_M and alg_id in _DIGESTS
+                and self.report is None and self.journal is None and not self.restored and not self.restored_first
+                and not (shape.xtr_id is not None and self.nat.rtr_keys))
+
+    def fast_path(self) -> tuple[int, Any] | None:
+        """(Map-Register, refresh): the daemon offers each datagram to refresh
+        first while this role alone takes Map-Registers. None in a
+        Map-Register worker (its refreshes are journaled and reported)."""
+        return (MAP_REGISTER, self.refresh) if self.report is None and self.journal is None else None
+
+    def refresh(self, data: bytes, src: Endpoint, now: float) -> bytes | None:
+        """The fast path of the common Map-Register: a registration
+        refreshed by its registrant with the same record, flags, key and
+        source as its latest message, and a new nonce (a site re-registering
+        every minute). Returns the Map-Notify for src, after the very
+        changes and counts handle() makes for it; None for anything else
+        (another message, a first registration, changed records, a repeat of
+        the latest message, a replay, a bad MAC, another source...): then
+        handle() must have data, and decides as always.
+
+        Recognised by the bytes after the MAC (its _Shape) and the header
+        without nonce and MAC; authenticated with one HMAC over data with
+        the MAC zeroed; its expiry moves in place (the expiry heap is
+        re-filed lazily, tick); the Map-Notify is the Map-Register's own
+        bytes with another first word and MAC (map_notify_from), under the
+        same HMAC key pads."""
+        if len(data) < 16 or data[0] >> 4 != MAP_REGISTER or type(data) is not bytes:
+            return None
+        w, nonce, key_id, alg_id, alen = _AUTH_HDR.unpack_from(data, 0)
+        tail = data[16 + alen:]
+        shape = self._shapes.get(tail)
+        if shape is None:
+            return None
+        reg = shape.fast
+        if reg is None or w != shape.word or key_id != shape.key_id or alg_id != shape.alg_id \
+                or alen != shape.alen or (src.addr is not shape.src_addr and src.addr != shape.src_addr):
+            return None
+        site = shape.site
+        mac = data[16:16 + alen]
+        if mac == reg.mac:
+            return None
+        superseded = site.superseded
+        if superseded:                       # _replayed, inline
+            if type(superseded) is bytearray:
+                fp = mac[:8]
+                i = superseded.find(fp)
+                while i > 0 and i & 7:
+                    i = superseded.find(fp, i + 1)
+                if i >= 0:
+                    return None
+            elif _fingerprint(mac) in superseded:
+                return None
+        regs = shape.owners[0][2]
+        if regs is None or regs.get(shape.registrants[0]) is not reg or reg.record is not shape.records[0] \
+                or reg.etr is not shape.etr or reg.key_id != key_id or not shape.from_rloc:
+            shape.fast = None              # changed since by another message (or gone)
+            return None
+        # HMAC (hmac_with, inline), both under the same key pads
+        digest = _DIGESTS[alg_id]
+        h = _HASHLIB[digest]
+        ipad, opad = hmac_pads(shape.key, digest)     # type: ignore[arg-type]   # (set with key_id)
+        zeros = _ZEROS[alen]
+        if not compare_digest(h(opad + h(ipad + data[:16] + zeros + tail).digest()).digest(), mac):
+            return None
+        # what _register and _apply_record do for it
+        self._now = now
+        counters = self.counters
+        counters["map_register_rx"] += 1
+        site.registers += 1
+        if nonce != reg.nonce:
+            reg.nonces_vary = True
+            _supersede(site, reg.mac)
+        reg.last_seen, reg.expires_at = now, now + self.cfg.ms.registration_timeout
+        reg.mac, reg.nonce, reg.source = mac, nonce, src
+        counters["map_register_ok"] += 1
+        counters["map_notify_tx"] += 1
+        head = _NOTIFY_HEAD[shape.xtr_id is not None] + data[4:16]
+        body = tail if shape.body_end is None else tail[:shape.body_end]
+        return head + h(opad + h(ipad + head + zeros + body).digest()).digest() + body
 
     @staticmethod
     def _rlocs(rec: EidRecord) -> _Rlocs:
