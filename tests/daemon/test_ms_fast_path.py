@@ -72,6 +72,7 @@ def test_refreshes_are_answered_by_the_fast_path_with_exact_counters():
         (send,) = [e for e in slow.handle(_register(nonce), src, src, float(nonce)) if isinstance(e, Send)]
         assert send.payload == data and send.dst == src
     assert daemon["datagrams_rx"] == ROUNDS and daemon["sends"] == ROUNDS
+    assert daemon["fast_path"] == ROUNDS - 1
     assert sockets["rx"] == ROUNDS and sockets["tx"] == ROUNDS
     assert {k: v for k, v in role.counters.items() if v} == {
         "map_register_rx": ROUNDS, "map_register_ok": ROUNDS, "map_notify_tx": ROUNDS}

@@ -229,13 +229,18 @@ def test_static_runner_rloc_mode_xdp(xlab, pin_root, tmp_path):
            f"from pyroute2 import netns; netns.setns({NS!r}); import sys; "
            "from lispctl.datapath.__main__ import main; sys.exit(main(sys.argv[1:]))",
            "--instance", "stx", "--eid-if", "xe0", "--rloc-if", "xr0", "--rloc-mode", "xdp", "--eid-mode", "xdp",
-           "--static", str(f), "--pin-root", str(pin_root)]
+           "--xdp-redirect", "--static", str(f), "--pin-root", str(pin_root)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline().strip()
         assert line == "ready", proc.stderr.read() if proc.poll() is not None else line
         assert A.prog_name_of_id(A.xdp_program_id("xr0")) == "lisp_etr_xdp"
         assert A.prog_name_of_id(A.xdp_program_id("xe0")) == "lisp_itr_xdp"
+        # --xdp-redirect: both veths are redirect targets (without it, a veth is none)
+        from lispctl.datapath.pinned import PinnedMap
+        with PinnedMap(Path(pin_root) / "stx" / "xdp_targets") as m:
+            targets = {int.from_bytes(k, sys.byteorder) for k in m.keys()}
+        assert targets == {A.ifindex_of("xe0"), A.ifindex_of("xr0")}
     finally:
         proc.terminate()
         rc = proc.wait(timeout=20)

@@ -52,6 +52,30 @@ def test_forwarder_carries_traffic_without_the_stack(lab):
         fw.attach(lab, "xtr1", fw.TC_FORWARD, IFS)
 
 
+def test_xdp_forwarder_carries_traffic_without_the_stack(lab):
+    """bench_fwd_xdp as the xTRs' XDP program, in the throughput bench's XDP
+    lab (its veth peers with GRO on, so they take redirected frames). The tc
+    forwarder is off meanwhile: what XDP passed on would reach the stack."""
+    from lispctl.bench.bench_throughput import setup_xdp_peers, xdp_programs_here
+    for v in (4, 6):
+        assert lab.call("hostA", ping_here, lab.addr("hostB", v), 1, 1.0) == 1   # neighbours resolved
+    setup_xdp_peers(lab)
+    for x in XTRS:
+        fw.detach(lab, x, fw.TC_FORWARD, IFS)
+        fw.attach(lab, x, fw.XDP_FORWARD, IFS)
+    try:
+        assert lab.call("xtr1", xdp_programs_here, IFS) == {i: fw.XDP_FORWARD for i in IFS}
+        before = {x: fw.stack_forwarded(lab, x) for x in XTRS}
+        for v in (4, 6):
+            assert lab.call("hostA", ping_here, lab.addr("hostB", v), 3, 1.0) == 3
+        assert {x: fw.stack_forwarded(lab, x) for x in XTRS} == before
+    finally:
+        for x in XTRS:
+            fw.detach(lab, x, fw.XDP_FORWARD, IFS)
+            fw.attach(lab, x, fw.TC_FORWARD, IFS)
+    assert lab.call("xtr1", xdp_programs_here, IFS) == {i: "" for i in IFS}
+
+
 def _csum(b: bytes) -> int:
     s = sum(struct.unpack(f"!{len(b) // 2}H", b))
     while s >> 16:

@@ -172,8 +172,7 @@ def test_report_errors_notes_each_and_raises():
     assert rec.lines == ["\na failed: `boom`", "\nfirst_packet failed: `late`"]
 
 
-@pytest.mark.parametrize("name", ["bench_throughput", "bench_nat_throughput", "bench_interworking",
-                                  "bench_xdp_pair"])
+@pytest.mark.parametrize("name", ["bench_throughput", "bench_nat_throughput", "bench_interworking"])
 def test_benches_using_rounds_import(name):
     import importlib
     mod = importlib.import_module(f"lispctl.bench.{name}")

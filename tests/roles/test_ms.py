@@ -14,10 +14,12 @@ XTR1, XTR2 = ep("192.0.2.1", 4342), ep("192.0.2.2", 4342)
 
 
 def register(prefix="10.1.0.0/16", rlocs=("192.0.2.1",), key="secret-a", key_id=1, alg=ALG_HMAC_SHA256,
-             nonce=1, notify=True, proxy=False, xtr_id=None, ttl=1440):
-    rec = eid_record(P(prefix), tuple(Rloc(A(a)) for a in rlocs), ttl=ttl, authoritative=True)
-    msg = MapRegister(nonce, (rec,), key_id=key_id, alg_id=alg, want_map_notify=notify, proxy_reply=proxy,
-                      xtr_id=xtr_id, site_id=0 if xtr_id is not None else None)
+             nonce=1, notify=True, proxy=False, xtr_id=None, ttl=1440, security=False, more=()):
+    """more: prefixes of further records, with the same locators and TTL."""
+    recs = tuple(eid_record(P(p), tuple(Rloc(A(a)) for a in rlocs), ttl=ttl, authoritative=True)
+                 for p in (prefix, *more))
+    msg = MapRegister(nonce, recs, key_id=key_id, alg_id=alg, want_map_notify=notify, proxy_reply=proxy,
+                      security=security, xtr_id=xtr_id, site_id=0 if xtr_id is not None else None)
     return sign(msg, key)
 
 

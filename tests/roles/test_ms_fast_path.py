@@ -99,6 +99,52 @@ def test_bad_mac_other_source_and_changes_are_left_to_handle():
     assert ms.refresh(register(nonce=7, xtr_id=0xAA), XTR, 6.0) is None
 
 
+def test_a_lisp_sec_capable_refresh_takes_the_fast_path_and_a_changed_s_bit_does_not():
+    """Every lispctl ETR sets S (it signs LISP-SEC replies): its refreshes
+    are the common case. S cleared (or set) again is another first word:
+    handle() records it."""
+    fast, slow = _ms(), _ms()
+    for ms in (fast, slow):
+        ms.handle(register(nonce=1, security=True), XTR, MS_ADDR, 0.0)
+    raw = register(nonce=2, security=True)
+    effects, took = offer(fast, raw, XTR, 10.0)
+    assert took and effects == slow.handle(raw, XTR, MS_ADDR, 10.0)
+    assert state(fast) == state(slow)
+    (reg,) = fast.registered.get(P("10.1.0.0/16")).values()
+    assert reg.lisp_sec and reg.nonce == 2
+    assert fast.refresh(register(nonce=3, security=False), XTR, 20.0) is None
+    fast.handle(register(nonce=3, security=False), XTR, MS_ADDR, 20.0)
+    assert not reg.lisp_sec and offer(fast, register(nonce=4, security=False), XTR, 30.0)[1]
+    assert fast.refresh(register(nonce=5, security=True), XTR, 40.0) is None
+
+
+def test_a_refresh_of_several_records_takes_the_fast_path():
+    """A dual-stack ETR registers its IPv4 and IPv6 EIDs in one message (so
+    does lispctl's): its refreshes are as common as one record's."""
+    fast, slow = _ms(), _ms()
+    two = dict(prefix="10.2.0.0/16", more=("2001:db8:b::/48",), key="secret-b", security=True)
+    for ms in (fast, slow):
+        ms.handle(register(nonce=1, **two), XTR, MS_ADDR, 0.0)
+    for nonce in (2, 3):
+        raw = register(nonce=nonce, **two)
+        effects, took = offer(fast, raw, XTR, 10.0 * nonce)
+        assert took and effects == slow.handle(raw, XTR, MS_ADDR, 10.0 * nonce)
+        assert state(fast) == state(slow)
+    s, notify = only_send(effects)
+    assert isinstance(notify, MapNotify) and len(notify.records) == 2 and verify(s.payload, "secret-b")
+    for eid in ("10.2.0.0/16", "2001:db8:b::/48"):
+        (reg,) = fast.registered.get(P(eid)).values()
+        assert (reg.nonce, reg.last_seen) == (3, 30.0)
+    # one of its records refreshed by another message: the next refresh is handle()'s
+    one = register(nonce=4, key="secret-b", prefix="2001:db8:b::/48", security=True)
+    for ms in (fast, slow):
+        ms.handle(one, XTR, MS_ADDR, 40.0)
+    raw = register(nonce=5, **two)
+    assert fast.refresh(raw, XTR, 50.0) is None
+    assert fast.handle(raw, XTR, MS_ADDR, 50.0) == slow.handle(raw, XTR, MS_ADDR, 50.0)
+    assert state(fast) == state(slow)
+
+
 def test_no_fast_path_in_a_map_register_worker():
     ms = _ms()
     assert ms.fast_path() == (3, ms.refresh)
@@ -136,13 +182,18 @@ SOURCES = (XTR, ep("192.0.2.1", 61000), ep("203.0.113.5", 4342))
 RECORDS = (dict(rlocs=("192.0.2.1",)), dict(rlocs=("192.0.2.1", "192.0.2.9")), dict(rlocs=("192.0.2.1",), ttl=10),
            dict(rlocs=("192.0.2.1",), ttl=0), dict(rlocs=("192.0.2.1",), proxy=True))
 SITES = (dict(prefix="10.1.0.0/16", key="secret-a"), dict(prefix="10.2.0.0/16", key="secret-b"),
-         dict(prefix="10.2.0.0/16", key="secret-b7", key_id=7), dict(prefix="10.1.0.0/24", key="secret-a"))
+         dict(prefix="10.2.0.0/16", key="secret-b7", key_id=7), dict(prefix="10.1.0.0/24", key="secret-a"),
+         # several records in one message (a dual-stack ETR; a site's prefix and a more specific one)
+         dict(prefix="10.2.0.0/16", key="secret-b", more=("2001:db8:b::/48",)),
+         dict(prefix="2001:db8:b::/48", key="secret-b", more=("10.2.0.0/16",)),
+         dict(prefix="10.1.0.0/16", key="secret-a", more=("10.1.0.0/24",)))
 
 message = st.fixed_dictionaries({
     "site": st.sampled_from(range(len(SITES))), "xtr_id": st.sampled_from((None, 0xAA, 0xBB)),
     "record": st.sampled_from((0, 0, 0, 1, 2, 3, 4)), "nonce": st.integers(0, 3) | st.none(),
     "src": st.sampled_from((0, 0, 0, 1, 2)), "notify": st.sampled_from((True, True, True, False)),
     "alg": st.sampled_from((ALG_HMAC_SHA256, ALG_HMAC_SHA1)),
+    "security": st.booleans(),                              # S: LISP-SEC capable (every lispctl ETR)
 })
 index = st.integers(0, 200)
 op = st.one_of(
@@ -164,7 +215,7 @@ def test_fast_and_slow_path_agree(replay_list, ops):
     fast, slow = _ms(), _ms()
     for site in fast.sites + slow.sites:
         site.superseded_max = replay_list
-    now, fresh, sent, params, hits = 0.0, 1000, [], [], 0
+    now, fresh, sent, params, hits, several = 0.0, 1000, [], [], 0, 0
     for o in ops:
         now += 1.0
         if o[0] == "wait":
@@ -188,9 +239,10 @@ def test_fast_and_slow_path_agree(replay_list, ops):
             if m["nonce"] is None:
                 fresh += 1
             site = SITES[m["site"]]
-            data = register(prefix=site["prefix"], key=site["key"], key_id=site.get("key_id", 1), alg=m["alg"],
+            data = register(prefix=site["prefix"], more=site.get("more", ()), key=site["key"],
+                            key_id=site.get("key_id", 1), alg=m["alg"],
                             nonce=fresh if m["nonce"] is None else m["nonce"], notify=m["notify"],
-                            xtr_id=m["xtr_id"], **RECORDS[m["record"]])
+                            xtr_id=m["xtr_id"], security=m["security"], **RECORDS[m["record"]])
             if o[0] == "forge":
                 data = data[:20] + bytes([data[20] ^ 0x40]) + data[21:]
             src = SOURCES[m["src"]]
@@ -199,9 +251,11 @@ def test_fast_and_slow_path_agree(replay_list, ops):
         run_until(slow, now)
         got, took = offer(fast, data, src, now)
         hits += took
+        several += took and data[3] > 1
         assert got == slow.handle(data, src, MS_ADDR, now)
         assert state(fast) == state(slow)
     event(f"fast path taken: {'yes' if hits else 'no'}")
+    event(f"fast path taken for several records: {'yes' if several else 'no'}")
 
 
 # -- HMAC from hashlib ------------------------------------------------------------------

@@ -36,23 +36,35 @@ def load() -> Programs:
 
 def attach_here(fd: int, name: str, ifnames: tuple[str, ...]) -> None:
     """In the caller's namespace: fd as the tc ingress filter of each interface
-    (the same clsact filter slot the data plane uses, so the two exclude each other)."""
-    from lispctl.datapath.attach import INGRESS, attach_tc
+    (the same clsact filter slot the data plane uses, so the two exclude each
+    other), or for XDP_FORWARD as the interface's XDP program (native; the
+    program stays attached with the device, as the tc filter does)."""
+    from lispctl.datapath.attach import INGRESS, attach_tc, attach_xdp
     for ifname in ifnames:
-        attach_tc(ifname, fd, name, INGRESS)
+        if name == XDP_FORWARD:
+            if attach_xdp(ifname, fd, name).mode != "native":
+                raise RuntimeError(f"{ifname}: no native XDP; bpf-forward (XDP) would measure generic XDP")
+        else:
+            attach_tc(ifname, fd, name, INGRESS)
 
 
 def detach_here(name: str, ifnames: tuple[str, ...]) -> None:
-    """Remove what attach_here installed (the filter; clsact too, an empty qdisc would stay)."""
-    from lispctl.datapath.attach import INGRESS, TcAttachment, detach_tc, ifindex_of
+    """Remove what attach_here installed (the filter; clsact too, an empty
+    qdisc would stay; or the XDP program)."""
+    from lispctl.datapath.attach import (INGRESS, XDP_FLAGS_DRV_MODE, TcAttachment, XdpAttachment, detach_tc,
+                                         detach_xdp, ifindex_of, xdp_program_id)
     for ifname in ifnames:
-        detach_tc(TcAttachment(ifname, ifindex_of(ifname), INGRESS, name, created_clsact=True))
+        if name == XDP_FORWARD:
+            detach_xdp(XdpAttachment(ifname, ifindex_of(ifname), name, xdp_program_id(ifname), XDP_FLAGS_DRV_MODE))
+        else:
+            detach_tc(TcAttachment(ifname, ifindex_of(ifname), INGRESS, name, created_clsact=True))
 
 
 def attach(lab, node: str, program: str, ifnames: tuple[str, ...]) -> None:
-    """program: TC_FORWARD or TC_DROP, on tc ingress of node's interfaces."""
+    """program: TC_FORWARD or TC_DROP on tc ingress, or XDP_FORWARD as the
+    XDP program, of node's interfaces."""
     progs = load()
-    fd = {TC_FORWARD: progs.tc, TC_DROP: progs.drop}[program]
+    fd = {TC_FORWARD: progs.tc, XDP_FORWARD: progs.xdp, TC_DROP: progs.drop}[program]
     lab.call(node, attach_here, fd, program, ifnames)
 
 

@@ -276,7 +276,8 @@ class Runtime:
 
     def _batch_done(self) -> None:
         """After each batch of datagrams: count what the fast path answered
-        (a datagram received, a Send carried out, as any other), then
+        (a datagram received, a Send carried out, as any other; and
+        fast_path), then
         re-read deadlines."""
         sockets = self.sockets
         if sockets is not None:
@@ -285,6 +286,7 @@ class Runtime:
                 sockets.fast_handled = 0
                 self.counters["datagrams_rx"] += n
                 self.counters["sends"] += n
+                self.counters["fast_path"] += n     # how many of them (lispctl counters: is it used?)
             if sockets.fast_errors:
                 self.counters["role_errors"] += sockets.fast_errors
                 sockets.fast_errors = 0

@@ -1,7 +1,8 @@
 """Static-mapping data plane, for the lab and for trying things by hand.
 
     python -m lispctl.datapath --instance NAME --eid-if IF --rloc-if IF --static FILE.json \
-        [--rloc-mode tc|xdp|auto] [--eid-mode tc|xdp|auto] [--rloc-checksum auto|complete|offload]
+        [--rloc-mode tc|xdp|auto] [--eid-mode tc|xdp|auto] [--xdp-redirect]
+        [--rloc-checksum auto|complete|offload]
 
 Loads and attaches the programs, installs what FILE.json says (format in
 docs/datapath.md), prints "ready" and waits; SIGTERM/SIGINT detach and exit
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eid-mode", choices=("tc", "xdp", "auto"), default="tc",
                     help="ITR hook of the EID interfaces: tc (default), xdp (XDP ITR in front of "
                          "tc; native, else generic), auto (xdp on physical NICs, tc otherwise)")
+    ap.add_argument("--xdp-redirect", action="store_true",
+                    help="let the XDP programs redirect into every --eid-if and --rloc-if (default: only "
+                         "physical NICs running our XDP program natively); for veths whose peers run an "
+                         "XDP program or have GRO on, which is when a veth takes redirected frames")
     ap.add_argument("--rloc-checksum", choices=tuple(CHECKSUM_MODES), default="auto",
                     help="complete: tx checksum offload off on the RLOC interfaces, so inner checksums "
                          "are complete on the wire for any ETR; offload: keep it (GSO super-packets "
@@ -121,14 +126,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         load_static(dp, data)
+        redirect = True if args.xdp_redirect else None     # None: the device decides
         for ifname in args.eid_if:
-            used = dp.attach_eid_interface(ifname, args.iid, mode=args.eid_mode)
+            used = dp.attach_eid_interface(ifname, args.iid, mode=args.eid_mode, xdp_redirect=redirect)
             if used != "tc":
                 print(f"{ifname}: {used}", file=sys.stderr, flush=True)
         for ifname in args.eid_dev:
             dp.attach_eid_device(ifname, args.iid)
         for ifname in args.rloc_if:
-            used = dp.attach_rloc_interface(ifname, mode=args.rloc_mode,
+            used = dp.attach_rloc_interface(ifname, mode=args.rloc_mode, xdp_redirect=redirect,
                                             complete_checksums=CHECKSUM_MODES[args.rloc_checksum])
             if used != "tc":
                 print(f"{ifname}: {used}", file=sys.stderr, flush=True)

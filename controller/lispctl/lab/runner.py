@@ -247,14 +247,16 @@ class Lab:
                 raise
         return p
 
-    def start_declared(self, node: str, name: str, wait: bool = True, **overrides: str) -> procs.LabProcess:
-        """Start a process declared in the topology file, with placeholder overrides.
+    def start_declared(self, node: str, name: str, wait: bool = True, more_argv: Sequence[str] = (),
+                       **overrides: str) -> procs.LabProcess:
+        """Start a process declared in the topology file, with placeholder overrides
+        and more_argv appended to its arguments.
 
         wait=False returns at once; call lab.wait_ready(node, name) later (start several in parallel)."""
         spec = next((p for p in self.topo.nodes[node].processes if p.name == name), None)
         if spec is None:
             raise KeyError(f"node {node} declares no process {name!r}")
-        argv = [self.expand(node, a, spec, overrides) for a in spec.argv]
+        argv = [self.expand(node, a, spec, overrides) for a in spec.argv] + list(more_argv)
         uses_instance = any("{instance}" in a for a in spec.argv)
         ready = spec.ready or None  # TOML has no null: "" means "do not wait"
         p = self.start(node, name, argv, ready=ready if wait else None, timeout=spec.ready_timeout,

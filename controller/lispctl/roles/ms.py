@@ -173,7 +173,7 @@ class _Shape:
     authenticated message and never decodes a refresh again. A pure function
     of those bytes and the configured sites (dropped on reconfigure)."""
     __slots__ = ("word", "records", "xtr_id", "site_id", "owners", "site", "rlocs_of", "registrants",
-                 "body_end", "src_addr", "from_rloc", "etr", "key_id", "key", "fast", "alg_id", "alen")
+                 "body_end", "src_addr", "from_rloc", "etr", "key_id", "key", "fast", "more", "alg_id", "alen")
 
     def __init__(self, word: int, records: tuple[EidRecord, ...], xtr_id: int | None, site_id: int | None,
                  owners: tuple[list[Any], ...], site: "_Site", rlocs_of: tuple[_Rlocs, ...],
@@ -199,8 +199,10 @@ class _Shape:
         # The registration a refresh of these bytes updates on the fast path
         # (MapServerRole.refresh), with the algorithm and MAC length it was
         # last authenticated with; None when its last message here did not
-        # qualify (_fast_ok)
+        # qualify (_fast_ok). more: those of its other records, in order (a
+        # dual-stack ETR registers its IPv4 and IPv6 EIDs in one message)
         self.fast: Registration | None = None
+        self.more: tuple[Registration, ...] = ()
         self.alg_id = -1
         self.alen = -1
 
@@ -665,6 +667,7 @@ class MapServerRole:
         subs = self.subs
         changed = []
         reg = None
+        applied = []
         repeat = True
         from_rloc, etr = shape.source(src.addr)
         for entry, rec, registrant in zip(shape.owners, shape.records, shape.registrants):
@@ -673,12 +676,16 @@ class MapServerRole:
             r, rep = self._apply_record(entry, rec, registrant, from_rloc, etr, shape, nonce, key_id, mac,
                                         src, site, now, timeout, out)
             reg = reg or r
+            applied.append(r)
             repeat = repeat and rep
             if subs and self._locator_view(eid) != before:
                 changed.append(eid)
         # the next refresh of these bytes (another nonce) takes the fast path
-        # when this registration holds this very message and it qualifies
-        shape.fast = reg if reg is not None and reg.mac == mac and self._fast_ok(shape, from_rloc, alg_id) else None
+        # when the registrations of all its records hold this very message
+        # and it qualifies
+        shape.fast = reg if reg is not None and reg.mac == mac and self._fast_ok(shape, from_rloc, alg_id) \
+            and all(r is not None and r.mac == mac for r in applied) else None
+        shape.more = tuple(r for r in applied[1:] if r is not None) if shape.fast is not None else ()
         shape.alg_id, shape.alen = alg_id, len(mac)
         if not repeat:
             counters["map_register_ok"] += 1
@@ -713,13 +720,15 @@ class MapServerRole:
         return True
 
     def _fast_ok(self, shape: _Shape, from_rloc: bool, alg_id: int) -> bool:
-        """May refreshes of this shape take the fast path (refresh)? One
-        record, not a de-registration, the M bit without the S bit, from an
-        RLOC of the record (the Map-Notify goes back to the source),
-        HMAC-SHA-1 or -SHA-256; not in a Map-Register worker (journal,
-        reports); no MS-RTR authentication to add."""
-        return (len(shape.records) == 1 and shape.records[0].ttl != 0 and from_rloc
-                and shape.word & (_MREG_M | _MREG_S) == _MREG_M and alg_id in _DIGESTS
+        """May refreshes of this shape take the fast path (refresh)? No
+        record a de-registration, the M bit, from an RLOC of a record
+        (the Map-Notify goes back to the source), HMAC-SHA-1 or -SHA-256;
+        not in a Map-Register worker (journal, reports); no MS-RTR
+        authentication to add. The S bit (LISP-SEC) may be set: a refresh
+        has the first word of the message the registration holds, so its
+        lisp_sec stays as it is (every lispctl ETR sets S)."""
+        return (all(rec.ttl != 0 for rec in shape.records) and from_rloc
+                and shape.word & _MREG_M != 0 and alg_id in _DIGESTS
                 and self.report is None and self.journal is None and not self.restored and not self.restored_first
                 and not (shape.xtr_id is not None and self.nat.rtr_keys))
 
@@ -776,6 +785,14 @@ class MapServerRole:
                 or reg.etr is not shape.etr or reg.key_id != key_id or not shape.from_rloc:
             shape.fast = None              # changed since by another message (or gone)
             return None
+        more = shape.more
+        if more:                           # the same for each other record, before anything changes
+            for i, r in enumerate(more, 1):
+                regs = shape.owners[i][2]
+                if regs is None or regs.get(shape.registrants[i]) is not r or r.record is not shape.records[i] \
+                        or r.etr is not shape.etr or r.key_id != key_id:
+                    shape.fast = None
+                    return None
         # HMAC (hmac_with, inline), both under the same key pads
         digest = _DIGESTS[alg_id]
         h = _HASHLIB[digest]
@@ -791,11 +808,22 @@ class MapServerRole:
         if nonce != reg.nonce:
             reg.nonces_vary = True
             _supersede(site, reg.mac)
-        reg.last_seen, reg.expires_at = now, now + self.cfg.ms.registration_timeout
+        expires_at = now + self.cfg.ms.registration_timeout
+        reg.last_seen, reg.expires_at = now, expires_at
         reg.mac, reg.nonce, reg.source = mac, nonce, src
+        if more:                           # each record as _apply_record does, in order
+            for r in more:
+                if nonce != r.nonce:
+                    r.nonces_vary = True
+                    _supersede(site, r.mac)
+                r.last_seen, r.expires_at = now, expires_at
+                r.mac, r.nonce, r.source = mac, nonce, src
+            head = (((MAP_NOTIFY << 28) | (_NOTIFY_I if shape.xtr_id is not None else 0) | (len(more) + 1))
+                    .to_bytes(4, "big") + data[4:16])
+        else:
+            head = _NOTIFY_HEAD[shape.xtr_id is not None] + data[4:16]
         counters["map_register_ok"] += 1
         counters["map_notify_tx"] += 1
-        head = _NOTIFY_HEAD[shape.xtr_id is not None] + data[4:16]
         body = tail if shape.body_end is None else tail[:shape.body_end]
         return head + h(opad + h(ipad + head + zeros + body).digest()).digest() + body
 
