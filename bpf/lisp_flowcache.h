@@ -51,8 +51,9 @@
  *
  * Memory: LISP_FC_SETS x 216 bytes per possible CPU (864 KiB per CPU at 4,096 sets).
  * Pinned with the programs that use it (prog-<key>/flow_cache), not with
- * the maps: a new program starts with an empty cache of its own (the counts
- * left in the old one's slots are lost with it).
+ * the maps: a new build starts with an empty cache of its own, and the old
+ * one stays pinned for the counts in its slots (lispctl.datapath.prebuilt,
+ * RETIRED_FLOW_CACHE) until the daemon flushes.
  */
 #ifndef LISP_FLOWCACHE_H
 #define LISP_FLOWCACHE_H
