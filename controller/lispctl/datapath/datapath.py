@@ -195,9 +195,10 @@ class Datapath:
 
         xdp_redirect: whether the XDP ETR may XDP_REDIRECT decapsulated
         packets out of this interface (see set_xdp_redirect); None decides by
-        the device: yes for a physical NIC with our XDP program attached in
-        native mode (many drivers transmit redirected frames only then), no
-        otherwise."""
+        the device (_redirect_default): yes for a physical NIC with our XDP
+        program attached in native mode (many drivers transmit redirected
+        frames only then) and for a veth running it natively whose peer has
+        an XDP program or GRO on, no otherwise."""
         resolved = _attach.resolve_eid_mode(ifname, mode)
         ifindex = _attach.ifindex_of(ifname)
         self._set_eid_if(ifindex, iid)
@@ -283,7 +284,8 @@ class Datapath:
 
         xdp_redirect: whether the XDP ITR may XDP_REDIRECT encapsulated
         packets out of this interface (see set_xdp_redirect); None: a
-        physical NIC running the XDP ETR natively."""
+        physical NIC running the XDP ETR natively, or a veth running it
+        natively whose peer has an XDP program or GRO on."""
         physical = _attach.is_physical(ifname) if mode == "auto" or complete_checksums is None else None
         resolved = _attach.resolve_rloc_mode(ifname, mode, physical=physical)
         if complete_checksums is None:
