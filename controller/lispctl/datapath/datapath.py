@@ -244,7 +244,7 @@ class Datapath:
                         "or attach an XDP program to it, then restart lispctl",
                         ifname, peer.peer, f" in {peer.netns}" if peer.netns else "",
                         "could not be checked: " + peer.reason if peer.accepts is None else peer.reason,
-                        peer.peer)
+                        peer.peer if peer.accepts is not None else "<peer>")
         return bool(peer.accepts)
 
     def set_eid_interface(self, ifname: str, iid: int = 0) -> None:
