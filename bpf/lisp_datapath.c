@@ -88,32 +88,34 @@ static __always_inline int cached_local_eid(const struct lisp_flow *f, __u32 iid
 {
     struct lisp_fc_set *set;
     __u64 gen;
-    struct lisp_fc_slot *hit = fc_get(f, iid, &set, &gen);
+    __u32 ref;
+    struct lisp_fc_slot *hit = fc_get(f, iid, &set, &gen, &ref);
     if (hit)
         return hit->m.action == LISP_ACT_LOCAL;
     if (!local_eid(f, iid))
         return 0;
-    fc_fill(set, f, iid, gen, 0, LISP_ACT_LOCAL);
+    fc_fill(set, f, iid, gen, 0, LISP_ACT_LOCAL, &ref);
     return 1;
 }
 
 /* What the ITR's lookups say about (iid, dst), through the per-CPU flow
  * cache (lisp_flowcache.h): 1 when dst is a local EID (the packet stays in
  * the site), else 0 with *m the map-cache entry (0: none) and *slot the
- * cache slot holding it (0: not cached), for route() to keep the locator in. */
+ * cache slot holding it (0: not cached; *ref names it), for route() to keep
+ * the locator in. */
 static __always_inline int cache_lookup(const struct lisp_flow *f, __u32 iid, struct lisp_mapping **m,
-                                        struct lisp_fc_slot **slot)
+                                        struct lisp_fc_slot **slot, __u32 *ref)
 {
     struct lisp_fc_set *set;
     __u64 gen;
-    struct lisp_fc_slot *hit = fc_get(f, iid, &set, &gen);
+    struct lisp_fc_slot *hit = fc_get(f, iid, &set, &gen, ref);
     *slot = hit;
     if (hit) {
         *m = &hit->m;
         return hit->m.action == LISP_ACT_LOCAL;
     }
     if (local_eid(f, iid)) {
-        fc_fill(set, f, iid, gen, 0, LISP_ACT_LOCAL);
+        fc_fill(set, f, iid, gen, 0, LISP_ACT_LOCAL, ref);
         return 1;
     }
     struct lisp_mapping *e;
@@ -128,7 +130,7 @@ static __always_inline int cache_lookup(const struct lisp_flow *f, __u32 iid, st
     }
     *m = e;
     if (e)
-        *slot = fc_fill(set, f, iid, gen, e->id, e->action);
+        *slot = fc_fill(set, f, iid, gen, e->id, e->action, ref);
     return 0;
 }
 
@@ -150,9 +152,8 @@ static __always_inline __u64 source_lsb(const struct lisp_flow *f, __u32 iid)
 }
 
 /* source_lsb() through the flow-cache slot of the packet's destination
- * (lisp_flowcache.h): the slot remembers the answer for the last source.
- * The XDP ITR's only: in the tc ITR these branches, ahead of encap(),
- * multiply its verifier paths past the 1M-instruction limit. */
+ * (lisp_flowcache.h; 0: none): the slot remembers the answer for the last
+ * source. */
 static __always_inline __u64 cached_source_lsb(struct lisp_fc_slot *slot, const struct lisp_flow *f, __u32 iid)
 {
     __u64 a[2], b[2];
@@ -551,11 +552,44 @@ static __always_inline void mapping_stats(__u32 id, __u32 bytes)
     }
 }
 
+/* The same through the destination's flow-cache slot (0: none), which
+ * holds mapping id's counts until it is refilled (lisp_flowcache.h). */
+static __always_inline void slot_stats(struct lisp_fc_slot *slot, __u32 id, __u32 bytes)
+{
+    if (slot) {
+        slot->packets += 1;
+        slot->bytes += bytes;
+    } else {
+        mapping_stats(id, bytes);
+    }
+}
+
 /* Instance ID of packets entering on ifindex (0: not registered). */
 static __always_inline __u32 eid_iface_iid(__u32 ifindex)
 {
     struct lisp_eid_if *ei = eid_ifaces.lookup(&ifindex);
     return ei ? ei->iid & 0xffffff : 0;
+}
+
+/* eid_iface_iid through this CPU's last answer (struct lisp_scratch: its
+ * generation is read before the lookup it caches, as the flow cache does).
+ * The tc ITR's: it uses the scratch line anyway (route()); for the XDP ITR,
+ * which does not, the extra line cost as much as the hash lookup saved. */
+static __always_inline __u32 ingress_iid(__u32 ifindex)
+{
+    __u32 zero = 0;
+    __u64 *g = flow_gen.lookup(&zero);
+    struct lisp_scratch *sc = scratch.lookup(&zero);
+    __u64 gen = g ? *(volatile __u64 *)g : 0;
+    if (!sc || !gen)
+        return eid_iface_iid(ifindex);
+    if (sc->ifc_gen == gen && sc->ifc_index == ifindex)
+        return sc->ifc_iid;
+    __u32 iid = eid_iface_iid(ifindex);
+    sc->ifc_gen = gen;
+    sc->ifc_index = ifindex;
+    sc->ifc_iid = iid;
+    return iid;
 }
 
 /* The locator of ls for flow hash `hash`, or 0 when none is usable. */
@@ -570,7 +604,7 @@ static __always_inline const struct lisp_locator *itr_locator(const struct lisp_
 /* Everything but the Ethernet header of lisp_encap_hdr for a packet to
  * locator loc, shared by the tc and the XDP ITR: outer headers (RFC 9300
  * 5.3: TTL and TOS copied, the source site's locator-status bits (through
- * the flow-cache slot `slot` of the XDP ITR; the tc ITR passes 0), a random
+ * the flow-cache slot `slot` of the destination, 0: none), a random
  * nonce) and the inner IP header, read at data + ETH_HLEN; with `hop` (a
  * routing ITR; the caller answered TTL 1 already) its TTL goes down by one
  * and the outer TTL is copied from that. gso: a GSO super-packet (no outer
@@ -627,10 +661,11 @@ static __always_inline __u32 itr_headers(struct lisp_encap_hdr *h, void *data, v
     return sizeof(struct ethhdr) + LISP_OVERHEAD4 + lisp_inner_copy(f->family);
 }
 
-/* loc: the locator route() chose for flow hash `hash` (0: none usable). */
+/* loc: the locator route() chose for flow hash `hash` (0: none usable);
+ * slot: the flow-cache slot of the destination (0: none). */
 static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
                                  const struct lisp_locator *loc, __u32 hash, __u32 id,
-                                 const struct lisp_config *c, int mode)
+                                 const struct lisp_config *c, int mode, struct lisp_fc_slot *slot)
 {
     int egress = mode & LISP_MODE_EGRESS;
     /* a router hop: TTL 1 expires here */
@@ -699,7 +734,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
     fib_eth(&h.eth, frc, &p, macs, v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP));
     /* a router hop: one less (TTL 1 was answered above) */
     __u32 n = itr_headers(&h, (void *)(long)skb->data, (void *)(long)skb->data_end, f, loc, c,
-                          inner_len, hash, iid, 0, !egress, skb->gso_size);
+                          inner_len, hash, iid, slot, !egress, skb->gso_size);
     if (!n)
         return drop(LISP_DROP_ENCAP_FAILED);
     flags |= v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4;
@@ -708,7 +743,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
         return drop(LISP_DROP_ENCAP_FAILED);
 
     count(LISP_CNT_ENCAPSULATED);
-    mapping_stats(id, inner_len);
+    slot_stats(slot, id, inner_len);
     return fib_send(frc, &p);
 }
 
@@ -721,12 +756,14 @@ static __always_inline struct lisp_locset *petr_set(const struct lisp_config *c)
     return locsets.lookup(&id);
 }
 
-/* Map-cache decision for an IP packet of instance iid (m, slot: what
- * cache_lookup found). One encap() call site and one locator choice: the
- * program is inlined, and a second copy costs verifier budget. */
+/* Map-cache decision for an IP packet of instance iid (m, slot, ref: what
+ * cache_lookup found). One locator choice: the program is inlined, and a
+ * second copy costs verifier budget. Encapsulation is lisp_itr_encap's,
+ * by tail call. */
 static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
                                  const struct lisp_config *c, int mode,
-                                 const struct lisp_mapping *m, struct lisp_fc_slot *slot)
+                                 const struct lisp_mapping *m, struct lisp_fc_slot *slot, __u32 ref,
+                                 struct lisp_itr_state *st)
 {
     if (!m && (c->flags & LISP_CFG_PITR)) {
         /* PITR: outside the EID aggregates; the host's own Internet traffic */
@@ -787,16 +824,16 @@ static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u
     __u32 hash = lisp_flow_hash(f);
     if (ls)
         loc = itr_locator(ls, hash);
-    /* copied to scratch space (no room on the stack): a pointer into either
-     * of two maps would double the verifier's paths through encap() */
-    struct lisp_scratch *sc = get_scratch();
-    if (loc && sc) {
-        sc->loc = *loc;
-        loc = &sc->loc;
-    } else {
-        loc = 0;
-    }
-    return encap(skb, f, iid, loc, hash, id, c, mode);
+    st->hash = hash;
+    st->id = id;
+    /* the slot is counted in and keeps the source's LSBs only for a
+     * mapping of its own (not for the Proxy-ETRs of a negative entry) */
+    st->fc_ref = slot && action == LISP_ACT_NO_ACTION ? ref : LISP_FC_NOREF;
+    st->has_loc = loc != 0;
+    if (loc)
+        st->loc = *loc;
+    tail_progs.call(skb, LISP_TAIL_ENCAP);
+    return drop(LISP_DROP_ENCAP_FAILED);
 }
 
 static __always_inline int itr(struct __sk_buff *skb, int egress)
@@ -832,17 +869,27 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
         skb->cb[0] = 0;
         mode |= LISP_MODE_REENCAP;
     } else {
-        iid = eid_iface_iid(skb->ifindex);
+        iid = ingress_iid(skb->ifindex);
     }
     /* Traffic within the site (and to this router) is not encapsulated. */
     struct lisp_mapping *m;
     struct lisp_fc_slot *slot;
-    if (cache_lookup(&f, iid, &m, &slot))
+    __u32 ref;
+    if (cache_lookup(&f, iid, &m, &slot, &ref))
         return TC_ACT_OK;
-    struct lisp_config *c = get_config();
-    if (!c)
+    struct lisp_scratch *sc = get_scratch();
+    if (!sc)
         return TC_ACT_OK;
-    return route(skb, &f, iid, c, mode, m, slot);
+    struct lisp_itr_state *st = &sc->itr;
+    st->f = f;
+    st->iid = iid;
+    st->mode = mode;
+    st->fc_ref = slot ? ref : LISP_FC_NOREF;
+    st->has_m = m != 0;
+    if (m)
+        st->m = *m;
+    tail_progs.call(skb, LISP_TAIL_ROUTE);
+    return drop(LISP_DROP_ENCAP_FAILED);
 }
 
 int lisp_itr_ingress(struct __sk_buff *skb)
@@ -853,6 +900,46 @@ int lisp_itr_ingress(struct __sk_buff *skb)
 int lisp_itr_egress(struct __sk_buff *skb)
 {
     return itr(skb, 1);
+}
+
+/* The flow-cache slot a tail call's fc_ref names, or 0. Nothing else runs
+ * on this CPU between the decision and here, so it is the slot as the
+ * decision left it. */
+static __always_inline struct lisp_fc_slot *fc_deref(__u32 ref)
+{
+    if (ref == LISP_FC_NOREF)
+        return 0;
+    __u32 idx = ref >> 1;
+    struct lisp_fc_set *s = flow_cache.lookup(&idx);
+    if (!s)
+        return 0;
+    return ref & 1 ? &s->way[1] : &s->way[0];
+}
+
+/* The tc ITR's map-cache decision, tail-called by lisp_itr_ingress/egress
+ * with struct lisp_itr_state in scratch. */
+int lisp_itr_route(struct __sk_buff *skb)
+{
+    struct lisp_scratch *sc = get_scratch();
+    struct lisp_config *c = get_config();
+    if (!sc || !c)
+        return TC_ACT_OK;
+    struct lisp_itr_state *st = &sc->itr;
+    __u32 ref = st->fc_ref;
+    return route(skb, &st->f, st->iid, c, st->mode, st->has_m ? &st->m : 0, fc_deref(ref), ref, st);
+}
+
+/* The tc ITR's encapsulation, tail-called by lisp_itr_route with struct
+ * lisp_itr_state in scratch: encapsulate and forward. */
+int lisp_itr_encap(struct __sk_buff *skb)
+{
+    struct lisp_scratch *sc = get_scratch();
+    struct lisp_config *c = get_config();
+    if (!sc || !c)
+        return drop(LISP_DROP_ENCAP_FAILED);
+    struct lisp_itr_state *st = &sc->itr;
+    return encap(skb, &st->f, st->iid, st->has_loc ? &st->loc : 0, st->hash, st->id, c, st->mode,
+                 fc_deref(st->fc_ref));
 }
 
 static __always_inline int local_rloc(int v6, const void *addr)

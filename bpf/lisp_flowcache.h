@@ -26,6 +26,16 @@
  * and a 16-byte store: no worse than without). local_eid4/6 bump the
  * generation like the rest, so the same invalidation covers it.
  *
+ * And it counts the packets the ITRs encapsulate with its mapping (packets,
+ * bytes), instead of a map_stats lookup per packet (a per-CPU hash as large
+ * as the ids: with many destinations a bucket, an element and a per-CPU
+ * value, each a cache miss). fc_fold adds them to map_stats when the slot
+ * is refilled; the daemon's reads add what is still in slots
+ * (Datapath.mapping_counters, pinned.read_mapping_stats: the cache is
+ * pinned with the programs for that). A slot counts toward a map_stats
+ * element only if filled under a generation >= the element's `since`, so a
+ * reused mapping id never inherits an older mapping's packets.
+ *
  * Invalidation: flow_gen[0] is a generation the daemon increments after every
  * write or delete of map_cache4/6, of the locator sets they name, and of
  * local_eid4/6 (lispctl.datapath.Datapath._map_cache_changed: single
@@ -39,8 +49,11 @@
  * Generation 0 is never current (the daemon starts at 1), so a zeroed slot is
  * a miss.
  *
- * Memory: LISP_FC_SETS x 184 bytes per possible CPU (736 KiB per CPU at 4,096 sets).
- * Not pinned: a new program starts with an empty cache of its own.
+ * Memory: LISP_FC_SETS x 216 bytes per possible CPU (864 KiB per CPU at 4,096 sets).
+ * Pinned with the programs that use it (prog-<key>/flow_cache), not with
+ * the maps: a new build starts with an empty cache of its own, and the old
+ * one stays pinned for the counts in its slots (lispctl.datapath.prebuilt,
+ * RETIRED_FLOW_CACHE) until the daemon flushes.
  */
 #ifndef LISP_FLOWCACHE_H
 #define LISP_FLOWCACHE_H
@@ -66,6 +79,8 @@ struct lisp_fc_slot {
     struct lisp_locator loc;
     __u8 src[16];              /* like dst */
     __u64 lsb;                 /* source_lsb() of (iid, src): LISP_LSB_NONE for no EID of ours */
+    __u64 packets;             /* encapsulated with m.id since the fill, not yet in map_stats */
+    __u64 bytes;
 };
 
 /* Two ways per set: a direct-mapped table of the same size lost ~12% of
@@ -105,14 +120,17 @@ static __always_inline int fc_match(const struct lisp_fc_slot *s, const struct l
     return s->gen == gen && s->family == f->family && s->iid == iid && a[0] == b[0] && a[1] == b[1];
 }
 
-/* The slot for (iid, dst), or 0. *set and *gen are for fc_fill. */
+/* The slot for (iid, dst), or 0. *set, *gen and *ref are for fc_fill;
+ * *ref names the slot returned (set index << 1 | way: what the tc ITR's
+ * tail call carries instead of a pointer), or LISP_FC_NOREF. */
 static __always_inline struct lisp_fc_slot *fc_get(const struct lisp_flow *f, __u32 iid,
-                                                   struct lisp_fc_set **set, __u64 *gen)
+                                                   struct lisp_fc_set **set, __u64 *gen, __u32 *ref)
 {
     __u32 zero = 0;
     __u64 *g = flow_gen.lookup(&zero);
     *set = 0;
     *gen = 0;
+    *ref = LISP_FC_NOREF;
     if (!g)
         return 0;
     *gen = *(volatile __u64 *)g;
@@ -123,24 +141,46 @@ static __always_inline struct lisp_fc_slot *fc_get(const struct lisp_flow *f, __
     if (!s)
         return 0;
     *set = s;
+    *ref = idx << 1;
     if (fc_match(&s->way[0], f, iid, *gen))
         return &s->way[0];
+    *ref = idx << 1 | 1;
     if (fc_match(&s->way[1], f, iid, *gen))
         return &s->way[1];
     return 0;
+}
+
+/* The packets a slot counted (lisp_itr_encap, lisp_itr_xdp) go to its
+ * mapping's map_stats before the slot is reused: the only time a
+ * per-mapping counter is looked up while the flow cache is on. */
+static __always_inline void fc_fold(struct lisp_fc_slot *slot)
+{
+    __u64 packets = slot->packets;
+    if (!packets)
+        return;
+    __u32 id = slot->m.id;
+    struct lisp_stats *st = map_stats.lookup(&id);
+    if (st && slot->gen >= st->since) {
+        st->packets += packets;
+        st->bytes += slot->bytes;
+    }
+    slot->packets = 0;
+    slot->bytes = 0;
 }
 
 /* Remember what the lookups answered (mapping id and action, or
  * LISP_ACT_LOCAL) under the generation read before them: in a stale way if
  * there is one, else the older fill. A trie miss is not cached. */
 static __always_inline struct lisp_fc_slot *fc_fill(struct lisp_fc_set *s, const struct lisp_flow *f,
-                                                    __u32 iid, __u64 gen, __u32 id, __u8 action)
+                                                    __u32 iid, __u64 gen, __u32 id, __u8 action, __u32 *ref)
 {
     if (!s)
         return 0;
     __u32 w = s->way[0].gen != gen ? 0 : s->way[1].gen != gen ? 1 : s->next & 1;
+    *ref = (*ref & ~1u) | w;
     s->next = w ^ 1;
     struct lisp_fc_slot *slot = w ? &s->way[1] : &s->way[0];
+    fc_fold(slot);
     slot->gen = 0;              /* never a half-written slot that looks valid */
     slot->iid = iid;
     slot->family = f->family;

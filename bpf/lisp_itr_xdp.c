@@ -36,7 +36,8 @@ int lisp_itr_xdp(struct xdp_md *ctx)
     __u32 iid = eid_iface_iid(ctx->ingress_ifindex);
     struct lisp_mapping *m;
     struct lisp_fc_slot *slot;
-    if (cache_lookup(&f, iid, &m, &slot) || !m || m->action != LISP_ACT_NO_ACTION || f.ttl <= 1)
+    __u32 ref;
+    if (cache_lookup(&f, iid, &m, &slot, &ref) || !m || m->action != LISP_ACT_NO_ACTION || f.ttl <= 1)
         return XDP_PASS;
     struct lisp_config *c = get_config();
     if (!c)
@@ -109,6 +110,6 @@ int lisp_itr_xdp(struct xdp_md *ctx)
     }
     count(LISP_CNT_ENCAPSULATED);
     count(LISP_CNT_XDP_ENCAPSULATED);
-    mapping_stats(id, inner_len);
+    slot_stats(slot, id, inner_len);
     return bpf_redirect(out_if, 0);
 }

@@ -16,6 +16,9 @@
 #endif
 #define LISP_PIN(name) LISP_PIN_ROOT "/" #name
 
+/* struct lisp_flow, part of struct lisp_itr_state */
+#include "lisp_parse.h"
+
 #define LISP_DATA_PORT 4341
 #define LISP_CTRL_PORT 4342
 #define LISP_MAX_LOCATORS 8     /* fits the 8 LSB bits that remain when I=1 */
@@ -206,9 +209,18 @@ struct lisp_miss_event {
  * packets (GSO super-packets, jumbo frames) are not carried. */
 #define LISP_MISS_PKT_MAX 1500
 
+/* Per-mapping counters. The ITRs count a flow-cache hit in the slot
+ * (lisp_flowcache.h: no map_stats lookup per packet, a cold one with many
+ * destinations) and the slot's counts come here when it is refilled; the
+ * daemon adds the counts still in slots (Datapath.mapping_counters). since:
+ * flow_gen when the daemon created the element (before the entry naming it
+ * is written); a slot counts toward it only if filled under a generation
+ * >= since, so a slot left by an earlier mapping with the same (reused) id
+ * never does. */
 struct lisp_stats {
     __u64 packets;
     __u64 bytes;
+    __u64 since;
 };
 
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key4, struct lisp_mapping, map_cache4, LISP_MAX_MAPPINGS, LISP_PIN(map_cache4), BPF_F_NO_PREALLOC);
@@ -237,17 +249,48 @@ BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, LISP_CNT__MAX, LISP_PIN
 BPF_TABLE_PINNED("percpu_hash", __u32, struct lisp_stats, map_stats, LISP_MAX_MAPPING_IDS, LISP_PIN(map_stats), BPF_F_NO_PREALLOC);
 /* Scratch space for buffers too big for the 512-byte BPF stack (ICMP
  * replies, checksum input). Per CPU, used within one program run; not pinned. */
+/* What the tc ITR's three programs hand on across their tail calls:
+ * lisp_itr_ingress/egress (parse, lookups) -> lisp_itr_route (the
+ * map-cache decision, the locator) -> lisp_itr_encap. */
+struct lisp_itr_state {
+    struct lisp_flow f;
+    struct lisp_locator loc;   /* route -> encap, valid when has_loc */
+    struct lisp_mapping m;     /* lookups -> route, valid when has_m */
+    __u32 iid;
+    __u32 hash;                /* route -> encap: lisp_flow_hash */
+    __u32 id;                  /* route -> encap: mapping id (stats), LISP_PETR_SET for the Proxy-ETRs */
+    __u32 fc_ref;              /* flow-cache slot: set index << 1 | way, or LISP_FC_NOREF */
+#define LISP_FC_NOREF 0xffffffff
+    __u8 mode;                 /* LISP_MODE_* */
+    __u8 has_loc;
+    __u8 has_m;
+    __u8 pad;
+};
 struct lisp_scratch {
     __u8 buf[512];             /* room beyond the largest use, so masked lengths stay inside */
     __u64 icmp_exceeded_ns;    /* last Time Exceeded sent from this CPU (rate limit) */
-    struct lisp_locator loc;   /* the ITR's chosen locator (route(): one map, one verifier path) */
+    /* The ITRs' last eid_ifaces answer on this CPU (lisp_datapath.c
+     * ingress_iid): valid while flow_gen is ifc_gen (writes of eid_ifaces
+     * bump it), so a packet from the same interface skips the hash lookup. */
+    __u64 ifc_gen;
+    __u32 ifc_index;
+    __u32 ifc_iid;
+    struct lisp_itr_state itr;
 };
 BPF_PERCPU_ARRAY(scratch, struct lisp_scratch, 1);
 /* lisp_etr_ingress tail-calls lisp_itr_ingress (slot LISP_TAIL_ITR) to
- * re-encapsulate, with the instance ID in skb->cb[0] | LISP_CB_IID_VALID. */
+ * re-encapsulate, with the instance ID in skb->cb[0] | LISP_CB_IID_VALID.
+ * lisp_itr_ingress/egress tail-call lisp_itr_route (LISP_TAIL_ROUTE), which
+ * tail-calls lisp_itr_encap (LISP_TAIL_ENCAP), with struct lisp_itr_state in
+ * scratch: in one program the verifier walks every path of the lookups
+ * times every path of the decision times every path of the encapsulation,
+ * nearly all of its 1,000,000-instruction budget (over it on 6.1 with any
+ * addition). */
 #define LISP_TAIL_ITR 0
+#define LISP_TAIL_ENCAP 1
+#define LISP_TAIL_ROUTE 2
 #define LISP_CB_IID_VALID 0x80000000
-BPF_PROG_ARRAY(tail_progs, 1);
+BPF_PROG_ARRAY(tail_progs, 3);
 /* Not pinned here: lispctl.datapath.prebuilt pins it with the programs it
  * belongs to (a recompiled program gets a new one). */
 BPF_RINGBUF_OUTPUT(miss_events, 64);  /* 256 KiB: ~170 events that carry a packet */

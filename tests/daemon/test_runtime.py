@@ -194,12 +194,21 @@ def test_miss_events_from_datapath_fd_reach_on_miss():
     os.close(dp.r), os.close(dp.w)
 
 
-def test_used_mappings_are_reported_to_on_used(monkeypatch):
+@pytest.mark.parametrize("all_at_once", [False, True])
+def test_used_mappings_are_reported_to_on_used(monkeypatch, all_at_once):
+    """all_at_once: the datapath reads every mapping's counters in one go
+    (Datapath.all_mapping_counters: one read of the flow caches), and the
+    poll uses that instead of one mapping_counters call per entry."""
     import lispctl.daemon.runtime as rt_mod
     monkeypatch.setattr(rt_mod, "USAGE_POLL_S", 0.05)
     dp = FakeDatapath()
     packets = {}
     dp.mapping_counters = lambda eid: (packets.get(eid, 0), 0)
+    if all_at_once:
+        def one(eid):
+            raise AssertionError("polled one by one")
+        dp.mapping_counters = one
+        dp.all_mapping_counters = lambda: {e: (packets.get(e, 0), 0) for e in (_a, b)}
     role = FakeRole()
     used_calls = []
     role.on_used = lambda eids, now: used_calls.append(sorted(eids)) or []

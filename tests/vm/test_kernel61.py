@@ -5,7 +5,8 @@ to the running kernel, never booted on the host) in qemu over this machine's
 root filesystem, read-only, and runs a subset of tests/datapath inside it
 with CI=true, so anything unavailable in the VM fails instead of skipping.
 The subset covers every program (tc ITR ingress and egress, tc ETR, XDP
-ETR and ITR, the ITR tail call of re-encapsulation) in both address families, plus
+ETR and ITR, the ITR tail call of re-encapsulation and the tc ITR's own tail
+calls to its decision and encapsulation) in both address families, plus
 real traffic: GSO encapsulation and local delivery of decapsulated packets.
 Plain emulation (--disable-kvm): KVM is there on these machines but qemu's
 `-cpu host` fails on an MSR.
@@ -48,6 +49,8 @@ SUBSET = [
     "tests/datapath/test_bulk.py::test_batched_and_per_element_paths_agree",  # batch ops on 6.1's LPM trie
     "tests/datapath/test_bulk.py::test_conflicts_with_single_mappings",
     "tests/datapath/test_flowcache.py::test_next_packet_sees_every_map_cache_change",  # flow cache, tc + XDP
+    "tests/datapath/test_itr_caches.py::test_counts_exact_through_slot_eviction",  # stats in flow slots, tc + XDP
+    "tests/datapath/test_itr_caches.py::test_tc_itr_encapsulates_through_the_tail_calls",  # ITR -> route -> encap
     "tests/datapath/test_nexthop.py::test_next_packet_follows_netlink_change",  # next-hop cache: mtu_result, netlink
     "tests/datapath/test_nexthop.py::test_without_daemon_staleness_is_bounded[tc_itr-4]",  # coarse clock bound
 ]

@@ -379,9 +379,11 @@ class Runtime:
         poll (per-mapping packet counters), so it refreshes only used entries."""
         self._usage_timer = self._live_loop().call_later(USAGE_POLL_S, self._poll_usage)
         used = []
+        every = getattr(self.datapath, "all_mapping_counters", None)
+        counts = every() if every is not None else None     # one read of the flow cache
         for eid in list(self.cache):
             try:
-                packets, _ = self.datapath.mapping_counters(eid)
+                packets, _ = counts[eid] if counts is not None else self.datapath.mapping_counters(eid)
             except Exception:
                 continue                     # e.g. removed meanwhile
             if packets != self._usage.get(eid, 0):

@@ -23,7 +23,8 @@ from lispctl.datapath.errors import DatapathError
 from lispctl.datapath.loader import header_define, header_enum
 from lispctl.datapath.idpool import IdPool
 from lispctl.datapath.maps import RingBuffer
-from lispctl.datapath.prebuilt import forget_layout, open_datapath
+from lispctl.datapath.pinned import add_slot_counts, slot_counts
+from lispctl.datapath.prebuilt import RETIRED_FLOW_CACHE, forget_layout, open_datapath
 from lispctl.datapath.locsets import build_locator_set, fixed_choice
 from lispctl.mapping.bulkfile import KEY_SIZE, BulkTable, key_bytes
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
@@ -343,6 +344,7 @@ class Datapath:
         leaf = t.Leaf()
         leaf.iid = iid
         t[t.Key(ifindex)] = leaf
+        self._map_cache_changed()       # the ITRs keep the last answer per CPU under flow_gen
 
     # ---- local RLOCs and EIDs ----
     def add_local_rloc(self, addr: IPAddress) -> None:
@@ -744,6 +746,8 @@ class Datapath:
                 except KeyError:
                     pass
         self._map_cache_changed()          # local EIDs too (the flow cache keeps them)
+        for retired in self.pin_dir.glob(RETIRED_FLOW_CACHE + "*"):
+            retired.unlink()               # their counts were of mappings now gone
         self._t["counters"].clear()
         t = self._t["config"]
         cfg = t.Leaf()
@@ -785,12 +789,33 @@ class Datapath:
         mid = self._ids.get(eid)
         if mid is None:
             raise DatapathError(f"no mapping for {eid}")
+        return self._stats_of({mid}).get(mid, (0, 0))
+
+    def all_mapping_counters(self) -> dict[EidPrefix, tuple[int, int]]:
+        """mapping_counters of every installed prefix, with one read of the
+        flow cache."""
+        stats = self._stats_of(set(self._ids.values()))
+        return {eid: stats.get(mid, (0, 0)) for eid, mid in self._ids.items()}
+
+    def _stats_of(self, ids: set[int]) -> dict[int, tuple[int, int]]:
+        """{id: (packets, bytes)}: map_stats summed over CPUs, plus what the
+        ITRs counted in flow-cache slots and not yet folded into map_stats
+        (bpf/lisp_flowcache.h). map_stats is read first: a slot folded
+        between the two reads is missed by this read (never counted twice),
+        and found in map_stats by the next."""
         t = self._t["map_stats"]
-        try:
-            per_cpu = t[t.Key(mid)]
-        except KeyError:
-            return (0, 0)
-        return (sum(int(v.packets) for v in per_cpu), sum(int(v.bytes) for v in per_cpu))
+        out: dict[int, list[int]] = {}
+        since: dict[int, int] = {}
+        for mid in ids:
+            try:
+                per_cpu = t[t.Key(mid)]
+            except KeyError:
+                continue
+            out[mid] = [sum(int(v.packets) for v in per_cpu), sum(int(v.bytes) for v in per_cpu)]
+            since[mid] = int(per_cpu[0].since)
+        if since:
+            add_slot_counts(out, since, slot_counts(self.pin_dir))
+        return {mid: (v[0], v[1]) for mid, v in out.items()}
 
     # ---- miss events ----
     def miss_fd(self) -> int:
@@ -975,8 +1000,14 @@ class Datapath:
             pass
 
     def _zero_stats(self, mid: int) -> None:
+        """A new mapping's counters, before its entry is written: since is
+        the generation now, so flow-cache slots an earlier mapping with the
+        same id left never count toward it (bpf/lisp_maps.h, lisp_stats)."""
         t = self._t["map_stats"]
-        t[t.Key(mid)] = t.Leaf()
+        g = self._t["flow_gen"]
+        leaf = t.sLeaf()
+        leaf.since = int(g[g.Key(0)].value)
+        t[t.Key(mid)] = leaf
 
     def _read_local_rlocs(self) -> list[IPAddress]:
         out: list[IPAddress] = []

@@ -19,7 +19,8 @@ from lispctl.datapath.probe import kernel_features
 BPF_DIR = Path(__file__).resolve().parents[3] / "bpf"
 MAIN_SOURCE = "lisp_datapath.c"
 MAPS_HEADER = "lisp_maps.h"
-PROGRAMS = ("lisp_itr_ingress", "lisp_itr_egress", "lisp_etr_ingress")   # tc (SCHED_CLS)
+# tc (SCHED_CLS); lisp_itr_route and lisp_itr_encap are only tail-called (tail_progs)
+PROGRAMS = ("lisp_itr_ingress", "lisp_itr_egress", "lisp_etr_ingress", "lisp_itr_route", "lisp_itr_encap")
 XDP_PROGRAMS = ("lisp_etr_xdp", "lisp_itr_xdp")
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
@@ -117,6 +118,8 @@ def compile_bpf(pin_dir: Path, extra_cflags: tuple[str, ...] = ()):
             import ctypes
             tail = bpf[b"tail_progs"]
             tail[ctypes.c_int(header_define("LISP_TAIL_ITR"))] = ctypes.c_int(fns["lisp_itr_ingress"].fd)
+            tail[ctypes.c_int(header_define("LISP_TAIL_ENCAP"))] = ctypes.c_int(fns["lisp_itr_encap"].fd)
+            tail[ctypes.c_int(header_define("LISP_TAIL_ROUTE"))] = ctypes.c_int(fns["lisp_itr_route"].fd)
         except (Exception, SystemExit) as exc:  # bcc raises bare Exception, or exits
             os.dup2(saved, 2)
             errf.seek(0)

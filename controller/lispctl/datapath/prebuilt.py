@@ -42,9 +42,17 @@ MAPS = ("map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "loca
         "petr_accept4", "petr_accept6", "flow_gen", "nh_gen")
 # Not pinned by the header (transient), pinned here next to the programs:
 # the ring buffer so the daemon can read it, the prog array because its
-# entries are cleared when the last user reference to it goes.
-PROG_MAPS = ("miss_events", "tail_progs")
-LAYOUT_VERSION = "1"
+# entries are cleared when the last user reference to it goes, the flow
+# cache because its slots hold per-mapping counts not yet in map_stats
+# (bpf/lisp_flowcache.h; its layout is written like those of MAPS).
+PROG_MAPS = ("miss_events", "tail_progs", "flow_cache")
+# A new build's programs get a flow cache of their own; the old one's slots
+# still hold counts (and the old programs count there until they are
+# replaced), so it stays pinned as <pin dir>/flow_cache-<old key>-<map id> for the
+# readers (pinned.read_mapping_stats, Datapath.mapping_counters) until
+# Datapath.reset() or close(unpin=True).
+RETIRED_FLOW_CACHE = "flow_cache-"
+LAYOUT_VERSION = "2"
 PREFIX = "prog-"
 
 
@@ -166,7 +174,7 @@ def build(pin_dir: Path, extra_cflags: tuple[str, ...]) -> None:
     for m in PROG_MAPS:
         obj_pin(bpf[m.encode()].map_fd, str(prog_dir / m))
     layouts: dict = {"maps": {}}
-    for m in MAPS:
+    for m in (*MAPS, "flow_cache"):
         t = bpf[m.encode()]
         layouts["maps"][m] = {"key": describe(t.Key), "leaf": describe(getattr(t, "sLeaf", t.Leaf))}
     ring = bpf[b"miss_events"]
@@ -179,6 +187,14 @@ def build(pin_dir: Path, extra_cflags: tuple[str, ...]) -> None:
     tmp.rename(out / f"{key}.json")
     for old in pin_dir.glob(f"{PREFIX}*"):
         if old != prog_dir:
+            if (old / "flow_cache").exists():     # pinned again (bpffs names have no dots, and no renames across directories)
+                fd = obj_get(str(old / "flow_cache"))
+                try:
+                    info = MapInfo()
+                    obj_info(fd, info)
+                    obj_pin(fd, str(pin_dir / f"{RETIRED_FLOW_CACHE}{old.name[len(PREFIX):]}-{info.id}"))
+                finally:
+                    os.close(fd)
             shutil.rmtree(old, ignore_errors=True)
 
 
