@@ -248,3 +248,56 @@ def test_static_runner_rloc_mode_xdp(xlab, pin_root, tmp_path):
     assert rc == 0, err
     assert "xr0: xdp-native" in err and "xe0: xdp-native" in err
     assert A.xdp_program_id("xr0") == 0 and A.xdp_program_id("xe0") == 0, "detached on exit"
+
+
+def _peer_gro(ns: str, ifname: str, on: bool) -> str:
+    """Set GRO on a peer in namespace ns; return the peer's MAC address."""
+    from pyroute2 import IPRoute, netns
+    netns.pushns(ns)
+    try:
+        _set_gro(ifname, on)
+        with IPRoute() as ipr:
+            return ipr.get_links(ipr.link_lookup(ifname=ifname)[0])[0].get_attr("IFLA_ADDRESS")
+    finally:
+        netns.popns()
+
+
+@pytest.mark.parametrize("gro", [True, False], ids=["peer-gro-on", "peer-gro-off"])
+def test_xdp_modes_redirect_into_veths_whose_peer_takes_it(xtr, gro, caplog):
+    """eid-mode = rloc-mode = "xdp" as the daemon attaches them (build.py:
+    no xdp_redirect given): a veth whose peer has GRO on is an XDP_REDIRECT
+    target, so the XDP ITR and ETR forward the traffic themselves; with GRO
+    off on the peer it is not (the kernel would drop redirected frames), one
+    warning says what to do, and the traffic takes the tc path."""
+    from pyroute2 import IPRoute
+    dp = xtr
+    host_mac = _peer_gro(HOST_NS, "xe0p", gro)
+    remote_mac = _peer_gro(REMOTE_NS, "xr0p", gro)
+    with IPRoute() as ipr:     # known neighbours: XDP redirects only to resolved next hops
+        for dst, mac, dev in (("10.1.1.10", host_mac, "xe0"), ("198.51.100.2", remote_mac, "xr0")):
+            ipr.neigh("add", dst=dst, lladdr=mac, ifindex=ipr.link_lookup(ifname=dev)[0], state=0x80)
+    with caplog.at_level(logging.WARNING, logger="lispctl.datapath.datapath"):
+        assert dp.attach_eid_interface("xe0", mode="xdp") == "xdp-native"
+        assert dp.attach_rloc_interface("xr0", mode="xdp") == "xdp-native"
+    warned = [r.getMessage() for r in caplog.records if "XDP_REDIRECT" in r.getMessage()]
+    for _ in range(3):
+        reply = _ping_across()
+        assert reply[12:16] == ip("10.1.1.10").packed and reply[16:20] == ip("10.2.0.5").packed
+    c = dp.counters()
+    assert c.decapsulated >= 3 and c.encapsulated >= 3
+    assert c.total_drops == 0, c.drops
+    if gro:
+        assert not warned, warned
+        assert c.other["xdp_decapsulated"] == c.decapsulated and c.other["xdp_to_stack"] == 0
+        assert c.other["xdp_encapsulated"] == c.encapsulated
+    else:
+        assert len(warned) == 2, warned          # one per interface
+        assert "xe0:" in warned[0] and "ethtool -K xe0p gro on" in warned[0]
+        assert "xr0:" in warned[1] and "ethtool -K xr0p gro on" in warned[1]
+        assert c.other["xdp_to_stack"] == c.other["xdp_decapsulated"]     # to the stack, not redirected
+        assert c.other["xdp_encapsulated"] == 0                           # the tc ITR encapsulated
+    # the decision, as `lispctl status` shows it (device.info["xdp_redirect"])
+    assert dp.xdp_redirects["xe0"]["redirect"] is gro and dp.xdp_redirects["xr0"]["redirect"] is gro
+    assert dp.xdp_redirects["xe0"]["peer"] == "xe0p"
+    assert dp.xdp_redirects["xe0"]["peer_netns"] == f"/var/run/netns/{HOST_NS}"
+    dp.detach()

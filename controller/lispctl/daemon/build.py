@@ -89,6 +89,9 @@ def _setup_datapath(device: Device, plan) -> None:
     device.datapath = dp
     device.info["datapath_adopted"] = adopted
     device.info["datapath_compiled"] = dp.compiled     # False: pinned programs reused (prebuilt.py)
+    # per interface: may the XDP programs redirect into it, and why (decided at
+    # attach, also for RLOC interfaces the watcher attaches later)
+    device.info["xdp_redirect"] = dp.xdp_redirects
     if adopted:
         log.info("data plane %s: adopting the pinned maps and attached programs of a previous "
                  "daemon (programs replaced in place, map-cache kept)", device.instance)

@@ -187,6 +187,7 @@ class LocatorWatch:
                 continue
             if index is None:
                 del self.attached[name]
+                self.device.info.get("xdp_redirect", {}).pop(name, None)   # decided anew if it comes back
                 log.info("RLOC interface %s is gone", name)
                 continue
             try:

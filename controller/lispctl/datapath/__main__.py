@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="ITR hook of the EID interfaces: tc (default), xdp (XDP ITR in front of "
                          "tc; native, else generic), auto (xdp on physical NICs, tc otherwise)")
     ap.add_argument("--xdp-redirect", action="store_true",
-                    help="let the XDP programs redirect into every --eid-if and --rloc-if (default: only "
-                         "physical NICs running our XDP program natively); for veths whose peers run an "
-                         "XDP program or have GRO on, which is when a veth takes redirected frames")
+                    help="let the XDP programs redirect into every --eid-if and --rloc-if, unchecked (default: "
+                         "physical NICs running our XDP program natively, and veths running it natively "
+                         "whose peer has an XDP program or GRO on, checked at attach)")
     ap.add_argument("--rloc-checksum", choices=tuple(CHECKSUM_MODES), default="auto",
                     help="complete: tx checksum offload off on the RLOC interfaces, so inner checksums "
                          "are complete on the wire for any ETR; offload: keep it (GSO super-packets "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import logging
 import operator
 import os
 import select
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lispctl.datapath import attach as _attach
+from lispctl.datapath import vethpeer as _vethpeer
 from lispctl.datapath.errors import DatapathError
 from lispctl.datapath.loader import header_define, header_enum
 from lispctl.datapath.idpool import IdPool
@@ -27,6 +29,8 @@ from lispctl.datapath.locsets import build_locator_set, fixed_choice
 from lispctl.mapping.bulkfile import KEY_SIZE, BulkTable, key_bytes
 from lispctl.mapping.types import EidPrefix, IPAddress, MapAction, Rloc
 from lispctl.roles.base import MissEvent
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PIN_BASE = Path("/sys/fs/bpf/lispctl")
 DEFAULT_MISS_INTERVAL_MS = 1000
@@ -141,6 +145,9 @@ class Datapath:
             raise
         self._t = self._loaded.tables
         self.compiled = self._loaded.compiled      # False: pinned programs reused
+        # ifname -> whether (and why) the XDP programs may redirect into it,
+        # for interfaces whose default was decided (_redirect_default)
+        self.xdp_redirects: dict[str, dict] = {}
         self._attachments: list[_attach.TcAttachment | _attach.XdpAttachment | _attach.TxCsumAttachment] = []
         self._local_rlocs: list[IPAddress] = self._read_local_rlocs()
         self._ids: dict[EidPrefix, int] = self._read_mapping_ids()
@@ -189,16 +196,17 @@ class Datapath:
 
         xdp_redirect: whether the XDP ETR may XDP_REDIRECT decapsulated
         packets out of this interface (see set_xdp_redirect); None decides by
-        the device: yes for a physical NIC with our XDP program attached in
-        native mode (many drivers transmit redirected frames only then), no
-        otherwise."""
+        the device (_redirect_default): yes for a physical NIC with our XDP
+        program attached in native mode (many drivers transmit redirected
+        frames only then) and for a veth running it natively whose peer has
+        an XDP program or GRO on, no otherwise."""
         resolved = _attach.resolve_eid_mode(ifname, mode)
         ifindex = _attach.ifindex_of(ifname)
         self._set_eid_if(ifindex, iid)
         self._attachments.append(_attach.attach_tc(ifname, self.prog_fd("lisp_itr_ingress"),
                                                    "lisp_itr_ingress", _attach.INGRESS))
         used = self._attach_xdp(ifname, "lisp_itr_xdp") if resolved == "xdp" else "tc"
-        self.set_xdp_redirect(ifname, self._redirect_default(ifname, used) if xdp_redirect is None else xdp_redirect)
+        self.set_xdp_redirect(ifname, self._decide_redirect(ifname, used, xdp_redirect))
         return used
 
     def _attach_xdp(self, ifname: str, prog: str) -> str:
@@ -206,11 +214,39 @@ class Datapath:
         self._attachments.append(xatt)
         return f"xdp-{xatt.mode}"
 
-    @staticmethod
-    def _redirect_default(ifname: str, used: str) -> bool:
+    def _decide_redirect(self, ifname: str, used: str, xdp_redirect: bool | None) -> bool:
+        if xdp_redirect is None:
+            return self._redirect_default(ifname, used)
+        self.xdp_redirects[ifname] = {"redirect": xdp_redirect, "reason": "set by the caller"}
+        return xdp_redirect
+
+    def _redirect_default(self, ifname: str, used: str) -> bool:
         """Whether XDP programs may redirect into ifname when the caller did
-        not say: a physical NIC running our XDP program natively."""
-        return used == "xdp-native" and _attach.is_physical(ifname)
+        not say: only where the user asked for XDP (mode "xdp", or "auto" on
+        a NIC) and it runs natively, and only into a device that transmits
+        redirected frames: a physical NIC, or a veth whose peer has an XDP
+        program or GRO on (vethpeer.py). Decided now, at attach: a peer that
+        changes later is not followed. The answer, and why, is kept in
+        xdp_redirects (the daemon's status shows it); a veth left out gets
+        one warning saying what to do."""
+        if used != "xdp-native":
+            return False
+        if _attach.is_physical(ifname):
+            self.xdp_redirects[ifname] = {"redirect": True, "reason": "physical NIC running XDP natively"}
+            return True
+        peer = _vethpeer.check(ifname)
+        if peer is None:
+            self.xdp_redirects[ifname] = {"redirect": False, "reason": "virtual device that is not a veth"}
+            return False
+        self.xdp_redirects[ifname] = {"redirect": bool(peer.accepts), **peer.info()}
+        if not peer.accepts:
+            log.warning("%s: XDP attached, but XDP_REDIRECT into it stays off (its veth peer %s%s: %s); "
+                        "packets for it take the tc path. Enable GRO on the peer: ethtool -K %s gro on, "
+                        "or attach an XDP program to it, then restart lispctl",
+                        ifname, peer.peer, f" in {peer.netns}" if peer.netns else "",
+                        "could not be checked: " + peer.reason if peer.accepts is None else peer.reason,
+                        peer.peer if peer.accepts is not None else "<peer>")
+        return bool(peer.accepts)
 
     def set_eid_interface(self, ifname: str, iid: int = 0) -> None:
         """Instance ID of packets entering ifname, without attaching the ITR
@@ -249,7 +285,8 @@ class Datapath:
 
         xdp_redirect: whether the XDP ITR may XDP_REDIRECT encapsulated
         packets out of this interface (see set_xdp_redirect); None: a
-        physical NIC running the XDP ETR natively."""
+        physical NIC running the XDP ETR natively, or a veth running it
+        natively whose peer has an XDP program or GRO on."""
         physical = _attach.is_physical(ifname) if mode == "auto" or complete_checksums is None else None
         resolved = _attach.resolve_rloc_mode(ifname, mode, physical=physical)
         if complete_checksums is None:
@@ -259,7 +296,7 @@ class Datapath:
         att = _attach.attach_tc(ifname, self.prog_fd("lisp_etr_ingress"), "lisp_etr_ingress", _attach.INGRESS)
         self._attachments.append(att)
         used = self._attach_xdp(ifname, "lisp_etr_xdp") if resolved == "xdp" else "tc"
-        self.set_xdp_redirect(ifname, self._redirect_default(ifname, used) if xdp_redirect is None else xdp_redirect)
+        self.set_xdp_redirect(ifname, self._decide_redirect(ifname, used, xdp_redirect))
         if not self._mtu_explicit:
             mtu = _attach.link_mtu(att.ifindex)
             cfg = self._config()

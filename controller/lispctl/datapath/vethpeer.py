@@ -1,0 +1,173 @@
+"""Whether a veth takes XDP_REDIRECTed frames: its peer must have an XDP
+program attached or GRO on.
+
+Why: veth_xdp_xmit puts a redirected frame on the PEER's receive ring, which
+exists only while the peer runs NAPI; the peer runs NAPI when it has an XDP
+program or GRO requested (veth_open, veth_set_features). Without it the
+kernel drops the frame and counts it nowhere we can see. The peer usually
+lives in another network namespace (a container, a lab namespace): it is
+found from rtnetlink (IFLA_LINK, IFLA_LINK_NETNSID), its namespace from the
+nsid (RTM_GETNSID asked about the named namespaces, then the processes'
+ones), and read there from a thread that entered it (setns moves only the
+calling thread).
+"""
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from lispctl.datapath.errors import DatapathError
+
+CLONE_NEWNET = 0x40000000
+SIOCETHTOOL = 0x8946
+ETHTOOL_GGRO = 0x2B
+NETNS_DIR = Path("/var/run/netns")
+
+
+@dataclass(frozen=True)
+class PeerCheck:
+    """accepts: True/False, or None when it could not be determined (reason says why)."""
+    peer: str                # the peer's name, or "ifindex N" when unknown
+    netns: str               # where the peer lives: "" the current namespace, else a path
+    accepts: bool | None
+    reason: str
+
+    def info(self) -> dict:
+        return {"peer": self.peer, "peer_netns": self.netns or None, "accepts": self.accepts,
+                "reason": self.reason}
+
+
+def _ipr():
+    from pyroute2.iproute.linux import IPRoute
+    return IPRoute()
+
+
+def veth_peer(ifname: str) -> tuple[int, int | None] | None:
+    """(peer ifindex, nsid or None when in this namespace) of a veth; None if
+    ifname is not a veth."""
+    with _ipr() as ipr:
+        link = ipr.get_links(socket.if_nametoindex(ifname))[0]
+    info = link.get_attr("IFLA_LINKINFO")
+    if info is None or info.get_attr("IFLA_INFO_KIND") != "veth":
+        return None
+    peer = link.get_attr("IFLA_LINK")
+    if not peer:
+        raise DatapathError(f"{ifname}: the kernel names no veth peer (IFLA_LINK)")
+    nsid = link.get_attr("IFLA_LINK_NETNSID")
+    return int(peer), None if nsid is None or nsid < 0 else int(nsid)
+
+
+def _netns_candidates():
+    if NETNS_DIR.is_dir():
+        yield from sorted(str(p) for p in NETNS_DIR.iterdir())
+    for p in Path("/proc").iterdir():       # containers: namespaces without a name
+        if p.name.isdigit():
+            yield f"/proc/{p.name}/ns/net"
+
+
+def netns_of_nsid(nsid: int) -> str | None:
+    """A path opening the namespace this namespace calls nsid, or None."""
+    seen = set()
+    with _ipr() as ipr:
+        for path in _netns_candidates():
+            try:
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue                       # a process that exited
+            try:
+                ans = ipr.get_netnsid(fd=fd)
+            except Exception:                  # noqa: BLE001 - not a namespace we may ask about
+                continue
+            finally:
+                os.close(fd)
+            if ans and ans.get("nsid") == nsid:
+                return path
+    return None
+
+
+def _in_netns(path: str, fn):
+    """fn() run by a thread that entered the network namespace at path."""
+    out: list = []
+
+    def run() -> None:
+        try:
+            if path:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    if libc.setns(fd, CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), f"setns {path}")
+                finally:
+                    os.close(fd)
+            out.append((True, fn()))
+        except BaseException as exc:          # noqa: BLE001 - handed to the caller
+            out.append((False, exc))
+
+    t = threading.Thread(target=run, name="veth-peer", daemon=True)
+    t.start()
+    t.join()
+    ok, val = out[0]
+    if not ok:
+        raise val
+    return val
+
+
+def _gro_on(ifname: str) -> bool:
+    val = ctypes.create_string_buffer(struct.pack("=II", ETHTOOL_GGRO, 0))
+    req = struct.pack("16sP", ifname.encode(), ctypes.addressof(val)) + bytes(16)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s, SIOCETHTOOL, req)
+    return bool(struct.unpack_from("=II", val.raw)[1])
+
+
+def _peer_state(index: int) -> tuple[str, int, bool]:
+    """(name, XDP program id, GRO on) of ifindex in the calling thread's namespace."""
+    with _ipr() as ipr:
+        link = ipr.get_links(index)[0]
+    name = link.get_attr("IFLA_IFNAME")
+    xdp = link.get_attr("IFLA_XDP")
+    prog = int(xdp.get_attr("IFLA_XDP_PROG_ID") or 0) if xdp is not None else 0
+    return name, prog, _gro_on(name)
+
+
+def check(ifname: str) -> PeerCheck | None:
+    """Whether redirecting XDP frames into veth ifname reaches its peer; None
+    when ifname is not a veth."""
+    try:
+        peer = veth_peer(ifname)
+    except (OSError, DatapathError) as exc:
+        return PeerCheck("?", "", None, f"cannot read {ifname}'s veth peer: {exc}")
+    if peer is None:
+        return None
+    index, nsid = peer
+    path = ""
+    if nsid is not None:
+        try:
+            found = netns_of_nsid(nsid)
+        except OSError as exc:
+            found, why = None, str(exc)
+        else:
+            why = "no named namespace (/var/run/netns) or process has it"
+        if found is None:
+            return PeerCheck(f"ifindex {index}", f"nsid {nsid}", None,
+                             f"the peer's namespace (nsid {nsid}) cannot be opened: {why}")
+        path = found
+    try:
+        name, prog, gro = _in_netns(path, lambda: _peer_state(index))
+    except Exception as exc:                    # noqa: BLE001 - reported, not fatal
+        return PeerCheck(f"ifindex {index}", path, None, f"cannot read the peer: {exc}")
+    if prog:
+        return PeerCheck(name, path, True, "the peer has an XDP program")
+    if gro:
+        return PeerCheck(name, path, True, "the peer has GRO on")
+    return PeerCheck(name, path, False, "the peer has neither an XDP program nor GRO on")
