@@ -29,6 +29,31 @@ def _ms():
     return make(MSMR.format(roles='["ms"]'))[1]["ms"]
 
 
+class Journal(list):
+    """The shared ring of a shard (daemon/msworkers.py Journal), as a list."""
+    def add(self, fp: int) -> None:
+        self.append(fp)
+
+
+def _worker():
+    """A Map-Register worker's role (daemon/msworkers.py worker_role)."""
+    ms = _ms()
+    ms.report = []
+    ms.journal = Journal()
+    return ms
+
+
+def _restarted(ms):
+    """The worker that replaces ms after it died: the same journal, restored
+    (daemon/msworkers.py _serve_worker); nothing else of ms."""
+    n = _worker()
+    n.journal = ms.journal
+    n.restore(list(ms.journal))
+    for a, b in zip(n.sites, ms.sites):
+        a.superseded_max = b.superseded_max
+    return n
+
+
 def offer(ms, data, src, now):
     """What the daemon does: the fast path first, else handle()."""
     reply = ms.refresh(data, src, now)
@@ -48,7 +73,17 @@ def state(ms):
             for e, rs in ms.registered.items() for name, r in rs.items()}
     sites = [(s.registers, s.bad_auth, bytes(s.superseded) if isinstance(s.superseded, bytearray)
               else dict(s.superseded or {})) for s in ms.sites]
-    return regs, sites, dict(ms.counters), ms.next_deadline()
+    return regs, sites, dict(ms.counters), ms.next_deadline(), taken(ms)
+
+
+def taken(ms):
+    """A worker's report since last taken (what the main process is sent),
+    and its journal; None, None outside a worker."""
+    if ms.report is None:
+        return None, None
+    out, ms.report = ms.report, []
+    return ([(str(e), name, r and tuple(getattr(r, f) for f in _REGISTRATION_FIELDS)) for e, name, r in out],
+            list(ms.journal))
 
 
 def test_a_refresh_takes_the_fast_path_and_answers_as_handle_does():
@@ -145,13 +180,54 @@ def test_a_refresh_of_several_records_takes_the_fast_path():
     assert state(fast) == state(slow)
 
 
-def test_no_fast_path_in_a_map_register_worker():
-    ms = _ms()
-    assert ms.fast_path() == (3, ms.refresh)
-    ms.report = []
-    assert ms.fast_path() is None
-    ms.handle(register(nonce=1), XTR, MS_ADDR, 0.0)
-    assert ms.refresh(register(nonce=2), XTR, 1.0) is None    # journaled and reported by handle()
+def test_a_map_register_worker_takes_the_fast_path_and_journals_and_reports_as_handle_does():
+    fast, slow = _worker(), _worker()
+    assert fast.fast_path() == (3, fast.refresh)
+    for ms in (fast, slow):
+        ms.handle(register(nonce=1, xtr_id=0xAA), XTR, MS_ADDR, 0.0)
+    assert state(fast) == state(slow)
+    for t, nonce in ((60.0, 2), (80.0, 3)):
+        raw = register(nonce=nonce, xtr_id=0xAA)
+        effects, took = offer(fast, raw, XTR, t)
+        assert took and effects == slow.handle(raw, XTR, MS_ADDR, t)
+        assert state(fast) == state(slow)
+    # the first message (marked); then, at the first new nonce, that message
+    # again (now superseded); and each latest one (its repeat is a replay)
+    assert [e & 1 for e in fast.journal] == [1, 0, 0, 0]
+    # nothing reported for these refreshes (state took the reports: none);
+    # once the main process's copy (expiring at 180) is within half the
+    # timeout of expiring, it is reported again with the current expiry
+    for ms in (fast, slow):
+        run_until(ms, 90.0)
+    f = state(fast)
+    assert f == state(slow)
+    [(_, _, reg)] = f[-1][0]
+    assert reg[_REGISTRATION_FIELDS.index("expires_at")] == 80.0 + TIMEOUT
+    # no refresh by the time the next report is due (170): nothing reported
+    # then; the refresh after it (a lost one in between) is reported by refresh too
+    for ms in (fast, slow):
+        run_until(ms, 200.0)
+    assert state(fast) == state(slow)
+    raw = register(nonce=4, xtr_id=0xAA)
+    effects, took = offer(fast, raw, XTR, 200.0)
+    assert took and effects == slow.handle(raw, XTR, MS_ADDR, 200.0)
+    f = state(fast)
+    assert f == state(slow)
+    assert [r[_REGISTRATION_FIELDS.index("expires_at")] for _, _, r in f[-1][0]] == [200.0 + TIMEOUT]
+
+
+def test_the_fast_path_of_a_worker_after_a_dead_one_refuses_what_the_dead_one_accepted():
+    w = _worker()
+    sent = [register(nonce=n, xtr_id=0xAA) for n in (1, 2, 3)]
+    w.handle(sent[0], XTR, MS_ADDR, 0.0)
+    assert offer(w, sent[1], XTR, 1.0)[1] and offer(w, sent[2], XTR, 2.0)[1]     # written by the fast path
+    n = _restarted(w)
+    n.handle(register(nonce=4, xtr_id=0xAA), XTR, MS_ADDR, 3.0)
+    assert offer(n, register(nonce=5, xtr_id=0xAA), XTR, 4.0)[1]
+    for m in sent:
+        assert n.refresh(m, XTR, 5.0) is None
+        assert sends(n.handle(m, XTR, MS_ADDR, 5.0)) == []
+    assert n.counters["map_register_replayed"] == 3
 
 
 def test_expiry_is_on_time_when_fast_refreshes_stop():
@@ -203,21 +279,31 @@ op = st.one_of(
     st.tuples(st.just("forge"), message),                   # its MAC corrupted
     st.tuples(st.just("replay"), index, st.sampled_from(range(len(SOURCES)))),   # the very bytes of one
     st.tuples(st.just("wait"), st.floats(0.0, 250.0)),
+    st.tuples(st.just("restart")),                          # a worker dies, another takes over its shard
 )
 
 
+@pytest.mark.parametrize("worker", [False, True], ids=["single", "worker"])
 @pytest.mark.parametrize("replay_list", [4096, 4])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(op, min_size=2, max_size=40))
-def test_fast_and_slow_path_agree(replay_list, ops):
+def test_fast_and_slow_path_agree(replay_list, worker, ops):
     """replay_list: how many superseded MACs a site remembers: 4,096 (a dict,
-    few sites) or 4 (the ring of many sites, short enough to forget)."""
-    fast, slow = _ms(), _ms()
+    few sites) or 4 (the ring of many sites, short enough to forget).
+    worker: as a Map-Register worker, whose journal and reports to the main
+    process (state) must be the same too, and which may die and be replaced
+    by one that restores the journal."""
+    fast, slow = (_worker(), _worker()) if worker else (_ms(), _ms())
     for site in fast.sites + slow.sites:
         site.superseded_max = replay_list
     now, fresh, sent, params, hits, several = 0.0, 1000, [], [], 0, 0
     for o in ops:
         now += 1.0
+        if o[0] == "restart":
+            if worker:
+                fast, slow = _restarted(fast), _restarted(slow)
+                assert state(fast) == state(slow)
+            continue
         if o[0] == "wait":
             now += o[1]
             run_until(fast, now)

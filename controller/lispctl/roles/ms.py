@@ -723,20 +723,19 @@ class MapServerRole:
         """May refreshes of this shape take the fast path (refresh)? No
         record a de-registration, the M bit, from an RLOC of a record
         (the Map-Notify goes back to the source), HMAC-SHA-1 or -SHA-256;
-        not in a Map-Register worker (journal, reports); no MS-RTR
-        authentication to add. The S bit (LISP-SEC) may be set: a refresh
+        no MS-RTR authentication to add. In a Map-Register worker too:
+        refresh journals and reports as _apply_record does. The S bit (LISP-SEC) may be set: a refresh
         has the first word of the message the registration holds, so its
         lisp_sec stays as it is (every lispctl ETR sets S)."""
         return (all(rec.ttl != 0 for rec in shape.records) and from_rloc
                 and shape.word & _MREG_M != 0 and alg_id in _DIGESTS
-                and self.report is None and self.journal is None and not self.restored and not self.restored_first
                 and not (shape.xtr_id is not None and self.nat.rtr_keys))
 
     def fast_path(self) -> tuple[int, Any] | None:
         """(Map-Register, refresh): the daemon offers each datagram to refresh
-        first while this role alone takes Map-Registers. None in a
-        Map-Register worker (its refreshes are journaled and reported)."""
-        return (MAP_REGISTER, self.refresh) if self.report is None and self.journal is None else None
+        first while this role alone takes Map-Registers (a Map-Register
+        worker's included: refresh journals and reports its refreshes)."""
+        return MAP_REGISTER, self.refresh
 
     def refresh(self, data: bytes, src: Endpoint, now: float) -> bytes | None:
         """The fast path of the common Map-Register: a registration
@@ -780,6 +779,9 @@ class MapServerRole:
                     return None
             elif _fingerprint(mac) in superseded:
                 return None
+        if (self.restored and self._restored(mac)) \
+                or (self.restored_first and self._replays_first(mac, shape)):
+            return None                    # accepted by this shard's previous worker: handle() refuses it
         regs = shape.owners[0][2]
         if regs is None or regs.get(shape.registrants[0]) is not reg or reg.record is not shape.records[0] \
                 or reg.etr is not shape.etr or reg.key_id != key_id or not shape.from_rloc:
@@ -806,18 +808,24 @@ class MapServerRole:
         counters["map_register_rx"] += 1
         site.registers += 1
         if nonce != reg.nonce:
-            reg.nonces_vary = True
-            _supersede(site, reg.mac)
-        expires_at = now + self.cfg.ms.registration_timeout
+            self._new_nonce(site, reg)
+        timeout = self.cfg.ms.registration_timeout
+        expires_at = now + timeout
         reg.last_seen, reg.expires_at = now, expires_at
         reg.mac, reg.nonce, reg.source = mac, nonce, src
+        # a Map-Register worker's journal and reports (nothing else changed:
+        # _report_refresh would find nothing to report)
+        worker = self.journal is not None or self.report is not None
+        if worker:
+            self._refreshed(shape.owners[0][0], shape.registrants[0], reg, mac, now, timeout)
         if more:                           # each record as _apply_record does, in order
-            for r in more:
+            for i, r in enumerate(more, 1):
                 if nonce != r.nonce:
-                    r.nonces_vary = True
-                    _supersede(site, r.mac)
+                    self._new_nonce(site, r)
                 r.last_seen, r.expires_at = now, expires_at
                 r.mac, r.nonce, r.source = mac, nonce, src
+                if worker:
+                    self._refreshed(shape.owners[i][0], shape.registrants[i], r, mac, now, timeout)
             head = (((MAP_NOTIFY << 28) | (_NOTIFY_I if shape.xtr_id is not None else 0) | (len(more) + 1))
                     .to_bytes(4, "big") + data[4:16])
         else:
@@ -876,10 +884,7 @@ class MapServerRole:
                         self._report_late(eid, registrant, old, now, timeout)
                 return old, True
             if nonce != old.nonce:
-                if not old.nonces_vary and self.journal is not None:
-                    self._journal(old.mac)    # journaled only as a first message when it arrived
-                old.nonces_vary = True
-                _supersede(site, old.mac)
+                self._new_nonce(site, old)
         if rec.ttl == 0:       # de-registration
             if old is not None:
                 del regs[registrant]
@@ -894,10 +899,6 @@ class MapServerRole:
             self._file(owner, eid, regs)
         proxy_reply = bool(word & _MREG_P) or owner.cfg.proxy_reply
         if old is not None:             # a refresh: its expiry entry is re-filed lazily
-            if self.journal is not None and old.nonces_vary:
-                # its latest message: here a repeat of it refreshes nothing
-                # (map_register_repeat_ignored); a worker after this one refuses it
-                self._journal(mac)
             if self.report is not None:
                 self._report_refresh(eid, registrant, old, rec, proxy_reply, etr, xtr_id, shape.site_id,
                                      bool(word & _MREG_S), key_id, mac)
@@ -907,8 +908,8 @@ class MapServerRole:
             old.lisp_sec, old.key_id = bool(word & _MREG_S), key_id
             if in_rlocs:
                 old.source = src
-            if self.report is not None:
-                self._report_late(eid, registrant, old, now, timeout)
+            if self.journal is not None or self.report is not None:
+                self._refreshed(eid, registrant, old, mac, now, timeout)
             return old, False
         reg = regs[registrant] = Registration(
             registrant, src, rec, proxy_reply, now, now, now + timeout, xtr_id, shape.site_id, etr, mac, nonce,
@@ -921,7 +922,29 @@ class MapServerRole:
             self._report(eid, registrant, reg)
         return reg, False
 
+    def _new_nonce(self, site: _Site, old: Registration) -> None:
+        """A new message of a registration has another nonce than its latest
+        (handle or refresh, before the registration is updated): its
+        registrant varies its nonce, so the latest is a replay from now on."""
+        if not old.nonces_vary and self.journal is not None:
+            self._journal(old.mac)        # journaled only as a first message when it arrived
+        old.nonces_vary = True
+        _supersede(site, old.mac)
+
     # ------------------------------------------------------------ Map-Register workers
+    def _refreshed(self, eid: EidPrefix, registrant: str, reg: Registration, mac: bytes, now: float,
+                   timeout: float) -> None:
+        """In a Map-Register worker: reg was just refreshed by a new message
+        whose MAC is mac (handle or refresh, after any report of what
+        changed): journaled, and reported when the main process's copy is
+        due (_report_late); a refresh that changes nothing else is not."""
+        if self.journal is not None and reg.nonces_vary:
+            # its latest message: here a repeat of it refreshes nothing
+            # (map_register_repeat_ignored); a worker after this one refuses it
+            self._journal(mac)
+        if self.report is not None:
+            self._report_late(eid, registrant, reg, now, timeout)
+
     def _journal(self, mac: bytes, first: bool = False) -> None:
         """A journal entry: the fingerprint without its lowest bit, which
         tells a registration's first message (whether its registrant varies
