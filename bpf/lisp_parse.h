@@ -152,13 +152,7 @@ static __always_inline __u32 lisp_flow_hash(const struct lisp_flow *f)
     }
     if (f->df)
         h = lisp_mix(h, ((__u32)f->sport << 16) | f->dport);
-    /* murmur3 finaliser: every output bit depends on every input bit */
-    h ^= h >> 16;
-    h *= 0x85ebca6b;
-    h ^= h >> 13;
-    h *= 0xc2b2ae35;
-    h ^= h >> 16;
-    return h;
+    return lisp_fmix(h);
 }
 
 static __always_inline __u32 lisp_csum_add(__u32 sum, const void *buf, int words)

@@ -311,6 +311,18 @@ def _figures(rec, t: dict[tuple[str, int, int], float], large: int, sfx: str) ->
 REF = {"encap": "bpf_forward_tc_out", "decap": "bpf_forward_tc_in", "xdp_decap": "bpf_forward_xdp_in"}
 
 
+def _cold_and_warm(rec, kind: str, table, cold, warm, large: int) -> None:
+    """A kind's table driven from Python, then (when the C driver ran) the same from it."""
+    rec.note(f"{kind}, cold-ish (driven from Python):")
+    rec.note("")
+    table(rec, cold, large)
+    if warm:
+        rec.note("")
+        rec.note(f"{kind}, warm path (C driver, back to back):")
+        rec.note("")
+        table(rec, warm, large)
+
+
 def _tc_table(rec, t: dict[tuple[str, int, int], float], large: int) -> None:
     small, N = SMALL_MAP_CACHE, FLOWS
     base = max(t["trivial_tc", 1, 0], 1.0)
@@ -395,26 +407,13 @@ def _report(rec, t: dict[tuple[str, int, int], float], w: dict[tuple[str, int, i
              "Program x bpf-forward is what encapsulation or decapsulation and the LISP lookups add "
              "to the cheapest forwarding by redirect.")
     rec.note("")
-    rec.note("tc, cold-ish (driven from Python):")
-    rec.note("")
-    _tc_table(rec, t, large)
-    if w:
-        rec.note("")
-        rec.note("tc, warm path (C driver, back to back):")
-        rec.note("")
-        _tc_table(rec, w, large)
+    _cold_and_warm(rec, "tc", _tc_table, t, w, large)
     rec.note("")
     rec.note("XDP on the same frames (ingress rl0, redirect target eid0, as for a NIC): the XDP ETR on "
              "the LISP packets, bpf-forward (XDP) on the same packets without LISP; and the XDP ITR on the "
-             "tc ITR's packets (ingress eid0, redirect target rl0; its last column: x tc ITR). "
-             "XDP, cold-ish (driven from Python):")
+             "tc ITR's packets (ingress eid0, redirect target rl0; its last column: x tc ITR).")
     rec.note("")
-    _xdp_table(rec, t, large)
-    if w:
-        rec.note("")
-        rec.note("XDP, warm path (C driver, back to back):")
-        rec.note("")
-        _xdp_table(rec, w, large)
+    _cold_and_warm(rec, "XDP", _xdp_table, t, w, large)
     rec.note("")
     rec.note("Bound: these figures are the programs' own cost; the generator is the kernel's test-run loop, "
              "whose fixed cost is the trivial program's row, so every row is data-path-bound. Cold-ish "
