@@ -620,21 +620,20 @@ static __always_inline const struct lisp_locator *itr_locator(const struct lisp_
     return &ls->loc[i];
 }
 
-/* Everything but the Ethernet header of lisp_encap_hdr for a packet to
- * locator loc, shared by the tc and the XDP ITR: outer headers (RFC 9300
- * 5.3: TTL and TOS copied, the source site's locator-status bits (through
- * the flow-cache slot `slot` of the destination, 0: none), a random
- * nonce) and the inner IP header, read at data + ETH_HLEN; with `hop` (a
- * routing ITR; the caller answered TTL 1 already) its TTL goes down by one
- * and the outer TTL is copied from that. gso: a GSO super-packet (no outer
- * IPv6 UDP checksum). Returns the bytes to write from &h->eth, or 0 when
- * the inner header is not readable. */
-static __always_inline __u32 itr_headers(struct lisp_encap_hdr *h, void *data, void *data_end,
-                                         struct lisp_flow *f, const struct lisp_locator *loc,
-                                         const struct lisp_config *c, __u32 inner_len, __u32 hash,
-                                         __u32 iid, struct lisp_fc_slot *slot, int hop, int gso)
+/* The outer headers for a packet to locator loc, shared by the tc and the
+ * XDP ITR: o (struct lisp_outer4 or lisp_outer6, as loc's family) and in,
+ * the inner IP header (lisp_inner_copy bytes, writable), both in the packet
+ * (tc) or in a lisp_encap_hdr (XDP). RFC 9300 5.3: TTL and TOS copied, the
+ * source site's locator-status bits (through the flow-cache slot `slot` of
+ * the destination, 0: none), a random nonce; with `hop` (a routing ITR; the
+ * caller answered TTL 1 already) the inner TTL goes down by one and the
+ * outer TTL is copied from that. gso: a GSO super-packet (no outer IPv6
+ * UDP checksum). family: f->family (a constant in the tc ITR, see itr_write). */
+static __always_inline void itr_outer(void *o, __u8 *in, struct lisp_flow *f, int family,
+                                      const struct lisp_locator *loc, const struct lisp_config *c,
+                                      __u32 inner_len, __u32 hash, __u32 iid, struct lisp_fc_slot *slot,
+                                      int hop, int gso)
 {
-    __u8 *ih = data + ETH_HLEN;
     __u64 lsb = cached_source_lsb(slot, f, iid);
     __u32 nonce = bpf_get_prandom_u32() & 0xffffff;
     /* A locator with an explicit port is a NAT traversal path (docs/nat.md):
@@ -643,41 +642,92 @@ static __always_inline __u32 itr_headers(struct lisp_encap_hdr *h, void *data, v
      * hashed one, so a NAT keeps one binding for all flows and the RTR's
      * packets match it in reverse. */
     __u16 dport = loc->port ? loc->port : LISP_DATA_PORT;
-    if (hop)
+    if (hop) {
         f->ttl -= 1;
-    if (loc->family == 6) {
-        if (f->family == 4) {
-            if ((void *)(ih + sizeof(struct iphdr)) > data_end)
-                return 0;
-            __builtin_memcpy(h->v6.in, ih, sizeof(struct iphdr));
-        } else {
-            if ((void *)(ih + sizeof(struct ipv6hdr)) > data_end)
-                return 0;
-            __builtin_memcpy(h->v6.in, ih, sizeof(struct ipv6hdr));
-        }
-        if (hop)
-            lisp_hop(h->v6.in, f->family);
-        lisp_build6(&h->v6.o, f, c->src6, loc->addr, inner_len, hash, iid, lsb, nonce, dport);
-        if (loc->port)
-            h->v6.o.udp.source = bpf_htons(LISP_DATA_PORT);
-        h->v6.o.udp.check = lisp_outer6_csum(h->v6.in, f, &h->v6.o, inner_len, gso);
-        return sizeof(struct ethhdr) + LISP_OVERHEAD6 + lisp_inner_copy(f->family);
+        lisp_hop(in, family);
     }
+    if (loc->family == 6) {
+        struct lisp_outer6 *o6 = o;
+        lisp_build6(o6, f, c->src6, loc->addr, inner_len, hash, iid, lsb, nonce, dport);
+        if (loc->port)
+            o6->udp.source = bpf_htons(LISP_DATA_PORT);
+        o6->udp.check = lisp_outer6_csum(in, f, family, o6, inner_len, gso);
+        return;
+    }
+    struct lisp_outer4 *o4 = o;
+    lisp_build4(o4, f, c->src4, loc->addr, inner_len, hash, iid, lsb, nonce, dport);
+    if (loc->port)
+        o4->udp.source = bpf_htons(LISP_DATA_PORT);
+}
+
+/* The inner IP header at data + ETH_HLEN copied to in (lisp_inner_copy
+ * bytes); 0 when it is not readable. */
+static __always_inline int itr_inner(__u8 *in, void *data, void *data_end, const struct lisp_flow *f)
+{
+    __u8 *ih = data + ETH_HLEN;
     if (f->family == 4) {
         if ((void *)(ih + sizeof(struct iphdr)) > data_end)
             return 0;
-        __builtin_memcpy(h->v4.in, ih, sizeof(struct iphdr));
+        __builtin_memcpy(in, ih, sizeof(struct iphdr));
     } else {
         if ((void *)(ih + sizeof(struct ipv6hdr)) > data_end)
             return 0;
-        __builtin_memcpy(h->v4.in, ih, sizeof(struct ipv6hdr));
+        __builtin_memcpy(in, ih, sizeof(struct ipv6hdr));
     }
-    if (hop)
-        lisp_hop(h->v4.in, f->family);
-    lisp_build4(&h->v4.o, f, c->src4, loc->addr, inner_len, hash, iid, lsb, nonce, dport);
-    if (loc->port)
-        h->v4.o.udp.source = bpf_htons(LISP_DATA_PORT);
+    return 1;
+}
+
+/* Everything but the Ethernet header of lisp_encap_hdr (the XDP ITR's,
+ * which builds it before it changes the packet): the inner IP header
+ * (itr_inner) and the outer headers (itr_outer). Returns the bytes to write
+ * from &h->eth, or 0 when the inner header is not readable. */
+static __always_inline __u32 itr_headers(struct lisp_encap_hdr *h, void *data, void *data_end,
+                                         struct lisp_flow *f, const struct lisp_locator *loc,
+                                         const struct lisp_config *c, __u32 inner_len, __u32 hash,
+                                         __u32 iid, struct lisp_fc_slot *slot, int hop, int gso)
+{
+    if (loc->family == 6) {
+        if (!itr_inner(h->v6.in, data, data_end, f))
+            return 0;
+        itr_outer(&h->v6.o, h->v6.in, f, f->family, loc, c, inner_len, hash, iid, slot, hop, gso);
+        return sizeof(struct ethhdr) + LISP_OVERHEAD6 + lisp_inner_copy(f->family);
+    }
+    if (!itr_inner(h->v4.in, data, data_end, f))
+        return 0;
+    itr_outer(&h->v4.o, h->v4.in, f, f->family, loc, c, inner_len, hash, iid, slot, hop, gso);
     return sizeof(struct ethhdr) + LISP_OVERHEAD4 + lisp_inner_copy(f->family);
+}
+
+/* The tc ITR's headers, written in place after bpf_skb_adjust_room: it left
+ * the head writable, with the new headers and the inner IP header in the
+ * linear part (direct writes: no scratch copy and no bpf_skb_store_bytes, a
+ * helper call that makes the head writable again; a program that writes
+ * packet data directly unclones a cloned skb as it starts, e.g. under a
+ * packet capture, which adjust_room does to these packets anyway). Constant
+ * offsets per outer and inner family, which the 6.1 verifier checks against
+ * data_end. Returns -1 when the packet is shorter. */
+static __always_inline int itr_write(struct __sk_buff *skb, struct lisp_flow *f,
+                                     const struct lisp_locator *loc, const struct lisp_config *c,
+                                     __u32 inner_len, __u32 hash, __u32 iid, struct lisp_fc_slot *slot,
+                                     int hop, long frc, const struct bpf_fib_lookup *p, const __u8 *macs)
+{
+    void *data = (void *)(long)skb->data;
+    void *data_end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    int v6 = loc->family == 6;
+    __u8 *in = data + ETH_HLEN + (v6 ? LISP_OVERHEAD6 : LISP_OVERHEAD4);
+    __u16 gso = skb->gso_size;
+    if (f->family == 4) {
+        if ((void *)(in + sizeof(struct iphdr)) > data_end)
+            return -1;
+        itr_outer(eth + 1, in, f, 4, loc, c, inner_len, hash, iid, slot, hop, gso);
+    } else {
+        if ((void *)(in + sizeof(struct ipv6hdr)) > data_end)
+            return -1;
+        itr_outer(eth + 1, in, f, 6, loc, c, inner_len, hash, iid, slot, hop, gso);
+    }
+    fib_eth(eth, frc, p, macs, v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP));
+    return 0;
 }
 
 /* loc: the locator route() chose for flow hash `hash` (0: none usable);
@@ -749,16 +799,10 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
     __u8 macs[2 * ETH_ALEN];
     if (frc != BPF_FIB_LKUP_RET_SUCCESS && bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)))
         return drop(LISP_DROP_ENCAP_FAILED);
-    struct lisp_encap_hdr h = {};
-    fib_eth(&h.eth, frc, &p, macs, v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP));
-    /* a router hop: one less (TTL 1 was answered above) */
-    __u32 n = itr_headers(&h, (void *)(long)skb->data, (void *)(long)skb->data_end, f, loc, c,
-                          inner_len, hash, iid, slot, !egress, skb->gso_size);
-    if (!n)
-        return drop(LISP_DROP_ENCAP_FAILED);
     flags |= v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4;
+    /* a router hop: one less (TTL 1 was answered above) */
     if ((bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags) && reencap_grow(skb, olen, flags, mode)) ||
-        bpf_skb_store_bytes(skb, 0, &h.eth, n, 0))
+        itr_write(skb, f, loc, c, inner_len, hash, iid, slot, !egress, frc, &p, macs))
         return drop(LISP_DROP_ENCAP_FAILED);
 
     count(LISP_CNT_ENCAPSULATED);

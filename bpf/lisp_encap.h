@@ -121,20 +121,21 @@ static __always_inline void lisp_hop(__u8 *ip, int family)
  * Where it cannot be known (gso: a GSO super-packet, fragments, IPv6
  * extension headers, IPv4 UDP without checksum, other protocols) the
  * RFC 6935 zero checksum stays. in: the inner IP header as it will leave
- * (lisp_inner_copy bytes). */
-static __always_inline __u16 lisp_outer6_csum(const __u8 *in, const struct lisp_flow *f,
+ * (lisp_inner_copy bytes); family: f->family, as a constant where in is
+ * packet memory (the verifier checks the bytes read against data_end). */
+static __always_inline __u16 lisp_outer6_csum(const __u8 *in, const struct lisp_flow *f, int family,
                                               const struct lisp_outer6 *o, __u32 inner_len, int gso)
 {
     if (gso || f->frag || f->l3len != inner_len)
         return 0;
     __u8 proto = f->proto;
     if (proto != IPPROTO_TCP && proto != IPPROTO_UDP &&
-        !(f->family == 4 && proto == IPPROTO_ICMP) && !(f->family == 6 && proto == IPPROTO_ICMPV6))
+        !(family == 4 && proto == IPPROTO_ICMP) && !(family == 6 && proto == IPPROTO_ICMPV6))
         return 0;
-    if (proto == IPPROTO_UDP && f->udp_nocsum && f->family == 4)
+    if (proto == IPPROTO_UDP && f->udp_nocsum && family == 4)
         return 0;
     __u32 sum;
-    if (f->family == 4) {
+    if (family == 4) {
         if (!f->ihl_ok)
             return 0;
         sum = lisp_csum_add(0, in, 10);
