@@ -69,8 +69,9 @@ static __always_inline void lisp_fill_hdr(struct lisp_hdr *l, __u32 iid, __u64 l
 }
 
 /* Everything an encapsulated packet gets written in front of and into it,
- * built on the stack and written at once (one bpf_skb_store_bytes, or one
- * copy in XDP): the new Ethernet header, the outer IP + UDP + LISP headers,
+ * as the XDP ITR builds it on the stack before it changes the frame and
+ * copies it at once after bpf_xdp_adjust_head (the tc ITR writes the same
+ * bytes in place after bpf_skb_adjust_room): the new Ethernet header, the outer IP + UDP + LISP headers,
  * and the inner IP header (IPv4: its first 20 bytes), whose TTL a routing
  * ITR decrements here rather than with helper calls of its own. */
 #define LISP_INNER_COPY 40
