@@ -34,6 +34,20 @@ def _register(nonce: int) -> bytes:
                             xtr_id=0xAB, site_id=0), "secret-a")
 
 
+async def _exchange(rt, datagrams: list[bytes]) -> list[tuple[bytes, tuple]]:
+    """Each datagram to the runtime's control socket from one loopback socket,
+    one at a time, with the (reply, sender) it got."""
+    loop = asyncio.get_running_loop()
+    got = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setblocking(False)
+        s.bind(("127.0.0.1", 0))
+        for d in datagrams:
+            s.sendto(d, ("127.0.0.1", rt.sockets.port))
+            got.append(await asyncio.wait_for(loop.sock_recvfrom(s, 65535), 3.0))
+    return got
+
+
 def test_refreshes_are_answered_by_the_fast_path_with_exact_counters():
     role = MapServerRole(loads(CONFIG))
     fast_answers = []
@@ -47,15 +61,7 @@ def test_refreshes_are_answered_by_the_fast_path_with_exact_counters():
     role.refresh = counting                       # type: ignore[method-assign]
 
     async def body(rt):
-        loop = asyncio.get_running_loop()
-        got = []
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.setblocking(False)
-            s.bind(("127.0.0.1", 0))
-            for nonce in range(1, ROUNDS + 1):
-                s.sendto(_register(nonce), ("127.0.0.1", rt.sockets.port))
-                data, peer = await asyncio.wait_for(loop.sock_recvfrom(s, 65535), 3.0)
-                got.append((data, peer))
+        got = await _exchange(rt, [_register(nonce) for nonce in range(1, ROUNDS + 1)])
         return got, dict(rt.counters), rt.socket_counters()
 
     got, daemon, sockets = run_in_runtime(body, [("ms", role)], binds=["127.0.0.1"])
@@ -120,15 +126,8 @@ class _Buggy:
 
 def test_an_error_in_the_fast_path_is_counted_and_the_datagram_handled():
     async def body(rt):
-        loop = asyncio.get_running_loop()
-        got = []
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.setblocking(False)
-            s.bind(("127.0.0.1", 0))
-            for d in (b"\x30 ok", b"\x30 boom", b"\x30 ok"):
-                s.sendto(d, ("127.0.0.1", rt.sockets.port))
-                got.append((await asyncio.wait_for(loop.sock_recvfrom(s, 100), 3.0))[0])
-        return got, dict(rt.counters)
+        got = await _exchange(rt, [b"\x30 ok", b"\x30 boom", b"\x30 ok"])
+        return [data for data, _ in got], dict(rt.counters)
     got, counters = run_in_runtime(body, [("buggy", _Buggy())], binds=["127.0.0.1"])
     assert got == [b"fast", b"slow", b"fast"]
     assert counters["role_errors"] == 1 and counters["datagrams_rx"] == 3 and counters["sends"] == 3

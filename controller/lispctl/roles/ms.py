@@ -55,7 +55,7 @@ from lispctl.wire import (ALG_HMAC_SHA256, AUTH_DATA_LENGTHS, ECM, MAP_NOTIFY, M
                           MalformedMessage, MapNotify, MapNotifyAck, MapRegister, MapReply, MapRequest, RequestRecord,
                           SourceDestKey, UnknownLcaf, eid_record,
                           record_prefix, sign, verify)
-from lispctl.wire.auth import (_DIGESTS, _HASHLIB, _NOTIFY_I, _ZEROS, compare_digest, hmac_pads, map_notify_from,
+from lispctl.wire.auth import (_DIGESTS, _NOTIFY_I, _ZEROS, compare_digest, hmac_pads, hmac_with, map_notify_from,
                                verify_register)
 from lispctl.wire.control import _AUTH_HDR, _MREG_M, _MREG_P, _MREG_S
 from lispctl.wire.records import decode_eid_records
@@ -769,16 +769,8 @@ class MapServerRole:
         if mac == reg.mac:
             return None
         superseded = site.superseded
-        if superseded:                       # _replayed, inline
-            if type(superseded) is bytearray:
-                fp = mac[:8]
-                i = superseded.find(fp)
-                while i > 0 and i & 7:
-                    i = superseded.find(fp, i + 1)
-                if i >= 0:
-                    return None
-            elif _fingerprint(mac) in superseded:
-                return None
+        if superseded and _replayed(superseded, mac):
+            return None
         if (self.restored and self._restored(mac)) \
                 or (self.restored_first and self._replays_first(mac, shape)):
             return None                    # accepted by this shard's previous worker: handle() refuses it
@@ -795,12 +787,11 @@ class MapServerRole:
                         or r.etr is not shape.etr or r.key_id != key_id:
                     shape.fast = None
                     return None
-        # HMAC (hmac_with, inline), both under the same key pads
+        # both MACs under the same key pads
         digest = _DIGESTS[alg_id]
-        h = _HASHLIB[digest]
-        ipad, opad = hmac_pads(shape.key, digest)     # type: ignore[arg-type]   # (set with key_id)
+        pads = hmac_pads(shape.key, digest)     # type: ignore[arg-type]   # (set with key_id)
         zeros = _ZEROS[alen]
-        if not compare_digest(h(opad + h(ipad + data[:16] + zeros + tail).digest()).digest(), mac):
+        if not compare_digest(hmac_with(digest, pads, data[:16] + zeros + tail), mac):
             return None
         # what _register and _apply_record do for it
         self._now = now
@@ -833,7 +824,7 @@ class MapServerRole:
         counters["map_register_ok"] += 1
         counters["map_notify_tx"] += 1
         body = tail if shape.body_end is None else tail[:shape.body_end]
-        return head + h(opad + h(ipad + head + zeros + body).digest()).digest() + body
+        return head + hmac_with(digest, pads, head + zeros + body) + body
 
     @staticmethod
     def _rlocs(rec: EidRecord) -> _Rlocs:
