@@ -284,7 +284,7 @@ static __always_inline void fib_params(struct bpf_fib_lookup *p, __u32 ifindex, 
 }
 
 /* Through the next-hop cache (lisp_nexthop.h); a GSO super-packet asks the
- * FIB itself (tot_len 0). */
+ * FIB itself (tot_len 0). On SUCCESS p->mtu_result is set unless GSO. */
 static __always_inline long fib_resolve(struct __sk_buff *skb, struct bpf_fib_lookup *p, int v6,
                                         const __u8 *src, const __u8 *dst, __u32 tot_len)
 {
@@ -611,6 +611,24 @@ static __always_inline __u32 ingress_iid(__u32 ifindex)
     return iid;
 }
 
+/* A data packet's nonce (RFC 9300 5.3: random; the N bit is always set):
+ * xorshift64 per CPU, seeded from bpf_get_prandom_u32 on the CPU's first
+ * packet. A helper call per packet cost ~20 ns of a ~300 ns encapsulation;
+ * the kernel's generator behind it is no stronger (a linear generator too,
+ * its state recoverable from its outputs): a data nonce is no secret from
+ * whoever sees the packets. */
+static __always_inline __u32 itr_nonce(struct lisp_scratch *sc)
+{
+    __u64 x = sc->nonce_state;
+    if (!x)
+        x = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32() | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    sc->nonce_state = x;
+    return (__u32)(x >> 40);
+}
+
 /* The locator of ls for flow hash `hash`, or 0 when none is usable. */
 static __always_inline const struct lisp_locator *itr_locator(const struct lisp_locset *ls, __u32 hash)
 {
@@ -628,14 +646,14 @@ static __always_inline const struct lisp_locator *itr_locator(const struct lisp_
  * the destination, 0: none), a random nonce; with `hop` (a routing ITR; the
  * caller answered TTL 1 already) the inner TTL goes down by one and the
  * outer TTL is copied from that. gso: a GSO super-packet (no outer IPv6
- * UDP checksum). family: f->family (a constant in the tc ITR, see itr_write). */
+ * UDP checksum). family: f->family (a constant in the tc ITR, see itr_write).
+ * nonce: 24 random bits (itr_nonce). */
 static __always_inline void itr_outer(void *o, __u8 *in, struct lisp_flow *f, int family,
                                       const struct lisp_locator *loc, const struct lisp_config *c,
                                       __u32 inner_len, __u32 hash, __u32 iid, struct lisp_fc_slot *slot,
-                                      int hop, int gso)
+                                      int hop, int gso, __u32 nonce)
 {
     __u64 lsb = cached_source_lsb(slot, f, iid);
-    __u32 nonce = bpf_get_prandom_u32() & 0xffffff;
     /* A locator with an explicit port is a NAT traversal path (docs/nat.md):
      * an RTR toward a NATed xTR's translated port, or a NATed xTR toward its
      * RTR (port 4341). Those packets leave from source port 4341, not a
@@ -689,12 +707,14 @@ static __always_inline __u32 itr_headers(struct lisp_encap_hdr *h, void *data, v
     if (loc->family == 6) {
         if (!itr_inner(h->v6.in, data, data_end, f))
             return 0;
-        itr_outer(&h->v6.o, h->v6.in, f, f->family, loc, c, inner_len, hash, iid, slot, hop, gso);
+        itr_outer(&h->v6.o, h->v6.in, f, f->family, loc, c, inner_len, hash, iid, slot, hop, gso,
+                  bpf_get_prandom_u32() & 0xffffff);
         return sizeof(struct ethhdr) + LISP_OVERHEAD6 + lisp_inner_copy(f->family);
     }
     if (!itr_inner(h->v4.in, data, data_end, f))
         return 0;
-    itr_outer(&h->v4.o, h->v4.in, f, f->family, loc, c, inner_len, hash, iid, slot, hop, gso);
+    itr_outer(&h->v4.o, h->v4.in, f, f->family, loc, c, inner_len, hash, iid, slot, hop, gso,
+              bpf_get_prandom_u32() & 0xffffff);
     return sizeof(struct ethhdr) + LISP_OVERHEAD4 + lisp_inner_copy(f->family);
 }
 
@@ -709,7 +729,8 @@ static __always_inline __u32 itr_headers(struct lisp_encap_hdr *h, void *data, v
 static __always_inline int itr_write(struct __sk_buff *skb, struct lisp_flow *f,
                                      const struct lisp_locator *loc, const struct lisp_config *c,
                                      __u32 inner_len, __u32 hash, __u32 iid, struct lisp_fc_slot *slot,
-                                     int hop, long frc, const struct bpf_fib_lookup *p, const __u8 *macs)
+                                     int hop, long frc, const struct bpf_fib_lookup *p, const __u8 *macs,
+                                     __u32 nonce)
 {
     void *data = (void *)(long)skb->data;
     void *data_end = (void *)(long)skb->data_end;
@@ -720,11 +741,11 @@ static __always_inline int itr_write(struct __sk_buff *skb, struct lisp_flow *f,
     if (f->family == 4) {
         if ((void *)(in + sizeof(struct iphdr)) > data_end)
             return -1;
-        itr_outer(eth + 1, in, f, 4, loc, c, inner_len, hash, iid, slot, hop, gso);
+        itr_outer(eth + 1, in, f, 4, loc, c, inner_len, hash, iid, slot, hop, gso, nonce);
     } else {
         if ((void *)(in + sizeof(struct ipv6hdr)) > data_end)
             return -1;
-        itr_outer(eth + 1, in, f, 6, loc, c, inner_len, hash, iid, slot, hop, gso);
+        itr_outer(eth + 1, in, f, 6, loc, c, inner_len, hash, iid, slot, hop, gso, nonce);
     }
     fib_eth(eth, frc, p, macs, v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP));
     return 0;
@@ -732,9 +753,49 @@ static __always_inline int itr_write(struct __sk_buff *skb, struct lisp_flow *f,
 
 /* loc: the locator route() chose for flow hash `hash` (0: none usable);
  * slot: the flow-cache slot of the destination (0: none). */
+/* fib_resolve for the tc ITR toward loc, through the next hop kept in the
+ * destination's flow-cache slot when loc is the slot's own (fixed; struct
+ * lisp_fc_slot: a hit never hashes the next-hop key). The generation is
+ * read before the lookup whose answer is stored with it, as nh_fib_lookup
+ * does. */
+static __always_inline long itr_fib(struct __sk_buff *skb, struct bpf_fib_lookup *p, int v6, const __u8 *src,
+                                    const __u8 *dst, __u32 tot_len, struct lisp_fc_slot *slot)
+{
+    __u32 zero = 0;
+    __u64 *g = nh_gen.lookup(&zero);
+    __u32 gen = g ? (__u32)*(volatile __u64 *)g : 0;
+    __u32 now = 0;
+    __u32 in = skb->ifindex;
+    if (!gen || skb->gso_size)
+        slot = 0;
+    if (slot) {
+        now = bpf_jiffies64();
+        if (slot->nh_gen == gen && now - slot->nh_filled < LISP_NH_MAX_AGE && slot->nh_in == in &&
+            tot_len <= slot->nh_mtu) {
+            p->ifindex = slot->nh_out;
+            __builtin_memcpy(p->smac, slot->nh_smac, ETH_ALEN);
+            __builtin_memcpy(p->dmac, slot->nh_dmac, ETH_ALEN);
+            return BPF_FIB_LKUP_RET_SUCCESS;
+        }
+    }
+    long rc = fib_resolve(skb, p, v6, src, dst, tot_len);
+    if (!slot || rc != BPF_FIB_LKUP_RET_SUCCESS || p->mtu_result < tot_len)
+        return rc;
+    slot->nh_gen = 0;           /* never a half-written next hop that looks valid */
+    slot->nh_filled = now;
+    slot->nh_in = in;
+    slot->nh_out = p->ifindex;
+    slot->nh_mtu = p->mtu_result;
+    __builtin_memcpy(slot->nh_smac, p->smac, ETH_ALEN);
+    __builtin_memcpy(slot->nh_dmac, p->dmac, ETH_ALEN);
+    slot->nh_gen = gen;
+    return rc;
+}
+
 static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
                                  const struct lisp_locator *loc, __u32 hash, __u32 id,
-                                 const struct lisp_config *c, int mode, struct lisp_fc_slot *slot)
+                                 const struct lisp_config *c, int mode, struct lisp_fc_slot *slot,
+                                 int fixed, struct lisp_scratch *sc)
 {
     int egress = mode & LISP_MODE_EGRESS;
     /* a router hop: TTL 1 expires here */
@@ -793,16 +854,32 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
     }
 
     struct bpf_fib_lookup p;
-    long frc = fib_resolve(skb, &p, v6, v6 ? c->src6 : c->src4, loc->addr, inner_len + olen);
+    long frc = itr_fib(skb, &p, v6, v6 ? c->src6 : c->src4, loc->addr, inner_len + olen, fixed ? slot : 0);
     if (!fib_ok(frc))
         return drop(LISP_DROP_NO_ROUTE);
     __u8 macs[2 * ETH_ALEN];
     if (frc != BPF_FIB_LKUP_RET_SUCCESS && bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)))
         return drop(LISP_DROP_ENCAP_FAILED);
     flags |= v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4;
+    /* The room for the outer headers. bpf_skb_adjust_room with the ENCAP
+     * flags records the inner headers' offsets and the tunnel type, which a
+     * GSO packet's segmentation, a checksum left to the offload and a change
+     * of family (skb->protocol) need; it is also ~2.5x the cost of
+     * bpf_skb_change_head (three kernel calls more, each expensive under
+     * return-stack mitigations). A packet that needs none of that (same
+     * family, not GSO, its checksum complete: e.g. anything a NIC received)
+     * gets its room pushed in front instead, where the new Ethernet header
+     * and the outer headers are written over the old Ethernet header: the
+     * same bytes, and the kernel's header offsets keep naming the inner
+     * packet, which nothing after the redirect reads (bpf_redirect_neigh
+     * resets them). */
+    long grow;
+    if (!skb->gso_size && loc->family == f->family && !(mode & LISP_MODE_REENCAP) && lisp_l4_csum_complete(f))
+        grow = bpf_skb_change_head(skb, olen, 0);
+    else
+        grow = bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags) && reencap_grow(skb, olen, flags, mode);
     /* a router hop: one less (TTL 1 was answered above) */
-    if ((bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags) && reencap_grow(skb, olen, flags, mode)) ||
-        itr_write(skb, f, loc, c, inner_len, hash, iid, slot, !egress, frc, &p, macs))
+    if (grow || itr_write(skb, f, loc, c, inner_len, hash, iid, slot, !egress, frc, &p, macs, itr_nonce(sc)))
         return drop(LISP_DROP_ENCAP_FAILED);
 
     count(LISP_CNT_ENCAPSULATED);
@@ -837,11 +914,13 @@ static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u
     struct lisp_locset *ls = 0;
     const struct lisp_locator *loc = 0;
     __u8 action = m ? m->action : LISP_ACT_SEND_MAP_REQUEST;
+    int fixed = 0;
     switch (action) {
     case LISP_ACT_NO_ACTION:
         id = m ? m->id : 0;
         if (slot && slot->has_loc) {
             loc = &slot->loc;       /* every flow to dst takes it (lisp_flowcache.h) */
+            fixed = 1;
             break;
         }
         ls = locsets.lookup(&id);
@@ -893,6 +972,7 @@ static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u
      * mapping of its own (not for the Proxy-ETRs of a negative entry) */
     st->fc_ref = slot && action == LISP_ACT_NO_ACTION ? ref : LISP_FC_NOREF;
     st->has_loc = loc != 0;
+    st->fixed = fixed;
     if (loc)
         st->loc = *loc;
     tail_progs.call(skb, LISP_TAIL_ENCAP);
@@ -1002,7 +1082,7 @@ int lisp_itr_encap(struct __sk_buff *skb)
         return drop(LISP_DROP_ENCAP_FAILED);
     struct lisp_itr_state *st = &sc->itr;
     return encap(skb, &st->f, st->iid, st->has_loc ? &st->loc : 0, st->hash, st->id, c, st->mode,
-                 fc_deref(st->fc_ref));
+                 fc_deref(st->fc_ref), st->fixed, sc);
 }
 
 static __always_inline int local_rloc(int v6, const void *addr)

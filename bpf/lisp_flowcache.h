@@ -52,7 +52,7 @@
  * Generation 0 is never current (the daemon starts at 1), so a zeroed slot is
  * a miss.
  *
- * Memory: LISP_FC_SETS x 216 bytes per possible CPU (864 KiB per CPU at 4,096 sets).
+ * Memory: LISP_FC_SETS x 280 bytes per possible CPU (1,120 KiB per CPU at 4,096 sets).
  * Pinned with the programs that use it (prog-<key>/flow_cache), not with
  * the maps: a new build starts with an empty cache of its own, and the old
  * one stays pinned for the counts in its slots (lispctl.datapath.prebuilt,
@@ -84,6 +84,20 @@ struct lisp_fc_slot {
     __u64 lsb;                 /* source_lsb() of (iid, src): LISP_LSB_NONE for no EID of ours */
     __u64 packets;             /* encapsulated with m.id since the fill, not yet in map_stats */
     __u64 bytes;
+    /* The tc ITR's next hop toward loc (has_loc): lisp_nexthop.h's answer
+     * kept with the destination, valid as a next-hop slot is (nh_gen's
+     * current generation, younger than LISP_NH_MAX_AGE jiffies) for packets
+     * from device nh_in no longer than nh_mtu. A hit compares these instead
+     * of hashing and matching the next-hop key (~30 ns of a ~240 ns
+     * encapsulation). nh_gen 0: none (fc_keep_locator clears it). */
+    __u32 nh_gen;
+    __u32 nh_filled;
+    __u32 nh_in;
+    __u32 nh_out;
+    __u8 nh_smac[ETH_ALEN];
+    __u8 nh_dmac[ETH_ALEN];
+    __u16 nh_mtu;
+    __u16 nh_pad;
 };
 
 /* Two ways per set: a direct-mapped table of the same size lost ~12% of
@@ -206,6 +220,7 @@ static __always_inline void fc_keep_locator(struct lisp_fc_slot *slot, const str
     if (!slot || !i || i > LISP_MAX_LOCATORS || i > ls->count)
         return;
     slot->loc = ls->loc[(i - 1) & (LISP_MAX_LOCATORS - 1)];
+    slot->nh_gen = 0;
     slot->has_loc = 1;
 }
 

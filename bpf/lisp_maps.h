@@ -264,7 +264,7 @@ struct lisp_itr_state {
     __u8 mode;                 /* LISP_MODE_* */
     __u8 has_loc;
     __u8 has_m;
-    __u8 pad;
+    __u8 fixed;                /* route -> encap: loc is the flow-cache slot's (fc_keep_locator) */
 };
 struct lisp_scratch {
     __u8 buf[512];             /* room beyond the largest use, so masked lengths stay inside */
@@ -275,6 +275,7 @@ struct lisp_scratch {
     __u64 ifc_gen;
     __u32 ifc_index;
     __u32 ifc_iid;
+    __u64 nonce_state;         /* the tc ITR's nonce generator (lisp_datapath.c itr_nonce) */
     struct lisp_itr_state itr;
 };
 BPF_PERCPU_ARRAY(scratch, struct lisp_scratch, 1);

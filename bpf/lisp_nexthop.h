@@ -101,8 +101,8 @@ static __always_inline int nh_match(const struct lisp_nh_slot *s, const struct b
 }
 
 /* bpf_fib_lookup(ctx, p) through the cache, for a lookup that fib_params
- * filled in. On SUCCESS p holds the egress ifindex and both MACs as the
- * helper would leave them (not mtu_result, nor the gateway the helper
+ * filled in. On SUCCESS p holds the egress ifindex, both MACs and
+ * mtu_result as the helper would leave them (not the gateway the helper
  * writes into the destination), and *xdp whether the egress device is an
  * XDP_REDIRECT target (want_xdp: the XDP programs; tc ones get it only
  * from a hit). Any other answer comes straight from the helper, uncached. */
@@ -127,6 +127,7 @@ static __always_inline long nh_fib_lookup(void *ctx, struct bpf_fib_lookup *p, i
                 hit = &s->way[1];
             if (hit && tot_len <= hit->mtu) {
                 p->ifindex = hit->out_ifindex;
+                p->mtu_result = hit->mtu;
                 __builtin_memcpy(p->smac, hit->smac, ETH_ALEN);
                 __builtin_memcpy(p->dmac, hit->dmac, ETH_ALEN);
                 *xdp = hit->xdp;

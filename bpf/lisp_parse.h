@@ -35,6 +35,7 @@ struct lisp_flow {
     __be16 dport;
     __u8 src[16];
     __u8 dst[16];
+    __u16 l4csum;       /* TCP/UDP checksum field as received (lisp_l4_csum_complete) */
 };
 
 static __always_inline int lisp_parse_ip(void *l3, void *end, __be16 proto, struct lisp_flow *f)
@@ -89,6 +90,7 @@ static __always_inline int lisp_parse_ip(void *l3, void *end, __be16 proto, stru
             return 0;
         f->sport = th->source;
         f->dport = th->dest;
+        f->l4csum = th->check;
         f->hdrlen += th->doff * 4;
     } else if (f->proto == IPPROTO_UDP) {
         struct udphdr *uh = l4;
@@ -97,6 +99,7 @@ static __always_inline int lisp_parse_ip(void *l3, void *end, __be16 proto, stru
         f->sport = uh->source;
         f->dport = uh->dest;
         f->udp_nocsum = uh->check == 0;
+        f->l4csum = uh->check;
         f->hdrlen += sizeof(*uh);
     }
     return 0;
@@ -169,6 +172,32 @@ static __always_inline __u16 lisp_csum_fold(__u32 sum)
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     return (__u16)~sum;
+}
+
+/* The packet's TCP/UDP checksum is complete: its field does not hold the
+ * pseudo-header sum, which is what the stack leaves there for an offload to
+ * finish (CHECKSUM_PARTIAL: a packet from a local socket, a veth or a tap;
+ * never one a NIC received). Whatever forwards the packet after us then
+ * needs no offsets into it. 0 for anything else (other protocols, IPv4
+ * options, IPv6 extension headers, fragments) and for the one in 65,536
+ * complete checksums that equal the sum: callers take the general path. */
+static __always_inline int lisp_l4_csum_complete(const struct lisp_flow *f)
+{
+    if (f->frag || (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP))
+        return 0;
+    __u32 ps;
+    if (f->family == 4) {
+        if (!f->ihl_ok)
+            return 0;
+        ps = lisp_csum_add(0, f->src, 2);
+        ps = lisp_csum_add(ps, f->dst, 2);
+        ps += bpf_htons(f->proto) + bpf_htons(f->l3len - 20);
+    } else {
+        ps = lisp_csum_add(0, f->src, 8);
+        ps = lisp_csum_add(ps, f->dst, 8);
+        ps += bpf_htons(f->proto) + bpf_htons(f->l3len - 40);
+    }
+    return f->l4csum != (__u16)~lisp_csum_fold(ps);
 }
 
 /* Checksum after one 16-bit word of the summed data changed from old to
