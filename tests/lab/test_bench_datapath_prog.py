@@ -113,7 +113,7 @@ def _tables(speed):
 def test_report_keeps_figure_names_and_records_per_round_ratios():
     cost, tables = _tables([1.0, 1.5, 0.7])
     rec = Recorder("test")
-    dp._report(rec, tables, dp.LARGE_MAP_CACHE, 12.0)
+    dp._report(rec, tables, dp.LARGE_MAP_CACHE, 12.0, 0.4)
     f = rec.figures
     want = cost["encap", 1] / cost["trivial_tc", 1]
     for sfx in ("", "_warm"):
@@ -131,4 +131,5 @@ def test_report_keeps_figure_names_and_records_per_round_ratios():
     assert f"| {cost['trivial_tc', 1]:.0f} ({0.7 * cost['trivial_tc', 1]:.0f}-{1.5 * cost['trivial_tc', 1]:.0f}) |" \
         in text
     assert f"| {want:.2f} ({want:.2f}-{want:.2f}) |" in text
+    assert "others used 40% of the machine's CPU time" in text
     assert "median of each round's blocks of 100 runs" in text and "mean of each round's runs" in text

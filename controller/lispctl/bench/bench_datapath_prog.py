@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from lispctl.bench.rounds import cpu_times
+
 SECTION = "Data plane programs (BPF_PROG_TEST_RUN)"
 QUICK = os.environ.get("LISPCTL_BENCH_QUICK", "") not in ("", "0")
 # 7 x 6,000 runs a row and size: about the 50,000 runs of one row of earlier
@@ -163,6 +165,35 @@ class _Meter:
         return out
 
 
+class _Others:
+    """The CPU time others used while we measured (`with` around each
+    measuring phase): the machine's busy time (/proc/stat, all CPUs; time the
+    hypervisor took counts as busy) less our own and our children's."""
+
+    def __init__(self) -> None:
+        self.busy = self.total = 0.0
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def __enter__(self) -> _Others:
+        self._start = (*cpu_times(), self._own())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        b0, t0, o0 = self._start
+        b1, t1 = cpu_times()
+        self.busy += (b1 - b0) - (self._own() - o0) * os.sysconf("SC_CLK_TCK")
+        self.total += t1 - t0
+
+    @property
+    def share(self) -> float:
+        """Of all CPUs' time while measuring, 0..1."""
+        return min(1.0, max(0.0, self.busy / self.total)) if self.total else 0.0
+
+
 def _trivial_fds():
     from bcc import BPF
     b = BPF(text=b"int pass(struct __sk_buff *skb) { return 0; }\n"
@@ -276,6 +307,7 @@ def run(rec) -> None:
     # way of driving -> map-cache entries -> row -> ns/packet, one a round
     samples: dict[str, dict[int, dict[Row, list[float]]]] = {}
     t0 = time.monotonic()
+    others = _Others()
     work = Path(tempfile.mkdtemp(prefix="lispctl-warmrun-"))
     large = LARGE_MAP_CACHE
     try:
@@ -345,7 +377,9 @@ def run(rec) -> None:
                                  ("xdp_decap", n): (xetr, ep, xctx, XR),
                                  ("xdp_encap", n): (xitr, ip, ectx, XR)}
                     print(f"  map-cache {entries:,} entries: {ROUNDS} rounds of {len(ROWS)} rows")
-                    for way, rows in take(ROWS, ROUNDS, lambda row: m(row[0], *spec[row])).items():
+                    with others:
+                        got = take(ROWS, ROUNDS, lambda row: m(row[0], *spec[row]))
+                    for way, rows in got.items():
                         samples.setdefault(way, {})[entries] = rows
             finally:
                 if holder is not None:
@@ -358,7 +392,7 @@ def run(rec) -> None:
             netns.remove(ns)
         shutil.rmtree(pin, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
-    _report(rec, {way: Table(v) for way, v in samples.items()}, large, time.monotonic() - t0)
+    _report(rec, {way: Table(v) for way, v in samples.items()}, large, time.monotonic() - t0, others.share)
 
 
 def _flows(n: int) -> str:
@@ -462,7 +496,7 @@ def _xdp_table(rec, t: Table, large: int) -> None:
                  f"{x('xdp_encap', 'encap')} |")
 
 
-def _report(rec, tables: Mapping[str, Table], large: int, seconds: float) -> None:
+def _report(rec, tables: Mapping[str, Table], large: int, seconds: float, others: float) -> None:
     small, N = SMALL_MAP_CACHE, FLOWS
     _figures(rec, tables["cold"], large, "")
     if "warm" in tables:
@@ -492,7 +526,11 @@ def _report(rec, tables: Mapping[str, Table], large: int, seconds: float) -> Non
              "that read no map-cache (trivial, bpf-forward on the ETR's packets) are measured again in the "
              "rounds of each size, so no ratio divides rows of different rounds; their keys in "
              "build/bench.json are the small size's. "
-             f"This run took {seconds:.0f} s, set-up of {large:,} mappings and routes included.")
+             f"This run took {seconds:.0f} s, set-up of {large:,} mappings and routes included. While it "
+             f"measured, others used {others:.0%} of the machine's CPU time (other processes, and time the "
+             "hypervisor took)"
+             + (": ratios within rounds hold up under such load better than the ns figures, which it raises."
+                if others > 0.10 else "."))
     rec.note("")
     others = ""
     if "warm_mean" in tables and "warm_median" in tables:
