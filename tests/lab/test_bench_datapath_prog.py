@@ -17,46 +17,53 @@ SPEED = [1.0, 1.4, 0.6, 1.3, 0.7]
 
 
 def scripted(rows=ROWS, speed=SPEED):
-    """measure() for take(): each call costs COST x the speed of the round the
-    call falls in (the scheduler measures every row once a round)."""
-    calls: list[tuple[str, int]] = []
+    """Passes for take() (cold, then warm): each call costs COST x the speed
+    of the round the call falls in (every pass measures each row once a round)."""
+    calls: list[tuple[str, tuple[str, int]]] = []
 
-    def measure(row):
-        r = len(calls) // len(rows)
-        calls.append(row)
-        return {"cold": COST[row] * speed[r], "warm": COST[row] * speed[r] / 2}
-    return measure, calls
+    def cold(row):
+        calls.append(("cold", row))
+        r = (len(calls) - 1) // (2 * len(rows))
+        return {"cold": COST[row] * speed[r]}
+
+    def warm(row):
+        calls.append(("warm", row))
+        r = (len(calls) - 1) // (2 * len(rows))
+        return {"warm": COST[row] * speed[r] / 2, "warm_mean": COST[row] * speed[r]}
+    return [cold, warm], calls
 
 
-def test_schedule_measures_every_row_once_a_round_in_changing_orders():
-    got = list(dp.schedule(dp.ROWS, 7))
-    assert len(got) == 7 * len(dp.ROWS)
-    orders = []
-    for r in range(7):
-        order = [row for rr, row in got if rr == r]
+def test_orders_measure_every_row_once_a_round_in_changing_orders():
+    orders = list(dp.orders(dp.ROWS, 7))
+    assert len(orders) == 7
+    for order in orders:
         assert sorted(order) == sorted(dp.ROWS)
-        orders.append(order)
     assert len({tuple(o) for o in orders}) == 7
     # no row is always preceded by the same other row
     for row in dp.ROWS:
         before = {o[o.index(row) - 1] if o.index(row) else None for o in orders}
         assert len(before) > 1, row
-    # the same order on every run (figures comparable between runs)
-    assert got == list(dp.schedule(dp.ROWS, 7))
+    # the same orders on every run (figures comparable between runs)
+    assert orders == list(dp.orders(dp.ROWS, 7))
 
 
-def test_take_indexes_samples_by_round():
-    measure, calls = scripted()
-    got = dp.take(ROWS, len(SPEED), measure)
-    assert len(calls) == len(ROWS) * len(SPEED)
+def test_take_makes_a_pass_per_way_a_round_and_indexes_samples_by_round():
+    passes, calls = scripted()
+    got = dp.take(ROWS, len(SPEED), passes)
+    n = len(ROWS)
+    assert len(calls) == 2 * n * len(SPEED)
+    for r, order in enumerate(dp.orders(ROWS, len(SPEED))):
+        # a round: all rows cold, then all rows warm, in the round's order
+        assert calls[2 * n * r: 2 * n * (r + 1)] == [("cold", row) for row in order] + [("warm", row) for row in order]
     for row in ROWS:
         assert got["cold"][row] == pytest.approx([COST[row] * s for s in SPEED])
         assert got["warm"][row] == pytest.approx([COST[row] * s / 2 for s in SPEED])
+        assert got["warm_mean"][row] == pytest.approx([COST[row] * s for s in SPEED])
 
 
 def test_ratio_is_per_round_so_drift_between_rounds_cancels():
-    measure, _ = scripted()
-    t = dp.Table({1001: dp.take(ROWS, len(SPEED), measure)["cold"]})
+    passes, _ = scripted()
+    t = dp.Table({1001: dp.take(ROWS, len(SPEED), passes)["cold"]})
     # the figures carry the drift ...
     st = t.ns(("encap", 1), 1001)
     assert (st.median, st.lo, st.hi) == pytest.approx((300.0, 180.0, 420.0))
@@ -97,15 +104,18 @@ def _tables(speed):
     cost = {row: 100.0 * (i + 1) for i, row in enumerate(dp.ROWS)}
     calls = []
 
-    def measure(row):
-        r = len(calls) // len(dp.ROWS)
+    def cold(row):
         calls.append(row)
-        v = cost[row] * speed[r]
-        return {"cold": v, "warm": v / 2, "warm_mean": v / 2 + 10, "warm_median": v / 2 - 10}
+        return {"cold": cost[row] * speed[(len(calls) - 1) // (2 * len(dp.ROWS))]}
+
+    def warm(row):
+        calls.append(row)
+        v = cost[row] * speed[(len(calls) - 1) // (2 * len(dp.ROWS))]
+        return {"warm": v / 2, "warm_mean": v / 2 + 10, "warm_median": v / 2 - 10}
     by_way: dict[str, dict[int, dict]] = {}
     for entries in (dp.SMALL_MAP_CACHE, dp.LARGE_MAP_CACHE):
         calls.clear()
-        for way, rows in dp.take(dp.ROWS, len(speed), measure).items():
+        for way, rows in dp.take(dp.ROWS, len(speed), [warm, cold]).items():
             by_way.setdefault(way, {})[entries] = rows
     return cost, {way: dp.Table(v) for way, v in by_way.items()}
 
@@ -113,7 +123,7 @@ def _tables(speed):
 def test_report_keeps_figure_names_and_records_per_round_ratios():
     cost, tables = _tables([1.0, 1.5, 0.7])
     rec = Recorder("test")
-    dp._report(rec, tables, dp.LARGE_MAP_CACHE, 12.0, 0.4)
+    dp._report(rec, tables, dp.LARGE_MAP_CACHE, 12.0, 0.4, {1})
     f = rec.figures
     want = cost["encap", 1] / cost["trivial_tc", 1]
     for sfx in ("", "_warm"):

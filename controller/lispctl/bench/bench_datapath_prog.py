@@ -25,6 +25,7 @@ LISPCTL_BENCH_QUICK=1: 3 rounds of 1,000 runs (for developing the bench).
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import os
@@ -69,26 +70,30 @@ class Stat(NamedTuple):
     hi: float
 
 
-def schedule(rows: Sequence[Row], rounds: int) -> Iterator[tuple[int, Row]]:
-    """(round, row) in measuring order: every row once a round, each round in
-    an order of its own (shuffled with the round's number as seed: the same
-    on every run), so no row always runs right after the same other one and
-    drift within a round does not always favour the same rows."""
+def orders(rows: Sequence[Row], rounds: int) -> Iterator[list[Row]]:
+    """Each round's measuring order: every row once, each round in an order
+    of its own (shuffled with the round's number as seed: the same on every
+    run), so no row always runs right after the same other one and drift
+    within a round does not always favour the same rows."""
     for r in range(rounds):
         order = list(rows)
         random.Random(r).shuffle(order)
-        yield from ((r, row) for row in order)
+        yield order
 
 
 def take(rows: Sequence[Row], rounds: int,
-         measure: Callable[[Row], Mapping[str, float]]) -> dict[str, dict[Row, list[float]]]:
+         passes: Sequence[Callable[[Row], Mapping[str, float]]]) -> dict[str, dict[Row, list[float]]]:
     """Samples of every row in `rounds` interleaved rounds: way -> row -> one
-    value per round, indexed by round (measure(row) gives a value per way of
-    driving, e.g. cold and warm)."""
+    value a round, indexed by round. A round makes one pass over its rows per
+    way of driving (a pass(row) gives its values by name, e.g. the warm
+    figure and the means beside it), so the rows one ratio compares were
+    measured close together in time."""
     out: dict[str, dict[Row, list[float]]] = {}
-    for r, row in schedule(rows, rounds):
-        for way, v in measure(row).items():
-            out.setdefault(way, {}).setdefault(row, [math.nan] * rounds)[r] = v
+    for r, order in enumerate(orders(rows, rounds)):
+        for measure in passes:
+            for row in order:
+                for way, v in measure(row).items():
+                    out.setdefault(way, {}).setdefault(row, [math.nan] * rounds)[r] = v
     return out
 
 
@@ -140,29 +145,31 @@ def _mean_ns(fd: int, frames: list[bytes], ctx=None) -> float:
 
 
 class _Meter:
-    """Measures one row a round both ways: "cold" (the Python loop, the mean
-    of its runs) and, when a C compiler was found, "warm" (warmrun.c, the
-    median of the means of blocks of 100 runs; "warm_mean" and "warm_median",
-    the mean and median of single runs, only for the notes)."""
+    """The two ways of driving a row for one round: cold() (the Python loop:
+    "cold", the mean of its runs) and, when a C compiler was found, warm()
+    (warmrun.c: "warm", the median of the means of blocks of 100 runs;
+    "warm_mean" and "warm_median", the mean and median of single runs, only
+    for the notes)."""
 
     def __init__(self, workdir: Path) -> None:
         from lispctl.bench import warmrun
         self.workdir = workdir
         self.exe = warmrun.build(workdir)
 
-    def __call__(self, name: str, fd: int, frames: list[bytes], ctx, retval: int) -> dict[str, float]:
+    @staticmethod
+    def cold(name: str, fd: int, frames: list[bytes], ctx, retval: int) -> dict[str, float]:
+        return {"cold": _mean_ns(fd, frames, ctx)}
+
+    def warm(self, name: str, fd: int, frames: list[bytes], ctx, retval: int) -> dict[str, float]:
         from lispctl.bench import warmrun
-        out = {"cold": _mean_ns(fd, frames, ctx)}
-        if self.exe is None:
-            return out
+        assert self.exe is not None
         ctxs = [ctx(f) if callable(ctx) else ctx for f in frames]
         r = warmrun.run(self.exe, fd, frames, ctxs, RUNS, self.workdir)
         if set(r.retvals) != {retval}:
             raise RuntimeError(f"warm path: {name} returned {r.retvals}, expected {retval} every run")
         if r.median_ns is None or r.block_median_ns is None:
             raise RuntimeError("warmrun printed no medians")
-        out |= {"warm": r.block_median_ns, "warm_mean": r.mean_ns, "warm_median": float(r.median_ns)}
-        return out
+        return {"warm": r.block_median_ns, "warm_mean": r.mean_ns, "warm_median": float(r.median_ns)}
 
 
 class _Others:
@@ -192,6 +199,21 @@ class _Others:
     def share(self) -> float:
         """Of all CPUs' time while measuring, 0..1."""
         return min(1.0, max(0.0, self.busy / self.total)) if self.total else 0.0
+
+
+@contextlib.contextmanager
+def _pinned() -> Iterator[int]:
+    """The process (and the warm path's drivers it starts) on the one CPU it
+    runs on: every row of every round then meets the same per-CPU maps (the
+    ITR's flow cache is per CPU), caches and interrupt load, and a ratio
+    never compares rows that ran on different CPUs."""
+    before = os.sched_getaffinity(0)
+    cpu = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[36])   # field 39: processor
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def _trivial_fds():
@@ -307,7 +329,7 @@ def run(rec) -> None:
     # way of driving -> map-cache entries -> row -> ns/packet, one a round
     samples: dict[str, dict[int, dict[Row, list[float]]]] = {}
     t0 = time.monotonic()
-    others = _Others()
+    others, cpus = _Others(), set()
     work = Path(tempfile.mkdtemp(prefix="lispctl-warmrun-"))
     large = LARGE_MAP_CACHE
     try:
@@ -377,8 +399,11 @@ def run(rec) -> None:
                                  ("xdp_decap", n): (xetr, ep, xctx, XR),
                                  ("xdp_encap", n): (xitr, ip, ectx, XR)}
                     print(f"  map-cache {entries:,} entries: {ROUNDS} rounds of {len(ROWS)} rows")
-                    with others:
-                        got = take(ROWS, ROUNDS, lambda row: m(row[0], *spec[row]))
+                    ways = [m.cold] if m.exe is None else [m.warm, m.cold]
+                    passes = [lambda row, way=way: way(row[0], *spec[row]) for way in ways]
+                    with _pinned() as cpu, others:
+                        got = take(ROWS, ROUNDS, passes)
+                    cpus.add(cpu)
                     for way, rows in got.items():
                         samples.setdefault(way, {})[entries] = rows
             finally:
@@ -392,7 +417,7 @@ def run(rec) -> None:
             netns.remove(ns)
         shutil.rmtree(pin, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
-    _report(rec, {way: Table(v) for way, v in samples.items()}, large, time.monotonic() - t0, others.share)
+    _report(rec, {way: Table(v) for way, v in samples.items()}, large, time.monotonic() - t0, others.share, cpus)
 
 
 def _flows(n: int) -> str:
@@ -496,7 +521,8 @@ def _xdp_table(rec, t: Table, large: int) -> None:
                  f"{x('xdp_encap', 'encap')} |")
 
 
-def _report(rec, tables: Mapping[str, Table], large: int, seconds: float, others: float) -> None:
+def _report(rec, tables: Mapping[str, Table], large: int, seconds: float, others: float,
+            cpus: set[int]) -> None:
     small, N = SMALL_MAP_CACHE, FLOWS
     _figures(rec, tables["cold"], large, "")
     if "warm" in tables:
@@ -520,7 +546,10 @@ def _report(rec, tables: Mapping[str, Table], large: int, seconds: float, others
              "so a row measured once, in sequence, would carry the moment it landed in. After the set-up of "
              f"each map-cache size, {ROUNDS} rounds each measure every row of that size once ({RUNS:,} single "
              "runs), trivial and bpf-forward included, each round in an order of its own (a shuffle seeded by "
-             "the round's number). A row's ns figure is its median over the rounds, with the min-max in "
+             "the round's number): a pass over the rows on the warm path, then one driven from Python, so "
+             "the rows a ratio compares ran within a second or two of each other, all on one CPU "
+             f"(CPU {', '.join(map(str, sorted(cpus)))}: the same per-CPU maps, caches and interrupts for "
+             "every row). A row's ns figure is its median over the rounds, with the min-max in "
              "brackets; every ratio is taken round by round (both rows of the same round, so drift between "
              "rounds cancels) and given as the median of those per-round ratios, with their min-max. Rows "
              "that read no map-cache (trivial, bpf-forward on the ETR's packets) are measured again in the "
