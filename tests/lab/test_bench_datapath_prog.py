@@ -123,7 +123,7 @@ def _tables(speed):
 def test_report_keeps_figure_names_and_records_per_round_ratios():
     cost, tables = _tables([1.0, 1.5, 0.7])
     rec = Recorder("test")
-    dp._report(rec, tables, dp.LARGE_MAP_CACHE, 12.0, 0.4, {1})
+    dp._report(rec, tables, dp.LARGE_MAP_CACHE, 12.0, 0.4, 1)
     f = rec.figures
     want = cost["encap", 1] / cost["trivial_tc", 1]
     for sfx in ("", "_warm"):

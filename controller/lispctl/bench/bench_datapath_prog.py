@@ -19,7 +19,10 @@ VM), so no row is measured in one go: after the set-up of a map-cache size,
 ROUNDS rounds each measure every row of that size once (trivial and
 bpf-forward included), in an order of its own each round. A row's figure is
 its median over the rounds; a ratio is taken per round (both rows of the same
-round) and reported as the median of those, with their min-max.
+round) and reported as the median of those, with their min-max. A round
+makes a warm pass over its rows, then a cold one, all on one CPU; its warm
+figure is the median of the means of blocks of 100 runs, its cold one the
+mean of its runs (_report's notes say why).
 
 LISPCTL_BENCH_QUICK=1: 3 rounds of 1,000 runs (for developing the bench).
 """
@@ -38,9 +41,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
-from lispctl.bench.rounds import cpu_times
+from lispctl.bench.rounds import Stat, cpu_times
 
 SECTION = "Data plane programs (BPF_PROG_TEST_RUN)"
 QUICK = os.environ.get("LISPCTL_BENCH_QUICK", "") not in ("", "0")
@@ -64,12 +66,6 @@ SIZE_FREE = ("trivial_tc", "trivial_xdp", "bpf_forward_tc_in", "bpf_forward_xdp_
 
 
 # -- rounds, medians, ratios (pure) -------------------------------------------------
-class Stat(NamedTuple):
-    median: float
-    lo: float
-    hi: float
-
-
 def orders(rows: Sequence[Row], rounds: int) -> Iterator[list[Row]]:
     """Each round's measuring order: every row once, each round in an order
     of its own (shuffled with the round's number as seed: the same on every
@@ -202,13 +198,14 @@ class _Others:
 
 
 @contextlib.contextmanager
-def _pinned() -> Iterator[int]:
-    """The process (and the warm path's drivers it starts) on the one CPU it
-    runs on: every row of every round then meets the same per-CPU maps (the
+def _pinned(cpu: int | None = None) -> Iterator[int]:
+    """The process (and the warm path's drivers it starts) on `cpu` (None:
+    the one it runs on), restored after: every row of every round then meets the same per-CPU maps (the
     ITR's flow cache is per CPU), caches and interrupt load, and a ratio
     never compares rows that ran on different CPUs."""
     before = os.sched_getaffinity(0)
-    cpu = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[36])   # field 39: processor
+    if cpu is None:
+        cpu = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[36])   # field 39: processor
     os.sched_setaffinity(0, {cpu})
     try:
         yield cpu
@@ -329,7 +326,7 @@ def run(rec) -> None:
     # way of driving -> map-cache entries -> row -> ns/packet, one a round
     samples: dict[str, dict[int, dict[Row, list[float]]]] = {}
     t0 = time.monotonic()
-    others, cpus = _Others(), set()
+    others, cpu = _Others(), None
     work = Path(tempfile.mkdtemp(prefix="lispctl-warmrun-"))
     large = LARGE_MAP_CACHE
     try:
@@ -401,9 +398,8 @@ def run(rec) -> None:
                     print(f"  map-cache {entries:,} entries: {ROUNDS} rounds of {len(ROWS)} rows")
                     ways = [m.cold] if m.exe is None else [m.warm, m.cold]
                     passes = [lambda row, way=way: way(row[0], *spec[row]) for way in ways]
-                    with _pinned() as cpu, others:
+                    with _pinned(cpu) as cpu, others:     # both sizes on the first one's CPU
                         got = take(ROWS, ROUNDS, passes)
-                    cpus.add(cpu)
                     for way, rows in got.items():
                         samples.setdefault(way, {})[entries] = rows
             finally:
@@ -417,7 +413,7 @@ def run(rec) -> None:
             netns.remove(ns)
         shutil.rmtree(pin, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
-    _report(rec, {way: Table(v) for way, v in samples.items()}, large, time.monotonic() - t0, others.share, cpus)
+    _report(rec, {way: Table(v) for way, v in samples.items()}, large, time.monotonic() - t0, others.share, cpu)
 
 
 def _flows(n: int) -> str:
@@ -522,7 +518,7 @@ def _xdp_table(rec, t: Table, large: int) -> None:
 
 
 def _report(rec, tables: Mapping[str, Table], large: int, seconds: float, others: float,
-            cpus: set[int]) -> None:
+            cpu: int | None) -> None:
     small, N = SMALL_MAP_CACHE, FLOWS
     _figures(rec, tables["cold"], large, "")
     if "warm" in tables:
@@ -548,8 +544,7 @@ def _report(rec, tables: Mapping[str, Table], large: int, seconds: float, others
              "runs), trivial and bpf-forward included, each round in an order of its own (a shuffle seeded by "
              "the round's number): a pass over the rows on the warm path, then one driven from Python, so "
              "the rows a ratio compares ran within a second or two of each other, all on one CPU "
-             f"(CPU {', '.join(map(str, sorted(cpus)))}: the same per-CPU maps, caches and interrupts for "
-             "every row). A row's ns figure is its median over the rounds, with the min-max in "
+             f"(CPU {cpu}: the same per-CPU maps, caches and interrupts for every row). A row's ns figure is its median over the rounds, with the min-max in "
              "brackets; every ratio is taken round by round (both rows of the same round, so drift between "
              "rounds cancels) and given as the median of those per-round ratios, with their min-max. Rows "
              "that read no map-cache (trivial, bpf-forward on the ETR's packets) are measured again in the "
