@@ -556,13 +556,13 @@ def _report(rec, tables: Mapping[str, Table], large: int, seconds: float, others
              + (": ratios within rounds hold up under such load better than the ns figures, which it raises."
                 if others > 0.10 else "."))
     rec.note("")
-    others = ""
+    compare = ""
     if "warm_mean" in tables and "warm_median" in tables:
         def itr(way: str) -> str:
             return _x(tables[way].x(("encap", 1), ("trivial_tc", 1), small))
-        others = (" For comparison, this run's warm ITR x trivial tc (1 flow) from the block medians: "
-                  f"{itr('warm')}; from the means of single runs: {itr('warm_mean')}; from the medians of "
-                  f"single runs: {itr('warm_median')}.")
+        compare = (" For comparison, this run's warm ITR x trivial tc (1 flow) from the block medians: "
+                   f"{itr('warm')}; from the means of single runs: {itr('warm_mean')}; from the medians of "
+                   f"single runs: {itr('warm_median')}.")
     rec.note("Every program is measured two ways, on the same packets. **Cold-ish** (the first tables): "
              "the runs are driven one by one from Python, and between two runs the interpreter touches "
              "much memory, so the maps, flow and next-hop cache slots and neighbours a program reads may "
@@ -584,7 +584,7 @@ def _report(rec, tables: Mapping[str, Table], large: int, seconds: float, others
              "trivial tc run reads 60, 70 or 80 ns), so it moves by whole steps, 14% of the trivial program. "
              "A block's mean resolves below a step (runs fall at every phase of the clock) and the median "
              "over a round's blocks drops the few an interrupt fell in. Trivial and bpf-forward are measured "
-             "the same way in the same rounds, so the warm ratios compare like with like." + others
+             "the same way in the same rounds, so the warm ratios compare like with like." + compare
              + ("" if "warm" in tables else " **No C compiler (cc) was found: the warm-path tables are left out.**"))
     rec.note("")
     rec.note("**bpf-forward** (bpf/bench_forward.c, benchmark only) does what any BPF router must: "
