@@ -192,6 +192,47 @@ def test_inner_checksums_complete_for_a_socket_reader(dp, topo, inner_v, outer_v
     assert max(len(g) for g in got) <= 1500 - (20 if outer_v == 4 else 40) - 8
 
 
+def _set_tx_csum(ifname: str, on: bool) -> None:
+    from pyroute2.ethtool import Ethtool
+    with Ethtool() as et:
+        feats = et.get_features(ifname)
+        feats.features["tx-checksum-ip-generic"].enable = on
+        et.set_features(ifname, feats)
+
+
+@pytest.mark.parametrize("v", [4, 6])
+def test_complete_checksums_take_the_push_through_real_veths(dp, topo, v):
+    """With the host's tx checksum offload off, its datagrams reach the ITR
+    with complete checksums and take bpf_skb_change_head (lisp_l4_csum_complete,
+    tests/datapath/test_encap_room.py): forwarded through the kernel, they
+    arrive whole, the inner packet as the host sent it but one hop older."""
+    host, _gw, dst, prefix = INNER[v]
+    rloc, _ = OUTER[v]
+    dp.set_mapping(EidPrefix.parse(prefix), [Rloc(ipaddress.ip_address(rloc))])
+    dp.attach_eid_interface("ck0")
+    dp.attach_rloc_interface("ck1")
+    _in_ns(NS_H, _set_tx_csum, "ck0h", False)
+    assert not _in_ns(NS_H, _tx_csum_on, "ck0h")
+    socks = _in_ns(NS_R, _receivers)
+    try:
+        for size in (1, 300, 1200):
+            _in_ns(NS_H, _send_udp, dst, size)
+        got = _read(socks, 3)
+    finally:
+        for s in socks:
+            s.close()
+    assert len(got) == 3, (got, dp.counters())
+    for g, size in zip(sorted(got, key=len), (1, 300, 1200)):
+        assert g[0] & 0x80, "N bit"
+        inner = g[8:]
+        proto, ok = _l4_ok(inner)
+        assert proto == P.UDP and ok
+        assert inner.endswith(b"u" * size)
+        ttl = inner[8] if v == 4 else inner[7]
+        assert ttl == 63          # the host's 64, less the ITR's hop
+    assert dp.counters().encapsulated == 3
+
+
 def test_offload_restored_at_detach(dp, topo):
     assert _tx_csum_on("ck1")
     dp.attach_rloc_interface("ck1")
