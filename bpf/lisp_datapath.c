@@ -594,13 +594,12 @@ static __always_inline __u32 eid_iface_iid(__u32 ifindex)
  * generation is read before the lookup it caches, as the flow cache does).
  * The tc ITR's: it uses the scratch line anyway (route()); for the XDP ITR,
  * which does not, the extra line cost as much as the hash lookup saved. */
-static __always_inline __u32 ingress_iid(__u32 ifindex)
+static __always_inline __u32 ingress_iid(struct lisp_scratch *sc, __u32 ifindex)
 {
     __u32 zero = 0;
     __u64 *g = flow_gen.lookup(&zero);
-    struct lisp_scratch *sc = scratch.lookup(&zero);
     __u64 gen = g ? *(volatile __u64 *)g : 0;
-    if (!sc || !gen)
+    if (!gen)
         return eid_iface_iid(ifindex);
     if (sc->ifc_gen == gen && sc->ifc_index == ifindex)
         return sc->ifc_iid;
@@ -918,8 +917,8 @@ static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u
     switch (action) {
     case LISP_ACT_NO_ACTION:
         id = m ? m->id : 0;
-        if (slot && slot->has_loc) {
-            loc = &slot->loc;       /* every flow to dst takes it (lisp_flowcache.h) */
+        if (st->fixed) {
+            loc = &st->loc;         /* the slot's: every flow to dst takes it (lisp_flowcache.h) */
             fixed = 1;
             break;
         }
@@ -970,10 +969,10 @@ static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u
     st->id = id;
     /* the slot is counted in and keeps the source's LSBs only for a
      * mapping of its own (not for the Proxy-ETRs of a negative entry) */
-    st->fc_ref = slot && action == LISP_ACT_NO_ACTION ? ref : LISP_FC_NOREF;
+    st->fc_ref = ref != LISP_FC_NOREF && action == LISP_ACT_NO_ACTION ? ref : LISP_FC_NOREF;
     st->has_loc = loc != 0;
     st->fixed = fixed;
-    if (loc)
+    if (loc && !fixed)
         st->loc = *loc;
     tail_progs.call(skb, LISP_TAIL_ENCAP);
     return drop(LISP_DROP_ENCAP_FAILED);
@@ -999,10 +998,16 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > data_end)
         return TC_ACT_OK;
-    struct lisp_flow f = {};
-    if (lisp_parse_ip(eth + 1, data_end, eth->h_proto, &f) < 0)
+    /* parsed straight into the hand-over to lisp_itr_route (no copy) */
+    struct lisp_scratch *sc = get_scratch();
+    if (!sc)
         return TC_ACT_OK;
-    if (lisp_special_dst(&f))
+    struct lisp_itr_state *st = &sc->itr;
+    struct lisp_flow *f = &st->f;
+    __builtin_memset(f, 0, sizeof(*f));
+    if (lisp_parse_ip(eth + 1, data_end, eth->h_proto, f) < 0)
+        return TC_ACT_OK;
+    if (lisp_special_dst(f))
         return TC_ACT_OK;
     __u32 iid;
     __u32 cb = skb->cb[0];
@@ -1012,19 +1017,18 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
         skb->cb[0] = 0;
         mode |= LISP_MODE_REENCAP;
     } else {
-        iid = ingress_iid(skb->ifindex);
+        iid = ingress_iid(sc, skb->ifindex);
     }
     /* Traffic within the site (and to this router) is not encapsulated. */
     struct lisp_mapping *m;
     struct lisp_fc_slot *slot;
     __u32 ref;
-    if (cache_lookup(&f, iid, &m, &slot, &ref))
+    if (cache_lookup(f, iid, &m, &slot, &ref))
         return TC_ACT_OK;
-    struct lisp_scratch *sc = get_scratch();
-    if (!sc)
-        return TC_ACT_OK;
-    struct lisp_itr_state *st = &sc->itr;
-    st->f = f;
+    /* a fixed locator goes over in the hand-over, so lisp_itr_route needs no slot */
+    st->fixed = slot && slot->has_loc;
+    if (st->fixed)
+        st->loc = slot->loc;
     st->iid = iid;
     st->mode = mode;
     st->fc_ref = slot ? ref : LISP_FC_NOREF;
@@ -1069,7 +1073,8 @@ int lisp_itr_route(struct __sk_buff *skb)
         return TC_ACT_OK;
     struct lisp_itr_state *st = &sc->itr;
     __u32 ref = st->fc_ref;
-    return route(skb, &st->f, st->iid, c, st->mode, st->has_m ? &st->m : 0, fc_deref(ref), ref, st);
+    return route(skb, &st->f, st->iid, c, st->mode, st->has_m ? &st->m : 0, st->fixed ? 0 : fc_deref(ref), ref,
+                 st);
 }
 
 /* The tc ITR's encapsulation, tail-called by lisp_itr_route with struct
