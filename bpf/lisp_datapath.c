@@ -1243,7 +1243,7 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
     __be16 inner_proto = ver == 4 ? bpf_htons(ETH_P_IP) : ver == 6 ? bpf_htons(ETH_P_IPV6) : 0;
     if (!inner_proto)
         return LISP_DROP_MALFORMED;
-    if (lisp_parse_ip(inner, data_end, inner_proto, &e->f) < 0)
+    if (lisp_parse_ip_l4(inner, data_end, inner_proto, &e->f, 0) < 0)
         return LISP_DROP_MALFORMED;
     /* the inner packet must fill the UDP payload exactly, no more */
     __u32 inner_len = ulen - sizeof(struct udphdr) - sizeof(struct lisp_hdr);
