@@ -22,9 +22,11 @@ def test_parse_sums_and_mean() -> None:
     assert r.mean_ns == 250.0
 
 
-def test_parse_median_is_optional() -> None:
+def test_parse_medians_are_optional() -> None:
     r = warmrun.parse("runs 2\ntotal_ns 10\nretval 0 2\n")
-    assert r.median_ns is None and r.mean_ns == 5.0
+    assert r.median_ns is None and r.block_median_ns is None and r.mean_ns == 5.0
+    r = warmrun.parse("runs 2\ntotal_ns 10\nblock_median_ns 4.50\nretval 0 2\n")
+    assert r.block_median_ns == 4.5
 
 
 @pytest.mark.parametrize("text", [
@@ -66,6 +68,8 @@ def test_driver_runs_programs(tmp_path) -> None:
         r = warmrun.run(exe, tc, frames, [None] * 3, 300, tmp_path)
         assert r.runs == 300 and r.retvals == {1: 100, 0: 200}
         assert r.total_ns > 0 and r.median_ns is not None and r.median_ns > 0
+        # 3 blocks of 100 runs: their median mean is one of them, so no more than all 300 runs took
+        assert r.block_median_ns is not None and 0 < r.block_median_ns <= r.total_ns / 100
         r = warmrun.run(exe, xdp, frames, [xdp_ctx(len(f)) for f in frames], 50, tmp_path)
         assert r.retvals == {XDP_PASS: 50}
         assert not (tmp_path / "frames.bin").exists()

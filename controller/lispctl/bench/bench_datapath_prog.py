@@ -14,30 +14,120 @@ much memory between two runs, so the maps a program reads may miss the
 caches; the trivial program reads nothing), and on the warm path
 (warmrun.c: the same single runs back to back from C, on one CPU).
 
-LISPCTL_BENCH_QUICK=1: 5,000 runs per figure (for developing the bench).
+The machine's speed drifts (+-30% between adjacent measurements on a shared
+VM), so no row is measured in one go: after the set-up of a map-cache size,
+ROUNDS rounds each measure every row of that size once (trivial and
+bpf-forward included), in an order of its own each round. A row's figure is
+its median over the rounds; a ratio is taken per round (both rows of the same
+round) and reported as the median of those, with their min-max. A round
+makes a warm pass over its rows, then a cold one, all on one CPU; its warm
+figure is the median of the means of blocks of 100 runs, its cold one the
+mean of its runs (_report's notes say why).
+
+LISPCTL_BENCH_QUICK=1: 3 rounds of 1,000 runs (for developing the bench).
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import math
 import os
+import random
 import shutil
+import statistics
 import struct
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+
+from lispctl.bench.rounds import Stat, cpu_times
 
 SECTION = "Data plane programs (BPF_PROG_TEST_RUN)"
 QUICK = os.environ.get("LISPCTL_BENCH_QUICK", "") not in ("", "0")
-RUNS = 5_000 if QUICK else 50_000
+# 7 x 6,000 runs a row and size: about the 50,000 runs of one row of earlier
+# runs, with trivial and bpf-forward now measured in both sizes' rounds.
+ROUNDS = 3 if QUICK else 7
+RUNS = 1_000 if QUICK else 6_000      # single runs of a row in one round
 FLOWS = 1_000
 SMALL_MAP_CACHE, LARGE_MAP_CACHE = 1_001, 100_000
 RLOC_PEER, RLOC_LOCAL = "192.0.2.2", "192.0.2.1"
 SITE_HOST = "10.1.0.10"          # the one-flow ETR destination
 REMOTE_HOST = "10.2.0.5"         # the one-flow ITR destination (in 10.2.0.0/16)
 
+Row = tuple[str, int]            # (program, flows)
+PROGS = ("bpf_forward_tc_in", "bpf_forward_xdp_in", "bpf_forward_tc_out",
+         "encap", "decap", "xdp_decap", "xdp_encap")
+ROWS: list[Row] = [("trivial_tc", 1), ("trivial_xdp", 1)] + [(p, n) for n in (1, FLOWS) for p in PROGS]
+# Rows that read no map-cache: measured in both sizes' rounds (so every ratio
+# compares rows of the same rounds), their figures named after the small one's.
+SIZE_FREE = ("trivial_tc", "trivial_xdp", "bpf_forward_tc_in", "bpf_forward_xdp_in")
 
+
+# -- rounds, medians, ratios (pure) -------------------------------------------------
+def orders(rows: Sequence[Row], rounds: int) -> Iterator[list[Row]]:
+    """Each round's measuring order: every row once, each round in an order
+    of its own (shuffled with the round's number as seed: the same on every
+    run), so no row always runs right after the same other one and drift
+    within a round does not always favour the same rows."""
+    for r in range(rounds):
+        order = list(rows)
+        random.Random(r).shuffle(order)
+        yield order
+
+
+def take(rows: Sequence[Row], rounds: int,
+         passes: Sequence[Callable[[Row], Mapping[str, float]]]) -> dict[str, dict[Row, list[float]]]:
+    """Samples of every row in `rounds` interleaved rounds: way -> row -> one
+    value a round, indexed by round. A round makes one pass over its rows per
+    way of driving (a pass(row) gives its values by name, e.g. the warm
+    figure and the means beside it), so the rows one ratio compares were
+    measured close together in time."""
+    out: dict[str, dict[Row, list[float]]] = {}
+    for r, order in enumerate(orders(rows, rounds)):
+        for measure in passes:
+            for row in order:
+                for way, v in measure(row).items():
+                    out.setdefault(way, {}).setdefault(row, [math.nan] * rounds)[r] = v
+    return out
+
+
+def stat(values: Sequence[float]) -> Stat:
+    """Median and min-max over the rounds."""
+    if not values or any(math.isnan(v) for v in values):
+        raise ValueError("a round without a sample")
+    return Stat(statistics.median(values), min(values), max(values))
+
+
+def ratio(a: Sequence[float], b: Sequence[float]) -> Stat:
+    """a / b round by round (both rows measured in the same rounds, index =
+    round), then the median and min-max of those ratios: drift between rounds
+    cancels, where a ratio of medians would divide samples of different
+    moments."""
+    if len(a) != len(b):
+        raise ValueError("rows of different rounds")
+    return stat([x / max(y, 1.0) for x, y in zip(a, b, strict=True)])
+
+
+class Table:
+    """One way of driving (cold-ish or warm): per map-cache size, per row, one
+    value a round."""
+
+    def __init__(self, by_size: Mapping[int, Mapping[Row, Sequence[float]]]) -> None:
+        self.by_size = by_size
+
+    def ns(self, row: Row, entries: int) -> Stat:
+        return stat(self.by_size[entries][row])
+
+    def x(self, row: Row, ref: Row, entries: int) -> Stat:
+        """row / ref, both of the rounds of map-cache size `entries`."""
+        return ratio(self.by_size[entries][row], self.by_size[entries][ref])
+
+
+# -- measuring -----------------------------------------------------------------------
 def _mean_ns(fd: int, frames: list[bytes], ctx=None) -> float:
-    """Mean in-kernel duration of single runs, cycling over `frames`.
+    """Mean in-kernel duration of RUNS single runs, cycling over `frames`.
     repeat=N would reuse one skb, and after the first run it is no longer the
     packet we meant (encapsulated or decapsulated already), so every run gets
     a fresh copy instead. ctx: one context, or a function of the frame."""
@@ -51,27 +141,76 @@ def _mean_ns(fd: int, frames: list[bytes], ctx=None) -> float:
 
 
 class _Meter:
-    """Measures a program both ways: cold (the Python loop, _mean_ns) into
-    `cold`, warm (warmrun.c) into `warm` when a C compiler was found."""
+    """The two ways of driving a row for one round: cold() (the Python loop:
+    "cold", the mean of its runs) and, when a C compiler was found, warm()
+    (warmrun.c: "warm", the median of the means of blocks of 100 runs;
+    "warm_mean" and "warm_median", the mean and median of single runs, only
+    for the notes)."""
 
     def __init__(self, workdir: Path) -> None:
         from lispctl.bench import warmrun
         self.workdir = workdir
         self.exe = warmrun.build(workdir)
-        self.cold: dict[tuple[str, int, int], float] = {}
-        self.warm: dict[tuple[str, int, int], float] = {}
 
-    def __call__(self, key: tuple[str, int, int], fd: int, frames: list[bytes], ctx=None,
-                 retval: int | None = None) -> None:
+    @staticmethod
+    def cold(name: str, fd: int, frames: list[bytes], ctx, retval: int) -> dict[str, float]:
+        return {"cold": _mean_ns(fd, frames, ctx)}
+
+    def warm(self, name: str, fd: int, frames: list[bytes], ctx, retval: int) -> dict[str, float]:
         from lispctl.bench import warmrun
-        self.cold[key] = _mean_ns(fd, frames, ctx)
-        if self.exe is None:
-            return
+        assert self.exe is not None
         ctxs = [ctx(f) if callable(ctx) else ctx for f in frames]
         r = warmrun.run(self.exe, fd, frames, ctxs, RUNS, self.workdir)
-        if retval is not None and set(r.retvals) != {retval}:
-            raise RuntimeError(f"warm path: {key[0]} returned {r.retvals}, expected {retval} every run")
-        self.warm[key] = r.mean_ns
+        if set(r.retvals) != {retval}:
+            raise RuntimeError(f"warm path: {name} returned {r.retvals}, expected {retval} every run")
+        if r.median_ns is None or r.block_median_ns is None:
+            raise RuntimeError("warmrun printed no medians")
+        return {"warm": r.block_median_ns, "warm_mean": r.mean_ns, "warm_median": float(r.median_ns)}
+
+
+class _Others:
+    """The CPU time others used while we measured (`with` around each
+    measuring phase): the machine's busy time (/proc/stat, all CPUs; time the
+    hypervisor took counts as busy) less our own and our children's."""
+
+    def __init__(self) -> None:
+        self.busy = self.total = 0.0
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def __enter__(self) -> _Others:
+        self._start = (*cpu_times(), self._own())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        b0, t0, o0 = self._start
+        b1, t1 = cpu_times()
+        self.busy += (b1 - b0) - (self._own() - o0) * os.sysconf("SC_CLK_TCK")
+        self.total += t1 - t0
+
+    @property
+    def share(self) -> float:
+        """Of all CPUs' time while measuring, 0..1."""
+        return min(1.0, max(0.0, self.busy / self.total)) if self.total else 0.0
+
+
+@contextlib.contextmanager
+def _pinned(cpu: int | None = None) -> Iterator[int]:
+    """The process (and the warm path's drivers it starts) on `cpu` (None:
+    the one it runs on), restored after: every row of every round then meets the same per-CPU maps (the
+    ITR's flow cache is per CPU), caches and interrupt load, and a ratio
+    never compares rows that ran on different CPUs."""
+    before = os.sched_getaffinity(0)
+    if cpu is None:
+        cpu = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[36])   # field 39: processor
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def _trivial_fds():
@@ -184,7 +323,10 @@ def run(rec) -> None:
     ns = f"lbench{os.getpid()}"
     pin = Path(f"/sys/fs/bpf/lispctl-bench-{os.getpid()}")
     ns_made = False
-    # (program, flows, map-cache entries or 0) -> ns/packet, cold and warm
+    # way of driving -> map-cache entries -> row -> ns/packet, one a round
+    samples: dict[str, dict[int, dict[Row, list[float]]]] = {}
+    t0 = time.monotonic()
+    others, cpu = _Others(), None
     work = Path(tempfile.mkdtemp(prefix="lispctl-warmrun-"))
     large = LARGE_MAP_CACHE
     try:
@@ -240,20 +382,26 @@ def run(rec) -> None:
                     for f in fr.fwd_in1 + fr.fwd_inn:
                         if run_prog(progs.xdp, f, ctx=xctx(f)).retval != XDP_REDIRECT:
                             raise RuntimeError("bpf-forward (XDP) did not redirect a test packet")
-                    print(f"  map-cache {entries:,} entries")
                     TR, XR = TC_ACT_REDIRECT, XDP_REDIRECT
-                    if entries == SMALL_MAP_CACHE:   # nothing of these looks at the map-cache
-                        m(("trivial_tc", 1, 0), trivial, fr.itr1, retval=0)
-                        m(("trivial_xdp", 1, 0), trivial_xdp, fr.fwd_in1, xctx, retval=XDP_PASS)
-                        for n, fl in ((1, "1"), (FLOWS, "n")):
-                            m(("bpf_forward_tc_in", n, 0), progs.tc, getattr(fr, f"fwd_in{fl}"), retval=TR)
-                            m(("bpf_forward_xdp_in", n, 0), progs.xdp, getattr(fr, f"fwd_in{fl}"), xctx, retval=XR)
+                    # row -> (program fd, packets, context, the verdict every run must give)
+                    spec: dict[Row, tuple] = {("trivial_tc", 1): (trivial, fr.itr1, None, 0),
+                                              ("trivial_xdp", 1): (trivial_xdp, fr.fwd_in1, xctx, XDP_PASS)}
                     for n, fl in ((1, "1"), (FLOWS, "n")):
-                        m(("bpf_forward_tc_out", n, entries), progs.tc, getattr(fr, f"itr{fl}"), retval=TR)
-                        m(("encap", n, entries), itr, getattr(fr, f"itr{fl}"), retval=TR)
-                        m(("decap", n, entries), etr, getattr(fr, f"etr{fl}"), retval=TR)
-                        m(("xdp_decap", n, entries), xetr, getattr(fr, f"etr{fl}"), xctx, retval=XR)
-                        m(("xdp_encap", n, entries), xitr, getattr(fr, f"itr{fl}"), ectx, retval=XR)
+                        ip, ep, fp = (getattr(fr, f"{k}{fl}") for k in ("itr", "etr", "fwd_in"))
+                        spec |= {("bpf_forward_tc_in", n): (progs.tc, fp, None, TR),
+                                 ("bpf_forward_xdp_in", n): (progs.xdp, fp, xctx, XR),
+                                 ("bpf_forward_tc_out", n): (progs.tc, ip, None, TR),
+                                 ("encap", n): (itr, ip, None, TR),
+                                 ("decap", n): (etr, ep, None, TR),
+                                 ("xdp_decap", n): (xetr, ep, xctx, XR),
+                                 ("xdp_encap", n): (xitr, ip, ectx, XR)}
+                    print(f"  map-cache {entries:,} entries: {ROUNDS} rounds of {len(ROWS)} rows")
+                    ways = [m.cold] if m.exe is None else [m.warm, m.cold]
+                    passes = [lambda row, way=way: way(row[0], *spec[row]) for way in ways]
+                    with _pinned(cpu) as cpu, others:     # both sizes on the first one's CPU
+                        got = take(ROWS, ROUNDS, passes)
+                    for way, rows in got.items():
+                        samples.setdefault(way, {})[entries] = rows
             finally:
                 if holder is not None:
                     holder.cleanup()
@@ -265,139 +413,179 @@ def run(rec) -> None:
             netns.remove(ns)
         shutil.rmtree(pin, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
-    _report(rec, m.cold, m.warm, large)
+    _report(rec, {way: Table(v) for way, v in samples.items()}, large, time.monotonic() - t0, others.share, cpu)
 
 
 def _flows(n: int) -> str:
     return "1flow" if n == 1 else f"{n}flows"
 
 
-def _ref(t: dict[tuple[str, int, int], float], r: str, n: int, entries: int) -> float:
-    """bpf-forward's figure for a program's row: with a FIB as large as the
-    map-cache for the ITR's packets; the ETR's side has no such table."""
-    return t[r, n, entries] if (r, n, entries) in t else t[r, n, 0]
+REF = {"encap": "bpf_forward_tc_out", "decap": "bpf_forward_tc_in", "xdp_decap": "bpf_forward_xdp_in"}
+# The ratios of the issue's table (x the trivial program, x the tc program),
+# one flow, small map-cache: recorded with their min-max over the rounds.
+HEADLINE = (("encap_vs_trivial", "encap", "trivial_tc"), ("decap_vs_trivial", "decap", "trivial_tc"),
+            ("xdp_decap_vs_trivial_xdp", "xdp_decap", "trivial_xdp"), ("xdp_decap_vs_tc_decap", "xdp_decap", "decap"),
+            ("xdp_encap_vs_trivial_xdp", "xdp_encap", "trivial_xdp"), ("xdp_encap_vs_tc_encap", "xdp_encap", "encap"))
 
 
-def _figures(rec, t: dict[tuple[str, int, int], float], large: int, sfx: str) -> None:
+def _figures(rec, t: Table, large: int, sfx: str) -> None:
     """The figures of one way of driving (sfx "": cold, the names of earlier
-    runs; "_warm": the warm path)."""
+    runs; "_warm": the warm path): medians over the rounds, ratios the median
+    of the per-round ratios."""
     small, N = SMALL_MAP_CACHE, FLOWS
-    base, xbase = max(t["trivial_tc", 1, 0], 1.0), max(t["trivial_xdp", 1, 0], 1.0)
-    e, d, xd = t["encap", 1, small], t["decap", 1, small], t["xdp_decap", 1, small]
-    # one flow, 1,001 entries
-    rec.figure(f"datapath_trivial_tc{sfx}_ns_per_pkt", base)
-    rec.figure(f"datapath_encap{sfx}_ns_per_pkt", e)
-    rec.figure(f"datapath_decap{sfx}_ns_per_pkt", d)
-    rec.figure(f"datapath_encap_vs_trivial{sfx}_ratio", e / base)
-    rec.figure(f"datapath_decap_vs_trivial{sfx}_ratio", d / base)
-    rec.figure(f"datapath_trivial_xdp{sfx}_ns_per_pkt", xbase)
-    rec.figure(f"datapath_xdp_decap{sfx}_ns_per_pkt", xd)
-    rec.figure(f"datapath_xdp_decap_vs_trivial_xdp{sfx}_ratio", xd / xbase)
-    rec.figure(f"datapath_xdp_decap_vs_tc_decap{sfx}_ratio", xd / d if d else 0.0)
-    xe = t["xdp_encap", 1, small]
-    rec.figure(f"datapath_xdp_encap_vs_trivial_xdp{sfx}_ratio", xe / xbase)
-    rec.figure(f"datapath_xdp_encap_vs_tc_encap{sfx}_ratio", xe / e if e else 0.0)
-    for (prog, n, entries), v in t.items():
-        if prog.startswith("trivial"):
-            continue
-        rec.figure(f"datapath_{prog}_{_flows(n)}" + (f"_{entries}entries" if entries else "") + f"{sfx}_ns_per_pkt", v)
+    for prog in ("trivial_tc", "encap", "decap", "trivial_xdp", "xdp_decap"):
+        rec.figure(f"datapath_{prog}{sfx}_ns_per_pkt", t.ns((prog, 1), small).median)
+    for key, a, b in HEADLINE:
+        st = t.x((a, 1), (b, 1), small)
+        rec.figure(f"datapath_{key}{sfx}_ratio", st.median)
+        rec.figure(f"datapath_{key}{sfx}_ratio_min", st.lo)
+        rec.figure(f"datapath_{key}{sfx}_ratio_max", st.hi)
+    for entries in (small, large):
+        for prog, n in ROWS:
+            if prog.startswith("trivial") or (prog in SIZE_FREE and entries != small):
+                continue
+            name = f"datapath_{prog}_{_flows(n)}" + ("" if prog in SIZE_FREE else f"_{entries}entries")
+            rec.figure(f"{name}{sfx}_ns_per_pkt", t.ns((prog, n), entries).median)
     for prog, r in REF.items():
         for n in (1, N):
             for entries in (small, large):
                 rec.figure(f"datapath_{prog}_vs_bpf_forward_{_flows(n)}_{entries}entries{sfx}_ratio",
-                           t[prog, n, entries] / _ref(t, r, n, entries))
+                           t.x((prog, n), (r, n), entries).median)
 
 
-REF = {"encap": "bpf_forward_tc_out", "decap": "bpf_forward_tc_in", "xdp_decap": "bpf_forward_xdp_in"}
+def _ns(st: Stat) -> str:
+    return f"{st.median:.0f} ({st.lo:.0f}-{st.hi:.0f})"
 
 
-def _cold_and_warm(rec, kind: str, table, cold, warm, large: int) -> None:
+def _x(st: Stat) -> str:
+    return f"{st.median:.2f} ({st.lo:.2f}-{st.hi:.2f})"
+
+
+def _cold_and_warm(rec, kind: str, table, tables: Mapping[str, Table], large: int) -> None:
     """A kind's table driven from Python, then (when the C driver ran) the same from it."""
-    rec.note(f"{kind}, cold-ish (driven from Python):")
+    rec.note(f"{kind}, cold-ish (driven from Python; mean of each round's runs):")
     rec.note("")
-    table(rec, cold, large)
-    if warm:
+    table(rec, tables["cold"], large)
+    if "warm" in tables:
         rec.note("")
-        rec.note(f"{kind}, warm path (C driver, back to back):")
+        rec.note(f"{kind}, warm path (C driver, back to back; median of each round's blocks of 100 runs):")
         rec.note("")
-        table(rec, warm, large)
+        table(rec, tables["warm"], large)
 
 
-def _tc_table(rec, t: dict[tuple[str, int, int], float], large: int) -> None:
-    small, N = SMALL_MAP_CACHE, FLOWS
-    base = max(t["trivial_tc", 1, 0], 1.0)
+def _tc_table(rec, t: Table, large: int) -> None:
+    N, triv = FLOWS, ("trivial_tc", 1)
     rec.note(f"| program | map-cache | ns/packet, 1 flow | ns/packet, {N:,} flows | x trivial tc (1 flow) "
              f"| x bpf-forward (1 flow) | x bpf-forward ({N:,} flows) |")
     rec.note("|---|---:|---:|---:|---:|---:|---:|")
-    rec.note(f"| trivial (return TC_ACT_OK) | - | {base:.0f} | | 1.00 | | |")
-    for entries in (small, large):
-        r = "bpf_forward_tc_out"
-        rec.note(f"| bpf-forward, tc (the ITR's packets) | {entries:,} FIB routes | {t[r, 1, entries]:.0f} | "
-                 f"{t[r, N, entries]:.0f} | {t[r, 1, entries] / base:.2f} | 1.00 | 1.00 |")
-    r = "bpf_forward_tc_in"
-    rec.note(f"| bpf-forward, tc (the ETR's packets without LISP) | - | {t[r, 1, 0]:.0f} | {t[r, N, 0]:.0f} | "
-             f"{t[r, 1, 0] / base:.2f} | 1.00 | 1.00 |")
-    for label, prog in (("ITR encapsulation (lisp_itr_ingress)", "encap"),
-                        ("ETR decapsulation (lisp_etr_ingress)", "decap")):
-        r = REF[prog]
-        for entries in (small, large):
-            a, b = t[prog, 1, entries], t[prog, N, entries]
-            rec.note(f"| {label} | {entries:,} | {a:.0f} | {b:.0f} | {a / base:.2f} | "
-                     f"{a / _ref(t, r, 1, entries):.2f} | {b / _ref(t, r, N, entries):.2f} |")
+    for entries in (SMALL_MAP_CACHE, large):
+        def ns(prog: str, n: int) -> str:
+            return _ns(t.ns((prog, n), entries))
+        rec.note(f"| trivial (return TC_ACT_OK) | {entries:,} | {ns('trivial_tc', 1)} | | 1.00 | | |")
+        for label, r in (("bpf-forward, tc (the ITR's packets; the map-cache's prefixes as FIB routes)",
+                          "bpf_forward_tc_out"),
+                         ("bpf-forward, tc (the ETR's packets without LISP)", "bpf_forward_tc_in")):
+            rec.note(f"| {label} | {entries:,} | {ns(r, 1)} | {ns(r, N)} | {_x(t.x((r, 1), triv, entries))} | | |")
+        for label, prog in (("ITR encapsulation (lisp_itr_ingress)", "encap"),
+                            ("ETR decapsulation (lisp_etr_ingress)", "decap")):
+            r = REF[prog]
+            rec.note(f"| {label} | {entries:,} | {ns(prog, 1)} | {ns(prog, N)} | "
+                     f"{_x(t.x((prog, 1), triv, entries))} | {_x(t.x((prog, 1), (r, 1), entries))} | "
+                     f"{_x(t.x((prog, N), (r, N), entries))} |")
 
 
-def _xdp_table(rec, t: dict[tuple[str, int, int], float], large: int) -> None:
-    small, N = SMALL_MAP_CACHE, FLOWS
-    xbase, d = max(t["trivial_xdp", 1, 0], 1.0), t["decap", 1, small]
+def _xdp_table(rec, t: Table, large: int) -> None:
+    N, triv, fwd = FLOWS, ("trivial_xdp", 1), "bpf_forward_xdp_in"
     rec.note(f"| program | map-cache | ns/packet, 1 flow | ns/packet, {N:,} flows | x trivial XDP (1 flow) "
              f"| x bpf-forward XDP (1 flow) | x bpf-forward XDP ({N:,} flows) | x tc ETR (1 flow) |")
     rec.note("|---|---:|---:|---:|---:|---:|---:|---:|")
-    fx1, fxn = t["bpf_forward_xdp_in", 1, 0], t["bpf_forward_xdp_in", N, 0]
-    rec.note(f"| trivial (return XDP_PASS) | - | {xbase:.0f} | | 1.00 | | | {xbase / d:.2f} |")
-    rec.note(f"| bpf-forward, XDP | - | {fx1:.0f} | {fxn:.0f} | {fx1 / xbase:.2f} | 1.00 | 1.00 | {fx1 / d:.2f} |")
-    for entries in (small, large):
-        a, b = t["xdp_decap", 1, entries], t["xdp_decap", N, entries]
-        rec.note(f"| XDP ETR decapsulation (lisp_etr_xdp) | {entries:,} | {a:.0f} | {b:.0f} | {a / xbase:.2f} | "
-                 f"{a / fx1:.2f} | {b / fxn:.2f} | {a / t['decap', 1, entries]:.2f} |")
-    for entries in (small, large):
-        a, b = t["xdp_encap", 1, entries], t["xdp_encap", N, entries]
-        rec.note(f"| XDP ITR encapsulation (lisp_itr_xdp) | {entries:,} | {a:.0f} | {b:.0f} | {a / xbase:.2f} | "
-                 f"- | - | {a / t['encap', 1, entries]:.2f} |")
+    for entries in (SMALL_MAP_CACHE, large):
+        def ns(prog: str, n: int) -> str:
+            return _ns(t.ns((prog, n), entries))
+
+        def x(a: str, b: str, n: int = 1) -> str:
+            return _x(t.x((a, n), (b, n), entries))
+        rec.note(f"| trivial (return XDP_PASS) | {entries:,} | {ns('trivial_xdp', 1)} | | 1.00 | | | "
+                 f"{x('trivial_xdp', 'decap')} |")
+        rec.note(f"| bpf-forward, XDP | {entries:,} | {ns(fwd, 1)} | {ns(fwd, N)} | {_x(t.x((fwd, 1), triv, entries))} "
+                 f"| | | {x(fwd, 'decap')} |")
+        rec.note(f"| XDP ETR decapsulation (lisp_etr_xdp) | {entries:,} | {ns('xdp_decap', 1)} | "
+                 f"{ns('xdp_decap', N)} | {_x(t.x(('xdp_decap', 1), triv, entries))} | {x('xdp_decap', fwd)} | "
+                 f"{x('xdp_decap', fwd, N)} | {x('xdp_decap', 'decap')} |")
+        rec.note(f"| XDP ITR encapsulation (lisp_itr_xdp) | {entries:,} | {ns('xdp_encap', 1)} | "
+                 f"{ns('xdp_encap', N)} | {_x(t.x(('xdp_encap', 1), triv, entries))} | - | - | "
+                 f"{x('xdp_encap', 'encap')} |")
 
 
-def _report(rec, t: dict[tuple[str, int, int], float], w: dict[tuple[str, int, int], float],
-            large: int) -> None:
+def _report(rec, tables: Mapping[str, Table], large: int, seconds: float, others: float,
+            cpu: int | None) -> None:
     small, N = SMALL_MAP_CACHE, FLOWS
-    _figures(rec, t, large, "")
-    if w:
-        _figures(rec, w, large, "_warm")
+    _figures(rec, tables["cold"], large, "")
+    if "warm" in tables:
+        _figures(rec, tables["warm"], large, "_warm")
 
     if QUICK:
-        rec.note(f"**Quick run (LISPCTL_BENCH_QUICK): {RUNS:,} runs per figure, not for the record.**")
+        rec.note(f"**Quick run (LISPCTL_BENCH_QUICK): {ROUNDS} rounds of {RUNS:,} runs, not for the record.**")
         rec.note("")
-    rec.note(f"BPF_PROG_TEST_RUN, mean of {RUNS:,} single runs each (a fresh skb per run; the "
-             "kernel's timer overhead is in every figure, trivial program included), 64-byte UDP "
-             "payload, IPv4 in IPv4; includes FIB lookup and redirect. **1 flow**: the same packet every "
-             f"run. **{N:,} flows**: each run the next of {N:,} packets, each to its own "
-             "destination: for the ITR its own map-cache entry, spread over the table; for the ETR and "
-             f"bpf-forward its own neighbour behind the EID interface. Map-cache of {small:,} entries and "
-             f"of {large:,} (the rest /24s of 20.0.0.0/8 and 21.0.0.0/8)."
+    rec.note(f"BPF_PROG_TEST_RUN, single runs (a fresh skb per run; the kernel's timer overhead is in every "
+             "figure, trivial program included), 64-byte UDP payload, IPv4 in IPv4; includes FIB lookup and "
+             f"redirect. **1 flow**: the same packet every run. **{N:,} flows**: each run the next of {N:,} "
+             "packets, each to its own destination: for the ITR its own map-cache entry, spread over the table; "
+             f"for the ETR and bpf-forward its own neighbour behind the EID interface. Map-cache of {small:,} "
+             f"entries and of {large:,} (the rest /24s of 20.0.0.0/8 and 21.0.0.0/8)."
              + ("" if large >= LARGE_MAP_CACHE else
                 f" {LARGE_MAP_CACHE:,} entries were asked for; the loaded data plane holds {large:,} "
                 "(`Datapath.capacity`: LISP_MAX_MAPPINGS in bpf/lisp_maps.h, one locator set id per "
                 "mapping), so the large table is filled to capacity."))
     rec.note("")
+    rec.note(f"**Interleaved rounds.** This VM's speed drifts by up to +-30% between adjacent measurements, "
+             "so a row measured once, in sequence, would carry the moment it landed in. After the set-up of "
+             f"each map-cache size, {ROUNDS} rounds each measure every row of that size once ({RUNS:,} single "
+             "runs), trivial and bpf-forward included, each round in an order of its own (a shuffle seeded by "
+             "the round's number): a pass over the rows on the warm path, then one driven from Python, so "
+             "the rows a ratio compares ran within a second or two of each other, all on one CPU "
+             f"(CPU {cpu}: the same per-CPU maps, caches and interrupts for every row). A row's ns figure is its median over the rounds, with the min-max in "
+             "brackets; every ratio is taken round by round (both rows of the same round, so drift between "
+             "rounds cancels) and given as the median of those per-round ratios, with their min-max. Rows "
+             "that read no map-cache (trivial, bpf-forward on the ETR's packets) are measured again in the "
+             "rounds of each size, so no ratio divides rows of different rounds; their keys in "
+             "build/bench.json are the small size's. "
+             f"This run took {seconds:.0f} s, set-up of {large:,} mappings and routes included. While it "
+             f"measured, others used {others:.0%} of the machine's CPU time (other processes, and time the "
+             "hypervisor took)"
+             + (": ratios within rounds hold up under such load better than the ns figures, which it raises."
+                if others > 0.10 else "."))
+    rec.note("")
+    compare = ""
+    if "warm_mean" in tables and "warm_median" in tables:
+        def itr(way: str) -> str:
+            return _x(tables[way].x(("encap", 1), ("trivial_tc", 1), small))
+        compare = (" For comparison, this run's warm ITR x trivial tc (1 flow) from the block medians: "
+                   f"{itr('warm')}; from the means of single runs: {itr('warm_mean')}; from the medians of "
+                   f"single runs: {itr('warm_median')}.")
     rec.note("Every program is measured two ways, on the same packets. **Cold-ish** (the first tables): "
              "the runs are driven one by one from Python, and between two runs the interpreter touches "
              "much memory, so the maps, flow and next-hop cache slots and neighbours a program reads may "
              "have left the CPU's caches by its next run, even with 1 flow, while the trivial program "
-             "reads nothing: these ratios to trivial overstate a busy router's cost. **Warm path** (the "
-             "tables so named): the same single runs back to back from a small C driver "
-             "(controller/lispctl/bench/warmrun.c, compiled at bench time), pinned to one CPU, after an "
-             "untimed pass over the packets: what a program costs when its working set stays in cache, "
-             "as on a router forwarding steadily; trivial and bpf-forward are measured the same way, so "
-             "its ratios compare like with like."
-             + ("" if w else " **No C compiler (cc) was found: the warm-path tables are left out.**"))
+             "reads nothing: these ratios to trivial overstate a busy router's cost. A round's cold figure "
+             "is the **mean** of its runs: the cache misses are the program's own cost, spread over many "
+             "runs (with 1,000 flows, most), which a median could drop, and the timed part is a small share "
+             "of each Python iteration, so an interrupt or preemption rarely lands in it (a round it spoils "
+             "is outvoted by the median over rounds). **Warm path** (the tables so named): the same single "
+             "runs back to back from a small C driver (controller/lispctl/bench/warmrun.c, compiled at bench "
+             "time), pinned to one CPU, after an untimed pass over the packets: what a program costs when its "
+             "working set stays in cache, as on a router forwarding steadily. A round's warm figure is the "
+             "**median of the means of blocks of 100 consecutive runs**, neither the mean nor the median of "
+             "single runs: back to back, the timed part is most of the loop, and whatever lands in a run "
+             "counts in it (the kernel disables only migration around a test run): a timer or device "
+             "interrupt, or the hypervisor taking the virtual CPU away, microseconds to tens of microseconds "
+             "(one run of 28 us among 6,000 adds 5 ns to a trivial program's mean of 70); a median of single "
+             "runs drops those, but the kernel's durations come in steps of the clock (10 ns on this VM: a "
+             "trivial tc run reads 60, 70 or 80 ns), so it moves by whole steps, 14% of the trivial program. "
+             "A block's mean resolves below a step (runs fall at every phase of the clock) and the median "
+             "over a round's blocks drops the few an interrupt fell in. Trivial and bpf-forward are measured "
+             "the same way in the same rounds, so the warm ratios compare like with like." + compare
+             + ("" if "warm" in tables else " **No C compiler (cc) was found: the warm-path tables are left out.**"))
     rec.note("")
     rec.note("**bpf-forward** (bpf/bench_forward.c, benchmark only) does what any BPF router must: "
              "`bpf_fib_lookup`, new MACs, TTL - 1, `bpf_redirect`; no map, no encapsulation. It runs on "
@@ -407,13 +595,13 @@ def _report(rec, t: dict[tuple[str, int, int], float], w: dict[tuple[str, int, i
              "Program x bpf-forward is what encapsulation or decapsulation and the LISP lookups add "
              "to the cheapest forwarding by redirect.")
     rec.note("")
-    _cold_and_warm(rec, "tc", _tc_table, t, w, large)
+    _cold_and_warm(rec, "tc", _tc_table, tables, large)
     rec.note("")
     rec.note("XDP on the same frames (ingress rl0, redirect target eid0, as for a NIC): the XDP ETR on "
              "the LISP packets, bpf-forward (XDP) on the same packets without LISP; and the XDP ITR on the "
              "tc ITR's packets (ingress eid0, redirect target rl0; its last column: x tc ITR).")
     rec.note("")
-    _cold_and_warm(rec, "XDP", _xdp_table, t, w, large)
+    _cold_and_warm(rec, "XDP", _xdp_table, tables, large)
     rec.note("")
     rec.note("Bound: these figures are the programs' own cost; the generator is the kernel's test-run loop, "
              "whose fixed cost is the trivial program's row, so every row is data-path-bound. Cold-ish "

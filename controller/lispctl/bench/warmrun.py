@@ -26,6 +26,7 @@ class WarmResult:
     total_ns: int
     retvals: dict[int, int]     # program return value -> runs that returned it
     median_ns: int | None = None
+    block_median_ns: float | None = None    # median of means of blocks of 100 runs (warmrun.c)
 
     @property
     def mean_ns(self) -> float:
@@ -33,11 +34,12 @@ class WarmResult:
 
 
 def parse(text: str) -> WarmResult:
-    """warmrun's output: `runs N`, `total_ns T`, `median_ns M` (optional),
-    `retval R COUNT` lines.
+    """warmrun's output: `runs N`, `total_ns T`, `median_ns M` and
+    `block_median_ns B` (optional), `retval R COUNT` lines.
     Raises ValueError on anything else, a missing line or counts that do not
     add up to the runs."""
     runs = total = median = None
+    blocks: float | None = None
     retvals: dict[int, int] = {}
     for line in text.splitlines():
         parts = line.split()
@@ -49,6 +51,8 @@ def parse(text: str) -> WarmResult:
             total = int(parts[1])
         elif parts[0] == "median_ns" and len(parts) == 2:
             median = int(parts[1])
+        elif parts[0] == "block_median_ns" and len(parts) == 2:
+            blocks = float(parts[1])
         elif parts[0] == "retval" and len(parts) == 3:
             retvals[int(parts[1])] = retvals.get(int(parts[1]), 0) + int(parts[2])
         else:
@@ -57,7 +61,7 @@ def parse(text: str) -> WarmResult:
         raise ValueError("warmrun: output lacks runs or total_ns")
     if sum(retvals.values()) != runs:
         raise ValueError(f"warmrun: return values of {sum(retvals.values())} runs, expected {runs}")
-    return WarmResult(runs, total, retvals, median)
+    return WarmResult(runs, total, retvals, median, blocks)
 
 
 def frames_file(frames: Sequence[bytes], ctxs: Sequence[bytes | None]) -> bytes:
