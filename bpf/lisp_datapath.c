@@ -298,14 +298,30 @@ static __always_inline int fib_ok(long rc)
     return rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH;
 }
 
+/* The FIB's MAC addresses into an Ethernet header, in 16-bit words.
+ * struct ethhdr is packed (alignment 1), so a memcpy into it is 12 byte
+ * loads, shifts and stores; frames start at an even address (and x86-64 and
+ * arm64, where the verifier does not require aligned packet access, would
+ * take any), and p->dmac / p->smac are at even offsets of the lookup. */
+static __always_inline void fib_eth_macs(struct ethhdr *eth, const struct bpf_fib_lookup *p)
+{
+    __u16 *d = (void *)eth;
+    const __u16 *dm = (const void *)p->dmac, *sm = (const void *)p->smac;
+    d[0] = dm[0];
+    d[1] = dm[1];
+    d[2] = dm[2];
+    d[3] = sm[0];
+    d[4] = sm[1];
+    d[5] = sm[2];
+}
+
 /* The Ethernet header of the forwarded packet: the FIB's MACs, or (NO_NEIGH:
  * bpf_redirect_neigh fills them in) the packet's own. */
 static __always_inline void fib_eth(struct ethhdr *eth, long rc, const struct bpf_fib_lookup *p,
                                     const __u8 *old_macs, __be16 proto)
 {
     if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-        __builtin_memcpy(eth->h_dest, p->dmac, ETH_ALEN);
-        __builtin_memcpy(eth->h_source, p->smac, ETH_ALEN);
+        fib_eth_macs(eth, p);
     } else {
         __builtin_memcpy(eth->h_dest, old_macs, 2 * ETH_ALEN);
     }
@@ -1106,13 +1122,13 @@ static __always_inline int etr_local_rloc(const struct lisp_config *c, int v6, c
 {
     if (v6) {
         __u64 a[2], b[2];
-        __builtin_memcpy(a, addr, 16);
+        __builtin_memcpy(a, __builtin_assume_aligned(addr, 4), 16);
         __builtin_memcpy(b, c->src6, 16);
         if (c->has_src6 && a[0] == b[0] && a[1] == b[1])
             return 1;
     } else {
         __u32 a, b;
-        __builtin_memcpy(&a, addr, 4);
+        __builtin_memcpy(&a, __builtin_assume_aligned(addr, 4), 4);
         __builtin_memcpy(&b, c->src4, 4);
         if (c->has_src4 && a == b)
             return 1;
@@ -1328,7 +1344,7 @@ static __always_inline int etr_check(void *data, void *data_end, __u32 pkt_len, 
     __be16 inner_proto = ver == 4 ? bpf_htons(ETH_P_IP) : ver == 6 ? bpf_htons(ETH_P_IPV6) : 0;
     if (!inner_proto)
         return LISP_DROP_MALFORMED;
-    if (lisp_parse_ip(inner, data_end, inner_proto, &e->f) < 0)
+    if (lisp_parse_ip_l4(inner, data_end, inner_proto, &e->f, 0) < 0)
         return LISP_DROP_MALFORMED;
     /* the inner packet must fill the UDP payload exactly, no more */
     __u32 inner_len = ulen - sizeof(struct udphdr) - sizeof(struct lisp_hdr);
@@ -1401,10 +1417,11 @@ int lisp_etr_ingress(struct __sk_buff *skb)
     __be16 inner_proto = e.inner_proto;
     int is_local = e.is_local;
 
-    /* The next hop of the inner packet, looked up before anything changes;
-     * the new Ethernet header is written in one store after decapsulation. */
-    __u8 macs[2 * ETH_ALEN];
-    __builtin_memcpy(macs, eth, sizeof(macs));
+    /* The next hop of the inner packet, looked up before anything changes.
+     * The MAC addresses need no copy: adjust_room (BPF_ADJ_ROOM_MAC) removes
+     * the bytes between the Ethernet and the outer IP header, so the frame's
+     * own addresses are still in front of the inner packet (bpf_skb_change_proto,
+     * 6.1's cross-family step, moves the MAC header the same way). */
     struct bpf_fib_lookup p;
     long frc = -1;
     if (is_local || e.petr)
@@ -1449,7 +1466,9 @@ int lisp_etr_ingress(struct __sk_buff *skb)
     __u8 *ih = (void *)(eth + 1);
     if ((void *)(ih + LISP_INNER_FIX) > data_end)
         return drop(LISP_DROP_DECAP_FAILED);
-    fib_eth(eth, frc, &p, macs, inner_proto);
+    if (frc == BPF_FIB_LKUP_RET_SUCCESS)
+        fib_eth_macs(eth, &p);
+    eth->h_proto = inner_proto;
     if (lisp_inner_fix(ih, ver, e.inner_ecn, ttl))
         count(LISP_CNT_ECN_MARKED);
     count(LISP_CNT_DECAPSULATED);

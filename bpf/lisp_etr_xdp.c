@@ -48,8 +48,12 @@ int lisp_etr_xdp(struct xdp_md *ctx)
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > data_end)
         return XDP_PASS;
-    __u8 macs[2 * ETH_ALEN];
-    __builtin_memcpy(macs, eth, sizeof(macs));
+    /* the frame's MAC addresses, in 16-bit words (fib_eth_macs) */
+    __u16 macs[ETH_ALEN];
+    const __u16 *old = (const void *)eth;
+#pragma unroll
+    for (int i = 0; i < ETH_ALEN; i++)
+        macs[i] = old[i];
 
     /* Next hop of the inner packet, looked up before anything changes
      * (through the next-hop cache, lisp_nexthop.h). */
@@ -92,12 +96,14 @@ int lisp_etr_xdp(struct xdp_md *ctx)
     if ((void *)(eth + 1) > data_end)
         return xdp_drop(LISP_DROP_DECAP_FAILED);
     if (redirect) {
-        __builtin_memcpy(eth->h_dest, p.dmac, ETH_ALEN);
-        __builtin_memcpy(eth->h_source, p.smac, ETH_ALEN);
+        fib_eth_macs(eth, &p);
     } else {
         /* to the stack: the frame must still be addressed to this interface
          * (another destination MAC makes it PACKET_OTHERHOST, never routed) */
-        __builtin_memcpy(eth, macs, sizeof(macs));
+        __u16 *d = (void *)eth;
+#pragma unroll
+        for (int i = 0; i < ETH_ALEN; i++)
+            d[i] = macs[i];
     }
     eth->h_proto = e.inner_proto;
 

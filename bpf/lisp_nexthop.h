@@ -77,14 +77,21 @@ BPF_PERCPU_ARRAY(nh_cache, struct lisp_nh_set, LISP_NH_SETS);
 
 /* fib_params zeroes the lookup and writes IPv4 addresses into the first
  * word of the IPv6 ones (a union), so the 4 words of each cover both
- * families. */
+ * families; for IPv4 the other three are 0 in the lookup and in any slot of
+ * that family, so hash and match skip them: a chain of 6 fewer multiplies
+ * and 6 fewer compares on every IPv4 lookup (the ETR's, and the ITR's
+ * toward an IPv4 locator). */
 static __always_inline __u32 nh_hash(const struct bpf_fib_lookup *p)
 {
     __u32 h = (p->ifindex ^ ((__u32)p->family << 24)) * 0x9E3779B1u;
+    h = (h ^ p->ipv6_dst[0]) * 0x85EBCA77u;
+    h = (h ^ p->ipv6_src[0]) * 0xC2B2AE3Du;
+    if (p->family == AF_INET6) {
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-        h = (h ^ p->ipv6_dst[i]) * 0x85EBCA77u;
-        h = (h ^ p->ipv6_src[i]) * 0xC2B2AE3Du;
+        for (int i = 1; i < 4; i++) {
+            h = (h ^ p->ipv6_dst[i]) * 0x85EBCA77u;
+            h = (h ^ p->ipv6_src[i]) * 0xC2B2AE3Du;
+        }
     }
     return lisp_fmix(h) & (LISP_NH_SETS - 1);
 }
@@ -92,12 +99,12 @@ static __always_inline __u32 nh_hash(const struct bpf_fib_lookup *p)
 static __always_inline int nh_match(const struct lisp_nh_slot *s, const struct bpf_fib_lookup *p,
                                     __u32 gen, __u32 now)
 {
-    return s->gen == gen && now - s->filled < LISP_NH_MAX_AGE && s->in_ifindex == p->ifindex &&
-           s->family == p->family &&
-           s->dst[0] == p->ipv6_dst[0] && s->dst[1] == p->ipv6_dst[1] && s->dst[2] == p->ipv6_dst[2] &&
-           s->dst[3] == p->ipv6_dst[3] &&
-           s->src[0] == p->ipv6_src[0] && s->src[1] == p->ipv6_src[1] && s->src[2] == p->ipv6_src[2] &&
-           s->src[3] == p->ipv6_src[3];
+    if (s->gen != gen || now - s->filled >= LISP_NH_MAX_AGE || s->in_ifindex != p->ifindex ||
+        s->family != p->family || s->dst[0] != p->ipv6_dst[0] || s->src[0] != p->ipv6_src[0])
+        return 0;
+    return p->family != AF_INET6 ||
+           (s->dst[1] == p->ipv6_dst[1] && s->dst[2] == p->ipv6_dst[2] && s->dst[3] == p->ipv6_dst[3] &&
+            s->src[1] == p->ipv6_src[1] && s->src[2] == p->ipv6_src[2] && s->src[3] == p->ipv6_src[3]);
 }
 
 /* bpf_fib_lookup(ctx, p) through the cache, for a lookup that fib_params

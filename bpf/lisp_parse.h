@@ -38,7 +38,10 @@ struct lisp_flow {
     __u16 l4csum;       /* TCP/UDP checksum field as received (lisp_l4_csum_complete) */
 };
 
-static __always_inline int lisp_parse_ip(void *l3, void *end, __be16 proto, struct lisp_flow *f)
+/* want_l4 (a constant): also the TCP/UDP ports and header length. The ETRs
+ * need only the IP header (addresses, TTL, TOS): without it they skip the
+ * L4 reads and their bounds checks. */
+static __always_inline int lisp_parse_ip_l4(void *l3, void *end, __be16 proto, struct lisp_flow *f, int want_l4)
 {
     void *l4;
     if (proto == bpf_htons(ETH_P_IP)) {
@@ -84,6 +87,8 @@ static __always_inline int lisp_parse_ip(void *l3, void *end, __be16 proto, stru
     } else {
         return -1;
     }
+    if (!want_l4)
+        return 0;
     if (f->proto == IPPROTO_TCP) {
         struct tcphdr *th = l4;
         if ((void *)(th + 1) > end)
@@ -103,6 +108,11 @@ static __always_inline int lisp_parse_ip(void *l3, void *end, __be16 proto, stru
         f->hdrlen += sizeof(*uh);
     }
     return 0;
+}
+
+static __always_inline int lisp_parse_ip(void *l3, void *end, __be16 proto, struct lisp_flow *f)
+{
+    return lisp_parse_ip_l4(l3, end, proto, f, 1);
 }
 
 /* Destinations an ITR never encapsulates: multicast, broadcast, link-local. */
