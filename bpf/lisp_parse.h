@@ -36,7 +36,7 @@ struct lisp_flow {
     __u8 src[16];
     __u8 dst[16];
     __u16 l4csum;       /* TCP/UDP checksum field as received (lisp_l4_csum_complete) */
-};
+} __attribute__((aligned(8)));     /* zeroed and copied in 8-byte words, not 2-byte ones */
 
 /* want_l4 (a constant): also the TCP/UDP ports and header length. The ETRs
  * need only the IP header (addresses, TTL, TOS): without it they skip the
