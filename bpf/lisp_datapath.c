@@ -914,7 +914,8 @@ static __always_inline struct lisp_locset *petr_set(const struct lisp_config *c)
 /* Map-cache decision for an IP packet of instance iid (m, slot, ref: what
  * cache_lookup found). One locator choice: the program is inlined, and a
  * second copy costs verifier budget. Encapsulation is lisp_itr_encap's,
- * by tail call. */
+ * by tail call. A destination whose flow-cache slot keeps its locator
+ * (fc_keep_locator) never comes here: itr() goes to lisp_itr_encap. */
 static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
                                  const struct lisp_config *c, int mode,
                                  const struct lisp_mapping *m, struct lisp_fc_slot *slot, __u32 ref,
@@ -929,15 +930,9 @@ static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u
     struct lisp_locset *ls = 0;
     const struct lisp_locator *loc = 0;
     __u8 action = m ? m->action : LISP_ACT_SEND_MAP_REQUEST;
-    int fixed = 0;
     switch (action) {
     case LISP_ACT_NO_ACTION:
         id = m ? m->id : 0;
-        if (st->fixed) {
-            loc = &st->loc;         /* the slot's: every flow to dst takes it (lisp_flowcache.h) */
-            fixed = 1;
-            break;
-        }
         ls = locsets.lookup(&id);
         /* Python installs "no-action without locators" (RFC 9301: do not
          * encapsulate) as NATIVELY_FORWARD, and writes a locator set before
@@ -987,8 +982,7 @@ static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u
      * mapping of its own (not for the Proxy-ETRs of a negative entry) */
     st->fc_ref = ref != LISP_FC_NOREF && action == LISP_ACT_NO_ACTION ? ref : LISP_FC_NOREF;
     st->has_loc = loc != 0;
-    st->fixed = fixed;
-    if (loc && !fixed)
+    if (loc)
         st->loc = *loc;
     tail_progs.call(skb, LISP_TAIL_ENCAP);
     return drop(LISP_DROP_ENCAP_FAILED);
@@ -1051,6 +1045,16 @@ static __always_inline int itr(struct __sk_buff *skb, int egress)
     st->has_m = m != 0;
     if (m)
         st->m = *m;
+    if (st->fixed) {
+        /* Decided already: a slot keeps a locator only for a mapping of its
+         * own that every flow takes (route()'s no-action case, fc_keep_locator),
+         * so straight to the encapsulation, one program fewer per packet. */
+        st->hash = lisp_flow_hash(f);
+        st->id = slot->m.id;
+        st->has_loc = 1;
+        tail_progs.call(skb, LISP_TAIL_ENCAP);
+        return drop(LISP_DROP_ENCAP_FAILED);
+    }
     tail_progs.call(skb, LISP_TAIL_ROUTE);
     return drop(LISP_DROP_ENCAP_FAILED);
 }
@@ -1089,8 +1093,7 @@ int lisp_itr_route(struct __sk_buff *skb)
         return TC_ACT_OK;
     struct lisp_itr_state *st = &sc->itr;
     __u32 ref = st->fc_ref;
-    return route(skb, &st->f, st->iid, c, st->mode, st->has_m ? &st->m : 0, st->fixed ? 0 : fc_deref(ref), ref,
-                 st);
+    return route(skb, &st->f, st->iid, c, st->mode, st->has_m ? &st->m : 0, fc_deref(ref), ref, st);
 }
 
 /* The tc ITR's encapsulation, tail-called by lisp_itr_route with struct

@@ -264,7 +264,7 @@ struct lisp_itr_state {
     __u8 mode;                 /* LISP_MODE_* */
     __u8 has_loc;
     __u8 has_m;
-    __u8 fixed;                /* route -> encap: loc is the flow-cache slot's (fc_keep_locator) */
+    __u8 fixed;                /* lookups -> encap: loc is the flow-cache slot's (fc_keep_locator) */
 };
 struct lisp_scratch {
     __u8 buf[512];             /* room beyond the largest use, so masked lengths stay inside */
@@ -282,7 +282,8 @@ BPF_PERCPU_ARRAY(scratch, struct lisp_scratch, 1);
 /* lisp_etr_ingress tail-calls lisp_itr_ingress (slot LISP_TAIL_ITR) to
  * re-encapsulate, with the instance ID in skb->cb[0] | LISP_CB_IID_VALID.
  * lisp_itr_ingress/egress tail-call lisp_itr_route (LISP_TAIL_ROUTE), which
- * tail-calls lisp_itr_encap (LISP_TAIL_ENCAP), with struct lisp_itr_state in
+ * tail-calls lisp_itr_encap (LISP_TAIL_ENCAP; a destination whose flow-cache
+ * slot keeps its locator goes there directly), with struct lisp_itr_state in
  * scratch: in one program the verifier walks every path of the lookups
  * times every path of the decision times every path of the encapsulation,
  * nearly all of its 1,000,000-instruction budget (over it on 6.1 with any
