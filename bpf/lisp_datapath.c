@@ -768,20 +768,22 @@ static __always_inline int itr_write(struct __sk_buff *skb, struct lisp_flow *f,
 
 /* loc: the locator route() chose for flow hash `hash` (0: none usable);
  * slot: the flow-cache slot of the destination (0: none). */
-/* fib_resolve for the tc ITR toward loc, through the next hop kept in the
- * destination's flow-cache slot when loc is the slot's own (fixed; struct
- * lisp_fc_slot: a hit never hashes the next-hop key). The generation is
- * read before the lookup whose answer is stored with it, as nh_fib_lookup
- * does. */
-static __always_inline long itr_fib(struct __sk_buff *skb, struct bpf_fib_lookup *p, int v6, const __u8 *src,
-                                    const __u8 *dst, __u32 tot_len, struct lisp_fc_slot *slot)
+/* The ITRs' FIB answer toward a locator (tc and XDP; in: the ingress
+ * device; gso: a GSO super-packet, which asks the FIB itself), through the
+ * next hop kept in the destination's flow-cache slot when the locator is
+ * the slot's own (struct lisp_fc_slot nh_*: a hit never hashes the next-hop
+ * key), else through the next-hop cache (nh_fib_lookup; want_xdp and *xdp
+ * as there). The generation is read before the lookup whose answer is
+ * stored with it, as nh_fib_lookup does. */
+static __always_inline long itr_next_hop(void *ctx, struct bpf_fib_lookup *p, __u32 in, int v6, const __u8 *src,
+                                         const __u8 *dst, __u32 tot_len, int gso, struct lisp_fc_slot *slot,
+                                         int want_xdp, int *xdp)
 {
     __u32 zero = 0;
     __u64 *g = nh_gen.lookup(&zero);
     __u32 gen = g ? (__u32)*(volatile __u64 *)g : 0;
     __u32 now = 0;
-    __u32 in = skb->ifindex;
-    if (!gen || skb->gso_size)
+    if (!gen || gso)
         slot = 0;
     if (slot) {
         now = bpf_jiffies64();
@@ -790,10 +792,12 @@ static __always_inline long itr_fib(struct __sk_buff *skb, struct bpf_fib_lookup
             p->ifindex = slot->nh_out;
             __builtin_memcpy(p->smac, slot->nh_smac, ETH_ALEN);
             __builtin_memcpy(p->dmac, slot->nh_dmac, ETH_ALEN);
+            *xdp = slot->nh_xdp;
             return BPF_FIB_LKUP_RET_SUCCESS;
         }
     }
-    long rc = fib_resolve(skb, p, v6, src, dst, tot_len);
+    fib_params(p, in, v6, src, dst, gso ? 0 : tot_len);
+    long rc = nh_fib_lookup(ctx, p, want_xdp, xdp);
     if (!slot || rc != BPF_FIB_LKUP_RET_SUCCESS || p->mtu_result < tot_len)
         return rc;
     slot->nh_gen = 0;           /* never a half-written next hop that looks valid */
@@ -801,6 +805,7 @@ static __always_inline long itr_fib(struct __sk_buff *skb, struct bpf_fib_lookup
     slot->nh_in = in;
     slot->nh_out = p->ifindex;
     slot->nh_mtu = p->mtu_result;
+    slot->nh_xdp = *xdp;
     __builtin_memcpy(slot->nh_smac, p->smac, ETH_ALEN);
     __builtin_memcpy(slot->nh_dmac, p->dmac, ETH_ALEN);
     slot->nh_gen = gen;
@@ -869,7 +874,9 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
     }
 
     struct bpf_fib_lookup p;
-    long frc = itr_fib(skb, &p, v6, v6 ? c->src6 : c->src4, loc->addr, inner_len + olen, fixed ? slot : 0);
+    int xdp;
+    long frc = itr_next_hop(skb, &p, skb->ifindex, v6, v6 ? c->src6 : c->src4, loc->addr, inner_len + olen,
+                            skb->gso_size, fixed ? slot : 0, 0, &xdp);
     if (!fib_ok(frc))
         return drop(LISP_DROP_NO_ROUTE);
     __u8 macs[2 * ETH_ALEN];

@@ -84,7 +84,7 @@ struct lisp_fc_slot {
     __u64 lsb;                 /* source_lsb() of (iid, src): LISP_LSB_NONE for no EID of ours */
     __u64 packets;             /* encapsulated with m.id since the fill, not yet in map_stats */
     __u64 bytes;
-    /* The tc ITR's next hop toward loc (has_loc): lisp_nexthop.h's answer
+    /* The ITRs' next hop toward loc (has_loc): lisp_nexthop.h's answer
      * kept with the destination, valid as a next-hop slot is (nh_gen's
      * current generation, younger than LISP_NH_MAX_AGE jiffies) for packets
      * from device nh_in no longer than nh_mtu. A hit compares these instead
@@ -97,7 +97,8 @@ struct lisp_fc_slot {
     __u8 nh_smac[ETH_ALEN];
     __u8 nh_dmac[ETH_ALEN];
     __u16 nh_mtu;
-    __u16 nh_pad;
+    __u8 nh_xdp;               /* nh_out is in xdp_targets (its writes bump nh_gen) */
+    __u8 nh_pad;
 };
 
 /* Two ways per set: a direct-mapped table of the same size lost ~12% of

@@ -45,7 +45,8 @@ int lisp_itr_xdp(struct xdp_md *ctx)
     __u32 id = m->id;
     __u32 hash = lisp_flow_hash(&f);
     const struct lisp_locator *loc;
-    if (slot && slot->has_loc) {
+    int fixed = slot && slot->has_loc;      /* the slot keeps loc's next hop too */
+    if (fixed) {
         loc = &slot->loc;
     } else {
         struct lisp_locset *ls = locsets.lookup(&id);
@@ -69,9 +70,9 @@ int lisp_itr_xdp(struct xdp_md *ctx)
         return XDP_PASS;
 
     struct bpf_fib_lookup p;
-    fib_params(&p, ctx->ingress_ifindex, v6, v6 ? c->src6 : c->src4, loc->addr, inner_len + olen);
     int xdp_ok;
-    long frc = nh_fib_lookup(ctx, &p, 1, &xdp_ok);
+    long frc = itr_next_hop(ctx, &p, ctx->ingress_ifindex, v6, v6 ? c->src6 : c->src4, loc->addr,
+                            inner_len + olen, 0, fixed ? slot : 0, 1, &xdp_ok);
     __u32 out_if = p.ifindex;
     if (frc != BPF_FIB_LKUP_RET_SUCCESS || !xdp_ok)
         return XDP_PASS;
