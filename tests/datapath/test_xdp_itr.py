@@ -90,6 +90,22 @@ def test_xdp_itr_trims_ethernet_padding(xdp_dp, lab):
     assert _masked(rx.data) == _masked(tc(dp, lab, frame).data)
 
 
+def test_xdp_itr_nonces_differ(xdp_dp, lab):
+    """The XDP ITR draws its nonces from the tc ITR's per-CPU generator: 256
+    packets of one flow, practically all different, in both programs taking
+    turns."""
+    dp = xdp_dp
+    dp.set_mapping(E("10.2.0.0/16"), [Rloc(ip("192.0.2.2"))])
+    frame = itr_frame(P.ip_packet("10.1.0.10", "10.2.0.5"))
+    nonces = []
+    for i in range(256):
+        rx = xdp(dp, lab, frame) if i % 2 else tc(dp, lab, frame)
+        assert rx.retval == (XDP_REDIRECT if i % 2 else TC_ACT_REDIRECT)
+        nonces.append(P.split_encap(rx.data).nonce)
+    assert len(set(nonces)) >= 250
+    assert len({n >> 16 for n in nonces}) > 64 and len({n & 0xFF for n in nonces}) > 64
+
+
 def test_xdp_itr_locator_choice_is_the_tc_itr_one(xdp_dp, lab):
     dp = xdp_dp
     dp.set_mapping(E("10.2.0.0/16"), [Rloc(ip("192.0.2.2"), weight=50), Rloc(ip("192.0.2.3"), weight=30),
