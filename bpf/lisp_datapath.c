@@ -608,8 +608,8 @@ static __always_inline __u32 eid_iface_iid(__u32 ifindex)
 
 /* eid_iface_iid through this CPU's last answer (struct lisp_scratch: its
  * generation is read before the lookup it caches, as the flow cache does).
- * The tc ITR's: it uses the scratch line anyway (route()); for the XDP ITR,
- * which does not, the extra line cost as much as the hash lookup saved. */
+ * Both ITRs touch that scratch line anyway (the hand-over, the nonce), and
+ * it saves a hash lookup per packet (XDP ITR, warm: 197 -> 180 ns). */
 static __always_inline __u32 ingress_iid(struct lisp_scratch *sc, __u32 ifindex)
 {
     __u32 zero = 0;

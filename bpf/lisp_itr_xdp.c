@@ -33,7 +33,8 @@ int lisp_itr_xdp(struct xdp_md *ctx)
         return XDP_PASS;
     if (lisp_special_dst(&f))
         return XDP_PASS;
-    __u32 iid = eid_iface_iid(ctx->ingress_ifindex);
+    struct lisp_scratch *sc = get_scratch();
+    __u32 iid = sc ? ingress_iid(sc, ctx->ingress_ifindex) : eid_iface_iid(ctx->ingress_ifindex);
     struct lisp_mapping *m;
     struct lisp_fc_slot *slot;
     __u32 ref;

@@ -172,17 +172,18 @@ def test_tc_itr_encapsulates_through_the_tail_calls(dp, lab, one_cpu, slot, prog
     assert run_prog(fd, f, ctx=ctx).retval == TC_ACT_REDIRECT
 
 
-def test_next_packet_sees_new_interface_instance(dp, lab, one_cpu):
-    """The tc ITR keeps the last interface -> instance answer per CPU: a new
+@pytest.mark.parametrize("prog", ["tc", "xdp"])
+def test_next_packet_sees_new_interface_instance(dp, lab, one_cpu, prog):
+    """The ITRs keep the last interface -> instance answer per CPU: a new
     instance ID for the interface applies from the very next packet."""
     dp.set_mapping(EidPrefix.parse("10.2.0.0/16"), [Rloc(ip("192.0.2.2"))])
     dp.set_mapping(EidPrefix.parse("[7]10.2.0.0/16"), [Rloc(ip("192.0.2.3"))])
     f = _frame("10.2.7.5")
-    fd, ctx = dp.prog_fd("lisp_itr_ingress"), skb_ctx(ifindex=lab.eid_if)
+    fd, ctx, ok = _itr(dp, lab, prog)
 
     def locator():
-        res = run_prog(fd, f, ctx=ctx)
-        assert res.retval == TC_ACT_REDIRECT
+        res = run_prog(fd, f, ctx=ctx(f))
+        assert res.retval == ok
         return P.split_encap(res.data).dst
 
     try:
