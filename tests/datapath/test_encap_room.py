@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -158,3 +159,57 @@ def test_consecutive_nonces_differ(dp, lab):
     nonces = [P.split_encap(run_prog(dp.prog_fd("lisp_itr_ingress"), frame).data).nonce for _ in range(256)]
     assert len(set(nonces)) >= 250
     assert len({n >> 16 for n in nonces}) > 64 and len({n & 0xFF for n in nonces}) > 64
+
+
+@pytest.fixture
+def one_cpu():
+    """The flow cache is per CPU, and PROG_TEST_RUN runs on the caller's."""
+    import os
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(old)})
+    yield
+    os.sched_setaffinity(0, old)
+
+
+def _masked(frame: bytes) -> bytes:
+    """Without the LISP nonce and, over IPv6, the UDP checksum covering it."""
+    b = bytearray(frame)
+    if len(b) > 14 + 40 + 12 and b[14] >> 4 in (4, 6):
+        l4 = 14 + (20 if b[14] >> 4 == 4 else 40)
+        b[l4 + 9:l4 + 12] = bytes(3)
+        if b[14] >> 4 == 6:
+            b[l4 + 6:l4 + 8] = bytes(2)
+    return bytes(b)
+
+
+@pytest.mark.parametrize("case", ["plain", "tcp", "ttl1", "padding", "partial", "6in4", "4in6", "6in6"])
+def test_decided_destination_answered_like_its_first_packet(dp, lab, one_cpu, case):
+    """The first packet to a destination goes through lisp_itr_route and
+    lisp_itr_encap; once its flow-cache slot keeps the locator, the lookups'
+    program encapsulates the common case itself (itr_fast) and hands
+    everything else on. Either way the same answer, byte for byte."""
+    key = {"6in4": "6in4", "4in6": "4in6", "6in6": "6in6"}.get(case, "4in4")
+    src, dst, prefix, rloc, _local = CASES[key]
+    dp.set_mapping(EidPrefix.parse(prefix), [Rloc(ip(rloc))])      # a new generation: the next packet is a first
+    v = ip(src).version
+    kw = {"ttl": 1} if case == "ttl1" else {}
+    if v == 6:
+        kw = {"hlim": kw["ttl"]} if kw else {}
+    proto = P.TCP if case == "tcp" else P.UDP
+    inner = P.ip_packet(src, dst, b"z" * 40, **kw) if proto == P.UDP else \
+        (P.ipv4(src, dst, P.tcp(src, dst, 1234, 80, b"z" * 40), proto=P.TCP) if v == 4 else
+         P.ipv6(src, dst, P.tcp(src, dst, 1234, 80, b"z" * 40), nh=P.TCP))
+    if case == "partial":
+        inner = _packet(v, P.UDP, b"z" * 40, _seed_of(_packet(v, P.UDP, b"z" * 40, None), v, P.UDP))
+    frame = itr_frame(inner) + (bytes(18) if case == "padding" else b"")
+    fd, ctx = dp.prog_fd("lisp_itr_ingress"), skb_ctx(ifindex=lab.eid_if)
+    first = run_prog(fd, frame, ctx=ctx)
+    again = []
+    for _ in range(2):
+        if case == "ttl1":
+            time.sleep(0.02)        # past the per-CPU Time Exceeded limit (10 ms, LISP_ICMP_MIN_INTERVAL_NS)
+        again.append(run_prog(fd, frame, ctx=ctx))
+    assert first.retval in (TC_ACT_REDIRECT, 0, 2) and first.data
+    for r in again:
+        assert r.retval == first.retval
+        assert _masked(r.data) == _masked(first.data)
