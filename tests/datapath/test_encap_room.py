@@ -161,16 +161,6 @@ def test_consecutive_nonces_differ(dp, lab):
     assert len({n >> 16 for n in nonces}) > 64 and len({n & 0xFF for n in nonces}) > 64
 
 
-@pytest.fixture
-def one_cpu():
-    """The flow cache is per CPU, and PROG_TEST_RUN runs on the caller's."""
-    import os
-    old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(old)})
-    yield
-    os.sched_setaffinity(0, old)
-
-
 def _masked(frame: bytes) -> bytes:
     """Without the LISP nonce and, over IPv6, the UDP checksum covering it."""
     b = bytearray(frame)

@@ -5,7 +5,6 @@ next packet sees a new locator set, a deleted entry, a more-specific prefix
 from __future__ import annotations
 
 import ipaddress
-import os
 
 import pytest
 
@@ -23,16 +22,6 @@ FAMILIES = {
     6: ("fd00:1::10", "fd00:2:0:7::5", "fd00:2::/32", "fd00:2:0:7::/64", "2001:db8:1::2", "2001:db8:1::3",
         "192.0.2.5"),
 }
-
-
-@pytest.fixture
-def one_cpu():
-    """PROG_TEST_RUN runs on the caller's CPU, and the cache is per CPU: pin
-    the test to one, so the packet after a change meets the warmed slot."""
-    old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(old)})
-    yield
-    os.sched_setaffinity(0, old)
 
 
 NOT_SENT = "not encapsulated"

@@ -26,15 +26,6 @@ ip = ipaddress.ip_address
 FC_SETS = 4096          # LISP_FC_SETS
 
 
-@pytest.fixture
-def one_cpu():
-    """The flow cache is per CPU, and PROG_TEST_RUN runs on the caller's."""
-    old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(old)})
-    yield
-    os.sched_setaffinity(0, old)
-
-
 def fc_set(dst: str, iid: int = 0) -> int:
     """bpf/lisp_flowcache.h fc_hash for an IPv4 destination."""
     m = 0xFFFFFFFF

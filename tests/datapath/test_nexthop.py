@@ -13,7 +13,6 @@ ends it."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import time
 from dataclasses import dataclass
 
@@ -28,16 +27,6 @@ ip = ipaddress.ip_address
 NEW_MAC = "02:00:00:00:0e:0e"
 # LISP_NH_MAX_AGE is 100 jiffies: 1 s at HZ=100, 0.1 s at HZ=1000
 MAX_AGE, MIN_AGE = 1.0, 0.1
-
-
-@pytest.fixture
-def one_cpu():
-    """The cache is per CPU and PROG_TEST_RUN runs on the caller's: one CPU,
-    so every packet meets the slot the previous one filled."""
-    old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(old)})
-    yield
-    os.sched_setaffinity(0, old)
 
 
 @dataclass
