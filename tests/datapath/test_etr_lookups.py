@@ -13,7 +13,7 @@ from lispctl.datapath.testrun import TC_ACT_OK, TC_ACT_SHOT, XDP_DROP, XDP_PASS,
 from lispctl.mapping.types import EidPrefix
 from tests.datapath import packets as P
 from tests.datapath.conftest import EID_MAC, PEER_MAC, RLOC_MAC
-from tests.datapath.test_flowcache import _program, one_cpu  # noqa: F401  (fixture)
+from tests.datapath.test_flowcache import _program
 
 ip = ipaddress.ip_address
 
