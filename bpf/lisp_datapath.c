@@ -773,8 +773,6 @@ static __always_inline int itr_write(struct __sk_buff *skb, struct lisp_flow *f,
     return 0;
 }
 
-/* loc: the locator route() chose for flow hash `hash` (0: none usable);
- * slot: the flow-cache slot of the destination (0: none). */
 /* The ITRs' FIB answer toward a locator (tc and XDP; in: the ingress
  * device; gso: a GSO super-packet, which asks the FIB itself), through the
  * next hop kept in the destination's flow-cache slot when the locator is
@@ -819,6 +817,27 @@ static __always_inline long itr_next_hop(void *ctx, struct bpf_fib_lookup *p, __
     return rc;
 }
 
+/* The room for the outer headers. bpf_skb_adjust_room with the ENCAP flags
+ * records the inner headers' offsets and the tunnel type, which a GSO
+ * packet's segmentation, a checksum left to the offload and a change of
+ * family (skb->protocol) need; it is also ~2.5x the cost of
+ * bpf_skb_change_head (three kernel calls more, each expensive under
+ * return-stack mitigations). A packet that needs none of that (same family,
+ * not GSO, not re-encapsulated, its checksum complete: e.g. anything a NIC
+ * received) can have its room pushed in front instead, where the new
+ * Ethernet header and the outer headers are written over the old Ethernet
+ * header: the same bytes, and the kernel's header offsets keep naming the
+ * inner packet, which nothing after the redirect reads (bpf_redirect_neigh
+ * resets them). */
+static __always_inline int itr_can_push(struct __sk_buff *skb, const struct lisp_flow *f,
+                                        const struct lisp_locator *loc, int mode)
+{
+    return !skb->gso_size && loc->family == f->family && !(mode & LISP_MODE_REENCAP) && lisp_l4_csum_complete(f);
+}
+
+/* loc: the locator route() chose for flow hash `hash` (0: none usable);
+ * slot: the flow-cache slot of the destination (0: none); fixed: loc is the
+ * slot's own (its next hop is kept there too, itr_next_hop). */
 static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid,
                                  const struct lisp_locator *loc, __u32 hash, __u32 id,
                                  const struct lisp_config *c, int mode, struct lisp_fc_slot *slot,
@@ -890,20 +909,8 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
     if (frc != BPF_FIB_LKUP_RET_SUCCESS && bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)))
         return drop(LISP_DROP_ENCAP_FAILED);
     flags |= v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4;
-    /* The room for the outer headers. bpf_skb_adjust_room with the ENCAP
-     * flags records the inner headers' offsets and the tunnel type, which a
-     * GSO packet's segmentation, a checksum left to the offload and a change
-     * of family (skb->protocol) need; it is also ~2.5x the cost of
-     * bpf_skb_change_head (three kernel calls more, each expensive under
-     * return-stack mitigations). A packet that needs none of that (same
-     * family, not GSO, its checksum complete: e.g. anything a NIC received)
-     * gets its room pushed in front instead, where the new Ethernet header
-     * and the outer headers are written over the old Ethernet header: the
-     * same bytes, and the kernel's header offsets keep naming the inner
-     * packet, which nothing after the redirect reads (bpf_redirect_neigh
-     * resets them). */
     long grow;
-    if (!skb->gso_size && loc->family == f->family && !(mode & LISP_MODE_REENCAP) && lisp_l4_csum_complete(f))
+    if (itr_can_push(skb, f, loc, mode))
         grow = bpf_skb_change_head(skb, olen, 0);
     else
         grow = bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags) && reencap_grow(skb, olen, flags, mode);
@@ -1006,7 +1013,7 @@ static __always_inline int route(struct __sk_buff *skb, struct lisp_flow *f, __u
  * encapsulated here, in the lookups' program, as the XDP ITR does it: a
  * forwarded packet (not egress, not re-encapsulated) of the locator's
  * family, not GSO, TTL above 1, no Ethernet padding, within the path MTU,
- * its checksum complete (the push, see encap()), its next hop known. Every
+ * its checksum complete (itr_can_push), its next hop known. Every
  * other packet, untouched, returns -1 for lisp_itr_encap, which handles it
  * whole. One program entry and its lookups less per packet (~10 ns of ~200). */
 static __always_inline int itr_fast(struct __sk_buff *skb, struct lisp_flow *f, __u32 iid, int mode,
@@ -1015,7 +1022,7 @@ static __always_inline int itr_fast(struct __sk_buff *skb, struct lisp_flow *f, 
     struct lisp_itr_state *st = &sc->itr;
     const struct lisp_locator *loc = &st->loc;
     struct lisp_config *c = get_config();
-    if (!c || mode || skb->gso_size || f->ttl <= 1 || loc->family != f->family)
+    if (!c || mode || f->ttl <= 1 || !itr_can_push(skb, f, loc, mode))
         return -1;
     int v6 = f->family == 6;
     if (v6 ? !c->has_src6 : !c->has_src4)
@@ -1023,7 +1030,7 @@ static __always_inline int itr_fast(struct __sk_buff *skb, struct lisp_flow *f, 
     __u32 olen = v6 ? LISP_OVERHEAD6 : LISP_OVERHEAD4;
     __u32 inner_len = skb->len - ETH_HLEN;
     if (f->l3len != inner_len || inner_len < lisp_inner_copy(f->family) ||
-        (c->path_mtu && inner_len + olen > c->path_mtu) || !lisp_l4_csum_complete(f))
+        (c->path_mtu && inner_len + olen > c->path_mtu))
         return -1;
     struct bpf_fib_lookup p;
     int xdp;

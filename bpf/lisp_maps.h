@@ -275,7 +275,7 @@ struct lisp_scratch {
     __u64 ifc_gen;
     __u32 ifc_index;
     __u32 ifc_iid;
-    __u64 nonce_state;         /* the tc ITR's nonce generator (lisp_datapath.c itr_nonce) */
+    __u64 nonce_state;         /* the ITRs' nonce generator (lisp_datapath.c itr_nonce) */
     struct lisp_itr_state itr;
 };
 BPF_PERCPU_ARRAY(scratch, struct lisp_scratch, 1);
