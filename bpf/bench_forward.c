@@ -12,12 +12,18 @@
  * samples/bpf/xdp_fwd_kern.c: anything but a resolved next hop (no route, no
  * neighbour yet, too big, TTL <= 1, local, not IP) goes to the stack
  * untouched, which forwards, resolves, fragments or answers it.
+ * Like the LISP programs, tc hands a packet to a veth peer's ingress
+ * (bpf_redirect_peer) where the data plane would (fwd_peer, filled by
+ * forwarder.py with lispctl.datapath.vethpeer.handoff's answer).
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/ip.h>
 #include <uapi/linux/ipv6.h>
+
+BPF_HASH(fwd_peer, __u32, __u32, 64);
+static long (*fwd_redirect_peer)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect_peer;
 
 #define FWD_AF_INET 2
 #define FWD_AF_INET6 10
@@ -103,7 +109,10 @@ int bench_fwd_tc(struct __sk_buff *skb)
     if (bpf_fib_lookup(skb, &p, sizeof(p), 0) != BPF_FIB_LKUP_RET_SUCCESS)
         return TC_ACT_OK;
     fwd_rewrite(eth, eth + 1, &p);
-    return bpf_redirect(p.ifindex, 0);
+    __u32 out = p.ifindex;
+    if (fwd_peer.lookup(&out))
+        return fwd_redirect_peer(out, 0);
+    return bpf_redirect(out, 0);
 }
 
 /* XDP: the same for one frame (no GSO here). */

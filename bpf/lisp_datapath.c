@@ -45,6 +45,8 @@
 /* bcc 0.26 declares this helper with 3 arguments; the kernel takes 4. */
 static long (*lisp_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) =
     (void *)BPF_FUNC_redirect_neigh;
+/* kernel >= 5.10; bcc 0.26 does not declare it */
+static long (*lisp_redirect_peer)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect_peer;
 
 #define LISP_ICMP4_QUOTE 28     /* IPv4 header without options + 8 bytes */
 #define LISP_ICMP6_QUOTE 128    /* enough for the IPv6 header and the L4 ports */
@@ -284,13 +286,13 @@ static __always_inline void fib_params(struct bpf_fib_lookup *p, __u32 ifindex, 
 }
 
 /* Through the next-hop cache (lisp_nexthop.h); a GSO super-packet asks the
- * FIB itself (tot_len 0). On SUCCESS p->mtu_result is set unless GSO. */
+ * FIB itself (tot_len 0). On SUCCESS p->mtu_result is set unless GSO, and
+ * *out as nh_fib_lookup leaves it (for fib_send). */
 static __always_inline long fib_resolve(struct __sk_buff *skb, struct bpf_fib_lookup *p, int v6,
-                                        const __u8 *src, const __u8 *dst, __u32 tot_len)
+                                        const __u8 *src, const __u8 *dst, __u32 tot_len, __u32 *out)
 {
-    int xdp;
     fib_params(p, skb->ifindex, v6, src, dst, skb->gso_size ? 0 : tot_len);
-    return nh_fib_lookup(skb, p, 0, &xdp);
+    return nh_fib_lookup(skb, p, 0, out);
 }
 
 static __always_inline int fib_ok(long rc)
@@ -328,10 +330,23 @@ static __always_inline void fib_eth(struct ethhdr *eth, long rc, const struct bp
     eth->h_proto = proto;
 }
 
-static __always_inline int fib_send(long rc, const struct bpf_fib_lookup *p)
+/* Out of ifindex, whose out_devs bits are out. handoff: the packet needs
+ * nothing of a transmit path (validate_xmit_skb): not GSO, and no checksum
+ * left for an offload to finish (an RLOC veth has tx checksumming off so
+ * that a socket reader beyond it gets complete checksums); and the program
+ * runs at tc ingress (the kernel drops a peer redirect from egress). Such a
+ * packet goes to a LISP_OUT_PEER veth's peer directly. */
+static __always_inline int redirect_out(__u32 ifindex, __u32 out, int handoff)
+{
+    if (handoff && (out & LISP_OUT_PEER))
+        return lisp_redirect_peer(ifindex, 0);
+    return bpf_redirect(ifindex, 0);
+}
+
+static __always_inline int fib_send(long rc, const struct bpf_fib_lookup *p, __u32 out, int handoff)
 {
     if (rc == BPF_FIB_LKUP_RET_SUCCESS)
-        return bpf_redirect(p->ifindex, 0);
+        return redirect_out(p->ifindex, out, handoff);
     return lisp_redirect_neigh(p->ifindex, 0, 0, 0);
 }
 
@@ -777,12 +792,12 @@ static __always_inline int itr_write(struct __sk_buff *skb, struct lisp_flow *f,
  * device; gso: a GSO super-packet, which asks the FIB itself), through the
  * next hop kept in the destination's flow-cache slot when the locator is
  * the slot's own (struct lisp_fc_slot nh_*: a hit never hashes the next-hop
- * key), else through the next-hop cache (nh_fib_lookup; want_xdp and *xdp
+ * key), else through the next-hop cache (nh_fib_lookup; want_out and *out
  * as there). The generation is read before the lookup whose answer is
  * stored with it, as nh_fib_lookup does. */
 static __always_inline long itr_next_hop(void *ctx, struct bpf_fib_lookup *p, __u32 in, int v6, const __u8 *src,
                                          const __u8 *dst, __u32 tot_len, int gso, struct lisp_fc_slot *slot,
-                                         int want_xdp, int *xdp)
+                                         int want_out, __u32 *out)
 {
     __u32 zero = 0;
     __u64 *g = nh_gen.lookup(&zero);
@@ -797,12 +812,12 @@ static __always_inline long itr_next_hop(void *ctx, struct bpf_fib_lookup *p, __
             p->ifindex = slot->nh_out;
             __builtin_memcpy(p->smac, slot->nh_smac, ETH_ALEN);
             __builtin_memcpy(p->dmac, slot->nh_dmac, ETH_ALEN);
-            *xdp = slot->nh_xdp;
+            *out = slot->nh_outf;
             return BPF_FIB_LKUP_RET_SUCCESS;
         }
     }
     fib_params(p, in, v6, src, dst, gso ? 0 : tot_len);
-    long rc = nh_fib_lookup(ctx, p, want_xdp, xdp);
+    long rc = nh_fib_lookup(ctx, p, want_out, out);
     if (!slot || rc != BPF_FIB_LKUP_RET_SUCCESS || p->mtu_result < tot_len)
         return rc;
     slot->nh_gen = 0;           /* never a half-written next hop that looks valid */
@@ -810,7 +825,7 @@ static __always_inline long itr_next_hop(void *ctx, struct bpf_fib_lookup *p, __
     slot->nh_in = in;
     slot->nh_out = p->ifindex;
     slot->nh_mtu = p->mtu_result;
-    slot->nh_xdp = *xdp;
+    slot->nh_outf = *out;
     __builtin_memcpy(slot->nh_smac, p->smac, ETH_ALEN);
     __builtin_memcpy(slot->nh_dmac, p->dmac, ETH_ALEN);
     slot->nh_gen = gen;
@@ -827,8 +842,11 @@ static __always_inline long itr_next_hop(void *ctx, struct bpf_fib_lookup *p, __
  * received) can have its room pushed in front instead, where the new
  * Ethernet header and the outer headers are written over the old Ethernet
  * header: the same bytes, and the kernel's header offsets keep naming the
- * inner packet, which nothing after the redirect reads (bpf_redirect_neigh
- * resets them). */
+ * inner packet, which nothing after a redirect reads (the veth or device
+ * transmit and the receiver's stack start over; bpf_redirect_neigh resets
+ * them). A hand-over to a veth peer (redirect_out) is the exception: the
+ * peer's stack reads the network header where it is, so those packets
+ * take adjust_room. */
 static __always_inline int itr_can_push(struct __sk_buff *skb, const struct lisp_flow *f,
                                         const struct lisp_locator *loc, int mode)
 {
@@ -900,17 +918,18 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
     }
 
     struct bpf_fib_lookup p;
-    int xdp;
+    __u32 out;
     long frc = itr_next_hop(skb, &p, skb->ifindex, v6, v6 ? c->src6 : c->src4, loc->addr, inner_len + olen,
-                            skb->gso_size, fixed ? slot : 0, 0, &xdp);
+                            skb->gso_size, fixed ? slot : 0, 0, &out);
     if (!fib_ok(frc))
         return drop(LISP_DROP_NO_ROUTE);
     __u8 macs[2 * ETH_ALEN];
     if (frc != BPF_FIB_LKUP_RET_SUCCESS && bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)))
         return drop(LISP_DROP_ENCAP_FAILED);
     flags |= v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4;
+    int handoff = !egress && !skb->gso_size && lisp_l4_csum_complete(f) && (out & LISP_OUT_PEER);
     long grow;
-    if (itr_can_push(skb, f, loc, mode))
+    if (itr_can_push(skb, f, loc, mode) && !handoff)
         grow = bpf_skb_change_head(skb, olen, 0);
     else
         grow = bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, flags) && reencap_grow(skb, olen, flags, mode);
@@ -920,7 +939,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
 
     count(LISP_CNT_ENCAPSULATED);
     slot_stats(slot, id, inner_len);
-    return fib_send(frc, &p);
+    return fib_send(frc, &p, out, handoff);
 }
 
 /* The Proxy-ETRs' locator set when the ITR uses them (miss action petr). */
@@ -1033,17 +1052,26 @@ static __always_inline int itr_fast(struct __sk_buff *skb, struct lisp_flow *f, 
         (c->path_mtu && inner_len + olen > c->path_mtu))
         return -1;
     struct bpf_fib_lookup p;
-    int xdp;
+    __u32 out;
     if (itr_next_hop(skb, &p, skb->ifindex, v6, v6 ? c->src6 : c->src4, loc->addr, inner_len + olen, 0, slot, 0,
-                     &xdp) != BPF_FIB_LKUP_RET_SUCCESS)
+                     &out) != BPF_FIB_LKUP_RET_SUCCESS)
         return -1;
-    if (bpf_skb_change_head(skb, olen, 0) ||
+    /* handed to a veth peer (LISP_OUT_PEER), the packet enters the peer's
+     * stack where its network header says, which bpf_skb_change_head leaves
+     * at the inner header: adjust_room, ~60 ns more, moves it with the room
+     * (the hand-over saves a veth transmit and a backlog pass, far more). */
+    long grow = (out & LISP_OUT_PEER) ?
+        bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+                            BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct lisp_hdr)) |
+                            (v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4)) :
+        bpf_skb_change_head(skb, olen, 0);
+    if (grow ||
         itr_write(skb, f, loc, c, inner_len, st->hash, iid, slot, 1, BPF_FIB_LKUP_RET_SUCCESS, &p, p.dmac,
                   itr_nonce(sc)))
         return drop(LISP_DROP_ENCAP_FAILED);
     count(LISP_CNT_ENCAPSULATED);
     slot_stats(slot, slot->m.id, inner_len);
-    return bpf_redirect(p.ifindex, 0);
+    return redirect_out(p.ifindex, out, 1);
 }
 
 static __always_inline int itr(struct __sk_buff *skb, int egress)
@@ -1489,8 +1517,9 @@ int lisp_etr_ingress(struct __sk_buff *skb)
      * 6.1's cross-family step, moves the MAC header the same way). */
     struct bpf_fib_lookup p;
     long frc = -1;
+    __u32 out = 0;
     if (is_local || e.petr)
-        frc = fib_resolve(skb, &p, ver == 6, e.f.src, e.f.dst, inner_len);
+        frc = fib_resolve(skb, &p, ver == 6, e.f.src, e.f.dst, inner_len, &out);
     if (e.petr) {
         int bad = petr_fib_verdict(frc);
         if (bad)
@@ -1540,7 +1569,7 @@ int lisp_etr_ingress(struct __sk_buff *skb)
 
     if (e.petr) {
         count(LISP_CNT_PETR_FORWARDED);
-        return fwd ? fib_send(frc, &p) : TC_ACT_OK;
+        return fwd ? fib_send(frc, &p, out, !skb->gso_size) : TC_ACT_OK;
     }
     if (!is_local) {
         /* RTR / re-encapsulation: the ITR program decides the next locator. */
@@ -1550,7 +1579,7 @@ int lisp_etr_ingress(struct __sk_buff *skb)
         return drop(LISP_DROP_DECAP_FAILED);
     }
     /* no forwarding route (e.g. the EID is this host), or TTL 1: the stack */
-    return fwd ? fib_send(frc, &p) : TC_ACT_OK;
+    return fwd ? fib_send(frc, &p, out, !skb->gso_size) : TC_ACT_OK;
 }
 
 #include "lisp_etr_xdp.c"

@@ -59,13 +59,13 @@ int lisp_etr_xdp(struct xdp_md *ctx)
      * (through the next-hop cache, lisp_nexthop.h). */
     struct bpf_fib_lookup p;
     fib_params(&p, ctx->ingress_ifindex, e.ver == 6, e.f.src, e.f.dst, e.inner_len);
-    int xdp_ok;
-    long frc = nh_fib_lookup(ctx, &p, 1, &xdp_ok);
+    __u32 out;
+    long frc = nh_fib_lookup(ctx, &p, 1, &out);
     __u32 out_if = p.ifindex;
     /* Redirect only with a resolved neighbour and into a device known to
      * take XDP frames; otherwise the stack forwards (and resolves, fragments
      * or delivers locally) the decapsulated packet. */
-    int redirect = frc == BPF_FIB_LKUP_RET_SUCCESS && xdp_ok;
+    int redirect = frc == BPF_FIB_LKUP_RET_SUCCESS && (out & LISP_OUT_XDP);
     /* RFC 9300 5.3: inner TTL = min(inner, outer); redirected, we route it:
      * one less, and at 1 the stack takes it (Time Exceeded). */
     __u8 ttl = e.outer_ttl < e.f.ttl ? e.outer_ttl : e.f.ttl;

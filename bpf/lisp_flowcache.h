@@ -97,7 +97,7 @@ struct lisp_fc_slot {
     __u8 nh_smac[ETH_ALEN];
     __u8 nh_dmac[ETH_ALEN];
     __u16 nh_mtu;
-    __u8 nh_xdp;               /* nh_out is in xdp_targets (its writes bump nh_gen) */
+    __u8 nh_outf;              /* nh_out's out_devs bits (their writes bump nh_gen) */
     __u8 nh_pad;
 };
 

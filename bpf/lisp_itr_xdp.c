@@ -12,7 +12,7 @@
  * encapsulating there and redirecting straight out of the RLOC interface
  * never builds an skb on the router. Only the common case is done here: a
  * map-cache entry with a usable locator, a TTL above 1, a packet that fits
- * the path, a resolved next hop on an interface in xdp_targets. Everything
+ * the path, a resolved next hop on an interface with LISP_OUT_XDP. Everything
  * else is XDP_PASSed untouched, and the tc ITR behind this program handles
  * it as before, counters included: misses (miss events, carried packets),
  * negative entries, native forwarding, Proxy-ETRs, PITR, fragmentation and
@@ -71,11 +71,11 @@ int lisp_itr_xdp(struct xdp_md *ctx)
         return XDP_PASS;
 
     struct bpf_fib_lookup p;
-    int xdp_ok;
+    __u32 out;
     long frc = itr_next_hop(ctx, &p, ctx->ingress_ifindex, v6, v6 ? c->src6 : c->src4, loc->addr,
-                            inner_len + olen, 0, fixed ? slot : 0, 1, &xdp_ok);
+                            inner_len + olen, 0, fixed ? slot : 0, 1, &out);
     __u32 out_if = p.ifindex;
-    if (frc != BPF_FIB_LKUP_RET_SUCCESS || !xdp_ok)
+    if (frc != BPF_FIB_LKUP_RET_SUCCESS || !(out & LISP_OUT_XDP))
         return XDP_PASS;
 
     struct lisp_encap_hdr h = {};

@@ -237,12 +237,23 @@ BPF_TABLE_PINNED("hash", __u32, __u32, accepted_iids, 4096, LISP_PIN(accepted_ii
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key4, __u32, petr_accept4, 4096, LISP_PIN(petr_accept4), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lpm_trie", struct lisp_key6, __u32, petr_accept6, 4096, LISP_PIN(petr_accept6), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", __u32, struct lisp_eid_if, eid_ifaces, 256, LISP_PIN(eid_ifaces));
-/* Interfaces the XDP programs may XDP_REDIRECT into (ifindex -> 1): EID-facing
- * ones for the XDP ETR, RLOC-facing ones for the XDP ITR. Redirecting into a
- * device that cannot take XDP frames (a veth whose peer has neither an XDP
- * program nor GRO) drops them silently, so any other egress gets the packet
- * through the stack instead (XDP_PASS: the tc programs take it from there). */
-BPF_TABLE_PINNED("hash", __u32, __u32, xdp_targets, 256, LISP_PIN(xdp_targets));
+/* How the programs may redirect into a device (ifindex -> LISP_OUT_* bits;
+ * lispctl.datapath.Datapath decides at attach; a device not here gets the
+ * plain bpf_redirect from tc and XDP_PASS from XDP).
+ * LISP_OUT_XDP: the XDP programs may XDP_REDIRECT into it (EID-facing for the
+ * XDP ETR, RLOC-facing for the XDP ITR). Redirecting into a device that
+ * cannot take XDP frames (a veth whose peer has neither an XDP program nor
+ * GRO) drops them silently, so any other egress gets the packet through the
+ * stack instead (XDP_PASS: the tc programs take it from there).
+ * LISP_OUT_PEER: a veth whose peer is in another namespace and would do
+ * nothing with the packet that its transmit path does (the veth sends
+ * through noqueue with no tc egress filter, the peer runs no XDP program):
+ * the tc programs at ingress hand the packet to the peer's ingress
+ * (bpf_redirect_peer), skipping the veth's transmit and the backlog queue
+ * the peer would take it from, a third of a veth hop's cost. */
+#define LISP_OUT_XDP 1
+#define LISP_OUT_PEER 2
+BPF_TABLE_PINNED("hash", __u32, __u32, out_devs, 256, LISP_PIN(out_devs));
 BPF_TABLE_PINNED("array", __u32, struct lisp_config, config, 1, LISP_PIN(config));
 BPF_TABLE_PINNED("lru_hash", struct lisp_miss_key, __u64, miss_rl, 8192, LISP_PIN(miss_rl));
 BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, LISP_CNT__MAX, LISP_PIN(counters));

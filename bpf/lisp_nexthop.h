@@ -12,8 +12,8 @@
  * What is cached: only BPF_FIB_LKUP_RET_SUCCESS answers of lookups that
  * checked the MTU (tot_len given; GSO super-packets always ask the FIB): the
  * egress device, both MAC addresses, the MTU the FIB reported (mtu_result,
- * kernel >= 5.12) and whether the egress device is an XDP_REDIRECT target
- * (xdp_targets; the XDP programs then skip that lookup too). A packet longer
+ * kernel >= 5.12) and how the programs may redirect into the egress device
+ * (its out_devs bits; the programs then skip that lookup too). A packet longer
  * than the cached MTU asks the FIB, which answers FRAG_NEEDED as before.
  * Keyed by everything the lookup was given: ingress ifindex, family, source,
  * destination.
@@ -22,7 +22,7 @@
  *   - nh_gen[0] is a generation the daemon increments when the kernel's
  *     forwarding state changes (netlink RTM_NEW/DELROUTE, RULE, NEIGH, LINK, ADDR
  *     in the namespace: lispctl.daemon.ifwatch) and after writes of the
- *     config (outer sources) and xdp_targets (lispctl.datapath.Datapath).
+ *     config (outer sources) and out_devs (lispctl.datapath.Datapath).
  *     A slot filled under another generation is a miss. Read before the FIB
  *     lookup and stored with its answer (as the flow cache does), so an
  *     answer older than a change carries an older generation than the bump
@@ -61,7 +61,7 @@ struct lisp_nh_slot {
     __u32 src[4];              /* key, as in struct bpf_fib_lookup (IPv4: word 0, the rest 0) */
     __u32 dst[4];              /* key */
     __u8 family;               /* key: AF_INET / AF_INET6 */
-    __u8 xdp;                  /* out_ifindex is in xdp_targets */
+    __u8 out;                  /* out_ifindex's out_devs bits (LISP_OUT_*) */
     __u16 mtu;                 /* the FIB's mtu_result */
     __u8 smac[ETH_ALEN];
     __u8 dmac[ETH_ALEN];
@@ -110,14 +110,15 @@ static __always_inline int nh_match(const struct lisp_nh_slot *s, const struct b
 /* bpf_fib_lookup(ctx, p) through the cache, for a lookup that fib_params
  * filled in. On SUCCESS p holds the egress ifindex, both MACs and
  * mtu_result as the helper would leave them (not the gateway the helper
- * writes into the destination), and *xdp whether the egress device is an
- * XDP_REDIRECT target (want_xdp: the XDP programs; tc ones get it only
- * from a hit). Any other answer comes straight from the helper, uncached. */
-static __always_inline long nh_fib_lookup(void *ctx, struct bpf_fib_lookup *p, int want_xdp, int *xdp)
+ * writes into the destination), and *out the egress device's out_devs bits
+ * (LISP_OUT_*), from a hit or a filled slot, or always with want_out (the
+ * XDP programs, which may redirect only with LISP_OUT_XDP); else 0, the
+ * plain redirect. Any other answer comes straight from the helper, uncached. */
+static __always_inline long nh_fib_lookup(void *ctx, struct bpf_fib_lookup *p, int want_out, __u32 *out)
 {
     __u32 zero = 0;
     __u16 tot_len = p->tot_len;
-    *xdp = 0;
+    *out = 0;
     __u64 *g = nh_gen.lookup(&zero);
     __u32 gen = g ? (__u32)*(volatile __u64 *)g : 0;
     struct lisp_nh_slot *slot = 0;
@@ -137,7 +138,7 @@ static __always_inline long nh_fib_lookup(void *ctx, struct bpf_fib_lookup *p, i
                 p->mtu_result = hit->mtu;
                 __builtin_memcpy(p->smac, hit->smac, ETH_ALEN);
                 __builtin_memcpy(p->dmac, hit->dmac, ETH_ALEN);
-                *xdp = hit->xdp;
+                *out = hit->out;
                 return BPF_FIB_LKUP_RET_SUCCESS;
             }
             /* the way this lookup's answer will take: an empty or stale
@@ -167,13 +168,15 @@ static __always_inline long nh_fib_lookup(void *ctx, struct bpf_fib_lookup *p, i
      * against; a packet longer than it asks the FIB again. */
     __u16 mtu = p->mtu_result;
     int fill = slot && mtu >= tot_len;
-    if (want_xdp || fill)
-        *xdp = xdp_targets.lookup(&out_if) != 0;
+    if (want_out || fill) {
+        __u32 *bits = out_devs.lookup(&out_if);
+        *out = bits ? *bits : 0;
+    }
     if (!fill)
         return rc;
     slot->filled = now;
     slot->mtu = mtu;
-    slot->xdp = *xdp;
+    slot->out = *out;
     slot->out_ifindex = out_if;
     __builtin_memcpy(slot->smac, p->smac, ETH_ALEN);
     __builtin_memcpy(slot->dmac, p->dmac, ETH_ALEN);

@@ -195,7 +195,7 @@ def test_without_daemon_staleness_is_bounded(dp, lab, one_cpu, prog, family):
         dp.next_hops_changed()
 
 
-def test_generation_bumped_by_config_and_xdp_targets(dp):
+def test_generation_bumped_by_config_and_out_devs(dp):
     def gen():
         t = dp.table("nh_gen")
         return t[t.Key(0)].value
@@ -203,6 +203,9 @@ def test_generation_bumped_by_config_and_xdp_targets(dp):
     g = gen()
     assert g >= 1                       # 0 would disable the cache
     dp.set_xdp_redirect("rl0", True)
+    assert gen() > g
+    g = gen()
+    dp.set_peer_handoff("rl0", False)
     assert gen() > g
     g = gen()
     dp.add_local_rloc(ip("192.0.2.9"))  # outer source: part of the ITR's key

@@ -238,7 +238,7 @@ def test_static_runner_rloc_mode_xdp(xlab, pin_root, tmp_path):
         assert A.prog_name_of_id(A.xdp_program_id("xe0")) == "lisp_itr_xdp"
         # --xdp-redirect: both veths are redirect targets (without it, a veth is none)
         from lispctl.datapath.pinned import PinnedMap
-        with PinnedMap(Path(pin_root) / "stx" / "xdp_targets") as m:
+        with PinnedMap(Path(pin_root) / "stx" / "out_devs") as m:
             targets = {int.from_bytes(k, sys.byteorder) for k in m.keys()}
         assert targets == {A.ifindex_of("xe0"), A.ifindex_of("xr0")}
     finally:

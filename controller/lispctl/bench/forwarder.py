@@ -39,13 +39,20 @@ def attach_here(fd: int, name: str, ifnames: tuple[str, ...]) -> None:
     (the same clsact filter slot the data plane uses, so the two exclude each
     other), or for XDP_FORWARD as the interface's XDP program (native; the
     program stays attached with the device, as the tc filter does)."""
-    from lispctl.datapath.attach import INGRESS, attach_tc, attach_xdp
+    from lispctl.datapath import vethpeer
+    from lispctl.datapath.attach import INGRESS, attach_tc, attach_xdp, ifindex_of
     for ifname in ifnames:
         if name == XDP_FORWARD:
             if attach_xdp(ifname, fd, name).mode != "native":
                 raise RuntimeError(f"{ifname}: no native XDP; bpf-forward (XDP) would measure generic XDP")
         else:
             attach_tc(ifname, fd, name, INGRESS)
+            # hand over to the veth peer where the data plane would. One map
+            # for every namespace, keyed by ifindex: the lab's xTR interfaces
+            # all answer yes, and a key is never taken back here.
+            if name == TC_FORWARD and (peer := vethpeer.handoff(ifname)) is not None and peer.accepts:
+                table = load().holder[b"fwd_peer"]
+                table[table.Key(ifindex_of(ifname))] = table.Leaf(1)
 
 
 def detach_here(name: str, ifnames: tuple[str, ...]) -> None:

@@ -92,6 +92,7 @@ def _setup_datapath(device: Device, plan) -> None:
     # per interface: may the XDP programs redirect into it, and why (decided at
     # attach, also for RLOC interfaces the watcher attaches later)
     device.info["xdp_redirect"] = dp.xdp_redirects
+    device.info["peer_handoff"] = dp.peer_handoffs
     if adopted:
         log.info("data plane %s: adopting the pinned maps and attached programs of a previous "
                  "daemon (programs replaced in place, map-cache kept)", device.instance)

@@ -187,7 +187,8 @@ class LocatorWatch:
                 continue
             if index is None:
                 del self.attached[name]
-                self.device.info.get("xdp_redirect", {}).pop(name, None)   # decided anew if it comes back
+                for decided in ("xdp_redirect", "peer_handoff"):     # decided anew if it comes back
+                    self.device.info.get(decided, {}).pop(name, None)
                 log.info("RLOC interface %s is gone", name)
                 continue
             try:

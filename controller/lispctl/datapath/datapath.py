@@ -38,6 +38,8 @@ CFG_REENCAP = header_define("LISP_CFG_REENCAP")
 CFG_PETR = header_define("LISP_CFG_PETR")
 CFG_PETR_ACL = header_define("LISP_CFG_PETR_ACL")
 CFG_PITR = header_define("LISP_CFG_PITR")
+OUT_XDP = header_define("LISP_OUT_XDP")
+OUT_PEER = header_define("LISP_OUT_PEER")
 
 MAX_LOCATORS = header_define("LISP_MAX_LOCATORS")
 SLOTS = header_define("LISP_SLOTS")
@@ -148,6 +150,9 @@ class Datapath:
         # ifname -> whether (and why) the XDP programs may redirect into it,
         # for interfaces whose default was decided (_redirect_default)
         self.xdp_redirects: dict[str, dict] = {}
+        # ifname -> whether (and why) the tc programs hand packets for it to
+        # its veth peer (_decide_handoff), for the interfaces attached
+        self.peer_handoffs: dict[str, dict] = {}
         self._attachments: list[_attach.TcAttachment | _attach.XdpAttachment | _attach.TxCsumAttachment] = []
         self._local_rlocs: list[IPAddress] = self._read_local_rlocs()
         self._ids: dict[EidPrefix, int] = self._read_mapping_ids()
@@ -207,6 +212,7 @@ class Datapath:
                                                    "lisp_itr_ingress", _attach.INGRESS))
         used = self._attach_xdp(ifname, "lisp_itr_xdp") if resolved == "xdp" else "tc"
         self.set_xdp_redirect(ifname, self._decide_redirect(ifname, used, xdp_redirect))
+        self._decide_handoff(ifname)
         return used
 
     def _attach_xdp(self, ifname: str, prog: str) -> str:
@@ -297,6 +303,7 @@ class Datapath:
         self._attachments.append(att)
         used = self._attach_xdp(ifname, "lisp_etr_xdp") if resolved == "xdp" else "tc"
         self.set_xdp_redirect(ifname, self._decide_redirect(ifname, used, xdp_redirect))
+        self._decide_handoff(ifname)
         if not self._mtu_explicit:
             mtu = _attach.link_mtu(att.ifindex)
             cfg = self._config()
@@ -304,6 +311,39 @@ class Datapath:
                 cfg.path_mtu = mtu
                 self._write_config(cfg)
         return used
+
+    def _decide_handoff(self, ifname: str) -> None:
+        """Whether the tc programs give packets they redirect into ifname
+        (the ETR's into an EID-facing interface, the ITR's into an
+        RLOC-facing one) to its veth peer directly (vethpeer.handoff): the
+        same packet, a shorter path. Decided now, at attach, like the XDP
+        redirect: a qdisc or egress filter added to ifname later, or an XDP
+        program on its peer, is skipped by handed-over packets until the
+        interface is attached again (restart). Kept in peer_handoffs (the
+        daemon's status shows it)."""
+        peer = _vethpeer.handoff(ifname)
+        if peer is None:
+            self.peer_handoffs[ifname] = {"handoff": False, "reason": "not a veth"}
+        else:
+            self.peer_handoffs[ifname] = {"handoff": bool(peer.accepts), **peer.info()}
+        self.set_peer_handoff(ifname, bool(peer and peer.accepts))
+
+    def set_peer_handoff(self, ifname: str, enabled: bool) -> None:
+        """Let (or not) the tc programs at ingress hand packets for ifname to
+        its veth peer's ingress (bpf_redirect_peer; LISP_OUT_PEER). Only for a
+        veth whose peer is in another namespace (the kernel drops the packet
+        otherwise) and where nothing on the transmit path must see it."""
+        self._set_out_bit(ifname, OUT_PEER, enabled)
+
+    def _set_out_bit(self, ifname: str, bit: int, enabled: bool) -> None:
+        t = self._t["out_devs"]
+        key = t.Key(_attach.ifindex_of(ifname))
+        bits = (t[key].value if key in t else 0) & ~bit | (bit if enabled else 0)
+        if bits:
+            t[key] = t.Leaf(bits)
+        elif key in t:
+            del t[key]
+        self.next_hops_changed()      # cached next hops carry the bits
 
     def set_xdp_redirect(self, ifname: str, enabled: bool) -> None:
         """Allow (or not) the XDP programs to XDP_REDIRECT into ifname: the
@@ -314,13 +354,7 @@ class Datapath:
         drops redirected frames without a trace). Packets that may not be
         redirected go to the stack (XDP_PASS): decapsulated ones are
         forwarded there, the ITR's are encapsulated by the tc ITR."""
-        t = self._t["xdp_targets"]
-        key = t.Key(_attach.ifindex_of(ifname))
-        if enabled:
-            t[key] = t.Leaf(1)
-        elif key in t:
-            del t[key]
-        self.next_hops_changed()      # cached next hops carry the answer
+        self._set_out_bit(ifname, OUT_XDP, enabled)
 
     def detach(self) -> None:
         """Remove every filter and XDP program this object attached (maps stay)."""
@@ -743,7 +777,7 @@ class Datapath:
         cfg.miss_interval_ns = DEFAULT_MISS_INTERVAL_MS * 1_000_000
         t[t.Key(0)] = cfg
         for name in ("map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
-                     "accepted_iids", "eid_ifaces", "miss_rl", "map_stats", "xdp_targets",
+                     "accepted_iids", "eid_ifaces", "miss_rl", "map_stats", "out_devs",
                      "petr_accept4", "petr_accept6"):
             if name == "locsets":
                 self._map_cache_changed()  # the entries are gone: before their locator sets
@@ -757,7 +791,7 @@ class Datapath:
         for retired in self.pin_dir.glob(RETIRED_FLOW_CACHE + "*"):
             retired.unlink()               # their counts were of mappings now gone
         self._t["counters"].clear()
-        self.next_hops_changed()       # xdp_targets and the outer sources are gone
+        self.next_hops_changed()       # out_devs and the outer sources are gone
         self._ids.clear()
         self._count = {4: 0, 6: 0}
         self._bulk.clear()

@@ -38,7 +38,7 @@ from lispctl.datapath.maps import RingBuffer, Table, obj_get, obj_info, obj_pin,
 
 # Maps of bpf/lisp_maps.h the Python side uses (all pinned by the header).
 MAPS = ("map_cache4", "map_cache6", "locsets", "local_eid4", "local_eid6", "local_rlocs",
-        "accepted_iids", "eid_ifaces", "config", "miss_rl", "counters", "map_stats", "xdp_targets",
+        "accepted_iids", "eid_ifaces", "config", "miss_rl", "counters", "map_stats", "out_devs",
         "petr_accept4", "petr_accept6", "flow_gen", "nh_gen")
 # Not pinned by the header (transient), pinned here next to the programs:
 # the ring buffer so the daemon can read it, the prog array because its

@@ -1,5 +1,11 @@
-"""Whether a veth takes XDP_REDIRECTed frames: its peer must have an XDP
-program attached or GRO on.
+"""What a veth's peer does with what we send into it.
+
+check: whether a veth takes XDP_REDIRECTed frames: its peer must have an
+XDP program attached or GRO on.
+
+handoff: whether the tc programs may hand a packet to the peer's ingress
+(bpf_redirect_peer) instead of transmitting it on the veth; see that
+function.
 
 Why: veth_xdp_xmit puts a redirected frame on the PEER's receive ring, which
 exists only while the peer runs NAPI; the peer runs NAPI when it has an XDP
@@ -171,3 +177,62 @@ def check(ifname: str) -> PeerCheck | None:
     if gro:
         return PeerCheck(name, path, True, "the peer has GRO on")
     return PeerCheck(name, path, False, "the peer has neither an XDP program nor GRO on")
+
+
+# clsact's egress hook, as the parent of its filters (TC_H_CLSACT | TC_H_MIN_EGRESS)
+CLSACT_EGRESS = 0xFFFFFFF3
+
+
+def _egress_state(index: int) -> str:
+    """Why transmitting on ifindex would do more than hand the packet to its
+    peer ('' when it would not): a root qdisc other than noqueue (shaping,
+    queueing) or a tc egress filter."""
+    with _ipr() as ipr:
+        for q in ipr.get_qdiscs(index=index):
+            kind = q.get_attr("TCA_KIND")
+            if q["parent"] == 0xFFFFFFFF and kind != "noqueue":
+                return f"it has a {kind} root qdisc"
+        if ipr.get_filters(index=index, parent=CLSACT_EGRESS):
+            return "it has tc egress filters"
+    return ""
+
+
+def handoff(ifname: str) -> PeerCheck | None:
+    """Whether packets redirected into veth ifname may go to its peer's
+    ingress directly (bpf_redirect_peer) rather than through the veth's
+    transmit: the same packet reaches the peer either way, minus the
+    transmit path and the backlog queue the peer would take it from
+    (about a third of a veth hop). Only when nothing on that path would act
+    on it: the peer is in another namespace (the kernel drops a peer
+    redirect within one), runs no XDP program (veth XDP runs on the
+    transmit path; a handed-over packet would skip it) and the veth sends
+    through noqueue without tc egress filters (a shaper or filter there
+    would be skipped too). None when ifname is not a veth; accepts None
+    when it could not be determined (then no: the plain redirect is always
+    right)."""
+    try:
+        peer = veth_peer(ifname)
+    except (OSError, DatapathError) as exc:
+        return PeerCheck("?", "", None, f"cannot read {ifname}'s veth peer: {exc}")
+    if peer is None:
+        return None
+    index, nsid = peer
+    if nsid is None:
+        return PeerCheck(f"ifindex {index}", "", False, "the peer is in this namespace")
+    why = _egress_state(socket.if_nametoindex(ifname))
+    if why:
+        return PeerCheck(f"ifindex {index}", f"nsid {nsid}", False, why)
+    try:
+        path = netns_of_nsid(nsid)
+    except OSError as exc:
+        return PeerCheck(f"ifindex {index}", f"nsid {nsid}", None, f"the peer's namespace cannot be opened: {exc}")
+    if path is None:
+        return PeerCheck(f"ifindex {index}", f"nsid {nsid}", None,
+                         "the peer's namespace cannot be opened: no named namespace or process has it")
+    try:
+        name, prog, _ = _in_netns(path, lambda: _peer_state(index))
+    except Exception as exc:                    # noqa: BLE001 - reported, not fatal
+        return PeerCheck(f"ifindex {index}", path, None, f"cannot read the peer: {exc}")
+    if prog:
+        return PeerCheck(name, path, False, "the peer has an XDP program")
+    return PeerCheck(name, path, True, "the peer is in another namespace, without XDP; noqueue, no egress filter")
