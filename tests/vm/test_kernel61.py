@@ -54,6 +54,7 @@ SUBSET = [
     "tests/datapath/test_nexthop.py::test_next_packet_follows_netlink_change",  # next-hop cache: mtu_result, netlink
     "tests/datapath/test_nexthop.py::test_without_daemon_staleness_is_bounded[tc_itr-4]",  # jiffies bound
     "tests/datapath/test_etr_lookups.py::test_caches_spread_consecutive_hosts",  # ETR shortcuts, set index
+    "tests/datapath/test_peer_handoff.py",       # bpf_redirect_peer from ITR and ETR (6.1: change_proto decap)
 ]
 # the pre-6.3 path compiled in explicitly is what the 6.1 kernel gets anyway
 DESELECT = "not pre-6.3"

@@ -13,7 +13,9 @@ run and measured interleaved:
                in front of tc on both xTRs) and --xdp-redirect
   bpf-forward  plain's routes, and on both xTRs' interfaces a tc program that
                only does bpf_fib_lookup + redirect (bpf/bench_forward.c): the
-               ceiling of forwarding by redirect, without encapsulation
+               ceiling of forwarding by redirect, without encapsulation; like
+               the LISP programs it hands packets to a veth peer that qualifies
+               (bpf_redirect_peer, docs/datapath.md)
   bpf-forward-xdp  the same program's XDP variant as the xTRs' XDP programs
   sink         the generators alone: TCP from hostA to xtr1 (one hop, the
                endpoints' ceiling), UDP into a tc program on xtr1 that drops
@@ -269,6 +271,7 @@ def sample(mode: str, lab: Lab) -> dict[str, float]:
     out: dict[str, float] = {}
     if mode in BPF_MODES:
         stack0, moved0 = sum(fw.stack_forwarded(lab, x) for x in ("xtr1", "xtr2")), _moved(lab)
+        tx0 = sum(link_stats(lab, x, i)["tx_packets"] for x in ("xtr1", "xtr2") for i in XTR_IFS)
     if mode == "lisp-xdp":
         counters0 = _lisp_counters(lab)
     for key, (v, placement) in TESTS.items():
@@ -289,6 +292,9 @@ def sample(mode: str, lab: Lab) -> dict[str, float]:
         stack = sum(fw.stack_forwarded(lab, x) for x in ("xtr1", "xtr2")) - stack0
         moved = _moved(lab) - moved0
         out["stack_share"] = stack / max(moved, 1)
+        # each packet leaves two xTRs: through a veth's transmit, or handed to its peer
+        sent_out = sum(link_stats(lab, x, i)["tx_packets"] for x in ("xtr1", "xtr2") for i in XTR_IFS) - tx0
+        out["handoff_share"] = max(0.0, 1 - sent_out / max(2 * moved, 1))
         if out["stack_share"] > STACK_SHARE_MAX:
             raise RuntimeError(f"{mode}: the xTRs' IP stack forwarded {stack:,} packets of {moved:,} sent: "
                                "the BPF path is not what was measured")
@@ -361,7 +367,7 @@ def run(rec: Recorder) -> None:
     for mode, ss in taken.samples.items():
         if mode in errors or not ss:
             continue
-        extra = (["stack_share"] if mode in BPF_MODES else []) + (list(XDP_KEYS) if mode == "lisp-xdp" else [])
+        extra = (["stack_share", "handoff_share"] if mode in BPF_MODES else []) + (list(XDP_KEYS) if mode == "lisp-xdp" else [])
         st = stats[mode] = rd.summarise(ss, keys + extra)
         rd.record(rec, f"throughput_{_key(mode)}",
                   {k: v for k, v in st.items() if not (mode == "sink" and "delivered" in k)}, 4)
@@ -392,7 +398,10 @@ def run(rec: Recorder) -> None:
     rec.note("- **bpf-forward**: the same xTR nodes with plain's routes and, on tc ingress of both xTRs' "
              "interfaces, a program that does only `bpf_fib_lookup`, new MACs, TTL - 1 and `bpf_redirect` "
              "(bpf/bench_forward.c, benchmark only): the ceiling of forwarding by redirect, the method "
-             "the LISP programs use. LISP / bpf-forward is what encapsulation and the LISP lookups "
+             "the LISP programs use, including their hand-over to a veth peer (`bpf_redirect_peer` where "
+             "the peer is in another namespace and nothing on the veth's transmit path would act on the "
+             "packet: docs/datapath.md, \"Hand-over to a veth peer\"; all the lab's xTR veths qualify; "
+             "plain routing cannot do this). LISP / bpf-forward is what encapsulation and the LISP lookups "
              "cost; LISP / plain also measures redirect against the kernel's forwarding path. "
              "**bpf-forward-xdp**: the same program's XDP variant (`bench_fwd_xdp`, the one the per-packet "
              "section measures) as the XDP program of both xTRs' interfaces: the ceiling for LISP-XDP.")
@@ -516,6 +525,11 @@ def run(rec: Recorder) -> None:
                  "Ip6OutForwDatagrams) per packet the hosts sent, median over the samples: "
                  + ", ".join(f"{m} {v:.2%}" for m, v in shares.items())
                  + f" (a sample above {STACK_SHARE_MAX:.0%} fails the run).")
+        rec.note("Handed over to the veth peer: of the packets the xTRs forwarded (two xTRs per packet the "
+                 "hosts sent), the share that did not cross an xTR veth's transmit (tx_packets), median over "
+                 "the samples: " + ", ".join(f"{m} {med[m]['handoff_share']:.2%}" for m in shares)
+                 + ". The XDP modes redirect XDP frames (their veth transmit counts them), tc's fallbacks hand "
+                 "over.")
     if "lisp-xdp" in stats:
         x = stats["lisp-xdp"]
 

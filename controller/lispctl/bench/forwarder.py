@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 SOURCE = Path(__file__).resolve().parents[3] / "bpf" / "bench_forward.c"
 TC_FORWARD, XDP_FORWARD, TC_DROP = "bench_fwd_tc", "bench_fwd_xdp", "bench_drop_tc"
@@ -18,7 +19,7 @@ TC_FORWARD, XDP_FORWARD, TC_DROP = "bench_fwd_tc", "bench_fwd_xdp", "bench_drop_
 
 @dataclass(frozen=True)
 class Programs:
-    holder: object          # the bcc BPF object: the fds live as long as it does
+    holder: Any             # the bcc BPF object: the fds live as long as it does
     tc: int                 # bench_fwd_tc: bpf_fib_lookup + redirect (tc)
     xdp: int                # bench_fwd_xdp: the same in XDP
     drop: int               # bench_drop_tc: TC_ACT_SHOT (the generator's sink)

@@ -1,0 +1,159 @@
+"""Hand-over to a veth peer (LISP_OUT_PEER, bpf_redirect_peer): which
+devices get it (lispctl.datapath.vethpeer.handoff, decided at attach), and
+that packets the ITR and the ETR hand over arrive whole at sockets beyond
+the veth without crossing its transmit path (its tx counter stays still),
+while a device that must see its packets (a root qdisc) keeps them.
+
+Topology (tests/datapath/test_checksum.py's): host namespace -- ck0 | xTR
+(the test's namespace) | ck1 -- the RLOC side's namespace.
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+import subprocess
+
+import pytest
+
+from lispctl.datapath import vethpeer
+from lispctl.mapping.types import EidPrefix, Rloc
+from tests.datapath import packets as P
+from tests.datapath.test_checksum import INNER, NS_H, NS_R, OUTER, _in_ns, _l4_ok, _read, _receivers, \
+    _send_udp, _set_tx_csum
+from tests.datapath import test_checksum
+
+topo = test_checksum.topo     # the fixture: test_checksum's namespaces and veths
+
+HOST_PORT = 5555
+
+
+def _tx_packets(ifname: str) -> int:
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        link = ipr.get_links(ipr.link_lookup(ifname=ifname)[0])[0]
+    return int(link.get("IFLA_STATS64")["tx_packets"])
+
+
+def _host_socket(v: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET6 if v == 6 else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("::" if v == 6 else "0.0.0.0", HOST_PORT))
+    s.setblocking(False)
+    return s
+
+
+def _send_lisp(dst: str, payloads: list[bytes]) -> None:
+    fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        for p in payloads:
+            s.sendto(p, (dst, 4341))
+
+
+def test_decided_by_the_device(topo):
+    # ck1's peer is in another namespace, noqueue, no egress filter, no XDP
+    assert vethpeer.handoff("ck1").accepts is True
+    assert vethpeer.handoff("lo") is None                        # not a veth
+    subprocess.run(["ip", "link", "add", "hq0", "type", "veth", "peer", "name", "hq1"], check=True)
+    try:
+        got = vethpeer.handoff("hq0")
+        assert got.accepts is False and "this namespace" in got.reason
+    finally:
+        subprocess.run(["ip", "link", "del", "hq0"], check=True)
+    subprocess.run(["tc", "qdisc", "add", "dev", "ck1", "root", "pfifo"], check=True)
+    try:
+        got = vethpeer.handoff("ck1")
+        assert got.accepts is False and "pfifo" in got.reason
+    finally:
+        subprocess.run(["tc", "qdisc", "del", "dev", "ck1", "root"], check=True)
+    assert vethpeer.handoff("ck1").accepts is True
+
+
+def test_peer_with_xdp_is_not_handed_over(topo):
+    # any XDP program on the peer: a handed-over packet would skip it
+    prog = _in_ns(NS_R, _attach_pass_xdp, "ck1r")
+    try:
+        got = vethpeer.handoff("ck1")
+        assert got.accepts is False and "XDP" in got.reason
+    finally:
+        _in_ns(NS_R, _detach_xdp, "ck1r", prog)
+
+
+def _attach_pass_xdp(ifname: str):
+    from bcc import BPF
+    b = BPF(text=b"int pass(struct xdp_md *ctx) { return XDP_PASS; }")
+    fn = b.load_func(b"pass", BPF.XDP)
+    b.attach_xdp(ifname.encode(), fn, 0)
+    return b
+
+
+def _detach_xdp(ifname: str, b) -> None:
+    b.remove_xdp(ifname.encode(), 0)
+
+
+@pytest.mark.parametrize("v", [4, 6])
+def test_itr_hands_over_and_a_qdisc_keeps_it(dp, topo, v):
+    host, _gw, dst, prefix = INNER[v]
+    rloc, _ = OUTER[v]
+    dp.set_mapping(EidPrefix.parse(prefix), [Rloc(ipaddress.ip_address(rloc))])
+    _in_ns(NS_H, _set_tx_csum, "ck0h", False)        # complete checksums, as from a wire
+
+    def run(n: int) -> tuple[int, list[bytes]]:
+        socks = _in_ns(NS_R, _receivers)
+        try:
+            _in_ns(NS_H, _send_udp, dst, 100)        # the next hop, resolved and cached
+            assert len(_read(socks, 1)) == 1
+            tx = _tx_packets("ck1")
+            for size in range(200, 200 + n):
+                _in_ns(NS_H, _send_udp, dst, size)
+            got = _read(socks, n)
+            return _tx_packets("ck1") - tx, got
+        finally:
+            for s in socks:
+                s.close()
+
+    dp.attach_eid_interface("ck0")
+    dp.attach_rloc_interface("ck1")
+    assert dp.peer_handoffs["ck1"]["handoff"] is True
+    sent, got = run(5)
+    assert len(got) == 5 and sent == 0, (sent, len(got), dp.counters())
+    for g, size in zip(sorted(got, key=len), range(200, 205)):
+        proto, ok = _l4_ok(g[8:])
+        assert proto == P.UDP and ok and g[8:].endswith(b"u" * size)
+
+    dp.detach()
+    subprocess.run(["tc", "qdisc", "add", "dev", "ck1", "root", "pfifo"], check=True)
+    try:
+        dp.attach_eid_interface("ck0")
+        dp.attach_rloc_interface("ck1")
+        assert dp.peer_handoffs["ck1"]["handoff"] is False
+        sent, got = run(5)
+        assert len(got) == 5 and sent == 5, (sent, len(got))
+    finally:
+        subprocess.run(["tc", "qdisc", "del", "dev", "ck1", "root"], check=True)
+
+
+@pytest.mark.parametrize("inner_v, outer_v", [(4, 4), (6, 6), (4, 6), (6, 4)])
+def test_etr_hands_over_decapsulated_packets(dp, topo, inner_v, outer_v):
+    host, _gw, remote, _prefix = INNER[inner_v]     # remote: a site behind the other xTR
+    rloc_here = {4: "198.51.100.1", 6: "2001:db8:9::1"}[outer_v]
+    dp.add_local_rloc(ipaddress.ip_address(rloc_here))
+    dp.add_local_eid(EidPrefix.parse("10.1.7.0/24" if inner_v == 4 else "fd00:1:7::/64"))
+    dp.attach_eid_interface("ck0")
+    dp.attach_rloc_interface("ck1")
+    assert dp.peer_handoffs["ck0"]["handoff"] is True
+
+    def payload(i: int) -> bytes:
+        inner = P.ip_packet(remote, host, b"d" * (50 + i), sport=4000 + i, dport=HOST_PORT)
+        return P.lisp() + inner
+
+    sock = _in_ns(NS_H, _host_socket, inner_v)
+    try:
+        _in_ns(NS_R, _send_lisp, rloc_here, [payload(0)])    # resolves the host's neighbour
+        assert len(_read([sock], 1)) == 1
+        tx = _tx_packets("ck0")
+        _in_ns(NS_R, _send_lisp, rloc_here, [payload(i) for i in range(1, 6)])
+        got = _read([sock], 5)
+        sent = _tx_packets("ck0") - tx
+    finally:
+        sock.close()
+    assert sorted(got, key=len) == [b"d" * (50 + i) for i in range(1, 6)]
+    assert sent == 0, f"{sent} of 5 crossed ck0's transmit path"
