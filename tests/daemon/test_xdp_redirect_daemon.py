@@ -54,6 +54,10 @@ def test_daemon_redirects_into_veths_whose_peer_takes_xdp_frames():
         assert decided["lan0"]["redirect"] is True and decided["lan0"]["peer"] == "h0"
         assert decided["lan0"]["peer_netns"] == f"/var/run/netns/{HOST}"
         assert decided["wan0"]["redirect"] is False and decided["wan0"]["accepts"] is False
+        # the tc programs' hand-over to the veth peers (both in the host's namespace, no XDP there)
+        handed = json.loads(out.stdout)["peer_handoff"]
+        assert handed["lan0"]["handoff"] is True and handed["lan0"]["peer"] == "h0", handed
+        assert handed["wan0"]["handoff"] is True and handed["wan0"]["peer"] == "w1", handed
         log = (daemons.run_dir / "x.log").read_text()
         warned = [ln for ln in log.splitlines() if "XDP_REDIRECT" in ln]
         assert len(warned) == 1 and "wan0:" in warned[0], warned

@@ -529,7 +529,10 @@ def _report(rec, tables: Mapping[str, Table], large: int, seconds: float, others
         rec.note("")
     rec.note(f"BPF_PROG_TEST_RUN, single runs (a fresh skb per run; the kernel's timer overhead is in every "
              "figure, trivial program included), 64-byte UDP payload, IPv4 in IPv4; includes FIB lookup and "
-             f"redirect. **1 flow**: the same packet every run. **{N:,} flows**: each run the next of {N:,} "
+             "redirect, into veths whose peers are in the same namespace, as into a NIC: no hand-over to a "
+             "veth peer, which the throughput lab's xTRs do (a handed-over ITR packet takes "
+             "`bpf_skb_adjust_room`, ~60 ns more than the push measured here, and skips the veth's transmit "
+             f"and backlog, ~0.5 us there: docs/datapath.md). **1 flow**: the same packet every run. **{N:,} flows**: each run the next of {N:,} "
              "packets, each to its own destination: for the ITR its own map-cache entry, spread over the table; "
              f"for the ETR and bpf-forward its own neighbour behind the EID interface. Map-cache of {small:,} "
              f"entries and of {large:,} (the rest /24s of 20.0.0.0/8 and 21.0.0.0/8)."
