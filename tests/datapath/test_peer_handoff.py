@@ -1,7 +1,8 @@
 """Hand-over to a veth peer (LISP_OUT_PEER, bpf_redirect_peer): which
 devices get it (lispctl.datapath.vethpeer.handoff, decided at attach), and
 that packets the ITR and the ETR hand over arrive whole at sockets beyond
-the veth without crossing its transmit path (its tx counter stays still),
+the veth without crossing its transmit path (its tx counter stays still but
+for the xTR's own ARP / ND),
 while a device that must see its packets (a root qdisc) keeps them.
 
 Topology (tests/datapath/test_checksum.py's): host namespace -- ck0 | xTR
@@ -25,6 +26,10 @@ from tests.datapath import test_checksum
 topo = test_checksum.topo     # the fixture: test_checksum's namespaces and veths
 
 HOST_PORT = 5555
+N = 40          # packets per check
+# the xTR's own packets on the veth while a check runs (ARP / ND probes of
+# a neighbour going stale, MLD): they cross its transmit whatever we do
+BACKGROUND = 3
 
 
 def _tx_packets(ifname: str) -> int:
@@ -39,6 +44,13 @@ def _host_socket(v: int) -> socket.socket:
     s.bind(("::" if v == 6 else "0.0.0.0", HOST_PORT))
     s.setblocking(False)
     return s
+
+
+def _send_sizes(dst: str, sizes) -> None:
+    fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        for size in sizes:
+            s.sendto(b"u" * size, (dst, 9))
 
 
 def _send_lisp(dst: str, payloads: list[bytes]) -> None:
@@ -102,8 +114,7 @@ def test_itr_hands_over_and_a_qdisc_keeps_it(dp, topo, v):
             _in_ns(NS_H, _send_udp, dst, 100)        # the next hop, resolved and cached
             assert len(_read(socks, 1)) == 1
             tx = _tx_packets("ck1")
-            for size in range(200, 200 + n):
-                _in_ns(NS_H, _send_udp, dst, size)
+            _in_ns(NS_H, _send_sizes, dst, range(200, 200 + n))
             got = _read(socks, n)
             return _tx_packets("ck1") - tx, got
         finally:
@@ -113,9 +124,9 @@ def test_itr_hands_over_and_a_qdisc_keeps_it(dp, topo, v):
     dp.attach_eid_interface("ck0")
     dp.attach_rloc_interface("ck1")
     assert dp.peer_handoffs["ck1"]["handoff"] is True
-    sent, got = run(5)
-    assert len(got) == 5 and sent == 0, (sent, len(got), dp.counters())
-    for g, size in zip(sorted(got, key=len), range(200, 205)):
+    sent, got = run(N)
+    assert len(got) == N and sent <= BACKGROUND, (sent, len(got), dp.counters())
+    for g, size in zip(sorted(got, key=len), range(200, 200 + N)):
         proto, ok = _l4_ok(g[8:])
         assert proto == P.UDP and ok and g[8:].endswith(b"u" * size)
 
@@ -125,8 +136,8 @@ def test_itr_hands_over_and_a_qdisc_keeps_it(dp, topo, v):
         dp.attach_eid_interface("ck0")
         dp.attach_rloc_interface("ck1")
         assert dp.peer_handoffs["ck1"]["handoff"] is False
-        sent, got = run(5)
-        assert len(got) == 5 and sent == 5, (sent, len(got))
+        sent, got = run(N)
+        assert len(got) == N and sent >= N, (sent, len(got))
     finally:
         subprocess.run(["tc", "qdisc", "del", "dev", "ck1", "root"], check=True)
 
@@ -150,10 +161,10 @@ def test_etr_hands_over_decapsulated_packets(dp, topo, inner_v, outer_v):
         _in_ns(NS_R, _send_lisp, rloc_here, [payload(0)])    # resolves the host's neighbour
         assert len(_read([sock], 1)) == 1
         tx = _tx_packets("ck0")
-        _in_ns(NS_R, _send_lisp, rloc_here, [payload(i) for i in range(1, 6)])
-        got = _read([sock], 5)
+        _in_ns(NS_R, _send_lisp, rloc_here, [payload(i) for i in range(1, N + 1)])
+        got = _read([sock], N)
         sent = _tx_packets("ck0") - tx
     finally:
         sock.close()
-    assert sorted(got, key=len) == [b"d" * (50 + i) for i in range(1, 6)]
-    assert sent == 0, f"{sent} of 5 crossed ck0's transmit path"
+    assert sorted(got, key=len) == [b"d" * (50 + i) for i in range(1, N + 1)]
+    assert sent <= BACKGROUND, f"{sent} of {N} crossed ck0's transmit path"
