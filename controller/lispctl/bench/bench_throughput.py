@@ -463,7 +463,15 @@ def run(rec: Recorder) -> None:
              "in software (XDP on the next veth turned that veth's peer's TSO off), while in lisp-xdp it "
              "receives LISP UDP, which GRO leaves alone; so LISP-XDP / bpf-forward-XDP for TCP is no cost of "
              "LISP. The 64-byte UDP columns compare like with like (one frame, one program run per hop in "
-             "every mode; GRO merges no UDP here).")
+             "every mode; GRO merges no UDP here). " +
+             "TCP in the tc modes: bpf-forward hands its GSO super-packets over to the next namespace whole "
+             "(forwarding plain TCP into a veth needs nothing of its transmit), and the router and hostB take"
+             " them whole, as in plain. LISP cannot: xtr1's RLOC veth has tx checksumming off (`rloc-checksum"
+             " = auto` on a virtual device, so that a socket reader beyond it gets complete inner checksums),"
+             " so its transmit segments the encapsulated super-packets and completes their checksums in "
+             "software, and the router, xtr2 (which hands each segment over) and hostB carry MTU-sized "
+             "packets. Where TCP is data-path-bound (the same-CPU column) LISP / bpf-forward shows that cost;"
+             " split over two CPUs the TCP figures are near the endpoints' ceiling (shares below).")
 
     if "sink" in med:
         rec.note("")
