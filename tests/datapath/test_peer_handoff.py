@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -168,3 +169,37 @@ def test_etr_hands_over_decapsulated_packets(dp, topo, inner_v, outer_v):
         sock.close()
     assert sorted(got, key=len) == [b"d" * (50 + i) for i in range(1, N + 1)]
     assert sent <= BACKGROUND, f"{sent} of {N} crossed ck0's transmit path"
+
+
+def test_a_qdisc_added_later_takes_the_handover_back(dp, topo):
+    """The daemon's loop: a tc notification -> NextHopSync -> recheck_handoffs."""
+    from lispctl.daemon.ifwatch import NextHopSync
+    from lispctl.datapath.datapath import OUT_PEER
+    from lispctl.net.watch import InterfaceWatcher
+
+    def bits(ifname: str) -> int:
+        t = dp.table("out_devs")
+        k = t.Key(socket.if_nametoindex(ifname))
+        return t[k].value if k in t else 0
+
+    dp.attach_eid_interface("ck0")
+    dp.attach_rloc_interface("ck1")
+    assert bits("ck1") & OUT_PEER and bits("ck0") & OUT_PEER
+    sync = NextHopSync(dp)
+    with InterfaceWatcher(track_gateways=False, track_forwarding=True) as watcher:
+        watcher.drain()
+        sync(watcher)
+        assert dp.peer_handoffs["ck1"]["handoff"] is True      # our own clsact changed nothing
+        subprocess.run(["tc", "qdisc", "add", "dev", "ck1", "root", "pfifo"], check=True)
+        try:
+            deadline = time.monotonic() + 5
+            while watcher.tc_changes == sync.seen_tc and time.monotonic() < deadline:
+                watcher.drain()
+                time.sleep(0.01)
+            sync(watcher)
+            assert dp.peer_handoffs["ck1"]["handoff"] is False
+            assert "pfifo" in dp.peer_handoffs["ck1"]["reason"]
+            assert not bits("ck1") & OUT_PEER
+            assert bits("ck0") & OUT_PEER                        # the other one keeps it
+        finally:
+            subprocess.run(["tc", "qdisc", "del", "dev", "ck1", "root"], check=True)

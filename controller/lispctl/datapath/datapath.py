@@ -317,16 +317,39 @@ class Datapath:
         (the ETR's into an EID-facing interface, the ITR's into an
         RLOC-facing one) to its veth peer directly (vethpeer.handoff): the
         same packet, a shorter path. Decided now, at attach, like the XDP
-        redirect: a qdisc or egress filter added to ifname later, or an XDP
-        program on its peer, is skipped by handed-over packets until the
-        interface is attached again (restart). Kept in peer_handoffs (the
-        daemon's status shows it)."""
+        redirect, except that a qdisc or egress filter added to ifname later
+        takes the hand-over back (recheck_handoffs, which the daemon calls on
+        tc notifications); an XDP program attached to the peer later (another
+        namespace: no notification reaches us) is skipped by handed-over
+        packets until the interface is attached again. Kept in peer_handoffs
+        (the daemon's status shows it)."""
         peer = _vethpeer.handoff(ifname)
         if peer is None:
             self.peer_handoffs[ifname] = {"handoff": False, "reason": "not a veth"}
         else:
             self.peer_handoffs[ifname] = {"handoff": bool(peer.accepts), **peer.info()}
         self.set_peer_handoff(ifname, bool(peer and peer.accepts))
+
+    def recheck_handoffs(self) -> list[str]:
+        """Take the hand-over back from every interface that has gained a
+        root qdisc other than noqueue or a tc egress filter since it was
+        decided (local netlink reads only: cheap enough for the daemon's
+        loop). Returns the interfaces it took it from. Never gives it: that
+        needs the peer's namespace read again, at the next attach."""
+        taken = []
+        for ifname, decided in self.peer_handoffs.items():
+            if not decided.get("handoff"):
+                continue
+            try:
+                why = _vethpeer.egress_state(_attach.ifindex_of(ifname))
+            except (OSError, DatapathError):
+                continue            # gone: its bits went with its ifindex's use
+            if why:
+                self.set_peer_handoff(ifname, False)
+                decided.update(handoff=False, accepts=False, reason=why + " (since attach)")
+                log.warning("%s: packets for it no longer go straight to its veth peer: %s", ifname, why)
+                taken.append(ifname)
+        return taken
 
     def set_peer_handoff(self, ifname: str, enabled: bool) -> None:
         """Let (or not) the tc programs at ingress hand packets for ifname to

@@ -183,7 +183,7 @@ def check(ifname: str) -> PeerCheck | None:
 CLSACT_EGRESS = 0xFFFFFFF3
 
 
-def _egress_state(index: int) -> str:
+def egress_state(index: int) -> str:
     """Why transmitting on ifindex would do more than hand the packet to its
     peer ('' when it would not): a root qdisc other than noqueue (shaping,
     queueing) or a tc egress filter."""
@@ -219,7 +219,7 @@ def handoff(ifname: str) -> PeerCheck | None:
     index, nsid = peer
     if nsid is None:
         return PeerCheck(f"ifindex {index}", "", False, "the peer is in this namespace")
-    why = _egress_state(socket.if_nametoindex(ifname))
+    why = egress_state(socket.if_nametoindex(ifname))
     if why:
         return PeerCheck(f"ifindex {index}", f"nsid {nsid}", False, why)
     try:

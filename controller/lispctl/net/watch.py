@@ -66,6 +66,10 @@ log = logging.getLogger(__name__)
 
 NETLINK_ROUTE = 0
 NLM_F_DUMP_INTR = 0x10
+RTMGRP_TC = 0x8
+# qdisc and filter notifications (linux/rtnetlink.h)
+RTM_NEWQDISC, RTM_DELQDISC, RTM_NEWTFILTER, RTM_DELTFILTER = 36, 37, 44, 45
+TC_MESSAGES = (RTM_NEWQDISC, RTM_DELQDISC, RTM_NEWTFILTER, RTM_DELTFILTER)
 IFF_UP = 0x1
 IFF_RUNNING = 0x40
 IFF_LOWER_UP = 0x10000
@@ -446,7 +450,9 @@ class InterfaceWatcher:
     `forwarding_changes` counts every link, address, route, rule and
     neighbour notification (and every re-dump after a loss), so whoever
     caches the kernel's forwarding answers (the data plane's next-hop cache)
-    knows when to drop them.
+    knows when to drop them. It also subscribes to traffic-control
+    notifications: `tc_changes` counts qdisc and filter changes (what the
+    data plane's hand-over to a veth peer must not skip).
     """
 
     def __init__(self, netns: str | None = None, *, track_gateways: bool = True,
@@ -456,6 +462,7 @@ class InterfaceWatcher:
         self.track_gateways = track_gateways
         self.track_forwarding = track_forwarding
         self.forwarding_changes = 0
+        self.tc_changes = 0
         self.rcvbuf = rcvbuf
         self.dump_timeout = dump_timeout
         self.view = NetView()
@@ -471,7 +478,7 @@ class InterfaceWatcher:
         if self.track_gateways or self.track_forwarding:
             groups |= RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
         if self.track_forwarding:
-            groups |= RTMGRP_NEIGH | RTMGRP_IPV4_RULE | RTMGRP_IPV6_RULE
+            groups |= RTMGRP_NEIGH | RTMGRP_IPV4_RULE | RTMGRP_IPV6_RULE | RTMGRP_TC
         sock = _netlink_socket(self.netns)
         try:
             try:
@@ -526,6 +533,7 @@ class InterfaceWatcher:
                 log.warning("rtnetlink overflow; re-dumping interfaces")
                 self.resyncs += 1
                 self.forwarding_changes += 1
+                self.tc_changes += 1
                 self._discard_queued()
                 fresh = self._snapshot()
                 events += diff_views(self.view, fresh)
@@ -549,6 +557,9 @@ class InterfaceWatcher:
 
     def _apply(self, msg) -> list[NetEvent]:
         mtype = msg["header"]["type"]
+        if mtype in TC_MESSAGES:
+            self.tc_changes += 1
+            return []
         if mtype not in (RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE,
                          RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH, RTM_NEWRULE, RTM_DELRULE):
             return []
