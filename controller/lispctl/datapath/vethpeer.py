@@ -146,16 +146,17 @@ def _peer_state(index: int) -> tuple[str, int, bool]:
     return name, prog, _gro_on(name)
 
 
-def check(ifname: str) -> PeerCheck | None:
-    """Whether redirecting XDP frames into veth ifname reaches its peer; None
-    when ifname is not a veth."""
+def _locate(ifname: str) -> tuple[int, int | None] | PeerCheck | None:
+    """veth_peer's answer, or why it cannot be had."""
     try:
-        peer = veth_peer(ifname)
+        return veth_peer(ifname)
     except (OSError, DatapathError) as exc:
         return PeerCheck("?", "", None, f"cannot read {ifname}'s veth peer: {exc}")
-    if peer is None:
-        return None
-    index, nsid = peer
+
+
+def _state(index: int, nsid: int | None) -> tuple[str, str, int, bool] | PeerCheck:
+    """(its namespace's path, name, XDP program id, GRO on) of the peer, read
+    in its namespace, or why that cannot be done (accepts None)."""
     path = ""
     if nsid is not None:
         try:
@@ -172,6 +173,19 @@ def check(ifname: str) -> PeerCheck | None:
         name, prog, gro = _in_netns(path, lambda: _peer_state(index))
     except Exception as exc:                    # noqa: BLE001 - reported, not fatal
         return PeerCheck(f"ifindex {index}", path, None, f"cannot read the peer: {exc}")
+    return path, name, prog, gro
+
+
+def check(ifname: str) -> PeerCheck | None:
+    """Whether redirecting XDP frames into veth ifname reaches its peer; None
+    when ifname is not a veth."""
+    peer = _locate(ifname)
+    if not isinstance(peer, tuple):
+        return peer
+    st = _state(*peer)
+    if isinstance(st, PeerCheck):
+        return st
+    path, name, prog, gro = st
     if prog:
         return PeerCheck(name, path, True, "the peer has an XDP program")
     if gro:
@@ -210,29 +224,19 @@ def handoff(ifname: str) -> PeerCheck | None:
     would be skipped too). None when ifname is not a veth; accepts None
     when it could not be determined (then no: the plain redirect is always
     right)."""
-    try:
-        peer = veth_peer(ifname)
-    except (OSError, DatapathError) as exc:
-        return PeerCheck("?", "", None, f"cannot read {ifname}'s veth peer: {exc}")
-    if peer is None:
-        return None
+    peer = _locate(ifname)
+    if not isinstance(peer, tuple):
+        return peer
     index, nsid = peer
     if nsid is None:
         return PeerCheck(f"ifindex {index}", "", False, "the peer is in this namespace")
     why = egress_state(socket.if_nametoindex(ifname))
     if why:
         return PeerCheck(f"ifindex {index}", f"nsid {nsid}", False, why)
-    try:
-        path = netns_of_nsid(nsid)
-    except OSError as exc:
-        return PeerCheck(f"ifindex {index}", f"nsid {nsid}", None, f"the peer's namespace cannot be opened: {exc}")
-    if path is None:
-        return PeerCheck(f"ifindex {index}", f"nsid {nsid}", None,
-                         "the peer's namespace cannot be opened: no named namespace or process has it")
-    try:
-        name, prog, _ = _in_netns(path, lambda: _peer_state(index))
-    except Exception as exc:                    # noqa: BLE001 - reported, not fatal
-        return PeerCheck(f"ifindex {index}", path, None, f"cannot read the peer: {exc}")
+    st = _state(index, nsid)
+    if isinstance(st, PeerCheck):
+        return st
+    path, name, prog, _ = st
     if prog:
         return PeerCheck(name, path, False, "the peer has an XDP program")
     return PeerCheck(name, path, True, "the peer is in another namespace, without XDP; noqueue, no egress filter")
