@@ -927,7 +927,11 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
     if (frc != BPF_FIB_LKUP_RET_SUCCESS && bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)))
         return drop(LISP_DROP_ENCAP_FAILED);
     flags |= v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4;
-    int handoff = !egress && !skb->gso_size && lisp_l4_csum_complete(f) && (out & LISP_OUT_PEER);
+    /* Not re-encapsulated packets (RTR): their skb still carries the first
+     * tunnel's state (reencap_grow), which the transmit path settles and a
+     * peer's stack would not (NAT66 through an RTR lost them). */
+    int handoff = !egress && !(mode & LISP_MODE_REENCAP) && !skb->gso_size && lisp_l4_csum_complete(f) &&
+                  (out & LISP_OUT_PEER);
     long grow;
     if (itr_can_push(skb, f, loc, mode) && !handoff)
         grow = bpf_skb_change_head(skb, olen, 0);
