@@ -574,6 +574,15 @@ static __always_inline int lisp_peel(struct __sk_buff *skb, __u32 chunk)
     return 0;
 }
 
+/* bpf_skb_adjust_room's flags for the ITR's room toward a locator of
+ * family v6 ? 6 : 4: the inner offsets and tunnel type recorded (see
+ * itr_can_push). */
+static __always_inline __u64 itr_room_flags(int v6)
+{
+    return BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct lisp_hdr)) |
+           (v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4);
+}
+
 /* Encapsulate toward one locator of ls and forward. */
 #define LISP_MODE_EGRESS 1      /* lisp_itr_egress: locally originated */
 #define LISP_MODE_REENCAP 2     /* tail-called by the ETR: the packet came in on an RLOC interface */
@@ -887,7 +896,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
         }
     }
 
-    __u64 flags = BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct lisp_hdr));
+    __u64 flags = itr_room_flags(v6);
     /* A GSO super-packet is judged by its segments (headers + gso_size), the
      * way a non-GSO packet is judged by its length. When an encapsulated
      * segment fits the path, gso_size stays (FIXED_GSO: as many segments
@@ -926,7 +935,6 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
     __u8 macs[2 * ETH_ALEN];
     if (frc != BPF_FIB_LKUP_RET_SUCCESS && bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)))
         return drop(LISP_DROP_ENCAP_FAILED);
-    flags |= v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4;
     /* Not re-encapsulated packets (RTR): their skb still carries the first
      * tunnel's state (reencap_grow), which the transmit path settles and a
      * peer's stack would not (NAT66 through an RTR lost them). */
@@ -1064,11 +1072,8 @@ static __always_inline int itr_fast(struct __sk_buff *skb, struct lisp_flow *f, 
      * stack where its network header says, which bpf_skb_change_head leaves
      * at the inner header: adjust_room, ~60 ns more, moves it with the room
      * (the hand-over saves a veth transmit and a backlog pass, far more). */
-    long grow = (out & LISP_OUT_PEER) ?
-        bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
-                            BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct lisp_hdr)) |
-                            (v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4)) :
-        bpf_skb_change_head(skb, olen, 0);
+    long grow = (out & LISP_OUT_PEER) ? bpf_skb_adjust_room(skb, olen, BPF_ADJ_ROOM_MAC, itr_room_flags(v6)) :
+                                        bpf_skb_change_head(skb, olen, 0);
     if (grow ||
         itr_write(skb, f, loc, c, inner_len, st->hash, iid, slot, 1, BPF_FIB_LKUP_RET_SUCCESS, &p, p.dmac,
                   itr_nonce(sc)))

@@ -266,12 +266,18 @@ def _moved(lab: Lab) -> int:
     return sum(link_stats(lab, h, "eth0")["tx_packets"] for h in ("hostA", "hostB"))
 
 
+def _xtr_transmitted(lab: Lab) -> int:
+    """Packets the xTRs' veths transmitted so far (a packet handed to a veth
+    peer is not among them)."""
+    return sum(link_stats(lab, x, i)["tx_packets"] for x in ("xtr1", "xtr2") for i in XTR_IFS)
+
+
 def sample(mode: str, lab: Lab) -> dict[str, float]:
     """One sample of every test in one lab."""
     out: dict[str, float] = {}
     if mode in BPF_MODES:
         stack0, moved0 = sum(fw.stack_forwarded(lab, x) for x in ("xtr1", "xtr2")), _moved(lab)
-        tx0 = sum(link_stats(lab, x, i)["tx_packets"] for x in ("xtr1", "xtr2") for i in XTR_IFS)
+        tx0 = _xtr_transmitted(lab)
     if mode == "lisp-xdp":
         counters0 = _lisp_counters(lab)
     for key, (v, placement) in TESTS.items():
@@ -293,8 +299,7 @@ def sample(mode: str, lab: Lab) -> dict[str, float]:
         moved = _moved(lab) - moved0
         out["stack_share"] = stack / max(moved, 1)
         # each packet leaves two xTRs: through a veth's transmit, or handed to its peer
-        sent_out = sum(link_stats(lab, x, i)["tx_packets"] for x in ("xtr1", "xtr2") for i in XTR_IFS) - tx0
-        out["handoff_share"] = max(0.0, 1 - sent_out / max(2 * moved, 1))
+        out["handoff_share"] = max(0.0, 1 - (_xtr_transmitted(lab) - tx0) / max(2 * moved, 1))
         if out["stack_share"] > STACK_SHARE_MAX:
             raise RuntimeError(f"{mode}: the xTRs' IP stack forwarded {stack:,} packets of {moved:,} sent: "
                                "the BPF path is not what was measured")

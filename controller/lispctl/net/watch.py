@@ -35,16 +35,20 @@ from pyroute2.netlink.rtnl import (
     RTM_DELADDR,
     RTM_DELLINK,
     RTM_DELNEIGH,
+    RTM_DELQDISC,
     RTM_DELROUTE,
     RTM_DELRULE,
+    RTM_DELTFILTER,
     RTM_GETADDR,
     RTM_GETLINK,
     RTM_GETROUTE,
     RTM_NEWADDR,
     RTM_NEWLINK,
     RTM_NEWNEIGH,
+    RTM_NEWQDISC,
     RTM_NEWROUTE,
     RTM_NEWRULE,
+    RTM_NEWTFILTER,
     RTMGRP_IPV4_IFADDR,
     RTMGRP_IPV4_ROUTE,
     RTMGRP_IPV4_RULE,
@@ -53,6 +57,7 @@ from pyroute2.netlink.rtnl import (
     RTMGRP_IPV6_RULE,
     RTMGRP_LINK,
     RTMGRP_NEIGH,
+    RTMGRP_TC,
 )
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
@@ -66,9 +71,6 @@ log = logging.getLogger(__name__)
 
 NETLINK_ROUTE = 0
 NLM_F_DUMP_INTR = 0x10
-RTMGRP_TC = 0x8
-# qdisc and filter notifications (linux/rtnetlink.h)
-RTM_NEWQDISC, RTM_DELQDISC, RTM_NEWTFILTER, RTM_DELTFILTER = 36, 37, 44, 45
 TC_MESSAGES = (RTM_NEWQDISC, RTM_DELQDISC, RTM_NEWTFILTER, RTM_DELTFILTER)
 IFF_UP = 0x1
 IFF_RUNNING = 0x40
