@@ -330,12 +330,19 @@ static __always_inline void fib_eth(struct ethhdr *eth, long rc, const struct bp
     eth->h_proto = proto;
 }
 
+/* Whether a packet may skip the transmit path of a device with out_devs
+ * bits out (validate_xmit_skb): any packet where the device would leave it
+ * as it is (LISP_OUT_PEER_ALL), else only one that is not GSO and has no
+ * checksum left for an offload to finish (complete: whether it has). */
+static __always_inline int needs_no_xmit(const struct __sk_buff *skb, __u32 out, int complete)
+{
+    return (out & LISP_OUT_PEER_ALL) || (!skb->gso_size && complete);
+}
+
 /* Out of ifindex, whose out_devs bits are out. handoff: the packet needs
- * nothing of a transmit path (validate_xmit_skb): not GSO, and no checksum
- * left for an offload to finish (an RLOC veth has tx checksumming off so
- * that a socket reader beyond it gets complete checksums); and the program
- * runs at tc ingress (the kernel drops a peer redirect from egress). Such a
- * packet goes to a LISP_OUT_PEER veth's peer directly. */
+ * nothing of a transmit path (needs_no_xmit) and the program runs at tc
+ * ingress (the kernel drops a peer redirect from egress). Such a packet goes
+ * to a LISP_OUT_PEER veth's peer directly. */
 static __always_inline int redirect_out(__u32 ifindex, __u32 out, int handoff)
 {
     if (handoff && (out & LISP_OUT_PEER))
@@ -938,8 +945,8 @@ static __always_inline int encap(struct __sk_buff *skb, struct lisp_flow *f, __u
     /* Not re-encapsulated packets (RTR): their skb still carries the first
      * tunnel's state (reencap_grow), which the transmit path settles and a
      * peer's stack would not (NAT66 through an RTR lost them). */
-    int handoff = !egress && !(mode & LISP_MODE_REENCAP) && !skb->gso_size && lisp_l4_csum_complete(f) &&
-                  (out & LISP_OUT_PEER);
+    int handoff = !egress && !(mode & LISP_MODE_REENCAP) && (out & LISP_OUT_PEER) &&
+                  needs_no_xmit(skb, out, lisp_l4_csum_complete(f));
     long grow;
     if (itr_can_push(skb, f, loc, mode) && !handoff)
         grow = bpf_skb_change_head(skb, olen, 0);
@@ -1578,7 +1585,7 @@ int lisp_etr_ingress(struct __sk_buff *skb)
 
     if (e.petr) {
         count(LISP_CNT_PETR_FORWARDED);
-        return fwd ? fib_send(frc, &p, out, !skb->gso_size) : TC_ACT_OK;
+        return fwd ? fib_send(frc, &p, out, needs_no_xmit(skb, out, 1)) : TC_ACT_OK;
     }
     if (!is_local) {
         /* RTR / re-encapsulation: the ITR program decides the next locator. */
@@ -1588,7 +1595,7 @@ int lisp_etr_ingress(struct __sk_buff *skb)
         return drop(LISP_DROP_DECAP_FAILED);
     }
     /* no forwarding route (e.g. the EID is this host), or TTL 1: the stack */
-    return fwd ? fib_send(frc, &p, out, !skb->gso_size) : TC_ACT_OK;
+    return fwd ? fib_send(frc, &p, out, needs_no_xmit(skb, out, 1)) : TC_ACT_OK;
 }
 
 #include "lisp_etr_xdp.c"

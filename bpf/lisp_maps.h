@@ -250,9 +250,16 @@ BPF_TABLE_PINNED("hash", __u32, struct lisp_eid_if, eid_ifaces, 256, LISP_PIN(ei
  * through noqueue with no tc egress filter, the peer runs no XDP program):
  * the tc programs at ingress hand the packet to the peer's ingress
  * (bpf_redirect_peer), skipping the veth's transmit and the backlog queue
- * the peer would take it from, a third of a veth hop's cost. */
+ * the peer would take it from, a third of a veth hop's cost.
+ * LISP_OUT_PEER_ALL (with LISP_OUT_PEER): the veth's transmit would not
+ * touch GSO super-packets or partial checksums either (tx checksumming and
+ * the segmentation offloads on: validate_xmit_skb passes them whole), so
+ * those are handed over too; without it only packets that need no transmit
+ * work are (an RLOC veth with tx checksumming off completes checksums and
+ * segments in its transmit, for socket readers beyond it). */
 #define LISP_OUT_XDP 1
 #define LISP_OUT_PEER 2
+#define LISP_OUT_PEER_ALL 4
 BPF_TABLE_PINNED("hash", __u32, __u32, out_devs, 256, LISP_PIN(out_devs));
 BPF_TABLE_PINNED("array", __u32, struct lisp_config, config, 1, LISP_PIN(config));
 BPF_TABLE_PINNED("lru_hash", struct lisp_miss_key, __u64, miss_rl, 8192, LISP_PIN(miss_rl));

@@ -111,9 +111,10 @@ static __always_inline int nh_match(const struct lisp_nh_slot *s, const struct b
  * filled in. On SUCCESS p holds the egress ifindex, both MACs and
  * mtu_result as the helper would leave them (not the gateway the helper
  * writes into the destination), and *out the egress device's out_devs bits
- * (LISP_OUT_*), from a hit or a filled slot, or always with want_out (the
- * XDP programs, which may redirect only with LISP_OUT_XDP); else 0, the
- * plain redirect. Any other answer comes straight from the helper, uncached. */
+ * (LISP_OUT_*), from a hit or a filled slot, always with want_out (the
+ * XDP programs, which may redirect only with LISP_OUT_XDP), and for a GSO
+ * packet (tot_len 0, never cached: one lookup per super-packet); else 0,
+ * the plain redirect. Any other answer comes straight from the helper, uncached. */
 static __always_inline long nh_fib_lookup(void *ctx, struct bpf_fib_lookup *p, int want_out, __u32 *out)
 {
     __u32 zero = 0;
@@ -168,7 +169,7 @@ static __always_inline long nh_fib_lookup(void *ctx, struct bpf_fib_lookup *p, i
      * against; a packet longer than it asks the FIB again. */
     __u16 mtu = p->mtu_result;
     int fill = slot && mtu >= tot_len;
-    if (want_out || fill) {
+    if (want_out || fill || !tot_len) {
         __u32 *bits = out_devs.lookup(&out_if);
         *out = bits ? *bits : 0;
     }

@@ -80,6 +80,84 @@ def test_decided_by_the_device(topo):
     assert vethpeer.handoff("ck1").accepts is True
 
 
+def test_which_packets_follow_the_devices_offloads(dp, topo):
+    """Every packet goes to the peer where the veth's transmit would leave it
+    as it is; with tx checksumming off (rloc-checksum "auto" on a veth) only
+    packets that need no transmit work do. Followed when the offloads change
+    after attach (a link notification -> NextHopSync -> recheck_handoffs)."""
+    from lispctl.daemon.ifwatch import NextHopSync
+    from lispctl.datapath.datapath import OUT_PEER, OUT_PEER_ALL
+    from lispctl.net.watch import InterfaceWatcher
+
+    def bits(ifname: str) -> int:
+        t = dp.table("out_devs")
+        k = t.Key(socket.if_nametoindex(ifname))
+        return t[k].value if k in t else 0
+
+    assert vethpeer.transmit_work("ck0") == ""
+    dp.attach_eid_interface("ck0")
+    dp.attach_rloc_interface("ck1")                    # a veth: its checksums completed, tx offload off
+    assert bits("ck0") == OUT_PEER | OUT_PEER_ALL and dp.peer_handoffs["ck0"]["all_packets"] is True
+    assert bits("ck1") == OUT_PEER and dp.peer_handoffs["ck1"]["all_packets"] is False
+    assert "tx-checksum-ip-generic" in dp.peer_handoffs["ck1"]["all_packets_reason"]
+    sync = NextHopSync(dp)
+    with InterfaceWatcher(track_gateways=False, track_forwarding=True) as watcher:
+        watcher.drain()
+        sync(watcher)
+        subprocess.run(["ethtool", "-K", "ck0", "tx-udp-segmentation", "off"], check=True)
+        try:
+            deadline = time.monotonic() + 5
+            while watcher.link_changes == sync.seen_links and time.monotonic() < deadline:
+                watcher.drain()
+                time.sleep(0.01)
+            sync(watcher)
+            assert bits("ck0") == OUT_PEER and dp.peer_handoffs["ck0"]["handoff"] is True
+            assert "tx-udp-segmentation" in dp.peer_handoffs["ck0"]["all_packets_reason"]
+        finally:
+            subprocess.run(["ethtool", "-K", "ck0", "tx-udp-segmentation", "on"], check=True)
+        deadline = time.monotonic() + 5
+        while not bits("ck0") & OUT_PEER_ALL and time.monotonic() < deadline:
+            watcher.drain()
+            sync(watcher)
+            time.sleep(0.01)
+        assert bits("ck0") == OUT_PEER | OUT_PEER_ALL          # local, so given back too
+
+
+@pytest.mark.parametrize("complete", [False, True], ids=["offloads-on", "checksums-completed"])
+def test_itr_gso_super_packets(dp, topo, complete):
+    """A GSO super-packet (UDP_SEGMENT standing in for TSO, 4-in-4: see
+    test_checksum) goes to the peer whole when the RLOC veth keeps its
+    offloads (rloc-checksum "offload"): its transmit would not touch it. With
+    checksums completed (the veth default) it must cross the transmit, which
+    segments it and completes every checksum. Either way a socket reader
+    beyond gets every segment."""
+    host, _gw, dst, prefix = INNER[4]
+    rloc, _ = OUTER[4]
+    dp.set_mapping(EidPrefix.parse(prefix), [Rloc(ipaddress.ip_address(rloc))])
+    dp.attach_eid_interface("ck0")
+    dp.attach_rloc_interface("ck1", complete_checksums=complete)
+    assert dp.peer_handoffs["ck1"]["all_packets"] is (not complete)
+    seg, nseg, rounds = 1000, 6, 5
+    socks = _in_ns(NS_R, _receivers)
+    try:
+        _in_ns(NS_H, _send_udp, dst, 100)              # the next hop, resolved and cached
+        assert len(_read(socks, 1)) == 1
+        tx = _tx_packets("ck1")
+        for _ in range(rounds):
+            _in_ns(NS_H, _send_udp, dst, seg * nseg, seg)
+        got = _read(socks, rounds * nseg)
+        sent = _tx_packets("ck1") - tx
+    finally:
+        for s in socks:
+            s.close()
+    assert len(got) == rounds * nseg and all(g[8:].endswith(b"u" * seg) for g in got), [len(g) for g in got]
+    if complete:
+        assert sent >= rounds * nseg, sent              # segmented by the transmit
+        assert all(_l4_ok(g[8:]) == (P.UDP, True) for g in got)
+    else:
+        assert sent <= BACKGROUND, f"{sent} packets crossed ck1's transmit"
+
+
 def test_peer_with_xdp_is_not_handed_over(topo):
     # any XDP program on the peer: a handed-over packet would skip it
     prog = _in_ns(NS_R, _attach_pass_xdp, "ck1r")

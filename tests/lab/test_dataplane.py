@@ -138,16 +138,25 @@ def test_counters_move_with_traffic(lab):
 
 def test_tso_super_packets_cross_whole(lab):
     """Offloads stay on in the lab: the ITR encapsulates 64 KB TCP super-packets
-    without segmenting them (and drops none), the way VXLAN does."""
+    without segmenting them (and drops none), the way VXLAN does, and with the
+    veths' offloads on both xTRs hand them (and the partial-checksum ACKs) to
+    the next namespace without the veth's transmit (LISP_OUT_PEER_ALL)."""
+    from lispctl.lab.traffic import link_stats
     src, dst = dp.host_eid(lab, "hostA", 4, 4), dp.host_eid(lab, "hostB", 4, 4)
     c0 = dp.counters(lab, "xtr1")
+    out = (("xtr1", "rloc0"), ("xtr2", "eid0"), ("xtr2", "rloc0"), ("xtr1", "eid0"))
+    tx0 = [link_stats(lab, x, i)["tx_packets"] for x, i in out]
     with dp.capture(lab, "router", "r1", "udp port 4341") as pcap:
         result = lab.call("hostA", tcp_send_here, dst, SINK_PORT, 4_000_000, 20.0, src)
     assert result["intact"]
     c1 = dp.counters(lab, "xtr1")
+    tx = [link_stats(lab, x, i)["tx_packets"] - t for (x, i), t in zip(out, tx0)]
     assert c1["drop_no_route"] == c0["drop_no_route"] and c1["drop_encap_failed"] == c0["drop_encap_failed"]
     lens = [int(p["frame"]["frame.len"]) for p in dp.tshark_json(pcap)]
     assert max(lens) > 1600, "an encapsulated frame larger than the underlay MTU: a GSO packet kept whole"
+    # data one way, ACKs the other: a handful of ARP / ND at most crossed a transmit
+    moved = c1["encapsulated"] - c0["encapsulated"] + c1["decapsulated"] - c0["decapsulated"]
+    assert moved > 20 and all(t <= 3 for t in tx), (dict(zip(out, tx)), moved)
 
 
 def test_packet_socket_udp_is_encapsulated(lab):

@@ -8,7 +8,9 @@ run and measured interleaved:
   plain        EID routes added to the underlay (ordinary forwarding, no tunnel)
   vxlan        kernel VXLAN between xtr1 and xtr2 over the IPv4 RLOCs
   lisp         the eBPF xTRs with static mappings over the IPv4 RLOCs; eid-mode
-               and rloc-mode "auto", which is tc on veth
+               and rloc-mode "auto", which is tc on veth; rloc-checksum
+               "offload" (the lab's: both ETRs are lispctl's, so the RLOC
+               veths keep their offloads and TSO super-packets cross whole)
   lisp-xdp     the same with eid-mode = rloc-mode = "xdp" (XDP ITR and XDP ETR
                in front of tc on both xTRs) and --xdp-redirect
   bpf-forward  plain's routes, and on both xTRs' interfaces a tc program that
@@ -469,13 +471,14 @@ def run(rec: Recorder) -> None:
              "receives LISP UDP, which GRO leaves alone; so LISP-XDP / bpf-forward-XDP for TCP is no cost of "
              "LISP. The 64-byte UDP columns compare like with like (one frame, one program run per hop in "
              "every mode; GRO merges no UDP here). " +
-             "TCP in the tc modes: bpf-forward hands its GSO super-packets over to the next namespace whole "
-             "(forwarding plain TCP into a veth needs nothing of its transmit), and the router and hostB take"
-             " them whole, as in plain. LISP cannot: xtr1's RLOC veth has tx checksumming off (`rloc-checksum"
-             " = auto` on a virtual device, so that a socket reader beyond it gets complete inner checksums),"
-             " so its transmit segments the encapsulated super-packets and completes their checksums in "
-             "software, and the router, xtr2 (which hands each segment over) and hostB carry MTU-sized "
-             "packets. Where TCP is data-path-bound (the same-CPU column) LISP / bpf-forward shows that cost;"
+             "TCP in the tc modes: the lab's RLOC veths keep their offloads (rloc-checksum \"offload\", "
+             "netns-lab/dataplane.toml: both ETRs are lispctl's), so TCP's GSO super-packets cross every hop "
+             "whole in LISP as in plain and bpf-forward, and both BPF modes hand them (and the ACKs, whose "
+             "checksums the hosts leave to the offload) to the next namespace without a veth transmit "
+             "(`LISP_OUT_PEER_ALL`, docs/datapath.md). With rloc-checksum \"auto\" on a veth (tx checksumming "
+             "off, for socket readers beyond it) the RLOC veth's transmit would segment them in software "
+             "instead: the NAT throughput section's rtr_complete row shows what that costs. Where TCP is "
+             "data-path-bound (the same-CPU column) LISP / bpf-forward shows LISP's per-super-packet work;"
              " split over two CPUs the TCP figures are near the endpoints' ceiling (shares below).")
 
     if "sink" in med:

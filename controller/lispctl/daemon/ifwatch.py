@@ -49,18 +49,20 @@ class NextHopSync:
     InterfaceWatcher opened with track_forwarding, it bumps the next-hop
     generation once if any link, address, route, rule or neighbour notification
     (or a re-dump) came since the last call, so the next packet asks the FIB.
-    Returns whether it did. After qdisc or filter notifications it has the
-    data plane check its hand-overs to veth peers (Datapath.recheck_handoffs:
-    a shaper or egress filter added since attach takes the hand-over back)."""
+    Returns whether it did. After qdisc, filter or link notifications it has
+    the data plane check its hand-overs to veth peers
+    (Datapath.recheck_handoffs: a shaper or egress filter added since attach
+    takes the hand-over back; a device's offloads decide which packets go)."""
 
     def __init__(self, datapath) -> None:
         self.dp = datapath
         self.seen = 0
         self.seen_tc = 0
+        self.seen_links = 0
 
     def __call__(self, watcher) -> bool:
-        if watcher.tc_changes != self.seen_tc:
-            self.seen_tc = watcher.tc_changes
+        if watcher.tc_changes != self.seen_tc or watcher.link_changes != self.seen_links:
+            self.seen_tc, self.seen_links = watcher.tc_changes, watcher.link_changes
             self.dp.recheck_handoffs()
         if watcher.forwarding_changes == self.seen:
             return False

@@ -40,6 +40,7 @@ CFG_PETR_ACL = header_define("LISP_CFG_PETR_ACL")
 CFG_PITR = header_define("LISP_CFG_PITR")
 OUT_XDP = header_define("LISP_OUT_XDP")
 OUT_PEER = header_define("LISP_OUT_PEER")
+OUT_PEER_ALL = header_define("LISP_OUT_PEER_ALL")
 
 MAX_LOCATORS = header_define("LISP_MAX_LOCATORS")
 SLOTS = header_define("LISP_SLOTS")
@@ -321,20 +322,36 @@ class Datapath:
         takes the hand-over back (recheck_handoffs, which the daemon calls on
         tc notifications); an XDP program attached to the peer later (another
         namespace: no notification reaches us) is skipped by handed-over
-        packets until the interface is attached again. Kept in peer_handoffs
-        (the daemon's status shows it)."""
+        packets until the interface is attached again. Which packets go:
+        every one when the veth's transmit would leave GSO super-packets and
+        partial checksums as they are (its offloads on), else only those
+        that need no transmit work (vethpeer.transmit_work). Kept in
+        peer_handoffs (the daemon's status shows it)."""
         peer = _vethpeer.handoff(ifname)
         if peer is None:
             self.peer_handoffs[ifname] = {"handoff": False, "reason": "not a veth"}
         else:
             self.peer_handoffs[ifname] = {"handoff": bool(peer.accepts), **peer.info()}
         self.set_peer_handoff(ifname, bool(peer and peer.accepts))
+        if peer and peer.accepts:
+            self._decide_handoff_all(ifname)
+
+    def _decide_handoff_all(self, ifname: str) -> None:
+        """LISP_OUT_PEER_ALL for a handed-over device: from its own
+        features, read here (no other namespace), so given as well as taken."""
+        why = _vethpeer.transmit_work(ifname)
+        decided = self.peer_handoffs[ifname]
+        if decided.get("all_packets") != (not why):
+            self._set_out_bit(ifname, OUT_PEER_ALL, not why)
+        decided.update(all_packets=not why, all_packets_reason=why or "its offloads leave every packet whole")
 
     def recheck_handoffs(self) -> list[str]:
         """Take the hand-over back from every interface that has gained a
         root qdisc other than noqueue or a tc egress filter since it was
-        decided (local netlink reads only: cheap enough for the daemon's
-        loop). Returns the interfaces it took it from. Never gives it: that
+        decided, and follow its offloads for which packets go (local
+        netlink and ethtool reads only: cheap enough for the daemon's loop,
+        which calls this on tc and link notifications). Returns the
+        interfaces it took the hand-over from. Never gives that back: it
         needs the peer's namespace read again, at the next attach."""
         taken = []
         for ifname, decided in self.peer_handoffs.items():
@@ -342,11 +359,14 @@ class Datapath:
                 continue
             try:
                 why = _vethpeer.egress_state(_attach.ifindex_of(ifname))
+                if not why:
+                    self._decide_handoff_all(ifname)
             except (OSError, DatapathError):
                 continue            # gone: its bits went with its ifindex's use
             if why:
                 self.set_peer_handoff(ifname, False)
-                decided.update(handoff=False, accepts=False, reason=why + " (since attach)")
+                self._set_out_bit(ifname, OUT_PEER_ALL, False)
+                decided.update(handoff=False, accepts=False, reason=why + " (since attach)", all_packets=False)
                 log.warning("%s: packets for it no longer go straight to its veth peer: %s", ifname, why)
                 taken.append(ifname)
         return taken

@@ -211,6 +211,30 @@ def egress_state(index: int) -> str:
     return ""
 
 
+# What a veth's transmit needs to leave every packet as it is: a checksum to
+# leave partial and each GSO type the data plane's packets carry (inner TCP
+# and UDP, in a UDP tunnel with or without its checksum) to leave whole.
+PASS_THROUGH_FEATURES = ("tx-checksum-ip-generic", "tx-scatter-gather", "tx-tcp-segmentation",
+                         "tx-tcp6-segmentation", "tx-tcp-ecn-segmentation", "tx-tcp-mangleid-segmentation",
+                         "tx-udp-segmentation", "tx-udp_tnl-segmentation", "tx-udp_tnl-csum-segmentation")
+
+
+def transmit_work(ifname: str) -> str:
+    """Why transmitting on veth ifname would change a GSO super-packet or a
+    partial checksum ('' when it would not): an offload in
+    PASS_THROUGH_FEATURES is off, so validate_xmit_skb segments the packet
+    or completes its checksum in software (an RLOC veth with rloc-checksum
+    "auto" or "complete" has tx checksumming off for exactly that)."""
+    from pyroute2.ethtool import Ethtool
+    try:
+        with Ethtool() as et:
+            features = et.get_features(ifname).features
+    except Exception as exc:                    # noqa: BLE001 - then only what needs no transmit
+        return f"its offloads cannot be read: {exc}"
+    off = [name for name in PASS_THROUGH_FEATURES if name in features and not features[name].enable]
+    return f"its transmit would work on GSO or checksum-offload packets ({', '.join(off)} off)" if off else ""
+
+
 def handoff(ifname: str) -> PeerCheck | None:
     """Whether packets redirected into veth ifname may go to its peer's
     ingress directly (bpf_redirect_peer) rather than through the veth's

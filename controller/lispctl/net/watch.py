@@ -454,7 +454,9 @@ class InterfaceWatcher:
     caches the kernel's forwarding answers (the data plane's next-hop cache)
     knows when to drop them. It also subscribes to traffic-control
     notifications: `tc_changes` counts qdisc and filter changes (what the
-    data plane's hand-over to a veth peer must not skip).
+    data plane's hand-over to a veth peer must not skip), and `link_changes`
+    the link notifications (a device's offloads among them, which decide
+    what the hand-over may skip).
     """
 
     def __init__(self, netns: str | None = None, *, track_gateways: bool = True,
@@ -465,6 +467,7 @@ class InterfaceWatcher:
         self.track_forwarding = track_forwarding
         self.forwarding_changes = 0
         self.tc_changes = 0
+        self.link_changes = 0
         self.rcvbuf = rcvbuf
         self.dump_timeout = dump_timeout
         self.view = NetView()
@@ -536,6 +539,7 @@ class InterfaceWatcher:
                 self.resyncs += 1
                 self.forwarding_changes += 1
                 self.tc_changes += 1
+                self.link_changes += 1
                 self._discard_queued()
                 fresh = self._snapshot()
                 events += diff_views(self.view, fresh)
@@ -562,6 +566,8 @@ class InterfaceWatcher:
         if mtype in TC_MESSAGES:
             self.tc_changes += 1
             return []
+        if mtype in (RTM_NEWLINK, RTM_DELLINK):
+            self.link_changes += 1
         if mtype not in (RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE,
                          RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH, RTM_NEWRULE, RTM_DELRULE):
             return []
