@@ -525,11 +525,20 @@ def run(rec: Recorder) -> None:
                  f"{goal('lisp', 'bpf-forward', 'tcp4_same_cpu_gbit_per_s', 0.9)}; 64-byte UDP >= 0.75: one "
                  f"destination {goal('lisp', 'bpf-forward', 'udp64_delivered_pps', 0.75)}, {MULTI_DSTS} "
                  f"destinations {goal('lisp', 'bpf-forward', 'udp64_multi_delivered_pps', 0.75)}.")
-    for a in ("lisp", "lisp-xdp"):
-        if a in med and "plain" in med:
-            rec.note(f"Goal of issue 13, 64-byte UDP x plain routing >= 1.0, {name_of(a)}: one destination "
-                     f"{goal(a, 'plain', 'udp64_delivered_pps', 1.0)}, {MULTI_DSTS} destinations "
-                     f"{goal(a, 'plain', 'udp64_multi_delivered_pps', 1.0)}.")
+    if "lisp" in med and "plain" in med:
+        rec.note("Goal of issue 13, 64-byte UDP x plain routing >= 1.0, LISP: one destination "
+                 f"{goal('lisp', 'plain', 'udp64_delivered_pps', 1.0)}, {MULTI_DSTS} destinations "
+                 f"{goal('lisp', 'plain', 'udp64_multi_delivered_pps', 1.0)}.")
+        rec.note("Goal of issue 13, TCP x plain routing >= 1.0 (kept), LISP: IPv4 EIDs "
+                 f"{goal('lisp', 'plain', 'tcp4_gbit_per_s', 1.0)}, IPv6 EIDs "
+                 f"{goal('lisp', 'plain', 'tcp6_gbit_per_s', 1.0)}; same CPU (a column of ours, beyond the "
+                 f"issue's) {goal('lisp', 'plain', 'tcp4_same_cpu_gbit_per_s', 1.0)}.")
+    if "lisp-xdp" in med and "plain" in med:
+        rec.note("LISP-XDP against the same 1.0 for 64-byte UDP (measured as the issue's XDP ITR section "
+                 "asks; the goal is the xTR pair's as `auto` runs it on veth, tc: XDP on a veth pays for "
+                 "turning each skb into a frame, see above): one destination "
+                 f"{goal('lisp-xdp', 'plain', 'udp64_delivered_pps', 1.0)}, {MULTI_DSTS} destinations "
+                 f"{goal('lisp-xdp', 'plain', 'udp64_multi_delivered_pps', 1.0)}.")
     if "lisp-xdp" in med and "bpf-forward-xdp" in med:
         rec.note("LISP-XDP / bpf-forward-XDP against the same 0.75 for 64-byte UDP: one destination "
                  f"{goal('lisp-xdp', 'bpf-forward-xdp', 'udp64_delivered_pps', 0.75)}, {MULTI_DSTS} "
