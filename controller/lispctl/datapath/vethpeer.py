@@ -212,11 +212,13 @@ def egress_state(index: int) -> str:
 
 
 # What a veth's transmit needs to leave every packet as it is: a checksum to
-# leave partial and each GSO type the data plane's packets carry (inner TCP
-# and UDP, in a UDP tunnel with or without its checksum) to leave whole.
-PASS_THROUGH_FEATURES = ("tx-checksum-ip-generic", "tx-scatter-gather", "tx-tcp-segmentation",
-                         "tx-tcp6-segmentation", "tx-tcp-ecn-segmentation", "tx-tcp-mangleid-segmentation",
-                         "tx-udp-segmentation", "tx-udp_tnl-segmentation", "tx-udp_tnl-csum-segmentation")
+# leave partial, each GSO type the data plane's packets carry (inner TCP and
+# UDP, in a UDP tunnel with or without its checksum) and GRO's frag lists to
+# leave whole.
+PASS_THROUGH_FEATURES = ("tx-checksum-ip-generic", "tx-scatter-gather", "tx-scatter-gather-fraglist",
+                         "tx-tcp-segmentation", "tx-tcp6-segmentation", "tx-tcp-ecn-segmentation",
+                         "tx-tcp-mangleid-segmentation", "tx-udp-segmentation", "tx-udp_tnl-segmentation",
+                         "tx-udp_tnl-csum-segmentation")
 
 
 def transmit_work(ifname: str) -> str:
