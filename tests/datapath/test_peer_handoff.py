@@ -40,6 +40,22 @@ def _tx_packets(ifname: str) -> int:
     return int(link.get("IFLA_STATS64")["tx_packets"])
 
 
+def _bits(dp, ifname: str) -> int:
+    """ifname's out_devs bits."""
+    t = dp.table("out_devs")
+    k = t.Key(socket.if_nametoindex(ifname))
+    return t[k].value if k in t else 0
+
+
+def _sync_when(moved, watcher, sync) -> None:
+    """The daemon's loop: drain notifications until moved() (or 5 s), then NextHopSync."""
+    deadline = time.monotonic() + 5
+    while not moved() and time.monotonic() < deadline:
+        watcher.drain()
+        time.sleep(0.01)
+    sync(watcher)
+
+
 def _host_socket(v: int) -> socket.socket:
     s = socket.socket(socket.AF_INET6 if v == 6 else socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("::" if v == 6 else "0.0.0.0", HOST_PORT))
@@ -90,9 +106,7 @@ def test_which_packets_follow_the_devices_offloads(dp, topo):
     from lispctl.net.watch import InterfaceWatcher
 
     def bits(ifname: str) -> int:
-        t = dp.table("out_devs")
-        k = t.Key(socket.if_nametoindex(ifname))
-        return t[k].value if k in t else 0
+        return _bits(dp, ifname)
 
     assert vethpeer.transmit_work("ck0") == ""
     dp.attach_eid_interface("ck0")
@@ -106,20 +120,12 @@ def test_which_packets_follow_the_devices_offloads(dp, topo):
         sync(watcher)
         subprocess.run(["ethtool", "-K", "ck0", "tx-udp-segmentation", "off"], check=True)
         try:
-            deadline = time.monotonic() + 5
-            while watcher.link_changes == sync.seen_links and time.monotonic() < deadline:
-                watcher.drain()
-                time.sleep(0.01)
-            sync(watcher)
+            _sync_when(lambda: watcher.link_changes != sync.seen_links, watcher, sync)
             assert bits("ck0") == OUT_PEER and dp.peer_handoffs["ck0"]["handoff"] is True
             assert "tx-udp-segmentation" in dp.peer_handoffs["ck0"]["all_packets_reason"]
         finally:
             subprocess.run(["ethtool", "-K", "ck0", "tx-udp-segmentation", "on"], check=True)
-        deadline = time.monotonic() + 5
-        while not bits("ck0") & OUT_PEER_ALL and time.monotonic() < deadline:
-            watcher.drain()
-            sync(watcher)
-            time.sleep(0.01)
+        _sync_when(lambda: watcher.link_changes != sync.seen_links, watcher, sync)
         assert bits("ck0") == OUT_PEER | OUT_PEER_ALL          # local, so given back too
 
 
@@ -258,9 +264,7 @@ def test_a_qdisc_added_later_takes_the_handover_back(dp, topo):
     from lispctl.net.watch import InterfaceWatcher
 
     def bits(ifname: str) -> int:
-        t = dp.table("out_devs")
-        k = t.Key(socket.if_nametoindex(ifname))
-        return t[k].value if k in t else 0
+        return _bits(dp, ifname)
 
     dp.attach_eid_interface("ck0")
     dp.attach_rloc_interface("ck1")
@@ -272,11 +276,7 @@ def test_a_qdisc_added_later_takes_the_handover_back(dp, topo):
         assert dp.peer_handoffs["ck1"]["handoff"] is True      # our own clsact changed nothing
         subprocess.run(["tc", "qdisc", "add", "dev", "ck1", "root", "pfifo"], check=True)
         try:
-            deadline = time.monotonic() + 5
-            while watcher.tc_changes == sync.seen_tc and time.monotonic() < deadline:
-                watcher.drain()
-                time.sleep(0.01)
-            sync(watcher)
+            _sync_when(lambda: watcher.tc_changes != sync.seen_tc, watcher, sync)
             assert dp.peer_handoffs["ck1"]["handoff"] is False
             assert "pfifo" in dp.peer_handoffs["ck1"]["reason"]
             assert not bits("ck1") & OUT_PEER
