@@ -320,7 +320,7 @@ class Datapath:
         same packet, a shorter path. Decided now, at attach, like the XDP
         redirect, except that a qdisc or egress filter added to ifname later
         takes the hand-over back (recheck_handoffs, which the daemon calls on
-        tc notifications); an XDP program attached to the peer later (another
+        tc and link notifications); an XDP program attached to the peer later (another
         namespace: no notification reaches us) is skipped by handed-over
         packets until the interface is attached again. Which packets go:
         every one when the veth's transmit would leave GSO super-packets and
@@ -365,7 +365,6 @@ class Datapath:
                 continue            # gone: its bits went with its ifindex's use
             if why:
                 self.set_peer_handoff(ifname, False)
-                self._set_out_bit(ifname, OUT_PEER_ALL, False)
                 decided.update(handoff=False, accepts=False, reason=why + " (since attach)", all_packets=False)
                 log.warning("%s: packets for it no longer go straight to its veth peer: %s", ifname, why)
                 taken.append(ifname)
@@ -375,8 +374,9 @@ class Datapath:
         """Let (or not) the tc programs at ingress hand packets for ifname to
         its veth peer's ingress (bpf_redirect_peer; LISP_OUT_PEER). Only for a
         veth whose peer is in another namespace (the kernel drops the packet
-        otherwise) and where nothing on the transmit path must see it."""
-        self._set_out_bit(ifname, OUT_PEER, enabled)
+        otherwise) and where nothing on the transmit path must see it.
+        Disabling also clears LISP_OUT_PEER_ALL, which means nothing without it."""
+        self._set_out_bit(ifname, OUT_PEER if enabled else OUT_PEER | OUT_PEER_ALL, enabled)
 
     def _set_out_bit(self, ifname: str, bit: int, enabled: bool) -> None:
         t = self._t["out_devs"]
